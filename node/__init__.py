@@ -1,0 +1,1 @@
+"""skyfed's IO shell: storage, the HTTP/WebSocket server, peers, views and the CLI."""
