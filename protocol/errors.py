@@ -59,7 +59,9 @@ class RemoteProtocolError(SkyfedError):
             self.status = status
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.message!r}, error={self.error!r}, status={self.status})"
+        return (
+            f"{type(self).__name__}({self.message!r}, error={self.error!r}, status={self.status})"
+        )
 
 
 class InvalidSyntax(RemoteProtocolError):

@@ -1,0 +1,152 @@
+"""Protocol-core speed, each figure as a ratio to a baseline measured in the same run.
+
+    python bench/protocol.py [--events N] [--keys N]
+
+Prints: raw ed25519 verifies/s; full commit-event verifications/s (decode, signature,
+inversion check) and their ratio (target >= 0.5); canonical msgpack decode+encode of
+typical records against plain msgpack (target ratio >= 0.5); MST inserts of 100k keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import msgpack
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from protocol.commit import CommitEvent, verify_commit_event
+from protocol.encoding import decode, encode
+from protocol.keys import SigningKey
+from protocol.mst import MST, MemoryBlockStore
+from protocol.repo import Repo, Write
+from protocol.syntax import TidClock
+
+TIME = "2026-11-23T12:00:00.000Z"
+
+
+def rate(fn: Callable[[], int], min_seconds: float = 1.0) -> float:
+    """Operations per second: repeat ``fn`` (which returns how many it did)."""
+    done = 0
+    start = time.perf_counter()
+    while True:
+        done += fn()
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return done / elapsed
+
+
+def make_events(n: int, key: SigningKey, repo_size: int) -> list[bytes]:
+    """A repo of ``repo_size`` posts, then ``n`` single-post commit events."""
+    store = MemoryBlockStore()
+    clock = TidClock(0)
+    micros = 1_700_000_000_000_000
+    did = "did:skyfed:benchbenchbenchbenchbenc"
+    result = Repo.create(did, key, rev=clock.next(micros), time=TIME, source=store)
+    store.update(result.blocks)
+    repo = result.repo
+    i = 0
+    while i < repo_size:
+        batch = [
+            Write("create", "app.bsky.feed.post", clock.next(micros + i + j), _post(i + j))
+            for j in range(min(200, repo_size - i))
+        ]
+        i += len(batch)
+        result = repo.apply_writes(
+            batch, key, rev=clock.next(micros + i), time=TIME, validate=False
+        )
+        store.update(result.blocks)
+        repo = result.repo
+    events = []
+    for j in range(n):
+        rkey = clock.next(micros + repo_size + 10 + j)
+        w = Write("create", "app.bsky.feed.post", rkey, _post(j))
+        result = repo.apply_writes(
+            [w], key, rev=clock.next(micros + repo_size + 10 + j), time=TIME, validate=False
+        )
+        store.update(result.blocks)
+        repo = result.repo
+        events.append(result.event.to_bytes())
+    return events
+
+
+def _post(i: int) -> dict[str, object]:
+    return {
+        "$type": "app.bsky.feed.post",
+        "text": f"post number {i}: the quick brown fox jumps over the lazy dog",
+        "createdAt": TIME,
+        "langs": ["en"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=300, help="commit events to verify")
+    parser.add_argument("--repo-size", type=int, default=2000, help="posts already in the repo")
+    parser.add_argument("--keys", type=int, default=100_000, help="MST keys to insert")
+    args = parser.parse_args()
+
+    key = SigningKey.from_seed(bytes(range(32)))
+    sig = key.sign(b"x" * 200)
+    pub = key.public
+
+    def raw_verify() -> int:
+        for _ in range(200):
+            pub.verify(sig, b"x" * 200)
+        return 200
+
+    events = make_events(args.events, key, args.repo_size)
+
+    def full_verify() -> int:
+        for raw in events:
+            event = CommitEvent.from_bytes(raw)
+            verify_commit_event(event, pub, prev_data=event.prev_data)
+        return len(events)
+
+    raw_rate = rate(raw_verify)
+    event_rate = rate(full_verify)
+    print(f"raw ed25519 verifies/s          {raw_rate:12,.0f}")
+    print(f"commit events verified/s        {event_rate:12,.0f}")
+    print(f"  ratio (target >= 0.5)         {event_rate / raw_rate:12.2f}")
+
+    records = [encode(_post(i)) for i in range(1000)]  # type: ignore[arg-type]
+    records += [e for e in events[:200]]
+
+    def plain() -> int:
+        for r in records:
+            msgpack.packb(msgpack.unpackb(r, raw=False), use_bin_type=True)
+        return len(records)
+
+    def canonical() -> int:
+        for r in records:
+            encode(decode(r))
+        return len(records)
+
+    plain_rate = rate(plain)
+    canon_rate = rate(canonical)
+    print(f"plain msgpack decode+encode/s   {plain_rate:12,.0f}")
+    print(f"canonical decode+encode/s       {canon_rate:12,.0f}")
+    print(f"  ratio (target >= 0.5)         {canon_rate / plain_rate:12.2f}")
+
+    from protocol.cid import cid_for_msgpack
+
+    value = cid_for_msgpack(b"\x80")
+    start = time.perf_counter()
+    tree = MST.empty()
+    clock = TidClock(3)
+    for i in range(args.keys):
+        tree = tree.set(f"app.bsky.feed.post/{clock.next(1_700_000_000_000_000 + i)}", value)
+    tree.root()
+    elapsed = time.perf_counter() - start
+    print(
+        f"MST inserts of {args.keys:,} keys      {elapsed:9.2f} s"
+        f"  ({elapsed / args.keys * 1e6:.1f} µs/op)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Content identifiers: CIDv1 with a sha2-256 multihash.
+
+Two codecs are used: MessagePack (multicodec ``0x0201``) for records, tree nodes,
+commits, identity ops and labels, and raw (``0x55``) for blobs. The binary form is
+``varint(1) || varint(codec) || 0x12 0x20 || digest``; the string form is multibase
+base32 lower-case without padding (prefix ``b``), so every CID we produce passes the
+atproto CID syntax. Anything else (CIDv0, other hashes, truncated digests) is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from .errors import DecodeError, InvalidSyntax
+
+__all__ = ["CID", "CODEC_MSGPACK", "CODEC_RAW", "cid_for_msgpack", "cid_for_raw"]
+
+CODEC_MSGPACK = 0x0201
+CODEC_RAW = 0x55
+_SHA2_256 = 0x12
+_CODECS = frozenset({CODEC_MSGPACK, CODEC_RAW})
+# varint(1) + varint(codec) + multihash header, precomputed per codec.
+_PREFIX = {
+    CODEC_MSGPACK: bytes([0x01, 0x81, 0x04, _SHA2_256, 32]),
+    CODEC_RAW: bytes([0x01, CODEC_RAW, _SHA2_256, 32]),
+}
+_BY_PREFIX = {v: k for k, v in _PREFIX.items()}
+_MAX_STR = 128
+
+
+class CID:
+    """A CIDv1 with a sha2-256 digest; immutable, hashable, ordered by its binary form.
+
+    Held as its binary form only: trees decode thousands of CIDs per commit, so
+    building one from bytes must cost no more than a prefix check.
+    """
+
+    __slots__ = ("_raw",)
+    _raw: bytes
+
+    def __init__(self, codec: int, digest: bytes):
+        if codec not in _CODECS or type(digest) is not bytes or len(digest) != 32:
+            raise DecodeError("CID must be CIDv1, msgpack or raw codec, sha2-256")
+        object.__setattr__(self, "_raw", _PREFIX[codec] + digest)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("CID is immutable")
+
+    @property
+    def codec(self) -> int:
+        return _BY_PREFIX[self._raw[:-32]]
+
+    @property
+    def digest(self) -> bytes:
+        return self._raw[-32:]
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is CID and self._raw == other._raw
+
+    def __hash__(self) -> int:
+        return hash(self._raw)
+
+    def __lt__(self, other: CID) -> bool:
+        return self._raw < other._raw
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (CID.from_bytes, (self._raw,))
+
+    # -- binary -----------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        return self._raw
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> CID:
+        if type(data) is not bytes or len(data) < 36 or data[:-32] not in _BY_PREFIX:
+            raise DecodeError("not a CIDv1 with msgpack or raw codec and a sha2-256 digest")
+        cid = object.__new__(cls)
+        object.__setattr__(cid, "_raw", data)
+        return cid
+
+    # -- string -----------------------------------------------------------------
+    def to_str(self) -> str:
+        return "b" + base64.b32encode(self.to_bytes()).decode("ascii").rstrip("=").lower()
+
+    @classmethod
+    def from_str(cls, text: str) -> CID:
+        if not isinstance(text, str) or not 2 <= len(text) <= _MAX_STR:
+            raise InvalidSyntax("CID string has the wrong length")
+        if text[0] != "b":
+            raise InvalidSyntax("CID string must be multibase base32 lower case ('b...')")
+        body = text[1:].upper()
+        try:
+            raw = base64.b32decode(body + "=" * (-len(body) % 8))
+        except ValueError as e:
+            raise InvalidSyntax("CID string is not valid base32") from e
+        try:
+            cid = cls.from_bytes(raw)
+        except DecodeError as e:
+            raise InvalidSyntax(f"invalid CID: {e.message}") from e
+        if cid.to_str() != text:
+            raise InvalidSyntax("CID string is not in canonical form")
+        return cid
+
+    def __str__(self) -> str:
+        return self.to_str()
+
+    def __repr__(self) -> str:
+        return f"CID({self.to_str()!r})"
+
+
+def cid_for_msgpack(block: bytes) -> CID:
+    """The CID of an encoded msgpack block (hash of exactly these bytes)."""
+    return CID(CODEC_MSGPACK, hashlib.sha256(block).digest())
+
+
+def cid_for_raw(blob: bytes) -> CID:
+    """The CID of a blob."""
+    return CID(CODEC_RAW, hashlib.sha256(blob).digest())

@@ -1,0 +1,361 @@
+"""Signed commits and the commit events that carry a change between nodes.
+
+A commit is ``{did, version: 3, data, rev, prev: null, sig}``: ``data`` is the root of
+the repository's tree, ``rev`` a TID that only ever grows, ``sig`` the ed25519
+signature by the account's signing key over the canonical encoding of the other five
+fields. Its CID is the CID of its encoding *with* ``sig``.
+
+A commit event (atproto's ``#commit`` without the stream's ``seq``) carries one
+commit and everything a receiver needs to check it while holding nothing but the
+previous tree root (atproto Sync 1.1, the "inductive firehose"):
+
+* ``ops``: ``{action, path, cid, prev}`` for every record touched;
+* ``since``: the rev of the previous commit (None for the first commit);
+* ``prevData``: the previous tree root;
+* ``blocks``: the commit block, the new record blocks, and every node of the new tree
+  that inverting the ops reads (the path to each key, plus the nodes on both sides of
+  each created key that inverting must merge).
+
+The receiver checks the signature, checks that the new tree holds each op's value,
+applies the inverse of every op to the partial tree, and requires the result to be
+``prevData`` exactly. It refuses: a bad signature, a commit for another DID or rev,
+ops that disagree with the tree, missing blocks, a non-increasing rev, more than
+:data:`MAX_OPS` ops or :data:`MAX_BLOCKS_BYTES` of blocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .cid import CID, cid_for_msgpack
+from .encoding import Value, decode, encode
+from .errors import DecodeError, InvalidCommit
+from .keys import SigningKey, VerifyKey
+from .mst import MST, BlockSource, MemoryBlockStore, MissingBlock, RecordingSource, validate_key
+
+__all__ = [
+    "COMMIT_VERSION",
+    "MAX_BLOCKS_BYTES",
+    "MAX_OPS",
+    "MAX_RECORD_BYTES",
+    "Action",
+    "Commit",
+    "CommitEvent",
+    "RepoOp",
+    "blocks_for_ops",
+    "invert_ops",
+    "verify_commit_event",
+]
+
+COMMIT_VERSION = 3
+MAX_OPS = 200
+MAX_RECORD_BYTES = 1024 * 1024
+MAX_BLOCKS_BYTES = 2 * 1024 * 1024
+
+Action = Literal["create", "update", "delete"]
+_ACTIONS = ("create", "update", "delete")
+
+
+def _cid_field(data: Mapping[str, Value], name: str, *, nullable: bool = False) -> CID | None:
+    raw = data.get(name)
+    if raw is None:
+        if nullable:
+            return None
+        raise DecodeError(f"'{name}' is required")
+    if type(raw) is not bytes:
+        raise DecodeError(f"'{name}' must be a binary CID")
+    return CID.from_bytes(raw)
+
+
+def _str_field(data: Mapping[str, Value], name: str, *, nullable: bool = False) -> str | None:
+    raw = data.get(name)
+    if raw is None and nullable:
+        return None
+    if type(raw) is not str:
+        raise DecodeError(f"'{name}' must be a string")
+    return raw
+
+
+def _check_keys(data: Value, required: set[str], optional: set[str], what: str) -> dict[str, Value]:
+    if type(data) is not dict:
+        raise DecodeError(f"{what} must be a map")
+    keys = set(data)
+    if not required <= keys or not keys <= required | optional:
+        raise DecodeError(
+            f"{what} must have fields {sorted(required)} (optional {sorted(optional)}),"
+            f" got {sorted(keys)}"
+        )
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """A signed repository commit."""
+
+    did: str
+    data: CID
+    rev: str
+    sig: bytes = field(repr=False)
+    version: int = COMMIT_VERSION
+    prev: CID | None = None
+
+    @staticmethod
+    def _unsigned(did: str, data: CID, rev: str, version: int, prev: CID | None) -> bytes:
+        return encode(
+            {
+                "data": data.to_bytes(),
+                "did": did,
+                "prev": None if prev is None else prev.to_bytes(),
+                "rev": rev,
+                "version": version,
+            }
+        )
+
+    @classmethod
+    def sign(cls, did: str, data: CID, rev: str, key: SigningKey) -> Commit:
+        sig = key.sign(cls._unsigned(did, data, rev, COMMIT_VERSION, None))
+        return cls(did=did, data=data, rev=rev, sig=sig)
+
+    def unsigned_bytes(self) -> bytes:
+        return self._unsigned(self.did, self.data, self.rev, self.version, self.prev)
+
+    def to_bytes(self) -> bytes:
+        return encode(
+            {
+                "data": self.data.to_bytes(),
+                "did": self.did,
+                "prev": None if self.prev is None else self.prev.to_bytes(),
+                "rev": self.rev,
+                "sig": self.sig,
+                "version": self.version,
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, block: bytes) -> Commit:
+        d = _check_keys(decode(block), {"data", "did", "rev", "sig", "version"}, {"prev"}, "commit")
+        version = d["version"]
+        if version != COMMIT_VERSION:
+            raise DecodeError(f"commit version must be {COMMIT_VERSION}")
+        sig = d["sig"]
+        if type(sig) is not bytes:
+            raise DecodeError("'sig' must be bytes")
+        data = _cid_field(d, "data")
+        did = _str_field(d, "did")
+        rev = _str_field(d, "rev")
+        assert data is not None
+        assert did is not None
+        assert rev is not None
+        from .syntax import validate_did, validate_tid
+
+        validate_did(did)
+        validate_tid(rev)
+        commit = cls(
+            did=did, data=data, rev=rev, sig=sig, prev=_cid_field(d, "prev", nullable=True)
+        )
+        if commit.to_bytes() != block:
+            raise DecodeError("commit is not in canonical form")
+        return commit
+
+    @property
+    def cid(self) -> CID:
+        return cid_for_msgpack(self.to_bytes())
+
+    def verify(self, key: VerifyKey) -> None:
+        """Raise InvalidSignature unless ``key`` signed this commit."""
+        key.verify(self.sig, self.unsigned_bytes())
+
+
+@dataclass(frozen=True, slots=True)
+class RepoOp:
+    """One record change: create (cid), update (cid and prev), delete (prev)."""
+
+    action: Action
+    path: str
+    cid: CID | None
+    prev: CID | None = None
+
+    def __post_init__(self) -> None:
+        if self.action not in _ACTIONS:
+            raise DecodeError(f"unknown op action {self.action!r}")
+        want_cid = self.action != "delete"
+        want_prev = self.action != "create"
+        if (self.cid is not None) != want_cid or (self.prev is not None) != want_prev:
+            raise DecodeError(f"a {self.action} op must have cid={want_cid}, prev={want_prev}")
+
+    def to_value(self) -> Value:
+        return {
+            "action": self.action,
+            "cid": None if self.cid is None else self.cid.to_bytes(),
+            "path": self.path,
+            "prev": None if self.prev is None else self.prev.to_bytes(),
+        }
+
+    @classmethod
+    def from_value(cls, value: Value) -> RepoOp:
+        d = _check_keys(value, {"action", "path"}, {"cid", "prev"}, "op")
+        action = d["action"]
+        path = _str_field(d, "path")
+        assert path is not None
+        if action not in _ACTIONS:
+            raise DecodeError(f"unknown op action {action!r}")
+        validate_key(path)
+        return cls(
+            action=action,  # type: ignore[arg-type]
+            path=path,
+            cid=_cid_field(d, "cid", nullable=True),
+            prev=_cid_field(d, "prev", nullable=True),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CommitEvent:
+    """A commit with the ops and blocks that let a receiver verify it inductively."""
+
+    repo: str
+    rev: str
+    since: str | None
+    commit: CID
+    ops: tuple[RepoOp, ...]
+    blocks: tuple[bytes, ...] = field(repr=False)
+    prev_data: CID
+    time: str
+
+    def to_value(self) -> dict[str, Value]:
+        return {
+            "blocks": list(self.blocks),
+            "commit": self.commit.to_bytes(),
+            "ops": [op.to_value() for op in self.ops],
+            "prevData": self.prev_data.to_bytes(),
+            "repo": self.repo,
+            "rev": self.rev,
+            "since": self.since,
+            "time": self.time,
+        }
+
+    def to_bytes(self) -> bytes:
+        return encode(self.to_value())
+
+    @classmethod
+    def from_value(cls, value: Value) -> CommitEvent:
+        d = _check_keys(
+            value,
+            {"blocks", "commit", "ops", "prevData", "repo", "rev", "since", "time"},
+            {"seq"},
+            "commit event",
+        )
+        blocks, ops = d["blocks"], d["ops"]
+        if type(blocks) is not list or not all(type(b) is bytes for b in blocks):
+            raise DecodeError("'blocks' must be a list of byte strings")
+        if type(ops) is not list:
+            raise DecodeError("'ops' must be a list")
+        if len(ops) > MAX_OPS:
+            raise InvalidCommit(f"more than {MAX_OPS} ops in one commit")
+        commit = _cid_field(d, "commit")
+        prev_data = _cid_field(d, "prevData")
+        repo = _str_field(d, "repo")
+        rev = _str_field(d, "rev")
+        time = _str_field(d, "time")
+        assert commit
+        assert prev_data
+        assert repo
+        assert rev
+        assert time is not None
+        return cls(
+            repo=repo,
+            rev=rev,
+            since=_str_field(d, "since", nullable=True),
+            commit=commit,
+            ops=tuple(RepoOp.from_value(op) for op in ops),
+            blocks=tuple(blocks),  # type: ignore[arg-type]
+            prev_data=prev_data,
+            time=time,
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> CommitEvent:
+        return cls.from_value(decode(data))
+
+    def block_map(self) -> dict[CID, bytes]:
+        total = sum(len(b) for b in self.blocks)
+        if total > MAX_BLOCKS_BYTES:
+            raise InvalidCommit(f"commit blocks exceed {MAX_BLOCKS_BYTES} bytes")
+        return {cid_for_msgpack(b): b for b in self.blocks}
+
+
+def invert_ops(tree: MST, ops: Sequence[RepoOp]) -> MST:
+    """Check that ``tree`` holds what ``ops`` say and return the tree before them."""
+    seen: set[str] = set()
+    for op in ops:
+        if op.path in seen:
+            raise InvalidCommit(f"two ops touch {op.path}")
+        seen.add(op.path)
+        if tree.get(op.path) != op.cid:
+            raise InvalidCommit(f"tree does not hold the {op.action} of {op.path}")
+    for op in reversed(ops):
+        if op.action == "create":
+            tree = tree.delete(op.path)
+        else:
+            assert op.prev is not None
+            tree = tree.set(op.path, op.prev)
+    return tree
+
+
+def blocks_for_ops(tree: MST, source: BlockSource, ops: Sequence[RepoOp]) -> dict[CID, bytes]:
+    """The nodes of ``tree`` (whose blocks are all in ``source``) that checking and
+    inverting ``ops`` reads: the tree part of a commit event's blocks."""
+    recording = RecordingSource(source)
+    invert_ops(MST.load(recording, tree.root()), ops)
+    return recording.read
+
+
+def verify_commit_event(
+    event: CommitEvent,
+    key: VerifyKey,
+    *,
+    prev_data: CID | None = None,
+    prev_rev: str | None = None,
+) -> Commit:
+    """Verify a commit event holding only the previous root (or nothing).
+
+    ``prev_data`` and ``prev_rev``, when the receiver holds the repo, must equal the
+    event's ``prevData`` and ``since`` (neither is signed: the receiver's own state is
+    what they are checked against). A mismatch is an InvalidCommit with error
+    ``Desynchronized``. Returns the commit; raises InvalidCommit, InvalidSignature or
+    DecodeError.
+    """
+    if len(event.ops) > MAX_OPS:
+        raise InvalidCommit(f"more than {MAX_OPS} ops in one commit")
+    blocks = event.block_map()
+    commit_block = blocks.get(event.commit)
+    if commit_block is None:
+        raise InvalidCommit("the commit block is missing")
+    commit = Commit.from_bytes(commit_block)
+    if commit.did != event.repo:
+        raise InvalidCommit("commit is for another repository")
+    if commit.rev != event.rev:
+        raise InvalidCommit("commit rev differs from the event's rev")
+    if event.since is not None and not event.since < event.rev:
+        raise InvalidCommit("rev must be greater than since")
+    commit.verify(key)
+    if prev_data is not None and prev_data != event.prev_data:
+        raise InvalidCommit("prevData is not the root this node holds", error="Desynchronized")
+    if prev_rev is not None and prev_rev != event.since:
+        raise InvalidCommit("since is not the rev this node holds", error="Desynchronized")
+    for op in event.ops:
+        if op.cid is not None:
+            block = blocks.get(op.cid)
+            if block is None:
+                raise InvalidCommit(f"record block for {op.path} is missing")
+            if len(block) > MAX_RECORD_BYTES:
+                raise InvalidCommit(f"record {op.path} exceeds {MAX_RECORD_BYTES} bytes")
+    try:
+        before = invert_ops(MST.load(MemoryBlockStore(blocks), commit.data), event.ops)
+        root = before.root()
+    except MissingBlock as e:
+        raise InvalidCommit(f"blocks are incomplete: {e.message}") from e
+    if root != event.prev_data:
+        raise InvalidCommit("inverting the ops does not give prevData")
+    return commit

@@ -1,0 +1,134 @@
+"""ed25519 keys, their ``did:key`` form, signing and verification.
+
+skyfed signs everything with ed25519 (atproto uses p256 / secp256k1). A public key is
+written as ``did:key:z<base58btc(0xed 0x01 || 32-byte key)>`` (multicodec
+``ed25519-pub``), a secret key as ``z<base58btc(0x80 0x26 || 32-byte seed)>``
+(multicodec ``ed25519-priv``). Signatures are the 64-byte ed25519 signatures over the
+exact bytes given.
+
+This module never draws randomness: a new key is made from a 32-byte seed the caller
+supplies (``SigningKey.from_seed(os.urandom(32))`` in the IO shell).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import base58
+from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from .errors import InvalidSignature, InvalidSyntax, LocalProtocolError
+
+__all__ = ["DID_KEY_PREFIX", "SIGNATURE_LENGTH", "SigningKey", "VerifyKey", "verify_key"]
+
+DID_KEY_PREFIX = "did:key:z"
+SIGNATURE_LENGTH = 64
+_PUB_CODEC = b"\xed\x01"
+_PRIV_CODEC = b"\x80\x26"
+_MAX_DID_KEY = 64
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyKey:
+    """An ed25519 public key."""
+
+    raw: bytes
+    _key: Ed25519PublicKey = field(repr=False, compare=False, hash=False)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> VerifyKey:
+        if len(raw) != 32:
+            raise InvalidSyntax("an ed25519 public key is 32 bytes")
+        return cls(raw, Ed25519PublicKey.from_public_bytes(raw))
+
+    @classmethod
+    def from_did_key(cls, did_key: str) -> VerifyKey:
+        return verify_key(did_key)
+
+    def to_did_key(self) -> str:
+        return DID_KEY_PREFIX + base58.b58encode(_PUB_CODEC + self.raw).decode("ascii")
+
+    def verify(self, signature: bytes, data: bytes) -> None:
+        """Return if ``signature`` signs ``data``; raise InvalidSignature otherwise."""
+        if not isinstance(signature, bytes) or len(signature) != SIGNATURE_LENGTH:
+            raise InvalidSignature("an ed25519 signature is 64 bytes")
+        try:
+            self._key.verify(signature, data)
+        except _CryptoInvalidSignature as e:
+            raise InvalidSignature("signature does not verify") from e
+
+    def is_valid(self, signature: bytes, data: bytes) -> bool:
+        try:
+            self.verify(signature, data)
+        except InvalidSignature:
+            return False
+        return True
+
+
+@functools.lru_cache(maxsize=4096)
+def verify_key(did_key: str) -> VerifyKey:
+    """Parse a ``did:key`` naming an ed25519 public key (cached: keys repeat a lot)."""
+    if not isinstance(did_key, str) or len(did_key) > _MAX_DID_KEY:
+        raise InvalidSyntax("not an ed25519 did:key")
+    if not did_key.startswith(DID_KEY_PREFIX):
+        raise InvalidSyntax("a did:key must start with 'did:key:z'")
+    try:
+        raw = base58.b58decode(did_key[len("did:key:") + 1 :])
+    except ValueError as e:
+        raise InvalidSyntax("did:key is not valid base58btc") from e
+    if len(raw) != 34 or raw[:2] != _PUB_CODEC:
+        raise InvalidSyntax("did:key does not name an ed25519 public key")
+    key = VerifyKey.from_bytes(raw[2:])
+    if key.to_did_key() != did_key:
+        raise InvalidSyntax("did:key is not in canonical form")
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """An ed25519 secret key. ``repr`` never shows the secret."""
+
+    seed: bytes = field(repr=False)
+    _key: Ed25519PrivateKey = field(repr=False, compare=False, hash=False)
+    public: VerifyKey = field(compare=False, hash=False)
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> SigningKey:
+        if not isinstance(seed, bytes) or len(seed) != 32:
+            raise LocalProtocolError("an ed25519 seed is 32 bytes")
+        key = Ed25519PrivateKey.from_private_bytes(seed)
+        pub = key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        return cls(seed, key, VerifyKey(pub, key.public_key()))
+
+    def to_bytes(self) -> bytes:
+        return self.seed
+
+    def to_str(self) -> str:
+        """Secret-key export: multibase base58btc of multicodec ed25519-priv."""
+        return "z" + base58.b58encode(_PRIV_CODEC + self.seed).decode("ascii")
+
+    @classmethod
+    def from_str(cls, text: str) -> SigningKey:
+        if not isinstance(text, str) or not text.startswith("z") or len(text) > 64:
+            raise InvalidSyntax("not an exported ed25519 secret key ('z...')")
+        try:
+            raw = base58.b58decode(text[1:])
+        except ValueError as e:
+            raise InvalidSyntax("secret key is not valid base58btc") from e
+        if len(raw) != 34 or raw[:2] != _PRIV_CODEC:
+            raise InvalidSyntax("not an ed25519 secret key")
+        return cls.from_seed(raw[2:])
+
+    def did_key(self) -> str:
+        return self.public.to_did_key()
+
+    def sign(self, data: bytes) -> bytes:
+        return self._key.sign(data)

@@ -1,0 +1,719 @@
+"""The Merkle Search Tree that holds a repository's records.
+
+Follows the atproto repository spec, with canonical msgpack in place of DAG-CBOR:
+
+* a key is ``<collection>/<record key>`` (ASCII, at most :data:`MAX_KEY_LENGTH` bytes);
+  its *height* is the number of leading zero bits of ``sha256(key)`` divided by two
+  (rounded down), which gives a fanout of about 4;
+* a node holds the keys of one height in order, ``{"e": [...], "l": left | null}``;
+  each entry is ``{"k": key suffix, "p": prefix length shared with the previous key
+  of the node, "t": right subtree | null, "v": value CID}``; CIDs are carried as their
+  binary form in msgpack ``bin``;
+* subtrees hang one layer lower; a layer with no key of its own between two keys of
+  the layer above is an entry-less node that only points down (layers are never
+  skipped); the root is the node of the highest layer; the empty tree is one node
+  with no entries and no ``l``.
+
+So the same set of keys gives the same root whatever the order of operations.
+
+Trees are persistent values: :meth:`MST.set` and :meth:`MST.delete` return a new
+tree sharing unchanged nodes with the old one. Nodes are read lazily through a
+:class:`BlockSource`, so a tree can be checked with only the blocks it touches; a
+missing block raises :class:`MissingBlock`.
+
+What it refuses: malformed keys, nodes that are not canonical (wrong key heights,
+unsorted or duplicate keys, bad prefixes, non-canonical bytes), and trees whose
+structure does not match the one its key set dictates.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import hashlib
+import re
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol, TypeAlias
+
+import msgpack
+
+from .cid import CID, cid_for_msgpack
+from .encoding import Value, decode_unchecked
+from .errors import DecodeError, InvalidCommit, RepoError
+
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "MST",
+    "BlockSource",
+    "DiffEntry",
+    "MemoryBlockStore",
+    "MissingBlock",
+    "RecordingSource",
+    "key_height",
+    "validate_key",
+]
+
+MAX_KEY_LENGTH = 1024
+_KEY_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-_:~/")
+_ENTRY_FIELDS = ["k", "p", "t", "v"]
+_KEY_RE = re.compile(rb"[A-Za-z0-9.\-_:~]+/[A-Za-z0-9.\-_:~]+")
+#: Decoded nodes kept per tree loader; bounded so a walk over a huge repo stays small.
+_CACHE_NODES = 50_000
+
+
+class MissingBlock(InvalidCommit):
+    """A block the operation needs is not in the block source."""
+
+    def __init__(self, cid: CID):
+        super().__init__(f"missing block {cid}")
+        self.cid = cid
+
+
+class BlockSource(Protocol):
+    """Where tree nodes are read from: a dict, a CAR slice, a database (in a thread)."""
+
+    def get_block(self, cid: CID) -> bytes | None: ...
+
+
+class MemoryBlockStore:
+    """A dict of blocks. Implements :class:`BlockSource`."""
+
+    def __init__(self, blocks: Mapping[CID, bytes] | None = None):
+        self.blocks: dict[CID, bytes] = dict(blocks or {})
+
+    def get_block(self, cid: CID) -> bytes | None:
+        return self.blocks.get(cid)
+
+    def put_block(self, block: bytes) -> CID:
+        cid = cid_for_msgpack(block)
+        self.blocks[cid] = block
+        return cid
+
+    def update(self, blocks: Mapping[CID, bytes]) -> None:
+        self.blocks.update(blocks)
+
+
+class RecordingSource:
+    """Wraps a source and remembers every CID read through it (to build minimal
+    block sets for proofs and commit events)."""
+
+    def __init__(self, inner: BlockSource):
+        self.inner = inner
+        self.read: dict[CID, bytes] = {}
+
+    def get_block(self, cid: CID) -> bytes | None:
+        block = self.inner.get_block(cid)
+        if block is not None:
+            self.read[cid] = block
+        return block
+
+
+def validate_key(key: str) -> bytes:
+    """Check an MST key (``collection/rkey``) and return its bytes."""
+    if not isinstance(key, str):
+        raise RepoError("MST key must be a string")
+    raw = key.encode("utf-8", "surrogatepass")
+    if not 3 <= len(raw) <= MAX_KEY_LENGTH:
+        raise RepoError(f"MST key must be 3 to {MAX_KEY_LENGTH} bytes")
+    if not _KEY_CHARS.issuperset(raw):
+        raise RepoError("MST key has a character outside A-Za-z0-9.-_:~/")
+    collection, sep, rkey = key.partition("/")
+    if not sep or not collection or not rkey or "/" in rkey:
+        raise RepoError("MST key must be '<collection>/<record key>'")
+    return raw
+
+
+def key_height(key: str | bytes) -> int:
+    """Leading zero bits of sha256(key), divided by 2 (fanout 4)."""
+    return _height(key.encode("utf-8") if isinstance(key, str) else key)
+
+
+@functools.lru_cache(maxsize=65536)
+def _height(raw: bytes) -> int:
+    # Cached: the same keys are hashed again each time a node is decoded.
+    n = int.from_bytes(hashlib.sha256(raw).digest(), "big")
+    return (256 - n.bit_length()) // 2
+
+
+Ref: TypeAlias = "_Node | CID | None"
+
+
+class _Node:
+    """One tree node. Immutable once built; its block and CID are computed lazily."""
+
+    __slots__ = ("_block", "_cid", "keys", "layer", "left", "loaded", "rights", "vals")
+
+    def __init__(
+        self,
+        layer: int,
+        left: Ref,
+        keys: tuple[bytes, ...],
+        vals: tuple[CID, ...],
+        rights: tuple[Ref, ...],
+        cid: CID | None = None,
+        block: bytes | None = None,
+    ):
+        self.layer = layer
+        self.left = left
+        self.keys = keys
+        self.vals = vals
+        self.rights = rights
+        self._cid = cid
+        self._block = block
+        # Read from a block source (so already stored), as opposed to built here.
+        self.loaded = cid is not None
+
+    def is_empty(self) -> bool:
+        return not self.keys and self.left is None
+
+
+@dataclass(frozen=True, slots=True)
+class DiffEntry:
+    """One key that differs between two trees. ``old`` None: created; ``new`` None:
+    deleted; both set: updated."""
+
+    key: str
+    old: CID | None
+    new: CID | None
+
+
+class _Loader:
+    """Reads and checks nodes from a block source; caches decoded nodes by CID."""
+
+    __slots__ = ("cache", "source")
+
+    def __init__(self, source: BlockSource):
+        self.source = source
+        self.cache: OrderedDict[CID, _Node] = OrderedDict()
+
+    def load(self, cid: CID, layer: int | None) -> _Node:
+        node = self.cache.get(cid)
+        if node is not None:
+            if layer is not None and node.layer != layer:
+                raise InvalidCommit(f"tree node {cid} appears at the wrong layer")
+            return node
+        block = self.source.get_block(cid)
+        if block is None:
+            raise MissingBlock(cid)
+        node = _decode_node(cid, block, layer)
+        self.cache[cid] = node
+        if len(self.cache) > _CACHE_NODES:
+            self.cache.popitem(last=False)
+        return node
+
+
+def _as_cid(value: Value, what: str) -> CID:
+    if type(value) is not bytes:
+        raise DecodeError(f"{what} must be a binary CID")
+    return CID.from_bytes(value)
+
+
+def _decode_node(cid: CID, block: bytes, layer: int | None) -> _Node:
+    """Decode and check one node. ``layer`` is what the parent implies (None for a
+    root, whose layer its keys tell)."""
+    if cid_for_msgpack(block) != cid:
+        raise InvalidCommit(f"block does not hash to {cid}")
+    try:
+        # Exact schema checks below (key lists in order, every type) make the generic
+        # model walk redundant.
+        data = decode_unchecked(block)
+        if type(data) is not dict or list(data) != ["e", "l"]:
+            raise DecodeError("tree node must be a map of exactly 'e', 'l' in that order")
+        left_raw = data["l"]
+        left: CID | None = None if left_raw is None else _as_cid(left_raw, "l")
+        entries = data["e"]
+        if type(entries) is not list:
+            raise DecodeError("'e' must be a list")
+        keys: list[bytes] = []
+        vals: list[CID] = []
+        rights: list[CID | None] = []
+        prev = b""
+        for entry in entries:
+            if type(entry) is not dict or list(entry) != _ENTRY_FIELDS:
+                raise DecodeError("tree entry must be a map of exactly k, p, t, v in order")
+            p, k = entry["p"], entry["k"]
+            if type(p) is not int or type(k) is not bytes or not 0 <= p <= len(prev):
+                raise DecodeError("tree entry has a bad prefix length or key")
+            # The prefix must be the longest shared one: the next bytes must differ.
+            if p < len(prev) and k and prev[p] == k[0]:
+                raise DecodeError("tree entry prefix is not the longest shared prefix")
+            if not keys and p != 0:
+                raise DecodeError("the first entry of a node has prefix length 0")
+            key = prev[:p] + k
+            if keys and key <= prev:
+                raise DecodeError("tree keys are not strictly increasing")
+            if not _KEY_RE.fullmatch(key):
+                raise DecodeError("tree key is not '<collection>/<record key>'")
+            keys.append(key)
+            vals.append(_as_cid(entry["v"], "v"))
+            t = entry["t"]
+            rights.append(None if t is None else _as_cid(t, "t"))
+            prev = key
+    except RepoError as e:
+        raise InvalidCommit(f"tree node {cid}: {e.message}") from e
+    except DecodeError as e:
+        raise InvalidCommit(f"tree node {cid}: {e.message}") from e
+    heights = {_height(k) for k in keys}
+    if len(heights) > 1:
+        raise InvalidCommit(f"tree node {cid} mixes keys of different heights")
+    if keys:
+        node_layer = heights.pop()
+        if layer is not None and node_layer != layer:
+            raise InvalidCommit(f"tree node {cid} holds keys of the wrong height")
+    elif layer is not None:
+        if left is None:
+            raise InvalidCommit(f"tree node {cid} is empty but is not the root")
+        node_layer = layer
+    elif left is None:
+        node_layer = 0  # the empty tree
+    else:
+        raise InvalidCommit("the root of a tree must not be an entry-less node over a subtree")
+    if node_layer == 0 and (left is not None or any(r is not None for r in rights)):
+        raise InvalidCommit(f"tree node {cid} at layer 0 points to a subtree")
+    return _Node(node_layer, left, tuple(keys), tuple(vals), tuple(rights), cid, block)
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    """Length of the longest common prefix (binary search on C-speed slice compares)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _encode_node(node: _Node) -> bytes:
+    entries: list[Value] = []
+    prev = b""
+    for key, val, right in zip(node.keys, node.vals, node.rights, strict=True):
+        p = _common_prefix(prev, key)
+        entries.append(
+            {
+                "k": key[p:],
+                "p": p,
+                "t": None if right is None else _ref_cid(right).to_bytes(),
+                "v": val.to_bytes(),
+            }
+        )
+        prev = key
+    left = None if node.left is None else _ref_cid(node.left).to_bytes()
+    # Built here with keys in canonical order and only bytes, ints and None inside,
+    # so plain packing is canonical; skipping encode()'s checks halves commit cost.
+    return msgpack.packb({"e": entries, "l": left})  # type: ignore[no-any-return]
+
+
+def _ref_cid(ref: _Node | CID) -> CID:
+    if isinstance(ref, CID):
+        return ref
+    return _node_cid(ref)
+
+
+def _node_cid(node: _Node) -> CID:
+    if node._cid is None:
+        block = _encode_node(node)
+        node._block = block
+        node._cid = cid_for_msgpack(block)
+    return node._cid
+
+
+class MST:
+    """An immutable Merkle Search Tree. Build with :meth:`empty` or :meth:`load`."""
+
+    __slots__ = ("_loader", "_root")
+
+    def __init__(self, loader: _Loader, root: _Node):
+        self._loader = loader
+        self._root = root
+
+    # -- construction ------------------------------------------------------------
+    @classmethod
+    def empty(cls, source: BlockSource | None = None) -> MST:
+        return cls(_Loader(source or MemoryBlockStore()), _Node(0, None, (), (), ()))
+
+    @classmethod
+    def load(cls, source: BlockSource, root: CID) -> MST:
+        loader = _Loader(source)
+        return cls(loader, loader.load(root, None))
+
+    @property
+    def source(self) -> BlockSource:
+        """Where this tree reads the nodes it has not built itself."""
+        return self._loader.source
+
+    # -- reading -----------------------------------------------------------------
+    def root(self) -> CID:
+        """The root CID (computing the CIDs of nodes built since loading)."""
+        return _node_cid(self._root)
+
+    def _child(self, ref: Ref, layer: int) -> _Node | None:
+        if ref is None:
+            return None
+        if isinstance(ref, CID):
+            return self._loader.load(ref, layer)
+        return ref
+
+    def get(self, key: str) -> CID | None:
+        """The value stored under ``key``, or None."""
+        k = validate_key(key)
+        node: _Node | None = self._root
+        while node is not None:
+            i = bisect.bisect_left(node.keys, k)
+            if i < len(node.keys) and node.keys[i] == k:
+                return node.vals[i]
+            if node.layer == 0:
+                return None
+            ref = node.left if i == 0 else node.rights[i - 1]
+            node = self._child(ref, node.layer - 1)
+        return None
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key) is not None
+
+    def items(self, *, after: str | None = None, prefix: str = "") -> Iterator[tuple[str, CID]]:
+        """All (key, value) pairs in key order; ``after`` starts past a key,
+        ``prefix`` keeps only keys that start with it (e.g. ``"app.bsky.feed.post/"``)."""
+        lo = (after or "").encode("utf-8")
+        start = max(lo, prefix.encode("utf-8"))
+        pre = prefix.encode("utf-8")
+        for key, val in self._walk(self._root, start, after is not None):
+            if pre and not key.startswith(pre):
+                if key > pre:
+                    return
+                continue
+            yield key.decode("ascii"), val
+
+    def _walk(self, node: _Node, start: bytes, exclusive: bool) -> Iterator[tuple[bytes, CID]]:
+        i = bisect.bisect_left(node.keys, start) if start else 0
+        sub_layer = node.layer - 1
+        if node.layer > 0:
+            child = self._child(node.left if i == 0 else node.rights[i - 1], sub_layer)
+            if child is not None:
+                yield from self._walk(child, start, exclusive)
+        for j in range(i, len(node.keys)):
+            key = node.keys[j]
+            if not (exclusive and key == start):
+                yield key, node.vals[j]
+            if node.layer > 0:
+                child = self._child(node.rights[j], sub_layer)
+                if child is not None:
+                    yield from self._walk(child, b"", False)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.items())
+
+    # -- writing -----------------------------------------------------------------
+    def set(self, key: str, value: CID) -> MST:
+        """Return a tree with ``key`` mapped to ``value`` (insert or replace)."""
+        k = validate_key(key)
+        h = key_height(k)
+        root = self._root
+        if h > root.layer:
+            # The key starts a new top layer: everything splits around it.
+            lo, hi = self._split(root, k) if not root.is_empty() else (None, None)
+            lo = _lift(lo, root.layer, h - 1)
+            hi = _lift(hi, root.layer, h - 1)
+            new_root = _Node(h, lo, (k,), (value,), (hi,))
+        else:
+            new_root = self._insert(root, k, h, value)
+        return MST(self._loader, new_root)
+
+    def _insert(self, node: _Node, k: bytes, h: int, value: CID) -> _Node:
+        i = bisect.bisect_left(node.keys, k)
+        if i < len(node.keys) and node.keys[i] == k:
+            if node.vals[i] == value:
+                return node
+            vals = (*node.vals[:i], value, *node.vals[i + 1 :])
+            return _Node(node.layer, node.left, node.keys, vals, node.rights)
+        sub_layer = node.layer - 1
+        ref = node.left if i == 0 else node.rights[i - 1]
+        if h == node.layer:
+            child = self._child(ref, sub_layer)
+            lo, hi = self._split(child, k) if child is not None else (None, None)
+            keys = (*node.keys[:i], k, *node.keys[i:])
+            vals = (*node.vals[:i], value, *node.vals[i:])
+            if i == 0:
+                return _Node(node.layer, lo, keys, vals, (hi, *node.rights))
+            rights = (*node.rights[: i - 1], lo, hi, *node.rights[i:])
+            return _Node(node.layer, node.left, keys, vals, rights)
+        # h < node.layer: descend into the gap the key falls in.
+        child = self._child(ref, sub_layer)
+        if child is None:
+            child = _Node(sub_layer, None, (), (), ())
+        new_child = self._insert(child, k, h, value)
+        return _replace_ref(node, i, new_child)
+
+    def _split(self, node: _Node | None, k: bytes) -> tuple[_Node | None, _Node | None]:
+        """Split a subtree into the parts below and above ``k`` (not in the tree)."""
+        if node is None:
+            return None, None
+        i = bisect.bisect_left(node.keys, k)
+        sub_layer = node.layer - 1
+        ref = node.left if i == 0 else node.rights[i - 1]
+        lo_c, hi_c = self._split(self._child(ref, sub_layer), k) if node.layer else (None, None)
+        if i == 0:
+            lo = _Node(node.layer, lo_c, (), (), ())
+        else:
+            rights = (*node.rights[: i - 1], lo_c)
+            lo = _Node(node.layer, node.left, node.keys[:i], node.vals[:i], rights)
+        hi = _Node(node.layer, hi_c, node.keys[i:], node.vals[i:], node.rights[i:])
+        return _prune(lo), _prune(hi)
+
+    def delete(self, key: str) -> MST:
+        """Return a tree without ``key``. Raises RepoError if it is absent."""
+        k = validate_key(key)
+        new_root = self._delete(self._root, k)
+        if new_root is None:
+            return MST(self._loader, _Node(0, None, (), (), ()))
+        # Trim entry-less layers at the top: the root holds the highest key.
+        while not new_root.keys and new_root.left is not None:
+            child = self._child(new_root.left, new_root.layer - 1)
+            assert child is not None
+            new_root = child
+        return MST(self._loader, new_root)
+
+    def _delete(self, node: _Node, k: bytes) -> _Node | None:
+        i = bisect.bisect_left(node.keys, k)
+        sub_layer = node.layer - 1
+        if i < len(node.keys) and node.keys[i] == k:
+            if node.layer:
+                left_ref = node.left if i == 0 else node.rights[i - 1]
+                merged = self._merge(
+                    self._child(left_ref, sub_layer), self._child(node.rights[i], sub_layer)
+                )
+            else:
+                merged = None
+            keys = node.keys[:i] + node.keys[i + 1 :]
+            vals = node.vals[:i] + node.vals[i + 1 :]
+            if i == 0:
+                out = _Node(node.layer, merged, keys, vals, node.rights[1:])
+            else:
+                rights = (*node.rights[: i - 1], merged, *node.rights[i + 1 :])
+                out = _Node(node.layer, node.left, keys, vals, rights)
+            return _prune(out)
+        if node.layer == 0:
+            raise RepoError(f"no record at {k.decode('ascii')}", error="RecordNotFound")
+        ref = node.left if i == 0 else node.rights[i - 1]
+        child = self._child(ref, sub_layer)
+        if child is None:
+            raise RepoError(f"no record at {k.decode('ascii')}", error="RecordNotFound")
+        return _prune(_replace_ref(node, i, self._delete(child, k)))
+
+    def _merge(self, a: _Node | None, b: _Node | None) -> _Node | None:
+        """Join two adjacent subtrees of the same layer (all of ``a`` < all of ``b``)."""
+        if a is None:
+            return b
+        if b is None:
+            return a
+        sub_layer = a.layer - 1
+        if a.layer:
+            a_last = a.rights[-1] if a.keys else a.left
+            joint = self._merge(self._child(a_last, sub_layer), self._child(b.left, sub_layer))
+        else:
+            joint = None
+        if a.keys:
+            return _Node(
+                a.layer,
+                a.left,
+                a.keys + b.keys,
+                a.vals + b.vals,
+                (*a.rights[:-1], joint, *b.rights),
+            )
+        return _Node(a.layer, joint, b.keys, b.vals, b.rights)
+
+    def apply(self, writes: Iterable[tuple[str, CID | None]]) -> MST:
+        """Set (value) or delete (None) several keys in order."""
+        tree = self
+        for key, value in writes:
+            tree = tree.delete(key) if value is None else tree.set(key, value)
+        return tree
+
+    # -- blocks ------------------------------------------------------------------
+    def new_blocks(self) -> dict[CID, bytes]:
+        """Blocks of every node built since the tree was loaded and still reachable."""
+        out: dict[CID, bytes] = {}
+        stack: list[_Node] = [self._root]
+        while stack:
+            node = stack.pop()
+            if node.loaded:
+                continue
+            cid = _node_cid(node)
+            assert node._block is not None
+            out[cid] = node._block
+            for ref in (node.left, *node.rights):
+                if isinstance(ref, _Node):
+                    stack.append(ref)
+        return out
+
+    def all_blocks(self) -> Iterator[tuple[CID, bytes]]:
+        """Every node block of the tree, root first (for an export)."""
+        stack: list[_Node] = [self._root]
+        while stack:
+            node = stack.pop()
+            cid = _node_cid(node)
+            assert node._block is not None
+            yield cid, node._block
+            sub = node.layer - 1
+            for ref in reversed((node.left, *node.rights)):
+                child = self._child(ref, sub)
+                if child is not None:
+                    stack.append(child)
+
+    def verify_structure(self) -> int:
+        """Walk the whole tree checking that it is the canonical tree for its keys
+        (every key in the right subtree, no empty nodes where none may be). Returns
+        the number of keys. Raises InvalidCommit (or MissingBlock)."""
+        return self._verify(self._root, None, None, is_root=True)
+
+    def _verify(self, node: _Node, lo: bytes | None, hi: bytes | None, *, is_root: bool) -> int:
+        if node.keys:
+            if lo is not None and node.keys[0] <= lo:
+                raise InvalidCommit("tree key is out of its subtree's range")
+            if hi is not None and node.keys[-1] >= hi:
+                raise InvalidCommit("tree key is out of its subtree's range")
+        elif not is_root and node.left is None:
+            raise InvalidCommit("tree holds an empty node")
+        count = len(node.keys)
+        if node.layer == 0:
+            return count
+        sub = node.layer - 1
+        bounds = (lo, *node.keys, hi)
+        for j, ref in enumerate((node.left, *node.rights)):
+            child = self._child(ref, sub)
+            if child is not None:
+                count += self._verify(child, bounds[j], bounds[j + 1], is_root=False)
+        return count
+
+    # -- comparing ---------------------------------------------------------------
+    def diff(self, other: MST) -> list[DiffEntry]:
+        """What changes from ``self`` to ``other``, in key order. Subtrees with
+        equal CIDs are skipped without being read."""
+        out: list[DiffEntry] = []
+        a = _Cursor(self, self._root)
+        b = _Cursor(other, other._root)
+        while True:
+            ha, hb = a.head(), b.head()
+            if ha is None and hb is None:
+                return out
+            if ha is None:
+                assert hb is not None
+                if isinstance(hb, _Node):
+                    b.expand()
+                    continue
+                out.append(DiffEntry(hb[0].decode("ascii"), None, hb[1]))
+                b.pop()
+                continue
+            if hb is None:
+                if isinstance(ha, _Node):
+                    a.expand()
+                    continue
+                out.append(DiffEntry(ha[0].decode("ascii"), ha[1], None))
+                a.pop()
+                continue
+            if isinstance(ha, _Node) and isinstance(hb, _Node):
+                if _node_cid(ha) == _node_cid(hb):
+                    a.pop()
+                    b.pop()
+                elif ha.layer > hb.layer:
+                    a.expand()
+                elif hb.layer > ha.layer:
+                    b.expand()
+                else:
+                    a.expand()
+                    b.expand()
+                continue
+            if isinstance(ha, _Node):
+                a.expand()
+                continue
+            if isinstance(hb, _Node):
+                b.expand()
+                continue
+            (ka, va), (kb, vb) = ha, hb
+            if ka < kb:
+                out.append(DiffEntry(ka.decode("ascii"), va, None))
+                a.pop()
+            elif kb < ka:
+                out.append(DiffEntry(kb.decode("ascii"), None, vb))
+                b.pop()
+            else:
+                if va != vb:
+                    out.append(DiffEntry(ka.decode("ascii"), va, vb))
+                a.pop()
+                b.pop()
+
+    # -- proofs ------------------------------------------------------------------
+    def proof(self, key: str) -> dict[CID, bytes]:
+        """The nodes on the path to ``key``: enough to show that the key is in the
+        tree with its value, or that it is not."""
+        source = RecordingSource(_TreeSource(self))
+        MST.load(source, self.root()).get(key)
+        return source.read
+
+
+class _TreeSource:
+    """A block source over one in-memory tree (its built nodes and its loader)."""
+
+    def __init__(self, tree: MST):
+        self.tree = tree
+        self.built = tree.new_blocks()
+
+    def get_block(self, cid: CID) -> bytes | None:
+        block = self.built.get(cid)
+        if block is None:
+            block = self.tree.source.get_block(cid)
+        return block
+
+
+class _Cursor:
+    """A stack of pending items (subtrees and leaves) of one tree, in key order."""
+
+    def __init__(self, tree: MST, root: _Node):
+        self.tree = tree
+        self.stack: list[_Node | tuple[bytes, CID]] = [root]
+
+    def head(self) -> _Node | tuple[bytes, CID] | None:
+        return self.stack[-1] if self.stack else None
+
+    def pop(self) -> None:
+        self.stack.pop()
+
+    def expand(self) -> None:
+        node = self.stack.pop()
+        assert isinstance(node, _Node)
+        sub = node.layer - 1
+        items: list[_Node | tuple[bytes, CID]] = []
+        child = self.tree._child(node.left, sub) if node.layer else None
+        if child is not None:
+            items.append(child)
+        for key, val, right in zip(node.keys, node.vals, node.rights, strict=True):
+            items.append((key, val))
+            child = self.tree._child(right, sub) if node.layer else None
+            if child is not None:
+                items.append(child)
+        self.stack.extend(reversed(items))
+
+
+def _prune(node: _Node) -> _Node | None:
+    return None if node.is_empty() else node
+
+
+def _lift(node: _Node | None, layer: int, target: int) -> _Node | None:
+    """Wrap a subtree in entry-less nodes until it sits at ``target`` layer."""
+    if node is None:
+        return None
+    while layer < target:
+        layer += 1
+        node = _Node(layer, node, (), (), ())
+    return node
+
+
+def _replace_ref(node: _Node, i: int, child: _Node | None) -> _Node:
+    """``node`` with the subtree in gap ``i`` (0 = left) replaced."""
+    if i == 0:
+        return _Node(node.layer, child, node.keys, node.vals, node.rights)
+    rights = (*node.rights[: i - 1], child, *node.rights[i:])
+    return _Node(node.layer, node.left, node.keys, node.vals, rights)
