@@ -24,6 +24,9 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
 bench: $(STAMP)
 	$(BIN)/python bench/protocol.py
 

@@ -34,6 +34,7 @@ from .encoding import Value, decode, encode
 from .errors import DecodeError, InvalidCommit
 from .keys import SigningKey, VerifyKey
 from .mst import MST, BlockSource, MemoryBlockStore, MissingBlock, RecordingSource, validate_key
+from .syntax import validate_did, validate_tid
 
 __all__ = [
     "COMMIT_VERSION",
@@ -148,8 +149,6 @@ class Commit:
         assert data is not None
         assert did is not None
         assert rev is not None
-        from .syntax import validate_did, validate_tid
-
         validate_did(did)
         validate_tid(rev)
         commit = cls(

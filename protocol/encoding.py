@@ -44,16 +44,21 @@ def _sort_key(item: tuple[str, Any]) -> bytes:
     return item[0].encode("utf-8")
 
 
-# Bytes that can start a float (0xca, 0xcb), an unsigned 64-bit integer (0xcf), a map
+# Bytes that can start a float (0xca, 0xcb), an unsigned 64-bit integer (0xcf), an ext
+# value (0xc7-0xc9, 0xd4-0xd8), a map
 # (0x80-0x8f, 0xde, 0xdf) or an array (0x90-0x9f, 0xdc, 0xdd). Scanning a document for
 # them at C speed lets the common case (a flat record) skip the Python walk: if none
 # of the first three occur, there is no float and no out-of-range integer; if at most
 # one map marker occurs, only the top-level map's key order needs a look; if fewer
 # container markers occur than MAX_DEPTH, nesting is within bounds.
-_MARKERS = bytes([0xCA, 0xCB, 0xCF, *range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF])
+_EXT_MARKERS = (0xC7, 0xC8, 0xC9, 0xD4, 0xD5, 0xD6, 0xD7, 0xD8)
+_MARKERS = bytes(
+    [0xCA, 0xCB, 0xCF, *_EXT_MARKERS, *range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF]
+)
 _NOT_MARKERS = bytes(b for b in range(256) if b not in _MARKERS)
 _MAP_MARKERS = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])
-_BAD_MARKERS = frozenset([0xCA, 0xCB, 0xCF])
+_BAD_MARKERS = frozenset([0xCA, 0xCB, 0xCF, *_EXT_MARKERS])
+_SCALARS = frozenset([str, bytes, bool, type(None)])
 
 
 def _fast_ok(data: bytes, value: Any) -> bool:
@@ -154,10 +159,12 @@ def _check(value: Any) -> None:
             ti = type(item)
             if ti is dict or ti is list:
                 push((item, depth + 1))
-            elif ti is float:
-                raise DecodeError("floats are not allowed")
-            elif ti is int and item > _INT_MAX:
-                raise DecodeError("integer out of the signed 64-bit range")
+            elif ti is int:
+                if item > _INT_MAX:
+                    raise DecodeError("integer out of the signed 64-bit range")
+            elif ti not in _SCALARS:
+                # floats, and msgpack's Timestamp (ext -1 skips the ext hook)
+                raise DecodeError(f"{ti.__name__} values are not allowed")
 
 
 def decode(data: bytes, *, max_size: int = MAX_SIZE) -> Value:

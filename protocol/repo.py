@@ -32,6 +32,8 @@ from .encoding import encode
 from .errors import InvalidRecord, LocalProtocolError, RepoError
 from .keys import SigningKey
 from .mst import MST, BlockSource
+from .records import validate_record
+from .syntax import validate_nsid, validate_record_key
 
 __all__ = ["CommitResult", "Repo", "Write"]
 
@@ -143,8 +145,6 @@ class Repo:
             raise RepoError(f"at most {MAX_OPS} writes per commit")
         if not rev > self.commit.rev:
             raise LocalProtocolError(f"rev {rev} is not above the head's {self.commit.rev}")
-        from .syntax import validate_nsid, validate_record_key
-
         tree = self.tree
         ops: list[RepoOp] = []
         record_blocks: dict[CID, bytes] = {}
@@ -167,8 +167,6 @@ class Repo:
                 raise InvalidRecord("a record is required", field=f"writes[{i}].record")
             record = dict(w.record)
             if validate:
-                from .records import validate_record
-
                 validate_record(w.collection, record, w.rkey)
             try:
                 block = encode(record)

@@ -1,0 +1,1035 @@
+"""The node's HTTP face: XRPC endpoints under ``/xrpc/<nsid>``, the firehose, metrics.
+
+Handlers are thin: decode and bound the input, call protocol code or the repo
+manager, reply with JSON. Errors from the protocol family carry their XRPC name and
+status and are answered as ``{"error", "message"}``; anything unexpected becomes a
+500 ``InternalServerError`` whose body never holds a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
+
+from protocol.car import write_car
+from protocol.cid import CID
+from protocol.commit import Action
+from protocol.encoding import decode
+from protocol.errors import RemoteProtocolError, RepoError, SkyfedError
+from protocol.identity import did_document, resolve_log
+from protocol.jsondata import from_json, to_json
+from protocol.keys import SigningKey
+from protocol.mst import MST
+from protocol.repo import Repo, Write
+from protocol.syntax import (
+    is_valid_did,
+    normalize_handle,
+    validate_did,
+    validate_handle,
+    validate_nsid,
+    validate_record_key,
+)
+
+from .auth import Authenticator, hash_password, parse_bearer, verify_password
+from .config import NodeConfig, NodeSecrets, load_or_create_secrets
+from .firehose import Firehose
+from .ratelimit import RequestLimiter, WriteLimiter, client_key
+from .repos import RepoManager
+from .storage import SqliteSessionStore, SqliteStorage
+
+__all__ = ["VERSION", "Node"]
+
+VERSION = "0.1.0"
+log = logging.getLogger("skyfed.node")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_POINTS = {"create": 3, "update": 2, "delete": 1}
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=json.dumps(data, separators=(",", ":")).encode(),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _error(status: int, error: str, message: str, headers: Any = None) -> web.Response:
+    return _json({"error": error, "message": message}, status, headers)
+
+
+class InvalidRequest(RemoteProtocolError):
+    """A request is malformed (bad parameter, bad JSON)."""
+
+
+def _bad(message: str) -> InvalidRequest:
+    return InvalidRequest(message)
+
+
+# -- parameter helpers ---------------------------------------------------------------
+
+
+def _q_str(request: web.Request, name: str, *, required: bool = True) -> str | None:
+    value = request.query.get(name)
+    if value is None or value == "":
+        if required:
+            raise _bad(f'Error: Params must have the property "{name}"')
+        return None
+    if len(value) > 8192:
+        raise _bad(f"{name} is too long")
+    return value
+
+
+def _q_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _bad(f"{name} must be an integer") from None
+    if not lo <= value <= hi:
+        raise _bad(f"{name} must be between {lo} and {hi}")
+    return value
+
+
+def _q_bool(request: web.Request, name: str) -> bool:
+    raw = request.query.get(name, "false").lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise _bad(f"{name} must be true or false")
+    return raw in ("true", "1")
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise
+    if not raw:
+        raise _bad("request body is required")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise _bad("request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise _bad("request body must be a JSON object")
+    return data
+
+
+def _b_str(body: dict[str, Any], name: str, *, required: bool = True) -> str | None:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise _bad(f'Input must have the property "{name}"')
+        return None
+    if not isinstance(value, str):
+        raise _bad(f"{name} must be a string")
+    return value
+
+
+def _b_cid(body: dict[str, Any], name: str) -> CID | None:
+    value = _b_str(body, name, required=False)
+    return None if value is None else CID.from_str(value)
+
+
+# -- the node ------------------------------------------------------------------------
+
+
+@dataclass
+class _Principal:
+    did: str
+    sid: str
+
+
+class Node:
+    """One skyfed node: storage, accounts, repos, firehose, HTTP server."""
+
+    def __init__(self, config: NodeConfig, secrets_: NodeSecrets | None = None):
+        self.config = config
+        self.secrets = secrets_ or load_or_create_secrets(config.data_dir)
+        self.storage = SqliteStorage(config.db_path)
+        self.repos = RepoManager(self.storage, clock_id=secrets.randbelow(1024))
+        self.firehose = Firehose(self.storage, queue_size=config.subscriber_queue)
+        self.auth = Authenticator(
+            self.secrets.token_secret,
+            SqliteSessionStore(self.storage),
+            audience=self.node_did,
+            access_ttl=config.access_token_ttl,
+            refresh_ttl=config.refresh_token_ttl,
+        )
+        self.write_limits = WriteLimiter(hourly=config.points_per_hour, daily=config.points_per_day)
+        self.auth_limits = RequestLimiter(rate=config.auth_rate, burst=config.auth_burst)
+        self.registry = CollectorRegistry()
+        self.m_requests = Counter(
+            "skyfed_requests", "XRPC requests", ["nsid", "status"], registry=self.registry
+        )
+        self.m_commits = Counter("skyfed_commits", "Commits stored", registry=self.registry)
+        sub_gauge = Gauge(
+            "skyfed_firehose_subscribers", "Firehose subscribers", registry=self.registry
+        )
+        sub_gauge.set_function(lambda: self.firehose.subscriber_count)
+        queue_gauge = Gauge(
+            "skyfed_write_queue_depth", "Writes waiting for the writer", registry=self.registry
+        )
+        queue_gauge.set_function(lambda: self.storage.queue_depth)
+        self.started_at = time.time()
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    @property
+    def node_did(self) -> str:
+        return self.secrets.node_key.did_key()
+
+    @property
+    def url(self) -> str:
+        if self.config.public_url:
+            return self.config.public_url
+        return f"http://{self.config.host}:{self.port or self.config.port}"
+
+    # -- life cycle --------------------------------------------------------------
+    async def start(self) -> str:
+        await self.storage.open()
+        await self.firehose.start()
+        app = make_app(self)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        await site.start()
+        server = site._server
+        assert server is not None
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self.config.port
+        log.info("skyfed node %s listening on %s", self.node_did, self.url)
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.storage.close()
+
+    async def __aenter__(self) -> Node:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- helpers -----------------------------------------------------------------
+    async def principal(self, request: web.Request) -> _Principal:
+        token = parse_bearer(request.headers.get("Authorization"))
+        p = await self.auth.verify_access(token)
+        return _Principal(p.did, p.sid)
+
+    async def resolve_repo(self, ident: str) -> str:
+        """A DID from a handle or DID naming an account this node knows."""
+        if ident.startswith("did:"):
+            validate_did(ident)
+            return ident
+        try:
+            handle = normalize_handle(ident)
+        except SkyfedError:
+            raise _bad(f"{ident!r} is not a valid handle or DID") from None
+        did = await self.storage.resolve_handle(handle)
+        if did is None:
+            raise RepoError(f"could not find repo: {ident}", error="RepoNotFound")
+        return did
+
+    async def local_account(self, did: str) -> tuple[str, SigningKey]:
+        row = await self.storage.account_by_did(did)
+        if row is None:
+            raise RepoError(f"could not find repo: {did}", error="RepoNotFound")
+        return row.handle, SigningKey.from_str(row.signing_key)
+
+    async def did_doc(self, did: str) -> dict[str, Any] | None:
+        ops = await self.storage.identity_ops(did)
+        if not ops:
+            return None
+        state = resolve_log(did, ops).state
+        return did_document(state)
+
+
+NODE_KEY = web.AppKey("node", Node)
+
+
+# -- middleware ----------------------------------------------------------------------
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+    nsid = request.match_info.get("nsid", request.path)
+    try:
+        response = await handler(request)
+    except RemoteProtocolError as e:
+        headers = getattr(e, "headers", None)
+        if callable(headers):
+            headers = headers()
+        response = _error(e.status, e.error, e.message, headers)
+    except web.HTTPRequestEntityTooLarge:
+        response = _error(413, "PayloadTooLarge", "request body is too large")
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        name = {404: "NotFound", 405: "InvalidRequest"}.get(e.status, "InvalidRequest")
+        response = _error(e.status, name, e.reason)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("internal error in %s", nsid)
+        response = _error(500, "InternalServerError", "Internal Server Error")
+    node.m_requests.labels(nsid if nsid in _ROUTES else "other", str(response.status)).inc()
+    return response
+
+
+# -- com.atproto.server --------------------------------------------------------------
+
+
+async def describe_server(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    return _json(
+        {
+            "did": node.node_did,
+            "availableUserDomains": list(node.config.handle_domains),
+            "inviteCodeRequired": False,
+            "phoneVerificationRequired": False,
+            "links": {},
+            "contact": {},
+        }
+    )
+
+
+def _client_addr(request: web.Request) -> str:
+    return client_key(request.remote or "unknown")
+
+
+async def create_account(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    node.auth_limits.check(_client_addr(request))
+    body = await _body(request)
+    handle_raw = _b_str(body, "handle")
+    password = _b_str(body, "password")
+    assert handle_raw is not None
+    assert password is not None
+    email = _b_str(body, "email", required=False)
+    recovery = _b_str(body, "recoveryKey", required=False)
+    try:
+        handle = normalize_handle(handle_raw)
+    except SkyfedError:
+        raise RemoteProtocolError("handle is not a valid handle", error="InvalidHandle") from None
+    if not any(handle.endswith(d) for d in node.config.handle_domains):
+        raise RemoteProtocolError(
+            f"handle must end with one of {', '.join(node.config.handle_domains)}",
+            error="UnsupportedDomain",
+        )
+    if recovery is not None:
+        from protocol.keys import verify_key
+
+        verify_key(recovery)
+    if await node.storage.account_by_handle(handle) is not None:
+        raise RemoteProtocolError("handle already taken", error="HandleNotAvailable")
+    password_hash = await hash_password(password)
+    signing = SigningKey.from_seed(secrets.token_bytes(32))
+    rotation = SigningKey.from_seed(secrets.token_bytes(32))
+    try:
+        did, _ = await node.repos.create_account(
+            handle=handle,
+            email=email,
+            password_hash=password_hash,
+            signing_key=signing,
+            rotation_key=rotation,
+            user_rotation_key=recovery,
+            endpoint=node.url,
+        )
+    except Exception as e:
+        if "UNIQUE constraint failed: accounts.handle" in str(e):
+            raise RemoteProtocolError("handle already taken", error="HandleNotAvailable") from e
+        raise
+    node.m_commits.inc()
+    tokens = await node.auth.create_session(did)
+    return _json(
+        {
+            "accessJwt": tokens.access_jwt,
+            "refreshJwt": tokens.refresh_jwt,
+            "handle": handle,
+            "did": did,
+            "didDoc": await node.did_doc(did),
+        }
+    )
+
+
+async def create_session(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    node.auth_limits.check(_client_addr(request))
+    body = await _body(request)
+    ident = _b_str(body, "identifier")
+    password = _b_str(body, "password")
+    assert ident is not None
+    assert password is not None
+    failure = RemoteProtocolError(
+        "Invalid identifier or password", error="AuthenticationRequired", status=401
+    )
+    if ident.startswith("did:"):
+        row = await node.storage.account_by_did(ident) if is_valid_did(ident) else None
+    else:
+        try:
+            row = await node.storage.account_by_handle(normalize_handle(ident))
+        except SkyfedError:
+            row = None
+    # An unknown account costs the same time as a wrong password.
+    ok = await verify_password(row.password_hash if row else None, password)
+    if row is None or not ok:
+        raise failure
+    tokens = await node.auth.create_session(row.did)
+    return _json(
+        {
+            "accessJwt": tokens.access_jwt,
+            "refreshJwt": tokens.refresh_jwt,
+            "handle": row.handle,
+            "did": row.did,
+            "didDoc": await node.did_doc(row.did),
+            "email": row.email,
+            "emailConfirmed": False,
+            "active": True,
+        }
+    )
+
+
+async def refresh_session(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    token = parse_bearer(request.headers.get("Authorization"))
+    tokens = await node.auth.refresh(token)
+    principal = await node.auth.verify_access(tokens.access_jwt)
+    row = await node.storage.account_by_did(principal.did)
+    if row is None:
+        raise RemoteProtocolError("account is gone", error="AccountNotFound")
+    return _json(
+        {
+            "accessJwt": tokens.access_jwt,
+            "refreshJwt": tokens.refresh_jwt,
+            "handle": row.handle,
+            "did": row.did,
+            "didDoc": await node.did_doc(row.did),
+            "active": True,
+        }
+    )
+
+
+async def get_session(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    p = await node.principal(request)
+    row = await node.storage.account_by_did(p.did)
+    if row is None:
+        raise RemoteProtocolError("account is gone", error="AccountNotFound")
+    return _json(
+        {
+            "handle": row.handle,
+            "did": row.did,
+            "email": row.email,
+            "emailConfirmed": False,
+            "didDoc": await node.did_doc(row.did),
+            "active": True,
+        }
+    )
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    token = parse_bearer(request.headers.get("Authorization"))
+    await node.auth.revoke(token)
+    return _json({})
+
+
+# -- com.atproto.repo: writes --------------------------------------------------------
+
+
+async def _writer(request: web.Request, body: dict[str, Any]) -> tuple[str, str, SigningKey]:
+    """The authenticated account, checked to be the repo's owner."""
+    node = request.app[NODE_KEY]
+    p = await node.principal(request)
+    repo = _b_str(body, "repo")
+    assert repo is not None
+    did = await node.resolve_repo(repo)
+    if did != p.did:
+        raise RemoteProtocolError(
+            "you may only write to your own repo", error="Forbidden", status=403
+        )
+    handle, key = await node.local_account(did)
+    return did, handle, key
+
+
+def _record_value(body: dict[str, Any], name: str, collection: str) -> dict[str, Any]:
+    raw = body.get(name)
+    if not isinstance(raw, dict):
+        raise RemoteProtocolError(f"{name} must be an object", error="InvalidRecord")
+    value = from_json(raw, path=name)
+    assert isinstance(value, dict)
+    value.setdefault("$type", collection)
+    return value
+
+
+def _validate_flag(body: dict[str, Any]) -> bool:
+    flag = body.get("validate", True)
+    if flag is None:
+        return True
+    if not isinstance(flag, bool):
+        raise _bad("validate must be a boolean")
+    return flag
+
+
+async def _commit(
+    request: web.Request,
+    did: str,
+    key: SigningKey,
+    writes: list[Write],
+    *,
+    swap_commit: CID | None = None,
+    check: Callable[[Repo], None] | None = None,
+    validate: bool = True,
+) -> tuple[Any, dict[str, str]]:
+    node = request.app[NODE_KEY]
+    points = sum(_POINTS[w.action] for w in writes)
+    state = node.write_limits.check_and_consume(did, points)
+    outcome = await node.repos.write(
+        did, writes, key, swap_commit=swap_commit, check=check, validate=validate
+    )
+    node.m_commits.inc()
+    return outcome, state.headers()
+
+
+def _swap_record_check(path: str, swap: CID | None, present: bool) -> Callable[[Repo], None]:
+    def check(repo: Repo) -> None:
+        if present and repo.tree.get(path) != swap:
+            raise RemoteProtocolError(
+                f"record was at {repo.tree.get(path)}", error="InvalidSwap", status=400
+            )
+
+    return check
+
+
+def _commit_meta(outcome: Any) -> dict[str, str]:
+    return {"cid": str(outcome.result.commit_cid), "rev": outcome.result.commit.rev}
+
+
+async def create_record(request: web.Request) -> web.Response:
+    body = await _body(request)
+    did, _, key = await _writer(request, body)
+    node = request.app[NODE_KEY]
+    collection = _b_str(body, "collection")
+    assert collection is not None
+    validate_nsid(collection)
+    rkey = _b_str(body, "rkey", required=False) or node.repos._next_rev(None)
+    validate_record_key(rkey)
+    record = _record_value(body, "record", collection)
+    validate = _validate_flag(body)
+    outcome, headers = await _commit(
+        request,
+        did,
+        key,
+        [Write("create", collection, rkey, record)],
+        swap_commit=_b_cid(body, "swapCommit"),
+        validate=validate,
+    )
+    cid = outcome.result.ops[0].cid
+    return _json(
+        {
+            "uri": f"at://{did}/{collection}/{rkey}",
+            "cid": str(cid),
+            "commit": _commit_meta(outcome),
+            "validationStatus": "valid" if validate else "unknown",
+        },
+        headers=headers,
+    )
+
+
+async def put_record(request: web.Request) -> web.Response:
+    body = await _body(request)
+    did, _, key = await _writer(request, body)
+    collection = _b_str(body, "collection")
+    rkey = _b_str(body, "rkey")
+    assert collection is not None
+    assert rkey is not None
+    validate_nsid(collection)
+    validate_record_key(rkey)
+    record = _record_value(body, "record", collection)
+    path = f"{collection}/{rkey}"
+    has_swap = "swapRecord" in body
+    swap = _b_cid(body, "swapRecord")
+    node = request.app[NODE_KEY]
+    current = (await node.repos.head(did)).tree.get(path)
+    action: Action = "update" if current is not None else "create"
+    outcome, headers = await _commit(
+        request,
+        did,
+        key,
+        [Write(action, collection, rkey, record)],
+        swap_commit=_b_cid(body, "swapCommit"),
+        check=_swap_record_check(path, swap, has_swap),
+        validate=_validate_flag(body),
+    )
+    return _json(
+        {
+            "uri": f"at://{did}/{path}",
+            "cid": str(outcome.result.ops[0].cid),
+            "commit": _commit_meta(outcome),
+            "validationStatus": "valid",
+        },
+        headers=headers,
+    )
+
+
+async def delete_record(request: web.Request) -> web.Response:
+    body = await _body(request)
+    did, _, key = await _writer(request, body)
+    collection = _b_str(body, "collection")
+    rkey = _b_str(body, "rkey")
+    assert collection is not None
+    assert rkey is not None
+    validate_nsid(collection)
+    validate_record_key(rkey)
+    path = f"{collection}/{rkey}"
+    node = request.app[NODE_KEY]
+    if (await node.repos.head(did)).tree.get(path) is None and "swapRecord" not in body:
+        # Deleting what is not there is a no-op, as in atproto.
+        return _json({})
+    outcome, headers = await _commit(
+        request,
+        did,
+        key,
+        [Write("delete", collection, rkey)],
+        swap_commit=_b_cid(body, "swapCommit"),
+        check=_swap_record_check(path, _b_cid(body, "swapRecord"), "swapRecord" in body),
+    )
+    return _json({"commit": _commit_meta(outcome)}, headers=headers)
+
+
+_WRITE_TYPES: dict[str, Action] = {
+    "com.atproto.repo.applyWrites#create": "create",
+    "com.atproto.repo.applyWrites#update": "update",
+    "com.atproto.repo.applyWrites#delete": "delete",
+}
+
+
+async def apply_writes(request: web.Request) -> web.Response:
+    body = await _body(request)
+    did, _, key = await _writer(request, body)
+    node = request.app[NODE_KEY]
+    raw = body.get("writes")
+    if not isinstance(raw, list) or not raw:
+        raise _bad("writes must be a non-empty list")
+    if len(raw) > 200:
+        raise _bad("at most 200 writes")
+    writes: list[Write] = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise _bad(f"writes[{i}] must be an object")
+        action = _WRITE_TYPES.get(item.get("$type", ""))
+        if action is None:
+            raise _bad(f"writes[{i}] has an unknown $type")
+        collection = _b_str(item, "collection")
+        assert collection is not None
+        validate_nsid(collection)
+        rkey = _b_str(item, "rkey", required=action != "create") or node.repos._next_rev(None)
+        validate_record_key(rkey)
+        value = None if action == "delete" else _record_value(item, "value", collection)
+        writes.append(Write(action, collection, rkey, value))
+    outcome, headers = await _commit(
+        request,
+        did,
+        key,
+        writes,
+        swap_commit=_b_cid(body, "swapCommit"),
+        validate=_validate_flag(body),
+    )
+    results = []
+    for w, op in zip(writes, outcome.result.ops, strict=True):
+        kind = f"com.atproto.repo.applyWrites#{w.action}Result"
+        if w.action == "delete":
+            results.append({"$type": kind})
+        else:
+            results.append(
+                {
+                    "$type": kind,
+                    "uri": f"at://{did}/{w.path}",
+                    "cid": str(op.cid),
+                    "validationStatus": "valid",
+                }
+            )
+    return _json({"commit": _commit_meta(outcome), "results": results}, headers=headers)
+
+
+# -- com.atproto.repo: reads ---------------------------------------------------------
+
+
+def _record_json(did: str, collection: str, rkey: str, cid: CID, value: bytes) -> dict[str, Any]:
+    return {
+        "uri": f"at://{did}/{collection}/{rkey}",
+        "cid": str(cid),
+        "value": to_json(decode(value)),
+    }
+
+
+async def get_record(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    repo = _q_str(request, "repo")
+    collection = _q_str(request, "collection")
+    rkey = _q_str(request, "rkey")
+    assert repo is not None
+    assert collection is not None
+    assert rkey is not None
+    validate_nsid(collection)
+    validate_record_key(rkey)
+    did = await node.resolve_repo(repo)
+    row = await node.storage.get_record(did, collection, rkey)
+    want = _q_str(request, "cid", required=False)
+    if row is None or (want is not None and str(row.cid) != want):
+        raise RepoError(
+            f"could not locate record: at://{did}/{collection}/{rkey}", error="RecordNotFound"
+        )
+    return _json(_record_json(did, collection, rkey, row.cid, row.value))
+
+
+async def list_records(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    repo = _q_str(request, "repo")
+    collection = _q_str(request, "collection")
+    assert repo is not None
+    assert collection is not None
+    validate_nsid(collection)
+    limit = _q_int(request, "limit", 50, 1, 100)
+    cursor = _q_str(request, "cursor", required=False)
+    if cursor is not None:
+        validate_record_key(cursor)
+    did = await node.resolve_repo(repo)
+    rows = await node.storage.list_records(
+        did, collection, limit, cursor, _q_bool(request, "reverse")
+    )
+    out: dict[str, Any] = {
+        "records": [_record_json(did, collection, r.rkey, r.cid, r.value) for r in rows]
+    }
+    if len(rows) == limit:
+        out["cursor"] = rows[-1].rkey
+    return _json(out)
+
+
+async def describe_repo(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    repo = _q_str(request, "repo")
+    assert repo is not None
+    did = await node.resolve_repo(repo)
+    ident = await node.storage.identity(did)
+    if ident is None or await node.storage.get_head(did) is None:
+        raise RepoError(f"could not find repo: {repo}", error="RepoNotFound")
+    return _json(
+        {
+            "handle": ident[0],
+            "did": did,
+            "didDoc": await node.did_doc(did),
+            "collections": await node.storage.list_collections(did),
+            "handleIsCorrect": True,
+        }
+    )
+
+
+# -- com.atproto.sync ----------------------------------------------------------------
+
+
+async def _head_or_404(node: Node, did: str) -> Any:
+    validate_did(did)
+    head = await node.storage.get_head(did)
+    if head is None:
+        raise RepoError(f"could not find repo for DID: {did}", error="RepoNotFound")
+    if head.status == "takendown":
+        raise RepoError(f"repo has been taken down: {did}", error="RepoTakendown")
+    return head
+
+
+async def _car_response(request: web.Request, chunks: list[bytes]) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "application/vnd.ipld.car"})
+    await response.prepare(request)
+    for chunk in chunks:
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+async def sync_get_repo(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+    did = _q_str(request, "did")
+    assert did is not None
+    head = await _head_or_404(node, did)
+    since = _q_str(request, "since", required=False)
+    old_root: CID | None = None
+    if since is not None:
+        at = await node.storage.commit_at(did, since)
+        if at is None:
+            raise _bad(f"no commit at rev {since}")
+        old_root = at[1]
+
+    def export() -> list[bytes]:
+        source = node.storage
+        commit_block = source.read_block(head.head)
+        assert commit_block is not None
+        tree = MST.load(source, head.root)
+        blocks: list[tuple[CID, bytes]] = [(head.head, commit_block)]
+        if old_root is None:
+            blocks.extend(tree.all_blocks())
+            wanted = [cid for _, cid in tree.items()]
+        else:
+            old = MST.load(source, old_root)
+            old_nodes = {cid for cid, _ in old.all_blocks()}
+            blocks.extend((c, b) for c, b in tree.all_blocks() if c not in old_nodes)
+            wanted = [d.new for d in old.diff(tree) if d.new is not None]
+        for cid in wanted:
+            block = source.read_block(cid)
+            if block is not None:
+                blocks.append((cid, block))
+        return list(write_car([head.head], blocks))
+
+    return await _car_response(request, await node.storage.run_in_reader(export))
+
+
+async def sync_get_latest_commit(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    did = _q_str(request, "did")
+    assert did is not None
+    head = await _head_or_404(node, did)
+    return _json({"cid": str(head.head), "rev": head.rev})
+
+
+async def sync_list_repos(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    limit = _q_int(request, "limit", 500, 1, 1000)
+    cursor = _q_str(request, "cursor", required=False)
+    heads = await node.storage.list_repos(cursor, limit)
+    repos = []
+    for h in heads:
+        item: dict[str, Any] = {"did": h.did, "head": str(h.head), "rev": h.rev, "active": h.active}
+        if h.status:
+            item["status"] = h.status
+        repos.append(item)
+    out: dict[str, Any] = {"repos": repos}
+    if len(heads) == limit:
+        out["cursor"] = heads[-1].did
+    return _json(out)
+
+
+async def sync_get_record(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+    did = _q_str(request, "did")
+    collection = _q_str(request, "collection")
+    rkey = _q_str(request, "rkey")
+    assert did is not None
+    assert collection is not None
+    assert rkey is not None
+    validate_nsid(collection)
+    validate_record_key(rkey)
+    head = await _head_or_404(node, did)
+    path = f"{collection}/{rkey}"
+
+    def proof() -> list[bytes]:
+        source = node.storage
+        commit_block = source.read_block(head.head)
+        assert commit_block is not None
+        tree = MST.load(source, head.root)
+        blocks = [(head.head, commit_block), *tree.proof(path).items()]
+        cid = tree.get(path)
+        if cid is not None:
+            record = source.read_block(cid)
+            if record is not None:
+                blocks.append((cid, record))
+        return list(write_car([head.head], blocks))
+
+    return await _car_response(request, await node.storage.run_in_reader(proof))
+
+
+async def sync_get_repo_status(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    did = _q_str(request, "did")
+    assert did is not None
+    validate_did(did)
+    head = await node.storage.get_head(did)
+    if head is None:
+        raise RepoError(f"could not find repo for DID: {did}", error="RepoNotFound")
+    out: dict[str, Any] = {"did": did, "active": head.active, "rev": head.rev}
+    if head.status:
+        out["status"] = head.status
+    return _json(out)
+
+
+async def subscribe_repos(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+    raw = request.query.get("cursor")
+    cursor: int | None = None
+    if raw not in (None, ""):
+        try:
+            cursor = int(raw)
+        except ValueError:
+            raise _bad("cursor must be an integer") from None
+        if cursor < 0:
+            raise _bad("cursor must not be negative")
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        raise _bad("subscribeRepos is a WebSocket endpoint")
+    return await node.firehose.serve(request, cursor)
+
+
+# -- identity ------------------------------------------------------------------------
+
+
+async def resolve_handle(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    handle = _q_str(request, "handle")
+    assert handle is not None
+    validate_handle(handle)
+    did = await node.storage.resolve_handle(normalize_handle(handle))
+    if did is None:
+        raise RemoteProtocolError("Unable to resolve handle", error="HandleNotFound")
+    return _json({"did": did})
+
+
+async def get_identity_log(request: web.Request) -> web.Response:
+    """skyfed.identity.getLog: an account's signed identity ops, oldest first."""
+    node = request.app[NODE_KEY]
+    did = _q_str(request, "did")
+    assert did is not None
+    validate_did(did)
+    ops = await node.storage.identity_ops(did)
+    if not ops:
+        raise RemoteProtocolError(f"no identity log for {did}", error="DidNotFound")
+    state = resolve_log(did, ops).state
+    return _json(
+        {
+            "did": did,
+            "ops": [base64.b64encode(op).decode("ascii") for op in ops],
+            "didDoc": did_document(state),
+        }
+    )
+
+
+# -- node ----------------------------------------------------------------------------
+
+
+async def health(request: web.Request) -> web.Response:
+    return _json({"version": VERSION})
+
+
+async def node_info(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    cfg = node.config
+    return _json(
+        {
+            "version": VERSION,
+            "did": node.node_did,
+            "url": node.url,
+            "accounts": await node.storage.account_count(),
+            "uptime": int(time.time() - node.started_at),
+            "firehose": {
+                "subscribers": node.firehose.subscriber_count,
+                "lastSeq": node.firehose.last_seq,
+                "replayWindow": cfg.replay_window,
+            },
+            "limits": {
+                "maxBody": cfg.max_body,
+                "pointsPerHour": cfg.points_per_hour,
+                "pointsPerDay": cfg.points_per_day,
+                "maxOpsPerCommit": 200,
+                "maxRecordBytes": 1024 * 1024,
+            },
+            "handleDomains": list(cfg.handle_domains),
+        }
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    return web.Response(
+        body=generate_latest(node.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+_ROUTES: dict[str, tuple[str, Handler]] = {
+    "com.atproto.server.describeServer": ("GET", describe_server),
+    "com.atproto.server.createAccount": ("POST", create_account),
+    "com.atproto.server.createSession": ("POST", create_session),
+    "com.atproto.server.refreshSession": ("POST", refresh_session),
+    "com.atproto.server.getSession": ("GET", get_session),
+    "com.atproto.server.deleteSession": ("POST", delete_session),
+    "com.atproto.repo.createRecord": ("POST", create_record),
+    "com.atproto.repo.putRecord": ("POST", put_record),
+    "com.atproto.repo.deleteRecord": ("POST", delete_record),
+    "com.atproto.repo.applyWrites": ("POST", apply_writes),
+    "com.atproto.repo.getRecord": ("GET", get_record),
+    "com.atproto.repo.listRecords": ("GET", list_records),
+    "com.atproto.repo.describeRepo": ("GET", describe_repo),
+    "com.atproto.sync.getRepo": ("GET", sync_get_repo),
+    "com.atproto.sync.getLatestCommit": ("GET", sync_get_latest_commit),
+    "com.atproto.sync.listRepos": ("GET", sync_list_repos),
+    "com.atproto.sync.getRecord": ("GET", sync_get_record),
+    "com.atproto.sync.getRepoStatus": ("GET", sync_get_repo_status),
+    "com.atproto.sync.subscribeRepos": ("GET", subscribe_repos),
+    "com.atproto.identity.resolveHandle": ("GET", resolve_handle),
+    "skyfed.identity.getLog": ("GET", get_identity_log),
+    "skyfed.node.getInfo": ("GET", node_info),
+    "_health": ("GET", health),
+}
+
+
+async def _dispatch(request: web.Request) -> web.StreamResponse:
+    nsid = request.match_info["nsid"]
+    route = _ROUTES.get(nsid)
+    if route is None:
+        raise RemoteProtocolError(
+            f"{nsid} is not served here", error="MethodNotImplemented", status=501
+        )
+    method, handler = route
+    if request.method != method and not (method == "GET" and request.method == "HEAD"):
+        raise RemoteProtocolError(
+            f"{nsid} takes {method}, not {request.method}", error="InvalidRequest", status=405
+        )
+    return await handler(request)
+
+
+async def _trim_events(node: Node) -> None:
+    """Keep the firehose replay window at its configured size."""
+    while True:
+        await asyncio.sleep(30)
+        last = node.firehose.last_seq
+        if last > node.config.replay_window:
+            with contextlib.suppress(Exception):
+                await node.storage.trim_events(last - node.config.replay_window)
+
+
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(_trim_events(app[NODE_KEY]))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def make_app(node: Node) -> web.Application:
+    app = web.Application(middlewares=[_errors], client_max_size=node.config.max_body)
+    app[NODE_KEY] = node
+    app.router.add_route("*", "/xrpc/{nsid}", _dispatch)
+    app.router.add_get("/metrics", metrics)
+    app.cleanup_ctx.append(_background)
+    return app

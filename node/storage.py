@@ -1,0 +1,811 @@
+"""Durable storage for a node: embedded SQLite in WAL mode, off the event loop.
+
+Everything the node persists goes through :class:`Storage`, so a server database can
+be added later behind the same methods. :class:`SqliteStorage` implements it:
+
+* one writer thread owns the only write connection and *group-commits*: it takes
+  every write waiting in its queue, runs each in its own SAVEPOINT inside one
+  transaction, commits (``synchronous=FULL``: the WAL is fsynced), and only then
+  resolves the callers' futures. A write is never acknowledged before it is
+  durable, and one failing write does not fail the others in its group;
+* a small pool of reader threads, each with its own read-only connection;
+* a commit's blocks, record index rows, repo head and firehose event are written in
+  one transaction, so a crash (even ``kill -9``) never leaves half a commit;
+* the schema carries a version (``PRAGMA user_version``) and migrates forward on open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from protocol.cid import CID
+
+from .auth import SessionRow
+
+__all__ = [
+    "AccountRow",
+    "CommitBatch",
+    "RecordRow",
+    "RepoHead",
+    "SqliteSessionStore",
+    "SqliteStorage",
+    "Storage",
+]
+
+T = TypeVar("T")
+
+#: Writes taken into one transaction at most (bounds the latency of a group).
+_GROUP_MAX = 512
+
+_MIGRATIONS: list[str] = [
+    # v1
+    """
+    CREATE TABLE blocks (
+        cid BLOB PRIMARY KEY,
+        data BLOB NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE repos (
+        did TEXT PRIMARY KEY,
+        head BLOB NOT NULL,
+        rev TEXT NOT NULL,
+        root BLOB NOT NULL,
+        status TEXT,
+        local INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE commits (
+        did TEXT NOT NULL,
+        rev TEXT NOT NULL,
+        cid BLOB NOT NULL,
+        root BLOB NOT NULL,
+        PRIMARY KEY (did, rev)
+    ) WITHOUT ROWID;
+    CREATE TABLE records (
+        did TEXT NOT NULL,
+        collection TEXT NOT NULL,
+        rkey TEXT NOT NULL,
+        cid BLOB NOT NULL,
+        PRIMARY KEY (did, collection, rkey)
+    ) WITHOUT ROWID;
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        did TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        frame BLOB NOT NULL
+    );
+    CREATE TABLE accounts (
+        did TEXT PRIMARY KEY,
+        handle TEXT NOT NULL UNIQUE,
+        email TEXT,
+        password_hash TEXT NOT NULL,
+        signing_key TEXT NOT NULL,
+        rotation_key TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE identity_ops (
+        did TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        cid BLOB NOT NULL,
+        op BLOB NOT NULL,
+        PRIMARY KEY (did, idx)
+    ) WITHOUT ROWID;
+    CREATE TABLE identities (
+        did TEXT PRIMARY KEY,
+        handle TEXT,
+        signing_key TEXT NOT NULL,
+        endpoint TEXT,
+        head BLOB NOT NULL,
+        tombstoned INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    CREATE INDEX identities_handle ON identities (handle);
+    CREATE TABLE sessions (
+        sid TEXT PRIMARY KEY,
+        did TEXT NOT NULL,
+        refresh_hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    CREATE INDEX sessions_did ON sessions (did);
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    ) WITHOUT ROWID;
+    """,
+]
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+@dataclass(frozen=True, slots=True)
+class RepoHead:
+    did: str
+    head: CID
+    rev: str
+    root: CID
+    status: str | None
+    local: bool
+
+    @property
+    def active(self) -> bool:
+        return self.status is None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRow:
+    did: str
+    handle: str
+    email: str | None
+    password_hash: str
+    signing_key: str
+    rotation_key: str
+    created_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRow:
+    did: str
+    collection: str
+    rkey: str
+    cid: CID
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CommitBatch:
+    """Everything one commit changes, written in one transaction.
+
+    ``prev_head`` is a compare-and-swap guard: the write fails unless the stored head
+    is still that commit (None: the repo must not exist yet)."""
+
+    did: str
+    commit_cid: CID
+    rev: str
+    root: CID
+    prev_head: CID | None
+    blocks: dict[CID, bytes]
+    record_changes: Sequence[tuple[str, str, CID | None]]  # collection, rkey, cid or delete
+    frame_kind: str
+    frame: Callable[[int], bytes]  # builds the firehose frame once seq is known
+    local: bool = True
+
+
+class HeadMoved(Exception):
+    """The repo head changed under a compare-and-swap write (a race, not bad input)."""
+
+
+class Storage(Protocol):
+    """What the node asks of its database."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+    # repos and blocks
+    async def apply_commit(self, batch: CommitBatch) -> int: ...
+    async def get_head(self, did: str) -> RepoHead | None: ...
+    async def list_repos(self, after: str | None, limit: int) -> list[RepoHead]: ...
+    async def set_repo_status(self, did: str, status: str | None) -> None: ...
+    async def get_blocks(self, cids: Iterable[CID]) -> dict[CID, bytes]: ...
+    async def get_record(self, did: str, collection: str, rkey: str) -> RecordRow | None: ...
+    async def list_records(
+        self, did: str, collection: str, limit: int, cursor: str | None, reverse: bool
+    ) -> list[RecordRow]: ...
+    async def list_collections(self, did: str) -> list[str]: ...
+    async def commit_at(self, did: str, rev: str) -> tuple[CID, CID] | None: ...
+    def read_block(self, cid: CID) -> bytes | None: ...
+
+    # events
+    async def events_after(self, seq: int, limit: int) -> list[tuple[int, bytes]]: ...
+    async def seq_bounds(self) -> tuple[int, int]: ...
+    async def trim_events(self, keep_after: int) -> None: ...
+
+    # accounts and identity
+    async def create_account(
+        self,
+        account: AccountRow,
+        identity_op: tuple[CID, bytes],
+        genesis: CommitBatch,
+        *,
+        signing_did_key: str,
+        endpoint: str,
+    ) -> int: ...
+    async def account_by_handle(self, handle: str) -> AccountRow | None: ...
+    async def account_by_did(self, did: str) -> AccountRow | None: ...
+    async def identity_ops(self, did: str) -> list[bytes]: ...
+    async def resolve_handle(self, handle: str) -> str | None: ...
+    async def account_count(self) -> int: ...
+
+    # sessions
+    async def put_session(self, row: SessionRow) -> None: ...
+    async def get_session(self, sid: str) -> SessionRow | None: ...
+    async def rotate_refresh(
+        self, sid: str, old_hash: str, new_hash: str, expires_at: int
+    ) -> bool: ...
+    async def revoke_session(self, sid: str) -> None: ...
+    async def revoke_all_sessions(self, did: str) -> None: ...
+
+    # node state
+    async def get_meta(self, key: str) -> bytes | None: ...
+    async def put_meta(self, key: str, value: bytes) -> None: ...
+
+
+def _connect(path: str, *, readonly: bool) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    if readonly:
+        conn.execute("PRAGMA query_only=ON")
+    return conn
+
+
+class _WriteJob:
+    __slots__ = ("fn", "future", "loop")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any], loop: asyncio.AbstractEventLoop):
+        self.fn = fn
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+
+
+def _settle(job: _WriteJob, result: Any, error: BaseException | None) -> None:
+    if job.future.done():  # the caller went away (cancelled)
+        return
+    if error is not None:
+        job.future.set_exception(error)
+    else:
+        job.future.set_result(result)
+
+
+class SqliteStorage:
+    """SQLite in WAL mode; one group-committing writer thread and a reader pool."""
+
+    def __init__(self, path: str | Path, *, readers: int = 4):
+        self.path = str(path)
+        self._readers = readers
+        self._local = threading.local()
+        self._read_pool: ThreadPoolExecutor | None = None
+        self._queue: queue.SimpleQueue[_WriteJob | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        #: Called on the event loop after each durable group, with (seq, frame) pairs.
+        self.on_events: Callable[[list[tuple[int, bytes]]], None] | None = None
+        self.group_sizes: list[int] = []
+
+    # -- life cycle --------------------------------------------------------------
+    async def open(self) -> None:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._migrate)
+        self._read_pool = ThreadPoolExecutor(self._readers, thread_name_prefix="sqlite-read")
+        self._writer = threading.Thread(target=self._write_loop, name="sqlite-write", daemon=True)
+        self._writer.start()
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._queue.put(None)
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
+        if self._read_pool is not None:
+            self._read_pool.shutdown(wait=True)
+            self._read_pool = None
+        with self._conns_lock:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()
+
+    def _migrate(self) -> None:
+        conn = _connect(self.path, readonly=False)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"database schema v{version} is newer than this skyfed (v{SCHEMA_VERSION})"
+                )
+            for i in range(version, SCHEMA_VERSION):
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in _MIGRATIONS[i].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={i + 1}")
+                conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    # -- plumbing ----------------------------------------------------------------
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path, readonly=True)
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` on a reader thread."""
+        assert self._read_pool is not None, "storage is not open"
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._read_pool, lambda: fn(self._reader()))
+
+    async def run_in_reader(self, fn: Callable[[], T]) -> T:
+        """Run ``fn()`` on a reader thread (for work that reads blocks as it goes)."""
+        assert self._read_pool is not None, "storage is not open"
+        return await asyncio.get_running_loop().run_in_executor(self._read_pool, fn)
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` in the writer's next group; returns once durable."""
+        if self._writer is None:
+            raise RuntimeError("storage is not open")
+        job = _WriteJob(fn, asyncio.get_running_loop())
+        self._queue.put(job)
+        return await job.future  # type: ignore[no-any-return]
+
+    def _write_loop(self) -> None:
+        conn = _connect(self.path, readonly=False)
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                jobs = [first]
+                stop = False
+                while len(jobs) < _GROUP_MAX:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        stop = True
+                        break
+                    jobs.append(nxt)
+                self._run_group(conn, jobs)
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _run_group(self, conn: sqlite3.Connection, jobs: list[_WriteJob]) -> None:
+        results: list[tuple[Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in jobs:
+                conn.execute("SAVEPOINT job")
+                try:
+                    result = job.fn(conn)
+                except BaseException as e:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    results.append((None, e))
+                else:
+                    conn.execute("RELEASE job")
+                    results.append((result, None))
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            results = [(None, e) for _ in jobs]
+        self.group_sizes.append(len(jobs))
+        if len(self.group_sizes) > 1000:
+            del self.group_sizes[:500]
+        events: list[tuple[int, bytes]] = []
+        for result, error in results:
+            if error is None and isinstance(result, _Published):
+                events.extend(result.events)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_WriteJob, Any, Any]]] = {}
+        for job, (result, error) in zip(jobs, results, strict=True):
+            by_loop.setdefault(job.loop, []).append((job, result, error))
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+                loop.call_soon_threadsafe(self._deliver, items, events)
+
+    def _deliver(
+        self, items: list[tuple[_WriteJob, Any, Any]], events: list[tuple[int, bytes]]
+    ) -> None:
+        # Publish before resolving: a client that hears "done" and subscribes next
+        # must find the event already in the stream's history or live queue.
+        if events and self.on_events is not None:
+            self.on_events(events)
+        for job, value, error in items:
+            _settle(job, value, error)
+
+    # -- repos and blocks --------------------------------------------------------
+    async def apply_commit(self, batch: CommitBatch) -> int:
+        published = await self.write(lambda conn: _apply_commit(conn, batch))
+        return published.value
+
+    async def get_head(self, did: str) -> RepoHead | None:
+        return await self.read(lambda conn: _get_head(conn, did))
+
+    def get_head_sync(self, did: str) -> RepoHead | None:
+        return _get_head(self._reader(), did)
+
+    async def list_repos(self, after: str | None, limit: int) -> list[RepoHead]:
+        def q(conn: sqlite3.Connection) -> list[RepoHead]:
+            rows = conn.execute(
+                "SELECT did, head, rev, root, status, local FROM repos WHERE did > ?"
+                " ORDER BY did LIMIT ?",
+                (after or "", limit),
+            ).fetchall()
+            return [_head_row(r) for r in rows]
+
+        return await self.read(q)
+
+    async def set_repo_status(self, did: str, status: str | None) -> None:
+        def w(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE repos SET status = ? WHERE did = ?", (status, did))
+
+        await self.write(w)
+
+    def read_block(self, cid: CID) -> bytes | None:
+        """Synchronous block read, for trees walked on a reader thread."""
+        row = (
+            self._reader()
+            .execute("SELECT data FROM blocks WHERE cid = ?", (cid.to_bytes(),))
+            .fetchone()
+        )
+        return None if row is None else row[0]
+
+    def get_block(self, cid: CID) -> bytes | None:
+        """:class:`protocol.mst.BlockSource`: only from a reader thread."""
+        return self.read_block(cid)
+
+    async def get_blocks(self, cids: Iterable[CID]) -> dict[CID, bytes]:
+        wanted = [c.to_bytes() for c in cids]
+
+        def q(conn: sqlite3.Connection) -> dict[CID, bytes]:
+            out: dict[CID, bytes] = {}
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                for cid, data in conn.execute(
+                    f"SELECT cid, data FROM blocks WHERE cid IN ({marks})", chunk
+                ):
+                    out[CID.from_bytes(cid)] = data
+            return out
+
+        return await self.read(q)
+
+    async def get_record(self, did: str, collection: str, rkey: str) -> RecordRow | None:
+        def q(conn: sqlite3.Connection) -> RecordRow | None:
+            row = conn.execute(
+                "SELECT r.cid, b.data FROM records r JOIN blocks b ON b.cid = r.cid"
+                " WHERE r.did = ? AND r.collection = ? AND r.rkey = ?",
+                (did, collection, rkey),
+            ).fetchone()
+            if row is None:
+                return None
+            return RecordRow(did, collection, rkey, CID.from_bytes(row[0]), row[1])
+
+        return await self.read(q)
+
+    async def list_records(
+        self, did: str, collection: str, limit: int, cursor: str | None, reverse: bool
+    ) -> list[RecordRow]:
+        def q(conn: sqlite3.Connection) -> list[RecordRow]:
+            # Default order is newest first (rkeys are TIDs), as atproto lists them.
+            if reverse:
+                cond, order = "r.rkey > ?", "ASC"
+                start = cursor or ""
+            else:
+                cond, order = "r.rkey < ?", "DESC"
+                start = cursor if cursor is not None else "\U0010ffff"
+            rows = conn.execute(
+                "SELECT r.rkey, r.cid, b.data FROM records r JOIN blocks b ON b.cid = r.cid"
+                f" WHERE r.did = ? AND r.collection = ? AND {cond}"
+                f" ORDER BY r.rkey {order} LIMIT ?",
+                (did, collection, start, limit),
+            ).fetchall()
+            return [RecordRow(did, collection, k, CID.from_bytes(c), v) for k, c, v in rows]
+
+        return await self.read(q)
+
+    async def list_collections(self, did: str) -> list[str]:
+        def q(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT DISTINCT collection FROM records WHERE did = ? ORDER BY collection",
+                (did,),
+            ).fetchall()
+            return [r[0] for r in rows]
+
+        return await self.read(q)
+
+    async def commit_at(self, did: str, rev: str) -> tuple[CID, CID] | None:
+        def q(conn: sqlite3.Connection) -> tuple[CID, CID] | None:
+            row = conn.execute(
+                "SELECT cid, root FROM commits WHERE did = ? AND rev = ?", (did, rev)
+            ).fetchone()
+            return None if row is None else (CID.from_bytes(row[0]), CID.from_bytes(row[1]))
+
+        return await self.read(q)
+
+    # -- events ------------------------------------------------------------------
+    async def events_after(self, seq: int, limit: int) -> list[tuple[int, bytes]]:
+        def q(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
+            return conn.execute(
+                "SELECT seq, frame FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+            ).fetchall()
+
+        return await self.read(q)
+
+    async def seq_bounds(self) -> tuple[int, int]:
+        def q(conn: sqlite3.Connection) -> tuple[int, int]:
+            lo, hi = conn.execute("SELECT MIN(seq), MAX(seq) FROM events").fetchone()
+            if hi is None:
+                last = conn.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
+                n = int(last[0]) if last else 0
+                return n + 1, n
+            return lo, hi
+
+        return await self.read(q)
+
+    async def trim_events(self, keep_after: int) -> None:
+        def w(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM events WHERE seq <= ?", (keep_after,))
+
+        await self.write(w)
+
+    # -- accounts and identity ---------------------------------------------------
+    async def create_account(
+        self,
+        account: AccountRow,
+        identity_op: tuple[CID, bytes],
+        genesis: CommitBatch,
+        *,
+        signing_did_key: str,
+        endpoint: str,
+    ) -> int:
+        def w(conn: sqlite3.Connection) -> _Published:
+            a = account
+            conn.execute(
+                "INSERT INTO accounts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    a.did,
+                    a.handle,
+                    a.email,
+                    a.password_hash,
+                    a.signing_key,
+                    a.rotation_key,
+                    a.created_at,
+                ),
+            )
+            _put_identity(conn, a.did, [identity_op], a.handle, signing_did_key, endpoint)
+            return _apply_commit(conn, genesis)
+
+        return (await self.write(w)).value
+
+    async def put_identity(
+        self,
+        did: str,
+        ops: list[tuple[CID, bytes]],
+        handle: str | None,
+        signing_key: str,
+        endpoint: str | None,
+        tombstoned: bool = False,
+    ) -> None:
+        def w(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM identity_ops WHERE did = ?", (did,))
+            _put_identity(conn, did, ops, handle, signing_key, endpoint, tombstoned)
+
+        await self.write(w)
+
+    async def account_by_handle(self, handle: str) -> AccountRow | None:
+        def q(conn: sqlite3.Connection) -> AccountRow | None:
+            row = conn.execute("SELECT * FROM accounts WHERE handle = ?", (handle,)).fetchone()
+            return None if row is None else AccountRow(*row)
+
+        return await self.read(q)
+
+    async def account_by_did(self, did: str) -> AccountRow | None:
+        def q(conn: sqlite3.Connection) -> AccountRow | None:
+            row = conn.execute("SELECT * FROM accounts WHERE did = ?", (did,)).fetchone()
+            return None if row is None else AccountRow(*row)
+
+        return await self.read(q)
+
+    async def account_count(self) -> int:
+        return await self.read(
+            lambda c: int(c.execute("SELECT COUNT(*) FROM accounts").fetchone()[0])
+        )
+
+    async def identity_ops(self, did: str) -> list[bytes]:
+        def q(conn: sqlite3.Connection) -> list[bytes]:
+            rows = conn.execute(
+                "SELECT op FROM identity_ops WHERE did = ? ORDER BY idx", (did,)
+            ).fetchall()
+            return [r[0] for r in rows]
+
+        return await self.read(q)
+
+    async def resolve_handle(self, handle: str) -> str | None:
+        def q(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT did FROM identities WHERE handle = ? AND tombstoned = 0", (handle,)
+            ).fetchone()
+            return None if row is None else row[0]
+
+        return await self.read(q)
+
+    async def identity(self, did: str) -> tuple[str | None, str, str | None] | None:
+        """(handle, signing key, endpoint) of a known identity."""
+
+        def q(conn: sqlite3.Connection) -> tuple[str | None, str, str | None] | None:
+            row = conn.execute(
+                "SELECT handle, signing_key, endpoint FROM identities WHERE did = ?", (did,)
+            ).fetchone()
+            return None if row is None else (row[0], row[1], row[2])
+
+        return await self.read(q)
+
+    # -- sessions ----------------------------------------------------------------
+    async def put_session(self, row: SessionRow) -> None:
+        def w(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
+                (row.sid, row.did, row.refresh_hash, row.created_at, row.expires_at, row.revoked),
+            )
+
+        await self.write(w)
+
+    async def get_session(self, sid: str) -> SessionRow | None:
+        def q(conn: sqlite3.Connection) -> SessionRow | None:
+            row = conn.execute("SELECT * FROM sessions WHERE sid = ?", (sid,)).fetchone()
+            if row is None:
+                return None
+            return SessionRow(row[0], row[1], row[2], int(row[3]), int(row[4]), bool(row[5]))
+
+        return await self.read(q)
+
+    async def rotate_refresh(self, sid: str, old_hash: str, new_hash: str, expires_at: int) -> bool:
+        def w(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE sessions SET refresh_hash = ?, expires_at = ?"
+                " WHERE sid = ? AND refresh_hash = ? AND revoked = 0",
+                (new_hash, expires_at, sid, old_hash),
+            )
+            return cur.rowcount == 1
+
+        return await self.write(w)
+
+    async def revoke_session(self, sid: str) -> None:
+        def w(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE sessions SET revoked = 1 WHERE sid = ?", (sid,))
+
+        await self.write(w)
+
+    async def revoke_all_sessions(self, did: str) -> None:
+        def w(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE sessions SET revoked = 1 WHERE did = ?", (did,))
+
+        await self.write(w)
+
+    # -- node state --------------------------------------------------------------
+    async def get_meta(self, key: str) -> bytes | None:
+        def q(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            return None if row is None else bytes(row[0])
+
+        return await self.read(q)
+
+    async def put_meta(self, key: str, value: bytes) -> None:
+        def w(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+        await self.write(w)
+
+
+@dataclass(frozen=True, slots=True)
+class _Published:
+    """A write result that also carries firehose events to publish once durable."""
+
+    value: int
+    events: list[tuple[int, bytes]]
+
+
+def _head_row(r: Sequence[Any]) -> RepoHead:
+    return RepoHead(r[0], CID.from_bytes(r[1]), r[2], CID.from_bytes(r[3]), r[4], bool(r[5]))
+
+
+def _get_head(conn: sqlite3.Connection, did: str) -> RepoHead | None:
+    row = conn.execute(
+        "SELECT did, head, rev, root, status, local FROM repos WHERE did = ?", (did,)
+    ).fetchone()
+    return None if row is None else _head_row(row)
+
+
+def _next_seq(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
+    seq = (int(row[0]) if row else 0) + 1
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('last_seq', ?)", (str(seq).encode(),))
+    return seq
+
+
+def _apply_commit(conn: sqlite3.Connection, b: CommitBatch) -> _Published:
+    row = conn.execute("SELECT head FROM repos WHERE did = ?", (b.did,)).fetchone()
+    current = None if row is None else CID.from_bytes(row[0])
+    if current != b.prev_head:
+        raise HeadMoved(f"head of {b.did} moved")
+    conn.executemany(
+        "INSERT OR IGNORE INTO blocks VALUES (?, ?)",
+        [(cid.to_bytes(), data) for cid, data in b.blocks.items()],
+    )
+    for collection, rkey, cid in b.record_changes:
+        if cid is None:
+            conn.execute(
+                "DELETE FROM records WHERE did = ? AND collection = ? AND rkey = ?",
+                (b.did, collection, rkey),
+            )
+        else:
+            conn.execute(
+                "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?)",
+                (b.did, collection, rkey, cid.to_bytes()),
+            )
+    conn.execute(
+        "INSERT INTO repos (did, head, rev, root, status, local) VALUES (?, ?, ?, ?, NULL, ?)"
+        " ON CONFLICT (did) DO UPDATE SET head = excluded.head, rev = excluded.rev,"
+        " root = excluded.root",
+        (b.did, b.commit_cid.to_bytes(), b.rev, b.root.to_bytes(), int(b.local)),
+    )
+    conn.execute(
+        "INSERT OR REPLACE INTO commits VALUES (?, ?, ?, ?)",
+        (b.did, b.rev, b.commit_cid.to_bytes(), b.root.to_bytes()),
+    )
+    seq = _next_seq(conn)
+    frame = b.frame(seq)
+    conn.execute("INSERT INTO events VALUES (?, ?, ?, ?)", (seq, b.did, b.frame_kind, frame))
+    return _Published(seq, [(seq, frame)])
+
+
+def _put_identity(
+    conn: sqlite3.Connection,
+    did: str,
+    ops: list[tuple[CID, bytes]],
+    handle: str | None,
+    signing_key: str,
+    endpoint: str | None,
+    tombstoned: bool = False,
+) -> None:
+    for idx, (cid, op) in enumerate(ops):
+        conn.execute(
+            "INSERT OR REPLACE INTO identity_ops VALUES (?, ?, ?, ?)",
+            (did, idx, cid.to_bytes(), op),
+        )
+    head = ops[-1][0].to_bytes()
+    conn.execute(
+        "INSERT OR REPLACE INTO identities VALUES (?, ?, ?, ?, ?, ?)",
+        (did, handle, signing_key, endpoint, head, int(tombstoned)),
+    )
+
+
+class SqliteSessionStore:
+    """:class:`node.auth.SessionStore` over a :class:`SqliteStorage`."""
+
+    def __init__(self, storage: SqliteStorage):
+        self.storage = storage
+
+    async def create(self, session: SessionRow) -> None:
+        await self.storage.put_session(session)
+
+    async def get(self, sid: str) -> SessionRow | None:
+        return await self.storage.get_session(sid)
+
+    async def rotate_refresh(self, sid: str, old_hash: str, new_hash: str, new_expiry: int) -> bool:
+        return await self.storage.rotate_refresh(sid, old_hash, new_hash, new_expiry)
+
+    async def revoke(self, sid: str) -> None:
+        await self.storage.revoke_session(sid)
+
+    async def revoke_all(self, did: str) -> None:
+        await self.storage.revoke_all_sessions(did)

@@ -1,0 +1,46 @@
+"""The examples run as a user would run them."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from node.app import Node
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def _run(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 50)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_demo_tells_the_story() -> None:
+    code, out = await _run("examples/demo.py", "--no-wait")
+    assert code == 0, out
+    assert "@alice.skyfed.test: Hello from a node anyone can run!" in out
+    assert "↳ reply @bob.skyfed.test" in out
+    assert "create app.bsky.graph.follow" in out
+
+
+async def test_post_from_client_against_a_live_node(node: Node) -> None:
+    code, out = await _run("examples/post_from_client.py", node.url)
+    assert code == 0, out
+    assert "and replying to myself" in out
+    assert "likes: 1" in out
+
+
+async def test_post_from_client_reports_an_unreachable_node() -> None:
+    code, out = await _run("examples/post_from_client.py", "http://127.0.0.1:9")
+    assert code == 1
+    assert "error" in out
+    assert "Traceback" not in out
