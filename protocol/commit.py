@@ -31,10 +31,10 @@ from typing import Literal
 
 from .cid import CID, cid_for_msgpack
 from .encoding import Value, decode, encode
-from .errors import DecodeError, InvalidCommit
+from .errors import DecodeError, InvalidCommit, InvalidSyntax, RepoError
 from .keys import SigningKey, VerifyKey
 from .mst import MST, BlockSource, MemoryBlockStore, MissingBlock, RecordingSource, validate_key
-from .syntax import validate_did, validate_tid
+from .syntax import validate_datetime, validate_did, validate_tid
 
 __all__ = [
     "COMMIT_VERSION",
@@ -149,8 +149,11 @@ class Commit:
         assert data is not None
         assert did is not None
         assert rev is not None
-        validate_did(did)
-        validate_tid(rev)
+        try:
+            validate_did(did)
+            validate_tid(rev)
+        except InvalidSyntax as e:
+            raise DecodeError(f"commit: {e.message}") from e
         commit = cls(
             did=did, data=data, rev=rev, sig=sig, prev=_cid_field(d, "prev", nullable=True)
         )
@@ -200,7 +203,10 @@ class RepoOp:
         assert path is not None
         if action not in _ACTIONS:
             raise DecodeError(f"unknown op action {action!r}")
-        validate_key(path)
+        try:
+            validate_key(path)
+        except RepoError as e:
+            raise DecodeError(f"op path: {e.message}") from e
         return cls(
             action=action,  # type: ignore[arg-type]
             path=path,
@@ -262,10 +268,19 @@ class CommitEvent:
         assert repo
         assert rev
         assert time is not None
+        since = _str_field(d, "since", nullable=True)
+        try:
+            validate_did(repo)
+            validate_tid(rev)
+            if since is not None:
+                validate_tid(since)
+            validate_datetime(time)
+        except InvalidSyntax as e:
+            raise DecodeError(f"commit event: {e.message}") from e
         return cls(
             repo=repo,
             rev=rev,
-            since=_str_field(d, "since", nullable=True),
+            since=since,
             commit=commit,
             ops=tuple(RepoOp.from_value(op) for op in ops),
             blocks=tuple(blocks),  # type: ignore[arg-type]
@@ -275,7 +290,11 @@ class CommitEvent:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> CommitEvent:
-        return cls.from_value(decode(data))
+        event = cls.from_value(decode(data))
+        # One byte form per event: absent optional fields must be explicit nulls.
+        if event.to_bytes() != data:
+            raise DecodeError("commit event is not in canonical form")
+        return event
 
     def block_map(self) -> dict[CID, bytes]:
         total = sum(len(b) for b in self.blocks)

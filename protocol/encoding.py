@@ -52,9 +52,7 @@ def _sort_key(item: tuple[str, Any]) -> bytes:
 # one map marker occurs, only the top-level map's key order needs a look; if fewer
 # container markers occur than MAX_DEPTH, nesting is within bounds.
 _EXT_MARKERS = (0xC7, 0xC8, 0xC9, 0xD4, 0xD5, 0xD6, 0xD7, 0xD8)
-_MARKERS = bytes(
-    [0xCA, 0xCB, 0xCF, *_EXT_MARKERS, *range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF]
-)
+_MARKERS = bytes([0xCA, 0xCB, 0xCF, *_EXT_MARKERS, *range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF])
 _NOT_MARKERS = bytes(b for b in range(256) if b not in _MARKERS)
 _MAP_MARKERS = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])
 _BAD_MARKERS = frozenset([0xCA, 0xCB, 0xCF, *_EXT_MARKERS])

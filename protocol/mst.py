@@ -244,7 +244,7 @@ def _decode_node(cid: CID, block: bytes, layer: int | None) -> _Node:
             key = prev[:p] + k
             if keys and key <= prev:
                 raise DecodeError("tree keys are not strictly increasing")
-            if not _KEY_RE.fullmatch(key):
+            if len(key) > MAX_KEY_LENGTH or not _KEY_RE.fullmatch(key):
                 raise DecodeError("tree key is not '<collection>/<record key>'")
             keys.append(key)
             vals.append(_as_cid(entry["v"], "v"))
