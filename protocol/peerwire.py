@@ -108,11 +108,14 @@ def decode_message(data: bytes) -> dict[str, Any]:
     """Decode and check one peer message. Raises DecodeError."""
     if len(data) > MAX_FRAME:
         raise DecodeError(f"peer message over {MAX_FRAME} bytes")
-    msg = decode(data, max_size=MAX_FRAME)
-    if type(msg) is not dict:
+    raw = decode(data, max_size=MAX_FRAME)
+    if type(raw) is not dict:
         raise DecodeError("peer message must be a map")
+    msg: dict[str, Any] = raw
     t = msg.get("t")
-    schema = _SCHEMAS.get(t) if type(t) is str else None
+    if type(t) is not str:
+        raise DecodeError("peer message needs a string type 't'")
+    schema = _SCHEMAS.get(t)
     if schema is None:
         raise DecodeError(f"unknown peer message type {t!r}")
     if set(msg) != {"t", *schema}:
