@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -49,6 +50,7 @@ from protocol.syntax import (
 
 from .auth import Authenticator, hash_password, parse_bearer, verify_password
 from .config import NodeConfig, NodeSecrets, load_or_create_secrets
+from .federation import Federation
 from .firehose import Firehose
 from .ratelimit import RequestLimiter, WriteLimiter, client_key
 from .repos import RepoManager
@@ -193,7 +195,10 @@ class Node:
         queue_gauge.set_function(lambda: self.storage.queue_depth)
         self.started_at = time.time()
         self._runner: web.AppRunner | None = None
+        self._http: aiohttp.ClientSession | None = None
         self.port: int | None = None
+        self.federation = Federation(self)
+        self.repos.on_commit = self.federation.publish_commit
 
     @property
     def node_did(self) -> str:
@@ -219,13 +224,49 @@ class Node:
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self.config.port
         log.info("skyfed node %s listening on %s", self.node_did, self.url)
+        await self.federation.start()
         return self.url
 
     async def stop(self) -> None:
+        await self.federation.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
         await self.storage.close()
+
+    def http_session(self) -> aiohttp.ClientSession:
+        """The node's own client session (for peers), closed on stop."""
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+        return self._http
+
+    async def export_car(self, head: CID, root: CID, old_root: CID | None) -> bytes:
+        """A repo as a block stream: whole, or only what changed since ``old_root``."""
+
+        def export() -> bytes:
+            source = self.storage
+            commit_block = source.read_block(head)
+            assert commit_block is not None
+            tree = MST.load(source, root)
+            blocks: list[tuple[CID, bytes]] = [(head, commit_block)]
+            if old_root is None:
+                blocks.extend(tree.all_blocks())
+                wanted = [cid for _, cid in tree.items()]
+            else:
+                old = MST.load(source, old_root)
+                old_nodes = {cid for cid, _ in old.all_blocks()}
+                blocks.extend((c, b) for c, b in tree.all_blocks() if c not in old_nodes)
+                wanted = [d.new for d in old.diff(tree) if d.new is not None]
+            for cid in wanted:
+                block = source.read_block(cid)
+                if block is not None:
+                    blocks.append((cid, block))
+            return b"".join(write_car([head], blocks))
+
+        return await self.storage.run_in_reader(export)
 
     async def __aenter__(self) -> Node:
         await self.start()
@@ -351,7 +392,7 @@ async def create_account(request: web.Request) -> web.Response:
     signing = SigningKey.from_seed(secrets.token_bytes(32))
     rotation = SigningKey.from_seed(secrets.token_bytes(32))
     try:
-        did, _ = await node.repos.create_account(
+        did, outcome = await node.repos.create_account(
             handle=handle,
             email=email,
             password_hash=password_hash,
@@ -365,6 +406,12 @@ async def create_account(request: web.Request) -> web.Response:
             raise RemoteProtocolError("handle already taken", error="HandleNotAvailable") from e
         raise
     node.m_commits.inc()
+    ops = await node.storage.identity_ops(did)
+    ident = await node.storage.identity(did)
+    assert ident is not None
+    head = resolve_log(did, ops).state.head
+    node.federation.publish_identity(did, ops, head)
+    node.federation.publish_commit(outcome.result.event)
     tokens = await node.auth.create_session(did)
     return _json(
         {
@@ -784,28 +831,8 @@ async def sync_get_repo(request: web.Request) -> web.StreamResponse:
         if at is None:
             raise _bad(f"no commit at rev {since}")
         old_root = at[1]
-
-    def export() -> list[bytes]:
-        source = node.storage
-        commit_block = source.read_block(head.head)
-        assert commit_block is not None
-        tree = MST.load(source, head.root)
-        blocks: list[tuple[CID, bytes]] = [(head.head, commit_block)]
-        if old_root is None:
-            blocks.extend(tree.all_blocks())
-            wanted = [cid for _, cid in tree.items()]
-        else:
-            old = MST.load(source, old_root)
-            old_nodes = {cid for cid, _ in old.all_blocks()}
-            blocks.extend((c, b) for c, b in tree.all_blocks() if c not in old_nodes)
-            wanted = [d.new for d in old.diff(tree) if d.new is not None]
-        for cid in wanted:
-            block = source.read_block(cid)
-            if block is not None:
-                blocks.append((cid, block))
-        return list(write_car([head.head], blocks))
-
-    return await _car_response(request, await node.storage.run_in_reader(export))
+    car = await node.export_car(head.head, head.root, old_root)
+    return await _car_response(request, [car])
 
 
 async def sync_get_latest_commit(request: web.Request) -> web.Response:
@@ -928,6 +955,51 @@ async def get_identity_log(request: web.Request) -> web.Response:
 # -- node ----------------------------------------------------------------------------
 
 
+async def peer_connect(request: web.Request) -> web.StreamResponse:
+    """skyfed.peer.connect: the WebSocket another node links to."""
+    node = request.app[NODE_KEY]
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        raise _bad("skyfed.peer.connect is a WebSocket endpoint")
+    return await node.federation.handle_inbound(request)
+
+
+async def list_peers(request: web.Request) -> web.Response:
+    """skyfed.node.listPeers: the links this node holds now."""
+    node = request.app[NODE_KEY]
+    fed = node.federation
+    return _json(
+        {
+            "peers": [
+                {
+                    "did": link.peer_did,
+                    "url": link.peer_url,
+                    "outbound": link.outbound,
+                    "score": link.score,
+                    "bytesIn": link.bytes_in,
+                    "bytesOut": link.bytes_out,
+                }
+                for link in fed.links.values()
+            ],
+            "eager": sorted(fed.plumtree.eager_peers),
+            "lazy": sorted(fed.plumtree.lazy_peers),
+        }
+    )
+
+
+async def list_equivocations(request: web.Request) -> web.Response:
+    """skyfed.sync.listEquivocations: evidence of authors who signed two histories."""
+    node = request.app[NODE_KEY]
+    rows = await node.storage.equivocations(_q_int(request, "limit", 50, 1, 500))
+    return _json(
+        {
+            "equivocations": [
+                {"did": d, "since": s, "kept": str(k), "dropped": str(x), "seenAt": t}
+                for d, s, k, x, t in rows
+            ]
+        }
+    )
+
+
 async def health(request: web.Request) -> web.Response:
     return _json({"version": VERSION})
 
@@ -989,6 +1061,9 @@ _ROUTES: dict[str, tuple[str, Handler]] = {
     "com.atproto.identity.resolveHandle": ("GET", resolve_handle),
     "skyfed.identity.getLog": ("GET", get_identity_log),
     "skyfed.node.getInfo": ("GET", node_info),
+    "skyfed.node.listPeers": ("GET", list_peers),
+    "skyfed.peer.connect": ("GET", peer_connect),
+    "skyfed.sync.listEquivocations": ("GET", list_equivocations),
     "_health": ("GET", health),
 }
 

@@ -52,6 +52,18 @@ class NodeConfig:
     access_token_ttl: int = 2 * 3600
     refresh_token_ttl: int = 90 * 86400
     admin_token: str | None = None
+    #: Peer node URLs to keep links to.
+    peers: tuple[str, ...] = ()
+    #: Tell peers about other peers (and accept being told about).
+    share_peers: bool = True
+    #: Links this node dials at most (static peers always).
+    max_peers: int = 8
+    #: Seconds between negentropy rounds with each peer.
+    reconcile_interval: float = 30.0
+    #: Messages per second a peer may send.
+    peer_message_rate: float = 5000.0
+    #: Seconds a misbehaving peer stays cut off.
+    peer_cooloff: float = 300.0
 
     @property
     def url(self) -> str:
@@ -79,6 +91,8 @@ def load_config(path: Path | None, **overrides: Any) -> NodeConfig:
     values.update({k: v for k, v in overrides.items() if v is not None})
     if "data_dir" in values:
         values["data_dir"] = Path(values["data_dir"]).expanduser()
+    if "peers" in values:
+        values["peers"] = tuple(str(p).rstrip("/") for p in values["peers"])
     if "handle_domains" in values:
         values["handle_domains"] = tuple(
             d if d.startswith(".") else "." + d for d in values["handle_domains"]

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from protocol.cid import CID
+from protocol.commit import CommitEvent
 from protocol.errors import RemoteProtocolError, RepoError
 from protocol.identity import IdentityOp, did_for_genesis
 from protocol.keys import SigningKey
@@ -59,6 +60,8 @@ class RepoManager:
         self._now = now
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._cache: OrderedDict[str, Repo] = OrderedDict()
+        #: Called with each local commit event once it is durable (federation).
+        self.on_commit: Callable[[CommitEvent], None] | None = None
 
     def lock(self, did: str) -> asyncio.Lock:
         lock = self._locks.get(did)
@@ -179,7 +182,9 @@ class RepoManager:
                     "the repo changed during the write; retry", error="InvalidSwap"
                 ) from None
             self._remember(result.repo)
-            return WriteOutcome(result, seq)
+        if self.on_commit is not None:
+            self.on_commit(result.event)
+        return WriteOutcome(result, seq)
 
     @staticmethod
     def _batch(result: CommitResult, prev_head: CID | None) -> CommitBatch:
@@ -203,4 +208,5 @@ class RepoManager:
             record_changes=changes,
             frame_kind="#commit",
             frame=frame,
+            since=result.event.since,
         )

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from protocol.cid import CID
+from protocol.ingest import HeadState
 
 from .auth import SessionRow
 
@@ -66,7 +67,16 @@ _MIGRATIONS: list[str] = [
         rev TEXT NOT NULL,
         cid BLOB NOT NULL,
         root BLOB NOT NULL,
+        since TEXT,
         PRIMARY KEY (did, rev)
+    ) WITHOUT ROWID;
+    CREATE TABLE equivocations (
+        did TEXT NOT NULL,
+        since TEXT,
+        kept BLOB NOT NULL,
+        dropped BLOB NOT NULL,
+        seen_at TEXT NOT NULL,
+        PRIMARY KEY (did, kept, dropped)
     ) WITHOUT ROWID;
     CREATE TABLE records (
         did TEXT NOT NULL,
@@ -174,6 +184,7 @@ class CommitBatch:
     record_changes: Sequence[tuple[str, str, CID | None]]  # collection, rkey, cid or delete
     frame_kind: str
     frame: Callable[[int], bytes]  # builds the firehose frame once seq is known
+    since: str | None = None
     local: bool = True
 
 
@@ -531,6 +542,59 @@ class SqliteStorage:
 
         return await self.read(q)
 
+    async def head_state(self, did: str) -> HeadState | None:
+        """The held head with the ``since`` it was committed on (for ingest)."""
+
+        def q(conn: sqlite3.Connection) -> HeadState | None:
+            row = conn.execute(
+                "SELECT r.head, r.rev, r.root, c.since FROM repos r"
+                " LEFT JOIN commits c ON c.did = r.did AND c.rev = r.rev WHERE r.did = ?",
+                (did,),
+            ).fetchone()
+            if row is None:
+                return None
+            return HeadState(CID.from_bytes(row[0]), row[1], CID.from_bytes(row[2]), row[3])
+
+        return await self.read(q)
+
+    async def all_heads(self) -> list[tuple[str, CID, str]]:
+        """(did, head, rev) of every repo held, for reconciliation."""
+
+        def q(conn: sqlite3.Connection) -> list[tuple[str, CID, str]]:
+            rows = conn.execute("SELECT did, head, rev FROM repos").fetchall()
+            return [(d, CID.from_bytes(h), r) for d, h, r in rows]
+
+        return await self.read(q)
+
+    async def identity_heads(self) -> list[tuple[str, CID]]:
+        def q(conn: sqlite3.Connection) -> list[tuple[str, CID]]:
+            rows = conn.execute("SELECT did, head FROM identities").fetchall()
+            return [(d, CID.from_bytes(h)) for d, h in rows]
+
+        return await self.read(q)
+
+    async def record_equivocation(
+        self, did: str, since: str | None, kept: CID, dropped: CID, seen_at: str
+    ) -> None:
+        def w(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR IGNORE INTO equivocations VALUES (?, ?, ?, ?, ?)",
+                (did, since, kept.to_bytes(), dropped.to_bytes(), seen_at),
+            )
+
+        await self.write(w)
+
+    async def equivocations(self, limit: int = 100) -> list[tuple[str, str | None, CID, CID, str]]:
+        def q(conn: sqlite3.Connection) -> list[tuple[str, str | None, CID, CID, str]]:
+            rows = conn.execute(
+                "SELECT did, since, kept, dropped, seen_at FROM equivocations"
+                " ORDER BY seen_at DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+            return [(d, s, CID.from_bytes(k), CID.from_bytes(x), t) for d, s, k, x, t in rows]
+
+        return await self.read(q)
+
     # -- events ------------------------------------------------------------------
     async def events_after(self, seq: int, limit: int) -> list[tuple[int, bytes]]:
         def q(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
@@ -755,12 +819,13 @@ def _apply_commit(conn: sqlite3.Connection, b: CommitBatch) -> _Published:
     conn.execute(
         "INSERT INTO repos (did, head, rev, root, status, local) VALUES (?, ?, ?, ?, NULL, ?)"
         " ON CONFLICT (did) DO UPDATE SET head = excluded.head, rev = excluded.rev,"
-        " root = excluded.root",
+        " root = excluded.root, status = CASE WHEN status = 'desynchronized' THEN NULL"
+        " ELSE status END",
         (b.did, b.commit_cid.to_bytes(), b.rev, b.root.to_bytes(), int(b.local)),
     )
     conn.execute(
-        "INSERT OR REPLACE INTO commits VALUES (?, ?, ?, ?)",
-        (b.did, b.rev, b.commit_cid.to_bytes(), b.root.to_bytes()),
+        "INSERT OR REPLACE INTO commits VALUES (?, ?, ?, ?, ?)",
+        (b.did, b.rev, b.commit_cid.to_bytes(), b.root.to_bytes(), b.since),
     )
     seq = _next_seq(conn)
     frame = b.frame(seq)

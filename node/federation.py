@@ -1,0 +1,901 @@
+"""Federation: peer links, Plumtree gossip, negentropy reconciliation, ingest.
+
+There is no central relay. A node keeps WebSocket links to a few peers (from its
+config and ``--peer``, and ones it hears about); each link starts with a signed
+handshake naming both node keys. What is new (a local commit, or one that arrived and
+verified) is pushed eagerly along a Plumtree spanning tree and announced lazily to
+the other peers; anything missed (a dropped link, a restart, a partition) is found by
+negentropy over the *heads* of state (one item per repo head and per identity-log
+head) on connect and periodically, and fetched.
+
+Everything that arrives goes through :mod:`protocol.ingest`: signature by the DID's
+current key, rev bounds, ``since``/``prevData`` continuity, the deterministic head
+rule. A peer that sends forged or malformed data is scored down and, past a
+threshold, cut off for a cool-off period; it never takes the node down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import logging
+import random
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+
+from protocol.car import read_car
+from protocol.cid import CID, cid_for_msgpack
+from protocol.commit import Commit, CommitEvent
+from protocol.encoding import encode
+from protocol.errors import SkyfedError
+from protocol.identity import resolve_log
+from protocol.ingest import HeadState, Verdict, head_wins, judge_event, judge_snapshot, rev_micros
+from protocol.keys import verify_key
+from protocol.mst import MST, MissingBlock
+from protocol.negentropy import Negentropy, NegentropyStorageVector
+from protocol.peerwire import (
+    MAX_FRAME,
+    PROTOCOL_VERSION,
+    auth_payload,
+    decode_message,
+    encode_message,
+)
+from protocol.plumtree import Deliver, Plumtree, SendGraft, SendIHave, SendPrune, SendPush
+
+from .firehose import encode_frame
+from .repos import iso_now
+from .storage import CommitBatch
+
+if TYPE_CHECKING:
+    from .app import Node
+
+__all__ = ["Federation", "PeerLink"]
+
+log = logging.getLogger("skyfed.federation")
+
+_SEND_QUEUE = 4096
+_MAX_PENDING = 64
+_REQUEST_TIMEOUT = 30.0
+_NEG_FRAME_LIMIT = 500_000
+_FORGERY_PENALTY = 25
+_CUTOFF_SCORE = -50
+
+
+class PeerError(Exception):
+    """The link must close (a protocol breach or a handshake failure)."""
+
+
+class _Bucket:
+    """Messages per second a peer may send (token bucket)."""
+
+    def __init__(self, rate: float, burst: float):
+        self.rate, self.burst = rate, burst
+        self.tokens = burst
+        self.at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class PeerLink:
+    """One authenticated WebSocket link to another node."""
+
+    def __init__(self, fed: Federation, ws: Any, *, outbound: bool, url: str | None):
+        self.fed = fed
+        self.ws = ws
+        self.outbound = outbound
+        self.url = url
+        self.peer_did = ""
+        self.peer_url: str | None = None
+        self.share = True
+        self.score = 0
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(_SEND_QUEUE)
+        # Work that may itself wait on this link (fetching an identity before a
+        # commit can be checked) runs off the reader, so replies can still arrive.
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(_SEND_QUEUE)
+        self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._rids = itertools.count(1)
+        self.bucket = _Bucket(fed.config_rate, fed.config_rate * 2)
+        self.neg_sessions: dict[int, Negentropy] = {}
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.closed = asyncio.Event()
+
+    def send(self, t: str, **fields: Any) -> None:
+        data = encode_message(t, **fields)
+        try:
+            self.queue.put_nowait(data)
+        except asyncio.QueueFull:
+            # A peer that cannot keep up is dropped, not buffered without bound.
+            self.close("send queue full")
+
+    def close(self, why: str) -> None:
+        if not self.closed.is_set():
+            log.info("link %s closing: %s", self.peer_did or self.url, why)
+            self.closed.set()
+
+    async def request(self, t: str, **fields: Any) -> dict[str, Any]:
+        if len(self.pending) >= _MAX_PENDING:
+            raise PeerError("too many outstanding requests")
+        rid = next(self._rids)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.pending[rid] = fut
+        try:
+            self.send(t, rid=rid, **fields)
+            return await asyncio.wait_for(fut, _REQUEST_TIMEOUT)
+        finally:
+            self.pending.pop(rid, None)
+
+    async def _send_raw(self, data: bytes) -> None:
+        self.bytes_out += len(data)
+        self.fed.bytes_out += len(data)
+        await self.ws.send_bytes(data)
+
+    async def _receive(self) -> bytes:
+        msg = await self.ws.receive()
+        if msg.type in (aiohttp.WSMsgType.BINARY, web.WSMsgType.BINARY):
+            data: bytes = msg.data
+            self.bytes_in += len(data)
+            self.fed.bytes_in += len(data)
+            return data
+        raise PeerError(f"link ended ({msg.type.name})")
+
+    async def handshake(self) -> None:
+        fed = self.fed
+        challenge = secrets.token_bytes(32)
+        await self._send_raw(
+            encode_message(
+                "hello",
+                v=PROTOCOL_VERSION,
+                node=fed.node.node_did,
+                url=fed.node.url,
+                challenge=challenge,
+                caps=["plumtree", "negentropy-v1"],
+                share=fed.share_peers,
+            )
+        )
+        hello = decode_message(await self._receive())
+        if hello["t"] != "hello" or hello["v"] != PROTOCOL_VERSION:
+            raise PeerError("expected hello with protocol version 1")
+        peer_did = hello["node"]
+        peer_key = verify_key(peer_did)
+        if peer_did == fed.node.node_did:
+            raise PeerError("connected to itself")
+        if fed.is_blocked(peer_did) or fed.is_blocked(hello["url"] or ""):
+            raise PeerError("peer is cut off")
+        await self._send_raw(
+            encode_message(
+                "auth",
+                sig=fed.node.secrets.node_key.sign(
+                    auth_payload(hello["challenge"], fed.node.node_did, peer_did)
+                ),
+            )
+        )
+        auth = decode_message(await self._receive())
+        if auth["t"] != "auth":
+            raise PeerError("expected auth")
+        peer_key.verify(auth["sig"], auth_payload(challenge, peer_did, fed.node.node_did))
+        self.peer_did = peer_did
+        self.peer_url = hello["url"]
+        self.share = hello["share"]
+
+    async def run(self) -> None:
+        sender = asyncio.create_task(self._sender())
+        reader = asyncio.create_task(self._reader())
+        worker = asyncio.create_task(self._worker())
+        closer = asyncio.create_task(self.closed.wait())
+        tasks = (sender, reader, worker, closer)
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            for fut in self.pending.values():
+                if not fut.done():
+                    fut.set_exception(PeerError("link closed"))
+            with contextlib.suppress(Exception):
+                await self.ws.close()
+
+    async def _sender(self) -> None:
+        while True:
+            data = await self.queue.get()
+            await self._send_raw(data)
+
+    async def _reader(self) -> None:
+        while True:
+            data = await self._receive()
+            if not self.bucket.take():
+                self.fed.penalize(self, 5, "message rate over the limit")
+                continue
+            try:
+                msg = decode_message(data)
+            except SkyfedError as e:
+                self.fed.penalize(self, -_CUTOFF_SCORE, f"malformed message: {e}")
+                return
+            if not self.fed.answer(self, msg):
+                try:
+                    self.inbox.put_nowait(msg)
+                except asyncio.QueueFull:
+                    self.close("peer sends faster than we can process")
+                    return
+
+    async def _worker(self) -> None:
+        while True:
+            msg = await self.inbox.get()
+            await self.fed.dispatch(self, msg)
+
+
+class Federation:
+    """A node's peers and everything that travels between them."""
+
+    def __init__(self, node: Node):
+        self.node = node
+        cfg = node.config
+        self.static_peers = [u.rstrip("/") for u in cfg.peers]
+        self.share_peers = cfg.share_peers
+        self.max_peers = cfg.max_peers
+        self.reconcile_interval = cfg.reconcile_interval
+        self.config_rate = float(cfg.peer_message_rate)
+        self.cooloff = cfg.peer_cooloff
+        self.links: dict[str, PeerLink] = {}
+        self.known_urls: OrderedDict[str, None] = OrderedDict((u, None) for u in self.static_peers)
+        self._blocked: dict[str, float] = {}  # node DID or URL -> until (monotonic)
+        self.plumtree = Plumtree(rng=random.Random(secrets.randbits(64)))
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._dialers: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._resyncing: set[str] = set()
+        self._sids = itertools.count(1)
+        self._neg_replies: dict[tuple[str, int], asyncio.Queue[bytes]] = {}
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.rejected = 0
+        self.ingested = 0
+
+    # -- life cycle --------------------------------------------------------------
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def start(self) -> None:
+        self._spawn(self._ticker())
+        self._spawn(self._reconciler())
+        for url in self.static_peers:
+            self.dial(url)
+
+    async def stop(self) -> None:
+        for link in list(self.links.values()):
+            link.close("shutting down")
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # -- connections -------------------------------------------------------------
+    def dial(self, url: str) -> None:
+        if url in self._dialers or url == self.node.url:
+            return
+        self._dialers[url] = self._spawn(self._dial_loop(url))
+
+    async def _dial_loop(self, url: str) -> None:
+        """Keep a link to ``url`` up: capped, jittered exponential backoff that
+        resets after a healthy period."""
+        delay = 0.2
+        try:
+            while True:
+                if not self.is_blocked(url):
+                    started = time.monotonic()
+                    try:
+                        await self._connect(url)
+                    except (
+                        OSError,
+                        aiohttp.ClientError,
+                        PeerError,
+                        SkyfedError,
+                        TimeoutError,
+                    ) as e:
+                        log.debug("dial %s failed: %s", url, e)
+                    if time.monotonic() - started > 30:
+                        delay = 0.2
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 10.0)
+        finally:
+            self._dialers.pop(url, None)
+
+    async def _connect(self, url: str) -> None:
+        session = self.node.http_session()
+        ws = await session.ws_connect(
+            url + "/xrpc/skyfed.peer.connect", max_msg_size=MAX_FRAME, heartbeat=30
+        )
+        link = PeerLink(self, ws, outbound=True, url=url)
+        await self._serve_link(link)
+
+    async def handle_inbound(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, heartbeat=30)
+        await ws.prepare(request)
+        link = PeerLink(self, ws, outbound=False, url=None)
+        with contextlib.suppress(PeerError, SkyfedError, OSError, TimeoutError):
+            await self._serve_link(link)
+        return ws
+
+    async def _serve_link(self, link: PeerLink) -> None:
+        try:
+            await asyncio.wait_for(link.handshake(), 10)
+        except (PeerError, SkyfedError, TimeoutError):
+            await link.ws.close()
+            raise
+        existing = self.links.get(link.peer_did)
+        if existing is not None:
+            # Both sides dialled: keep the link the lower node key dialled.
+            keep_new = link.outbound == (self.node.node_did < link.peer_did)
+            if not keep_new:
+                await link.ws.close()
+                return
+            existing.close("replaced by a newer link")
+        self.links[link.peer_did] = link
+        self.plumtree.add_peer(link.peer_did)
+        if link.peer_url:
+            self.known_urls[link.peer_url] = None
+        if self.share_peers:
+            urls = [u for u in self.known_urls if u != link.peer_url][:32]
+            link.send("peers", urls=urls)
+        if link.outbound:
+            self._spawn(self._reconcile_quietly(link))
+        try:
+            await link.run()
+        finally:
+            if self.links.get(link.peer_did) is link:
+                del self.links[link.peer_did]
+                self.plumtree.remove_peer(link.peer_did)
+
+    def block(self, who: str, seconds: float = 1e9) -> None:
+        """Cut off a peer (node DID or URL) and refuse it until unblocked/expired."""
+        self._blocked[who.rstrip("/")] = time.monotonic() + seconds
+        for link in list(self.links.values()):
+            if who in (link.peer_did, link.peer_url, link.url):
+                link.close("blocked")
+
+    def unblock(self, who: str) -> None:
+        self._blocked.pop(who.rstrip("/"), None)
+
+    def is_blocked(self, who: str) -> bool:
+        until = self._blocked.get(who)
+        if until is None:
+            return False
+        if time.monotonic() > until:
+            del self._blocked[who]
+            return False
+        return True
+
+    def penalize(self, link: PeerLink, points: int, why: str) -> None:
+        link.score -= points
+        log.warning("peer %s: %s (score %d)", link.peer_did, why, link.score)
+        if link.score <= _CUTOFF_SCORE:
+            self.block(link.peer_did, self.cooloff)
+            if link.peer_url:
+                self.block(link.peer_url, self.cooloff)
+            link.close(f"cut off for {self.cooloff:.0f}s: {why}")
+
+    # -- gossip ------------------------------------------------------------------
+    def _run_actions(self, actions: Iterable[Any]) -> None:
+        for action in actions:
+            if isinstance(action, SendPush):
+                link = self.links.get(action.peer)
+                if link is not None:
+                    kind, data = _unpack_payload(action.payload)
+                    link.send("push", id=action.msg_id, kind=kind, data=data, round=action.round)
+            elif isinstance(action, SendIHave):
+                link = self.links.get(action.peer)
+                if link is not None:
+                    link.send("ihave", ids=list(action.msg_ids), round=action.round)
+            elif isinstance(action, SendGraft):
+                link = self.links.get(action.peer)
+                if link is not None:
+                    link.send("graft", ids=list(action.msg_ids))
+            elif isinstance(action, SendPrune):
+                link = self.links.get(action.peer)
+                if link is not None:
+                    link.send("prune")
+            elif isinstance(action, Deliver):
+                pass  # delivery happens where the payload is ingested
+        self._wake.set()
+
+    async def _ticker(self) -> None:
+        while True:
+            deadline = self.plumtree.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._run_actions(self.plumtree.tick(time.monotonic()))
+
+    def publish_commit(self, event: CommitEvent) -> None:
+        """A local commit is durable: spread it."""
+        if self.plumtree.has_seen(event.commit.to_bytes()):
+            return
+        payload = _pack_payload("commit", event.to_bytes())
+        self._run_actions(
+            self.plumtree.broadcast(event.commit.to_bytes(), payload, time.monotonic())
+        )
+
+    def publish_identity(self, did: str, ops: Sequence[bytes], head: CID) -> None:
+        if self.plumtree.has_seen(head.to_bytes()):
+            return
+        payload = _pack_payload("identity", encode({"did": did, "ops": list(ops)}))
+        self._run_actions(self.plumtree.broadcast(head.to_bytes(), payload, time.monotonic()))
+
+    def answer(self, link: PeerLink, msg: dict[str, Any]) -> bool:
+        """Handle replies inline (they resolve a waiting request); True if handled."""
+        t = msg["t"]
+        if t in ("repo", "ident", "error") or (t == "heads" and msg["rid"] is not None):
+            fut = link.pending.get(msg["rid"]) if msg["rid"] is not None else None
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+            return True
+        if t == "neg":
+            box = self._neg_replies.get((link.peer_did, msg["sid"]))
+            if box is not None and -msg["sid"] in link.neg_sessions:
+                box.put_nowait(msg["msg"])  # an answer in our own session
+                return True
+        return False
+
+    async def dispatch(self, link: PeerLink, msg: dict[str, Any]) -> None:
+        t = msg["t"]
+        now = time.monotonic()
+        if t == "push":
+            if self.plumtree.has_seen(msg["id"]):
+                self._run_actions(
+                    self.plumtree.on_push(
+                        link.peer_did, msg["id"], b"", msg["round"], now, valid=True
+                    )
+                )
+                return
+            valid = await self._ingest_push(link, msg["kind"], msg["data"])
+            payload = _pack_payload(msg["kind"], msg["data"])
+            self._run_actions(
+                self.plumtree.on_push(
+                    link.peer_did, msg["id"], payload, msg["round"], time.monotonic(), valid=valid
+                )
+            )
+        elif t == "ihave":
+            self._run_actions(self.plumtree.on_ihave(link.peer_did, msg["ids"], msg["round"], now))
+        elif t == "graft":
+            self._run_actions(self.plumtree.on_graft(link.peer_did, msg["ids"], now))
+        elif t == "prune":
+            self._run_actions(self.plumtree.on_prune(link.peer_did))
+        elif t == "neg":
+            await self._on_neg(link, msg["sid"], msg["msg"])
+        elif t == "whatis":
+            link.send("heads", rid=msg["rid"], items=await self._describe(msg["ids"]))
+        elif t == "heads":
+            self._spawn(self._consider_heads(link, msg["items"]))
+        elif t == "getrepo":
+            self._spawn(self._serve_repo(link, msg["rid"], msg["did"], msg["since"]))
+        elif t == "getident":
+            ops = await self.node.storage.identity_ops(msg["did"])
+            link.send("ident", rid=msg["rid"], did=msg["did"], ops=ops)
+        elif t == "peers":
+            for url in msg["urls"][:32]:
+                url = url.rstrip("/")
+                if url.startswith(("http://", "https://")) and url != self.node.url:
+                    self.known_urls[url] = None
+            while len(self.known_urls) > 256:
+                self.known_urls.popitem(last=False)
+            self._fill_peers()
+        else:
+            self.penalize(link, -_CUTOFF_SCORE, f"unexpected {t} after handshake")
+
+    def _fill_peers(self) -> None:
+        if not self.share_peers:
+            return
+        connected = {lk.peer_url for lk in self.links.values()} | set(self._dialers)
+        for url in list(self.known_urls):
+            if len(self.links) + len(self._dialers) >= self.max_peers:
+                break
+            if url not in connected and not self.is_blocked(url):
+                self.dial(url)
+
+    # -- ingest ------------------------------------------------------------------
+    async def _ingest_push(self, link: PeerLink, kind: str, data: bytes) -> bool:
+        try:
+            if kind == "commit":
+                await self.ingest_event(CommitEvent.from_bytes(data), link)
+            else:
+                body = _decode_identity(data)
+                await self.ingest_identity(body[0], body[1])
+        except SkyfedError as e:
+            self.rejected += 1
+            self.penalize(link, _FORGERY_PENALTY, f"rejected {kind}: {e}")
+            return False
+        return True
+
+    async def _signing_key(self, did: str, link: PeerLink | None) -> str:
+        ident = await self.node.storage.identity(did)
+        if ident is None and link is not None:
+            reply = await link.request("getident", did=did)
+            if reply["t"] == "ident" and reply["ops"]:
+                await self.ingest_identity(did, reply["ops"])
+            ident = await self.node.storage.identity(did)
+        if ident is None:
+            raise PeerError(f"no identity known for {did}")
+        return ident[1]
+
+    async def ingest_event(self, event: CommitEvent, link: PeerLink | None) -> Verdict:
+        """Judge and store a commit event from a peer."""
+        did = event.repo
+        key = await self._signing_key(did, link)
+        async with self.node.repos.lock(did):
+            held = await self.node.storage.head_state(did)
+            judged = judge_event(
+                event, signing_key=key, held=held, now_micros=int(time.time() * 1e6)
+            )
+            verdict = judged.verdict
+            if judged.equivocation and held is not None:
+                kept, dropped = (
+                    (event.commit, held.head)
+                    if verdict is Verdict.SWITCH
+                    else (held.head, event.commit)
+                )
+                await self.node.storage.record_equivocation(
+                    did, event.since, kept, dropped, iso_now()
+                )
+            if verdict is Verdict.APPLY:
+                await self._store_event(event, judged.commit, held)
+                self.ingested += 1
+                return verdict
+            if verdict is Verdict.SWITCH:
+                assert held is not None
+                ok = await self._switch(did, event, judged.commit, held)
+                if ok:
+                    return verdict
+                verdict = Verdict.GAP
+        if verdict is Verdict.GAP and link is not None:
+            await self.node.storage.set_repo_status(did, "desynchronized")
+            self._spawn(self.resync(did, link))
+        return verdict
+
+    async def _store_event(
+        self, event: CommitEvent, commit: Commit, held: HeadState | None
+    ) -> None:
+        body = event.to_value()
+        changes = []
+        for op in event.ops:
+            collection, _, rkey = op.path.partition("/")
+            changes.append((collection, rkey, op.cid))
+        await self.node.storage.apply_commit(
+            CommitBatch(
+                did=event.repo,
+                commit_cid=event.commit,
+                rev=commit.rev,
+                root=commit.data,
+                prev_head=None if held is None else held.head,
+                blocks=event.block_map(),
+                record_changes=changes,
+                frame_kind="#commit",
+                frame=lambda seq: encode_frame("#commit", {**body, "seq": seq}),
+                since=event.since,
+                local=False,
+            )
+        )
+        self.node.repos.forget(event.repo)
+
+    async def _switch(self, did: str, event: CommitEvent, commit: Commit, held: HeadState) -> bool:
+        """A winning sibling of our head: rebuild on the tree it was made from."""
+        blocks = event.block_map()
+        return await self._apply_snapshot(
+            did, event.commit, commit, blocks, held, since=event.since
+        )
+
+    async def _apply_snapshot(
+        self,
+        did: str,
+        commit_cid: CID,
+        commit: Commit,
+        blocks: dict[CID, bytes],
+        held: HeadState | None,
+        *,
+        since: str | None,
+        full: bool = False,
+    ) -> bool:
+        storage = self.node.storage
+
+        def build() -> list[tuple[str, str, CID | None]] | None:
+            source = _Overlay(blocks, storage)
+            new = MST.load(source, commit.data)
+            try:
+                if full:
+                    new.verify_structure()
+                old = MST.load(storage, held.data) if held is not None else MST.empty()
+                diff = old.diff(new)
+                for d in diff:
+                    if d.new is not None and source.get_block(d.new) is None:
+                        return None
+            except MissingBlock:
+                return None
+            out = []
+            for d in diff:
+                collection, _, rkey = d.key.partition("/")
+                out.append((collection, rkey, d.new))
+            return out
+
+        changes = await storage.run_in_reader(build)
+        if changes is None:
+            return False
+        commit_block = blocks[commit_cid]
+        await storage.apply_commit(
+            CommitBatch(
+                did=did,
+                commit_cid=commit_cid,
+                rev=commit.rev,
+                root=commit.data,
+                prev_head=None if held is None else held.head,
+                blocks=blocks,
+                record_changes=changes,
+                frame_kind="#sync",
+                frame=lambda seq: encode_frame(
+                    "#sync",
+                    {
+                        "blocks": commit_block,
+                        "did": did,
+                        "rev": commit.rev,
+                        "seq": seq,
+                        "time": iso_now(),
+                    },
+                ),
+                since=since,
+                local=False,
+            )
+        )
+        self.node.repos.forget(did)
+        return True
+
+    async def resync(self, did: str, link: PeerLink) -> None:
+        """Fetch ``did``'s repo from ``link`` (since our rev when we can) and apply it
+        if its head beats ours."""
+        if did in self._resyncing:
+            return
+        self._resyncing.add(did)
+        try:
+            for attempt_since in (True, False):
+                held = await self.node.storage.head_state(did)
+                since = held.rev if (held is not None and attempt_since) else None
+                reply = await link.request("getrepo", did=did, since=since)
+                if reply["t"] != "repo":
+                    if since is None:
+                        return
+                    continue
+                roots, blocks = read_car(reply["car"])
+                commit = Commit.from_bytes(blocks[roots[0]])
+                if commit.did != did:
+                    raise PeerError("snapshot is for another repo")
+                key = await self._signing_key(did, link)
+                async with self.node.repos.lock(did):
+                    held = await self.node.storage.head_state(did)
+                    verdict = judge_snapshot(
+                        commit,
+                        roots[0],
+                        signing_key=key,
+                        held=held,
+                        now_micros=int(time.time() * 1e6),
+                    )
+                    if verdict not in (Verdict.APPLY, Verdict.SWITCH):
+                        return
+                    ok = await self._apply_snapshot(
+                        did, roots[0], commit, blocks, held, since=None, full=since is None
+                    )
+                if ok:
+                    self.ingested += 1
+                    return
+        except (PeerError, SkyfedError, TimeoutError, KeyError, IndexError) as e:
+            log.info("resync of %s from %s failed: %s", did, link.peer_did, e)
+            if isinstance(e, SkyfedError):
+                self.penalize(link, _FORGERY_PENALTY, f"bad snapshot: {e}")
+        finally:
+            self._resyncing.discard(did)
+
+    async def _serve_repo(self, link: PeerLink, rid: int, did: str, since: str | None) -> None:
+        storage = self.node.storage
+        head = await storage.get_head(did)
+        if head is None:
+            link.send("error", rid=rid, error="RepoNotFound", message=did)
+            return
+        old_root = None
+        if since is not None:
+            at = await storage.commit_at(did, since)
+            if at is None:
+                link.send("error", rid=rid, error="UnknownRev", message=since)
+                return
+            old_root = at[1]
+        car = await self.node.export_car(head.head, head.root, old_root)
+        link.send("repo", rid=rid, did=did, car=car)
+
+    async def ingest_identity(self, did: str, ops: list[bytes]) -> bool:
+        """Merge ops into ``did``'s log; store if the resolved head changed."""
+        existing = await self.node.storage.identity_ops(did)
+        merged = list(dict.fromkeys([*existing, *ops]))
+        resolved = resolve_log(did, merged)
+        state = resolved.state
+        known = await self.node.storage.identity(did)
+        old_head = None
+        if existing:
+            old_head = resolve_log(did, existing).state.head
+        if known is not None and old_head == state.head:
+            return False
+        # Keep the chain and the nullified ops (evidence), nothing else: a flood of
+        # rejected ops must not grow storage. The chain goes last: its last op is the head.
+        by_cid = {cid_for_msgpack(op): op for op in merged}
+        ordered = [(cid, by_cid[cid]) for cid in resolved.nullified]
+        ordered += [(cid, by_cid[cid]) for cid in resolved.chain]
+        await self.node.storage.put_identity(
+            did,
+            ordered,
+            None if state.tombstoned else state.handle,
+            state.signing_key,
+            state.endpoint,
+            state.tombstoned,
+        )
+        return True
+
+    # -- reconciliation ----------------------------------------------------------
+    async def _items(self) -> tuple[NegentropyStorageVector, dict[bytes, dict[str, Any]]]:
+        vec = NegentropyStorageVector()
+        described: dict[bytes, dict[str, Any]] = {}
+        for did, head, rev in await self.node.storage.all_heads():
+            item_id = hashlib.sha256(b"repo\0" + did.encode() + b"\0" + head.to_bytes()).digest()
+            vec.insert(rev_micros(rev), item_id)
+            described[item_id] = {"kind": "repo", "did": did, "head": head.to_bytes(), "rev": rev}
+        for did, head in await self.node.storage.identity_heads():
+            item_id = hashlib.sha256(b"ident\0" + did.encode() + b"\0" + head.to_bytes()).digest()
+            vec.insert(0, item_id)
+            described[item_id] = {"kind": "identity", "did": did, "head": head.to_bytes()}
+        vec.seal()
+        return vec, described
+
+    async def _reconciler(self) -> None:
+        while True:
+            await asyncio.sleep(self.reconcile_interval)
+            for link in list(self.links.values()):
+                if link.outbound:
+                    await self._reconcile_quietly(link)
+
+    async def _reconcile_quietly(self, link: PeerLink) -> None:
+        with contextlib.suppress(PeerError, SkyfedError, TimeoutError, ConnectionError):
+            await self.reconcile(link)
+
+    async def reconcile(self, link: PeerLink) -> tuple[int, int]:
+        """Run negentropy with ``link`` as the initiator; fetch what we lack and tell
+        the peer what it lacks. Returns (have, need) counts."""
+        vec, described = await self._items()
+        neg = Negentropy(vec, _NEG_FRAME_LIMIT)
+        sid = next(self._sids)
+        reply_box: asyncio.Queue[bytes] = asyncio.Queue(1)
+        link.neg_sessions[-sid] = neg  # marks the session as ours
+        self._neg_replies[(link.peer_did, sid)] = reply_box
+        have: list[bytes] = []
+        need: list[bytes] = []
+        try:
+            link.send("neg", sid=sid, msg=neg.initiate())
+            while True:
+                msg = await asyncio.wait_for(reply_box.get(), _REQUEST_TIMEOUT)
+                step = neg.reconcile_client(msg)
+                have.extend(step.have_ids)
+                need.extend(step.need_ids)
+                if step.next_message is None:
+                    break
+                link.send("neg", sid=sid, msg=step.next_message)
+        finally:
+            link.neg_sessions.pop(-sid, None)
+            self._neg_replies.pop((link.peer_did, sid), None)
+        have = list(dict.fromkeys(have))
+        need = list(dict.fromkeys(need))
+        if have:
+            link.send("heads", rid=None, items=[described[i] for i in have if i in described])
+        if need:
+            for i in range(0, len(need), 4096):
+                reply = await link.request("whatis", ids=need[i : i + 4096])
+                await self._consider_heads(link, reply["items"])
+        return len(have), len(need)
+
+    async def _on_neg(self, link: PeerLink, sid: int, msg: bytes) -> None:
+        # Only the dialling side initiates on a link, so every neg that is not an
+        # answer in one of our sessions (see answer()) opens or continues the peer's.
+        neg = link.neg_sessions.get(sid)
+        if neg is None:
+            if len(link.neg_sessions) >= 4:
+                link.neg_sessions.pop(next(iter(link.neg_sessions)))
+            vec, _ = await self._items()
+            neg = Negentropy(vec, _NEG_FRAME_LIMIT)
+            link.neg_sessions[sid] = neg
+        try:
+            answer = neg.reconcile(msg)
+        except SkyfedError as e:
+            link.neg_sessions.pop(sid, None)
+            self.penalize(link, 10, f"bad negentropy message: {e}")
+            return
+        link.send("neg", sid=sid, msg=answer)
+
+    async def _describe(self, ids: list[bytes]) -> list[dict[str, Any]]:
+        _, described = await self._items()
+        return [described[i] for i in ids if i in described]
+
+    async def _consider_heads(self, link: PeerLink, items: list[Any]) -> None:
+        """The peer holds these heads: fetch any that beat ours."""
+        for item in items:
+            if not isinstance(item, dict):
+                continue
+            kind, did = item.get("kind"), item.get("did")
+            if not isinstance(did, str):
+                continue
+            try:
+                head = CID.from_bytes(item.get("head"))  # type: ignore[arg-type]
+            except SkyfedError:
+                continue
+            if kind == "identity":
+                known = await self.node.storage.identity(did)
+                ops = await self.node.storage.identity_ops(did)
+                current = resolve_log(did, ops).state.head if ops else None
+                if known is None or current != head:
+                    with contextlib.suppress(PeerError, SkyfedError, TimeoutError):
+                        reply = await link.request("getident", did=did)
+                        if reply["t"] == "ident":
+                            await self.ingest_identity(did, reply["ops"])
+            elif kind == "repo" and isinstance(item.get("rev"), str):
+                held = await self.node.storage.head_state(did)
+                if held is None or head_wins(item["rev"], head, held.rev, held.head):
+                    await self.resync(did, link)
+
+
+class _Overlay:
+    def __init__(self, blocks: dict[CID, bytes], base: Any):
+        self.blocks = blocks
+        self.base = base
+
+    def get_block(self, cid: CID) -> bytes | None:
+        block = self.blocks.get(cid)
+        return block if block is not None else self.base.get_block(cid)
+
+
+def _pack_payload(kind: str, data: bytes) -> bytes:
+    return (b"c" if kind == "commit" else b"i") + data
+
+
+def _unpack_payload(payload: bytes) -> tuple[str, bytes]:
+    return ("commit" if payload[:1] == b"c" else "identity"), payload[1:]
+
+
+def _decode_identity(data: bytes) -> tuple[str, list[bytes]]:
+    from protocol.encoding import decode
+    from protocol.errors import DecodeError
+
+    value = decode(data)
+    if (
+        not isinstance(value, dict)
+        or set(value) != {"did", "ops"}
+        or not isinstance(value["did"], str)
+        or not isinstance(value["ops"], list)
+        or not all(isinstance(o, bytes) for o in value["ops"])
+        or len(value["ops"]) > 1000
+    ):
+        raise DecodeError("identity push must be {did, ops: [bytes]}")
+    return value["did"], value["ops"]  # type: ignore[return-value]
