@@ -1,12 +1,13 @@
-"""The skyfed demo: a node on this machine, two accounts, a short conversation.
+"""The skyfed demo: three peered nodes on this machine and a conversation across them.
 
     python examples/demo.py            # runs the story, then serves until Ctrl-C
     python examples/demo.py --no-wait  # runs the story and exits (used by the tests)
 
-It starts a node on 127.0.0.1 (a free port, a fresh data directory under a temporary
-folder unless --data-dir is given), creates alice and bob, has them post, reply, like
-and follow, and prints what a client reads back from the node: records, the signed
-repo head, and the firehose events the conversation produced.
+Three nodes start on 127.0.0.1 (free ports, fresh data directories under a temporary
+folder unless --data-dir is given) and link to each other. alice's home is node A,
+bob's is node B. They post, reply, like and follow; every commit is signed by its
+author and gossiped. Then node C, which hosts neither of them, renders their feed:
+anyone's posts can be read from any node.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import contextlib
 import signal
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from node.app import Node
 from node.client import Client, RecordRef
@@ -25,77 +27,98 @@ from node.config import NodeConfig
 PASSWORD = "demo-password-123"
 
 
-def _rkey(ref: RecordRef) -> str:
-    return ref.uri.rsplit("/", 1)[1]
+async def wait_for_paths(client: Client, paths: set[str], limit: float = 20) -> list[str]:
+    """Follow a node's firehose until it has seen a commit touching every path."""
+    seen: list[str] = []
+    async with asyncio.timeout(limit):
+        async for header, body in client.subscribe(cursor=1):
+            for op in body.get("ops", []):
+                if f"at://{body['repo']}/{op['path']}" in paths:
+                    paths.discard(f"at://{body['repo']}/{op['path']}")
+                    seen.append(
+                        f"  seq {body['seq']:>3}  {header['t']}  {op['action']} {op['path']}"
+                    )
+            if not paths:
+                return seen
+    return seen
 
 
-async def story(url: str) -> None:
-    async with Client(url) as alice, Client(url) as bob, Client(url) as reader:
+def render(posts: list[dict[str, Any]], handles: dict[str, str]) -> None:
+    posts.sort(key=lambda p: p["value"]["createdAt"])
+    for post in posts:
+        did = post["uri"].split("/")[2]
+        value = post["value"]
+        indent = "    ↳ " if "reply" in value else "  "
+        print(f"{indent}@{handles[did]}: {value['text']}")
+
+
+async def story(urls: list[str]) -> None:
+    a, b, c = urls
+    async with Client(a) as alice, Client(b) as bob, Client(c) as reader:
         await alice.create_account("alice.skyfed.test", PASSWORD)
         await bob.create_account("bob.skyfed.test", PASSWORD)
-        print(f"alice  {alice.did}")
-        print(f"bob    {bob.did}")
+        print(f"alice  {alice.did}  (home: node A)")
+        print(f"bob    {bob.did}  (home: node B)\n")
 
-        events: list[str] = []
-        all_seen = asyncio.Event()
+        refs: list[RecordRef] = []
+        hello = await alice.post("Hello from node A! Anyone can run a node.")
+        refs.append(hello)
+        refs.append(await bob.post("Hi alice, I'm on node B and I can read you.", reply_to=hello))
+        refs.append(
+            await alice.post(
+                "No company can take this conversation down.", reply_to=refs[1], root=hello
+            )
+        )
+        refs.append(await alice.like(refs[1]))
+        refs.append(await bob.follow(alice.did))
+        refs.append(await alice.follow(bob.did))
 
-        async def tail() -> None:
-            async for header, body in reader.subscribe(cursor=1):
-                ops = ", ".join(f"{o['action']} {o['path']}" for o in body.get("ops", []))
-                events.append(
-                    f"  seq {body.get('seq')}: {header.get('t')} {body.get('repo')} {ops}"
-                )
-                if len(events) == 7:  # 2 account creations + 5 writes
-                    all_seen.set()
-
-        tail_task = asyncio.create_task(tail())
-
-        hello = await alice.post("Hello from a node anyone can run!")
-        reply = await bob.post("Hi alice, no company can take this down.", reply_to=hello)
-        await alice.like(reply)
-        await bob.follow(alice.did)
-        await alice.follow(bob.did)
-
-        print("\nWhat a client reads back:")
-        for who in (alice, bob):
-            handle = who.session.handle if who.session else "?"
-            posts = await reader.list_records(who.did, "app.bsky.feed.post")
-            for rec in posts["records"]:
-                value = rec["value"]
-                prefix = "  ↳ reply " if "reply" in value else "  "
-                print(f"{prefix}@{handle}: {value['text']}")
-        likes = await reader.list_records(alice.did, "app.bsky.feed.like")
-        print(f"  alice likes {len(likes['records'])} post(s); ", end="")
-        follows = await reader.list_records(bob.did, "app.bsky.graph.follow")
-        print(f"bob follows {len(follows['records'])} account(s)")
-        head = await reader.call("com.atproto.sync.getLatestCommit", params={"did": alice.did})
-        print(f"  alice's signed repo head: {head['cid']} (rev {head['rev']})")
-
-        await asyncio.wait_for(all_seen.wait(), 10)
-        tail_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await tail_task
-        print("\nThe firehose (every node's public stream of signed commits):")
+        print("Node C hosts neither account. Waiting for the commits to reach it…")
+        events = await wait_for_paths(reader, {r.uri for r in refs})
         print("\n".join(events))
+
+        handles = {alice.did: "alice.skyfed.test", bob.did: "bob.skyfed.test"}
+        posts: list[dict[str, Any]] = []
+        for did in handles:
+            page = await reader.list_records(did, "app.bsky.feed.post")
+            posts.extend(page["records"])
+        print("\nThe conversation, as node C renders it:")
+        render(posts, handles)
+        likes = await reader.list_records(alice.did, "app.bsky.feed.like")
+        follows = await reader.list_records(bob.did, "app.bsky.graph.follow")
+        print(f"  ({len(likes['records'])} like by alice; bob follows {len(follows['records'])})")
+
+        heads = []
+        for url in urls:
+            async with Client(url) as c2:
+                repos = await c2.call("com.atproto.sync.listRepos")
+                heads.append({r["did"]: r["head"] for r in repos["repos"]})
+        same = all(h == heads[0] for h in heads)
+        print(f"\nAll three nodes hold the same signed heads: {'yes' if same else 'not yet'}")
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", type=Path, help="keep the node's data here")
-    parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    parser.add_argument("--data-dir", type=Path, help="keep the nodes' data under here")
     parser.add_argument("--no-wait", action="store_true", help="exit after the story")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="skyfed-demo-") as tmp:
-        data_dir = args.data_dir or Path(tmp)
-        config = NodeConfig(data_dir=data_dir, port=args.port)
-        async with Node(config) as node:
-            print(f"skyfed node {node.node_did} at {node.url}\n")
-            await story(node.url)
+        root = args.data_dir or Path(tmp)
+        async with contextlib.AsyncExitStack() as stack:
+            nodes: list[Node] = []
+            for name in "abc":
+                peers = tuple(n.url for n in nodes)  # each new node links to the earlier ones
+                config = NodeConfig(data_dir=root / f"node-{name}", port=0, peers=peers)
+                nodes.append(await stack.enter_async_context(Node(config)))
+            for name, node in zip("ABC", nodes, strict=True):
+                print(f"node {name}  {node.url}  {node.node_did}")
+            print()
+            await story([n.url for n in nodes])
             if args.no_wait:
                 return
-            print(f"\nThe node keeps serving at {node.url} — try:")
-            print(f"  curl '{node.url}/xrpc/com.atproto.sync.listRepos'")
+            print("\nThe nodes keep serving — try:")
+            print(f"  curl '{nodes[2].url}/xrpc/com.atproto.sync.listRepos'")
             print("Ctrl-C to stop.")
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()

@@ -2,6 +2,7 @@
 
     skyfed node init  [--data-dir DIR] [--config FILE]
     skyfed node start [--config FILE] [--data-dir DIR] [--host H] [--port P] [--public-url URL]
+                      [--peer URL ...] [--reconcile-interval SECONDS]
 
 Errors are one clear line on stderr and a non-zero exit, never a traceback.
 """
@@ -28,6 +29,18 @@ def _node_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, help="port to listen on (default 2583; 0 picks a free one)")
     p.add_argument("--public-url", help="URL clients reach this node at")
     p.add_argument(
+        "--peer",
+        action="append",
+        dest="peers",
+        metavar="URL",
+        help="a peer node to keep a link to (repeatable)",
+    )
+    p.add_argument(
+        "--reconcile-interval",
+        type=float,
+        help="seconds between negentropy rounds with each peer (default 30)",
+    )
+    p.add_argument(
         "--handle-domain",
         action="append",
         dest="handle_domains",
@@ -43,6 +56,8 @@ def _config(args: argparse.Namespace) -> NodeConfig:
         port=args.port,
         public_url=args.public_url,
         handle_domains=args.handle_domains,
+        peers=args.peers,
+        reconcile_interval=args.reconcile_interval,
     )
 
 

@@ -27,9 +27,10 @@ async def _run(*args: str) -> tuple[int, str]:
 async def test_demo_tells_the_story() -> None:
     code, out = await _run("examples/demo.py", "--no-wait")
     assert code == 0, out
-    assert "@alice.skyfed.test: Hello from a node anyone can run!" in out
-    assert "↳ reply @bob.skyfed.test" in out
-    assert "create app.bsky.graph.follow" in out
+    assert "The conversation, as node C renders it:" in out
+    assert "@alice.skyfed.test: Hello from node A!" in out
+    assert "↳ @bob.skyfed.test: Hi alice, I'm on node B" in out
+    assert "All three nodes hold the same signed heads: yes" in out
 
 
 async def test_post_from_client_against_a_live_node(node: Node) -> None:
