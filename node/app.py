@@ -15,6 +15,7 @@ import json
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -170,7 +171,7 @@ class Node:
         self.secrets = secrets_ or load_or_create_secrets(config.data_dir)
         self.storage = SqliteStorage(config.db_path)
         self.repos = RepoManager(self.storage, clock_id=secrets.randbelow(1024))
-        self.firehose = Firehose(self.storage, queue_size=config.subscriber_queue)
+        self.firehose = Firehose(self.storage, buffer_limit=config.subscriber_buffer)
         self.auth = Authenticator(
             self.secrets.token_secret,
             SqliteSessionStore(self.storage),
@@ -196,6 +197,7 @@ class Node:
         self.started_at = time.time()
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._accounts: OrderedDict[str, tuple[str, SigningKey]] = OrderedDict()
         self.port: int | None = None
         self.federation = Federation(self)
         self.repos.on_commit = self.federation.publish_commit
@@ -296,10 +298,24 @@ class Node:
         return did
 
     async def local_account(self, did: str) -> tuple[str, SigningKey]:
+        """Handle and signing key of an account hosted here (cached: every write
+        needs them, and a lookup plus key derivation was a tenth of a write)."""
+        hit = self._accounts.get(did)
+        if hit is not None:
+            self._accounts.move_to_end(did)
+            return hit
         row = await self.storage.account_by_did(did)
         if row is None:
             raise RepoError(f"could not find repo: {did}", error="RepoNotFound")
-        return row.handle, SigningKey.from_str(row.signing_key)
+        hit = (row.handle, SigningKey.from_str(row.signing_key))
+        self._accounts[did] = hit
+        while len(self._accounts) > 10_000:
+            self._accounts.popitem(last=False)
+        return hit
+
+    def forget_account(self, did: str) -> None:
+        """Drop cached account data (after a key rotation or handle change)."""
+        self._accounts.pop(did, None)
 
     async def did_doc(self, did: str) -> dict[str, Any] | None:
         ops = await self.storage.identity_ops(did)

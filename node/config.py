@@ -39,8 +39,8 @@ class NodeConfig:
     handle_domains: tuple[str, ...] = (".skyfed.test",)
     #: Firehose events kept for replay.
     replay_window: int = 100_000
-    #: Frames a firehose subscriber may fall behind before it is dropped.
-    subscriber_queue: int = 10_000
+    #: Unsent bytes a firehose subscriber may fall behind by before it is dropped.
+    subscriber_buffer: int = 4 * 1024 * 1024
     #: Write points per account (create 3, update 2, delete 1).
     points_per_hour: int = 5_000
     points_per_day: int = 35_000

@@ -381,23 +381,28 @@ async def test_firehose_cursor_rules(node: Node) -> None:
 
 
 async def test_slow_consumer_is_dropped(tmp_path: Any) -> None:
-    config = NodeConfig(data_dir=tmp_path / "n", port=0, subscriber_queue=3)
+    config = NodeConfig(data_dir=tmp_path / "n", port=0, subscriber_buffer=64 * 1024)
     async with Node(config) as node, Client(node.url) as c:
         url = node.url.replace("http", "ws") + "/xrpc/com.atproto.sync.subscribeRepos"
-        async with c.http.ws_connect(url) as ws:
+        async with c.http.ws_connect(url, max_msg_size=0) as ws:
             await _wait_for(lambda: node.firehose.subscriber_count == 1)
-            # A burst larger than the queue, delivered in one go.
-            fake = encode_frame("#info", {"name": "x"})
-            node.firehose.publish([(i, fake) for i in range(1, 20)])
-            frames = []
+            # A subscriber that does not read while a burst far larger than the
+            # socket buffers and its allowance is published.
+            big = encode_frame("#info", {"name": "x", "message": "y" * 100_000})
+            for i in range(1, 200):
+                node.firehose.publish([(i, big)])
+                if node.firehose.dropped_slow:
+                    break
+            assert node.firehose.dropped_slow == 1
+            # Reading now: the frames that fit, then the error, then the close.
+            last = None
             async for msg in ws:
                 if msg.type != aiohttp.WSMsgType.BINARY:
                     break
-                frames.append(split_frame(msg.data))
-            errors = [f for f in frames if f[0] == {"op": -1}]
-            assert errors
-            assert errors[0][1]["error"] == "ConsumerTooSlow"
-        assert node.firehose.dropped_slow == 1
+                last = split_frame(msg.data)
+            assert last is not None
+            assert last[0] == {"op": -1}
+            assert last[1]["error"] == "ConsumerTooSlow"
         await _wait_for(lambda: node.firehose.subscriber_count == 0)
 
 
