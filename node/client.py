@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from protocol.encoding import decode
+from protocol.eventstream import decode_frame
 
 __all__ = ["Client", "RecordRef", "Session", "XrpcError"]
 
@@ -258,18 +258,8 @@ class Client:
 
 
 def split_frame(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A firehose frame's header and body (two msgpack documents back to back)."""
-    import msgpack
-
-    unpacker = msgpack.Unpacker(raw=False)
-    unpacker.feed(data)
-    header_raw = msgpack.packb(next(unpacker))
-    body_raw = data[len(header_raw) :]
-    header = decode(header_raw)
-    body = decode(body_raw)
-    if not isinstance(header, dict) or not isinstance(body, dict):
-        raise ValueError("frame parts must be maps")
-    return header, body
+    """A firehose frame's header and body (see :mod:`protocol.eventstream`)."""
+    return decode_frame(data)
 
 
 def decode_json(body: bytes) -> Any:

@@ -36,6 +36,7 @@ from protocol.cid import CID, cid_for_msgpack
 from protocol.commit import Commit, CommitEvent
 from protocol.encoding import encode
 from protocol.errors import SkyfedError
+from protocol.eventstream import encode_frame
 from protocol.identity import resolve_log
 from protocol.ingest import HeadState, Verdict, head_wins, judge_event, judge_snapshot, rev_micros
 from protocol.keys import verify_key
@@ -50,7 +51,6 @@ from protocol.peerwire import (
 )
 from protocol.plumtree import Deliver, Plumtree, SendGraft, SendIHave, SendPrune, SendPush
 
-from .firehose import encode_frame
 from .repos import iso_now
 from .storage import CommitBatch
 

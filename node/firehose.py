@@ -24,22 +24,13 @@ from dataclasses import dataclass, field
 
 from aiohttp import WSCloseCode, web
 
-from protocol.encoding import Value, encode
+from protocol.eventstream import encode_error_frame, encode_frame
 
 from .storage import SqliteStorage
 
-__all__ = ["Firehose", "encode_error_frame", "encode_frame"]
+__all__ = ["Firehose", "ws_binary_frame"]
 
 _REPLAY_BATCH = 500
-
-
-def encode_frame(kind: str, body: dict[str, Value]) -> bytes:
-    """A message frame: header ``{op: 1, t: kind}`` then the body."""
-    return encode({"op": 1, "t": kind}) + encode(body)
-
-
-def encode_error_frame(error: str, message: str) -> bytes:
-    return encode({"op": -1}) + encode({"error": error, "message": message})
 
 
 def ws_binary_frame(payload: bytes) -> bytes:

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from protocol.cid import CID
 from protocol.commit import CommitEvent
 from protocol.errors import RemoteProtocolError, RepoError
+from protocol.eventstream import encode_frame
 from protocol.identity import IdentityOp, did_for_genesis
 from protocol.keys import SigningKey
 from protocol.repo import CommitResult, Repo, Write
 from protocol.syntax import TidClock
 
-from .firehose import encode_frame
 from .storage import AccountRow, CommitBatch, HeadMoved, SqliteStorage
 
 __all__ = ["RepoManager", "WriteOutcome", "iso_now"]

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from protocol.cid import CID
+from protocol.encoding import Value
+from protocol.eventstream import encode_frame
 from protocol.ingest import HeadState
 
 from .auth import SessionRow
@@ -202,7 +204,7 @@ class Storage(Protocol):
     async def apply_commit(self, batch: CommitBatch) -> int: ...
     async def get_head(self, did: str) -> RepoHead | None: ...
     async def list_repos(self, after: str | None, limit: int) -> list[RepoHead]: ...
-    async def set_repo_status(self, did: str, status: str | None) -> None: ...
+    async def set_repo_status(self, did: str, status: str | None, time: str = "") -> None: ...
     async def get_blocks(self, cids: Iterable[CID]) -> dict[CID, bytes]: ...
     async def get_record(self, did: str, collection: str, rkey: str) -> RecordRow | None: ...
     async def list_records(
@@ -454,9 +456,21 @@ class SqliteStorage:
 
         return await self.read(q)
 
-    async def set_repo_status(self, did: str, status: str | None) -> None:
-        def w(conn: sqlite3.Connection) -> None:
-            conn.execute("UPDATE repos SET status = ? WHERE did = ?", (status, did))
+    async def set_repo_status(self, did: str, status: str | None, time: str = "") -> None:
+        """Change a repo's account status and announce it with an #account event."""
+
+        def w(conn: sqlite3.Connection) -> _Published:
+            cur = conn.execute(
+                "UPDATE repos SET status = ? WHERE did = ? AND status IS NOT ?",
+                (status, did, status),
+            )
+            if cur.rowcount == 0:
+                return _Published(0, [])
+            body: dict[str, Value] = {"active": status is None, "did": did, "time": time}
+            if status is not None:
+                body["status"] = status
+            seq, frame = _append_event(conn, did, "#account", body)
+            return _Published(seq, [(seq, frame)])
 
         await self.write(w)
 
@@ -646,7 +660,20 @@ class SqliteStorage:
                 ),
             )
             _put_identity(conn, a.did, [identity_op], a.handle, signing_did_key, endpoint)
-            return _apply_commit(conn, genesis)
+            # As atproto announces a new account: its identity, its status, its repo.
+            events = [
+                _append_event(
+                    conn,
+                    a.did,
+                    "#identity",
+                    {"did": a.did, "handle": a.handle, "time": a.created_at},
+                ),
+                _append_event(
+                    conn, a.did, "#account", {"active": True, "did": a.did, "time": a.created_at}
+                ),
+            ]
+            published = _apply_commit(conn, genesis)
+            return _Published(published.value, events + published.events)
 
         return (await self.write(w)).value
 
@@ -658,10 +685,18 @@ class SqliteStorage:
         signing_key: str,
         endpoint: str | None,
         tombstoned: bool = False,
+        time: str = "",
     ) -> None:
-        def w(conn: sqlite3.Connection) -> None:
+        """Replace ``did``'s stored log (its chain last) and announce it (#identity)."""
+
+        def w(conn: sqlite3.Connection) -> _Published:
             conn.execute("DELETE FROM identity_ops WHERE did = ?", (did,))
             _put_identity(conn, did, ops, handle, signing_key, endpoint, tombstoned)
+            body: dict[str, Value] = {"did": did, "time": time}
+            if handle is not None:
+                body["handle"] = handle
+            seq, frame = _append_event(conn, did, "#identity", body)
+            return _Published(seq, [(seq, frame)])
 
         await self.write(w)
 
@@ -831,6 +866,17 @@ def _apply_commit(conn: sqlite3.Connection, b: CommitBatch) -> _Published:
     frame = b.frame(seq)
     conn.execute("INSERT INTO events VALUES (?, ?, ?, ?)", (seq, b.did, b.frame_kind, frame))
     return _Published(seq, [(seq, frame)])
+
+
+def _append_event(
+    conn: sqlite3.Connection, did: str, kind: str, body: dict[str, Value]
+) -> tuple[int, bytes]:
+    """Sequence and store one firehose event (#identity, #account) in the current
+    transaction; the frame is built here, once."""
+    seq = _next_seq(conn)
+    frame = encode_frame(kind, {**body, "seq": seq})
+    conn.execute("INSERT INTO events VALUES (?, ?, ?, ?)", (seq, did, kind, frame))
+    return seq, frame
 
 
 def _put_identity(

@@ -29,8 +29,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import msgpack
+
 from .cid import CID, cid_for_msgpack
-from .encoding import Value, decode, encode
+from .encoding import Value, decode_unchecked, encode
 from .errors import DecodeError, InvalidCommit, InvalidSyntax, RepoError
 from .keys import SigningKey, VerifyKey
 from .mst import MST, BlockSource, MemoryBlockStore, MissingBlock, RecordingSource, validate_key
@@ -51,6 +53,10 @@ __all__ = [
 ]
 
 COMMIT_VERSION = 3
+_COMMIT_FIELDS = ["data", "did", "prev", "rev", "sig", "version"]
+_OP_FIELDS = ["action", "cid", "path", "prev"]
+_EVENT_FIELDS = ["blocks", "commit", "ops", "prevData", "repo", "rev", "since", "time"]
+_EVENT_FIELDS_SEQ = ["blocks", "commit", "ops", "prevData", "repo", "rev", "seq", "since", "time"]
 MAX_OPS = 200
 MAX_RECORD_BYTES = 1024 * 1024
 MAX_BLOCKS_BYTES = 2 * 1024 * 1024
@@ -102,9 +108,11 @@ class Commit:
     version: int = COMMIT_VERSION
     prev: CID | None = None
 
+    # Commits are built here from typed fields in canonical key order, so plain
+    # packing is canonical; encode()'s generic checks would only cost time.
     @staticmethod
     def _unsigned(did: str, data: CID, rev: str, version: int, prev: CID | None) -> bytes:
-        return encode(
+        return msgpack.packb(  # type: ignore[no-any-return]
             {
                 "data": data.to_bytes(),
                 "did": did,
@@ -123,7 +131,7 @@ class Commit:
         return self._unsigned(self.did, self.data, self.rev, self.version, self.prev)
 
     def to_bytes(self) -> bytes:
-        return encode(
+        return msgpack.packb(  # type: ignore[no-any-return]
             {
                 "data": self.data.to_bytes(),
                 "did": self.did,
@@ -136,30 +144,24 @@ class Commit:
 
     @classmethod
     def from_bytes(cls, block: bytes) -> Commit:
-        d = _check_keys(decode(block), {"data", "did", "rev", "sig", "version"}, {"prev"}, "commit")
-        version = d["version"]
-        if version != COMMIT_VERSION:
+        # decode_unchecked guarantees the bytes are the value's minimal encoding; the
+        # exact key list (order included) and exact types below make it canonical.
+        d = decode_unchecked(block)
+        if type(d) is not dict or list(d) != _COMMIT_FIELDS:
+            raise DecodeError(f"commit must be a map of exactly {_COMMIT_FIELDS} in order")
+        if d["version"] != COMMIT_VERSION or type(d["version"]) is not int:
             raise DecodeError(f"commit version must be {COMMIT_VERSION}")
-        sig = d["sig"]
-        if type(sig) is not bytes:
-            raise DecodeError("'sig' must be bytes")
-        data = _cid_field(d, "data")
-        did = _str_field(d, "did")
-        rev = _str_field(d, "rev")
-        assert data is not None
-        assert did is not None
-        assert rev is not None
+        sig, did, rev = d["sig"], d["did"], d["rev"]
+        if type(sig) is not bytes or type(did) is not str or type(rev) is not str:
+            raise DecodeError("commit sig must be bytes, did and rev strings")
         try:
             validate_did(did)
             validate_tid(rev)
         except InvalidSyntax as e:
             raise DecodeError(f"commit: {e.message}") from e
-        commit = cls(
-            did=did, data=data, rev=rev, sig=sig, prev=_cid_field(d, "prev", nullable=True)
-        )
-        if commit.to_bytes() != block:
-            raise DecodeError("commit is not in canonical form")
-        return commit
+        data = _cid_field(d, "data")
+        assert data is not None
+        return cls(did=did, data=data, rev=rev, sig=sig, prev=_cid_field(d, "prev", nullable=True))
 
     @property
     def cid(self) -> CID:
@@ -197,7 +199,9 @@ class RepoOp:
 
     @classmethod
     def from_value(cls, value: Value) -> RepoOp:
-        d = _check_keys(value, {"action", "path"}, {"cid", "prev"}, "op")
+        if type(value) is not dict or list(value) != _OP_FIELDS:
+            raise DecodeError(f"op must be a map of exactly {_OP_FIELDS} in order")
+        d = value
         action = d["action"]
         path = _str_field(d, "path")
         assert path is not None
@@ -245,12 +249,14 @@ class CommitEvent:
 
     @classmethod
     def from_value(cls, value: Value) -> CommitEvent:
-        d = _check_keys(
-            value,
-            {"blocks", "commit", "ops", "prevData", "repo", "rev", "since", "time"},
-            {"seq"},
-            "commit event",
-        )
+        if type(value) is not dict:
+            raise DecodeError("commit event must be a map")
+        keys = list(value)
+        if keys != _EVENT_FIELDS and keys != _EVENT_FIELDS_SEQ:
+            raise DecodeError(f"commit event must be a map of exactly {_EVENT_FIELDS} in order")
+        d = value
+        if "seq" in d and type(d["seq"]) is not int:
+            raise DecodeError("'seq' must be an integer")
         blocks, ops = d["blocks"], d["ops"]
         if type(blocks) is not list or not all(type(b) is bytes for b in blocks):
             raise DecodeError("'blocks' must be a list of byte strings")
@@ -290,11 +296,9 @@ class CommitEvent:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> CommitEvent:
-        event = cls.from_value(decode(data))
-        # One byte form per event: absent optional fields must be explicit nulls.
-        if event.to_bytes() != data:
-            raise DecodeError("commit event is not in canonical form")
-        return event
+        # Minimal encoding from decode_unchecked; key order and exact types from
+        # from_value: together, one byte form per event.
+        return cls.from_value(decode_unchecked(data))
 
     def block_map(self) -> dict[CID, bytes]:
         total = sum(len(b) for b in self.blocks)

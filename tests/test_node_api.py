@@ -11,9 +11,9 @@ import pytest
 from node.app import Node
 from node.client import Client, XrpcError, split_frame
 from node.config import NodeConfig
-from node.firehose import encode_frame
 from protocol.car import read_car
 from protocol.commit import Commit, CommitEvent, verify_commit_event
+from protocol.eventstream import encode_frame
 from protocol.identity import resolve_log
 from protocol.keys import verify_key
 from protocol.mst import MST, MemoryBlockStore
