@@ -35,7 +35,7 @@ from protocol.car import read_car
 from protocol.cid import CID, cid_for_msgpack
 from protocol.commit import Commit, CommitEvent
 from protocol.encoding import encode
-from protocol.errors import SkyfedError
+from protocol.errors import DecodeError, SkyfedError
 from protocol.eventstream import encode_frame
 from protocol.identity import resolve_log
 from protocol.ingest import HeadState, Verdict, head_wins, judge_event, judge_snapshot, rev_micros
@@ -67,6 +67,7 @@ _REQUEST_TIMEOUT = 30.0
 _NEG_FRAME_LIMIT = 500_000
 _FORGERY_PENALTY = 25
 _CUTOFF_SCORE = -50
+_MAX_ITEMS = 4096
 
 
 class PeerError(Exception):
@@ -175,7 +176,7 @@ class PeerLink:
         peer_key = verify_key(peer_did)
         if peer_did == fed.node.node_did:
             raise PeerError("connected to itself")
-        if fed.is_blocked(peer_did) or fed.is_blocked(hello["url"] or ""):
+        if fed.is_blocked(peer_did):
             raise PeerError("peer is cut off")
         await self._send_raw(
             encode_message(
@@ -355,7 +356,7 @@ class Federation:
             existing.close("replaced by a newer link")
         self.links[link.peer_did] = link
         self.plumtree.add_peer(link.peer_did)
-        if link.peer_url:
+        if link.peer_url and link.share:
             self.known_urls[link.peer_url] = None
         if self.share_peers:
             urls = [u for u in self.known_urls if u != link.peer_url][:32]
@@ -392,9 +393,11 @@ class Federation:
         link.score -= points
         log.warning("peer %s: %s (score %d)", link.peer_did, why, link.score)
         if link.score <= _CUTOFF_SCORE:
+            # Only what is verified: the node key, and a URL we dialled ourselves
+            # (the URL in a hello is a claim anyone could make about another node).
             self.block(link.peer_did, self.cooloff)
-            if link.peer_url:
-                self.block(link.peer_url, self.cooloff)
+            if link.url:
+                self.block(link.url, self.cooloff)
             link.close(f"cut off for {self.cooloff:.0f}s: {why}")
 
     # -- gossip ------------------------------------------------------------------
@@ -471,7 +474,9 @@ class Federation:
                     )
                 )
                 return
-            valid = await self._ingest_push(link, msg["kind"], msg["data"])
+            valid = await self._ingest_push(link, msg["id"], msg["kind"], msg["data"])
+            if valid is None:
+                return  # not marked seen: a later copy or reconciliation can bring it
             payload = _pack_payload(msg["kind"], msg["data"])
             self._run_actions(
                 self.plumtree.on_push(
@@ -517,17 +522,31 @@ class Federation:
                 self.dial(url)
 
     # -- ingest ------------------------------------------------------------------
-    async def _ingest_push(self, link: PeerLink, kind: str, data: bytes) -> bool:
+    async def _ingest_push(
+        self, link: PeerLink, msg_id: bytes, kind: str, data: bytes
+    ) -> bool | None:
+        """True: valid (forward it); False: forged or malformed (the sender is at
+        fault); None: cannot be judged now (no identity to check it against)."""
         try:
             if kind == "commit":
-                await self.ingest_event(CommitEvent.from_bytes(data), link)
+                event = CommitEvent.from_bytes(data)
+                # The id names the payload: a forger must not be able to poison a
+                # real commit's id by sending junk under it.
+                if event.commit.to_bytes() != msg_id:
+                    raise DecodeError("push id is not the commit's CID")
+                await self.ingest_event(event, link)
             else:
-                body = _decode_identity(data)
-                await self.ingest_identity(body[0], body[1])
+                did, ops = _decode_identity(data)
+                if msg_id not in {cid_for_msgpack(op).to_bytes() for op in ops}:
+                    raise DecodeError("push id is not one of the identity ops")
+                await self.ingest_identity(did, ops)
         except SkyfedError as e:
             self.rejected += 1
             self.penalize(link, _FORGERY_PENALTY, f"rejected {kind}: {e}")
             return False
+        except (PeerError, TimeoutError) as e:
+            log.info("cannot judge a %s from %s yet: %s", kind, link.peer_did, e)
+            return None
         return True
 
     async def _signing_key(self, did: str, link: PeerLink | None) -> str:
@@ -571,7 +590,7 @@ class Federation:
                     return verdict
                 verdict = Verdict.GAP
         if verdict is Verdict.GAP and link is not None:
-            await self.node.storage.set_repo_status(did, "desynchronized")
+            await self.node.storage.set_repo_status(did, "desynchronized", iso_now())
             self._spawn(self.resync(did, link))
         return verdict
 
@@ -701,8 +720,10 @@ class Federation:
                     )
                     if verdict not in (Verdict.APPLY, Verdict.SWITCH):
                         return
+                    # The commit a snapshot was made on is unknown: "" never equals a
+                    # rev or the genesis' None, so no sibling is inferred from it.
                     ok = await self._apply_snapshot(
-                        did, roots[0], commit, blocks, held, since=None, full=since is None
+                        did, roots[0], commit, blocks, held, since="", full=since is None
                     )
                 if ok:
                     self.ingested += 1
@@ -754,6 +775,7 @@ class Federation:
             state.signing_key,
             state.endpoint,
             state.tombstoned,
+            time=iso_now(),
         )
         return True
 
@@ -780,8 +802,11 @@ class Federation:
                     await self._reconcile_quietly(link)
 
     async def _reconcile_quietly(self, link: PeerLink) -> None:
-        with contextlib.suppress(PeerError, SkyfedError, TimeoutError, ConnectionError):
+        try:
             await self.reconcile(link)
+        except (PeerError, SkyfedError, TimeoutError, ConnectionError, KeyError) as e:
+            # One peer's failure must not end reconciliation with every other peer.
+            log.info("reconcile with %s failed: %s", link.peer_did, e)
 
     async def reconcile(self, link: PeerLink) -> tuple[int, int]:
         """Run negentropy with ``link`` as the initiator; fetch what we lack and tell
@@ -809,15 +834,20 @@ class Federation:
             self._neg_replies.pop((link.peer_did, sid), None)
         have = list(dict.fromkeys(have))
         need = list(dict.fromkeys(need))
-        if have:
-            link.send("heads", rid=None, items=[described[i] for i in have if i in described])
-        if need:
-            for i in range(0, len(need), 4096):
-                reply = await link.request("whatis", ids=need[i : i + 4096])
-                await self._consider_heads(link, reply["items"])
+        items = [described[i] for i in have if i in described]
+        for i in range(0, len(items), _MAX_ITEMS):  # the decoder's bound per message
+            link.send("heads", rid=None, items=items[i : i + _MAX_ITEMS])
+        for i in range(0, len(need), _MAX_ITEMS):
+            reply = await link.request("whatis", ids=need[i : i + _MAX_ITEMS])
+            if reply["t"] != "heads":
+                raise PeerError(f"whatis answered with {reply['t']}")
+            await self._consider_heads(link, reply["items"])
         return len(have), len(need)
 
     async def _on_neg(self, link: PeerLink, sid: int, msg: bytes) -> None:
+        if sid <= 0:
+            self.penalize(link, -_CUTOFF_SCORE, "negentropy session ids are positive")
+            return
         # Only the dialling side initiates on a link, so every neg that is not an
         # answer in one of our sessions (see answer()) opens or continues the peer's.
         neg = link.neg_sessions.get(sid)

@@ -2,10 +2,10 @@
 
 Run ``python tests/vectors/generate.py`` from anywhere: it rewrites ``keys.json``,
 ``encoding.json``, ``cids.json``, ``tids.json``, ``records.json``, ``mst.json``,
-``commits.json``, ``commit_events.json``, ``car.json``, ``identity.json`` and
-``labels.json``. Nothing here reads the clock or a random source: keys come from
-``SigningKey.from_seed(bytes([n]) * 32)``, times and TIDs are constants, so two runs
-write identical bytes.
+``commits.json``, ``commit_events.json``, ``car.json``, ``identity.json``,
+``labels.json``, ``ingest.json`` and ``peerwire.json``. Nothing here reads the clock
+or a random source: keys come from ``SigningKey.from_seed(bytes([n]) * 32)``, times
+and TIDs are constants, so two runs write identical bytes.
 
 Every vector is checked against the implementation while it is generated (a valid
 vector must decode, verify and re-encode to the same bytes; a negative one must be
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import sys
 from collections.abc import Callable
@@ -1599,6 +1600,550 @@ def gen_repo() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     return commits_doc, events_doc, car_doc
 
 
+# -- peerwire.json -----------------------------------------------------------------------
+
+#: Node keys of the peer-link vectors: node A is seed 11, node B seed 12.
+NODE_A_SEED = 11
+NODE_B_SEED = 12
+#: Negentropy's frame size limit on a peer link (node/federation.py).
+NEG_FRAME_LIMIT = 500_000
+
+
+def repo_item_id(did: str, head: CID) -> bytes:
+    """The negentropy id of a repository head: sha256("repo" 0 did 0 head)."""
+    return hashlib.sha256(b"repo\0" + did.encode() + b"\0" + head.to_bytes()).digest()
+
+
+def ident_item_id(did: str, head: CID) -> bytes:
+    """The negentropy id of an identity-log head: sha256("ident" 0 did 0 head)."""
+    return hashlib.sha256(b"ident\0" + did.encode() + b"\0" + head.to_bytes()).digest()
+
+
+def gen_peerwire(
+    heads: list[tuple[str, CID, str]], ident_heads: list[tuple[str, CID]]
+) -> dict[str, Any]:
+    from protocol.negentropy import Negentropy, NegentropyStorageVector
+    from protocol.peerwire import MAX_FRAME, auth_payload, decode_message, encode_message
+
+    node_a, node_b = seeded_key(NODE_A_SEED), seeded_key(NODE_B_SEED)
+    did_a, did_b = node_a.did_key(), node_b.did_key()
+    challenge_a = bytes(range(32))
+    challenge_b = bytes(range(32, 64))
+    cid1 = heads[0][1].to_bytes()
+    cid2 = heads[1][1].to_bytes()
+    car = b"".join(
+        write_car(
+            [cid_for_msgpack(encode({"vector": 1}))],
+            [(cid_for_msgpack(encode({"vector": 1})), encode({"vector": 1}))],
+        )
+    )
+    samples: list[tuple[str, str, dict[str, Any]]] = [
+        (
+            "hello",
+            "hello",
+            {
+                "v": 1,
+                "node": did_a,
+                "url": "https://a.example.com",
+                "challenge": challenge_a,
+                "caps": ["plumtree", "negentropy-v1"],
+                "share": True,
+            },
+        ),
+        (
+            "hello-no-url",
+            "hello",
+            {
+                "v": 1,
+                "node": did_b,
+                "url": None,
+                "challenge": challenge_b,
+                "caps": [],
+                "share": False,
+            },
+        ),
+        ("auth", "auth", {"sig": bytes(64)}),
+        (
+            "push-commit",
+            "push",
+            {"id": cid1, "kind": "commit", "data": b"<commit event bytes>", "round": 0},
+        ),
+        (
+            "push-identity",
+            "push",
+            {
+                "id": cid2,
+                "kind": "identity",
+                "data": encode({"did": ACCOUNT_DID, "ops": [b"<op>"]}),
+                "round": 3,
+            },
+        ),
+        ("ihave", "ihave", {"ids": [cid1, cid2], "round": 1}),
+        ("graft", "graft", {"ids": [cid1]}),
+        ("prune", "prune", {}),
+        ("neg", "neg", {"sid": 1, "msg": bytes([0x61])}),
+        ("whatis", "whatis", {"rid": 7, "ids": [repo_item_id(ACCOUNT_DID, heads[0][1])]}),
+        (
+            "heads-reply",
+            "heads",
+            {
+                "rid": 7,
+                "items": [
+                    {"kind": "repo", "did": ACCOUNT_DID, "head": cid1, "rev": heads[0][2]},
+                ],
+            },
+        ),
+        (
+            "heads-unsolicited",
+            "heads",
+            {"rid": None, "items": [{"kind": "identity", "did": ACCOUNT_DID, "head": cid2}]},
+        ),
+        ("getrepo-since", "getrepo", {"rid": 8, "did": ACCOUNT_DID, "since": heads[0][2]}),
+        ("getrepo-whole", "getrepo", {"rid": 9, "did": ACCOUNT_DID, "since": None}),
+        ("repo", "repo", {"rid": 9, "did": ACCOUNT_DID, "car": car}),
+        ("getident", "getident", {"rid": 10, "did": ACCOUNT_DID}),
+        ("ident", "ident", {"rid": 10, "did": ACCOUNT_DID, "ops": [b"<op 1>", b"<op 2>"]}),
+        ("error", "error", {"rid": 8, "error": "UnknownRev", "message": heads[0][2]}),
+        ("error-no-rid", "error", {"rid": None, "error": "Oops", "message": ""}),
+        ("peers", "peers", {"urls": ["https://a.example.com", "http://127.0.0.1:2583"]}),
+    ]
+    messages = []
+    for vid, t, fields in samples:
+        data = encode_message(t, **fields)
+        assert decode_message(data) == {"t": t, **fields}
+        messages.append({"id": vid, "t": t, "fields": to_json(fields), "hex": data.hex()})
+
+    hello: dict[str, Any] = {
+        "v": 1,
+        "node": did_a,
+        "url": None,
+        "challenge": challenge_a,
+        "caps": [],
+        "share": True,
+    }
+    bad: list[tuple[str, bytes]] = [
+        ("empty", b""),
+        ("not-msgpack", b"\xc1"),
+        ("not-a-map", encode(["t", "prune"])),
+        ("no-type", encode({"sig": bytes(64)})),
+        ("type-not-a-string", encode({"t": 1})),
+        ("unknown-type", encode({"t": "gossip"})),
+        ("missing-field", encode({"t": "auth"})),
+        ("extra-field", encode({"t": "prune", "x": 1})),
+        ("wrong-field-type", encode({"t": "graft", "ids": cid1})),
+        ("bool-is-not-int", encode({"t": "ihave", "ids": [], "round": True})),
+        (
+            "null-not-allowed",
+            encode({"t": "getrepo", "rid": None, "did": ACCOUNT_DID, "since": None}),
+        ),
+        (
+            "non-canonical-int",
+            encode({"t": "getident", "rid": 7, "did": ACCOUNT_DID}).replace(
+                b"\xa3rid\x07", b"\xa3rid\xcc\x07"
+            ),
+        ),
+        ("trailing-bytes", encode({"t": "prune"}) + b"\xc0"),
+        ("keys-unsorted", msgpack.packb({"t": "graft", "ids": []})),
+        ("hello-challenge-31-bytes", encode({"t": "hello", **hello, "challenge": bytes(31)})),
+        ("hello-caps-not-strings", encode({"t": "hello", **hello, "caps": [1]})),
+        ("hello-33-caps", encode({"t": "hello", **hello, "caps": ["c"] * 33})),
+        (
+            "push-unknown-kind",
+            encode({"t": "push", "id": cid1, "kind": "label", "data": b"", "round": 0}),
+        ),
+        (
+            "push-id-65-bytes",
+            encode({"t": "push", "id": bytes(65), "kind": "commit", "data": b"", "round": 0}),
+        ),
+        ("ihave-id-not-bytes", encode({"t": "ihave", "ids": ["x"], "round": 0})),
+        ("graft-id-65-bytes", encode({"t": "graft", "ids": [bytes(65)]})),
+        ("whatis-4097-ids", encode({"t": "whatis", "rid": 1, "ids": [b""] * 4097})),
+        ("heads-item-not-a-map", encode({"t": "heads", "rid": None, "items": [cid1]})),
+        ("heads-4097-items", encode({"t": "heads", "rid": None, "items": [{}] * 4097})),
+        ("ident-op-not-bytes", encode({"t": "ident", "rid": 1, "did": ACCOUNT_DID, "ops": ["op"]})),
+        (
+            "ident-1001-ops",
+            encode({"t": "ident", "rid": 1, "did": ACCOUNT_DID, "ops": [b""] * 1001}),
+        ),
+        ("peers-url-not-string", encode({"t": "peers", "urls": [b"https://a.example.com"]})),
+        ("peers-65-urls", encode({"t": "peers", "urls": ["u"] * 65})),
+    ]
+    invalid = []
+    for vid, data in bad:
+        entry: dict[str, Any] = {"id": vid, "hex": data.hex()}
+        entry.update(refusal(lambda d=data: decode_message(d)))  # type: ignore[misc]
+        invalid.append(entry)
+    # Too large to store: a push whose data makes the message one byte over MAX_FRAME.
+    overhead = len(encode_message("push", id=b"", kind="commit", data=bytes(MAX_FRAME), round=0))
+    size = MAX_FRAME - (overhead - MAX_FRAME) + 1
+    big = encode_message("push", id=b"", kind="commit", data=bytes(size), round=0)
+    assert len(big) == MAX_FRAME + 1
+    entry = {"id": "over-max-frame", "push_data_size": size, "length": len(big)}
+    entry.update(refusal(lambda: decode_message(big)))
+    invalid.append(entry)
+
+    auth: list[dict[str, Any]] = []
+    for vid, signer, verifier, challenge in (
+        ("a-answers-b", node_a, did_b, challenge_b),
+        ("b-answers-a", node_b, did_a, challenge_a),
+    ):
+        payload = auth_payload(challenge, signer.did_key(), verifier)
+        sig = signer.sign(payload)
+        signer.public.verify(sig, payload)
+        auth.append(
+            {
+                "id": vid,
+                "challenge_hex": challenge.hex(),
+                "signer_seed": NODE_A_SEED if signer is node_a else NODE_B_SEED,
+                "signer_did_key": signer.did_key(),
+                "verifier_did_key": verifier,
+                "payload_hex": payload.hex(),
+                "sig_hex": sig.hex(),
+                "message_hex": encode_message("auth", sig=sig).hex(),
+            }
+        )
+    # The same signature presented on a link where the roles are swapped must fail.
+    replay = auth[0]
+    wrong_payload = auth_payload(challenge_b, did_b, did_a)
+    bad_auth: dict[str, Any] = {
+        "id": "signature-replayed-with-roles-swapped",
+        "signer_did_key": did_a,
+        "payload_hex": wrong_payload.hex(),
+        "sig_hex": replay["sig_hex"],
+    }
+    bad_auth.update(
+        refusal(lambda: node_a.public.verify(bytes.fromhex(replay["sig_hex"]), wrong_payload))
+    )
+
+    items = []
+    vec = NegentropyStorageVector()
+    for did, head, rev in heads:
+        item_id = repo_item_id(did, head)
+        ts = tid_to_parts(rev)[0]
+        vec.insert(ts, item_id)
+        items.append(
+            {
+                "kind": "repo",
+                "did": did,
+                "head": head.to_str(),
+                "rev": rev,
+                "timestamp": ts,
+                "id_hex": item_id.hex(),
+            }
+        )
+    for did, head in ident_heads:
+        item_id = ident_item_id(did, head)
+        vec.insert(0, item_id)
+        items.append(
+            {
+                "kind": "identity",
+                "did": did,
+                "head": head.to_str(),
+                "timestamp": 0,
+                "id_hex": item_id.hex(),
+            }
+        )
+    vec.seal()
+    initiate = Negentropy(vec, NEG_FRAME_LIMIT).initiate()
+    return {
+        "description": "Peer link messages (protocol/peerwire.py): one canonical msgpack map "
+        "per WebSocket binary message; messages to refuse; the handshake's auth payload and "
+        f"signatures (node keys seeds {NODE_A_SEED} and {NODE_B_SEED}); negentropy items "
+        "for repository and identity heads, and the first message over them.",
+        "max_frame": MAX_FRAME,
+        "messages": messages,
+        "invalid": invalid,
+        "auth": auth,
+        "invalid_auth": [bad_auth],
+        "negentropy_items": items,
+        "negentropy_initiate": {"frame_size_limit": NEG_FRAME_LIMIT, "hex": initiate.hex()},
+    }
+
+
+# -- ingest.json -------------------------------------------------------------------------
+
+#: The receiver's clock in the ingest vectors: 2026-01-01T01:00:00Z.
+INGEST_NOW = BASE_MICROS + 3600 * 1_000_000
+
+
+def gen_ingest() -> tuple[dict[str, Any], list[tuple[str, CID, str]]]:
+    from protocol.ingest import (
+        MAX_FUTURE_MICROS,
+        HeadState,
+        Verdict,
+        head_wins,
+        judge_event,
+        judge_snapshot,
+    )
+
+    key = seeded_key(SIGNING_SEED)
+    other = seeded_key(4)
+    store = MemoryBlockStore()
+
+    def rev_at(n: int, clock: int = CLOCK_ID) -> str:
+        return tid_from_parts(BASE_MICROS + n * 1_000_000, clock)
+
+    created = Repo.create(ACCOUNT_DID, key, rev=rev_at(200), time=when(0), source=store)
+    store.update(created.blocks)
+    results: dict[str, Any] = {"G": created}
+
+    def child(name: str, parent: str, rev: str, text: str) -> None:
+        base = results[parent].repo
+        res = base.apply_writes(
+            [Write("create", "app.bsky.feed.post", rev_at(1, 0), post(text))] if text else [],
+            key,
+            rev=rev,
+            time=when(1),
+        )
+        store.update(res.blocks)
+        results[name] = res
+
+    # A and A2 are siblings on G with the same rev (the lower CID wins); A3 is a sibling
+    # with a later rev (wins on rev). B extends A; F and E extend B at and past the
+    # future bound.
+    child("A", "G", rev_at(201), "post A")
+    child("A2", "G", rev_at(201), "post A2")
+    child("A3", "G", rev_at(202), "post A3")
+    child("B", "A", rev_at(203), "")
+    edge = tid_from_parts(INGEST_NOW + MAX_FUTURE_MICROS, CLOCK_ID)
+    past_edge = tid_from_parts(INGEST_NOW + MAX_FUTURE_MICROS + 1, CLOCK_ID)
+    child("E", "B", edge, "")
+    child("F", "B", past_edge, "")
+    a_wins = head_wins(
+        results["A"].commit.rev,
+        results["A"].commit_cid,
+        results["A2"].commit.rev,
+        results["A2"].commit_cid,
+    )
+    win, lose = ("A", "A2") if a_wins else ("A2", "A")
+
+    def state(name: str) -> HeadState:
+        r = results[name]
+        return HeadState(r.commit_cid, r.commit.rev, r.commit.data, r.event.since)
+
+    events = {}
+    for name, r in results.items():
+        events[name] = {
+            "hex": r.event.to_bytes().hex(),
+            "commit": r.commit_cid.to_str(),
+            "commit_hex": r.commit.to_bytes().hex(),
+            "rev": r.commit.rev,
+            "since": r.event.since,
+            "data": r.commit.data.to_str(),
+        }
+    # A tampered event: B with a wrong prevData (the inductive proof fails).
+    tampered = _replace(results["B"].event, prev_data=results["A2"].commit.data)
+    events["B-bad-prev-data"] = {**events["B"], "hex": tampered.to_bytes().hex()}
+
+    signer = key.did_key()
+    cases: list[tuple[str, str, str, str | None, str, str]] = [
+        # (id, note, event, held, signing key, expected)
+        ("apply-genesis", "nothing held; since null", "G", None, signer, "apply"),
+        ("apply-extends-head", "since = held rev, prevData = held root", "A", "G", signer, "apply"),
+        (
+            "apply-at-future-bound",
+            "rev exactly 5 minutes ahead: accepted",
+            "E",
+            "B",
+            signer,
+            "apply",
+        ),
+        ("duplicate", "already the head", "A", "A", signer, "duplicate"),
+        ("stale-ancestor", "an older commit of the held history", "A", "B", signer, "stale"),
+        ("stale-genesis", "the genesis, long after", "G", "B", signer, "stale"),
+        (
+            "stale-sibling-higher-cid",
+            "same since and rev, higher CID: equivocation",
+            lose,
+            win,
+            signer,
+            "stale",
+        ),
+        (
+            "stale-sibling-lower-rev",
+            "same since, lower rev: equivocation",
+            "A",
+            "A3",
+            signer,
+            "stale",
+        ),
+        (
+            "switch-sibling-lower-cid",
+            "same since and rev, lower CID: equivocation",
+            win,
+            lose,
+            signer,
+            "switch",
+        ),
+        (
+            "switch-sibling-higher-rev",
+            "same since, higher rev: equivocation",
+            "A3",
+            "A",
+            signer,
+            "switch",
+        ),
+        ("gap-nothing-held", "nothing held, since not null", "A", None, signer, "gap"),
+        ("gap-missed-commit", "since is past the held rev", "B", "G", signer, "gap"),
+        (
+            "gap-since-matches-prev-data-differs",
+            "since = held rev, but built on a sibling's tree",
+            "B",
+            "A2",
+            signer,
+            "gap",
+        ),
+        ("gap-newer-cousin", "newer, not chained, not a sibling", "B", "A3", signer, "gap"),
+        ("future", "rev 5 minutes + 1 microsecond ahead", "F", "B", signer, "future"),
+        (
+            "future-nothing-held",
+            "the bound applies before anything else",
+            "F",
+            None,
+            signer,
+            "future",
+        ),
+    ]
+    equivocating = {
+        "stale-sibling-higher-cid",
+        "stale-sibling-lower-rev",
+        "switch-sibling-lower-cid",
+        "switch-sibling-higher-rev",
+    }
+    refused: list[tuple[str, str, str, str | None, str]] = [
+        (
+            "wrong-signing-key",
+            "signed by seed 3, checked against seed 4",
+            "A",
+            "G",
+            other.did_key(),
+        ),
+        (
+            "wrong-key-beats-future",
+            "the signature is checked before the rev bound",
+            "F",
+            "B",
+            other.did_key(),
+        ),
+        ("tampered-prev-data", "the ops do not invert to prevData", "B-bad-prev-data", "A", signer),
+    ]
+    scenarios = []
+    for vid, note, ev, held, sk, expected in cases:
+        event = CommitEvent.from_bytes(bytes.fromhex(events[ev]["hex"]))
+        held_state = None if held is None else state(held)
+        j = judge_event(event, signing_key=sk, held=held_state, now_micros=INGEST_NOW)
+        assert j.verdict.value == expected, (vid, j.verdict)
+        assert j.equivocation == (vid in equivocating), vid
+        scenarios.append(
+            {
+                "id": vid,
+                "note": note,
+                "event": ev,
+                "held": held,
+                "signing_key": sk,
+                "now_micros": INGEST_NOW,
+                "verdict": j.verdict.value,
+                "equivocation": j.equivocation,
+            }
+        )
+    invalid = []
+    for vid, note, ev, held, sk in refused:
+        event = CommitEvent.from_bytes(bytes.fromhex(events[ev]["hex"]))
+        held_state = None if held is None else state(held)
+        entry: dict[str, Any] = {
+            "id": vid,
+            "note": note,
+            "event": ev,
+            "held": held,
+            "signing_key": sk,
+            "now_micros": INGEST_NOW,
+        }
+        entry.update(
+            refusal(
+                lambda e=event, h=held_state, k=sk: judge_event(  # type: ignore[misc]
+                    e, signing_key=k, held=h, now_micros=INGEST_NOW
+                )
+            )
+        )
+        invalid.append(entry)
+
+    snap_cases: list[tuple[str, str, str | None, str, str | None]] = [
+        ("snapshot-nothing-held", "B", None, signer, "apply"),
+        ("snapshot-duplicate", "B", "B", signer, "duplicate"),
+        ("snapshot-fast-forward", "B", "G", signer, "switch"),
+        ("snapshot-stale", "A", "B", signer, "stale"),
+        ("snapshot-sibling-wins", win, lose, signer, "switch"),
+        ("snapshot-sibling-loses", lose, win, signer, "stale"),
+        ("snapshot-future", "F", "B", signer, "future"),
+        ("snapshot-wrong-key", "B", "G", other.did_key(), None),
+    ]
+    snapshots = []
+    for vid, head, held, sk, want in snap_cases:
+        commit = results[head].commit
+        cid = results[head].commit_cid
+        held_state = None if held is None else state(held)
+        entry = {
+            "id": vid,
+            "commit": head,
+            "held": held,
+            "signing_key": sk,
+            "now_micros": INGEST_NOW,
+        }
+
+        def snap(
+            c: Commit = commit, i: CID = cid, h: HeadState | None = held_state, k: str = sk
+        ) -> Verdict:
+            return judge_snapshot(c, i, signing_key=k, held=h, now_micros=INGEST_NOW)
+
+        if want is None:
+            entry.update(refusal(snap))
+        else:
+            assert snap().value == want, (vid, snap())
+            entry["verdict"] = want
+        snapshots.append(entry)
+
+    order = sorted(
+        results,
+        key=lambda n: (results[n].commit.rev, [-b for b in results[n].commit_cid.to_bytes()]),
+    )
+    # Greatest first: by rev, then the lower CID.
+    ranked = order[::-1]
+    for x, y in itertools.pairwise(ranked):
+        assert head_wins(
+            results[x].commit.rev,
+            results[x].commit_cid,
+            results[y].commit.rev,
+            results[y].commit_cid,
+        )
+    doc = {
+        "description": "Ingest rules (protocol/ingest.py) for the vector account (signing "
+        "key seed 3): commit events and commits built with protocol.repo.Repo, the head each "
+        "receiver holds, and the verdict. Times are microseconds; now_micros is the "
+        "receiver's clock.",
+        "did": ACCOUNT_DID,
+        "max_future_micros": MAX_FUTURE_MICROS,
+        "events": events,
+        "held": {
+            n: {
+                "head": results[n].commit_cid.to_str(),
+                "rev": results[n].commit.rev,
+                "data": results[n].commit.data.to_str(),
+                "since": results[n].event.since,
+            }
+            for n in results
+        },
+        "events_judged": scenarios,
+        "events_refused": invalid,
+        "snapshots": snapshots,
+        "head_order": ranked,
+    }
+    heads = [
+        (ACCOUNT_DID, results["G"].commit_cid, results["G"].commit.rev),
+        (ACCOUNT_DID, results["B"].commit_cid, results["B"].commit.rev),
+    ]
+    return doc, heads
+
+
 def _raw_header(header: bytes) -> bytes:
     return varint(len(header)) + header
 
@@ -1624,6 +2169,12 @@ def main() -> None:
     labels = gen_labels()
     if labels is not None:
         write("labels.json", labels)
+    ingest, heads = gen_ingest()
+    write("ingest.json", ingest)
+    ident_heads = (
+        [] if identity is None else [(ACCOUNT_DID, CID.from_str(identity["ops"][0]["cid"]))]
+    )
+    write("peerwire.json", gen_peerwire(heads, ident_heads))
 
 
 if __name__ == "__main__":
