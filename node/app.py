@@ -43,6 +43,7 @@ from protocol.repo import Repo, Write
 from protocol.syntax import (
     is_valid_did,
     normalize_handle,
+    validate_at_uri,
     validate_did,
     validate_handle,
     validate_nsid,
@@ -56,6 +57,7 @@ from .firehose import Firehose
 from .ratelimit import RequestLimiter, WriteLimiter, client_key
 from .repos import RepoManager
 from .storage import SqliteSessionStore, SqliteStorage
+from .views import Views
 
 __all__ = ["VERSION", "Node"]
 
@@ -200,6 +202,7 @@ class Node:
         self._accounts: OrderedDict[str, tuple[str, SigningKey]] = OrderedDict()
         self.port: int | None = None
         self.federation = Federation(self)
+        self.views = Views(self.storage)
         self.repos.on_commit = self.federation.publish_commit
 
     @property
@@ -1016,6 +1019,124 @@ async def list_equivocations(request: web.Request) -> web.Response:
     )
 
 
+# -- app.bsky views -----------------------------------------------------------------
+
+
+async def _viewer(request: web.Request) -> str | None:
+    """The reader, if the request carries an access token (views work without)."""
+    if "Authorization" not in request.headers:
+        return None
+    return (await request.app[NODE_KEY].principal(request)).did
+
+
+def _q_list(request: web.Request, name: str, most: int) -> list[str]:
+    values = request.query.getall(name, [])
+    if not values:
+        raise _bad(f'Error: Params must have the property "{name}"')
+    if len(values) > most:
+        raise _bad(f"{name}: at most {most} values")
+    return values
+
+
+def _q_uri(request: web.Request, name: str = "uri") -> str:
+    uri = _q_str(request, name)
+    assert uri is not None
+    validate_at_uri(uri)
+    return uri
+
+
+async def get_timeline(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    viewer = (await node.principal(request)).did
+    limit = _q_int(request, "limit", 50, 1, 100)
+    return _json(
+        await node.views.timeline(viewer, limit, _q_str(request, "cursor", required=False))
+    )
+
+
+async def get_author_feed(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    actor = _q_str(request, "actor")
+    assert actor is not None
+    limit = _q_int(request, "limit", 50, 1, 100)
+    cursor = _q_str(request, "cursor", required=False)
+    return _json(await node.views.author_feed(actor, await _viewer(request), limit, cursor))
+
+
+async def get_latest(request: web.Request) -> web.Response:
+    """skyfed.feed.getLatest: every post this node holds, newest first."""
+    node = request.app[NODE_KEY]
+    limit = _q_int(request, "limit", 50, 1, 100)
+    cursor = _q_str(request, "cursor", required=False)
+    return _json(await node.views.latest(await _viewer(request), limit, cursor))
+
+
+async def get_post_thread(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    uri = _q_uri(request)
+    depth = _q_int(request, "depth", 6, 0, 1000)
+    height = _q_int(request, "parentHeight", 80, 0, 1000)
+    out = await node.views.thread(uri, await _viewer(request), depth, height)
+    if out["thread"].get("notFound"):
+        raise RemoteProtocolError(f"Post not found: {uri}", error="NotFound")
+    return _json(out)
+
+
+async def get_posts(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    uris = _q_list(request, "uris", 25)
+    for uri in uris:
+        validate_at_uri(uri)
+    return _json(await node.views.posts(uris, await _viewer(request)))
+
+
+async def get_likes(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    uri = _q_uri(request)
+    limit = _q_int(request, "limit", 50, 1, 100)
+    cursor = _q_str(request, "cursor", required=False)
+    return _json(await node.views.likes(uri, await _viewer(request), limit, cursor))
+
+
+async def get_reposted_by(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    uri = _q_uri(request)
+    limit = _q_int(request, "limit", 50, 1, 100)
+    cursor = _q_str(request, "cursor", required=False)
+    return _json(await node.views.reposted_by(uri, await _viewer(request), limit, cursor))
+
+
+async def get_profile(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    actor = _q_str(request, "actor")
+    assert actor is not None
+    return _json(await node.views.profile(actor, await _viewer(request)))
+
+
+async def get_profiles(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    actors = _q_list(request, "actors", 25)
+    return _json(await node.views.profiles(actors, await _viewer(request)))
+
+
+async def _follow_list(request: web.Request, *, followers: bool) -> web.Response:
+    node = request.app[NODE_KEY]
+    actor = _q_str(request, "actor")
+    assert actor is not None
+    limit = _q_int(request, "limit", 50, 1, 100)
+    cursor = _q_str(request, "cursor", required=False)
+    viewer = await _viewer(request)
+    return _json(await node.views.follows(actor, viewer, limit, cursor, followers=followers))
+
+
+async def get_follows(request: web.Request) -> web.Response:
+    return await _follow_list(request, followers=False)
+
+
+async def get_followers(request: web.Request) -> web.Response:
+    return await _follow_list(request, followers=True)
+
+
 async def health(request: web.Request) -> web.Response:
     return _json({"version": VERSION})
 
@@ -1076,6 +1197,17 @@ _ROUTES: dict[str, tuple[str, Handler]] = {
     "com.atproto.sync.subscribeRepos": ("GET", subscribe_repos),
     "com.atproto.identity.resolveHandle": ("GET", resolve_handle),
     "skyfed.identity.getLog": ("GET", get_identity_log),
+    "app.bsky.feed.getTimeline": ("GET", get_timeline),
+    "app.bsky.feed.getAuthorFeed": ("GET", get_author_feed),
+    "app.bsky.feed.getPostThread": ("GET", get_post_thread),
+    "app.bsky.feed.getPosts": ("GET", get_posts),
+    "app.bsky.feed.getLikes": ("GET", get_likes),
+    "app.bsky.feed.getRepostedBy": ("GET", get_reposted_by),
+    "app.bsky.actor.getProfile": ("GET", get_profile),
+    "app.bsky.actor.getProfiles": ("GET", get_profiles),
+    "app.bsky.graph.getFollows": ("GET", get_follows),
+    "app.bsky.graph.getFollowers": ("GET", get_followers),
+    "skyfed.feed.getLatest": ("GET", get_latest),
     "skyfed.node.getInfo": ("GET", node_info),
     "skyfed.node.listPeers": ("GET", list_peers),
     "skyfed.peer.connect": ("GET", peer_connect),

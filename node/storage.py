@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import queue
 import sqlite3
 import threading
@@ -33,6 +34,7 @@ from protocol.eventstream import encode_frame
 from protocol.ingest import HeadState
 
 from .auth import SessionRow
+from .index import INDEX_SCHEMA, index_record, unindex_record
 
 __all__ = [
     "AccountRow",
@@ -133,6 +135,7 @@ _MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     """,
 ]
+_MIGRATIONS.append(INDEX_SCHEMA)  # v2: the app.bsky indexes (node/index.py)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -188,6 +191,8 @@ class CommitBatch:
     frame: Callable[[int], bytes]  # builds the firehose frame once seq is known
     since: str | None = None
     local: bool = True
+    #: When this node indexed the commit (views' indexedAt).
+    indexed_at: str = ""
 
 
 class HeadMoved(Exception):
@@ -328,6 +333,8 @@ class SqliteStorage:
                 for statement in _MIGRATIONS[i].split(";"):
                     if statement.strip():
                         conn.execute(statement)
+                if i + 1 == 2:
+                    _reindex(conn)
                 conn.execute(f"PRAGMA user_version={i + 1}")
                 conn.execute("COMMIT")
         finally:
@@ -840,17 +847,26 @@ def _apply_commit(conn: sqlite3.Connection, b: CommitBatch) -> _Published:
         "INSERT OR IGNORE INTO blocks VALUES (?, ?)",
         [(cid.to_bytes(), data) for cid, data in b.blocks.items()],
     )
+    indexed_at = b.indexed_at or _utc_now()
     for collection, rkey, cid in b.record_changes:
+        unindex_record(conn, b.did, collection, rkey)
         if cid is None:
             conn.execute(
                 "DELETE FROM records WHERE did = ? AND collection = ? AND rkey = ?",
                 (b.did, collection, rkey),
             )
         else:
+            raw = cid.to_bytes()
             conn.execute(
                 "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?)",
-                (b.did, collection, rkey, cid.to_bytes()),
+                (b.did, collection, rkey, raw),
             )
+            block = b.blocks.get(cid)
+            if block is None:
+                row = conn.execute("SELECT data FROM blocks WHERE cid = ?", (raw,)).fetchone()
+                block = None if row is None else row[0]
+            if block is not None:
+                index_record(conn, b.did, collection, rkey, block, raw, indexed_at)
     conn.execute(
         "INSERT INTO repos (did, head, rev, root, status, local) VALUES (?, ?, ?, ?, NULL, ?)"
         " ON CONFLICT (did) DO UPDATE SET head = excluded.head, rev = excluded.rev,"
@@ -920,3 +936,19 @@ class SqliteSessionStore:
 
     async def revoke_all(self, did: str) -> None:
         await self.storage.revoke_all_sessions(did)
+
+
+def _utc_now() -> str:
+    t = datetime.datetime.now(datetime.UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def _reindex(conn: sqlite3.Connection) -> None:
+    """Build the indexes from the stored records (a database from before them)."""
+    now = _utc_now()
+    rows = conn.execute(
+        "SELECT r.did, r.collection, r.rkey, r.cid, b.data FROM records r"
+        " JOIN blocks b ON b.cid = r.cid"
+    )
+    for did, collection, rkey, cid, data in rows.fetchall():
+        index_record(conn, did, collection, rkey, data, cid, now)

@@ -1,0 +1,236 @@
+"""The node's indexes of app.bsky records, kept in step with its repos.
+
+Every node plays the part atproto gives an AppView: it indexes the records it holds
+(local or gossiped) so that views (timelines, threads, profiles) come from its own
+tables. Indexing happens inside the transaction that stores the commit, so an index
+is never ahead of, or behind, the repos it describes. Records that do not parse as
+the lexicon says are stored in the repo but not indexed (a relay does not judge).
+"""
+
+from __future__ import annotations
+
+import datetime
+import sqlite3
+from typing import Any
+
+from protocol.encoding import decode
+from protocol.errors import SkyfedError
+
+__all__ = ["INDEX_SCHEMA", "index_record", "normalize_time", "unindex_record"]
+
+INDEX_SCHEMA = """
+CREATE TABLE posts (
+    uri TEXT PRIMARY KEY,
+    did TEXT NOT NULL,
+    cid BLOB NOT NULL,
+    created_at TEXT NOT NULL,
+    indexed_at TEXT NOT NULL,
+    sort_at TEXT NOT NULL,
+    reply_root TEXT,
+    reply_parent TEXT,
+    quote TEXT
+) WITHOUT ROWID;
+CREATE INDEX posts_author ON posts (did, sort_at);
+CREATE INDEX posts_sort ON posts (sort_at);
+CREATE INDEX posts_parent ON posts (reply_parent);
+CREATE INDEX posts_quote ON posts (quote);
+CREATE TABLE likes (
+    uri TEXT PRIMARY KEY,
+    did TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    indexed_at TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX likes_subject ON likes (subject, indexed_at);
+CREATE INDEX likes_actor ON likes (did, subject);
+CREATE TABLE reposts (
+    uri TEXT PRIMARY KEY,
+    did TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    indexed_at TEXT NOT NULL,
+    sort_at TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX reposts_subject ON reposts (subject, indexed_at);
+CREATE INDEX reposts_actor ON reposts (did, sort_at);
+CREATE TABLE follows (
+    uri TEXT PRIMARY KEY,
+    did TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    created_at TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX follows_actor ON follows (did, subject);
+CREATE INDEX follows_subject ON follows (subject, did);
+CREATE TABLE graph_blocks (
+    uri TEXT PRIMARY KEY,
+    did TEXT NOT NULL,
+    subject TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX graph_blocks_actor ON graph_blocks (did, subject);
+CREATE INDEX graph_blocks_subject ON graph_blocks (subject, did);
+CREATE TABLE profiles (
+    did TEXT PRIMARY KEY,
+    display_name TEXT,
+    description TEXT,
+    indexed_at TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE post_stats (
+    uri TEXT PRIMARY KEY,
+    replies INTEGER NOT NULL DEFAULT 0,
+    likes INTEGER NOT NULL DEFAULT 0,
+    reposts INTEGER NOT NULL DEFAULT 0,
+    quotes INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE actor_stats (
+    did TEXT PRIMARY KEY,
+    posts INTEGER NOT NULL DEFAULT 0,
+    follows INTEGER NOT NULL DEFAULT 0,
+    followers INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+"""
+
+
+def normalize_time(value: Any) -> str | None:
+    """An atproto datetime as UTC with milliseconds and a Z, so strings sort in time
+    order; None if it does not parse."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        t = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if t.tzinfo is None:
+        return None
+    t = t.astimezone(datetime.UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def _bump(conn: sqlite3.Connection, table: str, key_col: str, key: str, col: str, by: int) -> None:
+    conn.execute(f"INSERT OR IGNORE INTO {table} ({key_col}) VALUES (?)", (key,))
+    conn.execute(f"UPDATE {table} SET {col} = MAX(0, {col} + ?) WHERE {key_col} = ?", (by, key))
+
+
+def _ref_uri(value: Any) -> str | None:
+    if isinstance(value, dict):
+        uri = value.get("uri")
+        if isinstance(uri, str) and uri.startswith("at://") and len(uri) < 8192:
+            return uri
+    return None
+
+
+def unindex_record(conn: sqlite3.Connection, did: str, collection: str, rkey: str) -> None:
+    """Remove a record's index rows (delete, or before an update re-indexes it)."""
+    uri = f"at://{did}/{collection}/{rkey}"
+    if collection == "app.bsky.feed.post":
+        row = conn.execute("SELECT reply_parent, quote FROM posts WHERE uri = ?", (uri,)).fetchone()
+        if row is not None:
+            conn.execute("DELETE FROM posts WHERE uri = ?", (uri,))
+            _bump(conn, "actor_stats", "did", did, "posts", -1)
+            if row[0]:
+                _bump(conn, "post_stats", "uri", row[0], "replies", -1)
+            if row[1]:
+                _bump(conn, "post_stats", "uri", row[1], "quotes", -1)
+    elif collection == "app.bsky.feed.like":
+        row = conn.execute("SELECT subject FROM likes WHERE uri = ?", (uri,)).fetchone()
+        if row is not None:
+            conn.execute("DELETE FROM likes WHERE uri = ?", (uri,))
+            _bump(conn, "post_stats", "uri", row[0], "likes", -1)
+    elif collection == "app.bsky.feed.repost":
+        row = conn.execute("SELECT subject FROM reposts WHERE uri = ?", (uri,)).fetchone()
+        if row is not None:
+            conn.execute("DELETE FROM reposts WHERE uri = ?", (uri,))
+            _bump(conn, "post_stats", "uri", row[0], "reposts", -1)
+    elif collection == "app.bsky.graph.follow":
+        row = conn.execute("SELECT subject FROM follows WHERE uri = ?", (uri,)).fetchone()
+        if row is not None:
+            conn.execute("DELETE FROM follows WHERE uri = ?", (uri,))
+            _bump(conn, "actor_stats", "did", did, "follows", -1)
+            _bump(conn, "actor_stats", "did", row[0], "followers", -1)
+    elif collection == "app.bsky.graph.block":
+        conn.execute("DELETE FROM graph_blocks WHERE uri = ?", (uri,))
+    elif collection == "app.bsky.actor.profile" and rkey == "self":
+        conn.execute("DELETE FROM profiles WHERE did = ?", (did,))
+
+
+def index_record(
+    conn: sqlite3.Connection,
+    did: str,
+    collection: str,
+    rkey: str,
+    block: bytes,
+    cid: bytes,
+    indexed_at: str,
+) -> None:
+    """Index one stored record (after :func:`unindex_record` for an update)."""
+    try:
+        value = decode(block)
+    except SkyfedError:
+        return
+    if not isinstance(value, dict):
+        return
+    uri = f"at://{did}/{collection}/{rkey}"
+    created = normalize_time(value.get("createdAt")) or indexed_at
+    sort_at = min(created, indexed_at)  # a backdated record sorts when it was made
+    if collection == "app.bsky.feed.post":
+        if not isinstance(value.get("text"), str):
+            return
+        reply = value.get("reply")
+        root = _ref_uri(reply.get("root")) if isinstance(reply, dict) else None
+        parent = _ref_uri(reply.get("parent")) if isinstance(reply, dict) else None
+        embed = value.get("embed")
+        quote = None
+        if isinstance(embed, dict):
+            inner = embed.get("record")
+            # recordWithMedia nests the strong ref one level deeper
+            quote = _ref_uri(inner) or (
+                _ref_uri(inner.get("record")) if isinstance(inner, dict) else None
+            )
+        conn.execute(
+            "INSERT OR REPLACE INTO posts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (uri, did, cid, created, indexed_at, sort_at, root, parent, quote),
+        )
+        _bump(conn, "actor_stats", "did", did, "posts", 1)
+        if parent:
+            _bump(conn, "post_stats", "uri", parent, "replies", 1)
+        if quote:
+            _bump(conn, "post_stats", "uri", quote, "quotes", 1)
+    elif collection in ("app.bsky.feed.like", "app.bsky.feed.repost"):
+        subject = _ref_uri(value.get("subject"))
+        if subject is None:
+            return
+        if collection == "app.bsky.feed.like":
+            conn.execute(
+                "INSERT OR REPLACE INTO likes VALUES (?, ?, ?, ?, ?)",
+                (uri, did, subject, created, indexed_at),
+            )
+            _bump(conn, "post_stats", "uri", subject, "likes", 1)
+        else:
+            conn.execute(
+                "INSERT OR REPLACE INTO reposts VALUES (?, ?, ?, ?, ?, ?)",
+                (uri, did, subject, created, indexed_at, sort_at),
+            )
+            _bump(conn, "post_stats", "uri", subject, "reposts", 1)
+    elif collection in ("app.bsky.graph.follow", "app.bsky.graph.block"):
+        target = value.get("subject")
+        if not isinstance(target, str) or not target.startswith("did:") or len(target) > 2048:
+            return
+        if collection == "app.bsky.graph.follow":
+            conn.execute(
+                "INSERT OR REPLACE INTO follows VALUES (?, ?, ?, ?)", (uri, did, target, created)
+            )
+            _bump(conn, "actor_stats", "did", did, "follows", 1)
+            _bump(conn, "actor_stats", "did", target, "followers", 1)
+        else:
+            conn.execute("INSERT OR REPLACE INTO graph_blocks VALUES (?, ?, ?)", (uri, did, target))
+    elif collection == "app.bsky.actor.profile" and rkey == "self":
+        name = value.get("displayName")
+        desc = value.get("description")
+        conn.execute(
+            "INSERT OR REPLACE INTO profiles VALUES (?, ?, ?, ?)",
+            (
+                did,
+                name if isinstance(name, str) else None,
+                desc if isinstance(desc, str) else None,
+                indexed_at,
+            ),
+        )

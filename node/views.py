@@ -1,0 +1,540 @@
+"""Views: what a client shows, built from the node's own indexes.
+
+Shapes follow the app.bsky lexicons (``feed/defs.json``, ``actor/defs.json``):
+FeedViewPost, PostView, ThreadViewPost, NotFoundPost, BlockedPost, ProfileViewBasic,
+ProfileView and ProfileViewDetailed, so a reader who knows Bluesky's API finds no
+surprises. Each view is built in one read on a reader thread: the query, then one
+batch each for records, authors, counts and the viewer's own likes and reposts.
+
+Blocks are enforced here: if either of viewer and author blocks the other, the
+author's posts are left out of feeds and shown as ``blockedPost`` in threads.
+Deleted records are gone from the indexes, so they are gone from every view.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from protocol.cid import CID
+from protocol.encoding import decode
+from protocol.errors import RemoteProtocolError, SkyfedError
+from protocol.jsondata import to_json
+from protocol.syntax import is_valid_did, is_valid_handle
+
+from .storage import SqliteStorage
+
+__all__ = ["Views"]
+
+POST_VIEW = "app.bsky.feed.defs#postView"
+THREAD_VIEW = "app.bsky.feed.defs#threadViewPost"
+NOT_FOUND = "app.bsky.feed.defs#notFoundPost"
+BLOCKED = "app.bsky.feed.defs#blockedPost"
+REASON_REPOST = "app.bsky.feed.defs#reasonRepost"
+
+
+class ProfileNotFound(RemoteProtocolError):
+    error = "ProfileNotFound"
+
+
+def _cursor(value: str | None) -> tuple[str, str]:
+    """(sort_at, uri) after which a page starts; the end of time when absent."""
+    if not value:
+        return "\uffff", ""
+    sort_at, sep, uri = value.partition("::")
+    if not sep or len(value) > 8192:
+        raise RemoteProtocolError("malformed cursor")
+    return sort_at, uri
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+class _Read:
+    """One view's worth of queries on one connection."""
+
+    def __init__(self, conn: sqlite3.Connection, viewer: str | None):
+        self.conn = conn
+        self.viewer = viewer
+        self._hidden: set[str] | None = None
+
+    # -- actors ------------------------------------------------------------------
+    def resolve(self, actor: str) -> str:
+        if actor.startswith("did:"):
+            if not is_valid_did(actor):
+                raise RemoteProtocolError(f"{actor!r} is not a valid DID")
+            row = self.conn.execute("SELECT 1 FROM identities WHERE did = ?", (actor,)).fetchone()
+            if row is None:
+                raise ProfileNotFound(f"profile not found: {actor}")
+            return actor
+        if not is_valid_handle(actor):
+            raise RemoteProtocolError(f"{actor!r} is not a valid handle or DID")
+        row = self.conn.execute(
+            "SELECT did FROM identities WHERE handle = ? AND tombstoned = 0", (actor.lower(),)
+        ).fetchone()
+        if row is None:
+            raise ProfileNotFound(f"profile not found: {actor}")
+        return str(row[0])
+
+    def hidden(self) -> set[str]:
+        """Accounts the viewer blocks or is blocked by."""
+        if self._hidden is None:
+            self._hidden = set()
+            if self.viewer is not None:
+                rows = self.conn.execute(
+                    "SELECT subject FROM graph_blocks WHERE did = ?"
+                    " UNION SELECT did FROM graph_blocks WHERE subject = ?",
+                    (self.viewer, self.viewer),
+                ).fetchall()
+                self._hidden = {r[0] for r in rows}
+        return self._hidden
+
+    def basics(self, dids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        wanted = list(dict.fromkeys(dids))
+        out: dict[str, dict[str, Any]] = {d: {"did": d, "handle": "handle.invalid"} for d in wanted}
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            for did, handle in self.conn.execute(
+                f"SELECT did, handle FROM identities WHERE did IN ({_marks(len(chunk))})", chunk
+            ):
+                if handle:
+                    out[did]["handle"] = handle
+            for did, name, desc in self.conn.execute(
+                "SELECT did, display_name, description FROM profiles"
+                f" WHERE did IN ({_marks(len(chunk))})",
+                chunk,
+            ):
+                if name:
+                    out[did]["displayName"] = name
+                if desc:
+                    out[did]["_description"] = desc
+        return out
+
+    def profile_views(self, dids: Sequence[str], *, detailed: bool = False) -> list[dict[str, Any]]:
+        basics = self.basics(dids)
+        viewer_state = self.relationships(dids)
+        stats: dict[str, tuple[int, int, int]] = {}
+        if detailed and dids:
+            for did, posts, follows, followers in self.conn.execute(
+                "SELECT did, posts, follows, followers FROM actor_stats"
+                f" WHERE did IN ({_marks(len(dids))})",
+                list(dids),
+            ):
+                stats[did] = (posts, follows, followers)
+        out = []
+        for did in dids:
+            b = dict(basics[did])
+            desc = b.pop("_description", None)
+            if desc:
+                b["description"] = desc
+            b["viewer"] = viewer_state.get(did, {})
+            b["labels"] = []
+            if detailed:
+                posts, follows, followers = stats.get(did, (0, 0, 0))
+                b.update(followersCount=followers, followsCount=follows, postsCount=posts)
+            out.append(b)
+        return out
+
+    def relationships(self, dids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if self.viewer is None or not dids:
+            return {}
+        v = self.viewer
+        out: dict[str, dict[str, Any]] = {d: {} for d in dids}
+        m = _marks(len(dids))
+        for uri, subject in self.conn.execute(
+            f"SELECT uri, subject FROM follows WHERE did = ? AND subject IN ({m})", [v, *dids]
+        ):
+            out[subject]["following"] = uri
+        for uri, did in self.conn.execute(
+            f"SELECT uri, did FROM follows WHERE subject = ? AND did IN ({m})", [v, *dids]
+        ):
+            out[did]["followedBy"] = uri
+        for uri, subject in self.conn.execute(
+            f"SELECT uri, subject FROM graph_blocks WHERE did = ? AND subject IN ({m})", [v, *dids]
+        ):
+            out[subject]["blocking"] = uri
+        for (did,) in self.conn.execute(
+            f"SELECT did FROM graph_blocks WHERE subject = ? AND did IN ({m})", [v, *dids]
+        ):
+            out[did]["blockedBy"] = True
+        return out
+
+    # -- posts -------------------------------------------------------------------
+    def post_views(self, uris: Sequence[str], *, embeds: bool = True) -> dict[str, dict[str, Any]]:
+        """PostViews for the uris that are indexed (and not hidden from the viewer).
+        ``embeds``: resolve quoted posts (one level only)."""
+        wanted = list(dict.fromkeys(uris))
+        if not wanted:
+            return {}
+        rows: list[Any] = []
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            rows += self.conn.execute(
+                "SELECT p.uri, p.did, p.cid, p.indexed_at, b.data,"
+                " COALESCE(s.replies, 0), COALESCE(s.reposts, 0), COALESCE(s.likes, 0),"
+                " COALESCE(s.quotes, 0)"
+                " FROM posts p JOIN blocks b ON b.cid = p.cid"
+                " LEFT JOIN post_stats s ON s.uri = p.uri"
+                f" WHERE p.uri IN ({_marks(len(chunk))})",
+                chunk,
+            ).fetchall()
+        hidden = self.hidden()
+        rows = [r for r in rows if r[1] not in hidden]
+        authors = self.basics(r[1] for r in rows)
+        likes: dict[str, str] = {}
+        reposts: dict[str, str] = {}
+        if self.viewer is not None and rows:
+            found = [r[0] for r in rows]
+            m = _marks(len(found))
+            for uri, subject in self.conn.execute(
+                f"SELECT uri, subject FROM likes WHERE did = ? AND subject IN ({m})",
+                [self.viewer, *found],
+            ):
+                likes[subject] = uri
+            for uri, subject in self.conn.execute(
+                f"SELECT uri, subject FROM reposts WHERE did = ? AND subject IN ({m})",
+                [self.viewer, *found],
+            ):
+                reposts[subject] = uri
+        out: dict[str, dict[str, Any]] = {}
+        for uri, did, cid, indexed_at, data, replies, n_reposts, n_likes, quotes in rows:
+            try:
+                record = to_json(decode(data))
+            except SkyfedError:
+                continue
+            author = {k: v for k, v in authors[did].items() if not k.startswith("_")}
+            author["labels"] = []
+            viewer: dict[str, Any] = {}
+            if uri in likes:
+                viewer["like"] = likes[uri]
+            if uri in reposts:
+                viewer["repost"] = reposts[uri]
+            view: dict[str, Any] = {
+                "$type": POST_VIEW,
+                "uri": uri,
+                "cid": str(CID.from_bytes(cid)),
+                "author": author,
+                "record": record,
+                "replyCount": replies,
+                "repostCount": n_reposts,
+                "likeCount": n_likes,
+                "quoteCount": quotes,
+                "indexedAt": indexed_at,
+                "viewer": viewer,
+                "labels": [],
+            }
+            out[uri] = view
+        if embeds:
+            self._embed_quotes(out)
+        return out
+
+    def _embed_quotes(self, views: dict[str, dict[str, Any]]) -> None:
+        quoted: dict[str, str] = {}
+        for uri, view in views.items():
+            embed = view["record"].get("embed")
+            if isinstance(embed, dict) and embed.get("$type") == "app.bsky.embed.record":
+                ref = embed.get("record")
+                if isinstance(ref, dict) and isinstance(ref.get("uri"), str):
+                    quoted[uri] = ref["uri"]
+        if not quoted:
+            return
+        targets = self._quoted_records(list(quoted.values()))
+        for uri, target in quoted.items():
+            inner = targets.get(target) or {
+                "$type": "app.bsky.embed.record#viewNotFound",
+                "uri": target,
+                "notFound": True,
+            }
+            views[uri]["embed"] = {"$type": "app.bsky.embed.record#view", "record": inner}
+
+    def _quoted_records(self, uris: list[str]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for uri, view in self.post_views(uris, embeds=False).items():
+            out[uri] = {
+                "$type": "app.bsky.embed.record#viewRecord",
+                "uri": uri,
+                "cid": view["cid"],
+                "author": view["author"],
+                "value": view["record"],
+                "indexedAt": view["indexedAt"],
+                "labels": [],
+            }
+        return out
+
+    def feed(self, items: list[tuple[str, str, str | None, str | None]]) -> list[dict[str, Any]]:
+        """FeedViewPosts for (post uri, sort_at, reposted-by did, repost indexedAt)."""
+        views = self.post_views([i[0] for i in items])
+        parents: list[str] = []
+        for uri, *_ in items:
+            view = views.get(uri)
+            reply = view["record"].get("reply") if view else None
+            if isinstance(reply, dict):
+                for key in ("root", "parent"):
+                    ref = reply.get(key)
+                    if isinstance(ref, dict) and isinstance(ref.get("uri"), str):
+                        parents.append(ref["uri"])
+        context = self.post_views(parents)
+        reposters = self.basics(i[2] for i in items if i[2])
+        out = []
+        for uri, _, by, by_at in items:
+            view = views.get(uri)
+            if view is None:
+                continue
+            entry: dict[str, Any] = {"post": view}
+            reply = view["record"].get("reply")
+            if isinstance(reply, dict):
+                entry["reply"] = {
+                    key: self._ref_view(reply.get(key), context) for key in ("root", "parent")
+                }
+            if by is not None:
+                who = {k: v for k, v in reposters[by].items() if not k.startswith("_")}
+                entry["reason"] = {"$type": REASON_REPOST, "by": who, "indexedAt": by_at}
+            out.append(entry)
+        return out
+
+    def _ref_view(self, ref: Any, context: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        uri = ref.get("uri") if isinstance(ref, dict) else None
+        if isinstance(uri, str) and uri in context:
+            return context[uri]
+        return {"$type": NOT_FOUND, "uri": uri or "", "notFound": True}
+
+
+class Views:
+    """The read API of a node (every method runs one read on a reader thread)."""
+
+    def __init__(self, storage: SqliteStorage):
+        self.storage = storage
+
+    async def _run(self, viewer: str | None, fn: Any) -> Any:
+        return await self.storage.read(lambda conn: fn(_Read(conn, viewer)))
+
+    # -- feeds -------------------------------------------------------------------
+    async def latest(self, viewer: str | None, limit: int, cursor: str | None) -> dict[str, Any]:
+        """Every post this node holds, newest first (the network as it sees it)."""
+        at, after = _cursor(cursor)
+
+        def q(r: _Read) -> dict[str, Any]:
+            rows = r.conn.execute(
+                "SELECT uri, sort_at FROM posts WHERE (sort_at, uri) < (?, ?)"
+                " ORDER BY sort_at DESC, uri DESC LIMIT ?",
+                (at, after or "\uffff", limit),
+            ).fetchall()
+            return _page(r.feed([(u, s, None, None) for u, s in rows]), rows, limit)
+
+        result: dict[str, Any] = await self._run(viewer, q)
+        return result
+
+    async def author_feed(
+        self, actor: str, viewer: str | None, limit: int, cursor: str | None
+    ) -> dict[str, Any]:
+        at, after = _cursor(cursor)
+
+        def q(r: _Read) -> dict[str, Any]:
+            did = r.resolve(actor)
+            if did in r.hidden():
+                return {"feed": []}
+            rows = _posts_and_reposts(r.conn, [did], at, after, limit)
+            return _page(r.feed(rows), rows, limit)
+
+        result: dict[str, Any] = await self._run(viewer, q)
+        return result
+
+    async def timeline(self, viewer: str, limit: int, cursor: str | None) -> dict[str, Any]:
+        """Posts and reposts by the accounts ``viewer`` follows (and its own)."""
+        at, after = _cursor(cursor)
+
+        def q(r: _Read) -> dict[str, Any]:
+            follows = [
+                row[0]
+                for row in r.conn.execute("SELECT subject FROM follows WHERE did = ?", (viewer,))
+            ]
+            authors = [d for d in dict.fromkeys([viewer, *follows]) if d not in r.hidden()]
+            rows = _posts_and_reposts(r.conn, authors, at, after, limit)
+            return _page(r.feed(rows), rows, limit)
+
+        result: dict[str, Any] = await self._run(viewer, q)
+        return result
+
+    async def posts(self, uris: Sequence[str], viewer: str | None) -> dict[str, Any]:
+        def q(r: _Read) -> dict[str, Any]:
+            views = r.post_views(list(uris))
+            return {"posts": [views[u] for u in uris if u in views]}
+
+        result: dict[str, Any] = await self._run(viewer, q)
+        return result
+
+    async def thread(
+        self, uri: str, viewer: str | None, depth: int = 6, parent_height: int = 80
+    ) -> dict[str, Any]:
+        def q(r: _Read) -> dict[str, Any]:
+            anchor = r.post_views([uri]).get(uri)
+            if anchor is None:
+                return {"thread": _missing(r, uri)}
+            node = _thread_node(r, anchor, depth)
+            # Walk up the parents, oldest at the top.
+            child = node
+            current = anchor
+            for _ in range(parent_height):
+                reply = current["record"].get("reply")
+                parent_uri = reply.get("parent", {}).get("uri") if isinstance(reply, dict) else None
+                if not isinstance(parent_uri, str):
+                    break
+                parent = r.post_views([parent_uri]).get(parent_uri)
+                if parent is None:
+                    child["parent"] = _missing(r, parent_uri)
+                    break
+                up = {"$type": THREAD_VIEW, "post": parent}
+                child["parent"] = up
+                child, current = up, parent
+            return {"thread": node}
+
+        result: dict[str, Any] = await self._run(viewer, q)
+        return result
+
+    async def likes(
+        self, uri: str, viewer: str | None, limit: int, cursor: str | None
+    ) -> dict[str, Any]:
+        def q(r: _Read) -> dict[str, Any]:
+            rows = r.conn.execute(
+                "SELECT did, created_at, indexed_at FROM likes WHERE subject = ?"
+                " AND indexed_at < ? ORDER BY indexed_at DESC LIMIT ?",
+                (uri, cursor or "\uffff", limit),
+            ).fetchall()
+            rows = [row for row in rows if row[0] not in r.hidden()]
+            actors = {p["did"]: p for p in r.profile_views([row[0] for row in rows])}
+            out: dict[str, Any] = {
+                "uri": uri,
+                "likes": [
+                    {"indexedAt": ia, "createdAt": ca, "actor": actors[d]} for d, ca, ia in rows
+                ],
+            }
+            if len(rows) == limit:
+                out["cursor"] = rows[-1][2]
+            return out
+
+        result: dict[str, Any] = await self._run(viewer, q)
+        return result
+
+    async def reposted_by(
+        self, uri: str, viewer: str | None, limit: int, cursor: str | None
+    ) -> dict[str, Any]:
+        def q(r: _Read) -> dict[str, Any]:
+            rows = r.conn.execute(
+                "SELECT did, indexed_at FROM reposts WHERE subject = ?"
+                " AND indexed_at < ? ORDER BY indexed_at DESC LIMIT ?",
+                (uri, cursor or "\uffff", limit),
+            ).fetchall()
+            dids = [d for d, _ in rows if d not in r.hidden()]
+            out: dict[str, Any] = {"uri": uri, "repostedBy": r.profile_views(dids)}
+            if len(rows) == limit:
+                out["cursor"] = rows[-1][1]
+            return out
+
+        result: dict[str, Any] = await self._run(viewer, q)
+        return result
+
+    # -- actors ------------------------------------------------------------------
+    async def profile(self, actor: str, viewer: str | None) -> dict[str, Any]:
+        def q(r: _Read) -> dict[str, Any]:
+            return r.profile_views([r.resolve(actor)], detailed=True)[0]
+
+        result: dict[str, Any] = await self._run(viewer, q)
+        return result
+
+    async def profiles(self, actors: Sequence[str], viewer: str | None) -> dict[str, Any]:
+        def q(r: _Read) -> dict[str, Any]:
+            dids = []
+            for a in actors:
+                try:
+                    dids.append(r.resolve(a))
+                except ProfileNotFound:
+                    continue
+            return {"profiles": r.profile_views(dids, detailed=True)}
+
+        result: dict[str, Any] = await self._run(viewer, q)
+        return result
+
+    async def follows(
+        self, actor: str, viewer: str | None, limit: int, cursor: str | None, *, followers: bool
+    ) -> dict[str, Any]:
+        def q(r: _Read) -> dict[str, Any]:
+            did = r.resolve(actor)
+            if followers:
+                sql = "SELECT did, uri FROM follows WHERE subject = ? AND uri < ?"
+            else:
+                sql = "SELECT subject, uri FROM follows WHERE did = ? AND uri < ?"
+            rows = r.conn.execute(
+                sql + " ORDER BY uri DESC LIMIT ?", (did, cursor or "\uffff", limit)
+            ).fetchall()
+            people = r.profile_views([d for d, _ in rows if d not in r.hidden()])
+            out: dict[str, Any] = {"subject": r.profile_views([did])[0]}
+            out["followers" if followers else "follows"] = people
+            if len(rows) == limit:
+                out["cursor"] = rows[-1][1]
+            return out
+
+        result: dict[str, Any] = await self._run(viewer, q)
+        return result
+
+
+def _posts_and_reposts(
+    conn: sqlite3.Connection, authors: list[str], at: str, after: str, limit: int
+) -> list[tuple[str, str, str | None, str | None]]:
+    """The newest posts and reposts by ``authors`` before the cursor, merged."""
+    if not authors:
+        return []
+    out: list[tuple[str, str, str | None, str | None]] = []
+    for i in range(0, len(authors), 500):
+        chunk = authors[i : i + 500]
+        m = _marks(len(chunk))
+        out += conn.execute(
+            "SELECT uri, sort_at, NULL, NULL FROM posts"
+            f" WHERE did IN ({m}) AND (sort_at, uri) < (?, ?)"
+            " ORDER BY sort_at DESC, uri DESC LIMIT ?",
+            [*chunk, at, after or "\uffff", limit],
+        ).fetchall()
+        out += conn.execute(
+            "SELECT subject, sort_at, did, indexed_at FROM reposts"
+            f" WHERE did IN ({m}) AND (sort_at, uri) < (?, ?)"
+            " ORDER BY sort_at DESC, uri DESC LIMIT ?",
+            [*chunk, at, after or "\uffff", limit],
+        ).fetchall()
+    out.sort(key=lambda row: (row[1], row[0]), reverse=True)
+    return out[:limit]
+
+
+def _page(feed: list[dict[str, Any]], rows: Sequence[Any], limit: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"feed": feed}
+    if len(rows) == limit and rows:
+        out["cursor"] = f"{rows[-1][1]}::{rows[-1][0]}"
+    return out
+
+
+def _missing(r: _Read, uri: str) -> dict[str, Any]:
+    did = uri[len("at://") :].split("/", 1)[0] if uri.startswith("at://") else ""
+    if did and did in r.hidden():
+        viewer = r.relationships([did]).get(did, {})
+        return {
+            "$type": BLOCKED,
+            "uri": uri,
+            "blocked": True,
+            "author": {"did": did, "viewer": viewer},
+        }
+    return {"$type": NOT_FOUND, "uri": uri, "notFound": True}
+
+
+def _thread_node(r: _Read, post: dict[str, Any], depth: int) -> dict[str, Any]:
+    node: dict[str, Any] = {"$type": THREAD_VIEW, "post": post}
+    if depth <= 0:
+        return node
+    rows = r.conn.execute(
+        "SELECT uri FROM posts WHERE reply_parent = ? ORDER BY sort_at ASC LIMIT 500",
+        (post["uri"],),
+    ).fetchall()
+    children = r.post_views([row[0] for row in rows])
+    node["replies"] = [
+        _thread_node(r, children[row[0]], depth - 1) for row in rows if row[0] in children
+    ]
+    return node
