@@ -5,9 +5,10 @@
 
 Three nodes start on 127.0.0.1 (free ports, fresh data directories under a temporary
 folder unless --data-dir is given) and link to each other. alice's home is node A,
-bob's is node B. They post, reply, like and follow; every commit is signed by its
-author and gossiped. Then node C, which hosts neither of them, renders their feed:
-anyone's posts can be read from any node.
+bob's is node B. They follow each other, post, reply, like and repost; every commit
+is signed by its author and gossiped. carol, whose home is node C, follows both, and
+node C, which hosts neither author, renders her timeline: anyone's posts can be read
+from any node.
 """
 
 from __future__ import annotations
@@ -43,50 +44,52 @@ async def wait_for_paths(client: Client, paths: set[str], limit: float = 20) -> 
     return seen
 
 
-def render(posts: list[dict[str, Any]], handles: dict[str, str]) -> None:
-    posts.sort(key=lambda p: p["value"]["createdAt"])
-    for post in posts:
-        did = post["uri"].split("/")[2]
-        value = post["value"]
-        indent = "    ↳ " if "reply" in value else "  "
-        print(f"{indent}@{handles[did]}: {value['text']}")
+def render_timeline(feed: list[dict[str, Any]]) -> None:
+    """Oldest first, replies indented under what they answer."""
+    for item in reversed(feed):
+        post = item["post"]
+        author = post["author"]
+        indent = "    ↳ " if "reply" in item else "  "
+        if "reason" in item:
+            print(f"  ⟳ @{item['reason']['by']['handle']} reposted:")
+        counts = f"♥ {post['likeCount']}  💬 {post['replyCount']}"
+        print(f"{indent}@{author['handle']}: {post['record']['text']}   ({counts})")
 
 
 async def story(urls: list[str]) -> None:
     a, b, c = urls
-    async with Client(a) as alice, Client(b) as bob, Client(c) as reader:
+    async with Client(a) as alice, Client(b) as bob, Client(c) as carol:
         await alice.create_account("alice.skyfed.test", PASSWORD)
         await bob.create_account("bob.skyfed.test", PASSWORD)
+        await carol.create_account("carol.skyfed.test", PASSWORD)
         print(f"alice  {alice.did}  (home: node A)")
-        print(f"bob    {bob.did}  (home: node B)\n")
+        print(f"bob    {bob.did}  (home: node B)")
+        print(f"carol  {carol.did}  (home: node C, a reader)\n")
 
         refs: list[RecordRef] = []
+        refs.append(await alice.follow(bob.did))
+        refs.append(await bob.follow(alice.did))
         hello = await alice.post("Hello from node A! Anyone can run a node.")
         refs.append(hello)
-        refs.append(await bob.post("Hi alice, I'm on node B and I can read you.", reply_to=hello))
+        reply = await bob.post("Hi alice, I'm on node B and I can read you.", reply_to=hello)
+        refs.append(reply)
         refs.append(
             await alice.post(
-                "No company can take this conversation down.", reply_to=refs[1], root=hello
+                "No company can take this conversation down.", reply_to=reply, root=hello
             )
         )
-        refs.append(await alice.like(refs[1]))
-        refs.append(await bob.follow(alice.did))
-        refs.append(await alice.follow(bob.did))
+        refs.append(await alice.like(reply))
+        refs.append(await bob.repost(hello))
 
-        print("Node C hosts neither account. Waiting for the commits to reach it…")
-        events = await wait_for_paths(reader, {r.uri for r in refs})
+        print("Waiting for the commits to reach node C, which hosts neither author…")
+        events = await wait_for_paths(carol, {r.uri for r in refs})
         print("\n".join(events))
+        await carol.follow(alice.did)
+        await carol.follow(bob.did)
 
-        handles = {alice.did: "alice.skyfed.test", bob.did: "bob.skyfed.test"}
-        posts: list[dict[str, Any]] = []
-        for did in handles:
-            page = await reader.list_records(did, "app.bsky.feed.post")
-            posts.extend(page["records"])
-        print("\nThe conversation, as node C renders it:")
-        render(posts, handles)
-        likes = await reader.list_records(alice.did, "app.bsky.feed.like")
-        follows = await reader.list_records(bob.did, "app.bsky.graph.follow")
-        print(f"  ({len(likes['records'])} like by alice; bob follows {len(follows['records'])})")
+        timeline = await carol.call("app.bsky.feed.getTimeline", params={"limit": 20})
+        print("\ncarol's timeline, rendered by node C:")
+        render_timeline(timeline["feed"])
 
         heads = []
         for url in urls:
@@ -118,7 +121,8 @@ async def main() -> None:
             if args.no_wait:
                 return
             print("\nThe nodes keep serving — try:")
-            print(f"  curl '{nodes[2].url}/xrpc/com.atproto.sync.listRepos'")
+            print(f"  open {nodes[2].url}/ in a browser")
+            print(f"  .venv/bin/python examples/render_feed.py {nodes[2].url}")
             print("Ctrl-C to stop.")
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()

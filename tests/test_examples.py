@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from node.app import Node
+from node.client import Client
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,10 +28,28 @@ async def _run(*args: str) -> tuple[int, str]:
 async def test_demo_tells_the_story() -> None:
     code, out = await _run("examples/demo.py", "--no-wait")
     assert code == 0, out
-    assert "The conversation, as node C renders it:" in out
+    assert "carol's timeline, rendered by node C:" in out
     assert "@alice.skyfed.test: Hello from node A!" in out
     assert "↳ @bob.skyfed.test: Hi alice, I'm on node B" in out
+    assert "⟳ @bob.skyfed.test reposted:" in out
     assert "All three nodes hold the same signed heads: yes" in out
+
+
+async def test_local_network_links_three_nodes() -> None:
+    code, out = await _run("examples/local_network.py", "--no-wait")
+    assert code == 0, out
+    assert out.count("node ") >= 3
+    assert "all three nodes are linked" in out
+
+
+async def test_render_feed_shows_latest_posts(node: Node) -> None:
+    async with Client(node.url) as c:
+        await c.create_account("writer.skyfed.test", "correct horse battery staple")
+        await c.post("something worth rendering")
+    code, out = await _run("examples/render_feed.py", node.url)
+    assert code == 0, out
+    assert "something worth rendering" in out
+    assert "@writer.skyfed.test" in out
 
 
 async def test_post_from_client_against_a_live_node(node: Node) -> None:
