@@ -91,12 +91,18 @@ async def story(urls: list[str]) -> None:
         print("\ncarol's timeline, rendered by node C:")
         render_timeline(timeline["feed"])
 
-        heads = []
-        for url in urls:
-            async with Client(url) as c2:
-                repos = await c2.call("com.atproto.sync.listRepos")
-                heads.append({r["did"]: r["head"] for r in repos["repos"]})
-        same = all(h == heads[0] for h in heads)
+        same = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        while not same and loop.time() < deadline:
+            heads = []
+            for url in urls:
+                async with Client(url) as c2:
+                    repos = await c2.call("com.atproto.sync.listRepos")
+                    heads.append({r["did"]: r["head"] for r in repos["repos"]})
+            same = all(h == heads[0] for h in heads)
+            if not same:
+                await asyncio.sleep(0.1)  # poll: carol's follows are still travelling
         print(f"\nAll three nodes hold the same signed heads: {'yes' if same else 'not yet'}")
 
 
