@@ -19,7 +19,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict protocol node
 
+# The browser test needs Debian's chromium and chromedriver; this installs them if missing.
 pytest: $(STAMP)
+	scripts/ensure-chromium.sh
 	$(BIN)/pytest
 
 test: lint typecheck pytest

@@ -58,6 +58,7 @@ from .ratelimit import RequestLimiter, WriteLimiter, client_key
 from .repos import RepoManager
 from .storage import SqliteSessionStore, SqliteStorage
 from .views import Views
+from .web import add_web_routes
 
 __all__ = ["VERSION", "Node"]
 
@@ -1253,6 +1254,7 @@ def make_app(node: Node) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=node.config.max_body)
     app[NODE_KEY] = node
     app.router.add_route("*", "/xrpc/{nsid}", _dispatch)
+    add_web_routes(app, node.views)
     app.router.add_get("/metrics", metrics)
     app.cleanup_ctx.append(_background)
     return app
