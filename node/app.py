@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import contextlib
 import json
 import logging
@@ -197,6 +198,17 @@ class Node:
             "skyfed_write_queue_depth", "Writes waiting for the writer", registry=self.registry
         )
         queue_gauge.set_function(lambda: self.storage.queue_depth)
+        for name, doc, read in (
+            ("skyfed_gossip_delivered", "Gossip messages delivered", "delivered"),
+            ("skyfed_gossip_duplicates", "Redundant gossip copies received", "duplicates"),
+            ("skyfed_gossip_invalid", "Gossip messages refused as invalid", "invalid"),
+        ):
+            Gauge(name, doc, registry=self.registry).set_function(
+                lambda read=read: getattr(self.federation.plumtree.stats, read)
+            )
+        Gauge("skyfed_peer_links", "Peer links up", registry=self.registry).set_function(
+            lambda: len(self.federation.links)
+        )
         self.started_at = time.time()
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -1002,6 +1014,11 @@ async def list_peers(request: web.Request) -> web.Response:
             ],
             "eager": sorted(fed.plumtree.eager_peers),
             "lazy": sorted(fed.plumtree.lazy_peers),
+            "gossip": dataclasses.asdict(fed.plumtree.stats),
+            "bytesIn": fed.bytes_in,
+            "bytesOut": fed.bytes_out,
+            "ingested": fed.ingested,
+            "rejected": fed.rejected,
         }
     )
 

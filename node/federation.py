@@ -68,6 +68,8 @@ _NEG_FRAME_LIMIT = 500_000
 _FORGERY_PENALTY = 25
 _CUTOFF_SCORE = -50
 _MAX_ITEMS = 4096
+_PENDING_PER_REPO = 64
+_PENDING_REPOS = 4096
 
 
 class PeerError(Exception):
@@ -263,6 +265,9 @@ class Federation:
         self._dialers: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._resyncing: set[str] = set()
+        # Commit events that arrived before the one they follow, by repo and since.
+        self._pending: OrderedDict[str, dict[str, CommitEvent]] = OrderedDict()
+        self._wanted: dict[str, str] = {}
         self._sids = itertools.count(1)
         self._neg_replies: dict[tuple[str, int], asyncio.Queue[bytes]] = {}
         self.bytes_in = 0
@@ -579,20 +584,75 @@ class Federation:
                 await self.node.storage.record_equivocation(
                     did, event.since, kept, dropped, iso_now()
                 )
+            applied = False
             if verdict is Verdict.APPLY:
                 await self._store_event(event, judged.commit, held)
                 self.ingested += 1
-                return verdict
-            if verdict is Verdict.SWITCH:
+                applied = True
+            elif verdict is Verdict.SWITCH:
                 assert held is not None
-                ok = await self._switch(did, event, judged.commit, held)
-                if ok:
-                    return verdict
-                verdict = Verdict.GAP
-        if verdict is Verdict.GAP and link is not None:
+                applied = await self._switch(did, event, judged.commit, held)
+                if not applied:
+                    verdict = Verdict.GAP
+        if applied:
+            await self._drain_pending(did)
+        elif verdict is Verdict.GAP:
+            # Gossip takes several paths, so the commit before this one may simply be
+            # late: keep this one to apply when it lands, and fetch what is missing.
+            self._hold(event)
             await self.node.storage.set_repo_status(did, "desynchronized", iso_now())
-            self._spawn(self.resync(did, link))
+            if link is not None:
+                self._spawn(self._catch_up(did, link))
         return verdict
+
+    def _hold(self, event: CommitEvent) -> None:
+        held = self._pending.setdefault(event.repo, {})
+        self._pending.move_to_end(event.repo)
+        if event.since is not None and len(held) < _PENDING_PER_REPO:
+            held[event.since] = event
+        wanted = self._wanted.get(event.repo)
+        if wanted is None or event.rev > wanted:
+            self._wanted[event.repo] = event.rev
+        while len(self._pending) > _PENDING_REPOS:
+            gone, _ = self._pending.popitem(last=False)
+            self._wanted.pop(gone, None)
+
+    async def _drain_pending(self, did: str) -> None:
+        """Apply held events that now chain onto the head, in order."""
+        while True:
+            waiting = self._pending.get(did)
+            held = await self.node.storage.head_state(did)
+            if held is not None and self._wanted.get(did, "") <= held.rev:
+                self._pending.pop(did, None)
+                self._wanted.pop(did, None)
+                return
+            event = waiting.pop(held.rev, None) if waiting and held else None
+            if event is None:
+                return
+            if await self.ingest_event(event, None) is not Verdict.APPLY:
+                return
+
+    async def _catch_up(self, did: str, first: PeerLink) -> None:
+        """Resync ``did`` until its head reaches the newest rev we have seen for it,
+        asking the link that showed it first, then the others."""
+        if did in self._resyncing:
+            return
+        self._resyncing.add(did)
+        try:
+            tried: set[str] = set()
+            candidates = [first, *(lk for lk in self.links.values() if lk is not first)]
+            for link in candidates:
+                wanted = self._wanted.get(did)
+                held = await self.node.storage.head_state(did)
+                if wanted is None or (held is not None and held.rev >= wanted):
+                    break
+                if link.peer_did in tried or link.closed.is_set():
+                    continue
+                tried.add(link.peer_did)
+                if await self.resync(did, link):
+                    await self._drain_pending(did)
+        finally:
+            self._resyncing.discard(did)
 
     async def _store_event(
         self, event: CommitEvent, commit: Commit, held: HeadState | None
@@ -689,12 +749,9 @@ class Federation:
         self.node.repos.forget(did)
         return True
 
-    async def resync(self, did: str, link: PeerLink) -> None:
+    async def resync(self, did: str, link: PeerLink) -> bool:
         """Fetch ``did``'s repo from ``link`` (since our rev when we can) and apply it
-        if its head beats ours."""
-        if did in self._resyncing:
-            return
-        self._resyncing.add(did)
+        if its head beats ours. True if it moved our head."""
         try:
             for attempt_since in (True, False):
                 held = await self.node.storage.head_state(did)
@@ -702,7 +759,7 @@ class Federation:
                 reply = await link.request("getrepo", did=did, since=since)
                 if reply["t"] != "repo":
                     if since is None:
-                        return
+                        return False
                     continue
                 roots, blocks = read_car(reply["car"])
                 commit = Commit.from_bytes(blocks[roots[0]])
@@ -719,7 +776,7 @@ class Federation:
                         now_micros=int(time.time() * 1e6),
                     )
                     if verdict not in (Verdict.APPLY, Verdict.SWITCH):
-                        return
+                        return False
                     # The commit a snapshot was made on is unknown: "" never equals a
                     # rev or the genesis' None, so no sibling is inferred from it.
                     ok = await self._apply_snapshot(
@@ -727,13 +784,12 @@ class Federation:
                     )
                 if ok:
                     self.ingested += 1
-                    return
+                    return True
         except (PeerError, SkyfedError, TimeoutError, KeyError, IndexError) as e:
             log.info("resync of %s from %s failed: %s", did, link.peer_did, e)
             if isinstance(e, SkyfedError):
                 self.penalize(link, _FORGERY_PENALTY, f"bad snapshot: {e}")
-        finally:
-            self._resyncing.discard(did)
+        return False
 
     async def _serve_repo(self, link: PeerLink, rid: int, did: str, since: str | None) -> None:
         storage = self.node.storage
@@ -892,8 +948,14 @@ class Federation:
                             await self.ingest_identity(did, reply["ops"])
             elif kind == "repo" and isinstance(item.get("rev"), str):
                 held = await self.node.storage.head_state(did)
-                if held is None or head_wins(item["rev"], head, held.rev, held.head):
-                    await self.resync(did, link)
+                behind = held is None or head_wins(item["rev"], head, held.rev, held.head)
+                if behind and did not in self._resyncing:
+                    self._resyncing.add(did)
+                    try:
+                        if await self.resync(did, link):
+                            await self._drain_pending(did)
+                    finally:
+                        self._resyncing.discard(did)
 
 
 class _Overlay:

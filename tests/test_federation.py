@@ -15,6 +15,7 @@ from node.app import Node
 from node.client import Client
 from node.config import NodeConfig
 from protocol.commit import CommitEvent
+from protocol.ingest import Verdict
 from protocol.keys import SigningKey
 from protocol.peerwire import auth_payload, decode_message, encode_message
 from protocol.repo import Repo, Write
@@ -338,3 +339,37 @@ async def test_equivocation_converges_to_one_head(three: list[Node]) -> None:
         for node in three:
             evidence += await node.storage.equivocations()
         assert evidence, "some node saw both histories and kept the evidence"
+
+
+async def test_a_commit_that_arrives_before_its_parent_waits_for_it(
+    three: list[Node],
+) -> None:
+    a, _, c = three
+    async with Client(a.url) as alice:
+        await alice.create_account("alice.skyfed.test", PASSWORD)
+        await until(lambda: all_agree(three, 1))
+        key = await _account_key(a, alice.did)
+        base: Repo = await a.repos.head(alice.did)
+        events = []
+        repo = base
+        for text in ("first", "second", "third"):
+            rev = a.repos._next_rev(repo.rev)
+            w = Write(
+                "create",
+                "app.bsky.feed.post",
+                rev,
+                {"$type": "app.bsky.feed.post", "text": text, "createdAt": "2026-11-23T12:00:00Z"},
+            )
+            result = repo.apply_writes([w], key, rev=rev, time="2026-11-23T12:00:00.000Z")
+            events.append(result.event)
+            repo = result.repo
+        # Gossip over several paths: the newest arrives first, then the oldest.
+        assert await c.federation.ingest_event(events[2], None) is Verdict.GAP
+        assert await c.federation.ingest_event(events[1], None) is Verdict.GAP
+        assert await c.federation.ingest_event(events[0], None) is Verdict.APPLY
+        head = await c.storage.get_head(alice.did)
+        assert head is not None
+        assert head.head == events[2].commit
+        assert head.active
+        page = await c.storage.list_records(alice.did, "app.bsky.feed.post", 10, None, False)
+        assert len(page) == 3
