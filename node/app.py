@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import contextlib
+import dataclasses
 import json
 import logging
 import secrets
@@ -198,25 +198,26 @@ class Node:
             "skyfed_write_queue_depth", "Writes waiting for the writer", registry=self.registry
         )
         queue_gauge.set_function(lambda: self.storage.queue_depth)
-        for name, doc, read in (
-            ("skyfed_gossip_delivered", "Gossip messages delivered", "delivered"),
-            ("skyfed_gossip_duplicates", "Redundant gossip copies received", "duplicates"),
-            ("skyfed_gossip_invalid", "Gossip messages refused as invalid", "invalid"),
-        ):
-            Gauge(name, doc, registry=self.registry).set_function(
-                lambda read=read: getattr(self.federation.plumtree.stats, read)
-            )
-        Gauge("skyfed_peer_links", "Peer links up", registry=self.registry).set_function(
-            lambda: len(self.federation.links)
-        )
         self.started_at = time.time()
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
         self._accounts: OrderedDict[str, tuple[str, SigningKey]] = OrderedDict()
         self.port: int | None = None
         self.federation = Federation(self)
+        for name, doc, field in (
+            ("skyfed_gossip_delivered", "Gossip messages delivered", "delivered"),
+            ("skyfed_gossip_duplicates", "Redundant gossip copies received", "duplicates"),
+            ("skyfed_gossip_invalid", "Gossip messages refused as invalid", "invalid"),
+        ):
+            Gauge(name, doc, registry=self.registry).set_function(self._gossip_stat(field))
+        Gauge("skyfed_peer_links", "Peer links up", registry=self.registry).set_function(
+            lambda: len(self.federation.links)
+        )
         self.views = Views(self.storage)
         self.repos.on_commit = self.federation.publish_commit
+
+    def _gossip_stat(self, field: str) -> Callable[[], float]:
+        return lambda: float(getattr(self.federation.plumtree.stats, field))
 
     @property
     def node_did(self) -> str:
