@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import itertools
 import logging
 import random
 import secrets
+import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -37,8 +37,9 @@ from protocol.commit import Commit, CommitEvent
 from protocol.encoding import encode
 from protocol.errors import DecodeError, SkyfedError
 from protocol.eventstream import encode_frame
+from protocol.heads import identity_item, repo_item
 from protocol.identity import resolve_log
-from protocol.ingest import HeadState, Verdict, head_wins, judge_event, judge_snapshot, rev_micros
+from protocol.ingest import HeadState, Verdict, head_wins, judge_event, judge_snapshot
 from protocol.keys import verify_key
 from protocol.mst import MST, MissingBlock
 from protocol.negentropy import Negentropy, NegentropyStorageVector
@@ -268,6 +269,9 @@ class Federation:
         # Commit events that arrived before the one they follow, by repo and since.
         self._pending: OrderedDict[str, dict[str, CommitEvent]] = OrderedDict()
         self._wanted: dict[str, str] = {}
+        self._item_cache: (
+            tuple[int, NegentropyStorageVector, dict[bytes, dict[str, Any]]] | None
+        ) = None
         self._sids = itertools.count(1)
         self._neg_replies: dict[tuple[str, int], asyncio.Queue[bytes]] = {}
         self.bytes_in = 0
@@ -837,17 +841,31 @@ class Federation:
 
     # -- reconciliation ----------------------------------------------------------
     async def _items(self) -> tuple[NegentropyStorageVector, dict[bytes, dict[str, Any]]]:
-        vec = NegentropyStorageVector()
-        described: dict[bytes, dict[str, Any]] = {}
-        for did, head, rev in await self.node.storage.all_heads():
-            item_id = hashlib.sha256(b"repo\0" + did.encode() + b"\0" + head.to_bytes()).digest()
-            vec.insert(rev_micros(rev), item_id)
-            described[item_id] = {"kind": "repo", "did": did, "head": head.to_bytes(), "rev": rev}
-        for did, head in await self.node.storage.identity_heads():
-            item_id = hashlib.sha256(b"ident\0" + did.encode() + b"\0" + head.to_bytes()).digest()
-            vec.insert(0, item_id)
-            described[item_id] = {"kind": "identity", "did": did, "head": head.to_bytes()}
-        vec.seal()
+        """The negentropy set over every head held, built on a reader thread and
+        reused until the firehose moves (any new head or identity bumps its seq)."""
+        version = self.node.firehose.last_seq
+        if self._item_cache is not None and self._item_cache[0] == version:
+            return self._item_cache[1], self._item_cache[2]
+
+        def build(
+            conn: sqlite3.Connection,
+        ) -> tuple[NegentropyStorageVector, dict[bytes, dict[str, Any]]]:
+            vec = NegentropyStorageVector()
+            described: dict[bytes, dict[str, Any]] = {}
+            for did, head_raw, rev in conn.execute("SELECT did, head, rev FROM repos"):
+                head = CID.from_bytes(head_raw)
+                ts, item_id = repo_item(did, head, rev)
+                vec.insert(ts, item_id)
+                described[item_id] = {"kind": "repo", "did": did, "head": head_raw, "rev": rev}
+            for did, head_raw in conn.execute("SELECT did, head FROM identities"):
+                ts, item_id = identity_item(did, CID.from_bytes(head_raw))
+                vec.insert(ts, item_id)
+                described[item_id] = {"kind": "identity", "did": did, "head": head_raw}
+            vec.seal()
+            return vec, described
+
+        vec, described = await self.node.storage.read(build)
+        self._item_cache = (version, vec, described)
         return vec, described
 
     async def _reconciler(self) -> None:

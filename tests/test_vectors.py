@@ -489,15 +489,15 @@ def test_peerwire_auth_invalid(v: dict[str, Any]) -> None:
     ],
 )
 def test_negentropy_item(v: dict[str, Any]) -> None:
-    import hashlib
+    from protocol.heads import identity_item, repo_item
 
-    from protocol.ingest import rev_micros
-
-    tag = b"repo" if v["kind"] == "repo" else b"ident"
-    head = CID.from_str(v["head"]).to_bytes()
-    item_id = hashlib.sha256(tag + b"\0" + v["did"].encode() + b"\0" + head).digest()
+    head = CID.from_str(v["head"])
+    if v["kind"] == "repo":
+        ts, item_id = repo_item(v["did"], head, v["rev"])
+    else:
+        ts, item_id = identity_item(v["did"], head)
     assert item_id.hex() == v["id_hex"]
-    assert v["timestamp"] == (rev_micros(v["rev"]) if v["kind"] == "repo" else 0)
+    assert ts == v["timestamp"]
 
 
 @pytest.mark.skipif(not load("peerwire.json"), reason="no peer wire vectors")
