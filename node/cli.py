@@ -4,22 +4,47 @@
     skyfed node start [--config FILE] [--data-dir DIR] [--host H] [--port P] [--public-url URL]
                       [--peer URL ...] [--reconcile-interval SECONDS]
 
-Errors are one clear line on stderr and a non-zero exit, never a traceback.
+    skyfed account create HANDLE [--node URL] [--password-stdin]
+    skyfed login HANDLE [--node URL] [--password-stdin]      skyfed logout
+    skyfed post "text" [--reply URI] [--quote URI] [--lang LANG]
+    skyfed like URI | repost URI | delete URI | verify URI
+    skyfed follow HANDLE | block HANDLE
+    skyfed feed [--node URL] [--author HANDLE] [--latest] [--limit N] [--cursor C]
+    skyfed thread URI        skyfed profile [HANDLE]        skyfed tail [--cursor N]
+
+Every client command takes ``--node URL`` (default: the node you logged in at, else
+``$SKYFED_NODE``, else http://127.0.0.1:2583) and ``--json`` (raw JSON for scripts).
+The session (node URL, handle, DID and tokens; never the password) is kept in
+``credentials.json`` in the user's config directory (``$SKYFED_CONFIG_DIR``
+overrides it), readable by the user alone (mode 0600). Tokens are sent only to the
+node that issued them: pointed at another node, commands read anonymously.
+
+Errors are one clear line on stderr and exit status 1, never a traceback; usage
+errors exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import getpass
+import json
 import logging
+import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from .config import NodeConfig, load_config, load_or_create_secrets
 
 __all__ = ["main"]
+
+DEFAULT_NODE = "http://127.0.0.1:2583"
+CREDENTIALS_FILE = "credentials.json"
 
 
 def _node_options(p: argparse.ArgumentParser) -> None:
@@ -61,10 +86,31 @@ def _config(args: argparse.Namespace) -> NodeConfig:
     )
 
 
+def _client_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--node",
+        metavar="URL",
+        help="the node to talk to (default: where you logged in, else $SKYFED_NODE, "
+        f"else {DEFAULT_NODE})",
+    )
+    common.add_argument("--json", action="store_true", help="print raw JSON (for scripts)")
+    return common
+
+
+def _password_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of stdin instead of prompting",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="skyfed",
         description="skyfed: a decentralized social network modelled on the AT Protocol.",
+        epilog="Run `skyfed COMMAND --help` for a command's options.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -83,6 +129,86 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start a node; Ctrl-C or SIGTERM shuts it down cleanly.",
     )
     _node_options(start)
+
+    common = [_client_options()]
+
+    def command(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=description or help, parents=common)
+
+    account = sub.add_parser(
+        "account", help="create an account", description="Manage accounts on a node."
+    )
+    account_sub = account.add_subparsers(dest="account_command", required=True, metavar="ACTION")
+    create = account_sub.add_parser(
+        "create",
+        help="create an account and log in",
+        description="Create an account on a node (its home) and keep the session.",
+        parents=common,
+    )
+    create.add_argument("handle", metavar="HANDLE", help="e.g. alice.skyfed.test")
+    create.add_argument("--email", help="an email address for the account (optional)")
+    _password_options(create)
+
+    login = command("login", "log in and keep the session")
+    login.add_argument("handle", metavar="HANDLE", help="your handle (or DID)")
+    _password_options(login)
+    command("logout", "end the session and forget its tokens")
+
+    post = command("post", "post text (links, @mentions and #tags become facets)")
+    post.add_argument("text", metavar="TEXT", help="what to say (at most 300 characters)")
+    post.add_argument("--reply", metavar="URI", help="reply to this post (AT-URI)")
+    post.add_argument("--quote", metavar="URI", help="quote this post (AT-URI)")
+    post.add_argument(
+        "--lang",
+        action="append",
+        dest="langs",
+        metavar="LANG",
+        help="language of the text, e.g. en (repeatable)",
+    )
+    for name, what in (("like", "like a post"), ("repost", "repost a post")):
+        command(name, what).add_argument("uri", metavar="URI", help="the post's AT-URI")
+    command("follow", "follow an account").add_argument(
+        "actor", metavar="HANDLE", help="handle or DID"
+    )
+    command("block", "block an account (neither of you sees the other)").add_argument(
+        "actor", metavar="HANDLE", help="handle or DID"
+    )
+    command("delete", "delete one of your records (post, like, follow...)").add_argument(
+        "uri", metavar="URI", help="the record's AT-URI"
+    )
+
+    feed = command(
+        "feed",
+        "show posts",
+        "Show posts: your timeline when you are logged in at this node, else the "
+        "node's latest posts from the whole network.",
+    )
+    which = feed.add_mutually_exclusive_group()
+    which.add_argument("--author", metavar="HANDLE", help="one account's posts and reposts")
+    which.add_argument("--latest", action="store_true", help="the network's latest posts")
+    feed.add_argument("--limit", type=int, default=30, help="how many (1-100, default 30)")
+    feed.add_argument("--cursor", help="continue from here (printed under the last page)")
+
+    thread = command("thread", "show a post with its parents and replies")
+    thread.add_argument("uri", metavar="URI", help="the post's AT-URI")
+    thread.add_argument("--depth", type=int, help="levels of replies (default 6)")
+    thread.add_argument("--parent-height", type=int, help="levels of parents (default 80)")
+
+    profile = command("profile", "show an account's profile")
+    profile.add_argument("actor", metavar="HANDLE", nargs="?", help="handle or DID (default: you)")
+    follows = command("follows", "list whom an account follows (or its followers)")
+    follows.add_argument("actor", metavar="HANDLE", nargs="?", help="handle or DID (default: you)")
+    follows.add_argument("--followers", action="store_true", help="list followers instead")
+
+    command(
+        "verify",
+        "check a record against its author's signed commit",
+        "Fetch the record's proof from the node and check it against the author's "
+        "signed commit and identity: the node need not be the author's home.",
+    ).add_argument("uri", metavar="URI", help="the record's AT-URI")
+
+    tail = command("tail", "follow the node's live firehose (Ctrl-C ends)")
+    tail.add_argument("--cursor", type=int, help="replay from this sequence number first")
     return parser
 
 
@@ -126,12 +252,403 @@ def _cmd_node_start(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- credentials ---------------------------------------------------------------------
+
+
+class CliError(Exception):
+    """A failure to report as one line (exit status 1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    node: str
+    handle: str
+    did: str
+    access_jwt: str
+    refresh_jwt: str
+
+
+def config_dir() -> Path:
+    """``$SKYFED_CONFIG_DIR``, else the platform's per-user config directory."""
+    override = os.environ.get("SKYFED_CONFIG_DIR")
+    if override:
+        return Path(override)
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("skyfed"))
+
+
+def load_credentials() -> Credentials | None:
+    path = config_dir() / CREDENTIALS_FILE
+    try:
+        data = json.loads(path.read_text())
+        return Credentials(*(str(data[f.name]) for f in dataclasses.fields(Credentials)))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CliError(f"cannot read {path} ({e}); run `skyfed login HANDLE` again") from e
+
+
+def save_credentials(creds: Credentials) -> None:
+    """Write the session readable by the user alone, atomically (no torn file)."""
+    directory = config_dir()
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = directory / CREDENTIALS_FILE
+    tmp = directory / f".{CREDENTIALS_FILE}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # the mode of a file left over from a crash is not ours
+        with os.fdopen(fd, "w") as f:
+            json.dump(asdict(creds), f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def clear_credentials() -> None:
+    (config_dir() / CREDENTIALS_FILE).unlink(missing_ok=True)
+
+
+# -- client commands -----------------------------------------------------------------
+
+
+def _same_node(a: str, b: str) -> bool:
+    return a.rstrip("/").lower() == b.rstrip("/").lower()
+
+
+class Context:
+    """What a client command needs: the node, the saved session, the output."""
+
+    def __init__(self, args: argparse.Namespace):
+        from .render import Renderer, make_console
+
+        self.args = args
+        self.creds = load_credentials()
+        self.url: str = (
+            args.node
+            or (self.creds.node if self.creds else None)
+            or os.environ.get("SKYFED_NODE")
+            or DEFAULT_NODE
+        ).rstrip("/")
+        self.console = make_console()
+        self.render = Renderer(self.console)
+
+    @property
+    def logged_in_here(self) -> bool:
+        return self.creds is not None and _same_node(self.creds.node, self.url)
+
+    def require_login(self) -> Credentials:
+        if self.creds is None:
+            raise CliError("not logged in; run `skyfed login HANDLE` first")
+        if not self.logged_in_here:
+            raise CliError(
+                f"you are logged in at {self.creds.node}, not {self.url}; "
+                "writes go to your home node (leave out --node)"
+            )
+        return self.creds
+
+    def output(self, data: Any, plain: Callable[[], None]) -> None:
+        if self.args.json:
+            print(json.dumps(data, ensure_ascii=False, indent=2))
+        else:
+            plain()
+
+
+async def _with_client(ctx: Context, body: Callable[[Any], Awaitable[int]]) -> int:
+    from .client import Client, Session
+
+    async with Client(ctx.url) as client:
+        before = ctx.creds if ctx.logged_in_here else None
+        if before is not None:
+            client.session = Session(
+                before.did, before.handle, before.access_jwt, before.refresh_jwt
+            )
+        try:
+            return await body(client)
+        finally:
+            # A refresh rotates both tokens: keep the new ones even if the command failed.
+            s = client.session
+            if s is not None:
+                after = Credentials(ctx.url, s.handle, s.did, s.access_jwt, s.refresh_jwt)
+                if after != before:
+                    save_credentials(after)
+                    ctx.creds = after
+
+
+def _read_password(args: argparse.Namespace, *, confirm: bool) -> str:
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        try:
+            password = getpass.getpass("Password: ")
+            if confirm and getpass.getpass("Again: ") != password:
+                raise CliError("the passwords do not match")
+        except EOFError as e:
+            raise CliError("no password given (use --password-stdin to pipe one)") from e
+    if not password:
+        raise CliError("the password is empty")
+    return password
+
+
+async def _cmd_account_create(ctx: Context) -> int:
+    password = _read_password(ctx.args, confirm=True)
+
+    async def run(client: Any) -> int:
+        session = await client.create_account(ctx.args.handle, password, email=ctx.args.email)
+        ctx.output(
+            {"did": session.did, "handle": session.handle, "node": ctx.url},
+            lambda: print(f"created @{session.handle} ({session.did}) at {ctx.url}"),
+        )
+        return 0
+
+    return await _with_client(ctx, run)
+
+
+async def _cmd_login(ctx: Context) -> int:
+    password = _read_password(ctx.args, confirm=False)
+
+    async def run(client: Any) -> int:
+        session = await client.login(ctx.args.handle, password)
+        ctx.output(
+            {"did": session.did, "handle": session.handle, "node": ctx.url},
+            lambda: print(f"logged in as @{session.handle} ({session.did}) at {ctx.url}"),
+        )
+        return 0
+
+    return await _with_client(ctx, run)
+
+
+async def _cmd_logout(ctx: Context) -> int:
+    if ctx.creds is None:
+        ctx.output({"loggedOut": False}, lambda: print("not logged in"))
+        return 0
+    handle = ctx.creds.handle
+    ctx.url = ctx.creds.node  # the session lives at its home, whatever --node says
+    from .client import XrpcError
+
+    async def run(client: Any) -> int:
+        try:
+            await client.logout()
+        except XrpcError as e:
+            if e.status >= 500:
+                raise
+            client.session = None  # already expired or revoked: forgetting it is enough
+        return 0
+
+    await _with_client(ctx, run)
+    clear_credentials()
+    ctx.output({"loggedOut": True}, lambda: print(f"logged out @{handle}"))
+    return 0
+
+
+def _ref_out(ctx: Context, verb: str, ref: Any) -> None:
+    ctx.output(ref.to_json(), lambda: print(f"{verb} {ref.uri}"))
+
+
+async def _cmd_post(ctx: Context) -> int:
+    ctx.require_login()
+    a = ctx.args
+
+    async def run(client: Any) -> int:
+        ref = await client.post(a.text, reply_to=a.reply, quote=a.quote, langs=a.langs)
+        _ref_out(ctx, "posted", ref)
+        return 0
+
+    return await _with_client(ctx, run)
+
+
+def _write(verb: str, method: str, attr: str) -> Callable[[Context], Coroutine[Any, Any, int]]:
+    async def cmd(ctx: Context) -> int:
+        ctx.require_login()
+
+        async def run(client: Any) -> int:
+            ref = await getattr(client, method)(getattr(ctx.args, attr))
+            _ref_out(ctx, verb, ref)
+            return 0
+
+        return await _with_client(ctx, run)
+
+    return cmd
+
+
+async def _cmd_delete(ctx: Context) -> int:
+    ctx.require_login()
+
+    async def run(client: Any) -> int:
+        await client.delete(ctx.args.uri)
+        ctx.output({"uri": ctx.args.uri}, lambda: print(f"deleted {ctx.args.uri}"))
+        return 0
+
+    return await _with_client(ctx, run)
+
+
+async def _cmd_feed(ctx: Context) -> int:
+    a = ctx.args
+    if not 1 <= a.limit <= 100:
+        raise CliError("--limit must be between 1 and 100")
+
+    async def run(client: Any) -> int:
+        if a.author:
+            page = await client.author_feed(a.author, limit=a.limit, cursor=a.cursor)
+        elif a.latest or client.session is None:
+            page = await client.latest(limit=a.limit, cursor=a.cursor)
+        else:
+            page = await client.timeline(limit=a.limit, cursor=a.cursor)
+        ctx.output(page, lambda: ctx.render.feed(page))
+        return 0
+
+    return await _with_client(ctx, run)
+
+
+async def _cmd_thread(ctx: Context) -> int:
+    a = ctx.args
+
+    async def run(client: Any) -> int:
+        page = await client.thread(a.uri, depth=a.depth, parent_height=a.parent_height)
+        ctx.output(page, lambda: ctx.render.thread(page))
+        return 0
+
+    return await _with_client(ctx, run)
+
+
+def _actor_or_me(ctx: Context) -> str:
+    if ctx.args.actor:
+        return str(ctx.args.actor).removeprefix("@")
+    if ctx.creds is None:
+        raise CliError("whose? give a HANDLE (or log in to mean yourself)")
+    return ctx.creds.did
+
+
+async def _cmd_profile(ctx: Context) -> int:
+    actor = _actor_or_me(ctx)
+
+    async def run(client: Any) -> int:
+        view = await client.profile(actor)
+        ctx.output(view, lambda: ctx.render.profile(view))
+        return 0
+
+    return await _with_client(ctx, run)
+
+
+async def _cmd_follows(ctx: Context) -> int:
+    actor = _actor_or_me(ctx)
+    key = "followers" if ctx.args.followers else "follows"
+
+    async def run(client: Any) -> int:
+        page = await getattr(client, key)(actor, limit=100)
+        ctx.output(page, lambda: ctx.render.actors(page.get(key, [])))
+        return 0
+
+    return await _with_client(ctx, run)
+
+
+async def _cmd_verify(ctx: Context) -> int:
+    async def run(client: Any) -> int:
+        ref = await client.verify_record(ctx.args.uri)
+        ctx.output(
+            {**ref.to_json(), "verified": True},
+            lambda: print(f"verified {ref.uri}\n  cid {ref.cid} is in the author's signed repo"),
+        )
+        return 0
+
+    return await _with_client(ctx, run)
+
+
+async def _cmd_tail(ctx: Context) -> int:
+    from .render import event_json
+
+    async def run(client: Any) -> int:
+        client.session = None  # the firehose is public
+        async for header, body in client.subscribe(cursor=ctx.args.cursor):
+            if header.get("op") == -1:
+                raise CliError(f"{body.get('error')}: {body.get('message', '')}")
+            if ctx.args.json:
+                print(json.dumps(event_json(header, body), ensure_ascii=False), flush=True)
+            else:
+                ctx.render.event(header, body)
+                ctx.console.file.flush()
+        raise CliError(f"{ctx.url} closed the stream")
+
+    return await _with_client(ctx, run)
+
+
+_CLIENT_COMMANDS: dict[str, Callable[[Context], Coroutine[Any, Any, int]]] = {
+    "account create": _cmd_account_create,
+    "login": _cmd_login,
+    "logout": _cmd_logout,
+    "post": _cmd_post,
+    "like": _write("liked", "like", "uri"),
+    "repost": _write("reposted", "repost", "uri"),
+    "follow": _write("followed", "follow", "actor"),
+    "block": _write("blocked", "block", "actor"),
+    "delete": _cmd_delete,
+    "feed": _cmd_feed,
+    "thread": _cmd_thread,
+    "profile": _cmd_profile,
+    "follows": _cmd_follows,
+    "verify": _cmd_verify,
+    "tail": _cmd_tail,
+}
+
+
+def _run_client_command(name: str, args: argparse.Namespace) -> int:
+    import aiohttp
+
+    from protocol.errors import SkyfedError
+
+    from .client import VerificationError, XrpcError
+
+    url = args.node or "the node"
+    try:
+        ctx = Context(args)
+        url = ctx.url
+        return asyncio.run(_CLIENT_COMMANDS[name](ctx))
+    except KeyboardInterrupt:
+        return 0 if name == "tail" else 130
+    except CliError as e:
+        return _fail(str(e))
+    except XrpcError as e:
+        hint = ""
+        if e.error in ("ExpiredToken", "InvalidToken", "AuthRequired", "AuthMissing"):
+            hint = " (run `skyfed login HANDLE`)"
+        return _fail(f"{e.error}: {e.message}{hint}")
+    except VerificationError as e:
+        return _fail(f"verification failed: {e.message}")
+    except SkyfedError as e:
+        return _fail(str(e))
+    except aiohttp.ClientResponseError as e:
+        return _fail(f"{url} answered {e.status}: {e.message}")
+    except BrokenPipeError:
+        # The reader went away (`skyfed tail | head`): stop quietly, and keep Python
+        # from complaining again when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except (aiohttp.ClientError, OSError) as e:
+        return _fail(f"cannot reach {url}: {e or type(e).__name__}")
+    except Exception as e:
+        # Still one line; -v shows where it came from.
+        logging.getLogger("skyfed.cli").info("unexpected error", exc_info=True)
+        return _fail(f"unexpected {type(e).__name__}: {e}")
+
+
+def _fail(message: str) -> int:
+    print(f"skyfed: error: {' '.join(message.split())}", file=sys.stderr)
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.command == "account":
+        return _run_client_command(f"account {args.account_command}", args)
+    if args.command in _CLIENT_COMMANDS:
+        return _run_client_command(args.command, args)
     handlers = {("node", "init"): _cmd_node_init, ("node", "start"): _cmd_node_start}
     handler = handlers[(args.command, str(getattr(args, "node_command", "")))]
     try:

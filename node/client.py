@@ -2,28 +2,53 @@
 
     async with Client("http://127.0.0.1:2583") as c:
         await c.create_account("alice.skyfed.test", "correct horse battery")
-        ref = await c.post("hello, network")
+        ref = await c.post("hello @bob.skyfed.test, see https://example.com #skyfed")
         await c.like(ref)
+        feed = await c.timeline()
+        ref = await c.verify_record(feed["feed"][0]["post"]["uri"])
+
+Writes go to the account's home node (the one that issued the session). Views
+(``timeline``, ``author_feed``, ``thread``, ``profile``, ``latest``, ...) return the
+JSON the node answers, shaped as the ``app.bsky`` lexicons define (FeedViewPost,
+ThreadViewPost, ProfileViewDetailed); any node can answer them, and a record read
+from a node that is not its author's home can be checked against its author's signed
+commit with :meth:`Client.verify_record`.
 
 Errors come back as :class:`XrpcError` carrying the server's ``error`` name, message
-and HTTP status. An expired access token is refreshed once, transparently.
+and HTTP status. An expired access token is refreshed once, transparently. A record
+that fails verification raises :class:`VerificationError`.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime
-from collections.abc import AsyncIterator, Mapping
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from protocol import syntax
+from protocol.car import read_car
+from protocol.cid import CID, cid_for_msgpack
+from protocol.commit import Commit
+from protocol.errors import InvalidSyntax, RemoteProtocolError, SkyfedError
 from protocol.eventstream import decode_frame
+from protocol.identity import resolve_log
+from protocol.keys import verify_key
+from protocol.mst import MST, MemoryBlockStore
+from protocol.records import detect_facets
 
-__all__ = ["Client", "RecordRef", "Session", "XrpcError"]
+__all__ = ["AtUri", "Client", "RecordRef", "Session", "VerificationError", "XrpcError"]
+
+# A CAR proof for one record is a commit, a path of MST nodes and the record:
+# far below this; the bound keeps a hostile node from feeding us gigabytes.
+_MAX_PROOF_BYTES = 8 * 1024 * 1024
 
 
-class XrpcError(Exception):
+class XrpcError(SkyfedError):
     """The server answered with an error."""
 
     def __init__(self, status: int, error: str, message: str):
@@ -31,6 +56,12 @@ class XrpcError(Exception):
         self.status = status
         self.error = error
         self.message = message
+
+
+class VerificationError(RemoteProtocolError):
+    """A record does not check out against its author's signed repository."""
+
+    error = "VerificationFailed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +73,32 @@ class RecordRef:
 
     def to_json(self) -> dict[str, str]:
         return {"uri": self.uri, "cid": self.cid}
+
+
+@dataclass(frozen=True, slots=True)
+class AtUri:
+    """``at://AUTHORITY/COLLECTION/RKEY``: a record's address (authority: DID or handle)."""
+
+    authority: str
+    collection: str
+    rkey: str
+
+    @classmethod
+    def from_str(cls, uri: str) -> AtUri:
+        """Parse a record AT-URI; raises InvalidSyntax for anything else."""
+        syntax.validate_at_uri(uri)
+        parts = uri[len("at://") :].split("/")
+        if len(parts) != 3:
+            raise InvalidSyntax(f"not a record AT-URI (needs a collection and rkey): {uri}")
+        return cls(parts[0], parts[1], parts[2])
+
+    def to_str(self) -> str:
+        return f"at://{self.authority}/{self.collection}/{self.rkey}"
+
+    @property
+    def path(self) -> str:
+        """The record's key in its repository's MST."""
+        return f"{self.collection}/{self.rkey}"
 
 
 @dataclass(slots=True)
@@ -58,7 +115,11 @@ def _now() -> str:
 
 
 class Client:
-    """One node, one (optional) logged-in account."""
+    """One node, one (optional) logged-in account.
+
+    Set :attr:`session` to resume a saved session; after any call it holds the
+    current tokens (a refresh rotates both), so save it again.
+    """
 
     def __init__(self, base_url: str, *, session: aiohttp.ClientSession | None = None):
         self.base_url = base_url.rstrip("/")
@@ -99,12 +160,23 @@ class Client:
         auth: str | None = "access",
         _retry: bool = True,
     ) -> Any:
-        """GET (no ``data``) or POST a method; returns the decoded JSON body."""
+        """GET (no ``data``) or POST a method; returns the decoded JSON body.
+
+        A parameter whose value is a list or tuple is sent repeated (``uris=a&uris=b``);
+        ``None`` values are left out.
+        """
         headers = {}
         if auth is not None and self.session is not None:
             token = self.session.access_jwt if auth == "access" else self.session.refresh_jwt
             headers["Authorization"] = f"Bearer {token}"
-        query = {k: _param(v) for k, v in (params or {}).items() if v is not None}
+        query: list[tuple[str, str]] = []
+        for k, v in (params or {}).items():
+            if v is None:
+                continue
+            if isinstance(v, list | tuple):
+                query.extend((k, _param(item)) for item in v)
+            else:
+                query.append((k, _param(v)))
         url = f"{self.base_url}/xrpc/{nsid}"
         if data is None:
             request = self.http.get(url, params=query, headers=headers)
@@ -116,7 +188,7 @@ class Client:
                 try:
                     err = decode_json(body)
                     error, message = str(err.get("error")), str(err.get("message", ""))
-                except ValueError:
+                except (ValueError, AttributeError):
                     error, message = "Error", body[:200].decode("utf-8", "replace")
                 if error == "ExpiredToken" and _retry and auth == "access" and self.session:
                     await self.refresh()
@@ -125,6 +197,20 @@ class Client:
             if resp.content_type == "application/json":
                 return decode_json(body)
             return body
+
+    async def paginate(
+        self, nsid: str, key: str, params: Mapping[str, Any] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every item under ``key`` across all pages of a cursor-paginated view."""
+        query = dict(params or {})
+        while True:
+            page = await self.call(nsid, params=query)
+            for item in page.get(key, []):
+                yield item
+            cursor = page.get("cursor")
+            if not cursor or not page.get(key) or cursor == query.get("cursor"):
+                return
+            query["cursor"] = cursor
 
     # -- accounts and sessions ---------------------------------------------------
     async def create_account(
@@ -201,46 +287,271 @@ class Client:
         )
         return out
 
+    async def get_record_by_uri(self, uri: str) -> dict[str, Any]:
+        """``{uri, cid, value}`` of the record at an AT-URI, as this node holds it."""
+        at = AtUri.from_str(uri)
+        return await self.get_record(at.authority, at.collection, at.rkey)
+
+    async def ref(self, subject: RecordRef | str) -> RecordRef:
+        """A strong reference for a record given as a RecordRef or an AT-URI (the CID
+        is looked up on this node; the URI comes back with the author's DID)."""
+        if isinstance(subject, RecordRef):
+            return subject
+        got = await self.get_record_by_uri(subject)
+        return RecordRef(got["uri"], got["cid"])
+
+    async def delete(self, uri: RecordRef | str) -> None:
+        """Delete one of this account's records (a post, like, repost, follow, block...)."""
+        at = AtUri.from_str(uri.uri if isinstance(uri, RecordRef) else uri)
+        mine = {self.did, self.session.handle if self.session else self.did}
+        if at.authority not in mine:
+            raise ValueError(f"{at.to_str()} is not a record of {self.did}")
+        await self.delete_record(at.collection, at.rkey)
+
     # -- the social verbs --------------------------------------------------------
     async def post(
         self,
         text: str,
         *,
-        reply_to: RecordRef | None = None,
+        reply_to: RecordRef | str | None = None,
         root: RecordRef | None = None,
-        quote: RecordRef | None = None,
+        quote: RecordRef | str | None = None,
         langs: list[str] | None = None,
+        facets: bool = True,
     ) -> RecordRef:
+        """Post ``text``. Links, ``@handle`` mentions that resolve here, and ``#tags``
+        become facets (UTF-8 byte offsets) unless ``facets`` is False.
+
+        ``reply_to`` and ``quote`` take a RecordRef or an AT-URI. A reply's ``root``
+        is the parent's own root when the parent is itself a reply (looked up on this
+        node); pass ``root`` to skip the look-up.
+        """
         record: dict[str, Any] = {"$type": "app.bsky.feed.post", "text": text, "createdAt": _now()}
+        if facets:
+            found = await self.detect_facets(text)
+            if found:
+                record["facets"] = found
         if reply_to is not None:
-            record["reply"] = {"root": (root or reply_to).to_json(), "parent": reply_to.to_json()}
+            parent, thread_root = await self._reply_refs(reply_to, root)
+            record["reply"] = {"root": thread_root.to_json(), "parent": parent.to_json()}
         if quote is not None:
-            record["embed"] = {"$type": "app.bsky.embed.record", "record": quote.to_json()}
+            quoted = await self.ref(quote)
+            record["embed"] = {"$type": "app.bsky.embed.record", "record": quoted.to_json()}
         if langs:
             record["langs"] = langs
         return await self.create_record("app.bsky.feed.post", record)
 
-    async def like(self, subject: RecordRef) -> RecordRef:
+    async def detect_facets(self, text: str) -> list[dict[str, Any]]:
+        """Facets for ``text``, with mentions resolved through this node."""
+        handles: list[str] = []
+
+        def collect(handle: str) -> None:
+            handles.append(handle)  # first pass: only learn which handles to resolve
+
+        detect_facets(text, collect)
+        dids: dict[str, str] = {}
+        for handle in dict.fromkeys(handles):
+            try:
+                dids[handle] = await self.resolve_handle(handle)
+            except XrpcError as e:
+                if e.status >= 500:
+                    raise
+        return detect_facets(text, dids.get)
+
+    async def _reply_refs(
+        self, reply_to: RecordRef | str, root: RecordRef | None
+    ) -> tuple[RecordRef, RecordRef]:
+        if isinstance(reply_to, RecordRef) and root is not None:
+            return reply_to, root
+        uri = reply_to.uri if isinstance(reply_to, RecordRef) else reply_to
+        try:
+            got = await self.get_record_by_uri(uri)
+        except XrpcError as e:
+            if e.error != "RecordNotFound" or not isinstance(reply_to, RecordRef):
+                raise
+            # The parent is not held here: it is the best root we know of.
+            return reply_to, root or reply_to
+        parent = RecordRef(got["uri"], got["cid"])
+        if isinstance(reply_to, RecordRef):
+            parent = reply_to
+        if root is not None:
+            return parent, root
+        reply = got.get("value", {}).get("reply")
+        thread_root = reply.get("root") if isinstance(reply, dict) else None
+        if isinstance(thread_root, dict) and {"uri", "cid"} <= thread_root.keys():
+            return parent, RecordRef(str(thread_root["uri"]), str(thread_root["cid"]))
+        return parent, parent
+
+    async def like(self, subject: RecordRef | str) -> RecordRef:
+        ref = await self.ref(subject)
         return await self.create_record(
             "app.bsky.feed.like",
-            {"$type": "app.bsky.feed.like", "subject": subject.to_json(), "createdAt": _now()},
+            {"$type": "app.bsky.feed.like", "subject": ref.to_json(), "createdAt": _now()},
         )
 
-    async def repost(self, subject: RecordRef) -> RecordRef:
+    async def repost(self, subject: RecordRef | str) -> RecordRef:
+        ref = await self.ref(subject)
         return await self.create_record(
             "app.bsky.feed.repost",
-            {"$type": "app.bsky.feed.repost", "subject": subject.to_json(), "createdAt": _now()},
+            {"$type": "app.bsky.feed.repost", "subject": ref.to_json(), "createdAt": _now()},
         )
 
     async def follow(self, did: str) -> RecordRef:
+        """Follow an account, given by DID or handle."""
         return await self.create_record(
             "app.bsky.graph.follow",
-            {"$type": "app.bsky.graph.follow", "subject": did, "createdAt": _now()},
+            {
+                "$type": "app.bsky.graph.follow",
+                "subject": await self._did(did),
+                "createdAt": _now(),
+            },
+        )
+
+    async def block(self, actor: str) -> RecordRef:
+        """Block an account, given by DID or handle: neither side sees the other's posts."""
+        return await self.create_record(
+            "app.bsky.graph.block",
+            {
+                "$type": "app.bsky.graph.block",
+                "subject": await self._did(actor),
+                "createdAt": _now(),
+            },
         )
 
     async def resolve_handle(self, handle: str) -> str:
         out = await self.call("com.atproto.identity.resolveHandle", params={"handle": handle})
         return str(out["did"])
+
+    async def _did(self, actor: str) -> str:
+        actor = actor.removeprefix("@")
+        return actor if actor.startswith("did:") else await self.resolve_handle(actor)
+
+    # -- views (app.bsky lexicon shapes) -------------------------------------------
+    async def timeline(self, *, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+        """``{feed: [FeedViewPost], cursor?}``: posts and reposts by whom you follow."""
+        return await self._view("app.bsky.feed.getTimeline", limit=limit, cursor=cursor)
+
+    async def author_feed(
+        self, actor: str, *, limit: int = 50, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """``{feed: [FeedViewPost], cursor?}``: one account's posts and reposts."""
+        return await self._view(
+            "app.bsky.feed.getAuthorFeed", actor=actor, limit=limit, cursor=cursor
+        )
+
+    async def latest(self, *, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+        """``{feed: [FeedViewPost], cursor?}``: the newest posts this node holds."""
+        return await self._view("skyfed.feed.getLatest", limit=limit, cursor=cursor)
+
+    async def thread(
+        self, uri: str, *, depth: int | None = None, parent_height: int | None = None
+    ) -> dict[str, Any]:
+        """``{thread: ThreadViewPost}``: a post, its parents and nested replies."""
+        return await self._view(
+            "app.bsky.feed.getPostThread", uri=uri, depth=depth, parentHeight=parent_height
+        )
+
+    async def posts(self, uris: Sequence[str]) -> dict[str, Any]:
+        """``{posts: [PostView]}`` for up to 25 AT-URIs (unknown ones are left out)."""
+        return await self._view("app.bsky.feed.getPosts", uris=list(uris))
+
+    async def likes(
+        self, uri: str, *, limit: int = 50, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """``{uri, likes: [{actor, createdAt, indexedAt}], cursor?}``."""
+        return await self._view("app.bsky.feed.getLikes", uri=uri, limit=limit, cursor=cursor)
+
+    async def reposted_by(
+        self, uri: str, *, limit: int = 50, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """``{uri, repostedBy: [ProfileView], cursor?}``."""
+        return await self._view("app.bsky.feed.getRepostedBy", uri=uri, limit=limit, cursor=cursor)
+
+    async def profile(self, actor: str) -> dict[str, Any]:
+        """ProfileViewDetailed of an account (DID or handle)."""
+        return await self._view("app.bsky.actor.getProfile", actor=actor)
+
+    async def profiles(self, actors: Sequence[str]) -> dict[str, Any]:
+        """``{profiles: [ProfileViewDetailed]}`` for up to 25 accounts."""
+        return await self._view("app.bsky.actor.getProfiles", actors=list(actors))
+
+    async def follows(
+        self, actor: str, *, limit: int = 50, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """``{subject, follows: [ProfileView], cursor?}``: whom ``actor`` follows."""
+        return await self._view(
+            "app.bsky.graph.getFollows", actor=actor, limit=limit, cursor=cursor
+        )
+
+    async def followers(
+        self, actor: str, *, limit: int = 50, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """``{subject, followers: [ProfileView], cursor?}``: who follows ``actor``."""
+        return await self._view(
+            "app.bsky.graph.getFollowers", actor=actor, limit=limit, cursor=cursor
+        )
+
+    async def _view(self, nsid: str, **params: Any) -> dict[str, Any]:
+        out: dict[str, Any] = await self.call(nsid, params=params)
+        return out
+
+    # -- verification --------------------------------------------------------------
+    async def verify_record(self, uri: str, *, cid: str | None = None) -> RecordRef:
+        """Check the record at ``uri`` against its author's signed commit.
+
+        Fetches the author's identity log (self-certifying: the DID is the hash of its
+        genesis op, and every later op is signed by a rotation key) and a record proof
+        (``com.atproto.sync.getRecord``: the signed commit, the MST path to the
+        record, the record block) from this node, which need not be the author's
+        home. Checks the commit is the author's and signed by their current signing
+        key, that the MST under it maps the record's path to a CID, and that the
+        record block hashes to that CID (and equals ``cid`` if given).
+
+        What it cannot tell: that this node's copy is the *newest* (a node can serve an
+        old commit, or withhold a later identity op). Returns the verified reference;
+        raises :class:`VerificationError` if anything does not check out.
+        """
+        at = AtUri.from_str(uri)
+        did = await self._did(at.authority)
+        where = f"at://{did}/{at.path}"
+        log = await self.call("skyfed.identity.getLog", params={"did": did}, auth=None)
+        try:
+            ops = [base64.b64decode(op, validate=True) for op in log["ops"]]
+            state = resolve_log(did, ops).state
+        except (SkyfedError, ValueError, TypeError, KeyError) as e:
+            raise VerificationError(f"{where}: identity log of {did} does not resolve: {e}") from e
+        if state.tombstoned:
+            raise VerificationError(f"{where}: identity {did} is tombstoned")
+        key = verify_key(state.signing_key)
+        proof = await self.call(
+            "com.atproto.sync.getRecord",
+            params={"did": did, "collection": at.collection, "rkey": at.rkey},
+            auth=None,
+        )
+        if not isinstance(proof, bytes):
+            raise VerificationError(f"{where}: the node did not answer with a block stream")
+        try:
+            roots, blocks = read_car(proof, max_total=_MAX_PROOF_BYTES)
+            commit_block = blocks.get(roots[0])
+            if commit_block is None:
+                raise VerificationError("the proof lacks its commit block")
+            commit = Commit.from_bytes(commit_block)
+            if commit.did != did:
+                raise VerificationError(f"the commit is by {commit.did}, not {did}")
+            commit.verify(key)
+            found = MST.load(MemoryBlockStore(blocks), commit.data).get(at.path)
+        except VerificationError as e:
+            raise VerificationError(f"{where}: {e.message}") from e
+        except SkyfedError as e:
+            raise VerificationError(f"{where}: {e}") from e
+        if found is None:
+            raise VerificationError(f"{where}: not in the signed repository (rev {commit.rev})")
+        record = blocks.get(found)
+        if record is None or cid_for_msgpack(record) != found:
+            raise VerificationError(f"{where}: the record block does not hash to {found}")
+        if cid is not None and CID.from_str(cid) != found:
+            raise VerificationError(f"{where}: signed CID is {found}, not {cid}")
+        return RecordRef(where, str(found))
 
     # -- the firehose ------------------------------------------------------------
     async def subscribe(
@@ -263,8 +574,6 @@ def split_frame(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def decode_json(body: bytes) -> Any:
-    import json
-
     return json.loads(body)
 
 
