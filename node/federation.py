@@ -335,11 +335,10 @@ class Federation:
 
     async def _connect(self, url: str) -> None:
         session = self.node.http_session()
-        ws = await session.ws_connect(
+        async with session.ws_connect(
             url + "/xrpc/skyfed.peer.connect", max_msg_size=MAX_FRAME, heartbeat=30
-        )
-        link = PeerLink(self, ws, outbound=True, url=url)
-        await self._serve_link(link)
+        ) as ws:
+            await self._serve_link(PeerLink(self, ws, outbound=True, url=url))
 
     async def handle_inbound(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, heartbeat=30)
@@ -352,8 +351,11 @@ class Federation:
     async def _serve_link(self, link: PeerLink) -> None:
         try:
             await asyncio.wait_for(link.handshake(), 10)
-        except (PeerError, SkyfedError, TimeoutError):
-            await link.ws.close()
+        except BaseException:
+            # Also on cancellation (shutdown mid-handshake): an unclosed WebSocket
+            # leaks its connection.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(link.ws.close())
             raise
         existing = self.links.get(link.peer_did)
         if existing is not None:
