@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import orjson
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -72,8 +73,9 @@ _POINTS = {"create": 3, "update": 2, "delete": 1}
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    # orjson: JSON encoding was a sixth of a timeline page's CPU with the stdlib.
     return web.Response(
-        body=json.dumps(data, separators=(",", ":")).encode(),
+        body=orjson.dumps(data),
         status=status,
         content_type="application/json",
         headers=headers,

@@ -13,6 +13,7 @@ Deleted records are gone from the indexes, so they are gone from every view.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -200,9 +201,8 @@ class _Read:
                 reposts[subject] = uri
         out: dict[str, dict[str, Any]] = {}
         for uri, did, cid, indexed_at, data, replies, n_reposts, n_likes, quotes in rows:
-            try:
-                record = to_json(decode(data))
-            except SkyfedError:
+            record = _record_json(cid, data)
+            if record is None:
                 continue
             author = {k: v for k, v in authors[did].items() if not k.startswith("_")}
             author["labels"] = []
@@ -538,3 +538,14 @@ def _thread_node(r: _Read, post: dict[str, Any], depth: int) -> dict[str, Any]:
         _thread_node(r, children[row[0]], depth - 1) for row in rows if row[0] in children
     ]
     return node
+
+
+@functools.lru_cache(maxsize=50_000)
+def _record_json(cid: bytes, data: bytes) -> dict[str, Any] | None:
+    """A stored record as JSON-ready values. Cached by CID: content never changes
+    under its CID. Callers must not mutate the result."""
+    try:
+        value = to_json(decode(data))
+    except SkyfedError:
+        return None
+    return value if isinstance(value, dict) else None

@@ -36,13 +36,15 @@ class CID:
     building one from bytes must cost no more than a prefix check.
     """
 
-    __slots__ = ("_raw",)
+    __slots__ = ("_raw", "_str")
     _raw: bytes
+    _str: str | None
 
     def __init__(self, codec: int, digest: bytes):
         if codec not in _CODECS or type(digest) is not bytes or len(digest) != 32:
             raise DecodeError("CID must be CIDv1, msgpack or raw codec, sha2-256")
         object.__setattr__(self, "_raw", _PREFIX[codec] + digest)
+        object.__setattr__(self, "_str", None)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("CID is immutable")
@@ -77,11 +79,17 @@ class CID:
             raise DecodeError("not a CIDv1 with msgpack or raw codec and a sha2-256 digest")
         cid = object.__new__(cls)
         object.__setattr__(cid, "_raw", data)
+        object.__setattr__(cid, "_str", None)
         return cid
 
     # -- string -----------------------------------------------------------------
     def to_str(self) -> str:
-        return "b" + base64.b32encode(self.to_bytes()).decode("ascii").rstrip("=").lower()
+        # Memoised: views print the same CIDs over and over, and base32 is slow.
+        text = self._str
+        if text is None:
+            text = "b" + base64.b32encode(self._raw).decode("ascii").rstrip("=").lower()
+            object.__setattr__(self, "_str", text)
+        return text
 
     @classmethod
     def from_str(cls, text: str) -> CID:
