@@ -16,7 +16,14 @@ from typing import Any
 from protocol.encoding import decode
 from protocol.errors import SkyfedError
 
-__all__ = ["INDEX_SCHEMA", "index_record", "normalize_time", "unindex_record"]
+__all__ = [
+    "FEED_SCHEMA",
+    "INDEX_SCHEMA",
+    "index_record",
+    "normalize_time",
+    "rebuild_feeds",
+    "unindex_record",
+]
 
 INDEX_SCHEMA = """
 CREATE TABLE posts (
@@ -90,6 +97,88 @@ CREATE TABLE actor_stats (
 """
 
 
+# Timelines are written at index time (fan-out on write) for the accounts hosted
+# here: reading one is then a single index range, not a sort over every post of
+# every followed account. ``source`` is the record that put the item there (the post
+# itself, or a repost of it); ``actor`` is who made that record.
+FEED_SCHEMA = """
+CREATE TABLE feed_items (
+    viewer TEXT NOT NULL,
+    sort_at TEXT NOT NULL,
+    source TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    reposted_at TEXT,
+    PRIMARY KEY (viewer, sort_at, source)
+) WITHOUT ROWID;
+CREATE INDEX feed_items_source ON feed_items (source);
+CREATE INDEX feed_items_actor ON feed_items (viewer, actor);
+"""
+
+#: Posts and reposts copied into a timeline when its owner follows someone.
+BACKFILL = 100
+
+
+def _fan_out(
+    conn: sqlite3.Connection,
+    actor: str,
+    sort_at: str,
+    source: str,
+    subject: str,
+    reposted_at: str | None,
+) -> None:
+    """Put an item in the timeline of every hosted account that follows ``actor``
+    (and in the actor's own, if hosted here)."""
+    conn.execute(
+        "INSERT OR IGNORE INTO feed_items"
+        " SELECT f.did, ?, ?, ?, ?, ? FROM follows f JOIN accounts a ON a.did = f.did"
+        " WHERE f.subject = ?"
+        " UNION SELECT did, ?, ?, ?, ?, ? FROM accounts WHERE did = ?",
+        (
+            sort_at,
+            source,
+            subject,
+            actor,
+            reposted_at,
+            actor,
+            sort_at,
+            source,
+            subject,
+            actor,
+            reposted_at,
+            actor,
+        ),
+    )
+
+
+def _backfill(conn: sqlite3.Connection, viewer: str, actor: str) -> None:
+    """``viewer`` (hosted here) now follows ``actor``: copy actor's recent items in."""
+    if conn.execute("SELECT 1 FROM accounts WHERE did = ?", (viewer,)).fetchone() is None:
+        return
+    conn.execute(
+        "INSERT OR IGNORE INTO feed_items SELECT ?, sort_at, uri, uri, did, NULL FROM"
+        " (SELECT sort_at, uri, did FROM posts WHERE did = ? ORDER BY sort_at DESC LIMIT ?)",
+        (viewer, actor, BACKFILL),
+    )
+    conn.execute(
+        "INSERT OR IGNORE INTO feed_items SELECT ?, sort_at, uri, subject, did, indexed_at FROM"
+        " (SELECT sort_at, uri, subject, did, indexed_at FROM reposts WHERE did = ?"
+        " ORDER BY sort_at DESC LIMIT ?)",
+        (viewer, actor, BACKFILL),
+    )
+
+
+def rebuild_feeds(conn: sqlite3.Connection) -> None:
+    """Build every hosted account's timeline from the indexes (after an upgrade)."""
+    conn.execute("DELETE FROM feed_items")
+    viewers = [r[0] for r in conn.execute("SELECT did FROM accounts").fetchall()]
+    for viewer in viewers:
+        _backfill(conn, viewer, viewer)
+        follows = conn.execute("SELECT subject FROM follows WHERE did = ?", (viewer,))
+        for (subject,) in follows.fetchall():
+            _backfill(conn, viewer, subject)
+
+
 def normalize_time(value: Any) -> str | None:
     """An atproto datetime as UTC with milliseconds and a Z, so strings sort in time
     order; None if it does not parse."""
@@ -125,6 +214,7 @@ def unindex_record(conn: sqlite3.Connection, did: str, collection: str, rkey: st
         row = conn.execute("SELECT reply_parent, quote FROM posts WHERE uri = ?", (uri,)).fetchone()
         if row is not None:
             conn.execute("DELETE FROM posts WHERE uri = ?", (uri,))
+            conn.execute("DELETE FROM feed_items WHERE source = ?", (uri,))
             _bump(conn, "actor_stats", "did", did, "posts", -1)
             if row[0]:
                 _bump(conn, "post_stats", "uri", row[0], "replies", -1)
@@ -139,11 +229,13 @@ def unindex_record(conn: sqlite3.Connection, did: str, collection: str, rkey: st
         row = conn.execute("SELECT subject FROM reposts WHERE uri = ?", (uri,)).fetchone()
         if row is not None:
             conn.execute("DELETE FROM reposts WHERE uri = ?", (uri,))
+            conn.execute("DELETE FROM feed_items WHERE source = ?", (uri,))
             _bump(conn, "post_stats", "uri", row[0], "reposts", -1)
     elif collection == "app.bsky.graph.follow":
         row = conn.execute("SELECT subject FROM follows WHERE uri = ?", (uri,)).fetchone()
         if row is not None:
             conn.execute("DELETE FROM follows WHERE uri = ?", (uri,))
+            conn.execute("DELETE FROM feed_items WHERE viewer = ? AND actor = ?", (did, row[0]))
             _bump(conn, "actor_stats", "did", did, "follows", -1)
             _bump(conn, "actor_stats", "did", row[0], "followers", -1)
     elif collection == "app.bsky.graph.block":
@@ -190,6 +282,7 @@ def index_record(
             (uri, did, cid, created, indexed_at, sort_at, root, parent, quote),
         )
         _bump(conn, "actor_stats", "did", did, "posts", 1)
+        _fan_out(conn, did, sort_at, uri, uri, None)
         if parent:
             _bump(conn, "post_stats", "uri", parent, "replies", 1)
         if quote:
@@ -210,6 +303,7 @@ def index_record(
                 (uri, did, subject, created, indexed_at, sort_at),
             )
             _bump(conn, "post_stats", "uri", subject, "reposts", 1)
+            _fan_out(conn, did, sort_at, uri, subject, indexed_at)
     elif collection in ("app.bsky.graph.follow", "app.bsky.graph.block"):
         target = value.get("subject")
         if not isinstance(target, str) or not target.startswith("did:") or len(target) > 2048:
@@ -220,6 +314,7 @@ def index_record(
             )
             _bump(conn, "actor_stats", "did", did, "follows", 1)
             _bump(conn, "actor_stats", "did", target, "followers", 1)
+            _backfill(conn, did, target)
         else:
             conn.execute("INSERT OR REPLACE INTO graph_blocks VALUES (?, ?, ?)", (uri, did, target))
     elif collection == "app.bsky.actor.profile" and rkey == "self":

@@ -34,7 +34,7 @@ from protocol.eventstream import encode_frame
 from protocol.ingest import HeadState
 
 from .auth import SessionRow
-from .index import INDEX_SCHEMA, index_record, unindex_record
+from .index import FEED_SCHEMA, INDEX_SCHEMA, index_record, rebuild_feeds, unindex_record
 
 __all__ = [
     "AccountRow",
@@ -136,6 +136,7 @@ _MIGRATIONS: list[str] = [
     """,
 ]
 _MIGRATIONS.append(INDEX_SCHEMA)  # v2: the app.bsky indexes (node/index.py)
+_MIGRATIONS.append(FEED_SCHEMA)  # v3: timelines written at index time
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -335,6 +336,8 @@ class SqliteStorage:
                         conn.execute(statement)
                 if i + 1 == 2:
                     _reindex(conn)
+                if i + 1 == 3:
+                    rebuild_feeds(conn)
                 conn.execute(f"PRAGMA user_version={i + 1}")
                 conn.execute("COMMIT")
         finally:

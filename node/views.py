@@ -346,13 +346,23 @@ class Views:
         at, after = _cursor(cursor)
 
         def q(r: _Read) -> dict[str, Any]:
-            follows = [
-                row[0]
-                for row in r.conn.execute("SELECT subject FROM follows WHERE did = ?", (viewer,))
+            # Written at index time (node/index.py), so one range of one index.
+            rows = r.conn.execute(
+                "SELECT subject, sort_at, actor, reposted_at, source FROM feed_items"
+                " WHERE viewer = ? AND (sort_at, source) < (?, ?)"
+                " ORDER BY sort_at DESC, source DESC LIMIT ?",
+                (viewer, at, after or "\uffff", limit),
+            ).fetchall()
+            hidden = r.hidden()
+            items = [
+                (subject, sort_at, actor if reposted_at is not None else None, reposted_at)
+                for subject, sort_at, actor, reposted_at, _ in rows
+                if actor not in hidden
             ]
-            authors = [d for d in dict.fromkeys([viewer, *follows]) if d not in r.hidden()]
-            rows = _posts_and_reposts(r.conn, authors, at, after, limit)
-            return _page(r.feed(rows), rows, limit)
+            out: dict[str, Any] = {"feed": r.feed(items)}
+            if len(rows) == limit:
+                out["cursor"] = f"{rows[-1][1]}::{rows[-1][4]}"
+            return out
 
         result: dict[str, Any] = await self._run(viewer, q)
         return result

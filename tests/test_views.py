@@ -193,3 +193,34 @@ async def test_pagination_and_quotes(people: tuple[Client, Client, Client]) -> N
     assert quoted["$type"] == "app.bsky.embed.record#view"
     assert quoted["record"]["uri"] == refs[0].uri
     assert got["posts"][1]["quoteCount"] == 1
+
+
+async def test_timelines_rebuilt_from_indexes_match(
+    node: Node, people: tuple[Client, Client, Client]
+) -> None:
+    from node.index import rebuild_feeds
+
+    alice, bob, carol = people
+    await bob.follow(alice.did)
+    await bob.follow(carol.did)
+    first = await alice.post("one")
+    await carol.post("two")
+    await carol.repost(first)
+    await bob.post("mine")
+    before = await bob.call("app.bsky.feed.getTimeline")
+    await node.storage.write(rebuild_feeds)
+    after = await bob.call("app.bsky.feed.getTimeline")
+    assert [i["post"]["uri"] for i in after["feed"]] == [i["post"]["uri"] for i in before["feed"]]
+    assert len(after["feed"]) == 4
+    # Unfollowing takes carol's posts and reposts out again.
+    follows = await bob.call("app.bsky.graph.getFollows", params={"actor": bob.did})
+    carol_follow = next(
+        f["viewer"]["following"] for f in follows["follows"] if f["did"] == carol.did
+    )
+    await bob.delete_record("app.bsky.graph.follow", carol_follow.rsplit("/", 1)[1])
+    texts_left = [
+        i["post"]["record"]["text"]
+        for i in (await bob.call("app.bsky.feed.getTimeline"))["feed"]
+        if "reason" not in i
+    ]
+    assert texts_left == ["mine", "one"]
