@@ -1270,6 +1270,10 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+async def _close_streams(app: web.Application) -> None:
+    await app[NODE_KEY].firehose.close_all()
+
+
 def make_app(node: Node) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=node.config.max_body)
     app[NODE_KEY] = node
@@ -1277,4 +1281,5 @@ def make_app(node: Node) -> web.Application:
     add_web_routes(app, node.views)
     app.router.add_get("/metrics", metrics)
     app.cleanup_ctx.append(_background)
+    app.on_shutdown.append(_close_streams)
     return app

@@ -68,6 +68,7 @@ class Firehose:
         self.buffer_limit = buffer_limit
         self.last_seq = 0
         self._subscribers: set[_Subscriber] = set()
+        self._sockets: set[web.WebSocketResponse] = set()
         self.dropped_slow = 0
 
     async def start(self) -> None:
@@ -106,14 +107,22 @@ class Firehose:
         ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1024, compress=False)
         await ws.prepare(request)
         transport = request.transport
+        self._sockets.add(ws)
         try:
             if transport is not None:
                 await self._stream(ws, transport, cursor)
         except ConnectionError:
             pass  # the subscriber went away mid-send: an ordinary disconnect
         finally:
+            self._sockets.discard(ws)
             await ws.close()
         return ws
+
+    async def close_all(self) -> None:
+        """Close every subscriber (node shutdown): without this, the server would
+        wait for each stream to end on its own."""
+        for ws in list(self._sockets):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"node shutting down")
 
     async def _stream(
         self, ws: web.WebSocketResponse, transport: asyncio.Transport, cursor: int | None
