@@ -85,18 +85,6 @@ def _str_field(data: Mapping[str, Value], name: str, *, nullable: bool = False) 
     return raw
 
 
-def _check_keys(data: Value, required: set[str], optional: set[str], what: str) -> dict[str, Value]:
-    if type(data) is not dict:
-        raise DecodeError(f"{what} must be a map")
-    keys = set(data)
-    if not required <= keys or not keys <= required | optional:
-        raise DecodeError(
-            f"{what} must have fields {sorted(required)} (optional {sorted(optional)}),"
-            f" got {sorted(keys)}"
-        )
-    return data
-
-
 @dataclass(frozen=True, slots=True)
 class Commit:
     """A signed repository commit."""
