@@ -40,6 +40,7 @@ from protocol.errors import RemoteProtocolError, RepoError, SkyfedError
 from protocol.identity import did_document, resolve_log
 from protocol.jsondata import from_json, to_json
 from protocol.keys import SigningKey
+from protocol.labels import Label
 from protocol.mst import MST
 from protocol.repo import Repo, Write
 from protocol.syntax import (
@@ -54,10 +55,10 @@ from protocol.syntax import (
 
 from .auth import Authenticator, hash_password, parse_bearer, verify_password
 from .config import NodeConfig, NodeSecrets, load_or_create_secrets
-from .federation import Federation
+from .federation import Federation, label_row
 from .firehose import Firehose
 from .ratelimit import RequestLimiter, WriteLimiter, client_key
-from .repos import RepoManager
+from .repos import RepoManager, iso_now
 from .storage import SqliteSessionStore, SqliteStorage
 from .views import Views
 from .web import add_web_routes
@@ -1158,6 +1159,79 @@ async def get_followers(request: web.Request) -> web.Response:
     return await _follow_list(request, followers=True)
 
 
+# -- labels --------------------------------------------------------------------------
+
+_MAX_CREATE_LABELS = 100
+_MAX_LABEL_PATTERNS = 64
+
+
+async def create_labels(request: web.Request) -> web.Response:
+    """skyfed.label.createLabels: the authenticated account labels subjects, as a
+    labeler; the node signs with the account's key and gossips the labels."""
+    node = request.app[NODE_KEY]
+    p = await node.principal(request)
+    body = await _body(request)
+    specs = body.get("labels")
+    if not isinstance(specs, list) or not specs:
+        raise _bad("labels must be a non-empty array")
+    if len(specs) > _MAX_CREATE_LABELS:
+        raise _bad(f"labels: at most {_MAX_CREATE_LABELS} per request")
+    _, key = await node.local_account(p.did)
+    cts = iso_now()
+    labels = []
+    for spec in specs:
+        if not isinstance(spec, dict) or not set(spec) <= {"uri", "cid", "val", "neg", "exp"}:
+            raise _bad("each label is {uri, cid?, val, neg?, exp?}")
+        neg = spec.get("neg", False)
+        if not isinstance(neg, bool):
+            raise _bad("neg must be a boolean")
+        uri, val = _b_str(spec, "uri"), _b_str(spec, "val")
+        assert uri is not None
+        assert val is not None
+        label = Label(
+            src=p.did,
+            uri=uri,
+            cid=_b_str(spec, "cid", required=False),
+            val=val,
+            neg=neg,
+            cts=cts,
+            exp=_b_str(spec, "exp", required=False),
+        )
+        labels.append(label.sign(key))
+    state = node.write_limits.check_and_consume(p.did, len(labels))
+    await node.storage.put_labels([label_row(label) for label in labels])
+    for label in labels:
+        node.federation.publish_label(label)
+    return _json({"labels": [label.to_json() for label in labels]}, headers=state.headers())
+
+
+async def query_labels(request: web.Request) -> web.Response:
+    """com.atproto.label.queryLabels: labels on subjects matching any of uriPatterns
+    (a trailing ``*`` is a prefix match), optionally only from some labelers."""
+    node = request.app[NODE_KEY]
+    patterns = _q_list(request, "uriPatterns", _MAX_LABEL_PATTERNS)
+    for pattern in patterns:
+        if not pattern or len(pattern) > 8192 or "*" in pattern[:-1]:
+            raise _bad("a uriPattern is a URI, or a prefix ending in one '*'")
+    sources = request.query.getall("sources", [])
+    if len(sources) > _MAX_LABEL_PATTERNS:
+        raise _bad(f"sources: at most {_MAX_LABEL_PATTERNS} values")
+    for source in sources:
+        validate_did(source)
+    limit = _q_int(request, "limit", 50, 1, 250)
+    raw_cursor = _q_str(request, "cursor", required=False)
+    cursor = None
+    if raw_cursor is not None:
+        if not raw_cursor.isdigit() or len(raw_cursor) > 19:
+            raise _bad("cursor is not one this node gave")
+        cursor = int(raw_cursor)
+    rows = await node.storage.query_labels(patterns, sources, limit, cursor)
+    out: dict[str, Any] = {"labels": [Label.from_bytes(data).to_json() for _, data in rows]}
+    if len(rows) == limit:
+        out["cursor"] = str(rows[-1][0])
+    return _json(out)
+
+
 async def health(request: web.Request) -> web.Response:
     return _json({"version": VERSION})
 
@@ -1218,6 +1292,8 @@ _ROUTES: dict[str, tuple[str, Handler]] = {
     "com.atproto.sync.subscribeRepos": ("GET", subscribe_repos),
     "com.atproto.identity.resolveHandle": ("GET", resolve_handle),
     "skyfed.identity.getLog": ("GET", get_identity_log),
+    "com.atproto.label.queryLabels": ("GET", query_labels),
+    "skyfed.label.createLabels": ("POST", create_labels),
     "app.bsky.feed.getTimeline": ("GET", get_timeline),
     "app.bsky.feed.getAuthorFeed": ("GET", get_author_feed),
     "app.bsky.feed.getPostThread": ("GET", get_post_thread),

@@ -5,8 +5,10 @@ config and ``--peer``, and ones it hears about); each link starts with a signed
 handshake naming both node keys. What is new (a local commit, or one that arrived and
 verified) is pushed eagerly along a Plumtree spanning tree and announced lazily to
 the other peers; anything missed (a dropped link, a restart, a partition) is found by
-negentropy over the *heads* of state (one item per repo head and per identity-log
-head) on connect and periodically, and fetched.
+negentropy over the *heads* of state (one item per repo head, per identity-log head
+and per labeler's label set) on connect and periodically, and fetched. Labels travel
+the same ways as commits: pushed one by one, and fetched per labeler (``getlabels``)
+when reconciliation finds that a label set differs.
 
 Everything that arrives goes through :mod:`protocol.ingest`: signature by the DID's
 current key, rev bounds, ``since``/``prevData`` continuity, the deterministic head
@@ -37,14 +39,16 @@ from protocol.commit import Commit, CommitEvent
 from protocol.encoding import encode
 from protocol.errors import DecodeError, SkyfedError
 from protocol.eventstream import encode_frame
-from protocol.heads import identity_item, repo_item
+from protocol.heads import identity_item, labels_item, repo_item
 from protocol.identity import resolve_log
 from protocol.ingest import HeadState, Verdict, head_wins, judge_event, judge_snapshot
-from protocol.keys import verify_key
+from protocol.keys import VerifyKey, verify_key
+from protocol.labels import Label
 from protocol.mst import MST, MissingBlock
 from protocol.negentropy import Negentropy, NegentropyStorageVector
 from protocol.peerwire import (
     MAX_FRAME,
+    MAX_LABELS_PER_ANSWER,
     PROTOCOL_VERSION,
     auth_payload,
     decode_message,
@@ -53,12 +57,12 @@ from protocol.peerwire import (
 from protocol.plumtree import Deliver, Plumtree, SendGraft, SendIHave, SendPrune, SendPush
 
 from .repos import iso_now
-from .storage import CommitBatch
+from .storage import CommitBatch, LabelRow
 
 if TYPE_CHECKING:
     from .app import Node
 
-__all__ = ["Federation", "PeerLink"]
+__all__ = ["Federation", "PeerLink", "label_row"]
 
 log = logging.getLogger("skyfed.federation")
 
@@ -71,6 +75,8 @@ _CUTOFF_SCORE = -50
 _MAX_ITEMS = 4096
 _PENDING_PER_REPO = 64
 _PENDING_REPOS = 4096
+#: Bytes of label encodings in one ``labels`` answer: the rest of a frame is headroom.
+_LABELS_ANSWER_BYTES = MAX_FRAME - 512 * 1024
 
 
 class PeerError(Exception):
@@ -270,8 +276,9 @@ class Federation:
         self._pending: OrderedDict[str, dict[str, CommitEvent]] = OrderedDict()
         self._wanted: dict[str, str] = {}
         self._item_cache: (
-            tuple[int, NegentropyStorageVector, dict[bytes, dict[str, Any]]] | None
+            tuple[tuple[int, int], NegentropyStorageVector, dict[bytes, dict[str, Any]]] | None
         ) = None
+        self._label_fetches: set[str] = set()
         self._sids = itertools.count(1)
         self._neg_replies: dict[tuple[str, int], asyncio.Queue[bytes]] = {}
         self.bytes_in = 0
@@ -459,10 +466,18 @@ class Federation:
         payload = _pack_payload("identity", encode({"did": did, "ops": list(ops)}))
         self._run_actions(self.plumtree.broadcast(head.to_bytes(), payload, time.monotonic()))
 
+    def publish_label(self, label: Label) -> None:
+        """A label this node made is durable: spread it."""
+        msg_id = label.label_cid.to_bytes()
+        if self.plumtree.has_seen(msg_id):
+            return
+        payload = _pack_payload("label", label.to_bytes())
+        self._run_actions(self.plumtree.broadcast(msg_id, payload, time.monotonic()))
+
     def answer(self, link: PeerLink, msg: dict[str, Any]) -> bool:
         """Handle replies inline (they resolve a waiting request); True if handled."""
         t = msg["t"]
-        if t in ("repo", "ident", "error") or (t == "heads" and msg["rid"] is not None):
+        if t in ("repo", "ident", "labels", "error") or (t == "heads" and msg["rid"] is not None):
             fut = link.pending.get(msg["rid"]) if msg["rid"] is not None else None
             if fut is not None and not fut.done():
                 fut.set_result(msg)
@@ -511,6 +526,8 @@ class Federation:
         elif t == "getident":
             ops = await self.node.storage.identity_ops(msg["did"])
             link.send("ident", rid=msg["rid"], did=msg["did"], ops=ops)
+        elif t == "getlabels":
+            self._spawn(self._serve_labels(link, msg["rid"], msg["src"]))
         elif t == "peers":
             for url in msg["urls"][:32]:
                 url = url.rstrip("/")
@@ -546,6 +563,11 @@ class Federation:
                 if event.commit.to_bytes() != msg_id:
                     raise DecodeError("push id is not the commit's CID")
                 await self.ingest_event(event, link)
+            elif kind == "label":
+                label = Label.from_bytes(data)
+                if label.label_cid.to_bytes() != msg_id:
+                    raise DecodeError("push id is not the label's CID")
+                await self.ingest_labels([label], link)
             else:
                 did, ops = _decode_identity(data)
                 if msg_id not in {cid_for_msgpack(op).to_bytes() for op in ops}:
@@ -570,6 +592,31 @@ class Federation:
         if ident is None:
             raise PeerError(f"no identity known for {did}")
         return ident[1]
+
+    async def ingest_labels(self, labels: Sequence[Label], link: PeerLink | None) -> int:
+        """Check each label's signature by its labeler's current signing key (the
+        labeler's identity is fetched from ``link`` if unknown) and store them.
+        Raises on the first that does not verify, storing none. Returns how many
+        were new."""
+        keys: dict[str, VerifyKey] = {}
+        for label in labels:
+            if label.src not in keys:
+                keys[label.src] = verify_key(await self._signing_key(label.src, link))
+
+        def check() -> list[LabelRow]:
+            # Thousands of ed25519 verifies are too long for the event loop.
+            rows: list[LabelRow] = []
+            for label in labels:
+                label.verify(keys[label.src])
+                rows.append(label_row(label))
+            return rows
+
+        rows = await asyncio.to_thread(check)
+        if not rows:
+            return 0
+        added = await self.node.storage.put_labels(rows)
+        self.ingested += added
+        return added
 
     async def ingest_event(self, event: CommitEvent, link: PeerLink | None) -> Verdict:
         """Judge and store a commit event from a peer."""
@@ -845,7 +892,7 @@ class Federation:
     async def _items(self) -> tuple[NegentropyStorageVector, dict[bytes, dict[str, Any]]]:
         """The negentropy set over every head held, built on a reader thread and
         reused until the firehose moves (any new head or identity bumps its seq)."""
-        version = self.node.firehose.last_seq
+        version = (self.node.firehose.last_seq, self.node.storage.label_version)
         if self._item_cache is not None and self._item_cache[0] == version:
             return self._item_cache[1], self._item_cache[2]
 
@@ -863,6 +910,10 @@ class Federation:
                 ts, item_id = identity_item(did, CID.from_bytes(head_raw))
                 vec.insert(ts, item_id)
                 described[item_id] = {"kind": "identity", "did": did, "head": head_raw}
+            for src, digest in conn.execute("SELECT src, digest FROM label_sets"):
+                ts, item_id = labels_item(src, digest)
+                vec.insert(ts, item_id)
+                described[item_id] = {"kind": "labels", "src": src, "digest": digest}
             vec.seal()
             return vec, described
 
@@ -950,6 +1001,11 @@ class Federation:
         for item in items:
             if not isinstance(item, dict):
                 continue
+            if item.get("kind") == "labels":
+                src, digest = item.get("src"), item.get("digest")
+                if isinstance(src, str) and isinstance(digest, bytes):
+                    await self._consider_labels(link, src, digest)
+                continue
             kind, did = item.get("kind"), item.get("did")
             if not isinstance(did, str):
                 continue
@@ -977,6 +1033,53 @@ class Federation:
                     finally:
                         self._resyncing.discard(did)
 
+    async def _consider_labels(self, link: PeerLink, src: str, digest: bytes) -> None:
+        """The peer's label set from ``src`` differs from ours: fetch it and keep the
+        labels we lack. Label sets only grow (a retraction is one more label), so
+        both sides fetching from each other converge on the union."""
+        if src in self._label_fetches or await self.node.storage.label_digest(src) == digest:
+            return
+        self._label_fetches.add(src)
+        try:
+            reply = await link.request("getlabels", src=src)
+            if reply["t"] != "labels":
+                return
+            held = await self.node.storage.label_cids(src)
+            fresh: list[Label] = []
+            for data in reply["labels"]:
+                if cid_for_msgpack(data).to_bytes() in held:
+                    continue
+                label = Label.from_bytes(data)
+                if label.src != src:
+                    raise DecodeError(f"getlabels for {src} answered with a label from {label.src}")
+                fresh.append(label)
+            await self.ingest_labels(fresh, link)
+        except SkyfedError as e:
+            self.rejected += 1
+            self.penalize(link, _FORGERY_PENALTY, f"bad labels from {src}: {e}")
+        except (PeerError, TimeoutError) as e:
+            log.info("fetching labels of %s from %s failed: %s", src, link.peer_did, e)
+        finally:
+            self._label_fetches.discard(src)
+
+    async def _serve_labels(self, link: PeerLink, rid: int, src: str) -> None:
+        found = await self.node.storage.labels_for(src, MAX_LABELS_PER_ANSWER)
+        out: list[bytes] = []
+        size = 0
+        for data in found:
+            size += len(data) + 3  # msgpack bin header
+            if size > _LABELS_ANSWER_BYTES:
+                break
+            out.append(data)
+        link.send("labels", rid=rid, src=src, labels=out)
+
+
+def label_row(label: Label) -> LabelRow:
+    """What storage keeps of a (verified) label."""
+    data = label.to_bytes()
+    cid = cid_for_msgpack(data)
+    return (cid, data, label.src, label.uri, label.val, label.neg, label.cts, label.exp)
+
 
 class _Overlay:
     def __init__(self, blocks: dict[CID, bytes], base: Any):
@@ -988,12 +1091,16 @@ class _Overlay:
         return block if block is not None else self.base.get_block(cid)
 
 
+_PAYLOAD_TAGS = {"commit": b"c", "identity": b"i", "label": b"l"}
+_PAYLOAD_KINDS = {tag: kind for kind, tag in _PAYLOAD_TAGS.items()}
+
+
 def _pack_payload(kind: str, data: bytes) -> bytes:
-    return (b"c" if kind == "commit" else b"i") + data
+    return _PAYLOAD_TAGS[kind] + data
 
 
 def _unpack_payload(payload: bytes) -> tuple[str, bytes]:
-    return ("commit" if payload[:1] == b"c" else "identity"), payload[1:]
+    return _PAYLOAD_KINDS[payload[:1]], payload[1:]
 
 
 def _decode_identity(data: bytes) -> tuple[str, list[bytes]]:

@@ -31,6 +31,7 @@ from typing import Any, Protocol, TypeVar
 from protocol.cid import CID
 from protocol.encoding import Value
 from protocol.eventstream import encode_frame
+from protocol.heads import label_set_digest
 from protocol.ingest import HeadState
 
 from .auth import SessionRow
@@ -39,6 +40,7 @@ from .index import FEED_SCHEMA, INDEX_SCHEMA, index_record, rebuild_feeds, unind
 __all__ = [
     "AccountRow",
     "CommitBatch",
+    "LabelRow",
     "RecordRow",
     "RepoHead",
     "SqliteSessionStore",
@@ -137,6 +139,27 @@ _MIGRATIONS: list[str] = [
 ]
 _MIGRATIONS.append(INDEX_SCHEMA)  # v2: the app.bsky indexes (node/index.py)
 _MIGRATIONS.append(FEED_SCHEMA)  # v3: timelines written at index time
+_MIGRATIONS.append(  # v4: labels, and one digest per labeler for reconciliation
+    """
+    CREATE TABLE labels (
+        cid BLOB PRIMARY KEY,
+        src TEXT NOT NULL,
+        uri TEXT NOT NULL,
+        val TEXT NOT NULL,
+        neg INTEGER NOT NULL,
+        cts TEXT NOT NULL,
+        exp TEXT,
+        data BLOB NOT NULL
+    );
+    CREATE INDEX labels_uri ON labels (uri);
+    CREATE INDEX labels_src ON labels (src);
+    CREATE TABLE label_sets (
+        src TEXT PRIMARY KEY,
+        digest BLOB NOT NULL,
+        count INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """
+)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -194,6 +217,11 @@ class CommitBatch:
     local: bool = True
     #: When this node indexed the commit (views' indexedAt).
     indexed_at: str = ""
+
+
+#: One label to store: its CID, its encoding, and the fields it is queried by
+#: (src, uri, val, neg, cts, exp).
+LabelRow = tuple[CID, bytes, str, str, str, bool, str, str | None]
 
 
 class HeadMoved(Exception):
@@ -299,6 +327,8 @@ class SqliteStorage:
         #: Called on the event loop after each durable group, with (seq, frame) pairs.
         self.on_events: Callable[[list[tuple[int, bytes]]], None] | None = None
         self.group_sizes: list[int] = []
+        #: Bumped whenever labels are stored (reconciliation rebuilds its items).
+        self.label_version = 0
 
     # -- life cycle --------------------------------------------------------------
     async def open(self) -> None:
@@ -616,6 +646,105 @@ class SqliteStorage:
                 (limit,),
             ).fetchall()
             return [(d, s, CID.from_bytes(k), CID.from_bytes(x), t) for d, s, k, x, t in rows]
+
+        return await self.read(q)
+
+    # -- labels ------------------------------------------------------------------
+    async def put_labels(self, labels: Sequence[LabelRow]) -> int:
+        """Store labels (ones already held are ignored) and recompute the digest of
+        every labeler touched, in one transaction. Returns how many were new."""
+
+        def w(conn: sqlite3.Connection) -> int:
+            added = 0
+            touched: set[str] = set()
+            for cid, data, src, uri, val, neg, cts, exp in labels:
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (cid.to_bytes(), src, uri, val, int(neg), cts, exp, data),
+                )
+                if cur.rowcount:
+                    added += 1
+                    touched.add(src)
+            for src in touched:
+                rows = conn.execute("SELECT cid FROM labels WHERE src = ?", (src,)).fetchall()
+                digest = label_set_digest(CID.from_bytes(r[0]) for r in rows)
+                conn.execute(
+                    "INSERT OR REPLACE INTO label_sets VALUES (?, ?, ?)", (src, digest, len(rows))
+                )
+            return added
+
+        added = await self.write(w)
+        if added:
+            self.label_version += 1
+        return added
+
+    async def label_cids(self, src: str) -> set[bytes]:
+        """The binary CIDs of every label held from ``src``."""
+
+        def q(conn: sqlite3.Connection) -> set[bytes]:
+            return {r[0] for r in conn.execute("SELECT cid FROM labels WHERE src = ?", (src,))}
+
+        return await self.read(q)
+
+    async def label_digest(self, src: str) -> bytes | None:
+        """The digest of ``src``'s label set (protocol.heads), None if none is held."""
+
+        def q(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute("SELECT digest FROM label_sets WHERE src = ?", (src,)).fetchone()
+            return None if row is None else bytes(row[0])
+
+        return await self.read(q)
+
+    async def labels_for(self, src: str, limit: int = 10_000) -> list[bytes]:
+        """The encodings of ``src``'s labels, in CID order, at most ``limit``."""
+
+        def q(conn: sqlite3.Connection) -> list[bytes]:
+            rows = conn.execute(
+                "SELECT data FROM labels WHERE src = ? ORDER BY cid LIMIT ?", (src, limit)
+            ).fetchall()
+            return [r[0] for r in rows]
+
+        return await self.read(q)
+
+    async def query_labels(
+        self,
+        uri_patterns: Sequence[str],
+        sources: Sequence[str],
+        limit: int,
+        cursor: int | None,
+    ) -> list[tuple[int, bytes]]:
+        """(cursor, encoding) of the labels on subjects matching any pattern (a
+        trailing ``*`` is a prefix match; a lone ``*`` matches all), from any of
+        ``sources`` (all when empty), in storage order after ``cursor``."""
+
+        def q(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
+            clauses: list[str] = []
+            args: list[Any] = []
+            for pattern in uri_patterns:
+                if pattern.endswith("*"):
+                    # Not LIKE: it folds ASCII case, and subjects are case-sensitive.
+                    prefix = pattern[:-1]
+                    clauses.append("substr(uri, 1, ?) = ?")
+                    args += [len(prefix), prefix]
+                else:
+                    clauses.append("uri = ?")
+                    args.append(pattern)
+            sql = "SELECT rowid, data FROM labels WHERE (" + " OR ".join(clauses) + ")"
+            if sources:
+                sql += " AND src IN (" + ",".join("?" * len(sources)) + ")"
+                args.extend(sources)
+            if cursor is not None:
+                sql += " AND rowid > ?"
+                args.append(cursor)
+            sql += " ORDER BY rowid LIMIT ?"
+            args.append(limit)
+            return conn.execute(sql, args).fetchall()
+
+        return await self.read(q)
+
+    async def label_sets(self) -> list[tuple[str, bytes]]:
+        def q(conn: sqlite3.Connection) -> list[tuple[str, bytes]]:
+            return conn.execute("SELECT src, digest FROM label_sets").fetchall()
 
         return await self.read(q)
 

@@ -14,18 +14,22 @@ Types (fields besides ``t``):
   (its public URL or null), ``challenge`` (32 bytes), ``caps`` (list of strings),
   ``share`` (bool: may the receiver tell others about this node).
 - ``auth``: ``sig`` (64 bytes).
-- ``push``: ``id`` (bytes <= 64), ``kind`` ("commit" | "identity"), ``data`` (bytes),
-  ``round`` (int): eager push of a new item (a commit event or an identity log).
+- ``push``: ``id`` (bytes <= 64), ``kind`` ("commit" | "identity" | "label"), ``data``
+  (bytes), ``round`` (int): eager push of a new item (a commit event, an identity log
+  or one label).
 - ``ihave``: ``ids`` (list of bytes), ``round``: lazy announcement.
 - ``graft``: ``ids``: "send me these, and push to me eagerly from now on".
 - ``prune``: "stop pushing to me eagerly".
 - ``neg``: ``sid`` (int), ``msg`` (bytes): one negentropy message of session ``sid``.
 - ``whatis``: ``rid`` (int), ``ids``: "describe these negentropy items".
 - ``heads``: ``rid`` (int or null when unsolicited), ``items``: list of
-  ``{kind: "repo", did, head: CID bytes, rev}`` or ``{kind: "identity", did, head}``.
+  ``{kind: "repo", did, head: CID bytes, rev}``, ``{kind: "identity", did, head}`` or
+  ``{kind: "labels", src, digest: 32 bytes}``.
 - ``getrepo``: ``rid``, ``did``, ``since`` (rev or null) -> ``repo``: ``rid``, ``did``,
   ``car`` (bytes: a block stream) | ``error``.
 - ``getident``: ``rid``, ``did`` -> ``ident``: ``rid``, ``did``, ``ops`` (list of bytes).
+- ``getlabels``: ``rid``, ``src`` -> ``labels``: ``rid``, ``src``, ``labels`` (list of
+  label bytes, at most :data:`MAX_LABELS_PER_ANSWER`).
 - ``error``: ``rid``, ``error``, ``message``.
 - ``peers``: ``urls`` (list of strings).
 """
@@ -39,6 +43,7 @@ from .errors import DecodeError
 
 __all__ = [
     "MAX_FRAME",
+    "MAX_LABELS_PER_ANSWER",
     "PROTOCOL_VERSION",
     "auth_payload",
     "decode_message",
@@ -51,6 +56,8 @@ MAX_FRAME = 6 * 1024 * 1024
 _MAX_IDS = 4096
 _MAX_ITEMS = 4096
 _MAX_URLS = 64
+#: Labels in one ``labels`` answer (16 KiB each at most, but most are ~300 bytes).
+MAX_LABELS_PER_ANSWER = 10_000
 
 _STR, _BYTES, _INT, _BOOL, _LIST, _NONE = str, bytes, int, bool, list, type(None)
 
@@ -76,10 +83,12 @@ _SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
     "repo": {"rid": (_INT,), "did": (_STR,), "car": (_BYTES,)},
     "getident": {"rid": (_INT,), "did": (_STR,)},
     "ident": {"rid": (_INT,), "did": (_STR,), "ops": (_LIST,)},
+    "getlabels": {"rid": (_INT,), "src": (_STR,)},
+    "labels": {"rid": (_INT,), "src": (_STR,), "labels": (_LIST,)},
     "error": {"rid": (_INT, _NONE), "error": (_STR,), "message": (_STR,)},
     "peers": {"urls": (_LIST,)},
 }
-_KINDS = frozenset({"commit", "identity"})
+_KINDS = frozenset({"commit", "identity", "label"})
 
 
 def auth_payload(challenge: bytes, signer_did: str, verifier_did: str) -> bytes:
@@ -140,6 +149,8 @@ def decode_message(data: bytes) -> dict[str, Any]:
         _list_of(msg["urls"], str, _MAX_URLS, "peers.urls")
     if t == "ident":
         _list_of(msg["ops"], bytes, 1000, "ident.ops")
+    if t == "labels":
+        _list_of(msg["labels"], bytes, MAX_LABELS_PER_ANSWER, "labels.labels")
     if t == "heads":
         _list_of(msg["items"], dict, _MAX_ITEMS, "heads.items")
     return msg

@@ -52,6 +52,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "repo": {"rid": 2, "did": DID, "car": b"car"},
     "getident": {"rid": 4, "did": DID},
     "ident": {"rid": 4, "did": DID, "ops": [b"op"]},
+    "getlabels": {"rid": 5, "src": DID},
+    "labels": {"rid": 5, "src": DID, "labels": [b"label"]},
     "error": {"rid": None, "error": "RepoNotFound", "message": DID},
     "peers": {"urls": ["https://b.example.com"]},
 }
@@ -84,6 +86,8 @@ def test_round_trip(t: str) -> None:
         ("ihave", {"ids": [bytes(64)] * 4096}),
         ("peers", {"urls": ["u"] * 64}),
         ("ident", {"ops": [b""] * 1000}),
+        ("push", {"kind": "label"}),
+        ("labels", {"labels": [b""] * 10_000}),
         ("hello", {"caps": ["c"] * 32}),
     ],
 )
@@ -124,7 +128,7 @@ REFUSED: list[tuple[str, bytes, str]] = [
     ("null-rid", encode(message("getident", rid=None)), "getident.rid has the wrong type"),
     ("bytes-for-str", encode(message("getrepo", did=DID.encode())), "getrepo.did"),
     ("str-for-bytes", encode(message("auth", sig="sig")), "auth.sig"),
-    ("push-kind", encode(message("push", kind="label")), "push.kind"),
+    ("push-kind", encode(message("push", kind="labels")), "push.kind"),
     ("push-id-65", encode(message("push", id=bytes(65))), "push.id is too long"),
     ("ihave-not-bytes", encode(message("ihave", ids=["x"])), "every entry must be bytes"),
     ("ihave-id-65", encode(message("ihave", ids=[bytes(65)])), "an id is too long"),

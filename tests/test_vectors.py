@@ -484,18 +484,21 @@ def test_peerwire_auth_invalid(v: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     "v",
     [
-        pytest.param(e, id=f"negentropy_items/{e['kind']}-{e['head'][-8:]}")
+        pytest.param(e, id=f"negentropy_items/{e['kind']}-{e['id_hex'][:8]}")
         for e in load("peerwire.json").get("negentropy_items", [])
     ],
 )
 def test_negentropy_item(v: dict[str, Any]) -> None:
-    from protocol.heads import identity_item, repo_item
+    from protocol.heads import identity_item, label_set_digest, labels_item, repo_item
 
-    head = CID.from_str(v["head"])
-    if v["kind"] == "repo":
-        ts, item_id = repo_item(v["did"], head, v["rev"])
+    if v["kind"] == "labels":
+        digest = label_set_digest(CID.from_str(c) for c in v["label_cids"])
+        assert digest.hex() == v["digest_hex"]
+        ts, item_id = labels_item(v["src"], digest)
+    elif v["kind"] == "repo":
+        ts, item_id = repo_item(v["did"], CID.from_str(v["head"]), v["rev"])
     else:
-        ts, item_id = identity_item(v["did"], head)
+        ts, item_id = identity_item(v["did"], CID.from_str(v["head"]))
     assert item_id.hex() == v["id_hex"]
     assert ts == v["timestamp"]
 

@@ -1619,8 +1619,20 @@ def ident_item_id(did: str, head: CID) -> bytes:
     return hashlib.sha256(b"ident\0" + did.encode() + b"\0" + head.to_bytes()).digest()
 
 
+def labels_item_id(src: str, digest: bytes) -> bytes:
+    """The negentropy id of a labeler's label set: sha256("labels" 0 src 0 digest)."""
+    return hashlib.sha256(b"labels\0" + src.encode() + b"\0" + digest).digest()
+
+
+def label_set_digest(cids: list[CID]) -> bytes:
+    """sha256 over the sorted binary CIDs of a labeler's labels, concatenated."""
+    return hashlib.sha256(b"".join(sorted({c.to_bytes() for c in cids}))).digest()
+
+
 def gen_peerwire(
-    heads: list[tuple[str, CID, str]], ident_heads: list[tuple[str, CID]]
+    heads: list[tuple[str, CID, str]],
+    ident_heads: list[tuple[str, CID]],
+    label_sets: list[tuple[str, list[CID]]],
 ) -> dict[str, Any]:
     from protocol.negentropy import Negentropy, NegentropyStorageVector
     from protocol.peerwire import MAX_FRAME, auth_payload, decode_message, encode_message
@@ -1678,6 +1690,11 @@ def gen_peerwire(
                 "round": 3,
             },
         ),
+        (
+            "push-label",
+            "push",
+            {"id": cid1, "kind": "label", "data": b"<label bytes>", "round": 1},
+        ),
         ("ihave", "ihave", {"ids": [cid1, cid2], "round": 1}),
         ("graft", "graft", {"ids": [cid1]}),
         ("prune", "prune", {}),
@@ -1703,6 +1720,17 @@ def gen_peerwire(
         ("repo", "repo", {"rid": 9, "did": ACCOUNT_DID, "car": car}),
         ("getident", "getident", {"rid": 10, "did": ACCOUNT_DID}),
         ("ident", "ident", {"rid": 10, "did": ACCOUNT_DID, "ops": [b"<op 1>", b"<op 2>"]}),
+        (
+            "heads-labels",
+            "heads",
+            {
+                "rid": 11,
+                "items": [{"kind": "labels", "src": ACCOUNT_DID, "digest": bytes(range(32))}],
+            },
+        ),
+        ("getlabels", "getlabels", {"rid": 12, "src": ACCOUNT_DID}),
+        ("labels", "labels", {"rid": 12, "src": ACCOUNT_DID, "labels": [b"<label 1>"]}),
+        ("labels-none", "labels", {"rid": 13, "src": ACCOUNT_DID, "labels": []}),
         ("error", "error", {"rid": 8, "error": "UnknownRev", "message": heads[0][2]}),
         ("error-no-rid", "error", {"rid": None, "error": "Oops", "message": ""}),
         ("peers", "peers", {"urls": ["https://a.example.com", "http://127.0.0.1:2583"]}),
@@ -1749,7 +1777,7 @@ def gen_peerwire(
         ("hello-33-caps", encode({"t": "hello", **hello, "caps": ["c"] * 33})),
         (
             "push-unknown-kind",
-            encode({"t": "push", "id": cid1, "kind": "label", "data": b"", "round": 0}),
+            encode({"t": "push", "id": cid1, "kind": "labels", "data": b"", "round": 0}),
         ),
         (
             "push-id-65-bytes",
@@ -1764,6 +1792,15 @@ def gen_peerwire(
         (
             "ident-1001-ops",
             encode({"t": "ident", "rid": 1, "did": ACCOUNT_DID, "ops": [b""] * 1001}),
+        ),
+        ("getlabels-src-null", encode({"t": "getlabels", "rid": 1, "src": None})),
+        (
+            "labels-label-not-bytes",
+            encode({"t": "labels", "rid": 1, "src": ACCOUNT_DID, "labels": ["x"]}),
+        ),
+        (
+            "labels-10001-labels",
+            encode({"t": "labels", "rid": 1, "src": ACCOUNT_DID, "labels": [b""] * 10001}),
         ),
         ("peers-url-not-string", encode({"t": "peers", "urls": [b"https://a.example.com"]})),
         ("peers-65-urls", encode({"t": "peers", "urls": ["u"] * 65})),
@@ -1843,13 +1880,28 @@ def gen_peerwire(
                 "id_hex": item_id.hex(),
             }
         )
+    for src, cids in label_sets:
+        digest = label_set_digest(cids)
+        item_id = labels_item_id(src, digest)
+        vec.insert(0, item_id)
+        items.append(
+            {
+                "kind": "labels",
+                "src": src,
+                "label_cids": [c.to_str() for c in cids],
+                "digest_hex": digest.hex(),
+                "timestamp": 0,
+                "id_hex": item_id.hex(),
+            }
+        )
     vec.seal()
     initiate = Negentropy(vec, NEG_FRAME_LIMIT).initiate()
     return {
         "description": "Peer link messages (protocol/peerwire.py): one canonical msgpack map "
         "per WebSocket binary message; messages to refuse; the handshake's auth payload and "
         f"signatures (node keys seeds {NODE_A_SEED} and {NODE_B_SEED}); negentropy items "
-        "for repository and identity heads, and the first message over them.",
+        "for repository heads, identity heads and label sets, and the first message over "
+        "them.",
         "max_frame": MAX_FRAME,
         "messages": messages,
         "invalid": invalid,
@@ -2167,14 +2219,27 @@ def main() -> None:
     if identity is not None:
         write("identity.json", identity)
     labels = gen_labels()
+    label_sets: list[tuple[str, list[CID]]] = []
     if labels is not None:
         write("labels.json", labels)
+        label_sets = _label_sets(labels)
     ingest, heads = gen_ingest()
     write("ingest.json", ingest)
     ident_heads = (
         [] if identity is None else [(ACCOUNT_DID, CID.from_str(identity["ops"][0]["cid"]))]
     )
-    write("peerwire.json", gen_peerwire(heads, ident_heads))
+    write("peerwire.json", gen_peerwire(heads, ident_heads, label_sets))
+
+
+def _label_sets(labels_doc: dict[str, Any]) -> list[tuple[str, list[CID]]]:
+    """Each labeler's labels in labels.json, as negentropy label-set items."""
+    from protocol.labels import Label
+
+    by_src: dict[str, list[CID]] = {}
+    for case in labels_doc["valid"]:
+        label = Label.from_bytes(bytes.fromhex(case["hex"]))
+        by_src.setdefault(label.src, []).append(label.label_cid)
+    return sorted(by_src.items())
 
 
 if __name__ == "__main__":
