@@ -52,6 +52,8 @@ T = TypeVar("T")
 
 #: Writes taken into one transaction at most (bounds the latency of a group).
 _GROUP_MAX = 512
+#: Writes queued for the writer at most; more wait for room.
+_MAX_IN_FLIGHT = 4096
 
 _MIGRATIONS: list[str] = [
     # v1
@@ -321,6 +323,7 @@ class SqliteStorage:
         self._local = threading.local()
         self._read_pool: ThreadPoolExecutor | None = None
         self._queue: queue.SimpleQueue[_WriteJob | None] = queue.SimpleQueue()
+        self._in_flight = asyncio.Semaphore(_MAX_IN_FLIGHT)
         self._writer: threading.Thread | None = None
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
@@ -402,9 +405,12 @@ class SqliteStorage:
         """Run ``fn(conn)`` in the writer's next group; returns once durable."""
         if self._writer is None:
             raise RuntimeError("storage is not open")
-        job = _WriteJob(fn, asyncio.get_running_loop())
-        self._queue.put(job)
-        return await job.future  # type: ignore[no-any-return]
+        # Bounded: past _MAX_IN_FLIGHT waiting writes, callers wait here (back
+        # pressure) instead of growing the writer's queue without limit.
+        async with self._in_flight:
+            job = _WriteJob(fn, asyncio.get_running_loop())
+            self._queue.put(job)
+            return await job.future  # type: ignore[no-any-return]
 
     def _write_loop(self) -> None:
         conn = _connect(self.path, readonly=False)
