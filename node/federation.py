@@ -26,6 +26,7 @@ import random
 import secrets
 import sqlite3
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -74,6 +75,8 @@ _FORGERY_PENALTY = 25
 _CUTOFF_SCORE = -50
 _MAX_ITEMS = 4096
 _PENDING_PER_REPO = 64
+#: Commit pushes from one link being checked and stored at once.
+_CONCURRENT_PUSHES = 64
 _PENDING_REPOS = 4096
 #: Bytes of label encodings in one ``labels`` answer: the rest of a frame is headroom.
 _LABELS_ANSWER_BYTES = MAX_FRAME - 512 * 1024
@@ -117,6 +120,7 @@ class PeerLink:
         # Work that may itself wait on this link (fetching an identity before a
         # commit can be checked) runs off the reader, so replies can still arrive.
         self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(_SEND_QUEUE)
+        self.slots = asyncio.Semaphore(_CONCURRENT_PUSHES)
         self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._rids = itertools.count(1)
         self.bucket = _Bucket(fed.config_rate, fed.config_rate * 2)
@@ -249,7 +253,23 @@ class PeerLink:
     async def _worker(self) -> None:
         while True:
             msg = await self.inbox.get()
-            await self.fed.dispatch(self, msg)
+            did = _commit_repo(msg)
+            if did is None:
+                await self.fed.dispatch(self, msg)
+                continue
+            # Commits for different repos are checked and stored concurrently, so the
+            # writer can group-commit them; per repo they keep their arrival order
+            # (the task takes the repo's order lock before anything else, and
+            # asyncio locks are first come, first served).
+            await self.slots.acquire()
+            self.fed._spawn(self._ordered(did, msg))
+
+    async def _ordered(self, did: str, msg: dict[str, Any]) -> None:
+        try:
+            async with self.fed.order_lock(did):
+                await self.fed.dispatch(self, msg)
+        finally:
+            self.slots.release()
 
 
 class Federation:
@@ -281,6 +301,9 @@ class Federation:
         self._label_fetches: set[str] = set()
         self._sids = itertools.count(1)
         self._neg_replies: dict[tuple[str, int], asyncio.Queue[bytes]] = {}
+        self._order_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
         self.bytes_in = 0
         self.bytes_out = 0
         self.rejected = 0
@@ -474,6 +497,13 @@ class Federation:
         payload = _pack_payload("label", label.to_bytes())
         self._run_actions(self.plumtree.broadcast(msg_id, payload, time.monotonic()))
 
+    def order_lock(self, did: str) -> asyncio.Lock:
+        lock = self._order_locks.get(did)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._order_locks[did] = lock
+        return lock
+
     def answer(self, link: PeerLink, msg: dict[str, Any]) -> bool:
         """Handle replies inline (they resolve a waiting request); True if handled."""
         t = msg["t"]
@@ -503,6 +533,8 @@ class Federation:
             valid = await self._ingest_push(link, msg["id"], msg["kind"], msg["data"])
             if valid is None:
                 return  # not marked seen: a later copy or reconciliation can bring it
+            if self.links.get(link.peer_did) is not link:
+                return  # the link went away meanwhile: the tree no longer has it
             payload = _pack_payload(msg["kind"], msg["data"])
             self._run_actions(
                 self.plumtree.on_push(
@@ -1118,3 +1150,14 @@ def _decode_identity(data: bytes) -> tuple[str, list[bytes]]:
     ):
         raise DecodeError("identity push must be {did, ops: [bytes]}")
     return value["did"], value["ops"]  # type: ignore[return-value]
+
+
+def _commit_repo(msg: dict[str, Any]) -> str | None:
+    """The repo a pushed commit is for, or None (not a commit push, or malformed:
+    the ordinary path will judge it)."""
+    if msg["t"] != "push" or msg["kind"] != "commit":
+        return None
+    try:
+        return CommitEvent.from_bytes(msg["data"]).repo
+    except SkyfedError:
+        return None
