@@ -301,6 +301,7 @@ class Federation:
         self._label_fetches: set[str] = set()
         self._sids = itertools.count(1)
         self._neg_replies: dict[tuple[str, int], asyncio.Queue[bytes]] = {}
+        self._keys: OrderedDict[str, str] = OrderedDict()
         self._order_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
@@ -615,6 +616,20 @@ class Federation:
         return True
 
     async def _signing_key(self, did: str, link: PeerLink | None) -> str:
+        """The DID's current signing key (did:key), fetching its identity log from
+        ``link`` if unknown. Cached: every ingested commit needs it, and a storage
+        read per commit was a thread round trip."""
+        cached = self._keys.get(did)
+        if cached is not None:
+            self._keys.move_to_end(did)
+            return cached
+        key = await self._load_signing_key(did, link)
+        self._keys[did] = key
+        while len(self._keys) > 100_000:
+            self._keys.popitem(last=False)
+        return key
+
+    async def _load_signing_key(self, did: str, link: PeerLink | None) -> str:
         ident = await self.node.storage.identity(did)
         if ident is None and link is not None:
             reply = await link.request("getident", did=did)
@@ -918,6 +933,7 @@ class Federation:
             state.tombstoned,
             time=iso_now(),
         )
+        self._keys.pop(did, None)  # a rotated key takes effect at once
         return True
 
     # -- reconciliation ----------------------------------------------------------
