@@ -362,17 +362,21 @@ class SqliteStorage:
                 raise RuntimeError(
                     f"database schema v{version} is newer than this skyfed (v{SCHEMA_VERSION})"
                 )
+            if version == SCHEMA_VERSION:
+                return
+            # One transaction for the whole upgrade: the schema steps first, then the
+            # back-fills, which index with code that expects the newest schema.
+            conn.execute("BEGIN IMMEDIATE")
             for i in range(version, SCHEMA_VERSION):
-                conn.execute("BEGIN IMMEDIATE")
                 for statement in _MIGRATIONS[i].split(";"):
                     if statement.strip():
                         conn.execute(statement)
-                if i + 1 == 2:
-                    _reindex(conn)
-                if i + 1 == 3:
-                    rebuild_feeds(conn)
-                conn.execute(f"PRAGMA user_version={i + 1}")
-                conn.execute("COMMIT")
+            if 0 < version < 2:
+                _reindex(conn)
+            if 0 < version < 3:
+                rebuild_feeds(conn)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("COMMIT")
         finally:
             conn.close()
 
