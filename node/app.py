@@ -18,7 +18,6 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -53,7 +52,7 @@ from protocol.syntax import (
     validate_record_key,
 )
 
-from .auth import Authenticator, hash_password, parse_bearer, verify_password
+from .auth import Authenticator, Principal, hash_password, parse_bearer, verify_password
 from .config import NodeConfig, NodeSecrets, load_or_create_secrets
 from .federation import Federation, label_row
 from .firehose import Firehose
@@ -162,12 +161,6 @@ def _b_cid(body: dict[str, Any], name: str) -> CID | None:
 
 
 # -- the node ------------------------------------------------------------------------
-
-
-@dataclass
-class _Principal:
-    did: str
-    sid: str
 
 
 class Node:
@@ -298,10 +291,9 @@ class Node:
         await self.stop()
 
     # -- helpers -----------------------------------------------------------------
-    async def principal(self, request: web.Request) -> _Principal:
+    async def principal(self, request: web.Request) -> Principal:
         token = parse_bearer(request.headers.get("Authorization"))
-        p = await self.auth.verify_access(token)
-        return _Principal(p.did, p.sid)
+        return await self.auth.verify_access(token)
 
     async def resolve_repo(self, ident: str) -> str:
         """A DID from a handle or DID naming an account this node knows."""
@@ -644,16 +636,23 @@ async def create_record(request: web.Request) -> web.Response:
     )
 
 
-async def put_record(request: web.Request) -> web.Response:
-    body = await _body(request)
-    did, _, key = await _writer(request, body)
+def _record_path(body: dict[str, Any]) -> tuple[str, str]:
+    """The (collection, rkey) a write names, both checked."""
     collection = _b_str(body, "collection")
     rkey = _b_str(body, "rkey")
     assert collection is not None
     assert rkey is not None
     validate_nsid(collection)
     validate_record_key(rkey)
+    return collection, rkey
+
+
+async def put_record(request: web.Request) -> web.Response:
+    body = await _body(request)
+    did, _, key = await _writer(request, body)
+    collection, rkey = _record_path(body)
     record = _record_value(body, "record", collection)
+    validate = _validate_flag(body)
     path = f"{collection}/{rkey}"
     has_swap = "swapRecord" in body
     swap = _b_cid(body, "swapRecord")
@@ -667,14 +666,14 @@ async def put_record(request: web.Request) -> web.Response:
         [Write(action, collection, rkey, record)],
         swap_commit=_b_cid(body, "swapCommit"),
         check=_swap_record_check(path, swap, has_swap),
-        validate=_validate_flag(body),
+        validate=validate,
     )
     return _json(
         {
             "uri": f"at://{did}/{path}",
             "cid": str(outcome.result.ops[0].cid),
             "commit": _commit_meta(outcome),
-            "validationStatus": "valid",
+            "validationStatus": "valid" if validate else "unknown",
         },
         headers=headers,
     )
@@ -683,12 +682,7 @@ async def put_record(request: web.Request) -> web.Response:
 async def delete_record(request: web.Request) -> web.Response:
     body = await _body(request)
     did, _, key = await _writer(request, body)
-    collection = _b_str(body, "collection")
-    rkey = _b_str(body, "rkey")
-    assert collection is not None
-    assert rkey is not None
-    validate_nsid(collection)
-    validate_record_key(rkey)
+    collection, rkey = _record_path(body)
     path = f"{collection}/{rkey}"
     node = request.app[NODE_KEY]
     if (await node.repos.head(did)).tree.get(path) is None and "swapRecord" not in body:
