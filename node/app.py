@@ -170,7 +170,9 @@ class Node:
         self.config = config
         self.secrets = secrets_ or load_or_create_secrets(config.data_dir)
         self.storage = SqliteStorage(config.db_path)
-        self.repos = RepoManager(self.storage, clock_id=secrets.randbelow(1024))
+        self.repos = RepoManager(
+            self.storage, clock_id=secrets.randbelow(1024), now=self.wall_clock
+        )
         self.firehose = Firehose(self.storage, buffer_limit=config.subscriber_buffer)
         self.auth = Authenticator(
             self.secrets.token_secret,
@@ -214,6 +216,10 @@ class Node:
 
     def _gossip_stat(self, field: str) -> Callable[[], float]:
         return lambda: float(getattr(self.federation.plumtree.stats, field))
+
+    def wall_clock(self) -> float:
+        """Seconds since the epoch, as this node believes (``clock_skew`` added)."""
+        return time.time() + self.config.clock_skew
 
     @property
     def node_did(self) -> str:

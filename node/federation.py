@@ -672,7 +672,7 @@ class Federation:
         async with self.node.repos.lock(did):
             held = await self.node.storage.head_state(did)
             judged = judge_event(
-                event, signing_key=key, held=held, now_micros=int(time.time() * 1e6)
+                event, signing_key=key, held=held, now_micros=int(self.node.wall_clock() * 1e6)
             )
             verdict = judged.verdict
             if judged.equivocation and held is not None:
@@ -873,7 +873,7 @@ class Federation:
                         roots[0],
                         signing_key=key,
                         held=held,
-                        now_micros=int(time.time() * 1e6),
+                        now_micros=int(self.node.wall_clock() * 1e6),
                     )
                     if verdict not in (Verdict.APPLY, Verdict.SWITCH):
                         return False
