@@ -209,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     tail = command("tail", "follow the node's live firehose (Ctrl-C ends)")
     tail.add_argument("--cursor", type=int, help="replay from this sequence number first")
+
+    # skyfed cluster run|up|down: the multi-node harness (node/cluster/commands.py).
+    from .cluster.commands import add_commands as add_cluster_commands
+
+    add_cluster_commands(sub)
     return parser
 
 
@@ -649,6 +654,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_client_command(f"account {args.account_command}", args)
     if args.command in _CLIENT_COMMANDS:
         return _run_client_command(args.command, args)
+    if args.command == "cluster":
+        from .cluster.commands import run_command as run_cluster_command
+
+        return run_cluster_command(args)
     handlers = {("node", "init"): _cmd_node_init, ("node", "start"): _cmd_node_start}
     handler = handlers[(args.command, str(getattr(args, "node_command", "")))]
     try:
