@@ -347,6 +347,8 @@ def plot(report: Report, out_dir: Path) -> list[Path]:
         color = _COLORS.get(label, "tab:purple")
         ax.axvspan(start, stop, color=color, alpha=0.15, label=None if key in labelled else key)
         labelled.add(key)
+        if key == "node down":
+            ax.annotate(label, (start, 97), xytext=(2, 0), textcoords="offset points", fontsize=8)
     for e in report.events:
         if e["action"] in ("equivocate", "forge", "end"):
             ax.axvline(e["t"], color="black", linestyle=":", linewidth=1)
