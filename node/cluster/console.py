@@ -108,11 +108,15 @@ def print_summary(console: Console, report: Report, out_dir: str | None = None) 
         f"peer traffic: {total / 1e6:.2f} MB over {len(report.links)} links"
         + (f", {dropped} frames dropped by the proxies" if dropped else "")
     )
-    table = Table("node", "cpu mean", "rss max", "delivered", "dup/write", "rejected", "restarts")
+    table = Table(
+        "node", "cpu mean / max", "rss max", "delivered", "dup/write", "rejected", "restarts"
+    )
     for n in report.per_node:
         table.add_row(
             str(n["node"]),
-            "-" if n["cpu_mean_pct"] is None else f"{n['cpu_mean_pct']:.0f}%",
+            "-"
+            if n["cpu_mean_pct"] is None
+            else f"{n['cpu_mean_pct']:.0f}% / {n['cpu_max_pct']:.0f}%",
             "-" if n["rss_max_mb"] is None else f"{n['rss_max_mb']:.0f} MB",
             str(n["gossip_delivered"]),
             "-" if n["duplicates_per_write"] is None else f"{n['duplicates_per_write']:.2f}",

@@ -307,21 +307,26 @@ class Cluster:
         got = await asyncio.gather(*(one(i) for i in alive))
         return dict(zip(alive, got, strict=True))
 
-    async def agree(self) -> bool:
+    async def agree(self, *, everyone: bool = True) -> bool:
+        """Do the nodes hold the same heads? Every node must be up and answer, unless
+        ``everyone`` is False (then the nodes that are up)."""
         views = list((await self.all_heads()).values())
-        return len(views) == len(self.nodes) and all(v is not None and v == views[0] for v in views)
+        if everyone and len(views) != len(self.nodes):
+            return False
+        return bool(views) and all(v is not None and v == views[0] for v in views)
 
     async def converged(
         self,
         timeout: float = 30.0,  # noqa: ASYNC109 - the issue's API: converged(timeout=...)
         *,
         interval: float = 0.2,
+        everyone: bool = True,
     ) -> float:
-        """Wait until every node is up and holds the same heads; seconds waited.
-        Raises TimeoutError."""
+        """Wait until every node is up and holds the same heads (with ``everyone``
+        False: the nodes that are up); seconds waited. Raises TimeoutError."""
         start = time.monotonic()
         async with asyncio.timeout(timeout):
-            while not await self.agree():  # noqa: ASYNC110
+            while not await self.agree(everyone=everyone):  # noqa: ASYNC110
                 await asyncio.sleep(interval)  # poll: N processes, no shared event
         return time.monotonic() - start
 
