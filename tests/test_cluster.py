@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
+from node.client import Client
 from node.cluster.harness import Cluster
 from node.cluster.report import build_report, plot, write_json
 from node.cluster.scenario import parse_scenario, run_scenario
 
+ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = """
 name = "small"
 description = "five nodes, one partition and heal, one kill and restart"
@@ -124,3 +127,57 @@ async def test_cluster_api_partition_heal_and_equivocation(tmp_path: Path) -> No
         assert all(h is not None and h[alice.did] != forged for h in heads.values())
         evidence = [await c.call(i, "skyfed.sync.listEquivocations") for i in range(3)]
         assert any(e["equivocations"] for e in evidence)
+
+
+@pytest.mark.timeout(60)
+async def test_cluster_up_and_down_from_the_command_line(tmp_path: Path) -> None:
+    state = tmp_path / "c" / "cluster.json"
+    up = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "node.cli",
+        "cluster",
+        "up",
+        "--nodes",
+        "2",
+        "--topology",
+        "ring",
+        "--dir",
+        str(tmp_path / "c"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    try:
+        assert up.stdout is not None
+        lines = []
+        async with asyncio.timeout(40):
+            while len(lines) < 3:
+                line = (await up.stdout.readline()).decode()
+                assert line, f"cluster up exited: {lines}"
+                lines.append(line)
+        assert lines[0].startswith("node 0: http://127.0.0.1:")
+        nodes = json.loads(state.read_text())["nodes"]
+        async with Client(nodes[1]["url"]) as c:
+            info = await c.call("skyfed.node.getInfo")
+        assert info["url"] == nodes[1]["url"]
+        down = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "node.cli",
+            "cluster",
+            "down",
+            "--dir",
+            str(tmp_path / "c"),
+            stdout=asyncio.subprocess.PIPE,
+            cwd=ROOT,
+        )
+        out, _ = await asyncio.wait_for(down.communicate(), 40)
+        assert down.returncode == 0
+        assert b"stopped the cluster" in out
+        assert await asyncio.wait_for(up.wait(), 10) == 0
+        assert not state.exists()
+    finally:
+        if up.returncode is None:
+            up.kill()
+            await up.wait()

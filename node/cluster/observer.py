@@ -55,6 +55,7 @@ class Observer:
         self._last_seq: dict[int, int] = {}
         self._procs: dict[int, psutil.Process] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._highs: dict[tuple[int, str], list[str]] = {}
 
     async def __aenter__(self) -> Observer:
         self.t0 = time.monotonic()
@@ -105,12 +106,16 @@ class Observer:
         if not seen:
             return None
         # Revs mostly arrive in order; a running maximum makes the search exact.
-        best = ""
-        highs: list[str] = []
-        for _, r in seen:
-            best = max(best, r)
-            highs.append(best)
-        k = bisect.bisect_left(highs, rev)
+        key = (i, did)
+        cached = self._highs.get(key)
+        if cached is None or len(cached) != len(seen):
+            best = ""
+            cached = []
+            for _, r in seen:
+                best = max(best, r)
+                cached.append(best)
+            self._highs[key] = cached
+        k = bisect.bisect_left(cached, rev)
         return seen[k][0] if k < len(seen) else None
 
     # -- sampling ----------------------------------------------------------------

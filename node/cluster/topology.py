@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Sequence
 
-__all__ = ["TOPOLOGIES", "Edge", "is_connected", "make_topology"]
+__all__ = ["TOPOLOGIES", "Edge", "components", "is_connected", "make_topology"]
 
 Edge = tuple[int, int]
 TOPOLOGIES = ("full", "ring", "star", "random", "edges")
@@ -64,17 +64,29 @@ def _edge(a: int, b: int) -> Edge:
 
 
 def is_connected(n: int, edges: Iterable[Edge]) -> bool:
+    return len(components(n, edges)) <= 1
+
+
+def components(n: int, edges: Iterable[Edge]) -> list[list[int]]:
+    """The connected parts of the graph over nodes ``0..n-1``, each sorted."""
     adjacent: dict[int, set[int]] = {i: set() for i in range(n)}
     for a, b in edges:
         adjacent[a].add(b)
         adjacent[b].add(a)
-    seen = {0}
-    stack = [0]
-    while stack:
-        for m in adjacent[stack.pop()] - seen:
-            seen.add(m)
-            stack.append(m)
-    return len(seen) == n
+    out: list[list[int]] = []
+    seen: set[int] = set()
+    for start in range(n):
+        if start in seen:
+            continue
+        part = {start}
+        stack = [start]
+        while stack:
+            for m in adjacent[stack.pop()] - part:
+                part.add(m)
+                stack.append(m)
+        seen |= part
+        out.append(sorted(part))
+    return out
 
 
 def _random_graph(n: int, degree: int, seed: int) -> set[Edge]:
