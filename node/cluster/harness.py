@@ -39,6 +39,7 @@ import aiohttp
 
 from protocol.car import read_car
 from protocol.commit import Commit, CommitEvent
+from protocol.errors import SkyfedError
 from protocol.keys import SigningKey
 from protocol.mst import MST, MemoryBlockStore
 from protocol.peerwire import MAX_FRAME, auth_payload, decode_message, encode_message
@@ -300,7 +301,7 @@ class Cluster:
         async def one(i: int) -> dict[str, str] | None:
             try:
                 return await self.heads(i)
-            except (aiohttp.ClientError, OSError, TimeoutError):
+            except (aiohttp.ClientError, OSError, TimeoutError, SkyfedError):
                 return None
 
         alive = self.alive()

@@ -24,6 +24,8 @@ from typing import Any
 import aiohttp
 import psutil
 
+from protocol.errors import SkyfedError
+
 from .harness import Cluster
 
 __all__ = ["Observer", "Sample"]
@@ -96,7 +98,7 @@ class Observer:
                     rev = body.get("rev")
                     if kind in ("#commit", "#sync") and did and rev:
                         self.arrivals[(i, str(did))].append((self.now(), str(rev)))
-            except (aiohttp.ClientError, OSError, TimeoutError):
+            except (aiohttp.ClientError, OSError, TimeoutError, SkyfedError):
                 pass
             await asyncio.sleep(0.1)  # poll: the node died or closed the stream
 
@@ -121,7 +123,7 @@ class Observer:
     # -- sampling ----------------------------------------------------------------
     async def _sampler(self) -> None:
         while True:
-            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError, SkyfedError):
                 await self.sample()
             await asyncio.sleep(self.interval)
 
@@ -174,7 +176,7 @@ class Observer:
                 continue
             try:
                 info: dict[str, Any] = await self.cluster.call(n.index, "skyfed.node.listPeers")
-            except (aiohttp.ClientError, OSError, TimeoutError):
+            except (aiohttp.ClientError, OSError, TimeoutError, SkyfedError):
                 continue
             now = {
                 "delivered": int(info["gossip"].get("delivered", 0)),

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import struct
 import time
@@ -38,6 +39,8 @@ from dataclasses import dataclass, field
 __all__ = ["FrameSplitter", "LinkFaults", "LinkProxy", "LinkStats"]
 
 #: Messages per direction never dropped: hello and auth.
+log = logging.getLogger("skyfed.cluster.proxy")
+
 _HANDSHAKE_MESSAGES = 2
 _CHUNK = 64 * 1024
 _MAX_HEAD = 64 * 1024
@@ -271,42 +274,67 @@ class LinkProxy:
         # Owned by the proxy: close() cancels and awaits every handler.
         handler = asyncio.ensure_future(self._handle(reader, writer))
         self._handlers.add(handler)
-        handler.add_done_callback(self._handlers.discard)
+        handler.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._handlers.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("proxy %s: connection failed", self.name, exc_info=task.exception())
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        writers = [writer]
+        try:
+            upstream = await self._connect_upstream()
+            if upstream is None:
+                return  # held past hold_limit
+            up_reader, up_writer = upstream
+            writers.append(up_writer)
+            conn = _Conn(writers=list(writers))
+            self._conns.add(conn)
+            a = asyncio.create_task(self._pump(reader, up_writer, self.up, strip=True))
+            b = asyncio.create_task(self._pump(up_reader, writer, self.down, strip=False))
+            conn.tasks = [a, b]
+            try:
+                await asyncio.wait((a, b), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                conn.close()
+                self._conns.discard(conn)
+                for t in (a, b):
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await t
+        finally:
+            # Also when the proxy closes while the connection is held.
+            for w in writers:
+                w.close()
+            for w in writers:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(w.wait_closed(), 1.0)
+
+    async def _connect_upstream(
+        self,
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """A connection to the target once the link is open and the target up;
+        None after ``hold_limit`` seconds."""
         try:
             async with asyncio.timeout(self.hold_limit):
-                while upstream is None:
+                while True:
                     await self._open.wait()
                     await self._target_up.wait()
                     port = self.target_port
                     if port is None:
                         continue
                     try:
-                        upstream = await asyncio.open_connection("127.0.0.1", port)
+                        reader, writer = await asyncio.open_connection("127.0.0.1", port)
                     except OSError:
                         await asyncio.sleep(0.1)  # the target is starting or just died
-                    if not self._open.is_set() and upstream is not None:
-                        upstream[1].close()  # cut while we connected
-                        upstream = None
+                        continue
+                    if self._open.is_set():
+                        return reader, writer
+                    writer.close()  # cut while we connected: hold on
+                    with contextlib.suppress(Exception):
+                        await writer.wait_closed()
         except TimeoutError:
-            writer.close()
-            return
-        up_reader, up_writer = upstream
-        conn = _Conn(writers=[writer, up_writer])
-        self._conns.add(conn)
-        try:
-            a = asyncio.create_task(self._pump(reader, up_writer, self.up, strip=True))
-            b = asyncio.create_task(self._pump(up_reader, writer, self.down, strip=False))
-            conn.tasks = [a, b]
-            await asyncio.wait((a, b), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            conn.close()
-            self._conns.discard(conn)
-            for w in (writer, up_writer):
-                with contextlib.suppress(Exception):
-                    await w.wait_closed()
+            return None
 
     async def _pump(
         self,
