@@ -86,7 +86,7 @@ async def _run(args: argparse.Namespace) -> int:
     from .scenario import load_scenario, run_scenario
 
     scenario = load_scenario(args.scenario)
-    console = Console(stderr=False)
+    console = Console(log_path=False)
     out: Path = args.out or Path(f"cluster-{scenario.name}")
     with RunDisplay(console, scenario.duration) as display:
         ticker = asyncio.create_task(_tick(display))
