@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -18,6 +19,7 @@ from aiohttp import web
 
 from node.app import Node
 from node.client import Client
+from node.cluster.observer import Observer
 from node.cluster.proxy import FrameSplitter, LinkProxy
 from node.cluster.scenario import ScenarioError, load_scenario, parse_scenario
 from node.cluster.topology import is_connected, make_topology
@@ -376,3 +378,19 @@ async def test_clock_skew_moves_the_revs_a_node_makes(tmp_path: Path) -> None:
         latest = await c.call("com.atproto.sync.getLatestCommit", params={"did": c.did})
     micros, _ = tid_to_parts(latest["rev"])
     assert abs(micros / 1e6 - time.time() - skew) < 60
+
+
+# -- measurements --------------------------------------------------------------------
+
+
+def test_first_seen_is_the_first_arrival_at_or_above_a_rev() -> None:
+    o = Observer(cast(Any, None))
+    # Revs arrive mostly in order; a later #sync can jump ahead, an old one may lag.
+    o.arrivals[(1, "did:a")] = [(1.0, "r1"), (2.0, "r3"), (3.0, "r2"), (4.0, "r5")]
+    assert o.first_seen(1, "did:a", "r1") == 1.0
+    assert o.first_seen(1, "did:a", "r2") == 2.0  # r3's head contains r2
+    assert o.first_seen(1, "did:a", "r4") == 4.0
+    assert o.first_seen(1, "did:a", "r6") is None
+    assert o.first_seen(2, "did:a", "r1") is None
+    o.arrivals[(1, "did:a")].append((5.0, "r6"))  # the cache follows new arrivals
+    assert o.first_seen(1, "did:a", "r6") == 5.0
