@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from node.client import Client
 from node.cluster.harness import Cluster
 from node.cluster.report import build_report, plot, write_json
 from node.cluster.scenario import parse_scenario, run_scenario
+from protocol.syntax import tid_to_parts
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = """
@@ -102,10 +104,15 @@ async def test_small_scenario_passes_the_verdict(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(60)
 async def test_cluster_api_partition_heal_and_equivocation(tmp_path: Path) -> None:
-    async with Cluster(nodes=3, topology="ring", workdir=tmp_path) as c:
+    async with Cluster(nodes=3, topology="ring", workdir=tmp_path, clock_skew={2: 120.0}) as c:
         alice = c.client(0)
         await alice.create_account("alice.skyfed.test", "correct horse battery staple")
         await alice.post("before")
+        # Node 2's clock runs two minutes fast (under the five-minute bound peers allow).
+        bob = c.client(2)
+        await bob.create_account("bob.skyfed.test", "correct horse battery staple")
+        latest = await bob.call("com.atproto.sync.getLatestCommit", params={"did": bob.did})
+        assert abs(tid_to_parts(latest["rev"])[0] / 1e6 - time.time() - 120) < 30
         await c.converged(timeout=20)
         cut = c.partition({0}, {1, 2})
         assert cut == [(0, 1), (0, 2)]
