@@ -56,6 +56,8 @@ from .auth import Authenticator, Principal, hash_password, parse_bearer, verify_
 from .config import NodeConfig, NodeSecrets, load_or_create_secrets
 from .federation import Federation, label_row
 from .firehose import Firehose
+from .portability import ROUTES as PORTABILITY_ROUTES
+from .portability import Portability, create_account_for_did
 from .ratelimit import RequestLimiter, WriteLimiter, client_key
 from .repos import RepoManager, iso_now
 from .storage import SqliteSessionStore, SqliteStorage
@@ -211,6 +213,7 @@ class Node:
         )
         self.views = Views(self.storage)
         self.repos.on_commit = self.federation.publish_commit
+        self.portability = Portability(self)
 
     def _gossip_stat(self, field: str) -> Callable[[], float]:
         return lambda: float(getattr(self.federation.plumtree.stats, field))
@@ -319,6 +322,11 @@ class Node:
         row = await self.storage.account_by_did(did)
         if row is None:
             raise RepoError(f"could not find repo: {did}", error="RepoNotFound")
+        reason = await self.portability.deactivation(did)
+        if reason is not None:
+            raise RemoteProtocolError(
+                f"account {did} is not active here ({reason})", error="AccountDeactivated"
+            )
         hit = (row.handle, SigningKey.from_str(row.signing_key))
         self._accounts[did] = hit
         while len(self._accounts) > 10_000:
@@ -395,6 +403,8 @@ async def create_account(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     node.auth_limits.check(_client_addr(request))
     body = await _body(request)
+    if body.get("did") is not None:  # an existing identity moving here
+        return await create_account_for_did(request, body)
     handle_raw = _b_str(body, "handle")
     password = _b_str(body, "password")
     assert handle_raw is not None
@@ -1305,6 +1315,7 @@ _ROUTES: dict[str, tuple[str, Handler]] = {
     "skyfed.sync.listEquivocations": ("GET", list_equivocations),
     "_health": ("GET", health),
 }
+_ROUTES.update(PORTABILITY_ROUTES)
 
 
 async def _dispatch(request: web.Request) -> web.StreamResponse:

@@ -38,7 +38,7 @@ from protocol.car import read_car
 from protocol.cid import CID, cid_for_msgpack
 from protocol.commit import Commit, CommitEvent
 from protocol.encoding import encode
-from protocol.errors import DecodeError, SkyfedError
+from protocol.errors import DecodeError, IdentityError, InvalidSignature, SkyfedError
 from protocol.eventstream import encode_frame
 from protocol.heads import identity_item, labels_item, repo_item
 from protocol.identity import resolve_log
@@ -595,7 +595,14 @@ class Federation:
                 # real commit's id by sending junk under it.
                 if event.commit.to_bytes() != msg_id:
                     raise DecodeError("push id is not the commit's CID")
-                await self.ingest_event(event, link)
+                try:
+                    await self.ingest_event(event, link)
+                except InvalidSignature:
+                    # Signed by a key we do not know yet? The identity op naming it
+                    # may have taken another path: ask this peer, then judge again.
+                    if not await self._refresh_identity(event.repo, link):
+                        raise
+                    await self.ingest_event(event, link)
             elif kind == "label":
                 label = Label.from_bytes(data)
                 if label.label_cid.to_bytes() != msg_id:
@@ -605,6 +612,7 @@ class Federation:
                 did, ops = _decode_identity(data)
                 if msg_id not in {cid_for_msgpack(op).to_bytes() for op in ops}:
                     raise DecodeError("push id is not one of the identity ops")
+                await self._check_named_op(did, ops, CID.from_bytes(msg_id))
                 await self.ingest_identity(did, ops)
         except SkyfedError as e:
             self.rejected += 1
@@ -614,6 +622,31 @@ class Federation:
             log.info("cannot judge a %s from %s yet: %s", kind, link.peer_did, e)
             return None
         return True
+
+    async def _check_named_op(self, did: str, ops: list[bytes], named: CID) -> None:
+        """The op a push is named for must take part in the log (head, history or a
+        losing fork): one that the log rejects (a forged rotation, an op by a key that
+        is not a rotation key of its prev) makes the push a forgery."""
+        held = await self.node.storage.identity_ops(did)
+        resolved = resolve_log(did, [*held, *ops])
+        for rejected in resolved.rejected:
+            if rejected.cid == named:
+                if rejected.reason.startswith("not signed"):
+                    raise InvalidSignature(f"identity op {named}: {rejected.reason}")
+                raise IdentityError(f"identity op {named}: {rejected.reason}")
+
+    async def _refresh_identity(self, did: str, link: PeerLink) -> bool:
+        """Fetch ``did``'s log from ``link``; True if it changed the signing key."""
+        before = await self.node.storage.identity(did)
+        try:
+            reply = await link.request("getident", did=did)
+        except (PeerError, TimeoutError):
+            return False
+        if reply["t"] != "ident" or not reply["ops"]:
+            return False
+        await self.ingest_identity(did, reply["ops"])
+        after = await self.node.storage.identity(did)
+        return after is not None and (before is None or before[1] != after[1])
 
     async def _signing_key(self, did: str, link: PeerLink | None) -> str:
         """The DID's current signing key (did:key), fetching its identity log from
@@ -866,6 +899,8 @@ class Federation:
                 if commit.did != did:
                     raise PeerError("snapshot is for another repo")
                 key = await self._signing_key(did, link)
+                if not _signed_by(commit, key) and await self._refresh_identity(did, link):
+                    key = await self._signing_key(did, link)
                 async with self.node.repos.lock(did):
                     held = await self.node.storage.head_state(did)
                     verdict = judge_snapshot(
@@ -934,6 +969,7 @@ class Federation:
             time=iso_now(),
         )
         self._keys.pop(did, None)  # a rotated key takes effect at once
+        await self.node.portability.identity_changed(did, state)
         return True
 
     # -- reconciliation ----------------------------------------------------------
@@ -1120,6 +1156,14 @@ class Federation:
                 break
             out.append(data)
         link.send("labels", rid=rid, src=src, labels=out)
+
+
+def _signed_by(commit: Commit, did_key: str) -> bool:
+    try:
+        commit.verify(verify_key(did_key))
+    except SkyfedError:
+        return False
+    return True
 
 
 def label_row(label: Label) -> LabelRow:

@@ -162,6 +162,20 @@ _MIGRATIONS.append(  # v4: labels, and one digest per labeler for reconciliation
     ) WITHOUT ROWID;
     """
 )
+_MIGRATIONS.append(  # identity: signing keys reserved for a rotation, accounts not active here
+    """
+    CREATE TABLE reserved_keys (
+        did TEXT PRIMARY KEY,
+        signing_key TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE account_deactivations (
+        did TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        since TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """
+)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
