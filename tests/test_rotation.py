@@ -134,7 +134,10 @@ async def test_every_node_rejects_the_old_key_after_a_rotation(three: list[Node]
         for n in (b, c):
             repo = await n.repos.head(did)
             forged = repo.apply_writes(
-                [post_write("old key")], old_key, rev=TidClock(3).next(int(time.time() * 1e6) + 10**6), time="t"
+                [post_write("old key")],
+                old_key,
+                rev=TidClock(3).next(int(time.time() * 1e6) + 10**6),
+                time="t",
             )
             with pytest.raises(InvalidSignature):
                 await n.federation.ingest_event(forged.event, None)
@@ -152,7 +155,8 @@ async def test_every_node_rejects_the_old_key_after_a_rotation(three: list[Node]
         for n in (b, c):
             head = await n.storage.get_head(did)
             assert head == held[n.node_did]
-            assert head is not None and head.head != rogue.result.commit_cid
+            assert head is not None
+            assert head.head != rogue.result.commit_cid
             rkey = rogue.result.ops[0].path.split("/")[1]
             assert await n.storage.get_record(did, "app.bsky.feed.post", rkey) is None
 
