@@ -923,6 +923,7 @@ class Federation:
         except (PeerError, SkyfedError, TimeoutError, KeyError, IndexError) as e:
             log.info("resync of %s from %s failed: %s", did, link.peer_did, e)
             if isinstance(e, SkyfedError):
+                self.rejected += 1
                 self.penalize(link, _FORGERY_PENALTY, f"bad snapshot: {e}")
         return False
 

@@ -1,0 +1,276 @@
+"""Moving an account between nodes, with its old node's help and without it.
+
+The DID does not change, so follows, likes and replies that name it keep working;
+the new node imports the repo, an identity op points the account at it with its new
+signing key, and its next commit (a higher rev) is signed by that key. The old node,
+on seeing the op, stops writing for the account, and nobody accepts what it still
+signs with the old key.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from node.app import Node
+from node.client import Client, MigrationError, XrpcError, migrate_account
+from protocol.car import read_car
+from protocol.commit import Commit
+from protocol.identity import IdentityOp, IdentityState, resolve_log
+from protocol.keys import SigningKey
+from protocol.serviceauth import make_service_token
+
+from .test_federation import PASSWORD, FakePeer, all_agree, link, start_nodes, until
+from .test_rotation import _identity_push, signed_by
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def new_key() -> SigningKey:
+    return SigningKey.from_seed(secrets.token_bytes(32))
+
+
+async def state_at(node: Node, did: str) -> IdentityState:
+    return resolve_log(did, await node.storage.identity_ops(did)).state
+
+
+async def points_at(nodes: list[Node], did: str, home: Node) -> bool:
+    for n in nodes:
+        ops = await n.storage.identity_ops(did)
+        if not ops or resolve_log(did, ops).state.endpoint != home.url:
+            return False
+    return True
+
+
+async def has_post(client: Client, uri: str, *, timeline: bool = True) -> bool:
+    page = await (client.timeline() if timeline else client.latest())
+    return any(item["post"]["uri"] == uri for item in page["feed"])
+
+
+@pytest.fixture
+async def three(tmp_path: Path) -> AsyncIterator[list[Node]]:
+    nodes = await start_nodes(tmp_path, 3)
+    try:
+        await link(nodes, [(1, 0), (2, 1), (2, 0)])
+        yield nodes
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+async def test_migration_with_the_old_nodes_help(three: list[Node]) -> None:
+    a, b, c = three
+    async with (
+        Client(a.url) as alice,
+        Client(b.url) as moved,
+        Client(c.url) as bob,
+        aiohttp.ClientSession() as http,
+    ):
+        # No rotation key of her own: the old node signs the op.
+        await alice.create_account("alice.skyfed.test", PASSWORD)
+        await bob.create_account("bob.skyfed.test", PASSWORD)
+        did = alice.did
+        await bob.follow(did)
+        first = await alice.post("posted at a")
+        await until(lambda: all_agree(three, 2))
+        row = await a.storage.account_by_did(did)
+        assert row is not None
+        a_rotation = SigningKey.from_str(row.rotation_key)
+        old_signing = (await state_at(a, did)).signing_key
+
+        session = await migrate_account(moved, did, PASSWORD, old=alice)
+        assert session.did == did
+
+        await until(lambda: points_at(three, did, b))
+        state = await state_at(c, did)
+        assert state.handle == "alice.skyfed.test"
+        assert state.signing_key != old_signing
+        assert a_rotation.did_key() not in state.rotation_keys
+        # The old node stopped writing for her.
+        with pytest.raises(XrpcError) as err:
+            await alice.post("still at a?")
+        assert err.value.error == "AccountDeactivated"
+        assert (await alice.account_status())["activated"] is False
+        # The new node writes, under its own key, with a higher rev.
+        second = await moved.post("posted at b")
+        roots, blocks = read_car(await moved.export_repo(did))
+        head = Commit.from_bytes(blocks[roots[0]])
+        assert signed_by(head, state.signing_key)
+        await until(lambda: has_post(bob, second.uri))
+        assert await has_post(bob, first.uri)
+        for n in three:
+            async with Client(n.url) as anyone:
+                assert await anyone.resolve_handle("alice.skyfed.test") == did
+        assert (await bob.verify_record(first.uri)).cid == first.cid
+
+        # The old node's rotation key was dropped: an op it signs to take the account
+        # back is not signed by a current rotation key, directly or by gossip.
+        back = IdentityOp.update(state, a_rotation, endpoint=a.url, signing_key=old_signing)
+        with pytest.raises(XrpcError) as err:
+            await bob.submit_identity_op(did, back.to_bytes())
+        assert err.value.error == "InvalidSignature"
+        ops = await c.storage.identity_ops(did)
+        before = c.federation.rejected
+        peer = await FakePeer.connect(http, c)
+        try:
+            await peer.ws.send_bytes(
+                _identity_push(did, [*ops, back.to_bytes()], back.cid.to_bytes())
+            )
+
+            async def refused() -> bool:
+                return c.federation.rejected > before
+
+            await until(refused)
+        finally:
+            await peer.ws.close()
+        assert await c.storage.identity_ops(did) == ops
+        assert (await state_at(c, did)).endpoint == b.url
+
+
+async def test_migration_without_the_old_node_keeps_the_conversation(
+    three: list[Node],
+) -> None:
+    """A stopped; alice moves to B with her own rotation key; followers on B and C see
+    her new post next to the old ones, likes and replies; what A signs afterwards with
+    the old key is refused by B and C."""
+    a, b, c = three
+    key = new_key()
+    async with (
+        Client(a.url) as alice,
+        Client(b.url) as bob,
+        Client(c.url) as carol,
+    ):
+        await alice.create_account("alice.skyfed.test", PASSWORD, recovery_key=key.did_key())
+        await bob.create_account("bob.skyfed.test", PASSWORD)
+        await carol.create_account("carol.skyfed.test", PASSWORD)
+        did = alice.did
+        await bob.follow(did)
+        await carol.follow(did)
+        first = await alice.post("before the move")
+        await until(lambda: all_agree(three, 3))
+        await bob.like(first)
+        reply = await carol.post("a reply from c", reply_to=first)
+        await until(lambda: all_agree(three, 3))
+        old_signing = (await state_at(a, did)).signing_key
+
+        await a.stop()
+        async with Client(b.url) as moved:
+            await migrate_account(moved, did, PASSWORD, rotation_key=key)
+            await until(lambda: points_at([b, c], did, b))
+            new_signing = (await state_at(b, did)).signing_key
+            assert new_signing != old_signing
+            assert (await state_at(b, did)).rotation_keys[0] == key.did_key()
+            second = await moved.post("after the move, from b")
+
+        for follower in (bob, carol):
+            await until(lambda f=follower: has_post(f, second.uri))  # type: ignore[misc]
+            assert await has_post(follower, first.uri)
+        thread = await carol.thread(first.uri)
+        assert [r["post"]["uri"] for r in thread["thread"]["replies"]] == [reply.uri]
+        assert thread["thread"]["post"]["likeCount"] == 1
+        likes = await bob.likes(first.uri)
+        assert [like["actor"]["did"] for like in likes["likes"]] == [bob.did]
+        for reader in (bob, carol):
+            assert await reader.resolve_handle("alice.skyfed.test") == did
+            profile = await reader.profile("alice.skyfed.test")
+            assert profile["did"] == did
+            assert profile["followersCount"] == 2
+            assert (await reader.verify_record(second.uri)).cid == second.cid
+
+        # A comes back, not knowing: it still signs for alice with the old key.
+        a2 = Node(a.config)
+        await a2.start()
+        try:
+            async with Client(a2.url) as stale:
+                await stale.login("alice.skyfed.test", PASSWORD)
+                rogue = await stale.post("signed by the old key at a")
+                held = {n.node_did: await n.storage.get_head(did) for n in (b, c)}
+                rejected = [n.federation.rejected for n in (b, c)]
+                await link([a2, b, c], [(0, 1), (0, 2)])
+
+                async def a_learned() -> bool:
+                    return (await a2.portability.deactivation(did)) is not None
+
+                async def refused() -> bool:
+                    pairs = zip((b, c), rejected, strict=True)
+                    return all(n.federation.rejected > r for n, r in pairs)
+
+                await until(a_learned)
+                await until(refused)
+                with pytest.raises(XrpcError) as err:
+                    await stale.post("again")
+                assert err.value.error == "AccountDeactivated"
+            for n in (b, c):
+                assert await n.storage.get_head(did) == held[n.node_did]
+                rkey = rogue.uri.rsplit("/", 1)[1]
+                assert await n.storage.get_record(did, "app.bsky.feed.post", rkey) is None
+                assert (await state_at(n, did)).signing_key == new_signing
+        finally:
+            await a2.stop()
+
+
+async def test_migration_while_the_old_node_refuses(three: list[Node]) -> None:
+    """A keeps running but is not asked (or would refuse): the user's rotation key and
+    an export made earlier suffice, and A stops writing for the account when the op
+    reaches it."""
+    a, b, _c = three
+    key = new_key()
+    async with Client(a.url) as alice, Client(b.url) as moved:
+        await alice.create_account("alice.skyfed.test", PASSWORD, recovery_key=key.did_key())
+        did = alice.did
+        car = await alice.export_repo()  # an export made earlier, kept by the user
+        await alice.post("made after the export")
+        await until(lambda: all_agree(three, 1))
+        await migrate_account(moved, did, PASSWORD, rotation_key=key, car=car)
+        await until(lambda: points_at(three, did, b))
+
+        async def a_stopped_writing() -> bool:
+            return (await a.portability.deactivation(did)) is not None
+
+        await until(a_stopped_writing)
+        with pytest.raises(XrpcError) as err:
+            await alice.post("at a")
+        assert err.value.error == "AccountDeactivated"
+        # B kept its newer replica over the older export: nothing was lost.
+        got = await moved.list_records(did, "app.bsky.feed.post")
+        assert [r["value"]["text"] for r in got["records"]] == ["made after the export"]
+        await moved.post("at b")
+        await until(lambda: all_agree(three, 1))
+
+
+async def test_migration_needs_proof_of_control(three: list[Node]) -> None:
+    a, b, _c = three
+    async with Client(a.url) as alice, Client(b.url) as thief:
+        await alice.create_account("alice.skyfed.test", PASSWORD)
+        did = alice.did
+        await until(lambda: all_agree(three, 1))
+        # No local rotation key and no old node: nothing to sign with.
+        with pytest.raises(MigrationError):
+            await migrate_account(thief, did, PASSWORD)
+        # A token signed by a stranger's key does not open the account at B.
+        stranger = new_key()
+        token = make_service_token(
+            did=did,
+            aud=b.node_did,
+            lxm="com.atproto.server.createAccount",
+            key=stranger,
+            now=int(time.time()),
+            lifetime=60,
+            jti="x",
+        )
+        with pytest.raises(XrpcError) as err:
+            await thief.create_account("alice.skyfed.test", PASSWORD, did=did, service_token=token)
+        assert err.value.error == "InvalidToken"
+        assert err.value.status == 401
+        # A token from alice's home for another node is refused too.
+        other = await alice.service_auth(a.node_did, "com.atproto.server.createAccount")
+        with pytest.raises(XrpcError) as err:
+            await thief.create_account("alice.skyfed.test", PASSWORD, did=did, service_token=other)
+        assert err.value.error == "InvalidToken"
+        assert await b.storage.account_by_did(did) is None
+        assert (await state_at(b, did)).endpoint == a.url
