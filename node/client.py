@@ -22,6 +22,7 @@ that fails verification raises :class:`VerificationError`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import json
 import secrets
@@ -716,6 +717,7 @@ async def migrate_account(
     old: Client | None = None,
     rotation_key: SigningKey | None = None,
     car: bytes | None = None,
+    log: Sequence[bytes] | None = None,
     email: str | None = None,
 ) -> Session:
     """Move account ``did`` to the node ``new`` talks to; ``new`` ends logged in there.
@@ -724,13 +726,20 @@ async def migrate_account(
     vouches for the account and signs the op with its rotation key. Without it, the
     user's ``rotation_key`` does both, and the repository comes from ``car`` (an
     earlier export) or from the copy ``new`` already holds (nodes replicate every
-    repository). Steps, as atproto's migration: create the account at the new node
+    repository); ``log`` is an exported identity log, for a node that does not hold
+    it. Steps, as atproto's migration: create the account at the new node
     (deactivated), import the repository, sign an op naming the new node's
     credentials, submit it, activate (the new node commits under its key), and
     deactivate at the old node.
     """
     source = old if old is not None else new
-    log = await source.identity_log(did)
+    if log is None:
+        log = await source.identity_log(did)
+    else:
+        # An exported log may be older than what the network holds: merge.
+        with contextlib.suppress(XrpcError):
+            log = [*log, *await source.identity_log(did)]
+    log = list(dict.fromkeys(log))
     state = resolve_log(did, log).state
     if state.tombstoned:
         raise MigrationError(f"{did} is tombstoned")
