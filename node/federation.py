@@ -305,6 +305,9 @@ class Federation:
         self._order_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+        self._ident_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
         self.bytes_in = 0
         self.bytes_out = 0
         self.rejected = 0
@@ -943,8 +946,16 @@ class Federation:
         car = await self.node.export_car(head.head, head.root, old_root)
         link.send("repo", rid=rid, did=did, car=car)
 
-    async def ingest_identity(self, did: str, ops: list[bytes]) -> bool:
-        """Merge ops into ``did``'s log; store if the resolved head changed."""
+    async def ingest_identity(self, did: str, ops: list[bytes], *, publish: bool = False) -> bool:
+        """Merge ops into ``did``'s log; store if the resolved head changed (and with
+        ``publish``, gossip the new log before anything follows from it)."""
+        lock = self._ident_locks.get(did)
+        if lock is None:
+            lock = self._ident_locks[did] = asyncio.Lock()
+        async with lock:  # two merges of one log at once could drop each other's op
+            return await self._ingest_identity(did, ops, publish=publish)
+
+    async def _ingest_identity(self, did: str, ops: list[bytes], *, publish: bool) -> bool:
         existing = await self.node.storage.identity_ops(did)
         merged = list(dict.fromkeys([*existing, *ops]))
         resolved = resolve_log(did, merged)
@@ -970,6 +981,9 @@ class Federation:
             time=iso_now(),
         )
         self._keys.pop(did, None)  # a rotated key takes effect at once
+        if publish:
+            self.publish_identity(did, [op for _, op in ordered], state.head)
+        # Peers should hear of the op before of the commit a new key may sign next.
         await self.node.portability.identity_changed(did, state)
         return True
 

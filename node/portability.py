@@ -210,9 +210,11 @@ class Portability:
         if not held:
             raise IdentityError(f"this node holds no identity log for {did}: send it as 'log'")
         resolved = check_new_op(did, held, op)
-        await fed.ingest_identity(did, [*held, op])
-        ops = await self.node.storage.identity_ops(did)
-        fed.publish_identity(did, ops, resolved.state.head)
+        if not await fed.ingest_identity(did, [*held, op], publish=True):
+            # Another path changed the log meanwhile (or brought this very op).
+            now = await self.current_state(did)
+            if now.head != resolved.state.head:
+                raise IdentityError("the log changed meanwhile and the op no longer applies")
         return resolved.state
 
 
@@ -278,9 +280,14 @@ async def create_account_for_did(request: web.Request, body: dict[str, Any]) -> 
         keys=[state.signing_key, *state.rotation_keys],
         now=int(time.time()),
     )
-    if await node.storage.account_by_did(did) is not None:
-        raise RemoteProtocolError(f"{did} already has an account here", error="AlreadyExists")
-    if await node.storage.account_by_handle(handle) is not None:
+    # An account that moved away may move back: its row is taken over, with new keys.
+    returning = await node.storage.account_by_did(did) is not None
+    if returning and await node.portability.deactivation(did) is None:
+        raise RemoteProtocolError(
+            f"{did} already has an active account here", error="AlreadyExists"
+        )
+    taken = await node.storage.account_by_handle(handle)
+    if taken is not None and taken.did != did:
         raise RemoteProtocolError("handle already taken", error="HandleNotAvailable")
     assert password is not None
     row = AccountRow(
@@ -294,6 +301,9 @@ async def create_account_for_did(request: web.Request, body: dict[str, Any]) -> 
     )
 
     def w(conn: Any) -> None:
+        if returning:
+            conn.execute("DELETE FROM accounts WHERE did = ?", (did,))
+            conn.execute("DELETE FROM reserved_keys WHERE did = ?", (did,))
         conn.execute(
             "INSERT INTO accounts (did, handle, email, password_hash, signing_key,"
             " rotation_key, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -313,6 +323,9 @@ async def create_account_for_did(request: web.Request, body: dict[str, Any]) -> 
         )
 
     await node.storage.write(w)
+    node.forget_account(did)
+    if returning:
+        await node.auth.revoke_all(did)  # the old password's sessions end here
     tokens = await node.auth.create_session(did)
     return _json(
         {

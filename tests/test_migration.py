@@ -131,6 +131,19 @@ async def test_migration_with_the_old_nodes_help(three: list[Node]) -> None:
         assert await c.storage.identity_ops(did) == ops
         assert (await state_at(c, did)).endpoint == b.url
 
+        # And back home, with B's help this time: A takes its old row over.
+        async with Client(a.url) as home:
+            await migrate_account(home, did, "a new password here", old=moved)
+            await until(lambda: points_at(three, did, a))
+            third = await home.post("home again")
+            with pytest.raises(XrpcError) as err:
+                await moved.post("still at b?")
+            assert err.value.error == "AccountDeactivated"
+            await until(lambda: has_post(bob, third.uri))
+            with pytest.raises(XrpcError) as err:
+                await alice.post("with the old session")  # revoked when the row was retaken
+            assert err.value.error == "InvalidToken"
+
 
 async def test_migration_without_the_old_node_keeps_the_conversation(
     three: list[Node],
