@@ -78,6 +78,10 @@ _PENDING_PER_REPO = 64
 #: Commit pushes from one link being checked and stored at once.
 _CONCURRENT_PUSHES = 64
 _PENDING_REPOS = 4096
+#: A commit whose signature fails makes us re-fetch its DID's log from the sender at
+#: most this often (seconds), waiting at most _REFRESH_TIMEOUT for it.
+_REFRESH_EVERY = 5.0
+_REFRESH_TIMEOUT = 3.0
 #: Bytes of label encodings in one ``labels`` answer: the rest of a frame is headroom.
 _LABELS_ANSWER_BYTES = MAX_FRAME - 512 * 1024
 
@@ -308,6 +312,7 @@ class Federation:
         self._ident_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+        self._refreshed: OrderedDict[str, float] = OrderedDict()
         self.bytes_in = 0
         self.bytes_out = 0
         self.rejected = 0
@@ -639,10 +644,20 @@ class Federation:
                 raise IdentityError(f"identity op {named}: {rejected.reason}")
 
     async def _refresh_identity(self, did: str, link: PeerLink) -> bool:
-        """Fetch ``did``'s log from ``link``; True if it changed the signing key."""
+        """Fetch ``did``'s log from ``link``; True if it changed the signing key.
+
+        At most once per DID every few seconds, and briefly: a peer that sends badly
+        signed commits must not make us wait on it, or ask it again and again."""
+        now = time.monotonic()
+        last = self._refreshed.get(did)
+        if last is not None and now - last < _REFRESH_EVERY:
+            return False
+        self._refreshed[did] = now
+        while len(self._refreshed) > _PENDING_REPOS:
+            self._refreshed.popitem(last=False)
         before = await self.node.storage.identity(did)
         try:
-            reply = await link.request("getident", did=did)
+            reply = await asyncio.wait_for(link.request("getident", did=did), _REFRESH_TIMEOUT)
         except (PeerError, TimeoutError):
             return False
         if reply["t"] != "ident" or not reply["ops"]:
