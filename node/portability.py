@@ -511,6 +511,10 @@ async def import_repo(request: web.Request) -> web.Response:
             lambda c: c.execute("UPDATE repos SET local = 1 WHERE did = ?", (did,))
         )
     node.repos.forget(did)
+    if imported and await node.portability.deactivation(did) is None:
+        # An active account's head must verify under its current key, and an import
+        # may bring one signed by an older key: sign it over.
+        await node.portability.resign(did)
     head = await node.storage.get_head(did)
     assert head is not None
     return _json({"did": did, "cid": str(head.head), "rev": head.rev, "imported": imported})

@@ -9,7 +9,9 @@ signs with the old key.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,6 +31,7 @@ from .test_federation import PASSWORD, FakePeer, all_agree, link, start_nodes, u
 from .test_rotation import _identity_push, signed_by
 
 pytestmark = pytest.mark.timeout(120)
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def new_key() -> SigningKey:
@@ -287,3 +290,24 @@ async def test_migration_needs_proof_of_control(three: list[Node]) -> None:
         assert err.value.error == "InvalidToken"
         assert await b.storage.account_by_did(did) is None
         assert (await state_at(b, did)).endpoint == a.url
+
+
+async def test_the_move_account_example_tells_the_story() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "examples/move_account.py",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    async with asyncio.timeout(90):
+        out, _ = await proc.communicate()
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert "node A stops." in text
+    assert "alice moved to node B" in text
+    for reader in ("bob", "carol"):
+        section = text.split(f"{reader}'s timeline:")[1]
+        assert "@alice.skyfed.test: Hello from node A!   (likes 1, replies 1)" in section
+        assert "@alice.skyfed.test: Hello again, now from node B" in section
+    assert "alice's old post still verifies" in text
