@@ -204,6 +204,7 @@ class Portability:
         """Check ``op`` against the held log (plus ``log``), store it and gossip it."""
         validate_skyfed_did(did)
         fed = self.node.federation
+        log = [item for item in log if item != op]  # the op is judged on its own below
         if log:
             await fed.ingest_identity(did, log)
         held = await self.node.storage.identity_ops(did)

@@ -261,3 +261,26 @@ def _identity_push(did: str, ops: list[bytes], msg_id: bytes) -> bytes:
 
     data = encode({"did": did, "ops": list(ops)})
     return encode_message("push", id=msg_id, kind="identity", data=data, round=0)
+
+
+async def test_submit_teaches_a_node_a_log_it_does_not_hold(tmp_path: Path) -> None:
+    home, stranger = await start_nodes(tmp_path, 2)  # not linked
+    try:
+        key = new_key()
+        async with Client(home.url) as alice, Client(stranger.url) as other:
+            await alice.create_account("alice.skyfed.test", PASSWORD, recovery_key=key.did_key())
+            log = await alice.identity_log()
+            op = IdentityOp.update(await alice.identity(), key, signing_key=new_key().did_key())
+            with pytest.raises(XrpcError) as err:
+                await other.submit_identity_op(alice.did, op.to_bytes())
+            assert err.value.error == "InvalidIdentity"
+            assert "'log'" in err.value.message
+            # The log may hold the op itself: it is still judged on its own, once.
+            out = await other.submit_identity_op(
+                alice.did, op.to_bytes(), log=[*log, op.to_bytes()]
+            )
+            assert out["head"] == str(op.cid)
+            assert (await state_at(stranger, alice.did)).head == op.cid
+    finally:
+        await home.stop()
+        await stranger.stop()
