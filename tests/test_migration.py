@@ -311,3 +311,28 @@ async def test_the_move_account_example_tells_the_story() -> None:
         assert "@alice.skyfed.test: Hello from node A!   (likes 1, replies 1)" in section
         assert "@alice.skyfed.test: Hello again, now from node B" in section
     assert "alice's old post still verifies" in text
+
+
+async def test_a_moving_account_keeps_its_handle_whatever_the_new_nodes_domains(
+    tmp_path: Path,
+) -> None:
+    (a,) = await start_nodes(tmp_path / "a", 1)
+    (b,) = await start_nodes(tmp_path / "b", 1, handle_domains=(".b.test",))
+    try:
+        await link([a, b], [(1, 0)])
+        async with Client(a.url) as alice, Client(b.url) as moved:
+            await alice.create_account("alice.skyfed.test", PASSWORD)
+            with pytest.raises(XrpcError) as err:
+                await moved.create_account("carol.skyfed.test", PASSWORD)
+            assert err.value.error == "UnsupportedDomain"
+            await until(lambda: all_agree([a, b], 1))
+            await migrate_account(moved, alice.did, PASSWORD, old=alice)
+            assert moved.session is not None
+            assert moved.session.handle == "alice.skyfed.test"
+            await moved.post("kept my handle")
+            assert await moved.resolve_handle("alice.skyfed.test") == alice.did
+            await until(lambda: points_at([a, b], alice.did, b))
+            assert await alice.resolve_handle("alice.skyfed.test") == alice.did
+    finally:
+        await a.stop()
+        await b.stop()
