@@ -25,6 +25,7 @@ with an unknown scope; muting oneself; more labelers than a header may name.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import sqlite3
@@ -331,24 +332,26 @@ class Moderation:
         subjects = list({subject for _, subject, _ in holders})
         sources = [p.did for p in labelers]
 
-        def q(conn: sqlite3.Connection) -> list[bytes]:
-            out: list[bytes] = []
+        now = iso_now()
+
+        def q(conn: sqlite3.Connection) -> list[Label]:
+            # Decoding and the current set are worked out here, off the event loop.
+            found: list[Label] = []
             marks = ",".join("?" * len(sources))
             for i in range(0, len(subjects), 400):
                 chunk = subjects[i : i + 400]
-                out += [
-                    r[0]
+                found += [
+                    _label(r[0])
                     for r in conn.execute(
                         f"SELECT data FROM labels WHERE uri IN ({','.join('?' * len(chunk))})"
                         f" AND src IN ({marks})",
                         [*chunk, *sources],
                     )
                 ]
-            return out
+            return current_labels(found, now)
 
-        found = [Label.from_bytes(raw) for raw in await self.node.storage.read(q)]
         by_subject: dict[str, list[Label]] = defaultdict(list)
-        for label in current_labels(found, iso_now()):
+        for label in await self.node.storage.read(q):
             by_subject[label.uri].append(label)
         for holder, subject, cid in holders:
             holder["labels"] = [
@@ -366,6 +369,13 @@ class Moderation:
         if doomed:
             _redact(data, doomed)
         return labelers
+
+
+@functools.lru_cache(maxsize=50_000)
+def _label(data: bytes) -> Label:
+    """A stored label (checked on receipt), decoded once: labels never change under
+    their encoding."""
+    return Label.from_bytes(data)
 
 
 def _unindex_account(conn: sqlite3.Connection, did: str) -> None:
