@@ -12,7 +12,7 @@ Three parties act here, each within its own reach (docs/moderation.md):
 * **Operators** apply policy to their own node only, through admin endpoints that
   take the admin token from the node's config and are rate limited per client. A
   takedown's scopes: ``host`` (no sessions, no writes), ``serve`` (not indexed,
-  absent from views and sync endpoints), ``carry`` (not gossiped, not served to
+  absent from views, sync endpoints and the firehose), ``carry`` (not gossiped, not served to
   peers, not ingested from them). Each is recorded with a reason and a time,
   reversible, listed in ``skyfed.node.getInfo`` and, with the history, published by
   ``skyfed.moderation.listActions``.
@@ -165,6 +165,9 @@ class Moderation:
             )
             if "serve" in wanted and not was_unserved:
                 _unindex_account(conn, did)
+                # Out of the firehose's replay window too (the #account event that
+                # announces the takedown comes after).
+                conn.execute("DELETE FROM events WHERE did = ?", (did,))
             elif "serve" not in wanted and was_unserved:
                 _reindex_account(conn, did, now)
             return int(cur.lastrowid or 0)
@@ -264,7 +267,7 @@ class Moderation:
             "statement": cfg.moderation_policy or "",
             "scopes": {
                 "host": "no sessions and no writes for the account on this node",
-                "serve": "not indexed; absent from this node's views and sync endpoints",
+                "serve": "not indexed; absent from this node's views, sync endpoints and firehose",
                 "carry": "not gossiped, served to or taken from peers by this node",
             },
             "labels": "views carry labels only from the labelers a reader names "

@@ -1048,6 +1048,8 @@ def _apply_commit(conn: sqlite3.Connection, b: CommitBatch) -> _Published:
         (b.did, b.rev, b.commit_cid.to_bytes(), b.root.to_bytes(), b.since),
     )
     seq = _next_seq(conn)
+    if unserved is not None:
+        return _Published(seq, [])  # nor on this node's firehose
     frame = b.frame(seq)
     conn.execute("INSERT INTO events VALUES (?, ?, ?, ?)", (seq, b.did, b.frame_kind, frame))
     return _Published(seq, [(seq, frame)])

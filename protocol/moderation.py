@@ -14,7 +14,7 @@ common ones (``spam`` hides; ``porn``, ``sexual``, ``nudity``, ``gore`` and
 
 Operators choose for their own node only. A :class:`Takedown` names an account, the
 scopes it covers (:data:`SCOPES`: ``host`` -- no account or writes here; ``serve`` --
-absent from this node's views and sync endpoints, not indexed; ``carry`` -- not
+absent from this node's views, sync endpoints and firehose, not indexed; ``carry`` -- not
 gossiped, served to or taken from peers), a reason and a time.
 
 What this module refuses: an ``atproto-accept-labelers`` header over

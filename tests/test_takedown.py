@@ -73,6 +73,19 @@ async def test_a_takedown_on_a_leaves_the_account_readable_from_b(tmp_path: Path
                 "rev": status["rev"],
                 "status": "takendown",
             }
+            # ...and the firehose: nothing of alice but the #account event.
+            frames = []
+            async for header, body in reader_a.subscribe(cursor=1):
+                frames.append((header.get("t"), body))
+                if (header.get("t"), body.get("did"), body.get("status")) == (
+                    "#account",
+                    alice.did,
+                    "takendown",
+                ):
+                    break
+            about_alice = [t for t, b in frames if b.get("repo", b.get("did")) == alice.did]
+            assert about_alice == ["#account"]
+            assert frames[-1][1]["active"] is False
             # ...and not indexed: the follower count went with the account's records.
             assert (await reader_a.profile(reader_a.did))["followsCount"] == 1
             # Not hosted: no writes, no new sessions.
