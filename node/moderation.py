@@ -176,7 +176,13 @@ class Moderation:
         takedown = Takedown(id=row_id, did=did, scopes=wanted, reason=reason, created_at=now)
         self._active[did] = takedown
         await self._applied(did, previous, takedown)
-        log.warning("takedown #%d of %s (%s): %s", row_id, did, ",".join(wanted), reason)
+        log.warning(
+            "takedown #%d of %s (%s): %s",
+            row_id,
+            did,
+            ",".join(takedown.to_json()["scopes"]),
+            reason,
+        )
         return takedown
 
     async def reverse(self, did: str, reason: str) -> Takedown:
