@@ -292,8 +292,12 @@ class Renderer:
             self.post(node["post"], level=level, anchor=anchor)
 
     def profile(self, view: Mapping[str, Any]) -> None:
-        """A ProfileViewDetailed."""
+        """A ProfileViewDetailed (with a line for what the reader's labelers say)."""
         out = Text()
+        decision = moderate(view, self.moderation)
+        if decision.action != "show":
+            verb = "hidden by" if decision.hidden else "a warning from"
+            out.append(f"⚠ labels ({verb} your moderation settings): {decision.reason()}\n")
         name = _clean(view.get("displayName", "")).strip()
         if name:
             out.append(name + "\n", style="bold")

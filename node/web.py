@@ -765,7 +765,7 @@ async def profile_page(request: web.Request) -> web.Response:
     limit, cursor = _limit(request), _cursor(request)
     profile = await views.profile(actor, None)
     feed = await views.author_feed(actor, None, limit, cursor)
-    prefs = await _labelled(request, feed)
+    prefs = await _labelled(request, {"profile": profile, "feed": feed})
     now = time.time()
     handle = _str(profile, "handle") or _str(profile, "did")
     name = _str(profile, "displayName").strip()
@@ -778,6 +778,12 @@ async def profile_page(request: web.Request) -> web.Response:
         f"{'follower' if _int(profile, 'followersCount') == 1 else 'followers'}</li>"
         f"<li><strong>{_int(profile, 'followsCount')}</strong> following</li>"
     )
+    account = moderate(profile, prefs)
+    if account.action != "show":
+        what = "hides" if account.hidden else "warns about"
+        bio = f'{bio}<p class="context">Your moderation settings {what} this account: ' + (
+            f"{_e(account.reason())}</p>"
+        )
     header = (
         f'<section class="profile" aria-label="Profile">'
         f"<h1>{_e(name or handle)}</h1>"

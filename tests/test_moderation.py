@@ -118,6 +118,13 @@ async def test_labels_on_every_view_and_account_labels(node: Node) -> None:
             assert [lb["val"] for lb in posts["posts"][0]["labels"]] == ["!warn"]
             profile = await reader.profile(author.did)
             assert [lb["val"] for lb in profile["labels"]] == ["bot"]
+            assert reader.moderate(profile).action == "show"  # "bot" shows by default
+            reader.moderation = reader.moderation.with_behaviour("bot", "warn")
+            out = io.StringIO()
+            console = make_console(out)
+            console.width = 200
+            Renderer(console, moderation=reader.moderation).profile(profile)
+            assert f"a warning from your moderation settings): bot ({mod.did})" in out.getvalue()
             latest = await reader.latest()
             labelled = [i for i in latest["feed"] if i["post"]["uri"] == post.uri]
             assert [lb["val"] for lb in labelled[0]["post"]["labels"]] == ["!warn"]

@@ -21,6 +21,7 @@ async def test_web_pages_hide_and_warn_by_the_readers_cookie(node: Node) -> None
         await author.post("a kind word")
         await mod.label(spam.uri, "spam")
         await mod.label(edgy.uri, "!warn")
+        await mod.label(author.did, "troll")
 
     jar = aiohttp.CookieJar(unsafe=True)  # cookies for 127.0.0.1
     async with aiohttp.ClientSession(cookie_jar=jar) as reader, aiohttp.ClientSession() as other:
@@ -33,7 +34,7 @@ async def test_web_pages_hide_and_warn_by_the_readers_cookie(node: Node) -> None
 
         async with reader.post(
             node.url + "/settings/moderation",
-            data={"labelers": mod.did, "labels": "funny=warn"},
+            data={"labelers": mod.did, "labels": "troll=warn"},
         ) as resp:
             assert resp.status == 200  # followed the 303 back to the form
             assert "Saved." in await resp.text()
@@ -49,6 +50,13 @@ async def test_web_pages_hide_and_warn_by_the_readers_cookie(node: Node) -> None
         thread_path = "/post/" + spam.uri[len("at://") :].replace("/app.bsky.feed.post/", "/")
         async with reader.get(node.url + thread_path) as resp:
             assert "BUY CHEAP FOLLOWERS" not in await resp.text()
+
+        async with reader.get(node.url + "/profile/author.skyfed.test") as resp:
+            page = await resp.text()
+        assert "Your moderation settings warns about this account: troll" in page
+        # Every post of the account is behind the warning.
+        assert "a kind word" not in page.split('<details class="warning">', 1)[0]
+        assert "a kind word" in page.split('<details class="warning">', 1)[1]
 
         # Bad settings are refused and nothing changes; so is a cross-site form.
         async with reader.post(
