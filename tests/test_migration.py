@@ -336,3 +336,50 @@ async def test_a_moving_account_keeps_its_handle_whatever_the_new_nodes_domains(
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_after_a_takedown_the_account_moves_without_the_nodes_help(tmp_path: Path) -> None:
+    """The issue's story: A's operator takes alice down; her posts stay readable via B
+    and C; she moves to B with her own rotation key (A refuses everything for her) and
+    keeps posting; her followers on B and C see it; A still refuses her."""
+    token = "admin-token-for-the-story"
+    nodes = await start_nodes(tmp_path, 3, admin_token=token)
+    a, b, c = nodes
+    key = new_key()
+    try:
+        await link(nodes, [(1, 0), (2, 1), (2, 0)])
+        async with (
+            Client(a.url) as alice,
+            Client(a.url) as admin,
+            Client(b.url) as bob,
+            Client(c.url) as carol,
+        ):
+            await alice.create_account("alice.skyfed.test", PASSWORD, recovery_key=key.did_key())
+            await bob.create_account("bob.skyfed.test", PASSWORD)
+            await carol.create_account("carol.skyfed.test", PASSWORD)
+            did = alice.did
+            await bob.follow(did)
+            await carol.follow(did)
+            first = await alice.post("before the takedown")
+            await until(lambda: all_agree(nodes, 3))
+            await admin.take_down(did, "policy (ticket 7)", admin_token=token)
+            with pytest.raises(XrpcError):
+                await alice.post("at a, taken down")
+            with pytest.raises(XrpcError):
+                await alice.service_auth(b.node_did, "com.atproto.server.createAccount")
+            assert await has_post(bob, first.uri)
+
+            async with Client(b.url) as moved:
+                await migrate_account(moved, did, PASSWORD, rotation_key=key)
+                second = await moved.post("after the move, from b")
+            for follower in (bob, carol):
+                await until(lambda f=follower: has_post(f, second.uri))  # type: ignore[misc]
+                assert await has_post(follower, first.uri)
+            await until(lambda: points_at([b, c], did, b))
+            async with Client(a.url) as reader_a:
+                latest = [i["post"]["uri"] for i in (await reader_a.latest())["feed"]]
+                assert second.uri not in latest
+                assert first.uri not in latest
+    finally:
+        for node in nodes:
+            await node.stop()
