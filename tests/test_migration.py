@@ -25,6 +25,7 @@ from protocol.car import read_car
 from protocol.commit import Commit
 from protocol.identity import IdentityOp, IdentityState, resolve_log
 from protocol.keys import SigningKey
+from protocol.moderation import ModerationPrefs
 from protocol.serviceauth import make_service_token
 
 from .test_federation import PASSWORD, FakePeer, all_agree, link, start_nodes, until
@@ -341,7 +342,9 @@ async def test_a_moving_account_keeps_its_handle_whatever_the_new_nodes_domains(
 async def test_after_a_takedown_the_account_moves_without_the_nodes_help(tmp_path: Path) -> None:
     """The issue's story: A's operator takes alice down; her posts stay readable via B
     and C; she moves to B with her own rotation key (A refuses everything for her) and
-    keeps posting; her followers on B and C see it; A still refuses her."""
+    keeps posting; her followers on B and C see it; A still refuses her. Meanwhile a
+    labeler on B labels a spam post; a reader on C who subscribes to that labeler no
+    longer sees it, while carol (no subscription) still does."""
     token = "admin-token-for-the-story"
     nodes = await start_nodes(tmp_path, 3, admin_token=token)
     a, b, c = nodes
@@ -353,15 +356,24 @@ async def test_after_a_takedown_the_account_moves_without_the_nodes_help(tmp_pat
             Client(a.url) as admin,
             Client(b.url) as bob,
             Client(c.url) as carol,
+            Client(b.url) as labeler,
+            Client(c.url) as spammer,
+            Client(c.url) as dave,
         ):
             await alice.create_account("alice.skyfed.test", PASSWORD, recovery_key=key.did_key())
             await bob.create_account("bob.skyfed.test", PASSWORD)
             await carol.create_account("carol.skyfed.test", PASSWORD)
+            await labeler.create_account("labeler.skyfed.test", PASSWORD)
+            await spammer.create_account("spammer.skyfed.test", PASSWORD)
+            await dave.create_account("dave.skyfed.test", PASSWORD)
             did = alice.did
             await bob.follow(did)
             await carol.follow(did)
+            await carol.follow(spammer.did)
+            await dave.follow(spammer.did)
             first = await alice.post("before the takedown")
-            await until(lambda: all_agree(nodes, 3))
+            spam = await spammer.post("BUY CHEAP FOLLOWERS NOW")
+            await until(lambda: all_agree(nodes, 6))
             await admin.take_down(did, "policy (ticket 7)", admin_token=token)
             with pytest.raises(XrpcError):
                 await alice.post("at a, taken down")
@@ -376,6 +388,22 @@ async def test_after_a_takedown_the_account_moves_without_the_nodes_help(tmp_pat
                 await until(lambda f=follower: has_post(f, second.uri))  # type: ignore[misc]
                 assert await has_post(follower, first.uri)
             await until(lambda: points_at([b, c], did, b))
+
+            # The labeler on B labels the spam post; the label reaches C by gossip.
+            await labeler.label(spam.uri, "spam")
+
+            async def labelled_for_dave() -> bool:
+                page = await dave.timeline()
+                return any(i["post"]["labels"] for i in page["feed"])
+
+            dave.moderation = ModerationPrefs().subscribe(labeler.did)
+            await until(labelled_for_dave)
+            dave_sees = [i["post"] for i in (await dave.timeline())["feed"]]
+            assert [p["uri"] for p in dave_sees if not dave.moderate(p).hidden] == []
+            assert [dave.moderate(p).hidden for p in dave_sees] == [True]
+            carol_sees = [i["post"] for i in (await carol.timeline())["feed"]]
+            assert spam.uri in [p["uri"] for p in carol_sees]
+            assert not any(carol.moderate(p).hidden for p in carol_sees)
             async with Client(a.url) as reader_a:
                 latest = [i["post"]["uri"] for i in (await reader_a.latest())["feed"]]
                 assert second.uri not in latest
