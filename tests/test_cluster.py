@@ -196,7 +196,8 @@ async def test_cluster_up_and_down_from_the_command_line(tmp_path: Path) -> None
 async def test_takedown_and_move_scenario_tells_issue_7s_story(tmp_path: Path) -> None:
     """The shipped story at a small size: node 0 takes alice down, she moves to node 1
     on her own key and keeps posting, a labeler hides a spam post for its subscriber
-    only; every check of the story is in the verdict, and a wrong one fails it."""
+    only; every check of the story is in the verdict, and a wrong one fails it. Then
+    node 0 reverses the takedown and catches up."""
     shipped = load_scenario(ROOT / "examples" / "scenarios" / "takedown-and-move.toml")
     scenario = dataclasses.replace(
         shipped, duration=11, workload=dataclasses.replace(shipped.workload, rate=1.0)
@@ -247,5 +248,33 @@ async def test_takedown_and_move_scenario_tells_issue_7s_story(tmp_path: Path) -
         assert failed.checks_passed is False
         assert not failed.passed
         assert any("node 0 shows alice's late post" in p for p in failed.problems)
+
+        # The operator reverses the takedown: node 0 serves and carries alice again,
+        # catches up with her new home, and owes her head like every other node.
+        back = await live.apply(
+            "reverse", {"node": 0, "account": 0, "reason": "appeal upheld"}, "reverse"
+        )
+        assert back.passed, back.detail
+        assert c.owes(0, alice.did)
+        seen = await live.apply(
+            "expect",
+            {"post": "late", "visible": True, "nodes": [0], "view": "posts", "within": 20.0},
+            "node 0 shows alice's late post after the reversal",
+        )
+        assert seen.passed, seen.detail
+        # And alice goes home, this time with node 1's help (it signs the op).
+        home = await live.apply("migrate", {"account": 0, "to": 0, "with_old_node": True}, "home")
+        assert home.passed, home.detail
+        assert alice.home == 0
+        made = await live.apply("post", {"account": 0, "name": "home"}, "post at home")
+        assert made.passed, made.detail
+        assert "on node 0" in made.detail
+        everywhere = await live.apply(
+            "expect",
+            {"post": "home", "visible": True, "nodes": [0, 1, 2], "view": "posts", "within": 15.0},
+            "alice's post from home, everywhere",
+        )
+        assert everywhere.passed, everywhere.detail
+        await c.converged(timeout=20)
     finally:
         await close()
