@@ -47,8 +47,11 @@ account ``k`` starts on node ``k % nodes``):
   carry; all when left out): that node's operator applies its policy.
   ``reverse``: node, account, reason.
 - ``migrate``: account, to (a node): the account moves there with the rotation
-  key the harness holds for it, without its old node; ``with_old_node = true``
-  asks the old node to sign instead.
+  key the harness holds for it, without its old node, importing the new node's
+  replica (after waiting up to 10 s for it to hold the account's acknowledged
+  writes); ``with_old_node = true`` asks the old node to sign and export instead.
+  Make a migrating account ``quiet``: a write its old node acknowledges during the
+  move is lost to the network, and the verdict counts it.
 - ``expect``: post (a named post), visible (true or false), view (posts, thread,
   author, latest, timeline; default posts), and who reads: ``readers`` (account
   numbers, each through its home node of the moment) or ``nodes`` (an anonymous
