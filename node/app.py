@@ -447,9 +447,30 @@ async def create_account(request: web.Request) -> web.Response:
             "refreshJwt": tokens.refresh_jwt,
             "handle": handle,
             "did": did,
-            "didDoc": await node.did_doc(did),
+            **await _session_did_doc(node, did),
         }
     )
+
+
+async def _session_did_doc(node: Node, did: str) -> dict[str, Any]:
+    """``{"didDoc": doc}`` for a session answer, or ``{}`` if the document names
+    another PDS endpoint than this node's URL (the URL changed after the account was
+    made). The atproto SDK moves a session to the endpoint the document names, so a
+    stale one would send the client away; without a document it stays where it is."""
+    doc = await node.did_doc(did)
+    if doc is None:
+        return {}
+    endpoints = [
+        s.get("serviceEndpoint") for s in doc.get("service", []) if s.get("id") == "#atproto_pds"
+    ]
+    if endpoints != [node.url] and endpoints != [node.url.rstrip("/")]:
+        return {}
+    return {"didDoc": doc}
+
+
+def _email(email: str | None) -> dict[str, Any]:
+    # Optional in the lexicon: absent, never null.
+    return {} if email is None else {"email": email}
 
 
 async def create_session(request: web.Request) -> web.Response:
@@ -481,8 +502,8 @@ async def create_session(request: web.Request) -> web.Response:
             "refreshJwt": tokens.refresh_jwt,
             "handle": row.handle,
             "did": row.did,
-            "didDoc": await node.did_doc(row.did),
-            "email": row.email,
+            **await _session_did_doc(node, row.did),
+            **_email(row.email),
             "emailConfirmed": False,
             "active": True,
         }
@@ -503,7 +524,7 @@ async def refresh_session(request: web.Request) -> web.Response:
             "refreshJwt": tokens.refresh_jwt,
             "handle": row.handle,
             "did": row.did,
-            "didDoc": await node.did_doc(row.did),
+            **await _session_did_doc(node, row.did),
             "active": True,
         }
     )
@@ -519,9 +540,9 @@ async def get_session(request: web.Request) -> web.Response:
         {
             "handle": row.handle,
             "did": row.did,
-            "email": row.email,
+            **_email(row.email),
             "emailConfirmed": False,
-            "didDoc": await node.did_doc(row.did),
+            **await _session_did_doc(node, row.did),
             "active": True,
         }
     )
@@ -1076,7 +1097,9 @@ async def get_author_feed(request: web.Request) -> web.Response:
     assert actor is not None
     limit = _q_int(request, "limit", 50, 1, 100)
     cursor = _q_str(request, "cursor", required=False)
-    return _json(await node.views.author_feed(actor, await _viewer(request), limit, cursor))
+    filter_ = _q_str(request, "filter", required=False) or "posts_with_replies"
+    viewer = await _viewer(request)
+    return _json(await node.views.author_feed(actor, viewer, limit, cursor, filter_))
 
 
 async def get_latest(request: web.Request) -> web.Response:
