@@ -41,6 +41,7 @@ from protocol.jsondata import from_json, to_json
 from protocol.keys import SigningKey
 from protocol.labels import Label
 from protocol.mst import MST
+from protocol.records import PROFILE
 from protocol.repo import Repo, Write
 from protocol.syntax import (
     is_valid_did,
@@ -626,6 +627,12 @@ def _commit_meta(outcome: Any) -> dict[str, str]:
     return {"cid": str(outcome.result.commit_cid), "rev": outcome.result.commit.rev}
 
 
+def _new_rkey(node: Node, collection: str) -> str:
+    # The profile's key is the literal "self" (the atproto SDK's profile.create sends
+    # none); everything else gets a fresh TID.
+    return "self" if collection == PROFILE else node.repos._next_rev(None)
+
+
 async def create_record(request: web.Request) -> web.Response:
     body = await _body(request)
     did, _, key = await _writer(request, body)
@@ -633,7 +640,7 @@ async def create_record(request: web.Request) -> web.Response:
     collection = _b_str(body, "collection")
     assert collection is not None
     validate_nsid(collection)
-    rkey = _b_str(body, "rkey", required=False) or node.repos._next_rev(None)
+    rkey = _b_str(body, "rkey", required=False) or _new_rkey(node, collection)
     validate_record_key(rkey)
     record = _record_value(body, "record", collection)
     validate = _validate_flag(body)
@@ -746,7 +753,7 @@ async def apply_writes(request: web.Request) -> web.Response:
         collection = _b_str(item, "collection")
         assert collection is not None
         validate_nsid(collection)
-        rkey = _b_str(item, "rkey", required=action != "create") or node.repos._next_rev(None)
+        rkey = _b_str(item, "rkey", required=action != "create") or _new_rkey(node, collection)
         validate_record_key(rkey)
         value = None if action == "delete" else _record_value(item, "value", collection)
         writes.append(Write(action, collection, rkey, value))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from atproto import AsyncClient, Client, models
+from atproto import AsyncClient, Client, client_utils, models
 from atproto_client.exceptions import BadRequestError
 from atproto_client.models.dot_dict import DotDict
 from atproto_client.models.utils import get_or_create
@@ -109,6 +109,11 @@ async def test_the_sdk_drives_a_node_through_the_whole_story(
     assert payload.sub == created.did
     assert isinstance(payload.exp, int)
 
+    # A profile record: the SDK's profile.create sends no rkey; the node keys it "self".
+    about = models.AppBskyActorProfile.Record(display_name="Alice", description="on skyfed")
+    made = await call(alice.app.bsky.actor.profile.create, alice.me.did, about)
+    assert made.uri.endswith("/app.bsky.actor.profile/self")
+
     # Post, follow, reply, like.
     first = await call(alice.send_post, "hello from the atproto SDK")
     typed(first, Post.CreateRecordResponse)
@@ -123,12 +128,14 @@ async def test_the_sdk_drives_a_node_through_the_whole_story(
     )
     like = await call(bob.like, first.uri, first.cid)
     typed(like, models.AppBskyFeedLike.CreateRecordResponse)
+    text = client_utils.TextBuilder().text("quoting ").link("a link", "https://example.com")
+    quote = await call(bob.send_post, text, embed=models.AppBskyEmbedRecord.Main(record=ref))
 
     # Bob's timeline: alice's posts and his own reply, with its parent resolved.
     timeline = await call(bob.get_timeline)
     typed(timeline, models.AppBskyFeedGetTimeline.Response)
     by_uri = {item.post.uri: item for item in timeline.feed}
-    assert {first.uri, second.uri, reply.uri} <= set(by_uri)
+    assert {first.uri, second.uri, reply.uri, quote.uri} <= set(by_uri)
     for item in timeline.feed:
         typed(item, Defs.FeedViewPost)
         check_post_view(item.post)
@@ -145,6 +152,16 @@ async def test_the_sdk_drives_a_node_through_the_whole_story(
     reply_record = typed(reply_item.post.record, Post.Record)
     assert reply_record.reply is not None
     assert reply_record.reply.parent.uri == first.uri
+    quoted = check_post_view(by_uri[quote.uri].post)
+    embed = typed(quoted.embed, models.AppBskyEmbedRecord.View)
+    inner = typed(embed.record, models.AppBskyEmbedRecord.ViewRecord)
+    assert inner.uri == first.uri
+    assert typed(inner.value, Post.Record).text == "hello from the atproto SDK"
+    facets = typed(quoted.record, Post.Record).facets or []
+    assert [typed(f.features[0], models.AppBskyRichtextFacet.Link).uri for f in facets] == [
+        "https://example.com"
+    ]
+    assert typed(liked.author, ActorDefs.ProfileViewBasic).display_name == "Alice"
 
     # Alice's author feed, newest first.
     feed = await call(bob.get_author_feed, "alice.skyfed.test")
@@ -172,6 +189,8 @@ async def test_the_sdk_drives_a_node_through_the_whole_story(
     assert typed(liker.actor, ActorDefs.ProfileView).did == bob.me.did
     profile = await call(bob.get_profile, "alice.skyfed.test")
     typed(profile, ActorDefs.ProfileViewDetailed)
+    assert profile.display_name == "Alice"
+    assert profile.description == "on skyfed"
     assert profile.followers_count == 1
     assert profile.follows_count == 0
     assert profile.posts_count == 2
