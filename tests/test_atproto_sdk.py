@@ -108,6 +108,11 @@ async def test_the_sdk_drives_a_node_through_the_whole_story(
     payload = get_jwt_payload(alice.export_session_string().split(":::")[2])
     assert payload.sub == created.did
     assert isinstance(payload.exp, int)
+    # A saved session resumes in a new client (getProfile with the saved token).
+    resumed = Client(base_url=node.url)
+    sdk_clients.append(resumed)
+    me = await call(resumed.login, session_string=alice.export_session_string())
+    assert typed(me, ActorDefs.ProfileViewDetailed).did == created.did
 
     # A profile record: the SDK's profile.create sends no rkey; the node keys it "self".
     about = models.AppBskyActorProfile.Record(display_name="Alice", description="on skyfed")
@@ -326,6 +331,14 @@ async def test_a_blocked_parent_is_a_blocked_post(node: Node, sdk_clients: list[
     thread = await call(jo.get_post_thread, reply.uri)
     leaf = typed(thread.thread, Defs.ThreadViewPost)
     assert typed(leaf.parent, Defs.BlockedPost).uri == post.uri
+
+    # Once hal deletes it, the parent is a notFoundPost for a reader who blocks no one.
+    assert await call(hal.delete_post, post.uri) is True
+    thread = await call(ivy.get_post_thread, reply.uri)
+    leaf = typed(thread.thread, Defs.ThreadViewPost)
+    assert typed(leaf.parent, Defs.NotFoundPost).uri == post.uri
+    feed = await call(ivy.get_author_feed, "ivy.skyfed.test")
+    assert typed(typed(feed.feed[0].reply, Defs.ReplyRef).root, Defs.NotFoundPost).not_found
 
 
 async def test_the_sdk_refreshes_a_short_lived_session(
