@@ -377,6 +377,8 @@ async def test_the_async_sdk_reads_federated_posts_on_a_node_hosting_no_author(
             typed(await sdk.login(handle, PASSWORD), ActorDefs.ProfileViewDetailed)
         assert dave.me is not None
         assert erin.me is not None
+        # erin (node B) follows dave (node A): her timeline on B gets his posts.
+        await erin.follow(dave.me.did)
         post = await dave.send_post("written on node A, read on node C")
         ref = models.create_strong_ref(post)
         answer = await erin.send_post(
@@ -409,6 +411,11 @@ async def test_the_async_sdk_reads_federated_posts_on_a_node_hosting_no_author(
         ]
         profile = await reader.get_profile("dave.skyfed.test")
         assert typed(profile, ActorDefs.ProfileViewDetailed).posts_count == 1
+        assert profile.followers_count == 1
+
+        timeline = await erin.get_timeline()
+        assert [check_post_view(i.post).uri for i in timeline.feed] == [answer.uri, post.uri]
+        assert timeline.feed[0].post.author.did == erin.me.did
     finally:
         for sdk in (dave, erin, reader):
             await sdk.request.close()
