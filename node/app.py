@@ -1089,6 +1089,24 @@ def _q_uri(request: web.Request, name: str = "uri") -> str:
     return uri
 
 
+async def _did_uri(node: Node, uri: str) -> str:
+    """``uri`` with a handle authority replaced by its DID, as Bluesky's AppView does
+    (links copied from an app name the handle). An unknown handle stays as it is and
+    so finds nothing."""
+    authority, sep, path = uri[len("at://") :].partition("/")
+    if authority.startswith("did:"):
+        return uri
+    try:
+        did = await node.storage.resolve_handle(normalize_handle(authority))
+    except SkyfedError:
+        return uri
+    return uri if did is None else f"at://{did}{sep}{path}"
+
+
+async def _q_post_uri(request: web.Request) -> str:
+    return await _did_uri(request.app[NODE_KEY], _q_uri(request))
+
+
 async def get_timeline(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     viewer = (await node.principal(request)).did
@@ -1119,7 +1137,7 @@ async def get_latest(request: web.Request) -> web.Response:
 
 async def get_post_thread(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
-    uri = _q_uri(request)
+    uri = await _q_post_uri(request)
     depth = _q_int(request, "depth", 6, 0, 1000)
     height = _q_int(request, "parentHeight", 80, 0, 1000)
     out = await node.views.thread(uri, await _viewer(request), depth, height)
@@ -1133,12 +1151,13 @@ async def get_posts(request: web.Request) -> web.Response:
     uris = _q_list(request, "uris", 25)
     for uri in uris:
         validate_at_uri(uri)
+    uris = [await _did_uri(node, uri) for uri in uris]
     return _json(await node.views.posts(uris, await _viewer(request)))
 
 
 async def get_likes(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
-    uri = _q_uri(request)
+    uri = await _q_post_uri(request)
     limit = _q_int(request, "limit", 50, 1, 100)
     cursor = _q_str(request, "cursor", required=False)
     return _json(await node.views.likes(uri, await _viewer(request), limit, cursor))
@@ -1146,7 +1165,7 @@ async def get_likes(request: web.Request) -> web.Response:
 
 async def get_reposted_by(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
-    uri = _q_uri(request)
+    uri = await _q_post_uri(request)
     limit = _q_int(request, "limit", 50, 1, 100)
     cursor = _q_str(request, "cursor", required=False)
     return _json(await node.views.reposted_by(uri, await _viewer(request), limit, cursor))

@@ -187,6 +187,13 @@ async def test_the_sdk_drives_a_node_through_the_whole_story(
     parent = typed(leaf.parent, Defs.ThreadViewPost)
     assert check_post_view(parent.post).uri == first.uri
 
+    # A link copied from an app names the handle; it finds the same thread and post.
+    by_handle = first.uri.replace(alice.me.did, "alice.skyfed.test")
+    thread = await call(bob.get_post_thread, by_handle)
+    assert check_post_view(typed(thread.thread, Defs.ThreadViewPost).post).uri == first.uri
+    posts = await call(bob.get_posts, [by_handle])
+    assert [check_post_view(p).uri for p in posts.posts] == [first.uri]
+
     # Likes, profile, followers, follows.
     likes = await call(alice.get_likes, first.uri)
     assert len(likes.likes) == 1
@@ -228,10 +235,15 @@ async def test_the_sdk_drives_a_node_through_the_whole_story(
     with pytest.raises(BadRequestError):
         await call(alice.get_post_thread, second.uri)
 
-    # Unliking deletes the like record; the count follows.
+    # Unliking and unfollowing delete the records; the counts follow.
     assert await call(bob.unlike, like.uri) is True
     posts = await call(bob.get_posts, [first.uri])
     assert check_post_view(posts.posts[0]).like_count == 0
+    assert await call(bob.unfollow, follow.uri) is True
+    profile = await call(bob.get_profile, alice.me.did)
+    assert profile.followers_count == 0
+    assert profile.viewer is not None
+    assert profile.viewer.following is None
 
     # Every string in these answers passes the SDK's opt-in format checks too
     # (DIDs, handles, AT-URIs, CIDs, datetimes, record keys, language tags).
