@@ -57,6 +57,7 @@ from .auth import Authenticator, Principal, hash_password, parse_bearer, verify_
 from .config import NodeConfig, NodeSecrets, load_or_create_secrets
 from .federation import Federation, label_row
 from .firehose import Firehose
+from .moderation import MODERATION_KEY, Moderation, labels_middleware, moderation_routes
 from .ratelimit import RequestLimiter, WriteLimiter, client_key
 from .repos import RepoManager, iso_now
 from .storage import SqliteSessionStore, SqliteStorage
@@ -212,6 +213,7 @@ class Node:
         )
         self.views = Views(self.storage)
         self.repos.on_commit = self.federation.publish_commit
+        self.moderation = Moderation(self)
 
     def _gossip_stat(self, field: str) -> Callable[[], float]:
         return lambda: float(getattr(self.federation.plumtree.stats, field))
@@ -229,6 +231,7 @@ class Node:
     # -- life cycle --------------------------------------------------------------
     async def start(self) -> str:
         await self.storage.open()
+        await self.moderation.load()
         await self.firehose.start()
         app = make_app(self)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -294,7 +297,9 @@ class Node:
     # -- helpers -----------------------------------------------------------------
     async def principal(self, request: web.Request) -> Principal:
         token = parse_bearer(request.headers.get("Authorization"))
-        return await self.auth.verify_access(token)
+        principal = await self.auth.verify_access(token)
+        self.moderation.check_host(principal.did)
+        return principal
 
     async def resolve_repo(self, ident: str) -> str:
         """A DID from a handle or DID naming an account this node knows."""
@@ -496,6 +501,7 @@ async def create_session(request: web.Request) -> web.Response:
     ok = await verify_password(row.password_hash if row else None, password)
     if row is None or not ok:
         raise failure
+    node.moderation.check_host(row.did)
     tokens = await node.auth.create_session(row.did)
     return _json(
         {
@@ -804,6 +810,7 @@ async def get_record(request: web.Request) -> web.Response:
     validate_nsid(collection)
     validate_record_key(rkey)
     did = await node.resolve_repo(repo)
+    node.moderation.check_serve(did)
     row = await node.storage.get_record(did, collection, rkey)
     want = _q_str(request, "cid", required=False)
     if row is None or (want is not None and str(row.cid) != want):
@@ -825,6 +832,7 @@ async def list_records(request: web.Request) -> web.Response:
     if cursor is not None:
         validate_record_key(cursor)
     did = await node.resolve_repo(repo)
+    node.moderation.check_serve(did)
     rows = await node.storage.list_records(
         did, collection, limit, cursor, _q_bool(request, "reverse")
     )
@@ -841,6 +849,7 @@ async def describe_repo(request: web.Request) -> web.Response:
     repo = _q_str(request, "repo")
     assert repo is not None
     did = await node.resolve_repo(repo)
+    node.moderation.check_serve(did)
     ident = await node.storage.identity(did)
     if ident is None or await node.storage.get_head(did) is None:
         raise RepoError(f"could not find repo: {repo}", error="RepoNotFound")
@@ -865,6 +874,7 @@ async def _head_or_404(node: Node, did: str) -> Any:
         raise RepoError(f"could not find repo for DID: {did}", error="RepoNotFound")
     if head.status == "takendown":
         raise RepoError(f"repo has been taken down: {did}", error="RepoTakendown")
+    node.moderation.check_serve(did)
     return head
 
 
@@ -1302,6 +1312,7 @@ async def node_info(request: web.Request) -> web.Response:
                 "maxRecordBytes": 1024 * 1024,
             },
             "handleDomains": list(cfg.handle_domains),
+            "moderation": await node.moderation.info(),
         }
     )
 
@@ -1354,6 +1365,7 @@ _ROUTES: dict[str, tuple[str, Handler]] = {
     "skyfed.sync.listEquivocations": ("GET", list_equivocations),
     "_health": ("GET", health),
 }
+_ROUTES.update(moderation_routes())
 
 
 async def _dispatch(request: web.Request) -> web.StreamResponse:
@@ -1394,8 +1406,11 @@ async def _close_streams(app: web.Application) -> None:
 
 
 def make_app(node: Node) -> web.Application:
-    app = web.Application(middlewares=[_errors], client_max_size=node.config.max_body)
+    app = web.Application(
+        middlewares=[_errors, labels_middleware], client_max_size=node.config.max_body
+    )
     app[NODE_KEY] = node
+    app[MODERATION_KEY] = node.moderation
     app.router.add_route("*", "/xrpc/{nsid}", _dispatch)
     add_web_routes(app, node.views)
     app.router.add_get("/metrics", metrics)

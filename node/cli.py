@@ -12,6 +12,11 @@
     skyfed feed [--node URL] [--author HANDLE] [--latest] [--limit N] [--cursor C]
     skyfed thread URI        skyfed profile [HANDLE]        skyfed tail [--cursor N]
 
+    skyfed labelers list | add DID [--redact] | remove DID | set LABEL hide|warn|show
+    skyfed label URI VALUE [--neg]       skyfed mute HANDLE | unmute HANDLE | mutes
+    skyfed admin takedown HANDLE --reason TEXT [--scope host,serve,carry]
+    skyfed admin reverse HANDLE --reason TEXT        skyfed admin list [--did DID]
+
 Every client command takes ``--node URL`` (default: the node you logged in at, else
 ``$SKYFED_NODE``, else http://127.0.0.1:2583) and ``--json`` (raw JSON for scripts).
 The session (node URL, handle, DID and tokens; never the password) is kept in
@@ -188,11 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--latest", action="store_true", help="the network's latest posts")
     feed.add_argument("--limit", type=int, default=30, help="how many (1-100, default 30)")
     feed.add_argument("--cursor", help="continue from here (printed under the last page)")
+    feed.add_argument("--reveal", action="store_true", help="show the text of warned posts")
 
     thread = command("thread", "show a post with its parents and replies")
     thread.add_argument("uri", metavar="URI", help="the post's AT-URI")
     thread.add_argument("--depth", type=int, help="levels of replies (default 6)")
     thread.add_argument("--parent-height", type=int, help="levels of parents (default 80)")
+    thread.add_argument("--reveal", action="store_true", help="show the text of warned posts")
 
     profile = command("profile", "show an account's profile")
     profile.add_argument("actor", metavar="HANDLE", nargs="?", help="handle or DID (default: you)")
@@ -209,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tail = command("tail", "follow the node's live firehose (Ctrl-C ends)")
     tail.add_argument("--cursor", type=int, help="replay from this sequence number first")
+    _moderation_parsers(sub, common)
     return parser
 
 
@@ -333,7 +341,10 @@ class Context:
             or DEFAULT_NODE
         ).rstrip("/")
         self.console = make_console()
-        self.render = Renderer(self.console)
+        self.moderation = load_moderation()
+        self.render = Renderer(
+            self.console, moderation=self.moderation, reveal=bool(getattr(args, "reveal", False))
+        )
 
     @property
     def logged_in_here(self) -> bool:
@@ -359,7 +370,7 @@ class Context:
 async def _with_client(ctx: Context, body: Callable[[Any], Awaitable[int]]) -> int:
     from .client import Client, Session
 
-    async with Client(ctx.url) as client:
+    async with Client(ctx.url, moderation=ctx.moderation) as client:
         before = ctx.creds if ctx.logged_in_here else None
         if before is not None:
             client.session = Session(
@@ -593,6 +604,276 @@ _CLIENT_COMMANDS: dict[str, Callable[[Context], Coroutine[Any, Any, int]]] = {
 }
 
 
+# -- moderation: labelers, labels, mutes, node admin ------------------------------------
+#
+# A reader's labelers and label behaviours live in moderation.json next to the
+# credentials; every view request names the labelers, and the renderer hides or
+# warns as the settings say. `skyfed admin` speaks to a node's admin endpoints with
+# the node's admin token (from $SKYFED_ADMIN_TOKEN, --token-file or the node's TOML).
+
+MODERATION_FILE = "moderation.json"
+
+
+def load_moderation() -> Any:
+    from protocol.errors import SkyfedError
+    from protocol.moderation import ModerationPrefs
+
+    path = config_dir() / MODERATION_FILE
+    try:
+        return ModerationPrefs.from_json(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return ModerationPrefs()
+    except (OSError, ValueError, SkyfedError) as e:
+        raise CliError(f"cannot read {path} ({e}); fix or delete it") from e
+
+
+def save_moderation(prefs: Any) -> Path:
+    directory = config_dir()
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = directory / MODERATION_FILE
+    tmp = directory / f".{MODERATION_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(prefs.to_json(), indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _moderation_parsers(sub: Any, common: list[argparse.ArgumentParser]) -> None:
+    labelers = sub.add_parser(
+        "labelers",
+        help="choose the labelers you listen to and what their labels do",
+        description="Your moderation settings (kept in moderation.json in the config "
+        "directory): the labelers whose labels your views carry, and what each label "
+        "does: hide, warn or show. !hide and !takedown always hide, !warn always warns.",
+    )
+    lsub = labelers.add_subparsers(dest="moderation_command", required=True, metavar="ACTION")
+    lsub.add_parser("list", help="show your labelers and label settings", parents=common)
+    add = lsub.add_parser("add", help="subscribe to a labeler", parents=common)
+    add.add_argument("labeler", metavar="HANDLE", help="the labeler's handle or DID")
+    add.add_argument(
+        "--redact", action="store_true", help="its !takedown labels remove content from views"
+    )
+    remove = lsub.add_parser("remove", help="unsubscribe from a labeler", parents=common)
+    remove.add_argument("labeler", metavar="HANDLE", help="the labeler's handle or DID")
+    setting = lsub.add_parser("set", help="what a label does for you", parents=common)
+    setting.add_argument("val", metavar="LABEL", help="a label value, e.g. spam")
+    setting.add_argument("behaviour", choices=["hide", "warn", "show"])
+
+    label = sub.add_parser("label", help="label a post or account, as a labeler", parents=common)
+    label.add_argument("uri", metavar="URI", help="a post's AT-URI, or an account's DID")
+    label.add_argument("val", metavar="VALUE", help="e.g. spam, !warn, !hide")
+    label.add_argument("--neg", action="store_true", help="retract this label")
+    for name, what in (("mute", "mute an account (private to your node)"), ("unmute", "unmute")):
+        sub.add_parser(name, help=what, parents=common).add_argument(
+            "actor", metavar="HANDLE", help="handle or DID"
+        )
+    sub.add_parser("mutes", help="list the accounts you mute", parents=common)
+
+    admin = sub.add_parser(
+        "admin",
+        help="node policy, for the node's admin",
+        description="Apply this node's policy to an account, with the node's admin token "
+        "($SKYFED_ADMIN_TOKEN, --token-file, or admin_token in --node-config). It changes "
+        "this node only; the account stays readable through other nodes.",
+    )
+    asub = admin.add_subparsers(dest="moderation_command", required=True, metavar="ACTION")
+    down = asub.add_parser("takedown", help="take an account down on this node", parents=common)
+    down.add_argument("actor", metavar="HANDLE", help="handle or DID")
+    down.add_argument("--reason", required=True, help="why (published)")
+    down.add_argument(
+        "--scope",
+        default="host,serve,carry",
+        help="what this node refuses: host, serve, carry (comma-separated; default all)",
+    )
+    back = asub.add_parser("reverse", help="reverse an account's takedown", parents=common)
+    back.add_argument("actor", metavar="HANDLE", help="handle or DID")
+    back.add_argument("--reason", required=True, help="why (published)")
+    for p in (down, back):
+        p.add_argument("--token-file", type=Path, help="a file holding the admin token")
+        p.add_argument("--node-config", type=Path, help="the node's TOML (its admin_token)")
+    listing = asub.add_parser(
+        "list", help="the node's published moderation actions and policy", parents=common
+    )
+    listing.add_argument("--did", help="only actions on this account")
+    listing.add_argument("--limit", type=int, default=50, help="how many (1-500)")
+
+
+def _admin_token(args: argparse.Namespace) -> str:
+    token = os.environ.get("SKYFED_ADMIN_TOKEN")
+    if args.token_file is not None:
+        token = args.token_file.read_text().strip()
+    elif args.node_config is not None:
+        token = load_config(args.node_config).admin_token
+    if not token:
+        raise CliError("no admin token: set $SKYFED_ADMIN_TOKEN or pass --token-file")
+    return token
+
+
+async def _cmd_labelers_list(ctx: Context) -> int:
+    prefs = ctx.moderation
+    from protocol.moderation import DEFAULT_BEHAVIOURS, GLOBAL_BEHAVIOURS
+
+    def plain() -> None:
+        if not prefs.labelers:
+            print("no labelers: your views carry no labels (skyfed labelers add HANDLE)")
+        for p in prefs.labelers:
+            print(f"labeler {p.did}{' (redact)' if p.redact else ''}")
+        rules = {**GLOBAL_BEHAVIOURS, **DEFAULT_BEHAVIOURS, **prefs.behaviours}
+        for val in sorted(rules):
+            print(f"  {val}: {prefs.behaviour(val)}")
+        print("  any other label: show")
+
+    ctx.output(prefs.to_json(), plain)
+    return 0
+
+
+async def _labeler_did(ctx: Context) -> str:
+    actor = str(ctx.args.labeler).removeprefix("@")
+    if actor.startswith("did:"):
+        return actor
+
+    async def run(client: Any) -> int:
+        ctx.args.resolved = await client.resolve_handle(actor)
+        return 0
+
+    await _with_client(ctx, run)
+    return str(ctx.args.resolved)
+
+
+async def _cmd_labelers_add(ctx: Context) -> int:
+    did = await _labeler_did(ctx)
+    prefs = ctx.moderation.subscribe(did, redact=ctx.args.redact)
+    save_moderation(prefs)
+    ctx.output(prefs.to_json(), lambda: print(f"listening to labeler {did}"))
+    return 0
+
+
+async def _cmd_labelers_remove(ctx: Context) -> int:
+    did = await _labeler_did(ctx)
+    prefs = ctx.moderation.unsubscribe(did)
+    save_moderation(prefs)
+    ctx.output(prefs.to_json(), lambda: print(f"no longer listening to {did}"))
+    return 0
+
+
+async def _cmd_labelers_set(ctx: Context) -> int:
+    prefs = ctx.moderation.with_behaviour(ctx.args.val, ctx.args.behaviour)
+    save_moderation(prefs)
+    ctx.output(prefs.to_json(), lambda: print(f"{ctx.args.val}: {ctx.args.behaviour}"))
+    return 0
+
+
+async def _cmd_label(ctx: Context) -> int:
+    ctx.require_login()
+
+    async def run(client: Any) -> int:
+        label = await client.label(ctx.args.uri, ctx.args.val, neg=ctx.args.neg)
+        verb = "retracted" if ctx.args.neg else "labelled"
+        ctx.output(label, lambda: print(f"{verb} {label['uri']} {label['val']}"))
+        return 0
+
+    return await _with_client(ctx, run)
+
+
+def _mute_command(verb: str, method: str) -> Callable[[Context], Coroutine[Any, Any, int]]:
+    async def cmd(ctx: Context) -> int:
+        ctx.require_login()
+
+        async def run(client: Any) -> int:
+            await getattr(client, method)(ctx.args.actor)
+            ctx.output({"actor": ctx.args.actor}, lambda: print(f"{verb} {ctx.args.actor}"))
+            return 0
+
+        return await _with_client(ctx, run)
+
+    return cmd
+
+
+async def _cmd_mutes(ctx: Context) -> int:
+    ctx.require_login()
+
+    async def run(client: Any) -> int:
+        page = await client.mutes(limit=100)
+        ctx.output(page, lambda: ctx.render.actors(page.get("mutes", [])))
+        return 0
+
+    return await _with_client(ctx, run)
+
+
+def _takedown_line(t: dict[str, Any]) -> str:
+    state = "active" if t.get("active") else f"reversed {t.get('reversedAt')}"
+    line = f"#{t['id']} {t['did']} [{','.join(t['scopes'])}] {t['createdAt']} ({state})"
+    line += f"\n    reason: {t['reason']}"
+    if t.get("reverseReason"):
+        line += f"\n    reversed because: {t['reverseReason']}"
+    return line
+
+
+async def _cmd_admin_takedown(ctx: Context) -> int:
+    token = _admin_token(ctx.args)
+    scopes = [s.strip() for s in ctx.args.scope.split(",") if s.strip()]
+
+    async def run(client: Any) -> int:
+        client.session = None  # the admin token, never an account's
+        t = await client.take_down(
+            ctx.args.actor, ctx.args.reason, admin_token=token, scopes=scopes
+        )
+        ctx.output(t, lambda: print("took down " + _takedown_line(t)))
+        return 0
+
+    return await _with_client(ctx, run)
+
+
+async def _cmd_admin_reverse(ctx: Context) -> int:
+    token = _admin_token(ctx.args)
+
+    async def run(client: Any) -> int:
+        client.session = None
+        t = await client.reverse_takedown(ctx.args.actor, ctx.args.reason, admin_token=token)
+        ctx.output(t, lambda: print("reversed " + _takedown_line(t)))
+        return 0
+
+    return await _with_client(ctx, run)
+
+
+async def _cmd_admin_list(ctx: Context) -> int:
+    if not 1 <= ctx.args.limit <= 500:
+        raise CliError("--limit must be between 1 and 500")
+
+    async def run(client: Any) -> int:
+        page = await client.moderation_actions(limit=ctx.args.limit, did=ctx.args.did)
+
+        def plain() -> None:
+            statement = page.get("policy", {}).get("statement")
+            print(f"node {page.get('node')}")
+            if statement:
+                print(f"policy: {statement}")
+            if not page.get("actions"):
+                print("no moderation actions")
+            for t in page.get("actions", []):
+                print(_takedown_line(t))
+
+        ctx.output(page, plain)
+        return 0
+
+    return await _with_client(ctx, run)
+
+
+_MODERATION_COMMANDS: dict[str, Callable[[Context], Coroutine[Any, Any, int]]] = {
+    "labelers list": _cmd_labelers_list,
+    "labelers add": _cmd_labelers_add,
+    "labelers remove": _cmd_labelers_remove,
+    "labelers set": _cmd_labelers_set,
+    "label": _cmd_label,
+    "mute": _mute_command("muted", "mute"),
+    "unmute": _mute_command("unmuted", "unmute"),
+    "mutes": _cmd_mutes,
+    "admin takedown": _cmd_admin_takedown,
+    "admin reverse": _cmd_admin_reverse,
+    "admin list": _cmd_admin_list,
+}
+_CLIENT_COMMANDS.update(_MODERATION_COMMANDS)
+
+
 def _run_client_command(name: str, args: argparse.Namespace) -> int:
     import aiohttp
 
@@ -647,6 +928,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command == "account":
         return _run_client_command(f"account {args.account_command}", args)
+    if args.command in ("labelers", "admin"):
+        return _run_client_command(f"{args.command} {args.moderation_command}", args)
     if args.command in _CLIENT_COMMANDS:
         return _run_client_command(args.command, args)
     handlers = {("node", "init"): _cmd_node_init, ("node", "start"): _cmd_node_start}

@@ -14,6 +14,13 @@ ThreadViewPost, ProfileViewDetailed); any node can answer them, and a record rea
 from a node that is not its author's home can be checked against its author's signed
 commit with :meth:`Client.verify_record`.
 
+Moderation is the reader's: give the client :class:`ModerationPrefs` (``moderation=``)
+and every request names those labelers (``atproto-accept-labelers``), so views come
+back with their labels; :meth:`Client.moderate` then says whether a post or profile
+is hidden, behind a warning or shown. Mutes (:meth:`Client.mute`), labelling as a
+labeler (:meth:`Client.label`) and a node's admin endpoints (:meth:`Client.take_down`,
+with the node's admin token) are here too.
+
 Errors come back as :class:`XrpcError` carrying the server's ``error`` name, message
 and HTTP status. An expired access token is refreshed once, transparently. A record
 that fails verification raises :class:`VerificationError`.
@@ -38,6 +45,8 @@ from protocol.errors import InvalidSyntax, RemoteProtocolError, SkyfedError
 from protocol.eventstream import decode_frame
 from protocol.identity import resolve_log
 from protocol.keys import verify_key
+from protocol.moderation import ACCEPT_LABELERS, CONTENT_LABELERS, Decision, ModerationPrefs
+from protocol.moderation import moderate as _moderate
 from protocol.mst import MST, MemoryBlockStore
 from protocol.records import detect_facets
 
@@ -121,11 +130,21 @@ class Client:
     current tokens (a refresh rotates both), so save it again.
     """
 
-    def __init__(self, base_url: str, *, session: aiohttp.ClientSession | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        moderation: ModerationPrefs | None = None,
+    ):
         self.base_url = base_url.rstrip("/")
         self._http = session
         self._own_http = session is None
         self.session: Session | None = None
+        #: The reader's labelers and label behaviours (sent with every request).
+        self.moderation = moderation or ModerationPrefs()
+        #: The labelers the node says it applied to the last answer.
+        self.content_labelers: str | None = None
 
     async def __aenter__(self) -> Client:
         return self
@@ -158,17 +177,22 @@ class Client:
         params: Mapping[str, Any] | None = None,
         data: Mapping[str, Any] | None = None,
         auth: str | None = "access",
+        headers: Mapping[str, str] | None = None,
         _retry: bool = True,
     ) -> Any:
         """GET (no ``data``) or POST a method; returns the decoded JSON body.
 
         A parameter whose value is a list or tuple is sent repeated (``uris=a&uris=b``);
-        ``None`` values are left out.
+        ``None`` values are left out. ``headers`` are sent as given (they win).
         """
-        headers = {}
+        sent: dict[str, str] = {}
+        accept = self.moderation.header
+        if accept is not None:
+            sent[ACCEPT_LABELERS] = accept
         if auth is not None and self.session is not None:
             token = self.session.access_jwt if auth == "access" else self.session.refresh_jwt
-            headers["Authorization"] = f"Bearer {token}"
+            sent["Authorization"] = f"Bearer {token}"
+        sent.update(headers or {})
         query: list[tuple[str, str]] = []
         for k, v in (params or {}).items():
             if v is None:
@@ -179,11 +203,12 @@ class Client:
                 query.append((k, _param(v)))
         url = f"{self.base_url}/xrpc/{nsid}"
         if data is None:
-            request = self.http.get(url, params=query, headers=headers)
+            request = self.http.get(url, params=query, headers=sent)
         else:
-            request = self.http.post(url, params=query, json=data, headers=headers)
+            request = self.http.post(url, params=query, json=data, headers=sent)
         async with request as resp:
             body = await resp.read()
+            self.content_labelers = resp.headers.get(CONTENT_LABELERS)
             if resp.status >= 400:
                 try:
                     err = decode_json(body)
@@ -192,7 +217,9 @@ class Client:
                     error, message = "Error", body[:200].decode("utf-8", "replace")
                 if error == "ExpiredToken" and _retry and auth == "access" and self.session:
                     await self.refresh()
-                    return await self.call(nsid, params=params, data=data, auth=auth, _retry=False)
+                    return await self.call(
+                        nsid, params=params, data=data, auth=auth, headers=headers, _retry=False
+                    )
                 raise XrpcError(resp.status, error, message)
             if resp.content_type == "application/json":
                 return decode_json(body)
@@ -494,6 +521,96 @@ class Client:
     async def _view(self, nsid: str, **params: Any) -> dict[str, Any]:
         out: dict[str, Any] = await self.call(nsid, params=params)
         return out
+
+    # -- moderation ----------------------------------------------------------------
+    def moderate(self, view: Mapping[str, Any]) -> Decision:
+        """Hide, warn or show a PostView / ProfileView, by this reader's settings and
+        the labels the node attached (from the labelers this client named)."""
+        return _moderate(view, self.moderation)
+
+    async def label(
+        self,
+        subject: str,
+        val: str,
+        *,
+        cid: str | None = None,
+        neg: bool = False,
+        exp: str | None = None,
+    ) -> dict[str, Any]:
+        """Label a post (AT-URI) or an account (DID) as a labeler; ``neg`` retracts.
+        Returns the signed label (JSON form)."""
+        spec: dict[str, Any] = {"uri": subject, "val": val}
+        if cid is not None:
+            spec["cid"] = cid
+        if neg:
+            spec["neg"] = True
+        if exp is not None:
+            spec["exp"] = exp
+        out = await self.call("skyfed.label.createLabels", data={"labels": [spec]})
+        label: dict[str, Any] = out["labels"][0]
+        return label
+
+    async def query_labels(
+        self, patterns: Sequence[str], *, sources: Sequence[str] = (), limit: int = 50
+    ) -> dict[str, Any]:
+        """``{labels, cursor?}``: every stored label on matching subjects."""
+        return await self._view(
+            "com.atproto.label.queryLabels",
+            uriPatterns=list(patterns),
+            sources=list(sources) or None,
+            limit=limit,
+        )
+
+    async def mute(self, actor: str) -> None:
+        """Mute an account (private to your node): it leaves your views."""
+        await self.call("app.bsky.graph.muteActor", data={"actor": await self._did(actor)})
+
+    async def unmute(self, actor: str) -> None:
+        await self.call("app.bsky.graph.unmuteActor", data={"actor": await self._did(actor)})
+
+    async def mutes(self, *, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+        """``{mutes: [ProfileView], cursor?}``."""
+        return await self._view("app.bsky.graph.getMutes", limit=limit, cursor=cursor)
+
+    async def moderation_actions(
+        self, *, limit: int = 50, cursor: str | None = None, did: str | None = None
+    ) -> dict[str, Any]:
+        """``{node, policy, actions: [takedown], cursor?}``: what this node does (public)."""
+        return await self._view(
+            "skyfed.moderation.listActions", limit=limit, cursor=cursor, did=did
+        )
+
+    async def take_down(
+        self,
+        actor: str,
+        reason: str,
+        *,
+        admin_token: str,
+        scopes: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """Node policy (this node's admin only): take an account down here."""
+        data: dict[str, Any] = {"did": actor, "reason": reason}
+        if scopes:
+            data["scopes"] = list(scopes)
+        out: dict[str, Any] = await self.call(
+            "skyfed.admin.takedown",
+            data=data,
+            auth=None,
+            headers={"Authorization": f"Bearer {admin_token}"},
+        )
+        return out["takedown"]  # type: ignore[no-any-return]
+
+    async def reverse_takedown(
+        self, actor: str, reason: str, *, admin_token: str
+    ) -> dict[str, Any]:
+        """Node policy (this node's admin only): reverse an account's takedown here."""
+        out: dict[str, Any] = await self.call(
+            "skyfed.admin.reverseTakedown",
+            data={"did": actor, "reason": reason},
+            auth=None,
+            headers={"Authorization": f"Bearer {admin_token}"},
+        )
+        return out["takedown"]  # type: ignore[no-any-return]
 
     # -- verification --------------------------------------------------------------
     async def verify_record(self, uri: str, *, cid: str | None = None) -> RecordRef:

@@ -51,7 +51,13 @@ class NodeConfig:
     max_body: int = 2 * 1024 * 1024
     access_token_ttl: int = 2 * 3600
     refresh_token_ttl: int = 90 * 86400
+    #: Bearer token for the admin endpoints (node policy); None turns them off.
     admin_token: str | None = None
+    #: Admin requests per client address: rate per second and burst.
+    admin_rate: float = 1.0
+    admin_burst: int = 10
+    #: A statement of this node's moderation policy, published with its actions.
+    moderation_policy: str | None = None
     #: Peer node URLs to keep links to.
     peers: tuple[str, ...] = ()
     #: Tell peers about other peers (and accept being told about).

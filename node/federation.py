@@ -477,7 +477,7 @@ class Federation:
 
     def publish_commit(self, event: CommitEvent) -> None:
         """A local commit is durable: spread it."""
-        if self.plumtree.has_seen(event.commit.to_bytes()):
+        if self.plumtree.has_seen(event.commit.to_bytes()) or self._uncarried(event.repo):
             return
         payload = _pack_payload("commit", event.to_bytes())
         self._run_actions(
@@ -497,6 +497,15 @@ class Federation:
             return
         payload = _pack_payload("label", label.to_bytes())
         self._run_actions(self.plumtree.broadcast(msg_id, payload, time.monotonic()))
+
+    def _uncarried(self, did: str) -> bool:
+        """Node policy (node/moderation.py): this node does not carry ``did``'s repo
+        to or from peers."""
+        return self.node.moderation.refuses("carry", did)
+
+    def forget_items(self) -> None:
+        """Rebuild the reconciliation set next time (what this node carries changed)."""
+        self._item_cache = None
 
     def order_lock(self, did: str) -> asyncio.Lock:
         lock = self._order_locks.get(did)
@@ -595,6 +604,8 @@ class Federation:
                 # real commit's id by sending junk under it.
                 if event.commit.to_bytes() != msg_id:
                     raise DecodeError("push id is not the commit's CID")
+                if self._uncarried(event.repo):
+                    return None  # node policy: neither stored nor passed on from here
                 await self.ingest_event(event, link)
             elif kind == "label":
                 label = Label.from_bytes(data)
@@ -852,6 +863,8 @@ class Federation:
     async def resync(self, did: str, link: PeerLink) -> bool:
         """Fetch ``did``'s repo from ``link`` (since our rev when we can) and apply it
         if its head beats ours. True if it moved our head."""
+        if self._uncarried(did):
+            return False
         try:
             for attempt_since in (True, False):
                 held = await self.node.storage.head_state(did)
@@ -894,7 +907,7 @@ class Federation:
     async def _serve_repo(self, link: PeerLink, rid: int, did: str, since: str | None) -> None:
         storage = self.node.storage
         head = await storage.get_head(did)
-        if head is None:
+        if head is None or self._uncarried(did):
             link.send("error", rid=rid, error="RepoNotFound", message=did)
             return
         old_root = None
@@ -950,6 +963,8 @@ class Federation:
             vec = NegentropyStorageVector()
             described: dict[bytes, dict[str, Any]] = {}
             for did, head_raw, rev in conn.execute("SELECT did, head, rev FROM repos"):
+                if did in uncarried:
+                    continue
                 head = CID.from_bytes(head_raw)
                 ts, item_id = repo_item(did, head, rev)
                 vec.insert(ts, item_id)
@@ -965,6 +980,7 @@ class Federation:
             vec.seal()
             return vec, described
 
+        uncarried = {t.did for t in self.node.moderation.active() if t.covers("carry")}
         vec, described = await self.node.storage.read(build)
         self._item_cache = (version, vec, described)
         return vec, described
@@ -1071,6 +1087,8 @@ class Federation:
                         if reply["t"] == "ident":
                             await self.ingest_identity(did, reply["ops"])
             elif kind == "repo" and isinstance(item.get("rev"), str):
+                if self._uncarried(did):
+                    continue
                 held = await self.node.storage.head_state(did)
                 behind = held is None or head_wins(item["rev"], head, held.rev, held.head)
                 if behind and did not in self._resyncing:

@@ -6,6 +6,10 @@ and handle, relative time ("3m"), wrapped text, reply / repost / like counts, th
 AT-URI to act on, and thread indentation. Colour only on a terminal (rich turns it
 off when output is piped, and honours ``NO_COLOR``).
 
+Moderation is the reader's: given :class:`ModerationPrefs`, a post whose labels (from
+the reader's labelers) say hide is printed as one "hidden" line without its text, and
+one they say warn gets a warning line first and its text only with ``reveal``.
+
 Text written by users is always rendered as plain :class:`rich.text.Text`, never
 parsed as rich markup, so a post cannot restyle the terminal. Control characters in
 it are replaced.
@@ -26,6 +30,7 @@ from protocol.commit import CommitEvent
 from protocol.encoding import decode
 from protocol.errors import SkyfedError
 from protocol.jsondata import to_json
+from protocol.moderation import ModerationPrefs, moderate
 
 __all__ = [
     "Renderer",
@@ -90,11 +95,21 @@ def _count(n: object, one: str, many: str) -> str:
 
 
 class Renderer:
-    """Prints views to a rich console. ``now`` is fixed per renderer (for tests)."""
+    """Prints views to a rich console. ``now`` is fixed per renderer (for tests);
+    ``moderation`` is the reader's settings; ``reveal`` shows warned posts' text."""
 
-    def __init__(self, console: Console, *, now: datetime.datetime | None = None):
+    def __init__(
+        self,
+        console: Console,
+        *,
+        now: datetime.datetime | None = None,
+        moderation: ModerationPrefs | None = None,
+        reveal: bool = False,
+    ):
         self.console = console
         self.now = now or datetime.datetime.now(datetime.UTC)
+        self.moderation = moderation or ModerationPrefs()
+        self.reveal = reveal
 
     # -- pieces --------------------------------------------------------------------
     def author(self, author: Mapping[str, Any], *, bold: bool = True) -> Text:
@@ -124,6 +139,22 @@ class Renderer:
         if note is not None:
             body.append_text(note)
             body.append("\n")
+        decision = moderate(view, self.moderation)
+        if decision.hidden:
+            body.append(
+                f"[hidden by your moderation settings: {decision.reason()}]\n", "italic dim"
+            )
+            body.append(str(view.get("uri", "")), style="dim")
+            self._emit(body, level)
+            return
+        if decision.warned:
+            body.append(f"⚠ content warning: {decision.reason()}", style="bold yellow")
+            body.append("\n")
+            if not self.reveal:
+                body.append("(text not shown; --reveal shows it)\n", style="italic dim")
+                body.append(str(view.get("uri", "")), style="dim")
+                self._emit(body, level)
+                return
         record = view.get("record", {})
         if not isinstance(record, dict):
             record = {}
@@ -172,6 +203,11 @@ class Renderer:
         if inner.get("notFound") or inner.get("blocked"):
             out.append("quoted post unavailable ", style="italic dim")
             out.append(str(inner.get("uri", "")), style="dim")
+            return out
+        quoted = moderate(inner, self.moderation)
+        if quoted.hidden or (quoted.warned and not self.reveal):
+            out.append(f"quoted post {'hidden' if quoted.hidden else 'behind a warning'}: ")
+            out.append(quoted.reason(), style="italic dim")
             return out
         if "value" in inner:  # app.bsky.embed.record#viewRecord
             out.append("quoting ", style="dim")
@@ -256,8 +292,12 @@ class Renderer:
             self.post(node["post"], level=level, anchor=anchor)
 
     def profile(self, view: Mapping[str, Any]) -> None:
-        """A ProfileViewDetailed."""
+        """A ProfileViewDetailed (with a line for what the reader's labelers say)."""
         out = Text()
+        decision = moderate(view, self.moderation)
+        if decision.action != "show":
+            verb = "hidden by" if decision.hidden else "a warning from"
+            out.append(f"⚠ labels ({verb} your moderation settings): {decision.reason()}\n")
         name = _clean(view.get("displayName", "")).strip()
         if name:
             out.append(name + "\n", style="bold")

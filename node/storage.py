@@ -162,6 +162,27 @@ _MIGRATIONS.append(  # v4: labels, and one digest per labeler for reconciliation
     ) WITHOUT ROWID;
     """
 )
+_MIGRATIONS.append(  # v5: node moderation (node/moderation.py): takedowns, per-reader mutes
+    """
+    CREATE TABLE takedowns (
+        id INTEGER PRIMARY KEY,
+        did TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        reversed_at TEXT,
+        reverse_reason TEXT
+    );
+    CREATE INDEX takedowns_did ON takedowns (did);
+    CREATE UNIQUE INDEX takedowns_active ON takedowns (did) WHERE reversed_at IS NULL;
+    CREATE TABLE mutes (
+        did TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (did, subject)
+    ) WITHOUT ROWID;
+    """
+)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -990,6 +1011,12 @@ def _apply_commit(conn: sqlite3.Connection, b: CommitBatch) -> _Published:
         [(cid.to_bytes(), data) for cid, data in b.blocks.items()],
     )
     indexed_at = b.indexed_at or _utc_now()
+    # A node that refuses to serve an account does not index it (node/moderation.py).
+    unserved = conn.execute(
+        "SELECT 1 FROM takedowns WHERE did = ? AND reversed_at IS NULL"
+        " AND instr(scopes, 'serve') > 0",
+        (b.did,),
+    ).fetchone()
     for collection, rkey, cid in b.record_changes:
         unindex_record(conn, b.did, collection, rkey)
         if cid is None:
@@ -1007,7 +1034,7 @@ def _apply_commit(conn: sqlite3.Connection, b: CommitBatch) -> _Published:
             if block is None:
                 row = conn.execute("SELECT data FROM blocks WHERE cid = ?", (raw,)).fetchone()
                 block = None if row is None else row[0]
-            if block is not None:
+            if block is not None and unserved is None:
                 index_record(conn, b.did, collection, rkey, block, raw, indexed_at)
     conn.execute(
         "INSERT INTO repos (did, head, rev, root, status, local) VALUES (?, ?, ?, ?, NULL, ?)"
@@ -1021,6 +1048,8 @@ def _apply_commit(conn: sqlite3.Connection, b: CommitBatch) -> _Published:
         (b.did, b.rev, b.commit_cid.to_bytes(), b.root.to_bytes(), b.since),
     )
     seq = _next_seq(conn)
+    if unserved is not None:
+        return _Published(seq, [])  # nor on this node's firehose
     frame = b.frame(seq)
     conn.execute("INSERT INTO events VALUES (?, ?, ?, ?)", (seq, b.did, b.frame_kind, frame))
     return _Published(seq, [(seq, frame)])

@@ -7,7 +7,9 @@ surprises. Each view is built in one read on a reader thread: the query, then on
 batch each for records, authors, counts and the viewer's own likes and reposts.
 
 Blocks are enforced here: if either of viewer and author blocks the other, the
-author's posts are left out of feeds and shown as ``blockedPost`` in threads.
+author's posts are left out of feeds and shown as ``blockedPost`` in threads. Mutes
+(the viewer's own, private to this node) and this node's takedowns (scope ``serve``,
+node/moderation.py) leave accounts out the same way, shown as ``notFoundPost``.
 Deleted records are gone from the indexes, so they are gone from every view.
 """
 
@@ -60,6 +62,7 @@ class _Read:
         self.conn = conn
         self.viewer = viewer
         self._hidden: set[str] | None = None
+        self._blocked: set[str] | None = None
 
     # -- actors ------------------------------------------------------------------
     def resolve(self, actor: str) -> str:
@@ -69,7 +72,7 @@ class _Read:
             row = self.conn.execute("SELECT 1 FROM identities WHERE did = ?", (actor,)).fetchone()
             if row is None:
                 raise ProfileNotFound(f"profile not found: {actor}")
-            return actor
+            return self._served(actor)
         if not is_valid_handle(actor):
             raise RemoteProtocolError(f"{actor!r} is not a valid handle or DID")
         row = self.conn.execute(
@@ -77,19 +80,52 @@ class _Read:
         ).fetchone()
         if row is None:
             raise ProfileNotFound(f"profile not found: {actor}")
-        return str(row[0])
+        return self._served(str(row[0]))
 
-    def hidden(self) -> set[str]:
+    def _served(self, did: str) -> str:
+        row = self.conn.execute(
+            "SELECT 1 FROM takedowns WHERE did = ? AND reversed_at IS NULL"
+            " AND instr(scopes, 'serve') > 0",
+            (did,),
+        ).fetchone()
+        if row is not None:
+            raise RemoteProtocolError(
+                f"account has been taken down on this node: {did}", error="AccountTakedown"
+            )
+        return did
+
+    def blocked(self) -> set[str]:
         """Accounts the viewer blocks or is blocked by."""
-        if self._hidden is None:
-            self._hidden = set()
+        if self._blocked is None:
+            self._blocked = set()
             if self.viewer is not None:
                 rows = self.conn.execute(
                     "SELECT subject FROM graph_blocks WHERE did = ?"
                     " UNION SELECT did FROM graph_blocks WHERE subject = ?",
                     (self.viewer, self.viewer),
                 ).fetchall()
-                self._hidden = {r[0] for r in rows}
+                self._blocked = {r[0] for r in rows}
+        return self._blocked
+
+    def hidden(self) -> set[str]:
+        """Accounts left out of this view: blocked either way, muted by the viewer,
+        or taken down (not served) on this node."""
+        if self._hidden is None:
+            self._hidden = set(self.blocked())
+            self._hidden.update(
+                r[0]
+                for r in self.conn.execute(
+                    "SELECT did FROM takedowns WHERE reversed_at IS NULL"
+                    " AND instr(scopes, 'serve') > 0"
+                )
+            )
+            if self.viewer is not None:
+                self._hidden.update(
+                    r[0]
+                    for r in self.conn.execute(
+                        "SELECT subject FROM mutes WHERE did = ?", (self.viewer,)
+                    )
+                )
         return self._hidden
 
     def basics(self, dids: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -160,6 +196,10 @@ class _Read:
             f"SELECT did FROM graph_blocks WHERE subject = ? AND did IN ({m})", [v, *dids]
         ):
             out[did]["blockedBy"] = True
+        for (subject,) in self.conn.execute(
+            f"SELECT subject FROM mutes WHERE did = ? AND subject IN ({m})", [v, *dids]
+        ):
+            out[subject]["muted"] = True
         return out
 
     # -- posts -------------------------------------------------------------------
@@ -478,6 +518,21 @@ class Views:
         result: dict[str, Any] = await self._run(viewer, q)
         return result
 
+    async def profile_list(self, dids: Sequence[str], viewer: str | None) -> list[dict[str, Any]]:
+        """ProfileViews of known accounts, in order (for lists such as mutes)."""
+
+        def q(r: _Read) -> list[dict[str, Any]]:
+            known = []
+            for did in dids:
+                try:
+                    known.append(r.resolve(did))
+                except RemoteProtocolError:
+                    continue
+            return r.profile_views(known)
+
+        result: list[dict[str, Any]] = await self._run(viewer, q)
+        return result
+
     async def follows(
         self, actor: str, viewer: str | None, limit: int, cursor: str | None, *, followers: bool
     ) -> dict[str, Any]:
@@ -553,7 +608,7 @@ def _page(feed: list[dict[str, Any]], rows: Sequence[Any], limit: int) -> dict[s
 
 def _missing(r: _Read, uri: str) -> dict[str, Any]:
     did = uri[len("at://") :].split("/", 1)[0] if uri.startswith("at://") else ""
-    if did and did in r.hidden():
+    if did and did in r.blocked():
         viewer = r.relationships([did]).get(did, {})
         return {
             "$type": BLOCKED,

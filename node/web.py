@@ -14,7 +14,12 @@ origin at all, and the one inline style sheet and script are allowed by their ha
 The script is optional progressive enhancement: it watches the firehose and offers
 "n new posts" on the front page.
 
-This module refuses to: write anything, log anyone in, serve images or other
+Moderation is the reader's here too: ``/settings/moderation`` is a form whose answer
+is kept in a cookie (the labelers to listen to, and what each label does); pages then
+carry those labelers' labels, a warned post sits behind a click-to-reveal warning
+(``<details>``, no script needed) and a hidden post is shown as hidden.
+
+This module refuses to: write anything to the node, log anyone in, serve images or other
 people's HTML, or answer a failure with a traceback (an unknown profile or post is a
 404 page; anything unexpected is a plain 500 page, logged here).
 """
@@ -25,6 +30,7 @@ import base64
 import datetime
 import hashlib
 import html
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -33,8 +39,11 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from aiohttp import web
 
-from protocol.errors import InvalidSyntax, RemoteProtocolError
+from protocol.errors import InvalidSyntax, RemoteProtocolError, SkyfedError
+from protocol.moderation import Decision, InvalidPrefs, ModerationPrefs, moderate
 from protocol.syntax import is_valid_at_identifier, is_valid_did, is_valid_record_key
+
+from .moderation import MODERATION_KEY
 
 __all__ = [
     "CONTENT_SECURITY_POLICY",
@@ -167,6 +176,12 @@ border-radius:999px;background:var(--card)}
 .live a{display:inline-block;padding:.4rem 1rem;border-radius:999px;background:var(--link);
 color:var(--card);font-weight:600}
 .live[hidden]{display:none}
+.warning{margin:0 0 .5rem}
+.warning>summary{cursor:pointer;list-style:none;background:var(--card);color:var(--muted);
+border:1px solid var(--line);border-radius:.75rem;padding:.75rem}
+.warning[open]>summary{border-bottom-left-radius:0;border-bottom-right-radius:0}
+.settings textarea{width:100%;font:inherit}
+.settings label{display:block;margin:.75rem 0 .25rem;font-weight:600}
 .problem{background:var(--card);border:1px solid var(--line);border-radius:.75rem;padding:1.5rem}
 .foot{color:var(--muted);font-size:.8rem;padding-bottom:2rem}
 @media (max-width:30rem){.post{grid-template-columns:2.25rem minmax(0,1fr);gap:0 .6rem;
@@ -516,12 +531,38 @@ def render_post(
     reply: dict[str, Any] | None = None,
     main: bool = False,
     in_thread: bool = False,
+    prefs: ModerationPrefs | None = None,
 ) -> str:
     """One PostView as an ``<article>``.
 
     ``main`` marks the post a thread page is about (full timestamp, larger text);
     ``in_thread`` drops "Replying to", which the thread's layout already shows.
+    ``prefs``: the reader's moderation settings (hide, or put behind a warning).
     """
+    decision = moderate(post, prefs) if prefs is not None else Decision("show")
+    if decision.hidden:
+        return (
+            '<article class="post"><p class="context">Hidden by your moderation settings: '
+            f"{_e(decision.reason())}</p></article>"
+        )
+    article = _render_post(post, now, reason=reason, reply=reply, main=main, in_thread=in_thread)
+    if decision.warned:
+        return (
+            '<details class="warning"><summary>Content warning: '
+            f"{_e(decision.reason())} · Show</summary>{article}</details>"
+        )
+    return article
+
+
+def _render_post(
+    post: dict[str, Any],
+    now: float,
+    *,
+    reason: dict[str, Any] | None,
+    reply: dict[str, Any] | None,
+    main: bool,
+    in_thread: bool,
+) -> str:
     author = _map(post, "author")
     record = _map(post, "record")
     path = post_path(_str(post, "uri"))
@@ -574,7 +615,9 @@ def render_post(
     )
 
 
-def _feed_html(items: list[Any], now: float, empty: str) -> str:
+def _feed_html(
+    items: list[Any], now: float, empty: str, prefs: ModerationPrefs | None = None
+) -> str:
     posts = []
     for item in items:
         post = _map(item, "post")
@@ -582,7 +625,8 @@ def _feed_html(items: list[Any], now: float, empty: str) -> str:
             continue
         reason = _map(item, "reason") or None
         reply = _map(item, "reply") or None
-        posts.append(f"<li>{render_post(post, now, reason=reason, reply=reply)}</li>")
+        html_ = render_post(post, now, reason=reason, reply=reply, prefs=prefs)
+        posts.append(f"<li>{html_}</li>")
     if not posts:
         return f'<p class="empty">{_e(empty)}</p>'
     return f'<ol class="feed">{"".join(posts)}</ol>'
@@ -611,7 +655,7 @@ def _gone(node: dict[str, Any]) -> str:
     return '<p class="gone">This post was deleted or is not known here.</p>'
 
 
-def _thread_replies(node: dict[str, Any], now: float) -> str:
+def _thread_replies(node: dict[str, Any], now: float, prefs: ModerationPrefs | None = None) -> str:
     items = []
     for child in _list(node, "replies"):
         if not isinstance(child, dict):
@@ -620,9 +664,9 @@ def _thread_replies(node: dict[str, Any], now: float) -> str:
             items.append(f"<li>{_gone(child)}</li>")
             continue
         post = _map(child, "post")
-        inner = render_post(post, now, in_thread=True)
+        inner = render_post(post, now, in_thread=True, prefs=prefs)
         if "replies" in child:
-            inner += _thread_replies(child, now)
+            inner += _thread_replies(child, now, prefs)
         elif _int(post, "replyCount") and (path := post_path(_str(post, "uri"))):
             inner += f'<p class="more"><a href="{_e(path)}">Continue this thread →</a></p>'
         items.append(f"<li>{inner}</li>")
@@ -653,7 +697,8 @@ def _page(
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
         '<a class="skip" href="#main">Skip to content</a>'
         '<header class="bar"><div class="wrap"><a class="brand" href="/">skyfed</a>'
-        f'<nav aria-label="Site"><a href="/"{latest}>Latest</a></nav></div></header>'
+        f'<nav aria-label="Site"><a href="/"{latest}>Latest</a> '
+        '<a href="/settings/moderation">Moderation</a></nav></div></header>'
         f'<main id="main" class="wrap">{body}</main>'
         '<footer class="foot wrap">A read-only view from this node. '
         "Posts live in their authors' signed repositories.</footer>"
@@ -696,6 +741,7 @@ async def latest_page(request: web.Request) -> web.Response:
     views = request.app[VIEWS_KEY]
     limit, cursor = _limit(request), _cursor(request)
     out = await views.latest(None, limit, cursor)
+    prefs = await _labelled(request, out)
     now = time.time()
     live = (
         '<p id="live" class="live" role="status" hidden><a href="/">New posts</a></p>'
@@ -705,7 +751,7 @@ async def latest_page(request: web.Request) -> web.Response:
     body = (
         "<h1>Latest posts</h1>"
         + live
-        + _feed_html(_list(out, "feed"), now, "Nothing has been posted yet.")
+        + _feed_html(_list(out, "feed"), now, "Nothing has been posted yet.", prefs)
         + _pager("/", cursor, _str(out, "cursor"), limit)
     )
     return _page("Latest posts · skyfed", body, live=cursor is None, current="latest")
@@ -719,6 +765,7 @@ async def profile_page(request: web.Request) -> web.Response:
     limit, cursor = _limit(request), _cursor(request)
     profile = await views.profile(actor, None)
     feed = await views.author_feed(actor, None, limit, cursor)
+    prefs = await _labelled(request, {"profile": profile, "feed": feed})
     now = time.time()
     handle = _str(profile, "handle") or _str(profile, "did")
     name = _str(profile, "displayName").strip()
@@ -731,6 +778,12 @@ async def profile_page(request: web.Request) -> web.Response:
         f"{'follower' if _int(profile, 'followersCount') == 1 else 'followers'}</li>"
         f"<li><strong>{_int(profile, 'followsCount')}</strong> following</li>"
     )
+    account = moderate(profile, prefs)
+    if account.action != "show":
+        what = "hides" if account.hidden else "warns about"
+        bio = f'{bio}<p class="context">Your moderation settings {what} this account: ' + (
+            f"{_e(account.reason())}</p>"
+        )
     header = (
         f'<section class="profile" aria-label="Profile">'
         f"<h1>{_e(name or handle)}</h1>"
@@ -742,7 +795,7 @@ async def profile_page(request: web.Request) -> web.Response:
     body = (
         header
         + '<h2 class="context">Posts</h2>'
-        + _feed_html(_list(feed, "feed"), now, "No posts yet.")
+        + _feed_html(_list(feed, "feed"), now, "No posts yet.", prefs)
         + _pager(base, cursor, _str(feed, "cursor"), limit)
     )
     title = f"{name} (@{handle})" if name else f"@{handle}"
@@ -756,6 +809,7 @@ async def thread_page(request: web.Request) -> web.Response:
         return _problem(404, "Post not found", "That address does not name a post.")
     uri = f"at://{did}/{POST_COLLECTION}/{rkey}"
     out = await views.thread(uri, None, THREAD_DEPTH, THREAD_PARENTS)
+    prefs = await _labelled(request, out)
     root = _map(out, "thread")
     kind = _str(root, "$type")
     if kind == _BLOCKED:
@@ -772,7 +826,7 @@ async def thread_page(request: web.Request) -> web.Response:
     parents = "".join(
         "<li>"
         + (
-            render_post(_map(p, "post"), now, in_thread=True)
+            render_post(_map(p, "post"), now, in_thread=True, prefs=prefs)
             if _str(p, "$type") == _THREAD
             else _gone(p)
         )
@@ -782,14 +836,112 @@ async def thread_page(request: web.Request) -> web.Response:
     post = _map(root, "post")
     body = (
         (f'<ol class="parents" aria-label="Earlier in the thread">{parents}</ol>' if chain else "")
-        + render_post(post, now, main=True)
-        + _thread_replies(root, now)
+        + render_post(post, now, main=True, prefs=prefs)
+        + _thread_replies(root, now, prefs)
     )
     author = _map(post, "author")
     who = _str(author, "displayName") or "@" + _str(author, "handle")
     text = _str(_map(post, "record"), "text")
+    if moderate(post, prefs).action != "show":
+        text = "(moderated)"  # the title would show what the page hides
     snippet = text[:60] + ("…" if len(text) > 60 else "")
     return _page(f"{who}: “{snippet}” · skyfed", body)
+
+
+# -- the reader's moderation settings (a cookie) -----------------------------------------
+
+PREFS_COOKIE: Final = "skyfed_moderation"
+_MAX_FORM: Final = 16 * 1024
+
+
+def reader_prefs(request: web.Request) -> ModerationPrefs:
+    """The settings in the reader's cookie; none (or a broken cookie) means none."""
+    raw = request.cookies.get(PREFS_COOKIE)
+    if not raw or len(raw) > 4096:
+        return ModerationPrefs()
+    try:
+        data = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+        return ModerationPrefs.from_json(json.loads(data))
+    except (ValueError, SkyfedError):
+        return ModerationPrefs()
+
+
+async def _labelled(request: web.Request, out: dict[str, Any]) -> ModerationPrefs:
+    """Attach the reader's labelers' labels to a view answer; the reader's settings."""
+    prefs = reader_prefs(request)
+    moderation = request.app.get(MODERATION_KEY)
+    if moderation is not None and prefs.labelers:
+        await moderation.apply_labels(out, prefs.labelers)
+    return prefs
+
+
+def _settings_form(prefs: ModerationPrefs, note: str = "") -> str:
+    labelers = "\n".join(p.to_str() for p in prefs.labelers)
+    labels = "\n".join(f"{val}={b}" for val, b in sorted(prefs.behaviours.items()))
+    return (
+        '<section class="problem settings"><h1>Moderation</h1>'
+        + (f'<p role="status">{_e(note)}</p>' if note else "")
+        + "<p>Labelers are accounts that label posts and accounts. Name the ones you "
+        "trust; pages then carry their labels, and you choose what each label does. "
+        "<code>!hide</code> and <code>!takedown</code> always hide and <code>!warn</code> "
+        "always warns; <code>spam</code> hides and <code>nudity</code>, <code>porn</code>, "
+        "<code>sexual</code>, <code>gore</code>, <code>graphic-media</code> warn unless you "
+        "say otherwise. Kept in a cookie in this browser only.</p>"
+        '<form method="post" action="/settings/moderation">'
+        '<label for="labelers">Labelers (one DID a line; add ;redact to drop what they '
+        "take down)</label>"
+        f'<textarea id="labelers" name="labelers" rows="4">{_e(labelers)}</textarea>'
+        '<label for="labels">What labels do (one <code>label=hide|warn|show</code> a line)'
+        "</label>"
+        f'<textarea id="labels" name="labels" rows="4">{_e(labels)}</textarea>'
+        '<p><button type="submit">Save</button></p></form></section>'
+    )
+
+
+async def settings_page(request: web.Request) -> web.Response:
+    note = "Saved." if request.query.get("saved") else ""
+    return _page("Moderation · skyfed", _settings_form(reader_prefs(request), note))
+
+
+async def save_settings(request: web.Request) -> web.StreamResponse:
+    # A cross-site form must not change a reader's settings.
+    origin = request.headers.get("Origin")
+    if origin is not None and urlsplit(origin).netloc != request.host:
+        return _problem(403, "Not allowed", "Settings can only be changed from this site.")
+    if (request.content_length or 0) > _MAX_FORM:
+        return _problem(413, "Too large", "That is more settings than this page takes.")
+    form = await request.post()
+    labelers = str(form.get("labelers", ""))
+    behaviours: dict[str, str] = {}
+    for line in str(form.get("labels", "")).splitlines():
+        if line.strip():
+            val, _, behaviour = line.partition("=")
+            behaviours[val.strip()] = behaviour.strip()
+    try:
+        prefs = ModerationPrefs.from_json(
+            {
+                "labelers": [
+                    {"did": entry.split(";")[0].strip(), "redact": "redact" in entry}
+                    for entry in labelers.replace(",", "\n").splitlines()
+                    if entry.strip()
+                ],
+                "labels": behaviours,
+            }
+        )
+        for val in behaviours:
+            prefs.with_behaviour(val, prefs.behaviours[val])  # refuses the global ones
+    except InvalidPrefs as e:
+        return _page(
+            "Moderation · skyfed", _settings_form(reader_prefs(request), e.message), status=400
+        )
+    value = base64.urlsafe_b64encode(json.dumps(prefs.to_json()).encode()).decode().rstrip("=")
+    if len(value) > 4000:
+        return _problem(400, "Too many settings", "Name fewer labelers or labels.")
+    done = web.HTTPSeeOther("/settings/moderation?saved=1")
+    done.set_cookie(
+        PREFS_COOKIE, value, max_age=365 * 86400, httponly=True, samesite="Lax", path="/"
+    )
+    raise done
 
 
 Page = Callable[[web.Request], Awaitable[web.Response]]
@@ -838,3 +990,5 @@ def add_web_routes(app: web.Application, views: ViewSource) -> None:
     app.router.add_get("/", _guard("Page", latest_page))
     app.router.add_get("/profile/{actor}", _guard("Profile", profile_page))
     app.router.add_get("/post/{did}/{rkey}", _guard("Post", thread_page))
+    app.router.add_get("/settings/moderation", _guard("Page", settings_page))
+    app.router.add_post("/settings/moderation", save_settings)

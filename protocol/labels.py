@@ -313,20 +313,25 @@ def current_labels(labels: Iterable[Label], now: str) -> list[Label]:
     ``cts`` in the future is not refused: timestamps are the issuer's claim.
     """
     now_key = _instant(now)
-    best: dict[tuple[str, str, str], tuple[tuple[tuple[int, str], bool, bytes], Label]] = {}
+    # Per group: (rank, the held label's CID bytes once computed, the label). Larger
+    # ranks win; on equal ranks the lower CID does. CIDs are computed only for ties
+    # (encoding and hashing every label was most of the cost of a view's labels).
+    best: dict[tuple[str, str, str], tuple[tuple[tuple[int, str], bool], bytes | None, Label]] = {}
     for label in labels:
         if not isinstance(label, Label):
             raise InvalidLabel("current_labels takes Label values")
         group = (label.src, label.uri, label.val)
-        # Larger ranks later; the CID bytes are inverted so the lower CID ranks higher.
-        cid_rank = bytes(255 - b for b in label.label_cid.to_bytes())
-        rank = (_instant(label.cts), not label.neg, cid_rank)
+        rank = (_instant(label.cts), not label.neg)
         held = best.get(group)
         if held is None or rank > held[0]:
-            best[group] = (rank, label)
+            best[group] = (rank, None, label)
+        elif rank == held[0]:
+            theirs = held[1] if held[1] is not None else held[2].label_cid.to_bytes()
+            mine = label.label_cid.to_bytes()
+            best[group] = (rank, mine, label) if mine < theirs else (rank, theirs, held[2])
     out = [
         label
-        for _, label in best.values()
+        for _, _, label in best.values()
         if not label.neg and (label.exp is None or _instant(label.exp) > now_key)
     ]
     out.sort(key=lambda label: (label.src, label.uri, label.val))

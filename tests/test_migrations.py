@@ -1,4 +1,4 @@
-"""A database written before the indexes existed upgrades in place on open."""
+"""Databases written by older versions upgrade in place on open."""
 
 from __future__ import annotations
 
@@ -78,3 +78,32 @@ async def test_a_newer_database_is_refused(tmp_path: Path) -> None:
             await node.start()
     finally:
         await node.stop()
+
+
+async def test_v4_database_gains_moderation_tables(tmp_path: Path) -> None:
+    config = NodeConfig(data_dir=tmp_path / "node", port=0)
+    async with Node(config) as node, Client(node.url) as alice:
+        await alice.create_account("alice.skyfed.test", PASSWORD)
+        post = await alice.post("written before moderation existed")
+
+    # Back to v4: no takedowns, no mutes.
+    conn = sqlite3.connect(config.db_path)
+    conn.execute("DROP TABLE takedowns")
+    conn.execute("DROP TABLE mutes")
+    conn.execute("PRAGMA user_version = 4")
+    conn.commit()
+    conn.close()
+
+    async with Node(config) as node, Client(node.url) as bob:
+        await bob.create_account("bob.skyfed.test", PASSWORD)
+        await bob.mute(alice.did)
+        assert [p["did"] for p in (await bob.mutes())["mutes"]] == [alice.did]
+        assert (await bob.latest())["feed"] == []
+        assert node.moderation.active() == []
+        async with Client(node.url) as anyone:
+            assert [i["post"]["uri"] for i in (await anyone.latest())["feed"]] == [post.uri]
+    conn = sqlite3.connect(config.db_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"takedowns", "mutes"} <= tables
+    conn.close()
