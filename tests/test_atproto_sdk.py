@@ -27,6 +27,7 @@ from atproto_client.models.utils import get_or_create
 from atproto_server.auth.jwt import get_jwt_payload
 
 from node.app import Node
+from node.client import Client as SkyfedClient
 from node.config import NodeConfig
 
 from .test_federation import link, start_nodes, until
@@ -450,3 +451,43 @@ async def test_a_session_stays_on_the_node_after_its_url_changed(
         post = await call(kim.send_post, "still here after a move")
         got = await call(kim.get_posts, [post.uri])
         assert check_post_view(got.posts[0]).uri == post.uri
+
+
+async def test_labels_and_mutes_reach_the_sdk(node: Node, sdk_clients: list[Client]) -> None:
+    for name in ("nia", "oli"):
+        await call(sign_up, node.url, f"{name}.skyfed.test")
+    nia = await log_in(sdk_clients, node.url, "nia.skyfed.test")
+    oli = await log_in(sdk_clients, node.url, "oli.skyfed.test")
+    assert nia.me is not None
+    post = await call(nia.send_post, "a post someone will label")
+    # Labelling is skyfed's own method (any account can label), so skyfed's client.
+    async with SkyfedClient(node.url) as labeler:
+        await labeler.create_account("lab.skyfed.test", PASSWORD)
+        await labeler.label(post.uri, "!warn")
+        labeler_did = labeler.did
+    assert labeler_did is not None
+
+    # A reader who names the labeler (atproto-accept-labelers) sees its label on the
+    # post, typed as the SDK's Label.
+    reader = oli.with_labelers([labeler_did])
+    got = await call(reader.get_posts, [post.uri])
+    view = check_post_view(got.posts[0])
+    assert view.labels is not None
+    labels = [typed(label, models.ComAtprotoLabelDefs.Label) for label in view.labels]
+    assert [(label.src, label.val) for label in labels] == [(labeler_did, "!warn")]
+    feed = await call(reader.get_author_feed, nia.me.did)
+    assert [lb.val for lb in check_post_view(feed.feed[0].post).labels or []] == ["!warn"]
+    # One who names none sees none.
+    plain = await call(oli.get_posts, [post.uri])
+    assert check_post_view(plain.posts[0]).labels == []
+
+    # muteActor is served: a muted author's posts leave the muter's views.
+    assert await call(oli.mute, nia.me.did) is True
+    profile = await call(oli.get_profile, nia.me.did)
+    assert profile.viewer is not None
+    assert profile.viewer.muted is True
+    mutes = await call(oli.app.bsky.graph.get_mutes)
+    assert [typed(p, ActorDefs.ProfileView).did for p in mutes.mutes] == [nia.me.did]
+    assert (await call(oli.get_posts, [post.uri])).posts == []
+    assert await call(oli.unmute, nia.me.did) is True
+    assert len((await call(oli.get_posts, [post.uri])).posts) == 1
