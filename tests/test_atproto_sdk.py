@@ -469,7 +469,8 @@ async def test_labels_and_mutes_reach_the_sdk(node: Node, sdk_clients: list[Clie
 
     # A reader who names the labeler (atproto-accept-labelers) sees its label on the
     # post, typed as the SDK's Label.
-    reader = oli.with_labelers([labeler_did])
+    reader = oli.with_labelers([labeler_did])  # a clone, with its own connections
+    sdk_clients.append(reader)
     got = await call(reader.get_posts, [post.uri])
     view = check_post_view(got.posts[0])
     assert view.labels is not None
