@@ -29,9 +29,7 @@ import collections
 import contextlib
 import os
 import re
-import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -45,17 +43,17 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from node.client import Client
+from node.cluster.process import node_process as cluster_node
 from protocol.keys import SigningKey
 
-ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery staple"
-BENCH_CONFIG = """\
 # bench: lift the per-account write points and the login limiter
-points_per_hour = 1000000000
-points_per_day = 1000000000
-auth_rate = 100000.0
-auth_burst = 100000
-"""
+BENCH_SETTINGS = {
+    "points_per_hour": 1_000_000_000,
+    "points_per_day": 1_000_000_000,
+    "auth_rate": 100_000.0,
+    "auth_burst": 100_000,
+}
 
 
 def signs_per_second(seconds: float = 1.0) -> float:
@@ -75,47 +73,14 @@ def signs_per_second(seconds: float = 1.0) -> float:
 
 @contextlib.asynccontextmanager
 async def node_process(workdir: Path, node_cmd: str = "") -> AsyncIterator[tuple[int, str]]:
-    """Start a node with the bench config; yields (pid, url); SIGTERM then SIGKILL on exit."""
-    config = workdir / "bench.toml"
-    config.write_text(BENCH_CONFIG)
-    log = open(workdir / "node.log", "wb")  # noqa: ASYNC230, SIM115 - set-up, before load
-    command = shlex.split(node_cmd) if node_cmd else [sys.executable, "-m", "node.cli"]
-    proc = await asyncio.create_subprocess_exec(
-        *command,
-        "node",
-        "start",
-        "--config",
-        str(config),
-        "--data-dir",
-        str(workdir / "data"),
-        "--port",
-        "0",
-        cwd=ROOT,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=log,
-    )
-    try:
-        assert proc.stdout is not None
-        url = None
-        async with asyncio.timeout(30):
-            while url is None:
-                line = (await proc.stdout.readline()).decode()
-                if not line:
-                    raise RuntimeError("node exited before it was listening")
-                if line.startswith("listening on "):
-                    url = line.removeprefix("listening on ").strip()
-        yield proc.pid, url
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(10):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        log.close()
+    """Start a node with the bench settings; yields (pid, url); SIGTERM then SIGKILL on exit."""
+    async with cluster_node(
+        workdir / "data",
+        settings=BENCH_SETTINGS,
+        log_path=workdir / "node.log",
+        command=node_cmd,
+    ) as node:
+        yield node.pid, node.url
 
 
 def node_log_summary(workdir: Path) -> str:

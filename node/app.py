@@ -58,6 +58,8 @@ from .config import NodeConfig, NodeSecrets, load_or_create_secrets
 from .federation import Federation, label_row
 from .firehose import Firehose
 from .moderation import MODERATION_KEY, Moderation, labels_middleware, moderation_routes
+from .portability import ROUTES as PORTABILITY_ROUTES
+from .portability import Portability, create_account_for_did
 from .ratelimit import RequestLimiter, WriteLimiter, client_key
 from .repos import RepoManager, iso_now
 from .storage import SqliteSessionStore, SqliteStorage
@@ -172,7 +174,9 @@ class Node:
         self.config = config
         self.secrets = secrets_ or load_or_create_secrets(config.data_dir)
         self.storage = SqliteStorage(config.db_path)
-        self.repos = RepoManager(self.storage, clock_id=secrets.randbelow(1024))
+        self.repos = RepoManager(
+            self.storage, clock_id=secrets.randbelow(1024), now=self.wall_clock
+        )
         self.firehose = Firehose(self.storage, buffer_limit=config.subscriber_buffer)
         self.auth = Authenticator(
             self.secrets.token_secret,
@@ -213,10 +217,15 @@ class Node:
         )
         self.views = Views(self.storage)
         self.repos.on_commit = self.federation.publish_commit
+        self.portability = Portability(self)
         self.moderation = Moderation(self)
 
     def _gossip_stat(self, field: str) -> Callable[[], float]:
         return lambda: float(getattr(self.federation.plumtree.stats, field))
+
+    def wall_clock(self) -> float:
+        """Seconds since the epoch, as this node believes (``clock_skew`` added)."""
+        return time.time() + self.config.clock_skew
 
     @property
     def node_did(self) -> str:
@@ -325,6 +334,11 @@ class Node:
         row = await self.storage.account_by_did(did)
         if row is None:
             raise RepoError(f"could not find repo: {did}", error="RepoNotFound")
+        reason = await self.portability.deactivation(did)
+        if reason is not None:
+            raise RemoteProtocolError(
+                f"account {did} is not active here ({reason})", error="AccountDeactivated"
+            )
         hit = (row.handle, SigningKey.from_str(row.signing_key))
         self._accounts[did] = hit
         while len(self._accounts) > 10_000:
@@ -401,6 +415,8 @@ async def create_account(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     node.auth_limits.check(_client_addr(request))
     body = await _body(request)
+    if body.get("did") is not None:  # an existing identity moving here
+        return await create_account_for_did(request, body)
     handle_raw = _b_str(body, "handle")
     password = _b_str(body, "password")
     assert handle_raw is not None
@@ -1365,6 +1381,7 @@ _ROUTES: dict[str, tuple[str, Handler]] = {
     "skyfed.sync.listEquivocations": ("GET", list_equivocations),
     "_health": ("GET", health),
 }
+_ROUTES.update(PORTABILITY_ROUTES)
 _ROUTES.update(moderation_routes())
 
 

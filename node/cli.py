@@ -4,7 +4,10 @@
     skyfed node start [--config FILE] [--data-dir DIR] [--host H] [--port P] [--public-url URL]
                       [--peer URL ...] [--reconcile-interval SECONDS]
 
-    skyfed account create HANDLE [--node URL] [--password-stdin]
+    skyfed account create HANDLE [--node URL] [--password-stdin] [--no-rotation-key]
+    skyfed account export [HANDLE] [--out PREFIX]     skyfed account import FILE
+    skyfed account migrate --to URL [--without-old-node] [--car FILE] [--log FILE]
+    skyfed account rotate-key [--node-signs]
     skyfed login HANDLE [--node URL] [--password-stdin]      skyfed logout
     skyfed post "text" [--reply URI] [--quote URI] [--lang LANG]
     skyfed like URI | repost URI | delete URI | verify URI
@@ -22,7 +25,9 @@ Every client command takes ``--node URL`` (default: the node you logged in at, e
 The session (node URL, handle, DID and tokens; never the password) is kept in
 ``credentials.json`` in the user's config directory (``$SKYFED_CONFIG_DIR``
 overrides it), readable by the user alone (mode 0600). Tokens are sent only to the
-node that issued them: pointed at another node, commands read anonymously.
+node that issued them: pointed at another node, commands read anonymously. The
+rotation keys ``account create`` makes (one per DID, outranking the node's) are kept
+beside it in ``rotation_keys.json``, also 0600.
 
 Errors are one clear line on stderr and exit status 1, never a traceback; usage
 errors exit 2.
@@ -141,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=description or help, parents=common)
 
     account = sub.add_parser(
-        "account", help="create an account", description="Manage accounts on a node."
+        "account",
+        help="create, export, import, move or re-key an account",
+        description="Manage accounts: create one, export or import its repository, "
+        "move it to another node, rotate its signing key.",
     )
     account_sub = account.add_subparsers(dest="account_command", required=True, metavar="ACTION")
     create = account_sub.add_parser(
@@ -152,7 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("handle", metavar="HANDLE", help="e.g. alice.skyfed.test")
     create.add_argument("--email", help="an email address for the account (optional)")
+    create.add_argument(
+        "--no-rotation-key",
+        action="store_true",
+        help="do not make a rotation key of your own (then only the node can move or "
+        "re-key the account)",
+    )
     _password_options(create)
+    _add_portability_commands(account_sub, common)
 
     login = command("login", "log in and keep the session")
     login.add_argument("handle", metavar="HANDLE", help="your handle (or DID)")
@@ -217,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     tail = command("tail", "follow the node's live firehose (Ctrl-C ends)")
     tail.add_argument("--cursor", type=int, help="replay from this sequence number first")
     _moderation_parsers(sub, common)
+
+    # skyfed cluster run|up|down: the multi-node harness (node/cluster/commands.py).
+    from .cluster.commands import add_commands as add_cluster_commands
+
+    add_cluster_commands(sub)
     return parser
 
 
@@ -405,12 +425,22 @@ def _read_password(args: argparse.Namespace, *, confirm: bool) -> str:
 
 async def _cmd_account_create(ctx: Context) -> int:
     password = _read_password(ctx.args, confirm=True)
+    key = None if ctx.args.no_rotation_key else _new_rotation_key()
 
     async def run(client: Any) -> int:
-        session = await client.create_account(ctx.args.handle, password, email=ctx.args.email)
+        session = await client.create_account(
+            ctx.args.handle,
+            password,
+            email=ctx.args.email,
+            recovery_key=None if key is None else key.did_key(),
+        )
+        where = "" if key is None else str(save_rotation_key(session.did, key))
         ctx.output(
-            {"did": session.did, "handle": session.handle, "node": ctx.url},
-            lambda: print(f"created @{session.handle} ({session.did}) at {ctx.url}"),
+            {"did": session.did, "handle": session.handle, "node": ctx.url, "rotationKey": where},
+            lambda: print(
+                f"created @{session.handle} ({session.did}) at {ctx.url}"
+                + (f"\nyour rotation key is in {where}: keep it safe" if where else "")
+            ),
         )
         return 0
 
@@ -585,8 +615,260 @@ async def _cmd_tail(ctx: Context) -> int:
     return await _with_client(ctx, run)
 
 
+# -- portable identity: export, import, migrate, rotate-key --------------------------
+
+ROTATION_KEYS_FILE = "rotation_keys.json"
+
+
+def _add_portability_commands(account_sub: Any, common: list[argparse.ArgumentParser]) -> None:
+    export = account_sub.add_parser(
+        "export",
+        help="save your repository (CAR) and identity log to files",
+        description="Save an account's whole repository as a CAR file and its signed "
+        "identity log as JSON, from any node that holds them (default: your account, "
+        "from your home node). With them and your rotation key you can move the account "
+        "even if its node disappears.",
+        parents=common,
+    )
+    export.add_argument("actor", metavar="HANDLE", nargs="?", help="handle or DID (default: you)")
+    export.add_argument(
+        "--out",
+        metavar="PREFIX",
+        help="write PREFIX.car and PREFIX.identity.json (default: the handle)",
+    )
+    imp = account_sub.add_parser(
+        "import",
+        help="load your repository from a CAR file into your account here",
+        description="Import a CAR file (from `skyfed account export` or any getRepo) into "
+        "the account you are logged in as, at its node. The head commit must be signed by "
+        "a key your identity has named; a newer copy already held is kept.",
+        parents=common,
+    )
+    imp.add_argument("car", metavar="FILE", type=Path, help="the CAR file")
+    migrate = account_sub.add_parser(
+        "migrate",
+        help="move your account to another node",
+        description="Move your account to the node at --to. By default your current node "
+        "helps: it vouches for you and signs the identity change. With "
+        "--without-old-node (your node is gone or refuses), your own rotation key does "
+        "both and the repository comes from the new node's copy or --car. Your DID, "
+        "handle, followers and posts stay; you end logged in at the new node.",
+        parents=common,
+    )
+    migrate.add_argument("--to", metavar="URL", required=True, help="the node to move to")
+    migrate.add_argument(
+        "--without-old-node",
+        action="store_true",
+        help="do not contact the current node: sign with your local rotation key",
+    )
+    migrate.add_argument("--car", metavar="FILE", type=Path, help="a repository export to use")
+    migrate.add_argument(
+        "--log", metavar="FILE", type=Path, help="an identity log export (PREFIX.identity.json)"
+    )
+    _password_options(migrate)
+    rotate = account_sub.add_parser(
+        "rotate-key",
+        help="give your account a new signing key",
+        description="Your node makes a new signing key for your account; an identity op "
+        "naming it is signed with your local rotation key (else by the node), and from "
+        "then on every node refuses commits signed by the old key.",
+        parents=common,
+    )
+    rotate.add_argument(
+        "--node-signs",
+        action="store_true",
+        help="let the node sign the op even if you hold a rotation key",
+    )
+
+
+def _new_rotation_key() -> Any:
+    import secrets
+
+    from protocol.keys import SigningKey
+
+    return SigningKey.from_seed(secrets.token_bytes(32))
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` readable by the user alone, atomically."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _rotation_keys() -> dict[str, str]:
+    path = config_dir() / ROTATION_KEYS_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise CliError(f"cannot read {path} ({e})") from e
+    if not isinstance(data, dict):
+        raise CliError(f"{path} is not a JSON object")
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def save_rotation_key(did: str, key: Any) -> Path:
+    """Keep the user's rotation key for ``did`` next to the credentials (mode 0600)."""
+    keys = _rotation_keys()
+    keys[did] = key.to_str()
+    path = config_dir() / ROTATION_KEYS_FILE
+    _write_private(path, json.dumps(keys, indent=2) + "\n")
+    return path
+
+
+def load_rotation_key(did: str) -> Any:
+    """The locally held rotation key for ``did``, or None."""
+    from protocol.errors import SkyfedError
+    from protocol.keys import SigningKey
+
+    text = _rotation_keys().get(did)
+    if text is None:
+        return None
+    try:
+        return SigningKey.from_str(text)
+    except SkyfedError as e:
+        raise CliError(f"the rotation key for {did} is damaged: {e}") from e
+
+
+async def _cmd_account_export(ctx: Context) -> int:
+    import base64
+
+    async def run(client: Any) -> int:
+        actor = _actor_or_me(ctx)
+        did = actor if actor.startswith("did:") else await client.resolve_handle(actor)
+        car = await client.export_repo(did)
+        ops = await client.identity_log(did)
+        state = await client.identity(did)
+        prefix = ctx.args.out or state.handle
+        car_path, log_path = Path(f"{prefix}.car"), Path(f"{prefix}.identity.json")
+        log = {"did": did, "ops": [base64.b64encode(op).decode("ascii") for op in ops]}
+        _write_files({car_path: car, log_path: (json.dumps(log, indent=2) + "\n").encode()})
+        ctx.output(
+            {"did": did, "car": str(car_path), "log": str(log_path), "bytes": len(car)},
+            lambda: print(f"exported {did}: {car_path} ({len(car)} bytes), {log_path}"),
+        )
+        return 0
+
+    return await _with_client(ctx, run)
+
+
+def _write_files(files: dict[Path, bytes]) -> None:
+    for path, data in files.items():
+        try:
+            path.write_bytes(data)
+        except OSError as e:
+            raise CliError(f"cannot write {path}: {e.strerror or e}") from e
+
+
+def _read_file(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise CliError(f"cannot read the {what} {path}: {e.strerror or e}") from e
+
+
+def _read_log(path: Path) -> tuple[str, list[bytes]]:
+    import base64
+    import binascii
+
+    try:
+        data = json.loads(_read_file(path, "identity log"))
+        return str(data["did"]), [base64.b64decode(op, validate=True) for op in data["ops"]]
+    except (ValueError, KeyError, TypeError, binascii.Error) as e:
+        raise CliError(f"{path} is not an identity log export ({e})") from e
+
+
+async def _cmd_account_import(ctx: Context) -> int:
+    ctx.require_login()
+    car = _read_file(ctx.args.car, "CAR file")
+
+    async def run(client: Any) -> int:
+        out = await client.import_repo(car)
+        what = "imported" if out["imported"] else "kept the newer copy held here, at"
+        ctx.output(out, lambda: print(f"{what} rev {out['rev']} ({out['cid']})"))
+        return 0
+
+    return await _with_client(ctx, run)
+
+
+async def _cmd_account_migrate(ctx: Context) -> int:
+    from .client import Client, Session, migrate_account
+
+    a = ctx.args
+    creds = ctx.creds
+    if creds is None:
+        raise CliError("not logged in; run `skyfed login HANDLE` at your current node first")
+    to = a.to.rstrip("/")
+    if _same_node(to, creds.node):
+        raise CliError(f"you already live at {creds.node}")
+    key = load_rotation_key(creds.did)
+    if a.without_old_node and key is None:
+        raise CliError(
+            f"no rotation key for {creds.did} in {config_dir() / ROTATION_KEYS_FILE}: "
+            "without the old node, only a rotation key you hold can move the account"
+        )
+    car = None if a.car is None else _read_file(a.car, "CAR file")
+    log = None
+    if a.log is not None:
+        log_did, log = _read_log(a.log)
+        if log_did != creds.did:
+            raise CliError(f"{a.log} is the identity log of {log_did}, not {creds.did}")
+    password = _read_password(a, confirm=True)
+    async with Client(to) as new:
+        if a.without_old_node:
+            session = await migrate_account(
+                new, creds.did, password, rotation_key=key, car=car, log=log
+            )
+        else:
+            async with Client(creds.node) as old:
+                old.session = Session(creds.did, creds.handle, creds.access_jwt, creds.refresh_jwt)
+                session = await migrate_account(
+                    new, creds.did, password, old=old, rotation_key=key, car=car, log=log
+                )
+    save_credentials(
+        Credentials(to, session.handle, session.did, session.access_jwt, session.refresh_jwt)
+    )
+    ctx.output(
+        {"did": session.did, "handle": session.handle, "node": to},
+        lambda: print(f"moved @{session.handle} ({session.did}) to {to}; logged in there"),
+    )
+    return 0
+
+
+async def _cmd_account_rotate_key(ctx: Context) -> int:
+    from .client import rotate_signing_key
+
+    creds = ctx.require_login()
+    key = None if ctx.args.node_signs else load_rotation_key(creds.did)
+
+    async def run(client: Any) -> int:
+        new_key = await rotate_signing_key(client, key)
+        signer = "the node's rotation key" if key is None else "your rotation key"
+        ctx.output(
+            {"did": creds.did, "signingKey": new_key},
+            lambda: print(f"new signing key {new_key} (op signed by {signer})"),
+        )
+        return 0
+
+    return await _with_client(ctx, run)
+
+
 _CLIENT_COMMANDS: dict[str, Callable[[Context], Coroutine[Any, Any, int]]] = {
     "account create": _cmd_account_create,
+    "account export": _cmd_account_export,
+    "account import": _cmd_account_import,
+    "account migrate": _cmd_account_migrate,
+    "account rotate-key": _cmd_account_rotate_key,
     "login": _cmd_login,
     "logout": _cmd_logout,
     "post": _cmd_post,
@@ -932,6 +1214,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_client_command(f"{args.command} {args.moderation_command}", args)
     if args.command in _CLIENT_COMMANDS:
         return _run_client_command(args.command, args)
+    if args.command == "cluster":
+        from .cluster.commands import run_command as run_cluster_command
+
+        return run_cluster_command(args)
     handlers = {("node", "init"): _cmd_node_init, ("node", "start"): _cmd_node_start}
     handler = handlers[(args.command, str(getattr(args, "node_command", "")))]
     try:

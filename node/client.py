@@ -29,8 +29,11 @@ that fails verification raises :class:`VerificationError`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import json
+import secrets
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,14 +46,25 @@ from protocol.cid import CID, cid_for_msgpack
 from protocol.commit import Commit
 from protocol.errors import InvalidSyntax, RemoteProtocolError, SkyfedError
 from protocol.eventstream import decode_frame
-from protocol.identity import resolve_log
-from protocol.keys import verify_key
+from protocol.identity import IdentityOp, IdentityState, resolve_log
+from protocol.keys import SigningKey, verify_key
 from protocol.moderation import ACCEPT_LABELERS, CONTENT_LABELERS, Decision, ModerationPrefs
 from protocol.moderation import moderate as _moderate
 from protocol.mst import MST, MemoryBlockStore
 from protocol.records import detect_facets
+from protocol.serviceauth import make_service_token
 
-__all__ = ["AtUri", "Client", "RecordRef", "Session", "VerificationError", "XrpcError"]
+__all__ = [
+    "AtUri",
+    "Client",
+    "MigrationError",
+    "RecordRef",
+    "Session",
+    "VerificationError",
+    "XrpcError",
+    "migrate_account",
+    "rotate_signing_key",
+]
 
 # A CAR proof for one record is a commit, a path of MST nodes and the record:
 # far below this; the bound keeps a hostile node from feeding us gigabytes.
@@ -179,11 +193,13 @@ class Client:
         auth: str | None = "access",
         headers: Mapping[str, str] | None = None,
         _retry: bool = True,
+        raw: bytes | None = None,
     ) -> Any:
         """GET (no ``data``) or POST a method; returns the decoded JSON body.
 
         A parameter whose value is a list or tuple is sent repeated (``uris=a&uris=b``);
         ``None`` values are left out. ``headers`` are sent as given (they win).
+        ``raw`` POSTs bytes (a block stream) instead of JSON.
         """
         sent: dict[str, str] = {}
         accept = self.moderation.header
@@ -202,7 +218,10 @@ class Client:
             else:
                 query.append((k, _param(v)))
         url = f"{self.base_url}/xrpc/{nsid}"
-        if data is None:
+        if raw is not None:
+            sent.setdefault("Content-Type", "application/vnd.ipld.car")
+            request = self.http.post(url, params=query, data=raw, headers=sent)
+        elif data is None:
             request = self.http.get(url, params=query, headers=sent)
         else:
             request = self.http.post(url, params=query, json=data, headers=sent)
@@ -218,7 +237,13 @@ class Client:
                 if error == "ExpiredToken" and _retry and auth == "access" and self.session:
                     await self.refresh()
                     return await self.call(
-                        nsid, params=params, data=data, auth=auth, headers=headers, _retry=False
+                        nsid,
+                        params=params,
+                        data=data,
+                        auth=auth,
+                        headers=headers,
+                        _retry=False,
+                        raw=raw,
                     )
                 raise XrpcError(resp.status, error, message)
             if resp.content_type == "application/json":
@@ -247,13 +272,28 @@ class Client:
         *,
         email: str | None = None,
         recovery_key: str | None = None,
+        did: str | None = None,
+        service_token: str | None = None,
+        identity_log: Sequence[bytes] | None = None,
     ) -> Session:
+        """Create an account here. With ``did``, take in an existing identity (the
+        first step of a migration): ``service_token`` proves control of the DID, and
+        ``identity_log`` teaches its log to a node that does not hold it."""
         data: dict[str, Any] = {"handle": handle, "password": password}
         if email:
             data["email"] = email
         if recovery_key:
             data["recoveryKey"] = recovery_key
-        out = await self.call("com.atproto.server.createAccount", data=data, auth=None)
+        if did is not None:
+            data["did"] = did
+        if identity_log:
+            data["identityLog"] = [_b64(op) for op in identity_log]
+        out = await self.call(
+            "com.atproto.server.createAccount",
+            data=data,
+            auth=None,
+            headers=None if service_token is None else {"Authorization": f"Bearer {service_token}"},
+        )
         self.session = Session(out["did"], out["handle"], out["accessJwt"], out["refreshJwt"])
         return self.session
 
@@ -670,6 +710,79 @@ class Client:
             raise VerificationError(f"{where}: signed CID is {found}, not {cid}")
         return RecordRef(where, str(found))
 
+    # -- portable identity -------------------------------------------------------
+    async def identity_log(self, did: str | None = None) -> list[bytes]:
+        """The signed identity ops of ``did`` (default: this account) this node holds."""
+        out = await self.call("skyfed.identity.getLog", params={"did": did or self.did}, auth=None)
+        return [base64.b64decode(op, validate=True) for op in out["ops"]]
+
+    async def identity(self, did: str | None = None) -> IdentityState:
+        """The resolved identity of ``did``, checked here from its signed log."""
+        did = did or self.did
+        return resolve_log(did, await self.identity_log(did)).state
+
+    async def export_repo(self, did: str | None = None) -> bytes:
+        """The whole repository as a block stream (``com.atproto.sync.getRepo``)."""
+        out = await self.call(
+            "com.atproto.sync.getRepo", params={"did": did or self.did}, auth=None
+        )
+        if not isinstance(out, bytes):
+            raise XrpcError(502, "InvalidResponse", "getRepo did not answer with a block stream")
+        return out
+
+    async def import_repo(self, car: bytes) -> dict[str, Any]:
+        """Load this account's repository here from a block stream."""
+        out: dict[str, Any] = await self.call("com.atproto.repo.importRepo", raw=car)
+        return out
+
+    async def node_did(self) -> str:
+        out = await self.call("com.atproto.server.describeServer", auth=None)
+        return str(out["did"])
+
+    async def service_auth(self, aud: str, lxm: str, *, lifetime: int = 120) -> str:
+        """A token, signed by this account's home, for one call of ``lxm`` at ``aud``."""
+        out = await self.call(
+            "com.atproto.server.getServiceAuth", params={"aud": aud, "lxm": lxm, "exp": lifetime}
+        )
+        return str(out["token"])
+
+    async def reserve_signing_key(self) -> str:
+        """A fresh signing key this node holds for this account (did:key)."""
+        out = await self.call("com.atproto.server.reserveSigningKey", data={})
+        return str(out["signingKey"])
+
+    async def recommended_did_credentials(self) -> dict[str, Any]:
+        out: dict[str, Any] = await self.call("com.atproto.identity.getRecommendedDidCredentials")
+        return out
+
+    async def sign_identity_op(self, **fields: Any) -> bytes:
+        """An op on this account's current identity with ``fields`` (atproto's JSON
+        names: rotationKeys, verificationMethods, alsoKnownAs, services) changed,
+        signed by this node's rotation key. Not applied: submit it."""
+        out = await self.call("com.atproto.identity.signPlcOperation", data=fields)
+        return base64.b64decode(out["operation"], validate=True)
+
+    async def submit_identity_op(
+        self, did: str, op: bytes, *, log: Sequence[bytes] = ()
+    ) -> dict[str, Any]:
+        """Hand a signed op to this node; it checks, stores and gossips it."""
+        data: dict[str, Any] = {"did": did, "operation": _b64(op)}
+        if log:
+            data["log"] = [_b64(item) for item in log]
+        out: dict[str, Any] = await self.call("skyfed.identity.submitOp", data=data, auth=None)
+        return out
+
+    async def activate_account(self) -> dict[str, Any]:
+        out: dict[str, Any] = await self.call("com.atproto.server.activateAccount", data={})
+        return out
+
+    async def deactivate_account(self) -> None:
+        await self.call("com.atproto.server.deactivateAccount", data={})
+
+    async def account_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = await self.call("com.atproto.server.checkAccountStatus")
+        return out
+
     # -- the firehose ------------------------------------------------------------
     async def subscribe(
         self, cursor: int | None = None
@@ -683,6 +796,143 @@ class Client:
                     break
                 header, body = split_frame(msg.data)
                 yield header, body
+
+
+# -- moving and re-keying an account ---------------------------------------------------
+
+
+class MigrationError(SkyfedError):
+    """A rotation or migration cannot go ahead (what is missing is in the message)."""
+
+
+async def rotate_signing_key(client: Client, rotation_key: SigningKey | None = None) -> str:
+    """Give the logged-in account a new signing key, held by its home node.
+
+    The node reserves the key; the op naming it is signed with ``rotation_key`` (the
+    user's own, held locally) if given, else by the node's rotation key. Once the op
+    lands the node re-signs the repo's head with the new key. Returns the new key."""
+    did = client.did
+    new_key = await client.reserve_signing_key()
+    if rotation_key is None:
+        op = await client.sign_identity_op(verificationMethods={"atproto": new_key})
+    else:
+        state = await client.identity(did)
+        _check_rotation_key(state, rotation_key)
+        op = IdentityOp.update(state, rotation_key, signing_key=new_key).to_bytes()
+    await client.submit_identity_op(did, op)
+    return new_key
+
+
+def _check_rotation_key(state: IdentityState, key: SigningKey) -> None:
+    if key.did_key() not in state.rotation_keys:
+        raise MigrationError(
+            f"the local rotation key {key.did_key()} is not a rotation key of {state.did}"
+        )
+
+
+async def migrate_account(
+    new: Client,
+    did: str,
+    password: str,
+    *,
+    old: Client | None = None,
+    rotation_key: SigningKey | None = None,
+    car: bytes | None = None,
+    log: Sequence[bytes] | None = None,
+    email: str | None = None,
+) -> Session:
+    """Move account ``did`` to the node ``new`` talks to; ``new`` ends logged in there.
+
+    With ``old`` (a client logged in at the current home), the old node cooperates: it
+    vouches for the account and signs the op with its rotation key. Without it, the
+    user's ``rotation_key`` does both, and the repository comes from ``car`` (an
+    earlier export) or from the copy ``new`` already holds (nodes replicate every
+    repository); ``log`` is an exported identity log, for a node that does not hold
+    it. Steps, as atproto's migration: create the account at the new node
+    (deactivated), import the repository, sign an op naming the new node's
+    credentials, submit it, activate (the new node commits under its key), and
+    deactivate at the old node.
+    """
+    source = old if old is not None else new
+    if log is None:
+        log = await source.identity_log(did)
+    else:
+        # An exported log may be older than what the network holds: merge.
+        with contextlib.suppress(XrpcError):
+            log = [*log, *await source.identity_log(did)]
+    log = list(dict.fromkeys(log))
+    state = resolve_log(did, log).state
+    if state.tombstoned:
+        raise MigrationError(f"{did} is tombstoned")
+    if old is None and rotation_key is None:
+        raise MigrationError(
+            "without the old node, migration needs a rotation key held locally "
+            "(made by `skyfed account create`)"
+        )
+    if rotation_key is not None:
+        _check_rotation_key(state, rotation_key)
+    aud = await new.node_did()
+    lxm = "com.atproto.server.createAccount"
+    if old is not None:
+        token = await old.service_auth(aud, lxm)
+    else:
+        assert rotation_key is not None
+        token = make_service_token(
+            did=did,
+            aud=aud,
+            lxm=lxm,
+            key=rotation_key,
+            now=int(time.time()),
+            lifetime=120,
+            jti=secrets.token_hex(16),
+        )
+    await new.create_account(
+        state.handle, password, email=email, did=did, service_token=token, identity_log=log
+    )
+    if car is None:
+        try:
+            car = await source.export_repo(did)
+        except XrpcError as e:
+            raise MigrationError(
+                f"{source.base_url} holds no copy of the repository ({e.error}); "
+                "pass one exported earlier"
+            ) from e
+    await new.import_repo(car)
+    creds = await new.recommended_did_credentials()
+    rotation_keys = [k for k in creds["rotationKeys"] if isinstance(k, str)]
+    if rotation_key is not None:
+        rotation_keys.insert(0, rotation_key.did_key())
+    if old is not None:
+        op = await old.sign_identity_op(
+            rotationKeys=rotation_keys,
+            verificationMethods=creds["verificationMethods"],
+            alsoKnownAs=creds["alsoKnownAs"],
+            services=creds["services"],
+        )
+    else:
+        assert rotation_key is not None
+        current = await new.identity(did)
+        op = IdentityOp.update(
+            current,
+            rotation_key,
+            rotation_keys=rotation_keys,
+            signing_key=creds["verificationMethods"]["atproto"],
+            endpoint=creds["services"]["atproto_pds"]["endpoint"],
+        ).to_bytes()
+    await new.submit_identity_op(did, op)
+    await new.activate_account()
+    if old is not None:
+        try:
+            await old.deactivate_account()
+        except XrpcError as e:
+            if e.error != "AccountDeactivated" and e.status < 500:
+                raise
+    assert new.session is not None
+    return new.session
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 def split_frame(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:

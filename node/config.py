@@ -70,6 +70,9 @@ class NodeConfig:
     peer_message_rate: float = 5000.0
     #: Seconds a misbehaving peer stays cut off.
     peer_cooloff: float = 300.0
+    #: Seconds added to the wall clock wherever the node reads it for revs and the
+    #: future-rev check (the cluster harness studies nodes with skewed clocks).
+    clock_skew: float = 0.0
 
     @property
     def url(self) -> str:

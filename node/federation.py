@@ -38,7 +38,7 @@ from protocol.car import read_car
 from protocol.cid import CID, cid_for_msgpack
 from protocol.commit import Commit, CommitEvent
 from protocol.encoding import encode
-from protocol.errors import DecodeError, SkyfedError
+from protocol.errors import DecodeError, IdentityError, InvalidSignature, SkyfedError
 from protocol.eventstream import encode_frame
 from protocol.heads import identity_item, labels_item, repo_item
 from protocol.identity import resolve_log
@@ -78,6 +78,10 @@ _PENDING_PER_REPO = 64
 #: Commit pushes from one link being checked and stored at once.
 _CONCURRENT_PUSHES = 64
 _PENDING_REPOS = 4096
+#: A commit whose signature fails makes us re-fetch its DID's log from the sender at
+#: most this often (seconds), waiting at most _REFRESH_TIMEOUT for it.
+_REFRESH_EVERY = 5.0
+_REFRESH_TIMEOUT = 3.0
 #: Bytes of label encodings in one ``labels`` answer: the rest of a frame is headroom.
 _LABELS_ANSWER_BYTES = MAX_FRAME - 512 * 1024
 
@@ -305,6 +309,10 @@ class Federation:
         self._order_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+        self._ident_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+        self._refreshed: OrderedDict[str, float] = OrderedDict()
         self.bytes_in = 0
         self.bytes_out = 0
         self.rejected = 0
@@ -606,7 +614,14 @@ class Federation:
                     raise DecodeError("push id is not the commit's CID")
                 if self._uncarried(event.repo):
                     return None  # node policy: neither stored nor passed on from here
-                await self.ingest_event(event, link)
+                try:
+                    await self.ingest_event(event, link)
+                except InvalidSignature:
+                    # Signed by a key we do not know yet? The identity op naming it
+                    # may have taken another path: ask this peer, then judge again.
+                    if not await self._refresh_identity(event.repo, link):
+                        raise
+                    await self.ingest_event(event, link)
             elif kind == "label":
                 label = Label.from_bytes(data)
                 if label.label_cid.to_bytes() != msg_id:
@@ -616,6 +631,7 @@ class Federation:
                 did, ops = _decode_identity(data)
                 if msg_id not in {cid_for_msgpack(op).to_bytes() for op in ops}:
                     raise DecodeError("push id is not one of the identity ops")
+                await self._check_named_op(did, ops, CID.from_bytes(msg_id))
                 await self.ingest_identity(did, ops)
         except SkyfedError as e:
             self.rejected += 1
@@ -625,6 +641,41 @@ class Federation:
             log.info("cannot judge a %s from %s yet: %s", kind, link.peer_did, e)
             return None
         return True
+
+    async def _check_named_op(self, did: str, ops: list[bytes], named: CID) -> None:
+        """The op a push is named for must take part in the log (head, history or a
+        losing fork): one that the log rejects (a forged rotation, an op by a key that
+        is not a rotation key of its prev) makes the push a forgery."""
+        held = await self.node.storage.identity_ops(did)
+        resolved = resolve_log(did, [*held, *ops])
+        for rejected in resolved.rejected:
+            if rejected.cid == named:
+                if rejected.reason.startswith("not signed"):
+                    raise InvalidSignature(f"identity op {named}: {rejected.reason}")
+                raise IdentityError(f"identity op {named}: {rejected.reason}")
+
+    async def _refresh_identity(self, did: str, link: PeerLink) -> bool:
+        """Fetch ``did``'s log from ``link``; True if it changed the signing key.
+
+        At most once per DID every few seconds, and briefly: a peer that sends badly
+        signed commits must not make us wait on it, or ask it again and again."""
+        now = time.monotonic()
+        last = self._refreshed.get(did)
+        if last is not None and now - last < _REFRESH_EVERY:
+            return False
+        self._refreshed[did] = now
+        while len(self._refreshed) > _PENDING_REPOS:
+            self._refreshed.popitem(last=False)
+        before = await self.node.storage.identity(did)
+        try:
+            reply = await asyncio.wait_for(link.request("getident", did=did), _REFRESH_TIMEOUT)
+        except (PeerError, TimeoutError):
+            return False
+        if reply["t"] != "ident" or not reply["ops"]:
+            return False
+        await self.ingest_identity(did, reply["ops"])
+        after = await self.node.storage.identity(did)
+        return after is not None and (before is None or before[1] != after[1])
 
     async def _signing_key(self, did: str, link: PeerLink | None) -> str:
         """The DID's current signing key (did:key), fetching its identity log from
@@ -683,7 +734,7 @@ class Federation:
         async with self.node.repos.lock(did):
             held = await self.node.storage.head_state(did)
             judged = judge_event(
-                event, signing_key=key, held=held, now_micros=int(time.time() * 1e6)
+                event, signing_key=key, held=held, now_micros=int(self.node.wall_clock() * 1e6)
             )
             verdict = judged.verdict
             if judged.equivocation and held is not None:
@@ -879,6 +930,8 @@ class Federation:
                 if commit.did != did:
                     raise PeerError("snapshot is for another repo")
                 key = await self._signing_key(did, link)
+                if not _signed_by(commit, key) and await self._refresh_identity(did, link):
+                    key = await self._signing_key(did, link)
                 async with self.node.repos.lock(did):
                     held = await self.node.storage.head_state(did)
                     verdict = judge_snapshot(
@@ -886,7 +939,7 @@ class Federation:
                         roots[0],
                         signing_key=key,
                         held=held,
-                        now_micros=int(time.time() * 1e6),
+                        now_micros=int(self.node.wall_clock() * 1e6),
                     )
                     if verdict not in (Verdict.APPLY, Verdict.SWITCH):
                         return False
@@ -901,6 +954,7 @@ class Federation:
         except (PeerError, SkyfedError, TimeoutError, KeyError, IndexError) as e:
             log.info("resync of %s from %s failed: %s", did, link.peer_did, e)
             if isinstance(e, SkyfedError):
+                self.rejected += 1
                 self.penalize(link, _FORGERY_PENALTY, f"bad snapshot: {e}")
         return False
 
@@ -920,8 +974,16 @@ class Federation:
         car = await self.node.export_car(head.head, head.root, old_root)
         link.send("repo", rid=rid, did=did, car=car)
 
-    async def ingest_identity(self, did: str, ops: list[bytes]) -> bool:
-        """Merge ops into ``did``'s log; store if the resolved head changed."""
+    async def ingest_identity(self, did: str, ops: list[bytes], *, publish: bool = False) -> bool:
+        """Merge ops into ``did``'s log; store if the resolved head changed (and with
+        ``publish``, gossip the new log before anything follows from it)."""
+        lock = self._ident_locks.get(did)
+        if lock is None:
+            lock = self._ident_locks[did] = asyncio.Lock()
+        async with lock:  # two merges of one log at once could drop each other's op
+            return await self._ingest_identity(did, ops, publish=publish)
+
+    async def _ingest_identity(self, did: str, ops: list[bytes], *, publish: bool) -> bool:
         existing = await self.node.storage.identity_ops(did)
         merged = list(dict.fromkeys([*existing, *ops]))
         resolved = resolve_log(did, merged)
@@ -947,6 +1009,10 @@ class Federation:
             time=iso_now(),
         )
         self._keys.pop(did, None)  # a rotated key takes effect at once
+        if publish:
+            self.publish_identity(did, [op for _, op in ordered], state.head)
+        # Peers should hear of the op before of the commit a new key may sign next.
+        await self.node.portability.identity_changed(did, state)
         return True
 
     # -- reconciliation ----------------------------------------------------------
@@ -1138,6 +1204,14 @@ class Federation:
                 break
             out.append(data)
         link.send("labels", rid=rid, src=src, labels=out)
+
+
+def _signed_by(commit: Commit, did_key: str) -> bool:
+    try:
+        commit.verify(verify_key(did_key))
+    except SkyfedError:
+        return False
+    return True
 
 
 def label_row(label: Label) -> LabelRow:

@@ -183,6 +183,22 @@ _MIGRATIONS.append(  # v5: node moderation (node/moderation.py): takedowns, per-
     ) WITHOUT ROWID;
     """
 )
+# v6: identity (node/portability.py): signing keys reserved for a rotation, and the
+# accounts this node hosts but may not write for (moving here, moved away, deactivated)
+_MIGRATIONS.append(
+    """
+    CREATE TABLE reserved_keys (
+        did TEXT PRIMARY KEY,
+        signing_key TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE account_deactivations (
+        did TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        since TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """
+)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 

@@ -93,6 +93,8 @@ __all__ = [
     "OpType",
     "RejectedOp",
     "ResolvedLog",
+    "chain_signing_keys",
+    "check_new_op",
     "did_document",
     "did_for_genesis",
     "resolve_log",
@@ -278,6 +280,33 @@ class IdentityOp:
         if prev is None and signer.did_key() not in keys:
             raise IdentityError("a genesis op must be signed by one of its own rotation keys")
         return dataclasses.replace(unsigned, sig=signer.sign(unsigned.unsigned_bytes()))
+
+    @classmethod
+    def update(
+        cls,
+        state: IdentityState,
+        signer: SigningKey,
+        *,
+        rotation_keys: Sequence[str] | None = None,
+        signing_key: str | None = None,
+        handle: str | None = None,
+        endpoint: str | None = None,
+    ) -> IdentityOp:
+        """The op that follows ``state``: its fields, with the ones given replaced.
+
+        Whether ``signer`` may sign it (holds a rotation key of ``state``) is for the
+        log to judge (:func:`check_new_op`); building a doomed op is not an error here.
+        """
+        if state.tombstoned:
+            raise IdentityError(f"{state.did} is tombstoned; no op may follow")
+        return cls.create(
+            rotation_keys=state.rotation_keys if rotation_keys is None else rotation_keys,
+            signing_key=state.signing_key if signing_key is None else signing_key,
+            handle=state.handle if handle is None else handle,
+            endpoint=state.endpoint if endpoint is None else endpoint,
+            prev=state.head,
+            signer=signer,
+        )
 
     @classmethod
     def tombstone(cls, prev: CID, signer: SigningKey) -> IdentityOp:
@@ -623,6 +652,50 @@ def resolve_log(did: str, ops: Iterable[bytes]) -> ResolvedLog:
             for cid, reason in sorted(rejected.items(), key=lambda item: item[0].to_bytes())
         ),
     )
+
+
+def check_new_op(did: str, log: Iterable[bytes], op: bytes) -> ResolvedLog:
+    """Resolve ``log`` with one newly submitted ``op`` and return the result, if and
+    only if ``op`` becomes the head of the canonical chain.
+
+    This is the rule for an op handed to a node on its own (``skyfed.identity.submitOp``,
+    or the op a gossip push names): it must change the identity, now. Refused, naming
+    why: an op already in ``log`` (a replay, IdentityError); one not signed by a
+    rotation key of the state at its ``prev`` (a forgery, InvalidSignature); one that
+    loses a fork to a higher-priority key's op (nullified, IdentityError); one that
+    follows a tombstone, does not chain, or does not decode.
+    """
+    IdentityOp.from_bytes(op)  # shape errors first, with their own message
+    cid = cid_for_msgpack(op)
+    held = list(log)
+    if cid in {cid_for_msgpack(raw) for raw in held}:
+        raise IdentityError(f"op {cid} is already in the log of {did} (a replay)")
+    resolved = resolve_log(did, [*held, op])
+    for rejected in resolved.rejected:
+        if rejected.cid == cid:
+            if rejected.reason.startswith("not signed"):
+                raise InvalidSignature(f"identity op rejected: {rejected.reason}")
+            raise IdentityError(f"identity op rejected: {rejected.reason}")
+    if cid in resolved.nullified:
+        raise IdentityError(
+            "identity op loses a fork to an op signed by a higher-priority rotation key"
+        )
+    if resolved.state.head != cid:  # pragma: no cover - a new op has no descendants
+        raise IdentityError("identity op does not become the head of the log")
+    return resolved
+
+
+def chain_signing_keys(did: str, ops: Iterable[bytes]) -> tuple[str, ...]:
+    """Every signing key the canonical chain of ``did`` has named, oldest first
+    (repeats kept once). A repository's old commits were signed by these."""
+    by_cid = {cid_for_msgpack(raw): raw for raw in ops}
+    resolved = resolve_log(did, by_cid.values())
+    keys: dict[str, None] = {}
+    for cid in resolved.chain:
+        op = IdentityOp.from_bytes(by_cid[cid])
+        if op.signing_key is not None:
+            keys[op.signing_key] = None
+    return tuple(keys)
 
 
 # -- DID document -----------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,48 +11,15 @@ from pathlib import Path
 import pytest
 
 from node.client import Client
+from node.cluster.process import node_process
 
 PASSWORD = "correct horse battery staple"
 
 
 @contextlib.asynccontextmanager
 async def cli_node(data_dir: Path, *extra: str) -> AsyncIterator[str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "node.cli",
-        "node",
-        "start",
-        "--data-dir",
-        str(data_dir),
-        "--port",
-        "0",
-        "--reconcile-interval",
-        "1",
-        *extra,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        assert proc.stdout is not None
-        url = None
-        async with asyncio.timeout(20):
-            while url is None:
-                line = (await proc.stdout.readline()).decode()
-                if not line:
-                    raise AssertionError("node exited before listening")
-                m = re.search(r"listening on (http://\S+)", line)
-                if m:
-                    url = m.group(1)
-        yield url
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+    async with node_process(data_dir, args=["--reconcile-interval", "1", *extra]) as node:
+        yield node.url
 
 
 async def test_cli_nodes_with_peer_converge(tmp_path: Path) -> None:

@@ -14,16 +14,15 @@ import asyncio
 import base64
 import contextlib
 import signal
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import aiohttp
 import pytest
 
 from node.client import Client, Session, XrpcError
+from node.cluster.process import node_process as cluster_node
 from protocol.car import read_car
 from protocol.cid import CID
 from protocol.commit import Commit, CommitEvent, verify_commit_event
@@ -46,51 +45,14 @@ class Acked:
     cid: str
 
 
-@pytest.fixture
-def node_log(tmp_path: Path) -> Iterator[BinaryIO]:
-    """Where the node processes' stderr goes, to show when a start fails."""
-    with open(tmp_path / "node.log", "a+b") as f:
-        yield f
-
-
 @contextlib.asynccontextmanager
 async def node_process(
-    data_dir: Path, log: BinaryIO
+    data_dir: Path, log: Path
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     """A node started with the CLI; yields (process, url). Always killed on the way out."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "node.cli",
-        "node",
-        "start",
-        "--data-dir",
-        str(data_dir),
-        "--port",
-        "0",
-        cwd=ROOT,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=log,
-    )
-    try:
-        assert proc.stdout is not None
-        url = None
-        async with asyncio.timeout(20):
-            while url is None:
-                line = (await proc.stdout.readline()).decode()
-                if not line:
-                    await proc.wait()
-                    log.seek(0)
-                    pytest.fail(f"node exited before listening:\n{log.read().decode()}")
-                if line.startswith("listening on "):
-                    url = line.removeprefix("listening on ").strip()
-        assert url.startswith("http://127.0.0.1:"), url
-        yield proc, url
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
+    async with cluster_node(data_dir, log_path=log, kill=True) as node:
+        assert node.url.startswith("http://127.0.0.1:"), node.url
+        yield node.proc, node.url
 
 
 async def signing_key(c: Client, did: str) -> VerifyKey:
@@ -142,9 +104,9 @@ async def replay(c: Client, last_seq: int) -> list[tuple[int, CommitEvent]]:
 
 
 @pytest.mark.timeout(45)
-async def test_kill_9_loses_no_acknowledged_write(tmp_path: Path, node_log: BinaryIO) -> None:
+async def test_kill_9_loses_no_acknowledged_write(tmp_path: Path) -> None:
     data_dir = tmp_path / "node"
-    log = node_log
+    log = tmp_path / "node.log"
     acked: list[Acked] = []
     sessions: list[Session] = []
 

@@ -90,6 +90,8 @@ async def test_v4_database_gains_moderation_tables(tmp_path: Path) -> None:
     conn = sqlite3.connect(config.db_path)
     conn.execute("DROP TABLE takedowns")
     conn.execute("DROP TABLE mutes")
+    conn.execute("DROP TABLE reserved_keys")  # v6
+    conn.execute("DROP TABLE account_deactivations")
     conn.execute("PRAGMA user_version = 4")
     conn.commit()
     conn.close()

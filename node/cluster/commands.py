@@ -1,0 +1,173 @@
+"""``skyfed cluster``: run a scenario, or hold a cluster up for interactive use.
+
+    skyfed cluster run SCENARIO.toml [--out DIR] [--workdir DIR]
+    skyfed cluster up [--nodes N] [--topology full|ring|star|random] [--degree K]
+                      [--seed S] [--dir DIR]
+    skyfed cluster down [--dir DIR]
+
+``run`` exits 0 when the verdict passes, 1 when it fails (and 2 for a bad file).
+``up`` starts the nodes, prints their URLs, writes ``DIR/cluster.json`` and stays in
+the foreground until Ctrl-C or ``skyfed cluster down`` (which signals it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_commands", "run_command"]
+
+
+def add_commands(sub: Any) -> None:
+    """Add ``cluster`` to the top-level subparsers ``sub``."""
+    cluster = sub.add_parser(
+        "cluster",
+        help="start a cluster of nodes, break it, measure it",
+        description="Study the network: real node processes behind fault-injecting proxies.",
+    )
+    actions = cluster.add_subparsers(dest="cluster_command", required=True, metavar="ACTION")
+    run = actions.add_parser(
+        "run",
+        help="play a scenario file and report",
+        description="Play a scenario (TOML); write report.json and PNG plots to --out.",
+    )
+    run.add_argument("scenario", type=Path, metavar="SCENARIO.toml")
+    run.add_argument("--out", type=Path, help="where report.json and the plots go")
+    run.add_argument("--workdir", type=Path, help="keep the nodes' data dirs here")
+    up = actions.add_parser(
+        "up",
+        help="start a cluster and keep it up until Ctrl-C or `cluster down`",
+        description="Start N nodes wired per a topology, print their URLs, and wait.",
+    )
+    up.add_argument("--nodes", type=int, default=5, help="how many nodes (default 5)")
+    up.add_argument(
+        "--topology",
+        default="full",
+        choices=("full", "ring", "star", "random"),
+        help="how they link (default full)",
+    )
+    up.add_argument("--degree", type=int, default=3, help="links per node for random")
+    up.add_argument("--seed", type=int, default=0, help="seed for the random topology")
+    up.add_argument("--dir", type=Path, default=Path("skyfed-cluster"), help="data and state")
+    down = actions.add_parser(
+        "down", help="stop a cluster started with `cluster up`", description="Stop it."
+    )
+    down.add_argument("--dir", type=Path, default=Path("skyfed-cluster"), help="as given to up")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from .scenario import ScenarioError
+
+    try:
+        if args.cluster_command == "run":
+            return asyncio.run(_run(args))
+        if args.cluster_command == "up":
+            return asyncio.run(_up(args))
+        return _down(args)
+    except ScenarioError as e:
+        print(f"skyfed: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .console import RunDisplay, print_summary
+    from .report import build_report
+    from .scenario import load_scenario, run_scenario
+
+    scenario = load_scenario(args.scenario)
+    console = Console(log_path=False)
+    out: Path = args.out or Path(f"cluster-{scenario.name}")
+    with RunDisplay(console, scenario.duration) as display:
+        ticker = asyncio.create_task(_tick(display))
+        try:
+            result, close = await run_scenario(
+                scenario, workdir=args.workdir, progress=display, on_start=display.attach
+            )
+        finally:
+            ticker.cancel()
+    try:
+        report = await build_report(result)
+    finally:
+        await close()
+    await asyncio.to_thread(_save, report, out)
+    print_summary(console, report, str(out))
+    return 0 if report.verdict.passed else 1
+
+
+def _save(report: Any, out: Path) -> None:
+    from .report import plot, write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(report, out / "report.json")
+    plot(report, out)
+
+
+async def _tick(display: Any) -> None:
+    while True:
+        display.tick()
+        await asyncio.sleep(0.25)
+
+
+async def _up(args: argparse.Namespace) -> int:
+    from .harness import Cluster
+
+    args.dir.mkdir(parents=True, exist_ok=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    cluster = Cluster(
+        args.nodes, args.topology, degree=args.degree, seed=args.seed, workdir=args.dir.resolve()
+    )
+    async with cluster:
+        state = {
+            "pid": os.getpid(),
+            "started": time.time(),
+            "nodes": [{"index": n.index, "url": n.url, "pid": n.pid} for n in cluster.nodes],
+            "links": [{"link": f"{a}->{b}", "proxy": p.url} for (a, b), p in cluster.links.items()],
+        }
+        (args.dir / "cluster.json").write_text(json.dumps(state, indent=2) + "\n")
+        for n in cluster.nodes:
+            print(f"node {n.index}: {n.url}  (pid {n.pid}, data {n.data_dir})", flush=True)
+        print(f"{len(cluster.links)} links, {args.topology}; Ctrl-C or `skyfed cluster down` stops")
+        await stop.wait()
+        print("stopping the cluster", flush=True)
+    (args.dir / "cluster.json").unlink(missing_ok=True)
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    path = args.dir / "cluster.json"
+    try:
+        state = json.loads(path.read_text())
+        pid = int(state["pid"])
+    except (OSError, ValueError, KeyError) as e:
+        print(f"skyfed: error: no running cluster recorded in {path} ({e})", file=sys.stderr)
+        return 1
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        path.unlink(missing_ok=True)
+        print(f"the cluster (pid {pid}) was not running; forgot {path}")
+        return 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            print(f"stopped the cluster (pid {pid})")
+            return 0
+        time.sleep(0.2)  # poll: another process, no handle to wait on
+    print(f"skyfed: error: the cluster (pid {pid}) is still running after 30 s", file=sys.stderr)
+    return 1

@@ -1,0 +1,148 @@
+"""The terminal side of a run: live progress while it runs, a summary at the end."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .report import Report
+
+__all__ = ["RunDisplay", "print_summary"]
+
+
+class RunDisplay:
+    """A progress bar over the scenario's duration, with events logged above it."""
+
+    def __init__(self, console: Console, duration: float):
+        self.console = console
+        self.duration = duration
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.task = self.progress.add_task("starting", total=max(duration, 0.001), status="")
+        self.t0: float | None = None
+        self.workload: Any = None
+        self.cluster: Any = None
+
+    def attach(self, cluster: Any, workload: Any) -> None:
+        self.cluster = cluster
+        self.workload = workload
+
+    def __enter__(self) -> RunDisplay:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, kind: str, info: Mapping[str, Any]) -> None:
+        if kind == "phase":
+            if "t0" in info:
+                self.t0 = float(info["t0"])
+            self.progress.update(self.task, description=str(info["text"]))
+        elif kind == "event":
+            self.console.log(f"t={info['t']:6.1f}s  {info['text']}")
+        elif kind == "convergence":
+            secs = info["seconds"]
+            text = "did not converge" if secs is None else f"converged in {secs:.2f}s"
+            self.console.log(f"t={info['t']:6.1f}s  after {info['why']}: {text}")
+        self.tick()
+
+    def tick(self) -> None:
+        if self.t0 is None:
+            return
+        elapsed = min(time.monotonic() - self.t0, self.duration)
+        status = ""
+        if self.workload is not None:
+            status = f"{len(self.workload.acked)} writes, {self.workload.failed} failed"
+        if self.cluster is not None:
+            status += f", {len(self.cluster.alive())}/{len(self.cluster.nodes)} nodes up"
+        self.progress.update(self.task, completed=elapsed, status=status)
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x * 1000:.0f} ms"
+
+
+def _s(x: float | None) -> str:
+    return "did not converge" if x is None else f"{x:.2f} s"
+
+
+def print_summary(console: Console, report: Report, out_dir: str | None = None) -> None:
+    v = report.verdict
+    console.rule(f"[bold]{report.scenario}[/bold]")
+    if report.description:
+        console.print(" ".join(report.description.split()))
+    console.print(
+        f"{report.nodes} nodes, {report.topology} topology ({report.edges} links), "
+        f"seed {report.seed}, {report.duration:.0f} s of workload "
+        f"(setup {report.setup_seconds:.1f} s, wall {report.wall_seconds:.1f} s)"
+    )
+    kinds = ", ".join(f"{n} {k}" for k, n in sorted(report.writes_by_kind.items()))
+    console.print(
+        f"writes: {report.writes_acked} acknowledged ({kinds}); {report.writes_failed} failed"
+        + (f" {report.failures}" if report.failures else "")
+    )
+    lat = report.latency
+    console.print(
+        f"propagation to other nodes: p50 {_ms(lat['p50'])}, p90 {_ms(lat['p90'])}, "
+        f"p99 {_ms(lat['p99'])}, max {_ms(lat['max'])}"
+        + (f" ({report.not_seen} never seen on a firehose)" if report.not_seen else "")
+    )
+    for conv in report.convergence:
+        console.print(f"  t={conv['t']:.1f}s after {conv['after']}: {_s(conv['seconds'])}")
+    console.print(f"  final convergence after the end: {_s(report.final_convergence)}")
+    total = sum(lk["bytes_up"] + lk["bytes_down"] for lk in report.links)
+    dropped = sum(lk["dropped_frames"] for lk in report.links)
+    console.print(
+        f"peer traffic: {total / 1e6:.2f} MB over {len(report.links)} links"
+        + (f", {dropped} frames dropped by the proxies" if dropped else "")
+    )
+    table = Table(
+        "node", "cpu mean / max", "rss max", "delivered", "dup/write", "rejected", "restarts"
+    )
+    for n in report.per_node:
+        table.add_row(
+            str(n["node"]),
+            "-"
+            if n["cpu_mean_pct"] is None
+            else f"{n['cpu_mean_pct']:.0f}% / {n['cpu_max_pct']:.0f}%",
+            "-" if n["rss_max_mb"] is None else f"{n['rss_max_mb']:.0f} MB",
+            str(n["gossip_delivered"]),
+            "-" if n["duplicates_per_write"] is None else f"{n['duplicates_per_write']:.2f}",
+            str(n["rejected"]),
+            str(n["restarts"]),
+        )
+    if len(report.per_node) <= 12:
+        console.print(table)
+    if report.equivocations:
+        nodes = sorted({e["node"] for e in report.equivocations})
+        console.print(f"equivocation evidence recorded on nodes {nodes}")
+
+    def mark(ok: bool | None) -> str:
+        return "[green]yes[/green]" if ok else "[red]NO[/red]"
+
+    console.print(
+        f"verdict: converged {mark(v.converged)}, every acknowledged write everywhere "
+        f"{mark(v.complete)}, nothing forged accepted {mark(v.no_forgery)}"
+        + (
+            ""
+            if v.equivocation_detected is None
+            else f", equivocation detected {mark(v.equivocation_detected)}"
+        )
+    )
+    for p in v.problems:
+        console.print(f"  [red]{p}[/red]")
+    console.print("[bold green]PASS[/bold green]" if v.passed else "[bold red]FAIL[/bold red]")
+    if out_dir:
+        console.print(f"report and plots in {out_dir}")

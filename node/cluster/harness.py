@@ -1,0 +1,455 @@
+"""A cluster of real node processes on 127.0.0.1, wired through fault proxies.
+
+    async with Cluster(nodes=5, topology="ring") as c:
+        c.partition({0, 1, 2}, {3, 4})
+        ...
+        c.heal()
+        await c.converged(timeout=30)
+        await c.kill(3)
+        await c.restart(3)
+        async with c.client(0) as alice: ...
+
+Each node is its own process with its own data dir, port and config file. For every
+edge ``(i, j)`` of the topology, node ``i`` has one static peer, a :class:`LinkProxy`
+that forwards to node ``j``; peer sharing is off, so the links are exactly the
+topology and every byte between nodes passes a proxy the harness controls. A killed
+node's proxies hold incoming dials until it is restarted (on a new port).
+
+The harness also plays a misbehaving author: :meth:`Cluster.equivocate` signs two
+conflicting commits with an account's real key (read from its home node's database)
+and hands one to each of two nodes over the peer wire; :meth:`Cluster.forge` hands a
+node a commit signed by the wrong key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import secrets
+import sqlite3
+import tempfile
+import time
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from protocol.car import read_car
+from protocol.commit import Commit, CommitEvent
+from protocol.errors import SkyfedError
+from protocol.keys import SigningKey
+from protocol.mst import MST, MemoryBlockStore
+from protocol.peerwire import MAX_FRAME, auth_payload, decode_message, encode_message
+from protocol.repo import Repo, Write
+from protocol.syntax import TidClock
+
+from ..client import Client
+from ..repos import iso_now
+from .process import NodeProcess, start_node
+from .proxy import LinkProxy
+from .topology import Edge, make_topology
+
+__all__ = ["Cluster", "ClusterNode", "WirePeer"]
+
+#: Settings every cluster node gets: links exactly as the topology says, and no
+#: write or login throttle (the workload must not measure the rate limiter).
+BASE_SETTINGS: dict[str, Any] = {
+    "share_peers": False,
+    "points_per_hour": 1_000_000_000,
+    "points_per_day": 1_000_000_000,
+    "auth_rate": 100_000.0,
+    "auth_burst": 100_000,
+}
+
+
+@dataclass(slots=True)
+class ClusterNode:
+    index: int
+    data_dir: Path
+    clock_skew: float = 0.0
+    process: NodeProcess | None = None
+    url: str = ""
+    restarts: int = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.running
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+
+class Cluster:
+    """N node processes, a topology, a proxy per link; see the module docstring."""
+
+    def __init__(
+        self,
+        nodes: int = 5,
+        topology: str | Sequence[Sequence[int]] = "full",
+        *,
+        degree: int = 3,
+        seed: int = 0,
+        workdir: Path | None = None,
+        reconcile_interval: float = 1.0,
+        settings: Mapping[str, Any] | None = None,
+        clock_skew: Mapping[int, float] | None = None,
+        start_concurrency: int = 8,
+    ):
+        if isinstance(topology, str):
+            self.edges: list[Edge] = make_topology(topology, nodes, degree=degree, seed=seed)
+            self.topology = topology
+        else:
+            self.edges = make_topology("edges", nodes, edges=topology)
+            self.topology = "edges"
+        self.seed = seed
+        self._rng = random.Random(seed)
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="skyfed-cluster-")
+            workdir = Path(self._tmp.name)
+        self.workdir = workdir
+        self.settings = {**BASE_SETTINGS, "reconcile_interval": reconcile_interval}
+        self.settings.update(settings or {})
+        skew = dict(clock_skew or {})
+        self.nodes = [
+            ClusterNode(i, workdir / f"node{i}", float(skew.get(i, 0.0))) for i in range(nodes)
+        ]
+        #: One proxy per edge, keyed (dialler, target).
+        self.links: dict[Edge, LinkProxy] = {}
+        self._start_slots = asyncio.Semaphore(start_concurrency)
+        self._http: aiohttp.ClientSession | None = None
+        self._peers: list[WirePeer] = []
+        #: Commits the harness forged (signed by a wrong key): none may be accepted.
+        self.forged: set[str] = set()
+        self.started_at = 0.0
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    # -- life cycle --------------------------------------------------------------
+    async def __aenter__(self) -> Cluster:
+        try:
+            await self.start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self, *, wait_linked: float = 60.0) -> None:
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+        for a, b in self.edges:
+            proxy = LinkProxy(f"{a}->{b}", None, rng=random.Random(self._rng.getrandbits(64)))
+            await proxy.start()
+            self.links[(a, b)] = proxy
+        await asyncio.gather(*(self._launch(n) for n in self.nodes))
+        self.started_at = time.monotonic()
+        if wait_linked:
+            await self.linked(wait_linked)
+
+    async def close(self) -> None:
+        for peer in self._peers:
+            await peer.close()
+        self._peers.clear()
+        await asyncio.gather(
+            *(n.process.stop() for n in self.nodes if n.process is not None),
+            return_exceptions=True,
+        )
+        for proxy in self.links.values():
+            await proxy.close()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def _node_settings(self, node: ClusterNode) -> dict[str, Any]:
+        peers = [self.links[e].url for e in self.edges if e[0] == node.index]
+        out = {**self.settings, "peers": peers, "max_peers": max(8, len(peers))}
+        if node.clock_skew:
+            out["clock_skew"] = node.clock_skew
+        return out
+
+    async def _launch(self, node: ClusterNode) -> None:
+        async with self._start_slots:
+            node.process = await start_node(node.data_dir, settings=self._node_settings(node))
+        node.url = node.process.url
+        for (_, b), proxy in self.links.items():
+            if b == node.index:
+                proxy.set_target(node.process.port)
+
+    # -- faults ------------------------------------------------------------------
+    def _between(self, edge: Edge, groups: Sequence[Collection[int]]) -> bool:
+        def group(i: int) -> int:
+            for g, members in enumerate(groups):
+                if i in members:
+                    return g
+            return len(groups)  # the unnamed rest are one more side
+
+        return group(edge[0]) != group(edge[1])
+
+    def partition(self, *groups: Collection[int]) -> list[Edge]:
+        """Cut every link between different groups (nodes in no group form one
+        more); returns the links cut."""
+        for g in groups:
+            for i in g:
+                self._check(i)
+        cut = [e for e in self.edges if self._between(e, groups)]
+        for e in cut:
+            self.links[e].cut()
+        return cut
+
+    def heal(self) -> None:
+        """Restore every cut link (shaping stays as it is)."""
+        for proxy in self.links.values():
+            proxy.restore()
+
+    def select(self, links: str | Iterable[Sequence[int]] | None = None) -> list[LinkProxy]:
+        """Proxies by ``"all"``/None or a list of node pairs (either order)."""
+        if links is None or links == "all":
+            return list(self.links.values())
+        if isinstance(links, str):
+            raise ValueError(f"links must be 'all' or a list of node pairs, not {links!r}")
+        out = []
+        for pair in links:
+            a, b = (int(x) for x in pair)
+            edge = (a, b) if a < b else (b, a)
+            if edge not in self.links:
+                raise ValueError(f"there is no link between nodes {a} and {b}")
+            out.append(self.links[edge])
+        return out
+
+    def shape(self, links: str | Iterable[Sequence[int]] | None = None, **faults: Any) -> None:
+        """Delay, jitter, bandwidth, drop (see :meth:`LinkProxy.shape`)."""
+        for proxy in self.select(links):
+            proxy.shape(**faults)
+
+    def sever(self, links: str | Iterable[Sequence[int]] | None = None) -> None:
+        for proxy in self.select(links):
+            proxy.sever()
+
+    def cut(self, links: str | Iterable[Sequence[int]] | None = None) -> None:
+        for proxy in self.select(links):
+            proxy.cut()
+
+    def restore(self, links: str | Iterable[Sequence[int]] | None = None) -> None:
+        for proxy in self.select(links):
+            proxy.restore()
+
+    async def kill(self, i: int) -> None:
+        """SIGKILL node ``i``; its links hold dials until it restarts."""
+        node = self._check(i)
+        if node.process is None or not node.alive:
+            raise ValueError(f"node {i} is not running")
+        for (_, b), proxy in self.links.items():
+            if b == i:
+                proxy.set_target(None)
+        node.process.kill()
+        await node.process.proc.wait()
+
+    async def restart(self, i: int, *, clock_skew: float | None = None) -> None:
+        """Start node ``i`` again on its data dir (a new port)."""
+        node = self._check(i)
+        if node.alive:
+            raise ValueError(f"node {i} is running")
+        if clock_skew is not None:
+            node.clock_skew = clock_skew
+        node.restarts += 1
+        await self._launch(node)
+
+    def _check(self, i: int) -> ClusterNode:
+        if not 0 <= i < len(self.nodes):
+            raise ValueError(f"no node {i} (the cluster has nodes 0..{len(self.nodes) - 1})")
+        return self.nodes[i]
+
+    # -- observing ---------------------------------------------------------------
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            raise RuntimeError("the cluster is not started")
+        return self._http
+
+    def client(self, i: int) -> Client:
+        """A client of node ``i`` (its own login state; the cluster's HTTP pool)."""
+        return Client(self._check(i).url, session=self.http)
+
+    def alive(self) -> list[int]:
+        return [n.index for n in self.nodes if n.alive]
+
+    async def call(self, i: int, nsid: str, **params: Any) -> Any:
+        return await self.client(i).call(nsid, params=params)
+
+    async def heads(self, i: int) -> dict[str, str]:
+        """did -> head CID held by node ``i``."""
+        out: dict[str, str] = {}
+        async for repo in self.client(i).paginate(
+            "com.atproto.sync.listRepos", "repos", {"limit": 1000}
+        ):
+            out[repo["did"]] = repo["head"]
+        return out
+
+    async def all_heads(self) -> dict[int, dict[str, str] | None]:
+        """Every live node's heads (None where the node did not answer)."""
+
+        async def one(i: int) -> dict[str, str] | None:
+            try:
+                return await self.heads(i)
+            except (aiohttp.ClientError, OSError, TimeoutError, SkyfedError):
+                return None
+
+        alive = self.alive()
+        got = await asyncio.gather(*(one(i) for i in alive))
+        return dict(zip(alive, got, strict=True))
+
+    async def agree(self, *, everyone: bool = True) -> bool:
+        """Do the nodes hold the same heads? Every node must be up and answer, unless
+        ``everyone`` is False (then the nodes that are up)."""
+        views = list((await self.all_heads()).values())
+        if everyone and len(views) != len(self.nodes):
+            return False
+        return bool(views) and all(v is not None and v == views[0] for v in views)
+
+    async def converged(
+        self,
+        timeout: float = 30.0,  # noqa: ASYNC109 - the issue's API: converged(timeout=...)
+        *,
+        interval: float = 0.2,
+        everyone: bool = True,
+    ) -> float:
+        """Wait until every node is up and holds the same heads (with ``everyone``
+        False: the nodes that are up); seconds waited. Raises TimeoutError."""
+        start = time.monotonic()
+        async with asyncio.timeout(timeout):
+            while not await self.agree(everyone=everyone):  # noqa: ASYNC110
+                await asyncio.sleep(interval)  # poll: N processes, no shared event
+        return time.monotonic() - start
+
+    async def linked(self, limit: float = 60.0) -> None:
+        """Wait until every link of the topology is up (on both ends)."""
+        dids: dict[int, str] = {}
+        for n in self.nodes:
+            dids[n.index] = (await self.call(n.index, "skyfed.node.getInfo"))["did"]
+
+        async def up() -> bool:
+            for n in self.nodes:
+                peers = await self.call(n.index, "skyfed.node.listPeers")
+                have = {p["did"] for p in peers["peers"]}
+                want = {dids[b] for a, b in self.edges if a == n.index}
+                want |= {dids[a] for a, b in self.edges if b == n.index}
+                if not want <= have:
+                    return False
+            return True
+
+        async with asyncio.timeout(limit):
+            while not await up():  # noqa: ASYNC110
+                await asyncio.sleep(0.2)  # poll
+
+    # -- a misbehaving author ----------------------------------------------------
+    def account_key(self, i: int, did: str) -> SigningKey:
+        """The signing key of ``did``, read from node ``i``'s database (the harness
+        owns the data dirs; a node never hands a key out)."""
+        db = self._check(i).data_dir / "node.sqlite3"
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            row = conn.execute("SELECT signing_key FROM accounts WHERE did = ?", (did,)).fetchone()
+        if row is None:
+            raise ValueError(f"node {i} hosts no account {did}")
+        return SigningKey.from_str(row[0])
+
+    async def _repo(self, i: int, did: str) -> Repo:
+        car = await self.client(i).call("com.atproto.sync.getRepo", params={"did": did})
+        roots, blocks = read_car(car)
+        commit = Commit.from_bytes(blocks[roots[0]])
+        return Repo(did, MST.load(MemoryBlockStore(blocks), commit.data), commit, roots[0])
+
+    def _fork(self, repo: Repo, key: SigningKey, text: str, rev: str) -> CommitEvent:
+        record = {"$type": "app.bsky.feed.post", "text": text, "createdAt": iso_now()}
+        w = Write("create", "app.bsky.feed.post", rev, record)
+        return repo.apply_writes([w], key, rev=rev, time=iso_now()).event
+
+    async def equivocate(self, home: int, did: str, to: Sequence[int]) -> list[str]:
+        """Sign one conflicting commit per node in ``to`` (all on the current head)
+        with ``did``'s key from ``home``, and deliver each to its node over the peer
+        wire at the same moment. Returns the commit CIDs."""
+        if len(to) < 2:
+            raise ValueError("an equivocation needs at least two nodes to tell")
+        key = self.account_key(home, did)
+        repo = await self._repo(home, did)
+        clock = TidClock(secrets.randbelow(1024))
+        clock.observe(repo.rev)
+        forks = [
+            self._fork(repo, key, f"history {n} of two", clock.next(int(time.time() * 1e6)))
+            for n in range(len(to))
+        ]
+        peers = [await WirePeer.connect(self.http, self._check(i).url) for i in to]
+        self._peers += peers
+        await asyncio.gather(*(p.push(f) for p, f in zip(peers, forks, strict=True)))
+        return [str(f.commit) for f in forks]
+
+    async def forge(self, home: int, did: str, to: int) -> str:
+        """A commit on ``did``'s head signed by a key that is not its own, delivered
+        to node ``to``. Every node must refuse it."""
+        repo = await self._repo(home, did)
+        impostor = SigningKey.from_seed(secrets.token_bytes(32))
+        clock = TidClock(secrets.randbelow(1024))
+        clock.observe(repo.rev)
+        event = self._fork(repo, impostor, "forged", clock.next(int(time.time() * 1e6)))
+        peer = await WirePeer.connect(self.http, self._check(to).url)
+        self._peers.append(peer)
+        await peer.push(event)
+        self.forged.add(str(event.commit))
+        return str(event.commit)
+
+
+class WirePeer:
+    """A hand-driven peer: the signed handshake with its own node key, then whatever
+    the harness sends. It reads and ignores what the node sends back, so the node
+    never blocks on it."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, key: SigningKey):
+        self.ws = ws
+        self.key = key
+        self._drain: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def connect(cls, http: aiohttp.ClientSession, url: str) -> WirePeer:
+        key = SigningKey.from_seed(secrets.token_bytes(32))
+        ws = await http.ws_connect(url + "/xrpc/skyfed.peer.connect", max_msg_size=MAX_FRAME)
+        peer = cls(ws, key)
+        challenge = secrets.token_bytes(32)
+        hello_out = encode_message(
+            "hello", v=1, node=key.did_key(), url=None, challenge=challenge, caps=[], share=False
+        )
+        await ws.send_bytes(hello_out)
+        hello = decode_message((await ws.receive()).data)
+        sig = key.sign(auth_payload(hello["challenge"], key.did_key(), hello["node"]))
+        await ws.send_bytes(encode_message("auth", sig=sig))
+        msg = await ws.receive()
+        if msg.type != aiohttp.WSMsgType.BINARY or decode_message(msg.data)["t"] != "auth":
+            await ws.close()
+            raise ConnectionRefusedError("the node closed the link during the handshake")
+        peer._drain = asyncio.create_task(peer._read())
+        return peer
+
+    async def _read(self) -> None:
+        async for _ in self.ws:
+            pass
+
+    async def push(self, event: CommitEvent) -> None:
+        data = encode_message(
+            "push", id=event.commit.to_bytes(), kind="commit", data=event.to_bytes(), round=0
+        )
+        await self.ws.send_bytes(data)
+
+    async def close(self) -> None:
+        await self.ws.close()
+        if self._drain is not None:
+            self._drain.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._drain

@@ -1,0 +1,368 @@
+"""What a run showed: measurements, the verdict, a JSON report and PNG plots.
+
+The verdict has three parts, each checked against the live nodes after the run:
+
+- **converged**: every node holds the same head for every repo.
+- **complete**: every acknowledged write is in its repo at that head (and every
+  acknowledged delete removed its record). The head's commit is fetched with
+  ``getRepo`` and its signature checked against the author's key from the identity
+  log; with every head identical, one node's copy speaks for all.
+- **no forgery**: every head verifies under its author's key, and no commit the
+  harness forged (signed by a wrong key) is any node's head.
+
+An equivocation scenario also needs *evidence*: some node recorded the two
+conflicting commits (``skyfed.sync.listEquivocations``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from protocol.car import read_car
+from protocol.commit import Commit
+from protocol.errors import SkyfedError
+from protocol.identity import resolve_log
+from protocol.keys import verify_key
+from protocol.mst import MST, MemoryBlockStore
+
+from .scenario import RunResult
+
+__all__ = ["Report", "Verdict", "build_report", "plot", "write_json"]
+
+
+@dataclass(slots=True)
+class Verdict:
+    converged: bool
+    complete: bool
+    no_forgery: bool
+    #: None when the scenario had no equivocation.
+    equivocation_detected: bool | None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return (
+            self.converged
+            and self.complete
+            and self.no_forgery
+            and self.equivocation_detected is not False
+        )
+
+
+@dataclass(slots=True)
+class Report:
+    scenario: str
+    description: str
+    nodes: int
+    topology: str
+    edges: int
+    seed: int
+    duration: float
+    setup_seconds: float
+    wall_seconds: float
+    writes_acked: int
+    writes_failed: int
+    failures: dict[str, int]
+    writes_by_kind: dict[str, int]
+    #: Seconds from acknowledgement to arrival, over every (write, other node).
+    latency: dict[str, float | None]
+    latencies: list[float]
+    not_seen: int
+    convergence: list[dict[str, Any]]
+    final_convergence: float | None
+    links: list[dict[str, Any]]
+    per_node: list[dict[str, Any]]
+    timeline: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    equivocations: list[dict[str, Any]]
+    verdict: Verdict
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["verdict"]["passed"] = self.verdict.passed
+        return out
+
+
+def _pct(xs: Sequence[float], q: float) -> float | None:
+    if not xs:
+        return None
+    return xs[min(len(xs) - 1, int(q * (len(xs) - 1) + 0.5))]
+
+
+async def build_report(r: RunResult) -> Report:
+    c, w, o, s = r.cluster, r.workload, r.observer, r.scenario
+    # -- propagation ---------------------------------------------------------------
+    latencies: list[float] = []
+    not_seen = 0
+    for rec in w.acked:
+        for n in c.nodes:
+            if n.index == rec.home:
+                continue
+            seen = o.first_seen(n.index, rec.did, rec.rev)
+            if seen is None:
+                not_seen += 1
+            else:
+                latencies.append(max(0.0, seen - rec.at))
+    latencies.sort()
+    latency = {
+        "p50": _pct(latencies, 0.5),
+        "p90": _pct(latencies, 0.9),
+        "p99": _pct(latencies, 0.99),
+        "max": latencies[-1] if latencies else None,
+        "mean": statistics.fmean(latencies) if latencies else None,
+    }
+    kinds: dict[str, int] = {}
+    for rec in w.acked:
+        kinds[rec.kind] = kinds.get(rec.kind, 0) + 1
+
+    # -- links and nodes -----------------------------------------------------------
+    links = []
+    for (a, b), p in sorted(c.links.items()):
+        links.append(
+            {
+                "link": f"{a}->{b}",
+                "bytes_up": p.up.bytes,
+                "bytes_down": p.down.bytes,
+                "dropped_frames": p.up.dropped_frames + p.down.dropped_frames,
+            }
+        )
+    per_node = []
+    for n in c.nodes:
+        cpu = [smp.cpu[n.index] for smp in o.samples if n.index in smp.cpu]
+        rss = [smp.rss[n.index] for smp in o.samples if n.index in smp.rss]
+        g = o.gossip.get(n.index, {})
+        delivered = g.get("delivered", 0)
+        per_node.append(
+            {
+                "node": n.index,
+                "restarts": n.restarts,
+                "clock_skew": n.clock_skew,
+                "cpu_mean_pct": round(statistics.fmean(cpu), 1) if cpu else None,
+                "cpu_max_pct": round(max(cpu), 1) if cpu else None,
+                "rss_max_mb": round(max(rss) / 2**20, 1) if rss else None,
+                "gossip_delivered": delivered,
+                "gossip_duplicates": g.get("duplicates", 0),
+                "duplicates_per_write": (
+                    round(g.get("duplicates", 0) / delivered, 3) if delivered else None
+                ),
+                "rejected": g.get("rejected", 0),
+                "firehose_frames": o.frames.get(n.index, 0),
+            }
+        )
+
+    # -- verdict -------------------------------------------------------------------
+    verdict = await _verdict(r)
+    return Report(
+        scenario=s.name,
+        description=s.description,
+        nodes=len(c.nodes),
+        topology=c.topology,
+        edges=len(c.edges),
+        seed=s.seed,
+        duration=s.duration,
+        setup_seconds=round(r.setup_seconds, 2),
+        wall_seconds=round(r.wall_seconds, 2),
+        writes_acked=len(w.acked),
+        writes_failed=w.failed,
+        failures=dict(w.failures),
+        writes_by_kind=kinds,
+        latency=latency,
+        latencies=[round(x, 4) for x in latencies],
+        not_seen=not_seen,
+        convergence=[
+            {"t": round(t, 2), "after": why, "seconds": None if x is None else round(x, 3)}
+            for t, why, x in r.convergence
+        ],
+        final_convergence=None if r.final_convergence is None else round(r.final_convergence, 3),
+        links=links,
+        per_node=per_node,
+        timeline=[
+            {"t": round(smp.t, 2), "agreement": round(smp.agreement, 4), "alive": smp.alive}
+            for smp in o.samples
+        ],
+        events=[{"t": round(e.t, 2), "what": e.what, "action": e.action} for e in r.events],
+        equivocations=r.equivocations,
+        verdict=verdict,
+    )
+
+
+async def _verdict(r: RunResult) -> Verdict:
+    c = r.cluster
+    problems: list[str] = []
+    views = await c.all_heads()
+    first = next(iter(views.values()), None)
+    converged = (
+        len(views) == len(c.nodes) and first is not None and all(v == first for v in views.values())
+    )
+    if not converged:
+        differing = [i for i, v in views.items() if v != first]
+        problems.append(f"heads differ on nodes {differing} (or a node is down)")
+    heads = first or {}
+    # Verify every head once (identical everywhere if converged) and read its tree.
+    trees: dict[str, MST] = {}
+    forged_heads = 0
+    reader = c.client(c.alive()[0]) if c.alive() else None
+    for did, head in sorted(heads.items()):
+        if head in c.forged:
+            forged_heads += 1
+            problems.append(f"{did}: a forged commit {head} is the head")
+        if reader is None:
+            break
+        try:
+            log = await reader.call("skyfed.identity.getLog", params={"did": did})
+            ops = [base64.b64decode(op) for op in log["ops"]]
+            key = verify_key(resolve_log(did, ops).state.signing_key)
+            car = await reader.call("com.atproto.sync.getRepo", params={"did": did})
+            roots, blocks = read_car(car)
+            commit = Commit.from_bytes(blocks[roots[0]])
+            commit.verify(key)
+            if commit.did != did:
+                raise SkyfedError("the commit names another repo")
+            trees[did] = MST.load(MemoryBlockStore(blocks), commit.data)
+        except (SkyfedError, KeyError, IndexError, ValueError) as e:
+            forged_heads += 1
+            problems.append(f"{did}: head {head} does not verify: {e}")
+    missing = 0
+    for rec in r.workload.acked:
+        tree = trees.get(rec.did)
+        if tree is None:
+            missing += 1
+            continue
+        got = tree.get(rec.path)
+        if rec.cid is None or rec.deleted:
+            if got is not None and rec.cid is None:
+                missing += 1  # an acknowledged delete that did not stick
+            continue
+        if got is None or str(got) != rec.cid:
+            missing += 1
+    if missing:
+        problems.append(f"{missing} acknowledged writes missing or changed")
+    detected: bool | None = None
+    if r.forks:
+        forked = set()
+        for acct_forks in r.forks:
+            forked |= set(acct_forks)
+        seen = {e["kept"] for e in r.equivocations} | {e["dropped"] for e in r.equivocations}
+        detected = bool(forked & seen)
+        if not detected:
+            problems.append("no node recorded the equivocation")
+    return Verdict(converged, missing == 0 and bool(heads), forged_heads == 0, detected, problems)
+
+
+def write_json(report: Report, path: Path) -> None:
+    path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+
+
+# -- plots ---------------------------------------------------------------------------
+
+
+def _spans(events: Sequence[dict[str, Any]], end: float) -> list[tuple[float, float, str]]:
+    """(start, end, label) of each fault period from the event list."""
+    spans: list[tuple[float, float, str]] = []
+    partition_at: float | None = None
+    down: dict[str, float] = {}
+    shaped_at: float | None = None
+    for e in events:
+        a, t, what = e["action"], e["t"], e["what"]
+        if a == "partition" and partition_at is None:
+            partition_at = t
+        elif a in ("heal", "end") and partition_at is not None:
+            spans.append((partition_at, t, "partition"))
+            partition_at = None
+        if a == "kill":
+            down[what.split()[-1]] = t
+        elif a == "restart" and what.split()[-1] in down:
+            spans.append((down.pop(what.split()[-1]), t, f"node {what.split()[-1]} down"))
+        if a == "shape" and shaped_at is None:
+            shaped_at = t
+        elif a in ("clear", "end") and shaped_at is not None:
+            spans.append((shaped_at, t, "links shaped"))
+            shaped_at = None
+        if a == "end":
+            for node, t0 in down.items():
+                spans.append((t0, t, f"node {node} down"))
+            down.clear()
+    if partition_at is not None:
+        spans.append((partition_at, end, "partition"))
+    return spans
+
+
+_COLORS = {"partition": "tab:red", "links shaped": "tab:orange"}
+
+
+def plot(report: Report, out_dir: Path) -> list[Path]:
+    """propagation-cdf.png and convergence.png in ``out_dir``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    title = f"{report.scenario}: {report.nodes} nodes, {report.topology}"
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    xs = [x * 1000 for x in report.latencies]
+    if xs:
+        ys = [(k + 1) / len(xs) for k in range(len(xs))]
+        ax.step(xs, ys, where="post", color="tab:blue", linewidth=2)
+        for q, style in (("p50", ":"), ("p99", "--")):
+            v = report.latency[q]
+            if v is not None:
+                ax.axvline(v * 1000, color="grey", linestyle=style, linewidth=1)
+                ax.annotate(
+                    f"{q} {v * 1000:.0f} ms",
+                    (v * 1000, 0.05 if q == "p50" else 0.15),
+                    xytext=(4, 0) if q == "p50" else (-4, 0),
+                    textcoords="offset points",
+                    ha="left" if q == "p50" else "right",
+                    fontsize=9,
+                )
+        ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlim(left=0)
+    ax.set_xlabel("time from acknowledgement to arrival at another node (ms)")
+    ax.set_ylabel("share of (write, node) pairs")
+    ax.set_ylim(0, 1.02)
+    ax.grid(True, alpha=0.3)
+    ax.set_title(f"Propagation latency CDF: {title}\n{report.writes_acked} writes")
+    fig.tight_layout()
+    p = out_dir / "propagation-cdf.png"
+    fig.savefig(p)
+    plt.close(fig)
+    paths.append(p)
+
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
+    ts = [s["t"] for s in report.timeline]
+    ys2 = [100 * s["agreement"] for s in report.timeline]
+    end = max(ts) if ts else report.duration
+    labelled: set[str] = set()
+    for start, stop, label in _spans(report.events, end):
+        key = label if label in _COLORS else "node down"
+        color = _COLORS.get(label, "tab:purple")
+        ax.axvspan(start, stop, color=color, alpha=0.15, label=None if key in labelled else key)
+        labelled.add(key)
+        if key == "node down":
+            ax.annotate(label, (start, 97), xytext=(2, 0), textcoords="offset points", fontsize=8)
+    for e in report.events:
+        if e["action"] in ("equivocate", "forge", "end"):
+            ax.axvline(e["t"], color="black", linestyle=":", linewidth=1)
+            ax.annotate(e["action"], (e["t"], 3), xytext=(3, 0), textcoords="offset points")
+    ax.plot(ts, ys2, color="tab:green", linewidth=2, label="nodes holding the newest head")
+    ax.set_xlabel("seconds since the workload started")
+    ax.set_ylabel("agreement (% of node x repo pairs)")
+    ax.set_ylim(0, 102)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower left", fontsize=9)
+    ax.set_title(f"Convergence over time: {title}")
+    fig.tight_layout()
+    p = out_dir / "convergence.png"
+    fig.savefig(p)
+    plt.close(fig)
+    paths.append(p)
+    return paths

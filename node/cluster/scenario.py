@@ -1,0 +1,562 @@
+"""Scenario files (TOML) and the runner that plays one against a cluster.
+
+A scenario names a cluster, a workload and a schedule of faults::
+
+    name = "partition-heal"
+    seed = 7
+    duration = 30        # seconds of workload
+    settle = 30          # seconds allowed to converge after the end
+
+    [cluster]
+    nodes = 5
+    topology = "full"    # full | ring | star | random | edges
+    degree = 3           # random only
+    # edges = [[0, 1], [1, 2]]
+    reconcile_interval = 1.0
+    clock_skew = { "4" = 90.0 }
+
+    [workload]
+    accounts = 10
+    rate = 5.0
+    mix = { post = 0.4, reply = 0.2, like = 0.2, follow = 0.1, delete = 0.1 }
+    quiet = [0]          # accounts the workload never writes with (see equivocate)
+    [[workload.burst]]
+    at = 10.0
+    duration = 3.0
+    rate = 100.0
+
+    [[schedule]]
+    at = 10.0
+    action = "partition"
+    groups = [[0, 1, 2], [3, 4]]
+
+Actions: ``partition`` (groups), ``heal``, ``kill`` (node), ``restart`` (node,
+optional clock_skew), ``shape`` (links = "all" or pairs; delay, jitter, bandwidth,
+drop), ``clear`` (links: shaping off), ``cut`` / ``restore`` / ``sever`` (links),
+``equivocate`` (account, nodes: two or more), ``forge`` (account, node).
+
+After the last action and ``duration``, the runner restores every link, clears all
+shaping and restarts any node still down, then waits up to ``settle`` seconds for
+every node to hold the same heads; the verdict follows (see :mod:`.report`).
+Every mistake in a file is a :class:`ScenarioError` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .harness import Cluster
+from .observer import Observer
+from .topology import TOPOLOGIES, make_topology
+from .workload import KINDS, Burst, Workload, WorkloadSpec
+
+__all__ = [
+    "ACTIONS",
+    "Action",
+    "ClusterSpec",
+    "Event",
+    "RunResult",
+    "Scenario",
+    "ScenarioError",
+    "load_scenario",
+    "parse_scenario",
+    "run_scenario",
+]
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be run, with where and why."""
+
+
+#: action -> (required fields, optional fields)
+ACTIONS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "partition": (frozenset({"groups"}), frozenset()),
+    "heal": (frozenset(), frozenset()),
+    "kill": (frozenset({"node"}), frozenset()),
+    "restart": (frozenset({"node"}), frozenset({"clock_skew"})),
+    "shape": (frozenset(), frozenset({"links", "delay", "jitter", "bandwidth", "drop"})),
+    "clear": (frozenset(), frozenset({"links"})),
+    "cut": (frozenset({"links"}), frozenset()),
+    "restore": (frozenset({"links"}), frozenset()),
+    "sever": (frozenset(), frozenset({"links"})),
+    "equivocate": (frozenset({"account", "nodes"}), frozenset()),
+    "forge": (frozenset({"account", "node"}), frozenset()),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    at: float
+    action: str
+    args: Mapping[str, Any]
+
+    def describe(self) -> str:
+        a = self.args
+        if self.action == "partition":
+            return "partition " + " | ".join(
+                "{" + ",".join(str(i) for i in g) + "}" for g in a["groups"]
+            )
+        if self.action in ("kill", "restart"):
+            return f"{self.action} node {a['node']}"
+        if self.action == "equivocate":
+            return f"equivocate account {a['account']} to nodes {list(a['nodes'])}"
+        if self.action == "forge":
+            return f"forge account {a['account']} to node {a['node']}"
+        extra = ", ".join(f"{k}={v}" for k, v in a.items())
+        return f"{self.action} {extra}".strip()
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSpec:
+    nodes: int = 5
+    topology: str = "full"
+    degree: int = 3
+    edges: tuple[tuple[int, int], ...] = ()
+    reconcile_interval: float = 1.0
+    clock_skew: Mapping[int, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    description: str
+    seed: int
+    duration: float
+    settle: float
+    cluster: ClusterSpec
+    workload: WorkloadSpec
+    schedule: tuple[Action, ...]
+    source: str = "<scenario>"
+
+    def make_cluster(self, workdir: Path | None = None) -> Cluster:
+        c = self.cluster
+        topology: str | Sequence[Sequence[int]] = (
+            [list(e) for e in c.edges] if c.topology == "edges" else c.topology
+        )
+        return Cluster(
+            c.nodes,
+            topology,
+            degree=c.degree,
+            seed=self.seed,
+            workdir=workdir,
+            reconcile_interval=c.reconcile_interval,
+            clock_skew=c.clock_skew,
+        )
+
+
+# -- parsing -------------------------------------------------------------------------
+
+
+def load_scenario(path: Path) -> Scenario:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ScenarioError(f"{path}: cannot read: {e.strerror or e}") from e
+    return parse_scenario(text, source=str(path))
+
+
+def parse_scenario(text: str, *, source: str = "<scenario>") -> Scenario:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError(f"{source}: not valid TOML: {e}") from e
+    p = _Fields(raw, source, "")
+    p.only({"name", "description", "seed", "duration", "settle", "cluster", "workload", "schedule"})
+    name = p.text("name", Path(source).stem)
+    description = p.text("description", "")
+    seed = p.whole("seed", 0)
+    duration = p.number("duration", 30.0, low=0.0)
+    settle = p.number("settle", 30.0, low=0.1)
+
+    c = _Fields(p.table("cluster"), source, "cluster.")
+    c.only({"nodes", "topology", "degree", "edges", "reconcile_interval", "clock_skew"})
+    nodes = c.whole("nodes", 5, low=1, high=500)
+    topology = c.text("topology", "full")
+    if topology not in TOPOLOGIES:
+        raise c.error("topology", f"must be one of {', '.join(TOPOLOGIES)}, not {topology!r}")
+    degree = c.whole("degree", 3, low=1)
+    edges = tuple(c.pairs("edges"))
+    if topology == "edges" and not edges:
+        raise c.error("edges", "topology 'edges' needs a list of [a, b] pairs")
+    try:
+        make_topology(topology, nodes, degree=degree, seed=seed, edges=edges)
+    except ValueError as e:
+        raise c.error("topology", str(e)) from e
+    skew: dict[int, float] = {}
+    for k, v in c.table("clock_skew").items():
+        k = str(k)
+        if not k.isdigit() or not 0 <= int(k) < nodes:
+            raise c.error("clock_skew", f"key {k!r} is not a node number in 0..{nodes - 1}")
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise c.error("clock_skew", f"value for node {k} must be seconds (a number)")
+        skew[int(k)] = float(v)
+    cluster = ClusterSpec(
+        nodes,
+        topology,
+        degree,
+        edges,
+        c.number("reconcile_interval", 1.0, low=0.05),
+        skew,
+    )
+
+    w = _Fields(p.table("workload"), source, "workload.")
+    w.only({"accounts", "rate", "mix", "burst", "concurrency", "quiet"})
+    mix_raw = w.table("mix") or dict(WorkloadSpec().mix)
+    mix: dict[str, float] = {}
+    for k, v in mix_raw.items():
+        if k not in KINDS:
+            raise w.error("mix", f"unknown kind {k!r} (expected {', '.join(KINDS)})")
+        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+            raise w.error("mix", f"weight of {k} must be a number >= 0")
+        mix[k] = float(v)
+    if not any(mix.values()):
+        raise w.error("mix", "at least one kind needs a weight above 0")
+    bursts = []
+    for n, b in enumerate(w.list_of_tables("burst")):
+        bf = _Fields(b, source, f"workload.burst[{n}].")
+        bf.only({"at", "duration", "rate"})
+        bursts.append(
+            Burst(
+                bf.number("at", None, low=0.0),
+                bf.number("duration", None, low=0.0),
+                bf.number("rate", None, low=0.001),
+            )
+        )
+    accounts = w.whole("accounts", 10, low=1)
+    quiet = w.raw.get("quiet", [])
+    if not isinstance(quiet, list) or not all(_is_node(q, accounts) for q in quiet):
+        raise w.error("quiet", f"must be a list of account numbers in 0..{accounts - 1}")
+    workload = WorkloadSpec(
+        accounts=accounts,
+        quiet=tuple(quiet),
+        rate=w.number("rate", 5.0, low=0.0),
+        mix=mix,
+        bursts=tuple(bursts),
+        concurrency=w.whole("concurrency", 32, low=1),
+    )
+
+    schedule = []
+    for n, item in enumerate(p.list_of_tables("schedule")):
+        schedule.append(_parse_action(item, source, f"schedule[{n}].", nodes, workload.accounts))
+    schedule.sort(key=lambda a: a.at)
+    return Scenario(
+        name, description, seed, duration, settle, cluster, workload, tuple(schedule), source
+    )
+
+
+def _parse_action(
+    item: dict[str, Any], source: str, where: str, nodes: int, accounts: int
+) -> Action:
+    f = _Fields(item, source, where)
+    action = f.text("action", None)
+    if action not in ACTIONS:
+        raise f.error("action", f"unknown action {action!r} (expected {', '.join(ACTIONS)})")
+    required, optional = ACTIONS[action]
+    f.only({"at", "action"} | required | optional)
+    for name in sorted(required):
+        if name not in item:
+            raise f.error(name, f"is required for {action}")
+    at = f.number("at", None, low=0.0)
+    args: dict[str, Any] = {}
+    if "groups" in item:
+        groups = item["groups"]
+        if not isinstance(groups, list) or not groups:
+            raise f.error("groups", "must be a list of lists of node numbers")
+        seen: set[int] = set()
+        for g in groups:
+            if not isinstance(g, list) or not all(_is_node(x, nodes) for x in g):
+                raise f.error("groups", f"each group is a list of node numbers in 0..{nodes - 1}")
+            if seen & set(g):
+                raise f.error("groups", "a node is in two groups")
+            seen |= set(g)
+        args["groups"] = [list(g) for g in groups]
+    if "node" in item:
+        if not _is_node(item["node"], nodes):
+            raise f.error("node", f"must be a node number in 0..{nodes - 1}")
+        args["node"] = item["node"]
+    if "nodes" in item:
+        ns = item["nodes"]
+        if not isinstance(ns, list) or len(ns) < 2 or not all(_is_node(x, nodes) for x in ns):
+            raise f.error("nodes", f"must be two or more node numbers in 0..{nodes - 1}")
+        args["nodes"] = list(ns)
+    if "account" in item:
+        a = item["account"]
+        if isinstance(a, bool) or not isinstance(a, int) or not 0 <= a < accounts:
+            raise f.error("account", f"must be an account number in 0..{accounts - 1}")
+        args["account"] = a
+    if "links" in item:
+        links = item["links"]
+        if links != "all":
+            pairs = f.pairs("links")
+            for a, b in pairs:
+                if not (_is_node(a, nodes) and _is_node(b, nodes)):
+                    raise f.error("links", f"pair [{a}, {b}] names a node outside 0..{nodes - 1}")
+            links = pairs
+        args["links"] = links
+    for name in ("delay", "jitter", "bandwidth", "clock_skew"):
+        if name in item:
+            args[name] = f.number(name, None, low=None if name == "clock_skew" else 0.0)
+    if "bandwidth" in args and args["bandwidth"] <= 0:
+        raise f.error("bandwidth", "must be above 0 (bytes per second)")
+    if "drop" in item:
+        args["drop"] = f.number("drop", None, low=0.0)
+        if args["drop"] > 1:
+            raise f.error("drop", "is a share of frames, between 0 and 1")
+    return Action(at, action, args)
+
+
+def _is_node(x: Any, nodes: int) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x < nodes
+
+
+class _Fields:
+    """Typed reads from one TOML table, with errors that say where."""
+
+    def __init__(self, raw: Any, source: str, prefix: str):
+        if not isinstance(raw, dict):
+            raise ScenarioError(f"{source}: {prefix.rstrip('.') or 'file'} must be a table")
+        self.raw = raw
+        self.source = source
+        self.prefix = prefix
+
+    def error(self, name: str, why: str) -> ScenarioError:
+        return ScenarioError(f"{self.source}: {self.prefix}{name} {why}")
+
+    def only(self, allowed: set[str] | frozenset[str]) -> None:
+        unknown = sorted(set(self.raw) - set(allowed))
+        if unknown:
+            where = self.prefix.rstrip(".") or "the top level"
+            raise ScenarioError(
+                f"{self.source}: unknown field(s) in {where}: {', '.join(unknown)} "
+                f"(expected some of: {', '.join(sorted(allowed))})"
+            )
+
+    def _get(self, name: str, default: Any) -> Any:
+        if name not in self.raw:
+            if default is None:
+                raise self.error(name, "is required")
+            return default
+        return self.raw[name]
+
+    def text(self, name: str, default: str | None) -> str:
+        v = self._get(name, default)
+        if not isinstance(v, str):
+            raise self.error(name, "must be a string")
+        return v
+
+    def whole(
+        self, name: str, default: int | None, *, low: int | None = None, high: int | None = None
+    ) -> int:
+        v = self._get(name, default)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise self.error(name, "must be a whole number")
+        if low is not None and v < low:
+            raise self.error(name, f"must be at least {low}")
+        if high is not None and v > high:
+            raise self.error(name, f"must be at most {high}")
+        return v
+
+    def number(self, name: str, default: float | None, *, low: float | None = None) -> float:
+        v = self._get(name, default)
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise self.error(name, "must be a number")
+        if low is not None and v < low:
+            raise self.error(name, f"must be at least {low}")
+        return float(v)
+
+    def table(self, name: str) -> dict[str, Any]:
+        v = self.raw.get(name, {})
+        if not isinstance(v, dict):
+            raise self.error(name, "must be a table")
+        return v
+
+    def list_of_tables(self, name: str) -> list[dict[str, Any]]:
+        v = self.raw.get(name, [])
+        if not isinstance(v, list) or not all(isinstance(x, dict) for x in v):
+            raise self.error(name, f"must be an array of tables ([[{self.prefix}{name}]])")
+        return v
+
+    def pairs(self, name: str) -> list[tuple[int, int]]:
+        v = self.raw.get(name, [])
+        ok = isinstance(v, list) and all(
+            isinstance(p, list)
+            and len(p) == 2
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in p)
+            for p in v
+        )
+        if not ok:
+            raise self.error(name, "must be a list of [a, b] node pairs")
+        return [(p[0], p[1]) for p in v]
+
+
+# -- running -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Event:
+    """Something that happened during the run, at ``t`` seconds from the start."""
+
+    t: float
+    what: str
+    action: str
+
+
+@dataclass(slots=True)
+class RunResult:
+    scenario: Scenario
+    cluster: Cluster
+    workload: Workload
+    observer: Observer
+    events: list[Event]
+    #: (heal or restart time, seconds until every node agreed, or None)
+    convergence: list[tuple[float, str, float | None]]
+    final_convergence: float | None
+    equivocations: list[dict[str, Any]]
+    forks: list[list[str]]
+    setup_seconds: float
+    wall_seconds: float
+
+
+Progress = Callable[[str, Mapping[str, Any]], None]
+
+
+async def run_scenario(
+    scenario: Scenario,
+    *,
+    workdir: Path | None = None,
+    progress: Progress | None = None,
+    on_start: Callable[[Cluster, Workload], None] | None = None,
+) -> tuple[RunResult, Callable[[], Any]]:
+    """Play ``scenario``; returns the result and a closer for the cluster (the
+    report reads from the live cluster before it is closed)."""
+    say: Progress = progress or (lambda kind, info: None)
+    started = time.monotonic()
+    cluster = scenario.make_cluster(workdir)
+    say("phase", {"text": f"starting {scenario.cluster.nodes} nodes"})
+    await cluster.start()
+    try:
+        workload = Workload(cluster, scenario.workload, seed=scenario.seed)
+        if on_start is not None:
+            on_start(cluster, workload)
+        say("phase", {"text": f"creating {scenario.workload.accounts} accounts"})
+        await workload.create_accounts()
+        await cluster.converged(timeout=max(30.0, scenario.settle))
+        setup = time.monotonic() - started
+        events: list[Event] = []
+        convergence: list[tuple[float, str, float | None]] = []
+        forks: list[list[str]] = []
+        checks: set[asyncio.Task[None]] = set()
+        observer = Observer(cluster)
+        async with observer:
+            t0 = observer.t0
+            say("phase", {"text": "running", "t0": t0, "duration": scenario.duration})
+
+            async def measure(at: float, why: str) -> None:
+                try:
+                    # Among the nodes that are up: another may still be down.
+                    took = await cluster.converged(timeout=scenario.settle, everyone=False)
+                except TimeoutError:
+                    convergence.append((at, why, None))
+                    say("convergence", {"t": at, "why": why, "seconds": None})
+                    return
+                convergence.append((at, why, took))
+                say("convergence", {"t": at, "why": why, "seconds": took})
+
+            async def play() -> None:
+                for a in scenario.schedule:
+                    wait = t0 + a.at - time.monotonic()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    await _apply(cluster, workload, a, forks)
+                    now = time.monotonic() - t0
+                    events.append(Event(now, a.describe(), a.action))
+                    say("event", {"t": now, "text": a.describe()})
+                    if a.action in ("heal", "restart", "restore"):
+                        task = asyncio.create_task(measure(now, a.describe()))
+                        checks.add(task)
+
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(play())
+                tg.create_task(workload.run(scenario.duration, t0))
+            for task in checks:
+                await task
+            # The end: everything restored, every node up, then wait for agreement.
+            cluster.heal()
+            cluster.shape(clear=True)
+            for n in cluster.nodes:
+                if not n.alive:
+                    await cluster.restart(n.index)
+            end = time.monotonic() - t0
+            events.append(Event(end, "end: links restored, every node up", "end"))
+            say("event", {"t": end, "text": "end: links restored, every node up"})
+            say("phase", {"text": "waiting for convergence"})
+            try:
+                final: float | None = await cluster.converged(timeout=scenario.settle)
+            except TimeoutError:
+                final = None
+            say("convergence", {"t": end, "why": "end", "seconds": final})
+            await observer.sample()
+        equivocations = await _equivocations(cluster)
+        result = RunResult(
+            scenario,
+            cluster,
+            workload,
+            observer,
+            events,
+            convergence,
+            final,
+            equivocations,
+            forks,
+            setup,
+            time.monotonic() - started,
+        )
+    except BaseException:
+        await cluster.close()
+        raise
+    return result, cluster.close
+
+
+async def _apply(cluster: Cluster, workload: Workload, a: Action, forks: list[list[str]]) -> None:
+    args = a.args
+    if a.action == "partition":
+        cluster.partition(*(set(g) for g in args["groups"]))
+    elif a.action == "heal":
+        cluster.heal()
+    elif a.action == "kill":
+        await cluster.kill(args["node"])
+    elif a.action == "restart":
+        await cluster.restart(args["node"], clock_skew=args.get("clock_skew"))
+    elif a.action == "shape":
+        faults = {k: args[k] for k in ("delay", "jitter", "bandwidth", "drop") if k in args}
+        cluster.shape(args.get("links"), **faults)
+    elif a.action == "clear":
+        cluster.shape(args.get("links"), clear=True)
+    elif a.action == "cut":
+        cluster.cut(args["links"])
+    elif a.action == "restore":
+        cluster.restore(args["links"])
+    elif a.action == "sever":
+        cluster.sever(args.get("links"))
+    elif a.action == "equivocate":
+        acct = workload.accounts[args["account"]]
+        forks.append(await cluster.equivocate(acct.home, acct.did, args["nodes"]))
+    elif a.action == "forge":
+        acct = workload.accounts[args["account"]]
+        await cluster.forge(acct.home, acct.did, args["node"])
+    else:  # pragma: no cover - parse_scenario refuses other actions
+        raise ScenarioError(f"unknown action {a.action}")
+
+
+async def _equivocations(cluster: Cluster) -> list[dict[str, Any]]:
+    out = []
+    for i in cluster.alive():
+        got = await cluster.call(i, "skyfed.sync.listEquivocations", limit=500)
+        for e in got.get("equivocations", []):
+            out.append({"node": i, **e})
+    return out

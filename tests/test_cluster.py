@@ -1,0 +1,190 @@
+"""The harness end to end: five real node processes, a partition and a heal, a node
+killed and restarted, writes all along; the verdict must pass and the report, JSON
+and plots must say so."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from node.client import Client
+from node.cluster.harness import Cluster
+from node.cluster.report import build_report, plot, write_json
+from node.cluster.scenario import parse_scenario, run_scenario
+from protocol.syntax import tid_to_parts
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIO = """
+name = "small"
+description = "five nodes, one partition and heal, one kill and restart"
+seed = 1
+duration = 14
+settle = 20
+
+[cluster]
+nodes = 5
+topology = "full"
+reconcile_interval = 0.5
+
+[workload]
+accounts = 5
+rate = 6.0
+
+[[schedule]]
+at = 2
+action = "partition"
+groups = [[0, 1, 2], [3, 4]]
+
+[[schedule]]
+at = 6
+action = "heal"
+
+[[schedule]]
+at = 8
+action = "kill"
+node = 3
+
+[[schedule]]
+at = 11
+action = "restart"
+node = 3
+"""
+
+
+@pytest.mark.timeout(90)
+async def test_small_scenario_passes_the_verdict(tmp_path: Path) -> None:
+    scenario = parse_scenario(SCENARIO, source="small.toml")
+    result, close = await run_scenario(scenario, workdir=tmp_path / "nodes")
+    try:
+        report = await build_report(result)
+    finally:
+        await close()
+    v = report.verdict
+    assert v.passed, v.problems
+    assert v.converged
+    assert v.complete
+    assert v.no_forgery
+    assert v.equivocation_detected is None
+    # Writes happened on both sides of the partition and were acknowledged.
+    assert report.writes_acked > 30
+    sides = {rec.home for rec in result.workload.acked if 2 <= rec.at < 6}
+    assert sides & {0, 1, 2}
+    assert sides & {3, 4}
+    # Each heal and restart converged, and the schedule ran as written.
+    assert [c["after"] for c in report.convergence] == ["heal", "restart node 3"]
+    assert all(c["seconds"] is not None for c in report.convergence)
+    assert [e["action"] for e in report.events] == [
+        "partition",
+        "heal",
+        "kill",
+        "restart",
+        "end",
+    ]
+    assert report.per_node[3]["restarts"] == 1
+    # Writes during the partition reached the other side only after the heal.
+    assert report.latency["max"] is not None
+    assert report.latency["max"] > 1.0
+    assert report.latency["p50"] is not None
+    assert report.latency["p50"] < 1.0
+    assert all(lk["bytes_up"] > 0 for lk in report.links)
+    assert any(n["rss_max_mb"] for n in report.per_node)
+
+    write_json(report, tmp_path / "report.json")
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["verdict"]["passed"] is True
+    paths = plot(report, tmp_path)
+    for p in paths:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.timeout(60)
+async def test_cluster_api_partition_heal_and_equivocation(tmp_path: Path) -> None:
+    async with Cluster(nodes=3, topology="ring", workdir=tmp_path, clock_skew={2: 120.0}) as c:
+        alice = c.client(0)
+        await alice.create_account("alice.skyfed.test", "correct horse battery staple")
+        await alice.post("before")
+        # Node 2's clock runs two minutes fast (under the five-minute bound peers allow).
+        bob = c.client(2)
+        await bob.create_account("bob.skyfed.test", "correct horse battery staple")
+        latest = await bob.call("com.atproto.sync.getLatestCommit", params={"did": bob.did})
+        assert abs(tid_to_parts(latest["rev"])[0] / 1e6 - time.time() - 120) < 30
+        await c.converged(timeout=20)
+        cut = c.partition({0}, {1, 2})
+        assert cut == [(0, 1), (0, 2)]
+        await alice.post("alone")
+        assert not await c.agree()
+        c.heal()
+        await c.converged(timeout=20)
+        forks = await c.equivocate(0, alice.did, [1, 2])
+        forged = await c.forge(0, alice.did, 0)
+
+        async def settled_on_a_fork() -> bool:
+            heads = await c.all_heads()
+            return await c.agree() and (heads[0] or {}).get(alice.did) in forks
+
+        async with asyncio.timeout(20):
+            while not await settled_on_a_fork():  # noqa: ASYNC110
+                await asyncio.sleep(0.1)  # poll: three processes
+        heads = await c.all_heads()
+        assert all(h is not None and h[alice.did] != forged for h in heads.values())
+        evidence = [await c.call(i, "skyfed.sync.listEquivocations") for i in range(3)]
+        assert any(e["equivocations"] for e in evidence)
+
+
+@pytest.mark.timeout(60)
+async def test_cluster_up_and_down_from_the_command_line(tmp_path: Path) -> None:
+    state = tmp_path / "c" / "cluster.json"
+    up = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "node.cli",
+        "cluster",
+        "up",
+        "--nodes",
+        "2",
+        "--topology",
+        "ring",
+        "--dir",
+        str(tmp_path / "c"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    try:
+        assert up.stdout is not None
+        lines = []
+        async with asyncio.timeout(40):
+            while len(lines) < 3:
+                line = (await up.stdout.readline()).decode()
+                assert line, f"cluster up exited: {lines}"
+                lines.append(line)
+        assert lines[0].startswith("node 0: http://127.0.0.1:")
+        nodes = json.loads(state.read_text())["nodes"]
+        async with Client(nodes[1]["url"]) as c:
+            info = await c.call("skyfed.node.getInfo")
+        assert info["url"] == nodes[1]["url"]
+        down = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "node.cli",
+            "cluster",
+            "down",
+            "--dir",
+            str(tmp_path / "c"),
+            stdout=asyncio.subprocess.PIPE,
+            cwd=ROOT,
+        )
+        out, _ = await asyncio.wait_for(down.communicate(), 40)
+        assert down.returncode == 0
+        assert b"stopped the cluster" in out
+        assert await asyncio.wait_for(up.wait(), 10) == 0
+        assert not state.exists()
+    finally:
+        if up.returncode is None:
+            up.kill()
+            await up.wait()

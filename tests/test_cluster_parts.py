@@ -1,0 +1,396 @@
+"""The harness's parts without a cluster: the link proxy, topologies, scenario files,
+and the node's clock_skew hook."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, cast
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from node.app import Node
+from node.client import Client
+from node.cluster.observer import Observer
+from node.cluster.proxy import FrameSplitter, LinkProxy
+from node.cluster.scenario import ScenarioError, load_scenario, parse_scenario
+from node.cluster.topology import is_connected, make_topology
+from node.config import NodeConfig
+from protocol.syntax import tid_to_parts
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = sorted((ROOT / "examples" / "scenarios").glob("*.toml"))
+
+# -- the proxy -----------------------------------------------------------------------
+
+
+def frame(payload: bytes, *, opcode: int = 0x2, fin: bool = True, mask: bytes = b"") -> bytes:
+    """One RFC 6455 frame (masked when ``mask`` is given)."""
+    head = bytes([(0x80 if fin else 0) | opcode])
+    n = len(payload)
+    bit = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([bit | n])
+    elif n < 1 << 16:
+        head += bytes([bit | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([bit | 127]) + struct.pack("!Q", n)
+    if mask:
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + payload
+
+
+def test_splitter_finds_frames_of_every_length_byte_by_byte() -> None:
+    head = b"GET /x HTTP/1.1\r\nSec-WebSocket-Extensions: permessage-deflate\r\nHost: h\r\n\r\n"
+    frames = [
+        frame(b"hello"),
+        frame(b"auth"),
+        frame(b"a" * 300, mask=b"\x01\x02\x03\x04"),
+        frame(b"b" * 70_000),
+        frame(b"", opcode=0x9),  # ping
+        frame(b"part one", fin=False),
+        frame(b"part two", opcode=0x0),
+        frame(b"last"),
+    ]
+    stream = head + b"".join(frames)
+    s = FrameSplitter(strip_extensions=True)
+    units: list[tuple[bytes, bool]] = []
+    for i in range(len(stream)):  # the worst case: one byte at a time
+        units += s.feed(stream[i : i + 1])
+    assert units[0][0] == b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n"
+    assert [u for u, _ in units[1:]] == frames
+    # The handshake (two messages), control frames and fragments are never droppable.
+    assert [d for _, d in units[1:]] == [False, False, True, True, False, False, False, True]
+
+
+def test_splitter_refuses_an_endless_head() -> None:
+    with pytest.raises(ValueError, match="too long"):
+        FrameSplitter().feed(b"G" * 70_000)
+
+
+class Echo:
+    """A WebSocket server that records what it receives and, on ``go``, sends 200
+    numbered messages once ``release`` is set, then ``done`` once ``finish`` is."""
+
+    def __init__(self) -> None:
+        self.received: asyncio.Queue[bytes] = asyncio.Queue()
+        self.sent: list[bytes] = []
+        self.release = asyncio.Event()
+        self.all_sent = asyncio.Event()
+        self.finish = asyncio.Event()
+        self.port = 0
+
+    async def handler(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.BINARY:
+                break
+            await self.received.put(msg.data)
+            if msg.data == b"go":
+                await self.release.wait()
+                for i in range(200):
+                    data = f"message {i} ".encode() * (1 + i % 50)
+                    self.sent.append(data)
+                    await ws.send_bytes(data)
+                self.all_sent.set()
+                await self.finish.wait()
+                await ws.send_bytes(b"done")
+        return ws
+
+
+@pytest.fixture
+async def echo() -> AsyncIterator[Echo]:
+    server = Echo()
+    app = web.Application()
+    app.router.add_get("/ws", server.handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield server
+    finally:
+        await runner.cleanup()
+
+
+async def wait_for(predicate: Callable[[], bool]) -> None:
+    async with asyncio.timeout(10):
+        while not predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # poll: the proxy's counters
+
+
+@pytest.mark.timeout(30)
+async def test_dropping_frames_keeps_a_valid_stream_both_ways(echo: Echo) -> None:
+    proxy = LinkProxy("test", echo.port, rng=random.Random(1))
+    await proxy.start()
+    try:
+        proxy.shape(drop=0.5)
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(f"{proxy.url}/ws", heartbeat=None)
+            # The first two messages (the peer handshake) always pass; half the rest.
+            ups = [f"up {i}".encode() for i in range(100)]
+            for data in (b"hello", b"auth", *ups):
+                await ws.send_bytes(data)
+            await wait_for(lambda: proxy.up.frames + proxy.up.dropped_frames >= 103)
+            proxy.shape(drop=0.0)
+            await ws.send_bytes(b"go")
+            got_up: list[bytes] = []
+            async with asyncio.timeout(10):
+                while (data := await echo.received.get()) != b"go":
+                    got_up.append(data)
+            # Server to client, half dropped: every message that arrives is whole.
+            proxy.shape(drop=0.5)
+            echo.release.set()
+            await echo.all_sent.wait()
+            await wait_for(lambda: proxy.down.frames + proxy.down.dropped_frames >= 201)
+            proxy.shape(drop=0.0)
+            echo.finish.set()
+            got_down: list[bytes] = []
+            async with asyncio.timeout(10):
+                while True:
+                    msg = await ws.receive()
+                    assert msg.type == aiohttp.WSMsgType.BINARY, msg
+                    if msg.data == b"done":
+                        break
+                    got_down.append(msg.data)
+            # Still a valid stream: a ping round trip, a message, a clean close.
+            await ws.ping()
+            await ws.send_bytes(b"after")
+            async with asyncio.timeout(5):
+                assert await echo.received.get() == b"after"
+            await ws.close()
+    finally:
+        await proxy.close()
+    assert got_up[:2] == [b"hello", b"auth"]
+    assert got_up[2:] == [u for u in ups if u in got_up]  # whole, in order
+    assert 20 < len(got_up) - 2 < 80
+    assert got_down == [m for m in echo.sent if m in got_down]
+    assert 50 < len(got_down) < 150
+    assert proxy.up.dropped_frames == 100 - (len(got_up) - 2)
+    assert proxy.down.dropped_frames == 200 - len(got_down)
+
+
+@pytest.mark.timeout(30)
+async def test_cut_holds_connections_until_restore_and_delay_delays(echo: Echo) -> None:
+    received = echo.received
+    proxy = LinkProxy("test", echo.port)
+    await proxy.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(f"{proxy.url}/ws")
+            proxy.cut()  # severs what is open
+            async with asyncio.timeout(5):
+                msg = await ws.receive()
+            assert msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
+            dial = asyncio.create_task(http.ws_connect(f"{proxy.url}/ws"))
+            done, _ = await asyncio.wait({dial}, timeout=0.5)
+            assert not done, "a dial during a cut is held, not answered"
+            proxy.shape(delay=0.3)
+            proxy.restore()
+            async with asyncio.timeout(5):
+                ws = await dial
+            start = time.monotonic()
+            await ws.send_bytes(b"late")
+            async with asyncio.timeout(5):
+                assert await received.get() == b"late"
+            assert time.monotonic() - start >= 0.29
+            await ws.close()
+    finally:
+        await proxy.close()
+    assert proxy.up.bytes > 0
+    assert proxy.down.bytes > 0
+
+
+# -- topologies ----------------------------------------------------------------------
+
+
+def degrees(n: int, edges: list[tuple[int, int]]) -> list[int]:
+    d = [0] * n
+    for a, b in edges:
+        d[a] += 1
+        d[b] += 1
+    return d
+
+
+def test_topologies() -> None:
+    assert len(make_topology("full", 5)) == 10
+    assert make_topology("ring", 4) == [(0, 1), (0, 3), (1, 2), (2, 3)]
+    assert make_topology("star", 4) == [(0, 1), (0, 2), (0, 3)]
+    assert make_topology("edges", 3, edges=[[2, 1], [0, 1]]) == [(0, 1), (1, 2)]
+    assert make_topology("ring", 1) == []
+
+
+@pytest.mark.parametrize(("n", "k"), [(10, 3), (50, 4), (7, 3), (20, 2)])
+def test_random_topology_is_seeded_connected_and_about_degree_k(n: int, k: int) -> None:
+    edges = make_topology("random", n, degree=k, seed=5)
+    assert edges == make_topology("random", n, degree=k, seed=5)
+    assert edges != make_topology("random", n, degree=k, seed=6)
+    assert is_connected(n, edges)
+    assert all(a < b for a, b in edges)
+    if n * k % 2 == 0:
+        assert degrees(n, edges) == [k] * n
+    else:
+        assert len(edges) == n * k // 2
+
+
+@pytest.mark.parametrize(
+    ("kind", "kwargs", "message"),
+    [
+        ("edges", {"edges": [[0, 0]]}, "itself"),
+        ("edges", {"edges": [[0, 9]]}, "outside"),
+        ("edges", {"edges": [[0, 1]]}, "not connected"),
+        ("random", {"degree": 9}, "degree"),
+        ("mesh", {}, "unknown topology"),
+    ],
+)
+def test_bad_topologies(kind: str, kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_topology(kind, 4, **kwargs)  # type: ignore[arg-type]
+
+
+# -- scenario files ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+def test_shipped_scenarios_parse(path: Path) -> None:
+    s = load_scenario(path)
+    assert s.name == path.stem
+    assert s.description
+
+
+def test_a_scenario_parses_into_values() -> None:
+    s = parse_scenario(
+        """
+        seed = 3
+        duration = 12
+        [cluster]
+        nodes = 4
+        topology = "ring"
+        clock_skew = { "2" = 90 }
+        [workload]
+        accounts = 3
+        rate = 2.5
+        mix = { post = 1 }
+        [[workload.burst]]
+        at = 2
+        duration = 1
+        rate = 40
+        [[schedule]]
+        at = 5
+        action = "heal"
+        [[schedule]]
+        at = 1
+        action = "shape"
+        links = [[0, 1]]
+        delay = 0.05
+        drop = 0.1
+        """,
+        source="x.toml",
+    )
+    assert s.name == "x"
+    assert s.seed == 3
+    assert s.duration == 12
+    assert s.cluster.nodes == 4
+    assert s.cluster.clock_skew == {2: 90.0}
+    assert s.workload.rate == 2.5
+    assert s.workload.bursts[0].rate == 40
+    assert [a.action for a in s.schedule] == ["shape", "heal"]  # sorted by time
+    assert s.schedule[0].args == {"links": [(0, 1)], "delay": 0.05, "drop": 0.1}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("duration = ", "not valid TOML"),
+        ("colour = 1", "unknown field(s) in the top level: colour"),
+        ("[cluster]\nnodes = 0", "cluster.nodes must be at least 1"),
+        ('[cluster]\ntopology = "blob"', "cluster.topology must be one of"),
+        ('[cluster]\ntopology = "edges"', "cluster.edges topology 'edges' needs"),
+        ('[cluster]\nnodes = 3\nclock_skew = { "7" = 1 }', "not a node number in 0..2"),
+        ("[workload]\nmix = { shout = 1 }", "unknown kind 'shout'"),
+        ('[[schedule]]\nat = 1\naction = "explode"', "schedule[0].action unknown action"),
+        ('[[schedule]]\naction = "heal"', "schedule[0].at is required"),
+        ('[[schedule]]\nat = 1\naction = "kill"', "schedule[0].node is required for kill"),
+        ('[[schedule]]\nat = 1\naction = "kill"\nnode = 5', "node must be a node number"),
+        ('[[schedule]]\nat = 1\naction = "heal"\nnode = 1', "unknown field(s) in schedule[0]"),
+        (
+            '[[schedule]]\nat = 1\naction = "partition"\ngroups = [[0, 1], [1, 2]]',
+            "a node is in two groups",
+        ),
+        ('[[schedule]]\nat = 1\naction = "shape"\ndrop = 1.5', "between 0 and 1"),
+        ('[[schedule]]\nat = 1\naction = "shape"\nlinks = "some"', "list of [a, b] node pairs"),
+        ('[[schedule]]\nat = "soon"\naction = "heal"', "schedule[0].at must be a number"),
+        ("schedule = 3", "schedule must be an array of tables"),
+    ],
+)
+def test_bad_scenarios_say_where_and_why(text: str, message: str) -> None:
+    with pytest.raises(ScenarioError) as e:
+        parse_scenario(text, source="bad.toml")
+    assert str(e.value).startswith("bad.toml: ")
+    assert message in str(e.value)
+
+
+def test_cli_reports_a_bad_scenario_in_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[schedule]]\nat = 1\naction = "explode"\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "node.cli", "cluster", "run", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert out.stderr.startswith("skyfed: error: ")
+    assert "explode" in out.stderr
+    missing = subprocess.run(
+        [sys.executable, "-m", "node.cli", "cluster", "run", str(tmp_path / "none.toml")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    assert missing.returncode == 2
+    assert "cannot read" in missing.stderr
+
+
+# -- the node's clock_skew hook ------------------------------------------------------
+
+
+async def test_clock_skew_moves_the_revs_a_node_makes(tmp_path: Path) -> None:
+    skew = 3600.0
+    config = NodeConfig(data_dir=tmp_path / "node", port=0, clock_skew=skew)
+    async with Node(config) as node, Client(node.url) as c:
+        assert abs(node.wall_clock() - time.time() - skew) < 1
+        await c.create_account("skew.skyfed.test", "correct horse battery staple")
+        await c.post("from the future")
+        latest = await c.call("com.atproto.sync.getLatestCommit", params={"did": c.did})
+    micros, _ = tid_to_parts(latest["rev"])
+    assert abs(micros / 1e6 - time.time() - skew) < 60
+
+
+# -- measurements --------------------------------------------------------------------
+
+
+def test_first_seen_is_the_first_arrival_at_or_above_a_rev() -> None:
+    o = Observer(cast(Any, None))
+    # Revs arrive mostly in order; a later #sync can jump ahead, an old one may lag.
+    o.arrivals[(1, "did:a")] = [(1.0, "r1"), (2.0, "r3"), (3.0, "r2"), (4.0, "r5")]
+    assert o.first_seen(1, "did:a", "r1") == 1.0
+    assert o.first_seen(1, "did:a", "r2") == 2.0  # r3's head contains r2
+    assert o.first_seen(1, "did:a", "r4") == 4.0
+    assert o.first_seen(1, "did:a", "r6") is None
+    assert o.first_seen(2, "did:a", "r1") is None
+    o.arrivals[(1, "did:a")].append((5.0, "r6"))  # the cache follows new arrivals
+    assert o.first_seen(1, "did:a", "r6") == 5.0
