@@ -59,7 +59,7 @@ from .federation import Federation, label_row
 from .firehose import Firehose
 from .moderation import MODERATION_KEY, Moderation, labels_middleware, moderation_routes
 from .portability import ROUTES as PORTABILITY_ROUTES
-from .portability import Portability, create_account_for_did
+from .portability import Portability, create_account_for_did, same_url
 from .ratelimit import RequestLimiter, WriteLimiter, client_key
 from .repos import RepoManager, iso_now
 from .storage import SqliteSessionStore, SqliteStorage
@@ -476,18 +476,27 @@ async def create_account(request: web.Request) -> web.Response:
 
 async def _session_did_doc(node: Node, did: str) -> dict[str, Any]:
     """``{"didDoc": doc}`` for a session answer, or ``{}`` if the document names
-    another PDS endpoint than this node's URL (the URL changed after the account was
-    made). The atproto SDK moves a session to the endpoint the document names, so a
-    stale one would send the client away; without a document it stays where it is."""
+    another PDS endpoint than this node's URL: the node's URL changed after the account
+    was made, or the account moved away. The atproto SDK moves a session to the
+    endpoint the document names, carrying this node's tokens, which no other node
+    accepts; without a document it stays here (and ``active`` says what it may do)."""
     doc = await node.did_doc(did)
     if doc is None:
         return {}
     endpoints = [
         s.get("serviceEndpoint") for s in doc.get("service", []) if s.get("id") == "#atproto_pds"
     ]
-    if endpoints != [node.url] and endpoints != [node.url.rstrip("/")]:
+    if len(endpoints) != 1 or not isinstance(endpoints[0], str):
         return {}
-    return {"didDoc": doc}
+    return {"didDoc": doc} if same_url(endpoints[0], node.url) else {}
+
+
+async def _activity(node: Node, did: str) -> dict[str, Any]:
+    # The lexicon's `active`, with `status` when false: an account that moved away or
+    # awaits its migration may log in here but not write.
+    if await node.portability.deactivation(did) is None:
+        return {"active": True}
+    return {"active": False, "status": "deactivated"}
 
 
 def _email(email: str | None) -> dict[str, Any]:
@@ -528,7 +537,7 @@ async def create_session(request: web.Request) -> web.Response:
             **await _session_did_doc(node, row.did),
             **_email(row.email),
             "emailConfirmed": False,
-            "active": True,
+            **await _activity(node, row.did),
         }
     )
 
@@ -548,7 +557,7 @@ async def refresh_session(request: web.Request) -> web.Response:
             "handle": row.handle,
             "did": row.did,
             **await _session_did_doc(node, row.did),
-            "active": True,
+            **await _activity(node, row.did),
         }
     )
 
@@ -566,7 +575,7 @@ async def get_session(request: web.Request) -> web.Response:
             **_email(row.email),
             "emailConfirmed": False,
             **await _session_did_doc(node, row.did),
-            "active": True,
+            **await _activity(node, row.did),
         }
     )
 

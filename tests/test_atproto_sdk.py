@@ -28,6 +28,7 @@ from atproto_server.auth.jwt import get_jwt_payload
 
 from node.app import Node
 from node.client import Client as SkyfedClient
+from node.client import migrate_account
 from node.config import NodeConfig
 
 from .test_federation import link, start_nodes, until
@@ -492,3 +493,44 @@ async def test_labels_and_mutes_reach_the_sdk(node: Node, sdk_clients: list[Clie
     assert (await call(oli.get_posts, [post.uri])).posts == []
     assert await call(oli.unmute, nia.me.did) is True
     assert len((await call(oli.get_posts, [post.uri])).posts) == 1
+
+
+async def test_after_a_move_the_session_names_the_new_node(
+    tmp_path: Path, sdk_clients: list[Client]
+) -> None:
+    nodes = await start_nodes(tmp_path, 2)
+    home, new_home = nodes
+    try:
+        await link(nodes, [(1, 0)])
+        created = await call(sign_up, home.url, "pat.skyfed.test")
+        pat = await log_in(sdk_clients, home.url, "pat.skyfed.test")
+        first = await call(pat.send_post, "posted at the first home")
+        rkey = first.uri.rsplit("/", 1)[1]
+
+        async def replicated() -> bool:
+            row = await new_home.storage.get_record(created.did, "app.bsky.feed.post", rkey)
+            return row is not None
+
+        await until(replicated)
+        async with SkyfedClient(home.url) as old, SkyfedClient(new_home.url) as new:
+            await old.login("pat.skyfed.test", PASSWORD)
+            await migrate_account(new, created.did, PASSWORD, old=old)
+
+        # The DID document now names the new node, and the SDK follows it there.
+        moved = await log_in(sdk_clients, new_home.url, "pat.skyfed.test")
+        assert moved.export_session_string().endswith(new_home.url)
+        second = await call(moved.send_post, "posted after the move")
+        feed = await call(moved.get_author_feed, created.did)
+        assert [check_post_view(i.post).uri for i in feed.feed] == [second.uri, first.uri]
+
+        # Logging in at the old home still works, says the account is not active there,
+        # and keeps the session there (its tokens mean nothing to the new home).
+        stale = await log_in(sdk_clients, home.url, "pat.skyfed.test")
+        assert stale.export_session_string().endswith(f"{home.url}/xrpc")
+        session = await call(stale.com.atproto.server.get_session)
+        assert (session.active, session.status) == (False, "deactivated")
+        with pytest.raises(BadRequestError, match="AccountDeactivated"):
+            await call(stale.send_post, "this home is not mine any more")
+    finally:
+        for n in nodes:
+            await n.stop()
