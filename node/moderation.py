@@ -364,7 +364,7 @@ class Moderation:
             by_subject[label.uri].append(label)
         for holder, subject, cid in holders:
             holder["labels"] = [
-                label.to_json()
+                _view_label(label)
                 for label in by_subject.get(subject, ())
                 if label.cid is None or label.cid == cid
             ]
@@ -378,6 +378,15 @@ class Moderation:
         if doomed:
             _redact(data, doomed)
         return labelers
+
+
+def _view_label(label: Label) -> dict[str, Any]:
+    """A label as views carry it: the JSON form without ``sig``, as Bluesky's AppView
+    sends it. The atproto SDK's Label model refuses ``{"$bytes": ...}`` there and
+    would fail the whole answer; queryLabels still gives the signed label."""
+    out = label.to_json()
+    out.pop("sig", None)
+    return out
 
 
 @functools.lru_cache(maxsize=50_000)
