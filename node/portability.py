@@ -559,13 +559,25 @@ async def _read_car(request: web.Request, limit: int) -> bytes:
     too_large = RemoteProtocolError(
         f"a repository import is at most {limit} bytes", error="PayloadTooLarge", status=413
     )
-    if request.content_length is not None and request.content_length > limit:
+    declared = request.content_length
+    if declared is not None and declared > limit:
         raise too_large
-    data = bytearray()  # grows in place: no list of chunks joined into a second copy
-    async for chunk in request.content.iter_chunked(1 << 16):
-        if len(data) + len(chunk) > limit:
-            raise too_large
-        data += chunk
+    if declared is not None:
+        # One buffer of the declared size, filled in place: the body is held once.
+        data = bytearray(declared)
+        size = 0
+        async for chunk in request.content.iter_chunked(1 << 16):
+            if size + len(chunk) > declared:
+                raise RemoteProtocolError("the body is longer than its Content-Length")
+            data[size : size + len(chunk)] = chunk
+            size += len(chunk)
+        del data[size:]
+    else:
+        data = bytearray()  # chunked: grows in place, no chunk list joined into a copy
+        async for chunk in request.content.iter_chunked(1 << 16):
+            if len(data) + len(chunk) > limit:
+                raise too_large
+            data += chunk
     if not data:
         raise RemoteProtocolError("the body must be a repository block stream (CAR)")
     return data  # type: ignore[return-value]  # read_car takes any buffer
