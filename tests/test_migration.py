@@ -470,6 +470,9 @@ async def test_the_old_home_cannot_take_back_a_move_it_signed(
             assert link_.score == 0  # a relayed fork is not a forgery
         finally:
             await peer.ws.close()
+        # A whole log merged from a peer (a getident answer, reconciliation) is
+        # filtered op by op: the fork stays out, the rest merges as before.
+        assert not await c.federation.ingest_identity(did, [*ops, evil.to_bytes()])
         assert await c.storage.identity_ops(did) == ops
         assert (await state_at(c, did)).endpoint == b.url
         assert (did, evil.cid) in c.portability.refused_forks  # kept as evidence only
