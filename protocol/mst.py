@@ -40,6 +40,7 @@ from typing import Protocol, TypeAlias
 import msgspec
 
 from .cid import CID, CODEC_MSGPACK, cid_for_msgpack
+from .cid import from_bytes as _cid
 from .errors import DecodeError, InvalidCommit, RepoError
 
 __all__ = [
@@ -56,7 +57,9 @@ __all__ = [
 
 MAX_KEY_LENGTH = 1024
 _KEY_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-_:~/")
-_KEY_RE = re.compile(rb"[A-Za-z0-9.\-_:~]+/[A-Za-z0-9.\-_:~]+")
+_KEYS_RE = re.compile(
+    rb"(?:[A-Za-z0-9.\-_:~]+/[A-Za-z0-9.\-_:~]+\n)*[A-Za-z0-9.\-_:~]+/[A-Za-z0-9.\-_:~]+"
+)
 #: Decoded nodes kept per tree loader; bounded so a walk over a huge repo stays small.
 _CACHE_NODES = 50_000
 
@@ -141,7 +144,18 @@ Ref: TypeAlias = "_Node | CID | None"
 class _Node:
     """One tree node. Immutable once built; its block and CID are computed lazily."""
 
-    __slots__ = ("_block", "_cid", "keys", "layer", "left", "loaded", "rights", "vals")
+    __slots__ = (
+        "_block",
+        "_cid",
+        "base",
+        "entries",
+        "keys",
+        "layer",
+        "left",
+        "loaded",
+        "rights",
+        "vals",
+    )
 
     def __init__(
         self,
@@ -162,6 +176,11 @@ class _Node:
         self._block = block
         # Read from a block source (so already stored), as opposed to built here.
         self.loaded = cid is not None
+        #: A loaded node's entries as decoded (so a copy of it can be re-encoded
+        #: without rebuilding every entry).
+        self.entries: list[_EntryData] | None = None
+        #: (loaded node, gap) when this node is that node with one subtree replaced.
+        self.base: tuple[_Node, int] | None = None
 
     def is_empty(self) -> bool:
         return not self.keys and self.left is None
@@ -245,36 +264,41 @@ def _decode_node(cid: CID, block: bytes, layer: int | None) -> _Node:
         raise InvalidCommit(f"tree node {cid}: not a tree node: {e}") from e
     if _ENCODER.encode(data) != block:
         raise InvalidCommit(f"tree node {cid}: not the canonical encoding of a tree node")
-    from_bytes = CID.from_bytes
     try:
         left_raw = data.l
-        left: CID | None = None if left_raw is None else from_bytes(left_raw)
+        left: CID | None = None if left_raw is None else _cid(left_raw)
         keys: list[bytes] = []
         vals: list[CID] = []
         rights: list[CID | None] = []
         prev = b""
-        fullmatch = _KEY_RE.fullmatch
         for entry in data.e:
             p = entry.p
             k = entry.k
-            if not 0 <= p <= len(prev):
-                raise DecodeError("tree entry has a bad prefix length or key")
+            if p:
+                if p > len(prev) or p < 0:
+                    raise DecodeError("tree entry has a bad prefix length or key")
+                key = prev[:p] + k
+            else:
+                key = k
             # The prefix must be the longest shared one: the next bytes must differ.
             if p < len(prev) and k and prev[p] == k[0]:
                 raise DecodeError("tree entry prefix is not the longest shared prefix")
-            key = prev[:p] + k if p else k
             if keys:
                 if key <= prev:
                     raise DecodeError("tree keys are not strictly increasing")
             elif p != 0:
                 raise DecodeError("the first entry of a node has prefix length 0")
-            if len(key) > MAX_KEY_LENGTH or fullmatch(key) is None:
-                raise DecodeError("tree key is not '<collection>/<record key>'")
             keys.append(key)
-            vals.append(from_bytes(entry.v))
+            vals.append(_cid(entry.v))
             t = entry.t
-            rights.append(None if t is None else from_bytes(t))
+            rights.append(None if t is None else _cid(t))
             prev = key
+        # Every key's syntax in one match over all of them (newlines cannot occur in
+        # a key, so they separate).
+        if keys and (
+            max(map(len, keys)) > MAX_KEY_LENGTH or _KEYS_RE.fullmatch(b"\n".join(keys)) is None
+        ):
+            raise DecodeError("tree key is not '<collection>/<record key>'")
     except DecodeError as e:
         raise InvalidCommit(f"tree node {cid}: {e.message}") from e
     heights = {_height(k) for k in keys}
@@ -294,7 +318,9 @@ def _decode_node(cid: CID, block: bytes, layer: int | None) -> _Node:
         raise InvalidCommit("the root of a tree must not be an entry-less node over a subtree")
     if node_layer == 0 and (left is not None or any(r is not None for r in rights)):
         raise InvalidCommit(f"tree node {cid} at layer 0 points to a subtree")
-    return _Node(node_layer, left, tuple(keys), tuple(vals), tuple(rights), cid, block)
+    node = _Node(node_layer, left, tuple(keys), tuple(vals), tuple(rights), cid, block)
+    node.entries = data.e
+    return node
 
 
 def _common_prefix(a: bytes, b: bytes) -> int:
@@ -306,7 +332,24 @@ def _common_prefix(a: bytes, b: bytes) -> int:
 
 
 def _encode_node(node: _Node) -> bytes:
-    entries: list[_EntryData] = []
+    base = node.base
+    if base is not None:
+        # A loaded node with one subtree replaced (every node on the path above a
+        # change): copy its decoded entries and re-point the one gap.
+        src, gap = base
+        assert src.entries is not None
+        entries = src.entries
+        if gap == 0:
+            left = None if node.left is None else _ref_cid(node.left).to_bytes()
+        else:
+            left = None if src.left is None else _ref_cid(src.left).to_bytes()
+            entries = list(entries)
+            old = entries[gap - 1]
+            right = node.rights[gap - 1]
+            t = None if right is None else _ref_cid(right).to_bytes()
+            entries[gap - 1] = _EntryData(old.k, old.p, t, old.v)
+        return _ENCODER.encode(_NodeData(entries, left))
+    entries = []
     prev = b""
     for key, val, right in zip(node.keys, node.vals, node.rights, strict=True):
         p = _common_prefix(prev, key)
@@ -725,6 +768,10 @@ def _lift(node: _Node | None, layer: int, target: int) -> _Node | None:
 def _replace_ref(node: _Node, i: int, child: _Node | None) -> _Node:
     """``node`` with the subtree in gap ``i`` (0 = left) replaced."""
     if i == 0:
-        return _Node(node.layer, child, node.keys, node.vals, node.rights)
-    rights = (*node.rights[: i - 1], child, *node.rights[i:])
-    return _Node(node.layer, node.left, node.keys, node.vals, rights)
+        out = _Node(node.layer, child, node.keys, node.vals, node.rights)
+    else:
+        rights = (*node.rights[: i - 1], child, *node.rights[i:])
+        out = _Node(node.layer, node.left, node.keys, node.vals, rights)
+    if node.entries is not None:
+        out.base = (node, i)
+    return out
