@@ -337,7 +337,9 @@ class Federation:
         self.links: dict[str, PeerLink] = {}
         self.known_urls: OrderedDict[str, None] = OrderedDict((u, None) for u in self.static_peers)
         self._blocked: dict[str, float] = {}  # node DID or URL -> until (monotonic)
-        self.plumtree = Plumtree(rng=random.Random(secrets.randbits(64)))
+        # Three passes over the announcers: a lost GRAFT (or its answer) is asked again
+        # within about a second instead of waiting for the next reconciliation.
+        self.plumtree = Plumtree(rng=random.Random(secrets.randbits(64)), graft_passes=3)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._dialers: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
