@@ -166,7 +166,7 @@ class PeerLink:
     def lost(self) -> None:
         """An answer did not come in time: ask again sooner or later, and look for
         whatever else went missing."""
-        self.rtt.backoff()
+        self.rtt.backoff(time.monotonic())
         self.retries += 1
         self.fed.retries += 1
         self.reconcile_soon.set()

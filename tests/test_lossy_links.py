@@ -49,13 +49,25 @@ def test_the_wait_follows_the_round_trips_and_the_floor() -> None:
 
 def test_a_wait_that_runs_out_doubles_until_the_ceiling_then_a_sample_resets_it() -> None:
     est = RttEstimator(initial=2.0, floor=1.0, ceiling=10.0)
-    est.backoff()
+    est.backoff(now=100.0)
     assert est.timeout == 4.0
-    est.backoff()
-    est.backoff()
+    est.backoff(now=104.0)
+    est.backoff(now=112.0)
     assert est.timeout == 10.0
     est.sample(0.1)
     assert est.timeout == 1.0
+
+
+def test_losses_at_about_the_same_time_double_the_wait_once_and_at_most_8_times() -> None:
+    est = RttEstimator(initial=1.0, floor=1.0, ceiling=30.0)
+    for lost_at in (10.0, 10.1, 10.5, 11.9):  # five requests sent together, all lost
+        est.backoff(now=lost_at)
+    assert est.timeout == 2.0
+    now = 12.0
+    for _ in range(10):  # one request lost again and again
+        now += est.timeout
+        est.backoff(now=now)
+    assert est.timeout == 8.0  # not the 30 s ceiling: losses are not congestion here
 
 
 @pytest.mark.parametrize(
