@@ -41,6 +41,7 @@ from protocol.jsondata import from_json, to_json
 from protocol.keys import SigningKey
 from protocol.labels import Label
 from protocol.mst import MST
+from protocol.records import PROFILE
 from protocol.repo import Repo, Write
 from protocol.syntax import (
     is_valid_did,
@@ -58,7 +59,7 @@ from .federation import Federation, label_row
 from .firehose import Firehose
 from .moderation import MODERATION_KEY, Moderation, labels_middleware, moderation_routes
 from .portability import ROUTES as PORTABILITY_ROUTES
-from .portability import Portability, create_account_for_did
+from .portability import Portability, create_account_for_did, same_url
 from .ratelimit import RequestLimiter, WriteLimiter, client_key
 from .repos import RepoManager, iso_now
 from .storage import SqliteSessionStore, SqliteStorage
@@ -468,9 +469,39 @@ async def create_account(request: web.Request) -> web.Response:
             "refreshJwt": tokens.refresh_jwt,
             "handle": handle,
             "did": did,
-            "didDoc": await node.did_doc(did),
+            **await _session_did_doc(node, did),
         }
     )
+
+
+async def _session_did_doc(node: Node, did: str) -> dict[str, Any]:
+    """``{"didDoc": doc}`` for a session answer, or ``{}`` if the document names
+    another PDS endpoint than this node's URL: the node's URL changed after the account
+    was made, or the account moved away. The atproto SDK moves a session to the
+    endpoint the document names, carrying this node's tokens, which no other node
+    accepts; without a document it stays here (and ``active`` says what it may do)."""
+    doc = await node.did_doc(did)
+    if doc is None:
+        return {}
+    endpoints = [
+        s.get("serviceEndpoint") for s in doc.get("service", []) if s.get("id") == "#atproto_pds"
+    ]
+    if len(endpoints) != 1 or not isinstance(endpoints[0], str):
+        return {}
+    return {"didDoc": doc} if same_url(endpoints[0], node.url) else {}
+
+
+async def _activity(node: Node, did: str) -> dict[str, Any]:
+    # The lexicon's `active`, with `status` when false: an account that moved away or
+    # awaits its migration may log in here but not write.
+    if await node.portability.deactivation(did) is None:
+        return {"active": True}
+    return {"active": False, "status": "deactivated"}
+
+
+def _email(email: str | None) -> dict[str, Any]:
+    # Optional in the lexicon: absent, never null.
+    return {} if email is None else {"email": email}
 
 
 async def create_session(request: web.Request) -> web.Response:
@@ -503,10 +534,10 @@ async def create_session(request: web.Request) -> web.Response:
             "refreshJwt": tokens.refresh_jwt,
             "handle": row.handle,
             "did": row.did,
-            "didDoc": await node.did_doc(row.did),
-            "email": row.email,
+            **await _session_did_doc(node, row.did),
+            **_email(row.email),
             "emailConfirmed": False,
-            "active": True,
+            **await _activity(node, row.did),
         }
     )
 
@@ -525,8 +556,8 @@ async def refresh_session(request: web.Request) -> web.Response:
             "refreshJwt": tokens.refresh_jwt,
             "handle": row.handle,
             "did": row.did,
-            "didDoc": await node.did_doc(row.did),
-            "active": True,
+            **await _session_did_doc(node, row.did),
+            **await _activity(node, row.did),
         }
     )
 
@@ -541,10 +572,10 @@ async def get_session(request: web.Request) -> web.Response:
         {
             "handle": row.handle,
             "did": row.did,
-            "email": row.email,
+            **_email(row.email),
             "emailConfirmed": False,
-            "didDoc": await node.did_doc(row.did),
-            "active": True,
+            **await _session_did_doc(node, row.did),
+            **await _activity(node, row.did),
         }
     )
 
@@ -627,6 +658,12 @@ def _commit_meta(outcome: Any) -> dict[str, str]:
     return {"cid": str(outcome.result.commit_cid), "rev": outcome.result.commit.rev}
 
 
+def _new_rkey(node: Node, collection: str) -> str:
+    # The profile's key is the literal "self" (the atproto SDK's profile.create sends
+    # none); everything else gets a fresh TID.
+    return "self" if collection == PROFILE else node.repos._next_rev(None)
+
+
 async def create_record(request: web.Request) -> web.Response:
     body = await _body(request)
     did, _, key = await _writer(request, body)
@@ -634,7 +671,7 @@ async def create_record(request: web.Request) -> web.Response:
     collection = _b_str(body, "collection")
     assert collection is not None
     validate_nsid(collection)
-    rkey = _b_str(body, "rkey", required=False) or node.repos._next_rev(None)
+    rkey = _b_str(body, "rkey", required=False) or _new_rkey(node, collection)
     validate_record_key(rkey)
     record = _record_value(body, "record", collection)
     validate = _validate_flag(body)
@@ -747,7 +784,7 @@ async def apply_writes(request: web.Request) -> web.Response:
         collection = _b_str(item, "collection")
         assert collection is not None
         validate_nsid(collection)
-        rkey = _b_str(item, "rkey", required=action != "create") or node.repos._next_rev(None)
+        rkey = _b_str(item, "rkey", required=action != "create") or _new_rkey(node, collection)
         validate_record_key(rkey)
         value = None if action == "delete" else _record_value(item, "value", collection)
         writes.append(Write(action, collection, rkey, value))
@@ -1087,6 +1124,24 @@ def _q_uri(request: web.Request, name: str = "uri") -> str:
     return uri
 
 
+async def _did_uri(node: Node, uri: str) -> str:
+    """``uri`` with a handle authority replaced by its DID, as Bluesky's AppView does
+    (links copied from an app name the handle). An unknown handle stays as it is and
+    so finds nothing."""
+    authority, sep, path = uri[len("at://") :].partition("/")
+    if authority.startswith("did:"):
+        return uri
+    try:
+        did = await node.storage.resolve_handle(normalize_handle(authority))
+    except SkyfedError:
+        return uri
+    return uri if did is None else f"at://{did}{sep}{path}"
+
+
+async def _q_post_uri(request: web.Request) -> str:
+    return await _did_uri(request.app[NODE_KEY], _q_uri(request))
+
+
 async def get_timeline(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     viewer = (await node.principal(request)).did
@@ -1102,7 +1157,9 @@ async def get_author_feed(request: web.Request) -> web.Response:
     assert actor is not None
     limit = _q_int(request, "limit", 50, 1, 100)
     cursor = _q_str(request, "cursor", required=False)
-    return _json(await node.views.author_feed(actor, await _viewer(request), limit, cursor))
+    filter_ = _q_str(request, "filter", required=False) or "posts_with_replies"
+    viewer = await _viewer(request)
+    return _json(await node.views.author_feed(actor, viewer, limit, cursor, filter_))
 
 
 async def get_latest(request: web.Request) -> web.Response:
@@ -1115,7 +1172,7 @@ async def get_latest(request: web.Request) -> web.Response:
 
 async def get_post_thread(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
-    uri = _q_uri(request)
+    uri = await _q_post_uri(request)
     depth = _q_int(request, "depth", 6, 0, 1000)
     height = _q_int(request, "parentHeight", 80, 0, 1000)
     out = await node.views.thread(uri, await _viewer(request), depth, height)
@@ -1129,12 +1186,13 @@ async def get_posts(request: web.Request) -> web.Response:
     uris = _q_list(request, "uris", 25)
     for uri in uris:
         validate_at_uri(uri)
+    uris = [await _did_uri(node, uri) for uri in uris]
     return _json(await node.views.posts(uris, await _viewer(request)))
 
 
 async def get_likes(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
-    uri = _q_uri(request)
+    uri = await _q_post_uri(request)
     limit = _q_int(request, "limit", 50, 1, 100)
     cursor = _q_str(request, "cursor", required=False)
     return _json(await node.views.likes(uri, await _viewer(request), limit, cursor))
@@ -1142,7 +1200,7 @@ async def get_likes(request: web.Request) -> web.Response:
 
 async def get_reposted_by(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
-    uri = _q_uri(request)
+    uri = await _q_post_uri(request)
     limit = _q_int(request, "limit", 50, 1, 100)
     cursor = _q_str(request, "cursor", required=False)
     return _json(await node.views.reposted_by(uri, await _viewer(request), limit, cursor))

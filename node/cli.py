@@ -1093,6 +1093,8 @@ def _takedown_line(t: dict[str, Any]) -> str:
 async def _cmd_admin_takedown(ctx: Context) -> int:
     token = _admin_token(ctx.args)
     scopes = [s.strip() for s in ctx.args.scope.split(",") if s.strip()]
+    if not scopes:
+        raise CliError("--scope must name at least one of host, serve, carry")
 
     async def run(client: Any) -> int:
         client.session = None  # the admin token, never an account's

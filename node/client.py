@@ -630,7 +630,7 @@ class Client:
     ) -> dict[str, Any]:
         """Node policy (this node's admin only): take an account down here."""
         data: dict[str, Any] = {"did": actor, "reason": reason}
-        if scopes:
+        if scopes is not None:
             data["scopes"] = list(scopes)
         out: dict[str, Any] = await self.call(
             "skyfed.admin.takedown",

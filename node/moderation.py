@@ -364,7 +364,7 @@ class Moderation:
             by_subject[label.uri].append(label)
         for holder, subject, cid in holders:
             holder["labels"] = [
-                label.to_json()
+                _view_label(label)
                 for label in by_subject.get(subject, ())
                 if label.cid is None or label.cid == cid
             ]
@@ -378,6 +378,15 @@ class Moderation:
         if doomed:
             _redact(data, doomed)
         return labelers
+
+
+def _view_label(label: Label) -> dict[str, Any]:
+    """A label as views carry it: the JSON form without ``sig``, as Bluesky's AppView
+    sends it. The atproto SDK's Label model refuses ``{"$bytes": ...}`` there and
+    would fail the whole answer; queryLabels still gives the signed label."""
+    out = label.to_json()
+    out.pop("sig", None)
+    return out
 
 
 @functools.lru_cache(maxsize=50_000)
@@ -406,8 +415,21 @@ def _reindex_account(conn: sqlite3.Connection, did: str, now: str) -> None:
 
 # -- walking view answers ------------------------------------------------------------------
 
-# Record values are the author's data (and the views cache them): never walked.
+# Record values are the author's data (and the views cache them): never walked. But a
+# quoted post's view (app.bsky.embed.record#viewRecord) also sits under "record", in
+# the embed: that one is a view, so it is walked like any other.
 _OPAQUE: Final = frozenset({"record", "value"})
+_EMBED_VIEW: Final = "app.bsky.embed.record#"
+_EMBED_NOT_FOUND: Final = "app.bsky.embed.record#viewNotFound"
+
+
+def _walked(key: str, item: object) -> bool:
+    if not isinstance(item, list | dict):
+        return False
+    if key not in _OPAQUE:
+        return True
+    kind = item.get("$type") if isinstance(item, dict) else None
+    return isinstance(kind, str) and kind.startswith(_EMBED_VIEW)
 
 
 def _subject(view: dict[str, Any]) -> str | None:
@@ -429,7 +451,7 @@ def _collect(value: Any, out: list[tuple[dict[str, Any], str, str | None]]) -> N
                 cid = value.get("cid")
                 out.append((value, subject, cid if isinstance(cid, str) else None))
         for key, item in value.items():
-            if key not in _OPAQUE and isinstance(item, list | dict):
+            if _walked(key, item):
                 _collect(item, out)
 
 
@@ -451,12 +473,14 @@ def _redact(value: Any, doomed: set[str]) -> None:
             _redact(item, doomed)
     elif isinstance(value, dict):
         for key, item in list(value.items()):
-            if key in _OPAQUE or not isinstance(item, list | dict):
+            if not _walked(key, item):
                 continue
             if isinstance(item, dict) and _doomed(item, doomed):
                 inner = item.get("post")
                 uri = (inner if isinstance(inner, dict) else item).get("uri", "")
-                value[key] = {"$type": _NOT_FOUND, "uri": uri, "notFound": True}
+                # A quoted post becomes the embed union's not-found member.
+                stub = _EMBED_NOT_FOUND if key in _OPAQUE else _NOT_FOUND
+                value[key] = {"$type": stub, "uri": uri, "notFound": True}
             else:
                 _redact(item, doomed)
 

@@ -52,6 +52,9 @@ T = TypeVar("T")
 
 #: Writes taken into one transaction at most (bounds the latency of a group).
 _GROUP_MAX = 512
+#: The writer's page cache (KiB) and WAL pages between automatic checkpoints.
+_WRITER_CACHE_KIB = 16 * 1024
+_WAL_CHECKPOINT_PAGES = 8000
 #: Writes queued for the writer at most; more wait for room.
 _MAX_IN_FLIGHT = 4096
 
@@ -333,6 +336,18 @@ def _connect(path: str, *, readonly: bool) -> sqlite3.Connection:
     return conn
 
 
+def _tune_writer(conn: sqlite3.Connection) -> None:
+    """Settings for the one write connection (none of them weakens durability: the
+    WAL is still fsynced at every COMMIT)."""
+    # Every commit inserts blocks at random keys: a page cache that holds the
+    # blocks index's inner pages saves reads in every insert (default is 2 MB).
+    conn.execute(f"PRAGMA cache_size=-{_WRITER_CACHE_KIB}")
+    # Checkpoint less often: a page rewritten by many commits in a row (the inner
+    # pages, repos, meta, the newest events) is then copied back to the database
+    # file once per 8,000 pages of WAL instead of once per 1,000.
+    conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_CHECKPOINT_PAGES}")
+
+
 class _WriteJob:
     __slots__ = ("fn", "future", "loop")
 
@@ -455,6 +470,7 @@ class SqliteStorage:
 
     def _write_loop(self) -> None:
         conn = _connect(self.path, readonly=False)
+        _tune_writer(conn)
         try:
             while True:
                 first = self._queue.get()

@@ -338,7 +338,8 @@ class _Read:
         uri = ref.get("uri") if isinstance(ref, dict) else None
         if isinstance(uri, str) and uri in context:
             return context[uri]
-        return {"$type": NOT_FOUND, "uri": uri or "", "notFound": True}
+        # A blocked parent is a blockedPost, as the ReplyRef union allows.
+        return _missing(self, uri if isinstance(uri, str) else "")
 
 
 class Views:
@@ -367,15 +368,26 @@ class Views:
         return result
 
     async def author_feed(
-        self, actor: str, viewer: str | None, limit: int, cursor: str | None
+        self,
+        actor: str,
+        viewer: str | None,
+        limit: int,
+        cursor: str | None,
+        filter_: str = "posts_with_replies",
     ) -> dict[str, Any]:
+        """An author's posts and reposts; ``filter_`` is getAuthorFeed's ``filter``."""
         at, after = _cursor(cursor)
+        where = AUTHOR_FEED_FILTERS.get(filter_)
+        if where is None:
+            raise RemoteProtocolError(
+                f"filter must be one of {', '.join(AUTHOR_FEED_FILTERS)} on this node"
+            )
 
         def q(r: _Read) -> dict[str, Any]:
             did = r.resolve(actor)
             if did in r.hidden():
                 return {"feed": []}
-            rows = _posts_and_reposts(r.conn, [did], at, after, limit)
+            rows = _posts_and_reposts(r.conn, [did], at, after, limit, where)
             return _page(r.feed(rows), rows, limit)
 
         result: dict[str, Any] = await self._run(viewer, q)
@@ -544,10 +556,27 @@ class Views:
         return result
 
 
+# getAuthorFeed's filters, as SQL conditions on the posts table. The media filters
+# (posts_with_media, posts_with_video) would need embeds indexed, which they are not.
+AUTHOR_FEED_FILTERS: dict[str, str] = {
+    "posts_with_replies": "",
+    "posts_no_replies": " AND reply_parent IS NULL",
+    # Replies stay when the thread's root is the author's own post.
+    "posts_and_author_threads": " AND (reply_root IS NULL"
+    " OR substr(reply_root, 1, length(did) + 6) = 'at://' || did || '/')",
+}
+
+
 def _posts_and_reposts(
-    conn: sqlite3.Connection, authors: list[str], at: str, after: str, limit: int
+    conn: sqlite3.Connection,
+    authors: list[str],
+    at: str,
+    after: str,
+    limit: int,
+    where: str = "",
 ) -> list[tuple[str, str, str | None, str | None]]:
-    """The newest posts and reposts by ``authors`` before the cursor, merged."""
+    """The newest posts and reposts by ``authors`` before the cursor, merged;
+    ``where`` narrows the posts (one of :data:`AUTHOR_FEED_FILTERS`)."""
     if not authors:
         return []
     out: list[tuple[str, str, str | None, str | None]] = []
@@ -556,7 +585,7 @@ def _posts_and_reposts(
         m = _marks(len(chunk))
         out += conn.execute(
             "SELECT uri, sort_at, NULL, NULL FROM posts"
-            f" WHERE did IN ({m}) AND (sort_at, uri) < (?, ?)"
+            f" WHERE did IN ({m}) AND (sort_at, uri) < (?, ?){where}"
             " ORDER BY sort_at DESC, uri DESC LIMIT ?",
             [*chunk, at, after or "\uffff", limit],
         ).fetchall()

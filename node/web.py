@@ -482,8 +482,10 @@ def _author_link(actor: dict[str, Any]) -> str:
     )
 
 
-def _embed_html(post: dict[str, Any]) -> str:
-    """Quotes and link cards, as links; images only by their alt text (no blobs here)."""
+def _embed_html(post: dict[str, Any], prefs: ModerationPrefs | None = None) -> str:
+    """Quotes and link cards, as links; images only by their alt text (no blobs here).
+
+    A quoted post is moderated like any other: hidden, or behind a warning."""
     embed = _map(post, "embed") or _map(_map(post, "record"), "embed")
     kind = _str(embed, "$type").split("#")[0]
     if kind == "app.bsky.embed.recordWithMedia":
@@ -501,7 +503,19 @@ def _embed_html(post: dict[str, Any]) -> str:
         who = f"{_e(_str(author, 'displayName') or _str(author, 'handle'))}: " if author else ""
         snippet = _e(text[:140] + ("…" if len(text) > 140 else ""))
         label = f"{who}{snippet}" if text else "Quoted post"
-        return f'<div class="embed"><a href="{_e(path)}">{label}</a></div>'
+        link = f'<a href="{_e(path)}">{label}</a>'
+        decision = moderate(quoted, prefs) if prefs is not None else Decision("show")
+        if decision.hidden:
+            return (
+                '<div class="embed"><p class="context">Quoted post hidden by your moderation'
+                f" settings: {_e(decision.reason())}</p></div>"
+            )
+        if decision.warned:
+            return (
+                '<div class="embed"><details class="warning"><summary>Quoted post: content'
+                f" warning: {_e(decision.reason())} · Show</summary>{link}</details></div>"
+            )
+        return f'<div class="embed">{link}</div>'
     if kind == "app.bsky.embed.external":
         ext = _map(embed, "external")
         uri = _str(ext, "uri")
@@ -545,7 +559,9 @@ def render_post(
             '<article class="post"><p class="context">Hidden by your moderation settings: '
             f"{_e(decision.reason())}</p></article>"
         )
-    article = _render_post(post, now, reason=reason, reply=reply, main=main, in_thread=in_thread)
+    article = _render_post(
+        post, now, reason=reason, reply=reply, main=main, in_thread=in_thread, prefs=prefs
+    )
     if decision.warned:
         return (
             '<details class="warning"><summary>Content warning: '
@@ -562,6 +578,7 @@ def _render_post(
     reply: dict[str, Any] | None,
     main: bool,
     in_thread: bool,
+    prefs: ModerationPrefs | None,
 ) -> str:
     author = _map(post, "author")
     record = _map(post, "record")
@@ -611,7 +628,7 @@ def _render_post(
     return (
         f'<article class="{classes}">{above}{_avatar(author)}'
         f'<div class="meta">{_author_link(author)}{when_html}</div>{below}'
-        f"{text_html}{_embed_html(post)}{stamp_html}{stats}</article>"
+        f"{text_html}{_embed_html(post, prefs)}{stamp_html}{stats}</article>"
     )
 
 
@@ -780,7 +797,7 @@ async def profile_page(request: web.Request) -> web.Response:
     )
     account = moderate(profile, prefs)
     if account.action != "show":
-        what = "hides" if account.hidden else "warns about"
+        what = "hide" if account.hidden else "warn about"
         bio = f'{bio}<p class="context">Your moderation settings {what} this account: ' + (
             f"{_e(account.reason())}</p>"
         )
@@ -904,9 +921,10 @@ async def settings_page(request: web.Request) -> web.Response:
 
 
 async def save_settings(request: web.Request) -> web.StreamResponse:
-    # A cross-site form must not change a reader's settings.
-    origin = request.headers.get("Origin")
-    if origin is not None and urlsplit(origin).netloc != request.host:
+    # A cross-site form must not change a reader's settings: the form must say it
+    # comes from this site (Origin, or Referer where a browser sends no Origin).
+    source = request.headers.get("Origin") or request.headers.get("Referer") or ""
+    if urlsplit(source).netloc != request.host:
         return _problem(403, "Not allowed", "Settings can only be changed from this site.")
     if (request.content_length or 0) > _MAX_FORM:
         return _problem(413, "Too large", "That is more settings than this page takes.")

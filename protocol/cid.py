@@ -75,12 +75,7 @@ class CID:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> CID:
-        if type(data) is not bytes or len(data) < 36 or data[:-32] not in _BY_PREFIX:
-            raise DecodeError("not a CIDv1 with msgpack or raw codec and a sha2-256 digest")
-        cid = object.__new__(cls)
-        object.__setattr__(cid, "_raw", data)
-        object.__setattr__(cid, "_str", None)
-        return cid
+        return from_bytes(data)
 
     # -- string -----------------------------------------------------------------
     def to_str(self) -> str:
@@ -115,6 +110,24 @@ class CID:
 
     def __repr__(self) -> str:
         return f"CID({self.to_str()!r})"
+
+
+def from_bytes(
+    data: bytes,
+    _new: object = object.__new__,
+    _set: object = object.__setattr__,
+    _prefixes: object = _BY_PREFIX,
+) -> CID:
+    """:meth:`CID.from_bytes` as a plain function: trees build thousands of CIDs per
+    commit, and the method lookup and attribute setting are most of the cost."""
+    # data[:-32] is the whole prefix (and only a known one passes): so exactly
+    # 36 or 37 bytes.
+    if type(data) is not bytes or data[:-32] not in _prefixes:  # type: ignore[operator]
+        raise DecodeError("not a CIDv1 with msgpack or raw codec and a sha2-256 digest")
+    cid: CID = _new(CID)  # type: ignore[operator]
+    _set(cid, "_raw", data)  # type: ignore[operator]
+    _set(cid, "_str", None)  # type: ignore[operator]
+    return cid
 
 
 def cid_for_msgpack(block: bytes) -> CID:

@@ -19,9 +19,11 @@ and CIDs are always computed over the bytes carried, never over a re-encoding.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, TypeAlias
 
 import msgpack
+import msgspec
 
 from .errors import DecodeError, LocalProtocolError
 
@@ -45,40 +47,53 @@ def _sort_key(item: tuple[str, Any]) -> bytes:
 
 
 # Bytes that can start a float (0xca, 0xcb), an unsigned 64-bit integer (0xcf), an ext
-# value (0xc7-0xc9, 0xd4-0xd8), a map
-# (0x80-0x8f, 0xde, 0xdf) or an array (0x90-0x9f, 0xdc, 0xdd). Scanning a document for
-# them at C speed lets the common case (a flat record) skip the Python walk: if none
-# of the first three occur, there is no float and no out-of-range integer; if at most
-# one map marker occurs, only the top-level map's key order needs a look; if fewer
-# container markers occur than MAX_DEPTH, nesting is within bounds.
+# value (0xc7-0xc9, 0xd4-0xd8), a map (0x80-0x8f, 0xde, 0xdf) or an array (0x90-0x9f,
+# 0xdc, 0xdd). Scanning a document for them at C speed lets the common case skip the
+# Python walk: if none of the first three occur, there is no float, ext value or
+# out-of-range integer; if fewer container markers occur than MAX_DEPTH, nesting is
+# within bounds. (A marker byte inside a string only sends the document to the walk.)
 _EXT_MARKERS = (0xC7, 0xC8, 0xC9, 0xD4, 0xD5, 0xD6, 0xD7, 0xD8)
 _MARKERS = bytes([0xCA, 0xCB, 0xCF, *_EXT_MARKERS, *range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF])
 _NOT_MARKERS = bytes(b for b in range(256) if b not in _MARKERS)
-_MAP_MARKERS = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])
 _BAD_MARKERS = frozenset([0xCA, 0xCB, 0xCF, *_EXT_MARKERS])
 _SCALARS = frozenset([str, bytes, bool, type(None)])
 
 
-def _fast_ok(data: bytes, value: Any) -> bool:
-    """True when a byte scan alone shows that ``value`` (which ``data`` encodes) is
-    within the model and canonical, but for the top-level map's key order, which this
-    checks too."""
+# msgspec's encoder with ``order="sorted"`` writes every map's keys sorted (by code
+# point, which is UTF-8 byte order), refuses non-string keys, and otherwise writes the
+# same shortest forms as msgpack; all at C speed. So "the sorted encoding of the
+# decoded value equals the input" checks minimal forms and key order in the whole
+# document at once. What it does not refuse (floats, unsigned 64-bit integers, deep
+# nesting) shows up in the marker scan below. Encoders keep no state between calls,
+# so one shared instance is safe across threads.
+_SORTED = msgspec.msgpack.Encoder(order="sorted")
+
+
+def _refuse_ext(code: int, data: memoryview) -> Any:
+    raise DecodeError(f"ext type {code} is not allowed")
+
+
+# msgspec's untyped decoder gives the model's types (and floats, and a datetime for
+# the timestamp ext -1, which the checks refuse); every other ext type is refused here.
+_DECODER = msgspec.msgpack.Decoder(ext_hook=_refuse_ext)
+_PLAIN = msgspec.msgpack.Encoder()
+_ENCODE_ERRORS = (TypeError, ValueError, OverflowError, RecursionError)
+#: Past this size the scan costs more than the walk (and bin payloads nearly always
+#: hold a marker byte by chance), so larger documents go straight to the walk.
+_SCAN_MAX = 512
+#: Per-thread strict-types packers (see :func:`_gate`); a cache, not shared state.
+_local = threading.local()
+
+
+def _scan_ok(data: bytes) -> bool:
+    """True when a byte scan of a sorted-key encoding shows it is within the model:
+    no float, unsigned 64-bit integer or ext marker, and fewer container markers
+    than MAX_DEPTH (so nesting is within bounds). False means "look closer": the
+    marker bytes may just be inside a string, or the document is too large to scan."""
+    if len(data) > _SCAN_MAX:
+        return False
     markers = data.translate(None, _NOT_MARKERS)
-    if not markers:
-        return True
-    if len(markers) >= MAX_DEPTH or not _BAD_MARKERS.isdisjoint(markers):
-        return False
-    # The document's first byte is the top-level header; any map marker after it
-    # might be a nested map, whose key order only the walk checks.
-    if not _MAP_MARKERS.isdisjoint(markers[1:]):
-        return False
-    if type(value) is not dict:
-        return True
-    keys = list(value)
-    try:
-        return keys == sorted(keys) and (not keys or type(keys[0]) is str)
-    except TypeError:  # keys of mixed types
-        return False
+    return not markers or (len(markers) < MAX_DEPTH and _BAD_MARKERS.isdisjoint(markers))
 
 
 def _canonical(value: Any, depth: int) -> Any:
@@ -110,25 +125,43 @@ def _canonical(value: Any, depth: int) -> Any:
 
 def encode(value: Value) -> bytes:
     """Encode ``value`` canonically. Raises LocalProtocolError for unencodable input."""
-    if type(value) is dict:
-        # Fast path: pack as is, and keep the result if a scan shows it canonical.
+    # Fast path: a strict-types msgpack packer refuses every type outside the
+    # model's (bar floats and unsigned 64-bit integers); the sorted encoding of what
+    # it accepts is canonical once the scan, or failing that the model walk, shows
+    # no float, large integer or deep nesting. Anything else (tuples, bytearray,
+    # subclasses, errors) takes the exact path, which converts or refuses.
+    try:
+        _gate().pack(value)
+        data: bytes = _SORTED.encode(value)
+    except _ENCODE_ERRORS:
+        pass
+    else:
+        if _scan_ok(data):
+            return data
         try:
-            data: bytes = msgpack.packb(value)
-        except (TypeError, ValueError, OverflowError):
+            _check(value)
+        except DecodeError:
             pass
         else:
-            if _fast_ok(data, value):
-                return data
+            return data
     return msgpack.packb(_canonical(value, 0))  # type: ignore[no-any-return]
 
 
-def _refuse_ext(code: int, data: bytes) -> Any:
-    raise DecodeError(f"ext type {code} is not allowed")
+def _gate() -> msgpack.Packer:
+    """This thread's strict-types packer (a Packer keeps a buffer while it packs, so
+    threads do not share one; building one per call costs as much as packing)."""
+    packer: msgpack.Packer | None = getattr(_local, "packer", None)
+    if packer is None:
+        packer = msgpack.Packer(strict_types=True)
+        _local.packer = packer
+    return packer
 
 
 def _check(value: Any) -> None:
-    """Walk a decoded document: types, key order, depth. Iterative, so deep input
-    cannot exhaust Python's stack."""
+    """Walk a document whose sorted encoding is known (so every map key is a string,
+    in order): refuse floats, integers outside the signed 64-bit range, other types,
+    and nesting deeper than MAX_DEPTH. Iterative, so deep input cannot exhaust
+    Python's stack."""
     stack: list[tuple[Any, int]] = [(value, 0)]
     pop = stack.pop
     push = stack.append
@@ -138,13 +171,6 @@ def _check(value: Any) -> None:
         if t is dict:
             if depth >= MAX_DEPTH:
                 raise DecodeError(f"nested deeper than {MAX_DEPTH}")
-            keys = list(v)
-            try:
-                ordered = keys == sorted(keys)
-            except TypeError:
-                ordered = False
-            if not ordered or (keys and type(keys[0]) is not str):
-                raise DecodeError("map keys are not strings in canonical order")
             items: Any = v.values()
         elif t is list:
             if depth >= MAX_DEPTH:
@@ -155,10 +181,12 @@ def _check(value: Any) -> None:
             depth -= 1
         for item in items:
             ti = type(item)
+            if ti is bytes or ti is str:
+                continue
             if ti is dict or ti is list:
                 push((item, depth + 1))
             elif ti is int:
-                if item > _INT_MAX:
+                if not _INT_MIN <= item <= _INT_MAX:
                     raise DecodeError("integer out of the signed 64-bit range")
             elif ti not in _SCALARS:
                 # floats, and msgpack's Timestamp (ext -1 skips the ext hook)
@@ -170,47 +198,55 @@ def decode(data: bytes, *, max_size: int = MAX_SIZE) -> Value:
 
     Raises :class:`DecodeError` (a remote error) and nothing else.
     """
-    value = decode_unchecked(data, max_size=max_size)
-    if not _fast_ok(data, value):
+    data = _as_bytes(data, max_size)
+    value = _unpack(data)
+    try:
+        again = _SORTED.encode(value)
+    except _ENCODE_ERRORS as e:
+        # non-string map keys, msgpack's Timestamp, integers out of every range
+        raise DecodeError(f"not representable in the model: {e}") from e
+    if again != data:
+        # Same value, different bytes: keys out of order, a non-shortest width, a
+        # str/bin mix-up, a duplicate key (later one wins in the dict)...
+        raise DecodeError("not canonical: the value has a different canonical encoding")
+    if not _scan_ok(data):
         _check(value)
     return value  # type: ignore[no-any-return]
 
 
-def decode_unchecked(data: bytes, *, max_size: int = MAX_SIZE) -> Any:
-    """Decode and require that the value re-encodes to exactly ``data``, but leave
-    the model's rules (types, key order, depth) to the caller: for decoders that
-    check an exact schema themselves (tree nodes), where a second walk is waste."""
+def _as_bytes(data: bytes, max_size: int) -> bytes:
     if type(data) is not bytes:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise DecodeError("expected bytes")
         data = bytes(data)
     if len(data) > max_size:
         raise DecodeError(f"document of {len(data)} bytes exceeds the {max_size}-byte limit")
+    return data
+
+
+def _unpack(data: bytes) -> Any:
     try:
-        value = msgpack.unpackb(
-            data,
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-            ext_hook=_refuse_ext,
-            timestamp=0,
-        )
+        return _DECODER.decode(data)
     except DecodeError:
         raise
-    except msgpack.ExtraData as e:
-        raise DecodeError("trailing bytes after the document") from e
-    except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as e:
-        # msgpack raises ValueError subclasses (FormatError, StackError, OutOfData
-        # is a ValueError too) and UnicodeDecodeError for invalid UTF-8 text.
+    except (ValueError, TypeError, RecursionError) as e:
+        # msgspec.DecodeError (malformed, truncated, trailing bytes) is a ValueError,
+        # and so is UnicodeDecodeError for invalid UTF-8 text.
         raise DecodeError(f"not valid msgpack: {e}") from e
-    except Exception as e:  # pragma: no cover - msgpack's exception set is not typed
+    except Exception as e:  # pragma: no cover - be sure nothing else escapes
         raise DecodeError(f"not valid msgpack: {type(e).__name__}") from e
+
+
+def decode_unchecked(data: bytes, *, max_size: int = MAX_SIZE) -> Any:
+    """Decode and require that the value re-encodes to exactly ``data``, but leave
+    the model's rules (types, key order, depth) to the caller: for decoders that
+    check an exact schema themselves (commits, events), where a second walk is waste."""
+    data = _as_bytes(data, max_size)
+    value = _unpack(data)
     try:
-        again = msgpack.packb(value)
-    except (OverflowError, ValueError, TypeError) as e:
+        again = _PLAIN.encode(value)
+    except _ENCODE_ERRORS as e:
         raise DecodeError(f"not representable: {e}") from e
     if again != data:
-        # Same value, different bytes: a non-shortest width, a str/bin mix-up, a
-        # duplicate key (later one wins in the dict), an unsigned 64-bit integer...
         raise DecodeError("not canonical: the value has a different canonical encoding")
     return value

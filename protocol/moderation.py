@@ -259,13 +259,16 @@ def moderate(view: Mapping[str, Any], prefs: ModerationPrefs) -> Decision:
 
 
 def parse_scopes(value: str | Iterable[str] | None) -> frozenset[Scope]:
-    """``"host,serve"`` (or a list) as a set of scopes; None or empty means all."""
+    """``"host,serve"`` (or a list) as a set of scopes; None (not given) means all.
+
+    An empty list is an error, not "all": a takedown that names no scope is a mistake
+    to report, never a silent full takedown."""
     if value is None:
         return frozenset(SCOPES)
     items = value.split(",") if isinstance(value, str) else list(value)
     names = {str(item).strip() for item in items if str(item).strip()}
     if not names:
-        return frozenset(SCOPES)
+        raise InvalidTakedown(f"scopes must name at least one of {', '.join(SCOPES)}")
     unknown = names - set(SCOPES)
     if unknown:
         raise InvalidTakedown(f"unknown scope {sorted(unknown)}: scopes are {', '.join(SCOPES)}")

@@ -37,10 +37,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
-import msgpack
+import msgspec
 
-from .cid import CID, cid_for_msgpack
-from .encoding import Value, decode_unchecked
+from .cid import CID, CODEC_MSGPACK, cid_for_msgpack
+from .cid import from_bytes as _cid
 from .errors import DecodeError, InvalidCommit, RepoError
 
 __all__ = [
@@ -57,8 +57,9 @@ __all__ = [
 
 MAX_KEY_LENGTH = 1024
 _KEY_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-_:~/")
-_ENTRY_FIELDS = ["k", "p", "t", "v"]
-_KEY_RE = re.compile(rb"[A-Za-z0-9.\-_:~]+/[A-Za-z0-9.\-_:~]+")
+_KEYS_RE = re.compile(
+    rb"(?:[A-Za-z0-9.\-_:~]+/[A-Za-z0-9.\-_:~]+\n)*[A-Za-z0-9.\-_:~]+/[A-Za-z0-9.\-_:~]+"
+)
 #: Decoded nodes kept per tree loader; bounded so a walk over a huge repo stays small.
 _CACHE_NODES = 50_000
 
@@ -143,7 +144,18 @@ Ref: TypeAlias = "_Node | CID | None"
 class _Node:
     """One tree node. Immutable once built; its block and CID are computed lazily."""
 
-    __slots__ = ("_block", "_cid", "keys", "layer", "left", "loaded", "rights", "vals")
+    __slots__ = (
+        "_block",
+        "_cid",
+        "base",
+        "entries",
+        "keys",
+        "layer",
+        "left",
+        "loaded",
+        "rights",
+        "vals",
+    )
 
     def __init__(
         self,
@@ -164,6 +176,11 @@ class _Node:
         self._block = block
         # Read from a block source (so already stored), as opposed to built here.
         self.loaded = cid is not None
+        #: A loaded node's entries as decoded (so a copy of it can be re-encoded
+        #: without rebuilding every entry).
+        self.entries: list[_EntryData] | None = None
+        #: (loaded node, gap) when this node is that node with one subtree replaced.
+        self.base: tuple[_Node, int] | None = None
 
     def is_empty(self) -> bool:
         return not self.keys and self.left is None
@@ -204,55 +221,84 @@ class _Loader:
         return node
 
 
-def _as_cid(value: Value, what: str) -> CID:
-    if type(value) is not bytes:
-        raise DecodeError(f"{what} must be a binary CID")
-    return CID.from_bytes(value)
+class _EntryData(msgspec.Struct):
+    """A node entry as encoded: fields in canonical key order."""
+
+    k: bytes
+    p: int
+    t: bytes | None
+    v: bytes
+
+
+class _NodeData(msgspec.Struct):
+    """A node as encoded: ``{"e": [...], "l": ...}`` (canonical key order)."""
+
+    e: list[_EntryData]
+    l: bytes | None  # noqa: E741 - the wire name
+
+
+# msgspec decodes a node straight into typed fields (C speed, every type checked);
+# re-encoding those fields and requiring the same bytes then proves the block is
+# the canonical encoding of exactly this schema: key order, no extra or duplicate
+# keys, shortest integer and length forms, bin not str. Encoder and decoder keep
+# no state between calls, so sharing them across threads is safe.
+_NODE_DECODER = msgspec.msgpack.Decoder(_NodeData)
+_ENCODER = msgspec.msgpack.Encoder()
+#: A node block larger than this is refused before decoding (a full node of
+#: maximal keys is far smaller; commit blocks are bounded at 2 MB anyway).
+_MAX_NODE_BYTES = 2 * 1024 * 1024
 
 
 def _decode_node(cid: CID, block: bytes, layer: int | None) -> _Node:
     """Decode and check one node. ``layer`` is what the parent implies (None for a
     root, whose layer its keys tell)."""
-    if cid_for_msgpack(block) != cid:
+    if type(block) is not bytes:
+        block = bytes(block)
+    if hashlib.sha256(block).digest() != cid.digest or cid.codec != CODEC_MSGPACK:
         raise InvalidCommit(f"block does not hash to {cid}")
+    if len(block) > _MAX_NODE_BYTES:
+        raise InvalidCommit(f"tree node {cid} is too large")
     try:
-        # Exact schema checks below (key lists in order, every type) make the generic
-        # model walk redundant.
-        data = decode_unchecked(block)
-        if type(data) is not dict or list(data) != ["e", "l"]:
-            raise DecodeError("tree node must be a map of exactly 'e', 'l' in that order")
-        left_raw = data["l"]
-        left: CID | None = None if left_raw is None else _as_cid(left_raw, "l")
-        entries = data["e"]
-        if type(entries) is not list:
-            raise DecodeError("'e' must be a list")
+        data = _NODE_DECODER.decode(block)
+    except msgspec.DecodeError as e:  # ValidationError is a subclass
+        raise InvalidCommit(f"tree node {cid}: not a tree node: {e}") from e
+    if _ENCODER.encode(data) != block:
+        raise InvalidCommit(f"tree node {cid}: not the canonical encoding of a tree node")
+    try:
+        left_raw = data.l
+        left: CID | None = None if left_raw is None else _cid(left_raw)
         keys: list[bytes] = []
         vals: list[CID] = []
         rights: list[CID | None] = []
         prev = b""
-        for entry in entries:
-            if type(entry) is not dict or list(entry) != _ENTRY_FIELDS:
-                raise DecodeError("tree entry must be a map of exactly k, p, t, v in order")
-            p, k = entry["p"], entry["k"]
-            if type(p) is not int or type(k) is not bytes or not 0 <= p <= len(prev):
-                raise DecodeError("tree entry has a bad prefix length or key")
+        for entry in data.e:
+            p = entry.p
+            k = entry.k
+            if p:
+                if p > len(prev) or p < 0:
+                    raise DecodeError("tree entry has a bad prefix length or key")
+                key = prev[:p] + k
+            else:
+                key = k
             # The prefix must be the longest shared one: the next bytes must differ.
             if p < len(prev) and k and prev[p] == k[0]:
                 raise DecodeError("tree entry prefix is not the longest shared prefix")
-            if not keys and p != 0:
+            if keys:
+                if key <= prev:
+                    raise DecodeError("tree keys are not strictly increasing")
+            elif p != 0:
                 raise DecodeError("the first entry of a node has prefix length 0")
-            key = prev[:p] + k
-            if keys and key <= prev:
-                raise DecodeError("tree keys are not strictly increasing")
-            if len(key) > MAX_KEY_LENGTH or not _KEY_RE.fullmatch(key):
-                raise DecodeError("tree key is not '<collection>/<record key>'")
             keys.append(key)
-            vals.append(_as_cid(entry["v"], "v"))
-            t = entry["t"]
-            rights.append(None if t is None else _as_cid(t, "t"))
+            vals.append(_cid(entry.v))
+            t = entry.t
+            rights.append(None if t is None else _cid(t))
             prev = key
-    except RepoError as e:
-        raise InvalidCommit(f"tree node {cid}: {e.message}") from e
+        # Every key's syntax in one match over all of them (newlines cannot occur in
+        # a key, so they separate).
+        if keys and (
+            max(map(len, keys)) > MAX_KEY_LENGTH or _KEYS_RE.fullmatch(b"\n".join(keys)) is None
+        ):
+            raise DecodeError("tree key is not '<collection>/<record key>'")
     except DecodeError as e:
         raise InvalidCommit(f"tree node {cid}: {e.message}") from e
     heights = {_height(k) for k in keys}
@@ -272,39 +318,47 @@ def _decode_node(cid: CID, block: bytes, layer: int | None) -> _Node:
         raise InvalidCommit("the root of a tree must not be an entry-less node over a subtree")
     if node_layer == 0 and (left is not None or any(r is not None for r in rights)):
         raise InvalidCommit(f"tree node {cid} at layer 0 points to a subtree")
-    return _Node(node_layer, left, tuple(keys), tuple(vals), tuple(rights), cid, block)
+    node = _Node(node_layer, left, tuple(keys), tuple(vals), tuple(rights), cid, block)
+    node.entries = data.e
+    return node
 
 
 def _common_prefix(a: bytes, b: bytes) -> int:
-    """Length of the longest common prefix (binary search on C-speed slice compares)."""
-    lo, hi = 0, min(len(a), len(b))
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+    """Length of the longest common prefix: the XOR of the two as integers has its
+    highest set bit in the first byte that differs (all at C speed)."""
+    n = min(len(a), len(b))
+    x = int.from_bytes(a[:n], "big") ^ int.from_bytes(b[:n], "big")
+    return n - (x.bit_length() + 7) // 8
 
 
 def _encode_node(node: _Node) -> bytes:
-    entries: list[Value] = []
+    base = node.base
+    if base is not None:
+        # A loaded node with one subtree replaced (every node on the path above a
+        # change): copy its decoded entries and re-point the one gap.
+        src, gap = base
+        assert src.entries is not None
+        entries = src.entries
+        if gap == 0:
+            left = None if node.left is None else _ref_cid(node.left).to_bytes()
+        else:
+            left = None if src.left is None else _ref_cid(src.left).to_bytes()
+            entries = list(entries)
+            old = entries[gap - 1]
+            right = node.rights[gap - 1]
+            t = None if right is None else _ref_cid(right).to_bytes()
+            entries[gap - 1] = _EntryData(old.k, old.p, t, old.v)
+        return _ENCODER.encode(_NodeData(entries, left))
+    entries = []
     prev = b""
     for key, val, right in zip(node.keys, node.vals, node.rights, strict=True):
         p = _common_prefix(prev, key)
-        entries.append(
-            {
-                "k": key[p:],
-                "p": p,
-                "t": None if right is None else _ref_cid(right).to_bytes(),
-                "v": val.to_bytes(),
-            }
-        )
+        t = None if right is None else _ref_cid(right).to_bytes()
+        entries.append(_EntryData(key[p:], p, t, val.to_bytes()))
         prev = key
     left = None if node.left is None else _ref_cid(node.left).to_bytes()
-    # Built here with keys in canonical order and only bytes, ints and None inside,
-    # so plain packing is canonical; skipping encode()'s checks halves commit cost.
-    return msgpack.packb({"e": entries, "l": left})  # type: ignore[no-any-return]
+    # Built here from typed fields in canonical order: the encoding is canonical.
+    return _ENCODER.encode(_NodeData(entries, left))
 
 
 def _ref_cid(ref: _Node | CID) -> CID:
@@ -714,6 +768,10 @@ def _lift(node: _Node | None, layer: int, target: int) -> _Node | None:
 def _replace_ref(node: _Node, i: int, child: _Node | None) -> _Node:
     """``node`` with the subtree in gap ``i`` (0 = left) replaced."""
     if i == 0:
-        return _Node(node.layer, child, node.keys, node.vals, node.rights)
-    rights = (*node.rights[: i - 1], child, *node.rights[i:])
-    return _Node(node.layer, node.left, node.keys, node.vals, rights)
+        out = _Node(node.layer, child, node.keys, node.vals, node.rights)
+    else:
+        rights = (*node.rights[: i - 1], child, *node.rights[i:])
+        out = _Node(node.layer, node.left, node.keys, node.vals, rights)
+    if node.entries is not None:
+        out.base = (node, i)
+    return out

@@ -5,6 +5,7 @@ and plots must say so."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 import time
@@ -15,7 +16,8 @@ import pytest
 from node.client import Client
 from node.cluster.harness import Cluster
 from node.cluster.report import build_report, plot, write_json
-from node.cluster.scenario import parse_scenario, run_scenario
+from node.cluster.scenario import load_scenario, parse_scenario, run_scenario
+from node.cluster.steps import STEPS, Steps
 from protocol.syntax import tid_to_parts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -188,3 +190,91 @@ async def test_cluster_up_and_down_from_the_command_line(tmp_path: Path) -> None
         if up.returncode is None:
             up.kill()
             await up.wait()
+
+
+@pytest.mark.timeout(60)
+async def test_takedown_and_move_scenario_tells_issue_7s_story(tmp_path: Path) -> None:
+    """The shipped story at a small size: node 0 takes alice down, she moves to node 1
+    on her own key and keeps posting, a labeler hides a spam post for its subscriber
+    only; every check of the story is in the verdict, and a wrong one fails it. Then
+    node 0 reverses the takedown and catches up."""
+    shipped = load_scenario(ROOT / "examples" / "scenarios" / "takedown-and-move.toml")
+    scenario = dataclasses.replace(
+        shipped, duration=11, workload=dataclasses.replace(shipped.workload, rate=1.0)
+    )
+    result, close = await run_scenario(scenario, workdir=tmp_path / "nodes")
+    try:
+        report = await build_report(result)
+        v = report.verdict
+        assert v.passed, v.problems
+        assert v.converged
+        assert v.complete
+        assert v.checks_passed is True
+        steps = [a for a in scenario.schedule if a.action in STEPS]
+        assert [c["what"] for c in report.checks] == [a.describe() for a in steps]
+        assert all(c["passed"] for c in report.checks)
+        assert "(AccountTakedown)" in next(
+            c["detail"] for c in report.checks if "refused" in c["what"]
+        )
+        c, w = result.cluster, result.workload
+        alice = w.accounts[0]
+        assert alice.home == 1
+        assert c.takedowns == {(0, alice.did): frozenset({"host", "serve", "carry"})}
+        # Node 0 still holds alice's pre-takedown head and refuses it; the others moved on.
+        a, b, cc = (await c.all_heads()).values()
+        assert a is not None
+        assert b is not None
+        assert cc is not None
+        assert b[alice.did] == cc[alice.did] != a[alice.did]
+        actions = await c.client(0).moderation_actions()
+        assert [a["did"] for a in actions["actions"]] == [alice.did]
+        # alice's writes at her new home are owed, and arrived: "after" is in the head.
+        after = [r for r in w.acked if r.did == alice.did and r.home == 1]
+        assert len(after) == 1
+
+        # A wrong expectation fails, with who and why, and so does the verdict.
+        live = Steps(c, w, time.monotonic())
+        made = await live.apply("post", {"account": 0, "name": "late", "text": "late"}, "post")
+        assert made.passed, made.detail
+        wrong = await live.apply(
+            "expect",
+            {"post": "late", "visible": True, "nodes": [0, 2], "view": "posts", "within": 1.0},
+            "node 0 shows alice's late post",
+        )
+        assert not wrong.passed
+        assert wrong.detail == "node 0: still does not see it after 1 s"
+        result.checks.append(wrong)
+        failed = (await build_report(result)).verdict
+        assert failed.checks_passed is False
+        assert not failed.passed
+        assert any("node 0 shows alice's late post" in p for p in failed.problems)
+
+        # The operator reverses the takedown: node 0 serves and carries alice again,
+        # catches up with her new home, and owes her head like every other node.
+        back = await live.apply(
+            "reverse", {"node": 0, "account": 0, "reason": "appeal upheld"}, "reverse"
+        )
+        assert back.passed, back.detail
+        assert c.owes(0, alice.did)
+        seen = await live.apply(
+            "expect",
+            {"post": "late", "visible": True, "nodes": [0], "view": "posts", "within": 20.0},
+            "node 0 shows alice's late post after the reversal",
+        )
+        assert seen.passed, seen.detail
+        # And alice goes home, this time with node 1's help (it signs the op).
+        home = await live.apply("migrate", {"account": 0, "to": 0, "with_old_node": True}, "home")
+        assert home.passed, home.detail
+        assert alice.home == 0
+        made = await live.apply("post", {"account": 0, "name": "home"}, "post at home")
+        assert made.passed, made.detail
+        assert "on node 0" in made.detail
+        everywhere = await live.apply(
+            "expect",
+            {"post": "home", "visible": True, "nodes": [0, 1, 2], "view": "posts", "within": 15.0},
+            "alice's post from home, everywhere",
+        )
+        assert everywhere.passed, everywhere.detail
+        await c.converged(timeout=20)
+    finally:
+        await close()

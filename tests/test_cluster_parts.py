@@ -19,6 +19,7 @@ from aiohttp import web
 
 from node.app import Node
 from node.client import Client
+from node.cluster.harness import Cluster
 from node.cluster.observer import Observer
 from node.cluster.proxy import FrameSplitter, LinkProxy
 from node.cluster.scenario import ScenarioError, load_scenario, parse_scenario
@@ -308,6 +309,207 @@ def test_a_scenario_parses_into_values() -> None:
     assert s.schedule[0].args == {"links": [(0, 1)], "delay": 0.05, "drop": 0.1}
 
 
+STORY_HEAD = """
+[cluster]
+nodes = 3
+[workload]
+accounts = 4
+[[schedule]]
+at = 1
+action = "post"
+account = 0
+name = "hello"
+"""
+
+BAD_STEPS = [
+    ('[[schedule]]\nat = 2\naction = "takedown"\nnode = 0\naccount = 1', "reason is required"),
+    (
+        '[[schedule]]\nat = 2\naction = "takedown"\nnode = 3\naccount = 1\nreason = "x"',
+        "schedule[1].node must be a node number in 0..2",
+    ),
+    (
+        '[[schedule]]\nat = 2\naction = "takedown"\nnode = 0\naccount = 4\nreason = "x"',
+        "schedule[1].account must be an account number in 0..3",
+    ),
+    (
+        '[[schedule]]\nat = 2\naction = "takedown"\nnode = 0\naccount = 1\nreason = " "',
+        "schedule[1].reason must not be empty",
+    ),
+    (
+        '[[schedule]]\nat = 2\naction = "takedown"\nnode = 0\naccount = 1\nreason = "x"\n'
+        'scopes = ["host", "everything"]',
+        "scopes must be a list of some of: host, serve, carry",
+    ),
+    ('[[schedule]]\nat = 2\naction = "migrate"\naccount = 1\nto = 7', "to must be a node number"),
+    (
+        '[[schedule]]\nat = 2\naction = "migrate"\naccount = 1\nto = 1',
+        "to: account 1 already lives on node 1 then",
+    ),
+    (
+        '[[schedule]]\nat = 2\naction = "migrate"\naccount = 0\nto = 2\n'
+        '[[schedule]]\nat = 3\naction = "migrate"\naccount = 0\nto = 2',
+        "schedule[2].to: account 0 already lives on node 2 then",
+    ),
+    (
+        '[[schedule]]\nat = 2\naction = "migrate"\naccount = 0\nto = 2\nwith_old_node = 1',
+        "with_old_node must be true or false",
+    ),
+    ('[[schedule]]\nat = 2\naction = "label"\nlabeler = 1\nvalue = "spam"', "exactly one"),
+    (
+        '[[schedule]]\nat = 2\naction = "label"\nlabeler = 1\nvalue = "spam"\n'
+        'post = "hello"\naccount = 0',
+        "a label needs exactly one subject",
+    ),
+    (
+        '[[schedule]]\nat = 2\naction = "label"\nlabeler = 1\npost = "hello"\n'
+        f'value = "{"x" * 129}"',
+        "value is longer than 128 bytes",
+    ),
+    (
+        '[[schedule]]\nat = 2\naction = "label"\nlabeler = 1\nvalue = "spam"\npost = "nope"',
+        "schedule[1].post 'nope' names no post made before it",
+    ),
+    (
+        '[[schedule]]\nat = 0.5\naction = "expect"\npost = "hello"\nvisible = true\nnodes = [0]',
+        "schedule[1].post 'hello' names no post made before it",
+    ),
+    (
+        '[[schedule]]\nat = 2\naction = "post"\naccount = 1\nname = "hello"',
+        "schedule[1].name 'hello' is used twice",
+    ),
+    (
+        '[[schedule]]\nat = 2\naction = "post"\naccount = 1\nname = "x"\nrefused = true',
+        "a refused post makes no record",
+    ),
+    (f'[[schedule]]\nat = 2\naction = "post"\naccount = 1\ntext = "{"y" * 301}"', "longer"),
+    ('[[schedule]]\nat = 2\naction = "follow"\naccount = 1\nsubject = 1', "the account itself"),
+    (
+        '[[schedule]]\nat = 2\naction = "expect"\npost = "hello"\nvisible = "yes"\nnodes = [0]',
+        "visible must be true or false",
+    ),
+    (
+        '[[schedule]]\nat = 2\naction = "expect"\npost = "hello"\nvisible = true',
+        "an expect names either readers",
+    ),
+    (
+        '[[schedule]]\nat = 2\naction = "expect"\npost = "hello"\nvisible = true\n'
+        "nodes = [0]\nreaders = [1]",
+        "not both",
+    ),
+    (
+        '[[schedule]]\nat = 2\naction = "expect"\npost = "hello"\nvisible = true\n'
+        'nodes = [0]\nview = "timeline"',
+        "timeline needs readers",
+    ),
+    (
+        '[[schedule]]\nat = 2\naction = "expect"\npost = "hello"\nvisible = true\n'
+        'nodes = [0]\nview = "home"',
+        "view must be one of posts, thread, author, latest, timeline",
+    ),
+    (
+        '[[schedule]]\nat = 2\naction = "expect"\npost = "hello"\nvisible = true\nreaders = []',
+        "readers must be a list of account numbers in 0..3",
+    ),
+    (
+        '[[schedule]]\nat = 2\naction = "expect"\npost = "hello"\nvisible = true\n'
+        "nodes = [0]\nlabelers = [9]",
+        "labelers must be a list of account numbers",
+    ),
+    (
+        '[[schedule]]\nat = 2\naction = "expect"\npost = "hello"\nvisible = true\n'
+        "nodes = [0]\nwithin = -1",
+        "within must be at least 0",
+    ),
+    (
+        '[[schedule]]\nat = 2\naction = "equivocate"\naccount = 1\nnodes = [0]',
+        "nodes must be two or more node numbers",
+    ),
+]
+
+
+def test_story_steps_parse_into_values() -> None:
+    s = parse_scenario(
+        STORY_HEAD
+        + """
+        [[schedule]]
+        at = 2
+        action = "takedown"
+        node = 0
+        account = 0
+        reason = "ticket 7"
+        scopes = ["carry", "serve"]
+        [[schedule]]
+        at = 3
+        action = "migrate"
+        account = 0
+        to = 1
+        [[schedule]]
+        at = 4
+        action = "label"
+        labeler = 3
+        post = "hello"
+        value = "spam"
+        [[schedule]]
+        at = 5
+        action = "expect"
+        post = "hello"
+        visible = false
+        readers = [2]
+        labelers = [3]
+        view = "timeline"
+        """,
+        source="story.toml",
+    )
+    post, takedown, migrate, label, expect = s.schedule
+    assert post.args == {"account": 0, "name": "hello"}
+    assert takedown.args == {
+        "node": 0,
+        "account": 0,
+        "reason": "ticket 7",
+        "scopes": ["serve", "carry"],
+    }
+    assert takedown.describe() == "node 0 takes account 0 down (serve,carry)"
+    assert migrate.args == {"account": 0, "to": 1}
+    assert migrate.describe() == "account 0 moves to node 1 without its old node's help"
+    assert label.describe() == "labeler 3 puts 'spam' on post 'hello'"
+    assert expect.args == {
+        "post": "hello",
+        "visible": False,
+        "readers": [2],
+        "labelers": [3],
+        "view": "timeline",
+        "within": 15.0,
+    }
+    assert expect.describe() == "expect: accounts [2] (labelers [3]) do not see 'hello' in timeline"
+
+
+async def test_agreement_leaves_out_what_a_node_refuses(tmp_path: Path) -> None:
+    c = Cluster(3, workdir=tmp_path)
+    try:
+        alice, bob = "did:skyfed:alice", "did:skyfed:bob"
+        views: dict[int, dict[str, str] | None] = {
+            0: {alice: "old", bob: "b1"},
+            1: {alice: "new", bob: "b1"},
+            2: {alice: "new", bob: "b1"},
+        }
+        assert c.disagreements(views) == [alice]
+        c.takedowns[(0, alice)] = frozenset({"host"})  # still serves and carries her
+        assert c.disagreements(views) == [alice]
+        c.takedowns[(0, alice)] = frozenset({"carry"})
+        assert c.owes(0, bob)
+        assert not c.owes(0, alice)
+        assert c.disagreements(views) == []
+        del views[0][alice]  # type: ignore[union-attr]
+        assert c.disagreements(views) == []
+        views[2] = {bob: "b1"}  # node 2 owes alice and lacks her
+        assert c.disagreements(views) == [alice]
+        views[2] = None
+        assert c.disagreements(views) == ["node 2"]
+        assert c.settings["admin_token"] == c.admin_token
+    finally:
+        await c.close()
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -331,6 +533,7 @@ def test_a_scenario_parses_into_values() -> None:
         ('[[schedule]]\nat = 1\naction = "shape"\nlinks = "some"', "list of [a, b] node pairs"),
         ('[[schedule]]\nat = "soon"\naction = "heal"', "schedule[0].at must be a number"),
         ("schedule = 3", "schedule must be an array of tables"),
+        *[(STORY_HEAD + step, message) for step, message in BAD_STEPS],
     ],
 )
 def test_bad_scenarios_say_where_and_why(text: str, message: str) -> None:

@@ -64,3 +64,30 @@ async def test_post_from_client_reports_an_unreachable_node() -> None:
     assert code == 1
     assert "error" in out
     assert "Traceback" not in out
+
+
+async def test_atproto_sdk_client_against_a_live_node(node: Node) -> None:
+    code, out = await _run("examples/atproto_sdk_client.py", node.url)
+    assert code == 0, out
+    assert "logged in as @sdk-" in out
+    assert "likes: 1, replies: 1" in out
+    assert "…and a reply, also sent by the SDK." in out
+    # A second run logs into the account the first one made.
+    args = ("--handle", "again.skyfed.test", "--password", "correct horse battery staple")
+    code, out = await _run("examples/atproto_sdk_client.py", node.url, *args)
+    assert code == 0, out
+    assert "created @again.skyfed.test" in out
+    code, out = await _run("examples/atproto_sdk_client.py", node.url, *args)
+    assert code == 0, out
+    assert "created" not in out
+    assert "profile: @again.skyfed.test, 4 posts" in out
+
+
+async def test_atproto_sdk_client_reports_a_wrong_password(node: Node) -> None:
+    async with Client(node.url) as c:
+        await c.create_account("taken.skyfed.test", "correct horse battery staple")
+    args = ("--handle", "taken.skyfed.test", "--password", "not the password")
+    code, out = await _run("examples/atproto_sdk_client.py", node.url, *args)
+    assert code == 1
+    assert "error: 401 AuthenticationRequired" in out
+    assert "Traceback" not in out

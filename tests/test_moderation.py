@@ -208,3 +208,43 @@ async def test_mutes_are_private_and_honoured_in_every_view(node: Node) -> None:
         assert (await alice.mutes())["mutes"] == []
         with pytest.raises(Exception, match="mute yourself"):
             await alice.mute(alice.did)
+
+
+async def test_a_quoted_post_carries_its_labels_and_is_redacted(node: Node) -> None:
+    """The quoted post inside an embed is a view too: it gets the labels the reader
+    asked for, is moderated on its own, and is removed by a redacting labeler."""
+    async with (
+        Client(node.url) as mod,
+        Client(node.url) as spammer,
+        Client(node.url) as friend,
+    ):
+        await mod.create_account("mod.skyfed.test", PASSWORD)
+        await spammer.create_account("spammer.skyfed.test", PASSWORD)
+        await friend.create_account("friend.skyfed.test", PASSWORD)
+        spam = await spammer.post("BUY CHEAP FOLLOWERS NOW")
+        quoting = await friend.post("look at this", quote=spam)
+        await mod.label(spam.uri, "spam")
+
+        prefs = ModerationPrefs().subscribe(mod.did)
+        async with Client(node.url, moderation=prefs) as reader:
+            view = (await reader.posts([quoting.uri]))["posts"][0]
+            inner = view["embed"]["record"]
+            assert inner["$type"] == "app.bsky.embed.record#viewRecord"
+            assert [lb["val"] for lb in inner["labels"]] == ["spam"]
+            assert view["labels"] == []  # the quoting post itself is not labelled
+            assert reader.moderate(inner).hidden
+            assert not reader.moderate(view).hidden
+            screen = _rendered({"feed": [{"post": view}]}, prefs)
+            assert "look at this" in screen
+            assert "BUY CHEAP FOLLOWERS" not in screen
+            assert "quoted post hidden" in screen
+
+        await mod.label(spam.uri, "!takedown")
+        redacting = ModerationPrefs().subscribe(mod.did, redact=True)
+        async with Client(node.url, moderation=redacting) as reader:
+            view = (await reader.posts([quoting.uri]))["posts"][0]
+            assert view["embed"]["record"] == {
+                "$type": "app.bsky.embed.record#viewNotFound",
+                "uri": spam.uri,
+                "notFound": True,
+            }

@@ -105,6 +105,9 @@ def test_takedown_scopes_and_reasons() -> None:
     assert parse_scopes(["host"]) == {"host"}
     with pytest.raises(InvalidTakedown):
         parse_scopes("host,delete")
+    for empty in ([], "", " , "):  # naming no scope is a mistake, not "everything"
+        with pytest.raises(InvalidTakedown):
+            parse_scopes(empty)
     t = Takedown(
         id=1,
         did=AUTHOR,

@@ -19,6 +19,7 @@ async def test_web_pages_hide_and_warn_by_the_readers_cookie(node: Node) -> None
         spam = await author.post("BUY CHEAP FOLLOWERS")
         edgy = await author.post("a graphic description")
         await author.post("a kind word")
+        await mod.post("see what they wrote", quote=spam)
         await mod.label(spam.uri, "spam")
         await mod.label(edgy.uri, "!warn")
         await mod.label(author.did, "troll")
@@ -35,14 +36,17 @@ async def test_web_pages_hide_and_warn_by_the_readers_cookie(node: Node) -> None
         async with reader.post(
             node.url + "/settings/moderation",
             data={"labelers": mod.did, "labels": "troll=warn"},
+            headers={"Origin": node.url},
         ) as resp:
             assert resp.status == 200  # followed the 303 back to the form
             assert "Saved." in await resp.text()
             assert str(resp.url).endswith("/settings/moderation?saved=1")
         async with reader.get(node.url + "/") as resp:
             page = await resp.text()
-        assert "BUY CHEAP FOLLOWERS" not in page
+        assert "BUY CHEAP FOLLOWERS" not in page  # nor in the post quoting it
         assert "Hidden by your moderation settings: spam" in page
+        assert "Quoted post hidden by your moderation settings: spam" in page
+        assert "see what they wrote" in page
         # Warned: behind a click-to-reveal interstitial, text still in the page.
         assert '<details class="warning"><summary>Content warning: !warn' in page
         assert "a graphic description" in page.split('<details class="warning">', 1)[1]
@@ -53,21 +57,32 @@ async def test_web_pages_hide_and_warn_by_the_readers_cookie(node: Node) -> None
 
         async with reader.get(node.url + "/profile/author.skyfed.test") as resp:
             page = await resp.text()
-        assert "Your moderation settings warns about this account: troll" in page
+        assert "Your moderation settings warn about this account: troll" in page
         # Every post of the account is behind the warning.
         assert "a kind word" not in page.split('<details class="warning">', 1)[0]
         assert "a kind word" in page.split('<details class="warning">', 1)[1]
 
         # Bad settings are refused and nothing changes; so is a cross-site form.
         async with reader.post(
-            node.url + "/settings/moderation", data={"labelers": "", "labels": "!hide=show"}
+            node.url + "/settings/moderation",
+            data={"labelers": "", "labels": "!hide=show"},
+            headers={"Origin": node.url},
         ) as resp:
             assert resp.status == 400
+        for headers in (
+            {"Origin": "https://evil.example"},
+            {"Referer": "https://evil.example/page"},
+            {},  # a form that does not say where it comes from
+        ):
+            async with reader.post(
+                node.url + "/settings/moderation", data={"labelers": ""}, headers=headers
+            ) as resp:
+                assert resp.status == 403, headers
         async with reader.post(
             node.url + "/settings/moderation",
-            data={"labelers": ""},
-            headers={"Origin": "https://evil.example"},
+            data={"labelers": mod.did, "labels": "troll=warn"},
+            headers={"Referer": node.url + "/settings/moderation"},
         ) as resp:
-            assert resp.status == 403
+            assert resp.status == 200  # a same-site Referer is enough
         async with reader.get(node.url + "/") as resp:
             assert "BUY CHEAP FOLLOWERS" not in await resp.text()

@@ -136,11 +136,14 @@ async def _up(args: argparse.Namespace) -> int:
             "started": time.time(),
             "nodes": [{"index": n.index, "url": n.url, "pid": n.pid} for n in cluster.nodes],
             "links": [{"link": f"{a}->{b}", "proxy": p.url} for (a, b), p in cluster.links.items()],
+            "admin_token": cluster.admin_token,
         }
         (args.dir / "cluster.json").write_text(json.dumps(state, indent=2) + "\n")
         for n in cluster.nodes:
             print(f"node {n.index}: {n.url}  (pid {n.pid}, data {n.data_dir})", flush=True)
         print(f"{len(cluster.links)} links, {args.topology}; Ctrl-C or `skyfed cluster down` stops")
+        config = args.dir / "nodeN" / "node.toml"
+        print(f"node policy: skyfed admin ... --node-config {config} (its admin_token)")
         await stop.wait()
         print("stopping the cluster", flush=True)
     (args.dir / "cluster.json").unlink(missing_ok=True)

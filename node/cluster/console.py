@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -51,7 +52,7 @@ class RunDisplay:
                 self.t0 = float(info["t0"])
             self.progress.update(self.task, description=str(info["text"]))
         elif kind == "event":
-            self.console.log(f"t={info['t']:6.1f}s  {info['text']}")
+            self.console.log(f"t={info['t']:6.1f}s  {escape(info['text'])}")
         elif kind == "convergence":
             secs = info["seconds"]
             text = "did not converge" if secs is None else f"converged in {secs:.2f}s"
@@ -132,6 +133,15 @@ def print_summary(console: Console, report: Report, out_dir: str | None = None) 
     def mark(ok: bool | None) -> str:
         return "[green]yes[/green]" if ok else "[red]NO[/red]"
 
+    if report.checks:
+        console.print("story checks:")
+    for check in report.checks:
+        ok = "[green]ok[/green]" if check["passed"] else "[red]FAILED[/red]"
+        detail = f" ({escape(check['detail'])})" if check["detail"] else ""
+        console.print(
+            f"  t={check['t']:.1f}s {ok} {escape(check['what'])}{detail} "
+            f"[dim]{check['seconds']:.2f} s[/dim]"
+        )
     console.print(
         f"verdict: converged {mark(v.converged)}, every acknowledged write everywhere "
         f"{mark(v.complete)}, nothing forged accepted {mark(v.no_forgery)}"
@@ -140,9 +150,10 @@ def print_summary(console: Console, report: Report, out_dir: str | None = None) 
             if v.equivocation_detected is None
             else f", equivocation detected {mark(v.equivocation_detected)}"
         )
+        + ("" if v.checks_passed is None else f", story checks pass {mark(v.checks_passed)}")
     )
     for p in v.problems:
-        console.print(f"  [red]{p}[/red]")
+        console.print(f"  [red]{escape(p)}[/red]")
     console.print("[bold green]PASS[/bold green]" if v.passed else "[bold red]FAIL[/bold red]")
     if out_dir:
         console.print(f"report and plots in {out_dir}")

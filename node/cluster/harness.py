@@ -19,6 +19,12 @@ The harness also plays a misbehaving author: :meth:`Cluster.equivocate` signs tw
 conflicting commits with an account's real key (read from its home node's database)
 and hands one to each of two nodes over the peer wire; :meth:`Cluster.forge` hands a
 node a commit signed by the wrong key.
+
+And it plays each node's operator: every node gets the cluster's :attr:`admin_token`,
+and :meth:`Cluster.take_down` applies node policy to an account on one node. A node
+that refuses to serve or carry an account owes the network no copy of it, so from
+then on agreement (:meth:`agree`, :meth:`converged`) leaves that (node, repo) pair
+out; every other node must still agree on the account's head.
 """
 
 from __future__ import annotations
@@ -112,8 +118,17 @@ class Cluster:
             self._tmp = tempfile.TemporaryDirectory(prefix="skyfed-cluster-")
             workdir = Path(self._tmp.name)
         self.workdir = workdir
-        self.settings = {**BASE_SETTINGS, "reconcile_interval": reconcile_interval}
+        #: The operator's token on every node (node policy: takedowns).
+        self.admin_token = secrets.token_urlsafe(24)
+        self.settings = {
+            **BASE_SETTINGS,
+            "reconcile_interval": reconcile_interval,
+            "admin_token": self.admin_token,
+        }
         self.settings.update(settings or {})
+        self.admin_token = str(self.settings["admin_token"])
+        #: (node, did) -> the scopes of that node's active takedown of the account.
+        self.takedowns: dict[tuple[int, str], frozenset[str]] = {}
         skew = dict(clock_skew or {})
         self.nodes = [
             ClusterNode(i, workdir / f"node{i}", float(skew.get(i, 0.0))) for i in range(nodes)
@@ -308,13 +323,30 @@ class Cluster:
         got = await asyncio.gather(*(one(i) for i in alive))
         return dict(zip(alive, got, strict=True))
 
+    def owes(self, i: int, did: str) -> bool:
+        """Must node ``i`` hold ``did``'s head? Not once its operator took the account
+        down from serving or carrying (by :meth:`take_down`)."""
+        return not self.takedowns.get((i, did), frozenset()) & {"serve", "carry"}
+
+    def disagreements(self, views: Mapping[int, Mapping[str, str] | None]) -> list[str]:
+        """The repos on which the nodes in ``views`` that owe them (:meth:`owes`) do
+        not all hold one head; ``"node N"`` for a node that did not answer."""
+        out = [f"node {i}" for i, v in views.items() if v is None]
+        held = [(i, v) for i, v in views.items() if v is not None]
+        for did in sorted({d for _, v in held for d in v}):
+            owed = {v.get(did) for i, v in held if self.owes(i, did)}
+            if len(owed) > 1 or None in owed:
+                out.append(did)
+        return out
+
     async def agree(self, *, everyone: bool = True) -> bool:
-        """Do the nodes hold the same heads? Every node must be up and answer, unless
-        ``everyone`` is False (then the nodes that are up)."""
-        views = list((await self.all_heads()).values())
+        """Do the nodes hold the same heads (leaving out what a node refuses by
+        policy)? Every node must be up and answer, unless ``everyone`` is False (then
+        the nodes that are up)."""
+        views = await self.all_heads()
         if everyone and len(views) != len(self.nodes):
             return False
-        return bool(views) and all(v is not None and v == views[0] for v in views)
+        return bool(views) and not self.disagreements(views)
 
     async def converged(
         self,
@@ -350,6 +382,24 @@ class Cluster:
         async with asyncio.timeout(limit):
             while not await up():  # noqa: ASYNC110
                 await asyncio.sleep(0.2)  # poll
+
+    # -- an operator -------------------------------------------------------------
+    async def take_down(
+        self, i: int, did: str, reason: str, scopes: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """Node ``i``'s operator takes ``did`` down there (all scopes unless named);
+        returns the published takedown."""
+        out = await self.client(i).take_down(
+            did, reason, admin_token=self.admin_token, scopes=scopes
+        )
+        self.takedowns[(i, did)] = frozenset(out["scopes"])
+        return out
+
+    async def reverse_takedown(self, i: int, did: str, reason: str) -> dict[str, Any]:
+        """Node ``i``'s operator reverses its takedown of ``did``."""
+        out = await self.client(i).reverse_takedown(did, reason, admin_token=self.admin_token)
+        self.takedowns.pop((i, did), None)
+        return out
 
     # -- a misbehaving author ----------------------------------------------------
     def account_key(self, i: int, did: str) -> SigningKey:

@@ -7,8 +7,9 @@
   A restarted node is subscribed again from the last seq seen, so nothing it took in
   while the harness was reconnecting is missed.
 - Every ``interval`` seconds: how many nodes agree with the newest head of each
-  repo (convergence over time), each node's CPU and RSS (psutil), and its gossip
-  counters (``skyfed.node.listPeers``: messages delivered and redundant copies).
+  repo (convergence over time; a repo a node refuses by policy is left out for it),
+  each node's CPU and RSS (psutil), and its gossip counters
+  (``skyfed.node.listPeers``: messages delivered and redundant copies).
 """
 
 from __future__ import annotations
@@ -135,8 +136,10 @@ class Observer:
                 if did not in newest or rev > newest[did][1]:
                     newest[did] = (head, rev)
         pairs = agree = 0
-        for view in revs.values():
+        for i, view in revs.items():
             for did, (head, _) in newest.items():
+                if not self.cluster.owes(i, did):
+                    continue  # refused by the node's policy: not owed
                 pairs += 1
                 agree += view.get(did, ("", ""))[0] == head
         s = Sample(self.now(), agree / pairs if pairs else 1.0, len(revs))

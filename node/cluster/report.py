@@ -11,7 +11,13 @@ The verdict has three parts, each checked against the live nodes after the run:
   harness forged (signed by a wrong key) is any node's head.
 
 An equivocation scenario also needs *evidence*: some node recorded the two
-conflicting commits (``skyfed.sync.listEquivocations``).
+conflicting commits (``skyfed.sync.listEquivocations``). A scenario with story steps
+(:mod:`.steps`) also needs every step's **check** to pass: each expectation about who
+sees what held, each step did what it said.
+
+A node whose operator took an account down from serving or carrying owes no copy of
+it: for that (node, repo) pair "converged" asks nothing, and the repo's head is read
+from a node that owes it.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ class Verdict:
     #: None when the scenario had no equivocation.
     equivocation_detected: bool | None
     problems: list[str] = field(default_factory=list)
+    #: None when the scenario had no story steps.
+    checks_passed: bool | None = None
 
     @property
     def passed(self) -> bool:
@@ -52,6 +60,7 @@ class Verdict:
             and self.complete
             and self.no_forgery
             and self.equivocation_detected is not False
+            and self.checks_passed is not False
         )
 
 
@@ -82,6 +91,8 @@ class Report:
     events: list[dict[str, Any]]
     equivocations: list[dict[str, Any]]
     verdict: Verdict
+    #: The story steps' checks, in the order they ran.
+    checks: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -105,6 +116,8 @@ async def build_report(r: RunResult) -> Report:
             if n.index == rec.home:
                 continue
             seen = o.first_seen(n.index, rec.did, rec.rev)
+            if seen is None and not c.owes(n.index, rec.did):
+                continue  # the node refuses the account by policy
             if seen is None:
                 not_seen += 1
             else:
@@ -189,6 +202,7 @@ async def build_report(r: RunResult) -> Report:
         events=[{"t": round(e.t, 2), "what": e.what, "action": e.action} for e in r.events],
         equivocations=r.equivocations,
         verdict=verdict,
+        checks=[check.to_json() for check in r.checks],
     )
 
 
@@ -196,24 +210,30 @@ async def _verdict(r: RunResult) -> Verdict:
     c = r.cluster
     problems: list[str] = []
     views = await c.all_heads()
-    first = next(iter(views.values()), None)
-    converged = (
-        len(views) == len(c.nodes) and first is not None and all(v == first for v in views.values())
-    )
+    differing = c.disagreements(views)
+    converged = len(views) == len(c.nodes) and bool(views) and not differing
     if not converged:
-        differing = [i for i, v in views.items() if v != first]
-        problems.append(f"heads differ on nodes {differing} (or a node is down)")
-    heads = first or {}
-    # Verify every head once (identical everywhere if converged) and read its tree.
+        down = [n.index for n in c.nodes if n.index not in views]
+        shown = ", ".join(differing[:5]) + (" ..." if len(differing) > 5 else "")
+        problems.append(
+            f"heads differ on {len(differing)} repos ({shown})"
+            + (f"; nodes {down} are down" if down else "")
+        )
+    # Each repo's head, from a node that owes it (the same on all of them if converged).
+    heads: dict[str, str] = {}
+    holder: dict[str, int] = {}
+    for i, view in views.items():
+        for did, head in (view or {}).items():
+            if did not in heads and c.owes(i, did):
+                heads[did], holder[did] = head, i
+    # Verify every head once and read its tree.
     trees: dict[str, MST] = {}
     forged_heads = 0
-    reader = c.client(c.alive()[0]) if c.alive() else None
     for did, head in sorted(heads.items()):
         if head in c.forged:
             forged_heads += 1
             problems.append(f"{did}: a forged commit {head} is the head")
-        if reader is None:
-            break
+        reader = c.client(holder[did])
         try:
             log = await reader.call("skyfed.identity.getLog", params={"did": did})
             ops = [base64.b64decode(op) for op in log["ops"]]
@@ -252,7 +272,15 @@ async def _verdict(r: RunResult) -> Verdict:
         detected = bool(forked & seen)
         if not detected:
             problems.append("no node recorded the equivocation")
-    return Verdict(converged, missing == 0 and bool(heads), forged_heads == 0, detected, problems)
+    checks: bool | None = None
+    if r.checks:
+        failed = [check for check in r.checks if not check.passed]
+        checks = not failed
+        for check in failed:
+            problems.append(f"t={check.t:.1f}s {check.what}: {check.detail or 'failed'}")
+    return Verdict(
+        converged, missing == 0 and bool(heads), forged_heads == 0, detected, problems, checks
+    )
 
 
 def write_json(report: Report, path: Path) -> None:
@@ -353,6 +381,12 @@ def plot(report: Report, out_dir: Path) -> list[Path]:
         if e["action"] in ("equivocate", "forge", "end"):
             ax.axvline(e["t"], color="black", linestyle=":", linewidth=1)
             ax.annotate(e["action"], (e["t"], 3), xytext=(3, 0), textcoords="offset points")
+        elif e["action"] in ("takedown", "reverse", "migrate", "label"):
+            # Story steps, at the top: the legend sits bottom left.
+            ax.axvline(e["t"], color="tab:brown", linestyle=":", linewidth=1)
+            ax.annotate(
+                e["action"], (e["t"], 90), xytext=(3, 0), textcoords="offset points", fontsize=8
+            )
     ax.plot(ts, ys2, color="tab:green", linewidth=2, label="nodes holding the newest head")
     ax.set_xlabel("seconds since the workload started")
     ax.set_ylabel("agreement (% of node x repo pairs)")

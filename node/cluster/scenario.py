@@ -35,6 +35,35 @@ optional clock_skew), ``shape`` (links = "all" or pairs; delay, jitter, bandwidt
 drop), ``clear`` (links: shaping off), ``cut`` / ``restore`` / ``sever`` (links),
 ``equivocate`` (account, nodes: two or more), ``forge`` (account, node).
 
+Story steps (played by :mod:`.steps`; accounts are workload account numbers, and
+account ``k`` starts on node ``k % nodes``):
+
+- ``post``: account, optional name (for later steps), text, and ``refused = true``
+  when its home node must refuse the write (a check).
+- ``follow``: account, subject (an account number).
+- ``label``: labeler (account), value (``spam``, ``!hide``, ...), and the subject:
+  ``post`` (a named post) or ``account``; optional ``neg = true`` retracts.
+- ``takedown``: node, account, reason, optional scopes (some of host, serve,
+  carry; all when left out): that node's operator applies its policy.
+  ``reverse``: node, account, reason.
+- ``migrate``: account, to (a node): the account moves there with the rotation
+  key the harness holds for it, without its old node, importing the new node's
+  replica (after waiting up to 10 s for it to hold the account's acknowledged
+  writes); ``with_old_node = true`` asks the old node to sign and export instead.
+  Make a migrating account ``quiet``: a write its old node acknowledges during the
+  move is lost to the network, and the verdict counts it.
+- ``expect``: post (a named post), visible (true or false), view (posts, thread,
+  author, latest, timeline; default posts), and who reads: ``readers`` (account
+  numbers, each through its home node of the moment) or ``nodes`` (an anonymous
+  reader on each); optional ``labelers`` (account numbers the readers subscribe
+  to) and ``within`` (seconds to wait for it to hold; default 15).
+
+Each story step holds the schedule until it is done (an ``expect`` until it holds
+or ``within`` runs out), so later actions start at their ``at`` or when it ends,
+whichever is later. Each step's outcome is a check in the verdict. Give a negative
+expect a positive one first (the post visible to that reader before the label), or
+it passes for a post that never arrived.
+
 After the last action and ``duration``, the runner restores every link, clears all
 shaping and restarts any node still down, then waits up to ``settle`` seconds for
 every node to hold the same heads; the verdict follows (see :mod:`.report`).
@@ -51,8 +80,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protocol.labels import MAX_VAL_BYTES as MAX_LABEL_VAL
+from protocol.moderation import MAX_REASON_CHARS, SCOPES
+
 from .harness import Cluster
 from .observer import Observer
+from .steps import STEPS, Check, Steps
 from .topology import TOPOLOGIES, make_topology
 from .workload import KINDS, Burst, Workload, WorkloadSpec
 
@@ -87,7 +120,23 @@ ACTIONS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "sever": (frozenset(), frozenset({"links"})),
     "equivocate": (frozenset({"account", "nodes"}), frozenset()),
     "forge": (frozenset({"account", "node"}), frozenset()),
+    # The story steps (node/cluster/steps.py).
+    "post": (frozenset({"account"}), frozenset({"name", "text", "refused"})),
+    "follow": (frozenset({"account", "subject"}), frozenset()),
+    "label": (frozenset({"labeler", "value"}), frozenset({"post", "account", "neg"})),
+    "takedown": (frozenset({"node", "account", "reason"}), frozenset({"scopes"})),
+    "reverse": (frozenset({"node", "account", "reason"}), frozenset()),
+    "migrate": (frozenset({"account", "to"}), frozenset({"with_old_node"})),
+    "expect": (
+        frozenset({"post", "visible"}),
+        frozenset({"view", "nodes", "readers", "labelers", "within"}),
+    ),
 }
+
+#: What an ``expect`` step reads.
+VIEWS = ("posts", "thread", "author", "latest", "timeline")
+#: The longest text a ``post`` step may give (the lexicon's grapheme limit).
+MAX_POST_TEXT = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +157,41 @@ class Action:
             return f"equivocate account {a['account']} to nodes {list(a['nodes'])}"
         if self.action == "forge":
             return f"forge account {a['account']} to node {a['node']}"
+        return self._describe_step() or self._describe_rest()
+
+    def _describe_step(self) -> str | None:
+        a = self.args
+        if self.action == "post":
+            what = f" {a['name']!r}" if "name" in a else ""
+            refused = " (must be refused)" if a.get("refused") else ""
+            return f"account {a['account']} posts{what}{refused}"
+        if self.action == "follow":
+            return f"account {a['account']} follows account {a['subject']}"
+        if self.action == "label":
+            subject = f"post {a['post']!r}" if "post" in a else f"account {a['account']}"
+            verb = "retracts" if a.get("neg") else "puts"
+            return f"labeler {a['labeler']} {verb} {a['value']!r} on {subject}"
+        if self.action == "takedown":
+            scopes = ",".join(a.get("scopes", SCOPES))
+            return f"node {a['node']} takes account {a['account']} down ({scopes})"
+        if self.action == "reverse":
+            return f"node {a['node']} reverses its takedown of account {a['account']}"
+        if self.action == "migrate":
+            how = "with" if a.get("with_old_node") else "without"
+            return f"account {a['account']} moves to node {a['to']} {how} its old node's help"
+        if self.action == "expect":
+            who = (
+                f"accounts {a['readers']}"
+                if "readers" in a
+                else f"anonymous readers on nodes {a['nodes']}"
+            )
+            labelers = f" (labelers {a['labelers']})" if a.get("labelers") else ""
+            seen = "see" if a["visible"] else "do not see"
+            return f"expect: {who}{labelers} {seen} {a['post']!r} in {a['view']}"
+        return None
+
+    def _describe_rest(self) -> str:
+        a = self.args
         extra = ", ".join(f"{k}={v}" for k, v in a.items())
         return f"{self.action} {extra}".strip()
 
@@ -241,10 +325,13 @@ def parse_scenario(text: str, *, source: str = "<scenario>") -> Scenario:
         concurrency=w.whole("concurrency", 32, low=1),
     )
 
-    schedule = []
+    parsed = []
     for n, item in enumerate(p.list_of_tables("schedule")):
-        schedule.append(_parse_action(item, source, f"schedule[{n}].", nodes, workload.accounts))
-    schedule.sort(key=lambda a: a.at)
+        where = f"schedule[{n}]."
+        parsed.append((_parse_action(item, source, where, nodes, workload.accounts), where))
+    parsed.sort(key=lambda pair: pair[0].at)  # stable: file order at equal times
+    _check_story(parsed, source, nodes)
+    schedule = [a for a, _ in parsed]
     return Scenario(
         name, description, seed, duration, settle, cluster, workload, tuple(schedule), source
     )
@@ -282,14 +369,27 @@ def _parse_action(
         args["node"] = item["node"]
     if "nodes" in item:
         ns = item["nodes"]
-        if not isinstance(ns, list) or len(ns) < 2 or not all(_is_node(x, nodes) for x in ns):
-            raise f.error("nodes", f"must be two or more node numbers in 0..{nodes - 1}")
+        fewest = 2 if action == "equivocate" else 1
+        if not isinstance(ns, list) or len(ns) < fewest or not all(_is_node(x, nodes) for x in ns):
+            many = "two or more" if fewest == 2 else "a list of"
+            raise f.error("nodes", f"must be {many} node numbers in 0..{nodes - 1}")
         args["nodes"] = list(ns)
-    if "account" in item:
-        a = item["account"]
-        if isinstance(a, bool) or not isinstance(a, int) or not 0 <= a < accounts:
-            raise f.error("account", f"must be an account number in 0..{accounts - 1}")
-        args["account"] = a
+    for name in ("account", "subject", "labeler"):
+        if name in item:
+            if not _is_node(item[name], accounts):
+                raise f.error(name, f"must be an account number in 0..{accounts - 1}")
+            args[name] = item[name]
+    for name in ("readers", "labelers"):
+        if name in item:
+            xs = item[name]
+            if not isinstance(xs, list) or not xs or not all(_is_node(x, accounts) for x in xs):
+                raise f.error(name, f"must be a list of account numbers in 0..{accounts - 1}")
+            args[name] = list(xs)
+    if "to" in item:
+        if not _is_node(item["to"], nodes):
+            raise f.error("to", f"must be a node number in 0..{nodes - 1}")
+        args["to"] = item["to"]
+    _parse_step_fields(f, action, item, args)
     if "links" in item:
         links = item["links"]
         if links != "all":
@@ -309,6 +409,79 @@ def _parse_action(
         if args["drop"] > 1:
             raise f.error("drop", "is a share of frames, between 0 and 1")
     return Action(at, action, args)
+
+
+def _parse_step_fields(f: _Fields, action: str, item: dict[str, Any], args: dict[str, Any]) -> None:
+    """The story steps' own fields (post, follow, label, takedown, migrate, expect)."""
+    for name in ("refused", "neg", "with_old_node", "visible"):
+        if name in item:
+            args[name] = f.flag(name)
+    for name in ("name", "text", "value", "reason", "post"):
+        if name in item:
+            args[name] = f.text(name, None)
+            if not args[name].strip():
+                raise f.error(name, "must not be empty")
+    if len(args.get("text", "")) > MAX_POST_TEXT:
+        raise f.error("text", f"is longer than {MAX_POST_TEXT} characters")
+    if len(args.get("reason", "")) > MAX_REASON_CHARS:
+        raise f.error("reason", f"is longer than {MAX_REASON_CHARS} characters")
+    if len(args.get("value", "").encode()) > MAX_LABEL_VAL:
+        raise f.error("value", f"is longer than {MAX_LABEL_VAL} bytes")
+    if action == "post" and args.get("refused") and "name" in args:
+        raise f.error("name", "names nothing: a refused post makes no record")
+    if action == "follow" and args["subject"] == args["account"]:
+        raise f.error("subject", "is the account itself")
+    if action == "label" and ("post" in args) == ("account" in args):
+        raise f.error("post", "or account: a label needs exactly one subject")
+    if "scopes" in item:
+        scopes = item["scopes"]
+        if (
+            not isinstance(scopes, list)
+            or not scopes
+            or not all(isinstance(x, str) and x in SCOPES for x in scopes)
+        ):
+            raise f.error("scopes", f"must be a list of some of: {', '.join(SCOPES)}")
+        args["scopes"] = [x for x in SCOPES if x in scopes]
+    if action == "expect":
+        args["view"] = f.text("view", "posts")
+        if args["view"] not in VIEWS:
+            raise f.error("view", f"must be one of {', '.join(VIEWS)}, not {args['view']!r}")
+        if ("nodes" in args) == ("readers" in args):
+            raise f.error(
+                "readers",
+                "or nodes: an expect names either readers (accounts, each reading through "
+                "its home node) or nodes (an anonymous reader on each), not both",
+            )
+        if args["view"] == "timeline" and "readers" not in args:
+            raise f.error("view", "timeline needs readers (a timeline is an account's)")
+        args["within"] = f.number("within", 15.0, low=0.0)
+
+
+def _check_story(parsed: Sequence[tuple[Action, str]], source: str, nodes: int) -> None:
+    """What only the whole schedule shows: a step names a post made before it, names
+    are unique, and a migration goes somewhere new (homes are round robin, as the
+    workload makes them, then follow the migrations)."""
+    named: set[str] = set()
+    moved: dict[int, int] = {}
+    for a, where in parsed:
+        args = a.args
+        if a.action == "post" and "name" in args:
+            if args["name"] in named:
+                raise ScenarioError(f"{source}: {where}name {args['name']!r} is used twice")
+            named.add(args["name"])
+        elif "post" in args and args["post"] not in named:
+            raise ScenarioError(
+                f"{source}: {where}post {args['post']!r} names no post made before it "
+                "(a post step with that name and an earlier at)"
+            )
+        if a.action == "migrate":
+            k = args["account"]
+            home = moved.get(k, k % nodes)
+            if args["to"] == home:
+                raise ScenarioError(
+                    f"{source}: {where}to: account {k} already lives on node {home} then"
+                )
+            moved[k] = args["to"]
 
 
 def _is_node(x: Any, nodes: int) -> bool:
@@ -360,6 +533,12 @@ class _Fields:
             raise self.error(name, f"must be at least {low}")
         if high is not None and v > high:
             raise self.error(name, f"must be at most {high}")
+        return v
+
+    def flag(self, name: str) -> bool:
+        v = self.raw[name]
+        if not isinstance(v, bool):
+            raise self.error(name, "must be true or false")
         return v
 
     def number(self, name: str, default: float | None, *, low: float | None = None) -> float:
@@ -421,6 +600,8 @@ class RunResult:
     forks: list[list[str]]
     setup_seconds: float
     wall_seconds: float
+    #: The story steps' outcomes (empty when the schedule had none).
+    checks: list[Check] = field(default_factory=list)
 
 
 Progress = Callable[[str, Mapping[str, Any]], None]
@@ -455,6 +636,7 @@ async def run_scenario(
         observer = Observer(cluster)
         async with observer:
             t0 = observer.t0
+            steps = Steps(cluster, workload, t0)
             say("phase", {"text": "running", "t0": t0, "duration": scenario.duration})
 
             async def measure(at: float, why: str) -> None:
@@ -473,10 +655,16 @@ async def run_scenario(
                     wait = t0 + a.at - time.monotonic()
                     if wait > 0:
                         await asyncio.sleep(wait)
-                    await _apply(cluster, workload, a, forks)
+                    what = a.describe()
+                    if a.action in STEPS:
+                        check = await steps.apply(a.action, a.args, what)
+                        mark = "ok" if check.passed else "FAILED"
+                        what += f": {mark}" + (f", {check.detail}" if check.detail else "")
+                    else:
+                        await _apply(cluster, workload, a, forks)
                     now = time.monotonic() - t0
-                    events.append(Event(now, a.describe(), a.action))
-                    say("event", {"t": now, "text": a.describe()})
+                    events.append(Event(now, what, a.action))
+                    say("event", {"t": now, "text": what})
                     if a.action in ("heal", "restart", "restore"):
                         task = asyncio.create_task(measure(now, a.describe()))
                         checks.add(task)
@@ -515,6 +703,7 @@ async def run_scenario(
             forks,
             setup,
             time.monotonic() - started,
+            steps.checks,
         )
     except BaseException:
         await cluster.close()

@@ -8,6 +8,10 @@ moments; what a reply, like or delete points at is drawn (with the same seed) fr
 the writes acknowledged by then. Writes go to the account's home node; a write whose
 home is down or cut off fails and is counted, never retried: only acknowledged
 writes are owed to the network.
+
+Every account is made with a rotation key of its own that the harness holds (a
+careful user's recovery key), so a scenario can move it to another node without its
+old node's help (:mod:`.steps`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import random
+import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,10 +27,12 @@ from typing import Any
 
 import aiohttp
 
+from protocol.keys import SigningKey
+
 from ..client import Client, XrpcError
 from .harness import Cluster
 
-__all__ = ["KINDS", "Burst", "Workload", "WorkloadSpec", "WriteRecord"]
+__all__ = ["KINDS", "Account", "Burst", "Workload", "WorkloadSpec", "WriteRecord"]
 
 KINDS = ("post", "reply", "like", "follow", "delete")
 PASSWORD = "cluster harness password"
@@ -76,12 +83,16 @@ class WriteRecord:
 
 
 @dataclass(slots=True)
-class _Account:
+class Account:
+    """One workload account: where it lives now, its session there, its own key."""
+
     index: int
     home: int
     did: str
     handle: str
     client: Client
+    #: The account's own rotation key (first in its identity's list).
+    rotation_key: SigningKey
     records: list[WriteRecord] = field(default_factory=list)
 
 
@@ -90,7 +101,7 @@ class Workload:
         self.cluster = cluster
         self.spec = spec
         self.seed = seed
-        self.accounts: list[_Account] = []
+        self.accounts: list[Account] = []
         self.acked: list[WriteRecord] = []
         self.failed = 0
         self.failures: dict[str, int] = {}
@@ -103,13 +114,14 @@ class Workload:
         slots = asyncio.Semaphore(4)
         n = len(self.cluster.nodes)
 
-        async def make(i: int) -> _Account:
+        async def make(i: int) -> Account:
             home = i % n
             handle = f"user{i}.skyfed.test"
             client = self.cluster.client(home)
+            key = SigningKey.from_seed(secrets.token_bytes(32))
             async with slots:
-                session = await client.create_account(handle, PASSWORD)
-            return _Account(i, home, session.did, handle, client)
+                session = await client.create_account(handle, PASSWORD, recovery_key=key.did_key())
+            return Account(i, home, session.did, handle, client, key)
 
         self.accounts = list(await asyncio.gather(*(make(i) for i in range(self.spec.accounts))))
 
@@ -147,7 +159,7 @@ class Workload:
                 await slots.acquire()
                 tg.create_task(self._one(self.accounts[who], kind, slots))
 
-    async def _one(self, account: _Account, kind: str, slots: asyncio.Semaphore) -> None:
+    async def _one(self, account: Account, kind: str, slots: asyncio.Semaphore) -> None:
         try:
             await self._write(account, kind)
         except (XrpcError, aiohttp.ClientError, OSError, TimeoutError) as e:
@@ -157,7 +169,7 @@ class Workload:
         finally:
             slots.release()
 
-    async def _write(self, account: _Account, kind: str) -> None:
+    async def _write(self, account: Account, kind: str) -> None:
         c = self.cluster.client(account.home)
         c.session = account.client.session
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -180,7 +192,7 @@ class Workload:
                 except BaseException:
                     target.deleted = False
                     raise
-                self._ack(account, target.path, None, out["commit"]["rev"], kind)
+                self.record(account, target.path, None, out["commit"]["rev"], kind)
                 return
         if kind in ("reply", "like") and not posts:
             kind = "post"
@@ -211,9 +223,10 @@ class Workload:
             data={"repo": account.did, "collection": collection, "record": record},
         )
         path = out["uri"].split("/", 3)[3]
-        self._ack(account, path, out["cid"], out["commit"]["rev"], kind)
+        self.record(account, path, out["cid"], out["commit"]["rev"], kind)
 
-    def _ack(self, account: _Account, path: str, cid: str | None, rev: str, kind: str) -> None:
+    def record(self, account: Account, path: str, cid: str | None, rev: str, kind: str) -> None:
+        """Count an acknowledged write of ``account`` (at its current home) as owed."""
         rec = WriteRecord(
             account.did, path, cid, rev, account.home, kind, time.monotonic() - self.t0
         )
