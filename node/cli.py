@@ -652,7 +652,9 @@ def _add_portability_commands(account_sub: Any, common: list[argparse.ArgumentPa
         "helps: it vouches for you and signs the identity change. With "
         "--without-old-node (your node is gone or refuses), your own rotation key does "
         "both and the repository comes from the new node's copy or --car. Your DID, "
-        "handle, followers and posts stay; you end logged in at the new node.",
+        "handle, followers and posts stay; you end logged in at the new node. The "
+        "password becomes your password there, and your current node asks for it too "
+        "before it signs the change.",
         parents=common,
     )
     migrate.add_argument("--to", metavar="URL", required=True, help="the node to move to")
@@ -802,7 +804,7 @@ async def _cmd_account_import(ctx: Context) -> int:
 
 
 async def _cmd_account_migrate(ctx: Context) -> int:
-    from .client import Client, Session, migrate_account
+    from .client import UNPROTECTED_WARNING, Client, Session, migrate_account
 
     a = ctx.args
     creds = ctx.creds
@@ -824,6 +826,8 @@ async def _cmd_account_migrate(ctx: Context) -> int:
         if log_did != creds.did:
             raise CliError(f"{a.log} is the identity log of {log_did}, not {creds.did}")
     password = _read_password(a, confirm=True)
+    if key is None:
+        print(f"warning: {UNPROTECTED_WARNING}", file=sys.stderr)
     async with Client(to) as new:
         if a.without_old_node:
             session = await migrate_account(

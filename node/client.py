@@ -32,6 +32,7 @@ import base64
 import contextlib
 import datetime
 import json
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -755,11 +756,15 @@ class Client:
         out: dict[str, Any] = await self.call("com.atproto.identity.getRecommendedDidCredentials")
         return out
 
-    async def sign_identity_op(self, **fields: Any) -> bytes:
+    async def sign_identity_op(self, *, password: str | None = None, **fields: Any) -> bytes:
         """An op on this account's current identity with ``fields`` (atproto's JSON
         names: rotationKeys, verificationMethods, alsoKnownAs, services) changed,
-        signed by this node's rotation key. Not applied: submit it."""
-        out = await self.call("com.atproto.identity.signPlcOperation", data=fields)
+        signed by this node's rotation key. Not applied: submit it. The node wants
+        the account's ``password`` for every op but a rotation to a key it reserved."""
+        data = dict(fields)
+        if password is not None:
+            data["password"] = password
+        out = await self.call("com.atproto.identity.signPlcOperation", data=data)
         return base64.b64decode(out["operation"], validate=True)
 
     async def submit_identity_op(
@@ -801,8 +806,22 @@ class Client:
 # -- moving and re-keying an account ---------------------------------------------------
 
 
+logger = logging.getLogger(__name__)
+
+
 class MigrationError(SkyfedError):
     """A rotation or migration cannot go ahead (what is missing is in the message)."""
+
+
+#: What :func:`migrate_account` logs (and ``skyfed account migrate`` prints) when the
+#: moved account will hold no rotation key of its own.
+UNPROTECTED_WARNING = (
+    "this account has no rotation key of its own outranking the nodes' keys: after "
+    "the move, whoever controls the new node's rotation key controls the identity, and "
+    "a node that first learns the account's log together with a fork by the old node "
+    "may take the old node's side. Create accounts with a rotation key (`skyfed account "
+    "create` does by default) and keep it safe."
+)
 
 
 async def rotate_signing_key(client: Client, rotation_key: SigningKey | None = None) -> str:
@@ -836,6 +855,7 @@ async def migrate_account(
     password: str,
     *,
     old: Client | None = None,
+    old_password: str | None = None,
     rotation_key: SigningKey | None = None,
     car: bytes | None = None,
     log: Sequence[bytes] | None = None,
@@ -851,7 +871,11 @@ async def migrate_account(
     it. Steps, as atproto's migration: create the account at the new node
     (deactivated), import the repository, sign an op naming the new node's
     credentials, submit it, activate (the new node commits under its key), and
-    deactivate at the old node.
+    deactivate at the old node. The old node signs only with the account's password
+    there: ``old_password``, by default ``password``.
+
+    Without a ``rotation_key`` the moved identity's only rotation key is the new
+    node's; that is logged as a warning (:data:`UNPROTECTED_WARNING`).
     """
     source = old if old is not None else new
     if log is None:
@@ -871,6 +895,8 @@ async def migrate_account(
         )
     if rotation_key is not None:
         _check_rotation_key(state, rotation_key)
+    else:
+        logger.warning("migrating %s: %s", did, UNPROTECTED_WARNING)
     aud = await new.node_did()
     lxm = "com.atproto.server.createAccount"
     if old is not None:
@@ -904,6 +930,7 @@ async def migrate_account(
         rotation_keys.insert(0, rotation_key.did_key())
     if old is not None:
         op = await old.sign_identity_op(
+            password=password if old_password is None else old_password,
             rotationKeys=rotation_keys,
             verificationMethods=creds["verificationMethods"],
             alsoKnownAs=creds["alsoKnownAs"],

@@ -49,6 +49,11 @@ class NodeConfig:
     auth_burst: int = 20
     #: Largest request body accepted, in bytes.
     max_body: int = 2 * 1024 * 1024
+    #: Largest repository import (``importRepo``) accepted, in bytes; imports run one
+    #: at a time and hold the stream in memory.
+    max_import_bytes: int = 256 * 1024 * 1024
+    #: Repository imports an account may start per hour.
+    imports_per_hour: int = 10
     access_token_ttl: int = 2 * 3600
     refresh_token_ttl: int = 90 * 86400
     #: Bearer token for the admin endpoints (node policy); None turns them off.

@@ -41,7 +41,7 @@ from protocol.encoding import encode
 from protocol.errors import DecodeError, IdentityError, InvalidSignature, SkyfedError
 from protocol.eventstream import encode_frame
 from protocol.heads import identity_item, labels_item, repo_item
-from protocol.identity import resolve_log
+from protocol.identity import chain_signing_keys, resolve_log
 from protocol.ingest import HeadState, Verdict, head_wins, judge_event, judge_snapshot
 from protocol.keys import VerifyKey, verify_key
 from protocol.labels import Label
@@ -684,7 +684,8 @@ class Federation:
                 did, ops = _decode_identity(data)
                 if msg_id not in {cid_for_msgpack(op).to_bytes() for op in ops}:
                     raise DecodeError("push id is not one of the identity ops")
-                await self._check_named_op(did, ops, CID.from_bytes(msg_id))
+                if not await self._check_named_op(did, ops, CID.from_bytes(msg_id)):
+                    return False  # a refused fork: not passed on, not the sender's fault
                 await self.ingest_identity(did, ops)
         except SkyfedError as e:
             self.rejected += 1
@@ -695,17 +696,21 @@ class Federation:
             return None
         return True
 
-    async def _check_named_op(self, did: str, ops: list[bytes], named: CID) -> None:
+    async def _check_named_op(self, did: str, ops: list[bytes], named: CID) -> bool:
         """The op a push is named for must take part in the log (head, history or a
         losing fork): one that the log rejects (a forged rotation, an op by a key that
-        is not a rotation key of its prev) makes the push a forgery."""
+        is not a rotation key of its prev) makes the push a forgery. False: the op is
+        a fork the first-seen rule refuses (``admit_ops``)."""
         held = await self.node.storage.identity_ops(did)
+        if self.node.portability.refuses(did, held, ops, named):
+            return False
         resolved = resolve_log(did, [*held, *ops])
         for rejected in resolved.rejected:
             if rejected.cid == named:
                 if rejected.reason.startswith("not signed"):
                     raise InvalidSignature(f"identity op {named}: {rejected.reason}")
                 raise IdentityError(f"identity op {named}: {rejected.reason}")
+        return True
 
     async def _refresh_identity(self, did: str, link: PeerLink) -> bool:
         """Fetch ``did``'s log from ``link``; True if it changed the signing key.
@@ -756,28 +761,32 @@ class Federation:
         return ident[1]
 
     async def ingest_labels(self, labels: Sequence[Label], link: PeerLink | None) -> int:
-        """Check each label's signature by its labeler's current signing key (the
-        labeler's identity is fetched from ``link`` if unknown) and store them.
-        Raises on the first that does not verify, storing none. Returns how many
-        were new."""
-        keys: dict[str, VerifyKey] = {}
+        """Check each label's signature by a signing key its labeler's log has named
+        (a label outlives a rotation or a move; the log is fetched from ``link`` if
+        unknown) and store those that verify. Returns how many were new; if any did
+        not verify, raises InvalidSignature after storing the rest."""
+        keys: dict[str, list[VerifyKey]] = {}
         for label in labels:
             if label.src not in keys:
-                keys[label.src] = verify_key(await self._signing_key(label.src, link))
+                await self._signing_key(label.src, link)  # fetches the log if unknown
+                named = chain_signing_keys(
+                    label.src, await self.node.storage.identity_ops(label.src)
+                )
+                keys[label.src] = [verify_key(k) for k in reversed(named)]  # newest first
 
-        def check() -> list[LabelRow]:
+        def check() -> tuple[list[LabelRow], int]:
             # Thousands of ed25519 verifies are too long for the event loop.
             rows: list[LabelRow] = []
             for label in labels:
-                label.verify(keys[label.src])
-                rows.append(label_row(label))
-            return rows
+                if any(_label_signed_by(label, key) for key in keys[label.src]):
+                    rows.append(label_row(label))
+            return rows, len(labels) - len(rows)
 
-        rows = await asyncio.to_thread(check)
-        if not rows:
-            return 0
-        added = await self.node.storage.put_labels(rows)
+        rows, bad = await asyncio.to_thread(check)
+        added = await self.node.storage.put_labels(rows) if rows else 0
         self.ingested += added
+        if bad:
+            raise InvalidSignature(f"{bad} of {len(labels)} labels not signed by their labeler")
         return added
 
     async def ingest_event(self, event: CommitEvent, link: PeerLink | None) -> Verdict:
@@ -1038,6 +1047,7 @@ class Federation:
 
     async def _ingest_identity(self, did: str, ops: list[bytes], *, publish: bool) -> bool:
         existing = await self.node.storage.identity_ops(did)
+        ops = self.node.portability.admit(did, existing, ops)  # first seen wins
         merged = list(dict.fromkeys([*existing, *ops]))
         resolved = resolve_log(did, merged)
         state = resolved.state
@@ -1290,6 +1300,14 @@ class Federation:
                 break
             out.append(data)
         link.send("labels", rid=rid, src=src, labels=out)
+
+
+def _label_signed_by(label: Label, key: VerifyKey) -> bool:
+    try:
+        label.verify(key)
+    except InvalidSignature:
+        return False
+    return True
 
 
 def _signed_by(commit: Commit, did_key: str) -> bool:

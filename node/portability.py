@@ -25,22 +25,32 @@ what a node does about it, modelled on atproto's account migration:
 Whenever a hosted account's identity changes to name another home, or a signing key
 this node does not hold, the node stops writing for it (the account moved away); its
 repo stays, as a replica like any other. What this module refuses: ops that do not
-become the head; service tokens not signed by a current key of the DID; imports not
-signed by a key the DID's log has named, or over :data:`MAX_IMPORT_BYTES`.
+become the head, or forks the first-seen rule refuses (:func:`admit_ops`, kept in
+memory as evidence: :attr:`Portability.refused_forks`); service tokens not signed by
+a current key of the DID, or used before; ``signPlcOperation`` without the account's
+password when the op would change more than the signing key to one this node
+reserved (a stolen session must not be enough to hand the DID away); a
+``createAccount`` for a DID this node took down (``host``); imports not signed by a
+key the DID's log has named, over ``max_import_bytes``, while another import runs
+here, or more often than ``imports_per_hour`` per account.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import logging
 import secrets
 import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
 from protocol.car import read_car
+from protocol.cid import CID
 from protocol.commit import Commit
 from protocol.errors import (
     DecodeError,
@@ -54,6 +64,9 @@ from protocol.identity import (
     PDS_SERVICE_TYPE,
     IdentityOp,
     IdentityState,
+    OpAdmission,
+    RejectedOp,
+    admit_ops,
     chain_signing_keys,
     check_new_op,
     did_document,
@@ -62,10 +75,11 @@ from protocol.identity import (
 )
 from protocol.ingest import head_wins
 from protocol.keys import SigningKey, verify_key
-from protocol.serviceauth import make_service_token, verify_service_token
+from protocol.serviceauth import UsedTokens, make_service_token, verify_service_token
 from protocol.syntax import normalize_handle, validate_nsid
 
-from .auth import hash_password, parse_bearer
+from .auth import hash_password, parse_bearer, verify_password
+from .ratelimit import RequestLimiter
 from .repos import iso_now
 from .storage import AccountRow
 
@@ -74,8 +88,13 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_IMPORT_BYTES", "ROUTES", "Portability", "create_account_for_did"]
 
-#: Largest repository an import accepts (a block stream), in bytes.
+log = logging.getLogger(__name__)
+
+#: Default bound on a repository import (a block stream), in bytes
+#: (``NodeConfig.max_import_bytes``).
 MAX_IMPORT_BYTES = 256 * 1024 * 1024
+#: Refused forks kept as evidence, at most.
+_MAX_REFUSED_FORKS = 1000
 #: Ops in an ``identityLog`` / ``log`` sent along with a request.
 _MAX_LOG_OPS = 1000
 _CREATE_ACCOUNT = "com.atproto.server.createAccount"
@@ -112,6 +131,38 @@ class Portability:
 
     def __init__(self, node: Node):
         self.node = node
+        config = node.config
+        #: Service tokens already used (``jti``), until they expire.
+        self.used_tokens = UsedTokens()
+        #: Ops refused by the first-seen rule, newest last: evidence of a fork attempt.
+        self.refused_forks: OrderedDict[tuple[str, CID], RejectedOp] = OrderedDict()
+        # An import holds the whole stream and its blocks in memory: one at a time.
+        self.max_import_bytes = config.max_import_bytes
+        self.import_wait = 2.0  # seconds a second import waits for the first
+        self.import_slot = asyncio.Semaphore(1)
+        self.import_limits = RequestLimiter(
+            rate=config.imports_per_hour / 3600, burst=max(1, config.imports_per_hour)
+        )
+
+    def admit(self, did: str, held: list[bytes], ops: list[bytes]) -> list[bytes]:
+        """The ops of ``ops`` the first-seen rule lets into ``held`` (see
+        :func:`protocol.identity.admit_ops`); the refused ones are logged and kept
+        in :attr:`refused_forks`, never in the log (they would win by CID there)."""
+        return list(self._admission(did, held, ops).admitted)
+
+    def refuses(self, did: str, held: list[bytes], ops: list[bytes], op: CID) -> bool:
+        """Whether the first-seen rule refuses ``op`` (one of ``ops``) into ``held``."""
+        return any(r.cid == op for r in self._admission(did, held, ops).refused)
+
+    def _admission(self, did: str, held: list[bytes], ops: list[bytes]) -> OpAdmission:
+        outcome = admit_ops(did, held, ops)
+        for refused in outcome.refused:
+            log.warning("refused an identity op of %s: %s", did, refused.reason)
+            self.refused_forks[(did, refused.cid)] = refused
+            self.refused_forks.move_to_end((did, refused.cid))
+        while len(self.refused_forks) > _MAX_REFUSED_FORKS:
+            self.refused_forks.popitem(last=False)
+        return outcome
 
     # -- storage -----------------------------------------------------------------
     async def deactivation(self, did: str) -> str | None:
@@ -210,7 +261,8 @@ class Portability:
         held = await self.node.storage.identity_ops(did)
         if not held:
             raise IdentityError(f"this node holds no identity log for {did}: send it as 'log'")
-        resolved = check_new_op(did, held, op)
+        self.admit(did, held, [op])  # a refused fork is kept as evidence ...
+        resolved = check_new_op(did, held, op)  # ... and refused here, naming why
         if not await fed.ingest_identity(did, [*held, op], publish=True):
             # Another path changed the log meanwhile (or brought this very op).
             now = await self.current_state(did)
@@ -250,6 +302,7 @@ async def create_account_for_did(request: web.Request, body: dict[str, Any]) -> 
     a = _app()
     node: Node = request.app[a.NODE_KEY]
     did = validate_skyfed_did(body.get("did"))
+    node.moderation.check_host(did)  # refused to host: no row, no keys, no session
     handle_raw, password = a._b_str(body, "handle"), a._b_str(body, "password")
     email = a._b_str(body, "email", required=False)
     log = _b64_log(body.get("identityLog"), "identityLog")
@@ -273,14 +326,17 @@ async def create_account_for_did(request: web.Request, body: dict[str, Any]) -> 
         raise RemoteProtocolError(
             f"a moving account keeps its handle: {did} is {state.handle}", error="InvalidHandle"
         )
+    token = parse_bearer(request.headers.get("Authorization"))
+    now = int(time.time())
     verify_service_token(
-        parse_bearer(request.headers.get("Authorization")),
+        token,
         did=did,
         aud=node.node_did,
         lxm=_CREATE_ACCOUNT,
         keys=[state.signing_key, *state.rotation_keys],
-        now=int(time.time()),
+        now=now,
     )
+    node.portability.used_tokens.use(token, now)  # one use: a replay is refused
     # An account that moved away may move back: its row is taken over, with new keys.
     returning = await node.storage.account_by_did(did) is not None
     if returning and await node.portability.deactivation(did) is None:
@@ -408,10 +464,32 @@ def _op_fields(body: dict[str, Any], state: IdentityState) -> dict[str, Any]:
     return out
 
 
+def _needs_password(fields: dict[str, Any], state: IdentityState, reserved: str | None) -> bool:
+    """Whether an op with ``fields`` hands anything to anyone: every change but a
+    signing key this node reserved for the account (a rotation it keeps holding)."""
+    current = {
+        "rotation_keys": list(state.rotation_keys),
+        "signing_key": state.signing_key,
+        "handle": state.handle,
+        "endpoint": state.endpoint,
+    }
+    for name, value in fields.items():
+        if value == current[name]:
+            continue
+        if name == "signing_key" and reserved is not None and value == reserved:
+            continue
+        return True
+    return False
+
+
 async def sign_plc_operation(request: web.Request) -> web.Response:
     """com.atproto.identity.signPlcOperation: this node signs, with its rotation key
     for the account, an op on the current head with the fields given (the rest kept).
-    The op is returned, not applied: submit it (anywhere) to apply it."""
+    The op is returned, not applied: submit it (anywhere) to apply it.
+
+    A session is not enough: unless the op only names a signing key this node
+    reserved, the body must carry the account's ``password`` (atproto asks for a
+    one-time ``token`` it emails; skyfed has no email)."""
     a = _app()
     node, row = await _account(request)
     body = await a._body(request)
@@ -421,7 +499,18 @@ async def sign_plc_operation(request: web.Request) -> web.Response:
         raise RemoteProtocolError(
             f"this node's rotation key no longer controls {row.did}", error="InvalidRequest"
         )
-    op = IdentityOp.update(state, signer, **_op_fields(body, state))
+    fields = _op_fields(body, state)
+    reserved = await node.portability.reserved_key(row.did)
+    if _needs_password(fields, state, None if reserved is None else reserved.did_key()):
+        node.auth_limits.check(a._client_addr(request))
+        password = body.get("password")
+        if not isinstance(password, str) or not await verify_password(row.password_hash, password):
+            raise RemoteProtocolError(
+                "signing this op needs the account's password ('password' in the body)",
+                error="AuthenticationRequired",
+                status=401,
+            )
+    op = IdentityOp.update(state, signer, **fields)
     # Only hand out an op that would apply now.
     check_new_op(row.did, await node.storage.identity_ops(row.did), op.to_bytes())
     return _json({"operation": base64.b64encode(op.to_bytes()).decode("ascii")})
@@ -464,32 +553,66 @@ def _signed_by(commit: Commit, did_key: str) -> bool:
     return True
 
 
-async def _read_car(request: web.Request) -> bytes:
-    """The request body, up to MAX_IMPORT_BYTES (past the node's usual body bound)."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(1 << 16):
-        size += len(chunk)
-        if size > MAX_IMPORT_BYTES:
-            raise RemoteProtocolError(
-                f"a repository import is at most {MAX_IMPORT_BYTES} bytes",
-                error="PayloadTooLarge",
-                status=413,
-            )
-        chunks.append(chunk)
-    if not chunks:
+async def _read_car(request: web.Request, limit: int) -> bytes:
+    """The request body, up to ``limit`` bytes (past the node's usual body bound),
+    refused at once when its declared length is over."""
+    too_large = RemoteProtocolError(
+        f"a repository import is at most {limit} bytes", error="PayloadTooLarge", status=413
+    )
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise too_large
+    if declared is not None:
+        # One buffer of the declared size, filled in place: the body is held once.
+        data = bytearray(declared)
+        size = 0
+        async for chunk in request.content.iter_chunked(1 << 16):
+            if size + len(chunk) > declared:
+                raise RemoteProtocolError("the body is longer than its Content-Length")
+            data[size : size + len(chunk)] = chunk
+            size += len(chunk)
+        del data[size:]
+    else:
+        data = bytearray()  # chunked: grows in place, no chunk list joined into a copy
+        async for chunk in request.content.iter_chunked(1 << 16):
+            if len(data) + len(chunk) > limit:
+                raise too_large
+            data += chunk
+    if not data:
         raise RemoteProtocolError("the body must be a repository block stream (CAR)")
-    return b"".join(chunks)
+    return data  # type: ignore[return-value]  # read_car takes any buffer
 
 
 async def import_repo(request: web.Request) -> web.Response:
     """com.atproto.repo.importRepo: load the authenticated account's repository from a
     block stream (a getRepo export, from any node). The head commit must be the
     account's and signed by a signing key its identity log has named; it replaces the
-    held head only if it wins by the head rule (a newer replica here is kept)."""
+    held head only if it wins by the head rule (a newer replica here is kept).
+
+    An import holds the stream and its blocks in memory, so a node runs one at a
+    time: another waits ``import_wait`` seconds for it, then answers 429; and each
+    account may start ``imports_per_hour``."""
     node, row = await _account(request)
+    portability = node.portability
+    portability.import_limits.check(row.did)
+    try:
+        await asyncio.wait_for(portability.import_slot.acquire(), portability.import_wait)
+    except TimeoutError:
+        raise RemoteProtocolError(
+            "another repository import is running on this node; try again shortly",
+            error="RateLimitExceeded",
+            status=429,
+        ) from None
+    try:
+        return await _import_repo(node, row, request)
+    finally:
+        portability.import_slot.release()
+
+
+async def _import_repo(node: Node, row: AccountRow, request: web.Request) -> web.Response:
     did = row.did
-    roots, blocks = read_car(await _read_car(request), max_total=MAX_IMPORT_BYTES)
+    limit = node.portability.max_import_bytes
+    roots, blocks = read_car(await _read_car(request, limit), max_total=limit)
     if not roots or roots[0] not in blocks:
         raise DecodeError("the block stream lacks its head commit")
     commit_cid = roots[0]

@@ -33,6 +33,13 @@ Differences from did:plc, all deliberate:
   state at that op's ``prev``; a compromised index-0 key owns the identity for good.
   Keep the index-0 key offline.
 
+  The tie rule alone would let any signer undo its own op later (sign a competing op
+  with the same key, grind its CID until it sorts first). So a node that already
+  holds a log also applies did:plc's directory rule, first seen wins
+  (:func:`admit_ops`): a new op that would displace an op of its chain is refused
+  unless signed by a strictly higher-priority key. A node that learns both ops at
+  once has no "first" and picks by the tie rule.
+
 An op is one of two shapes (every map key shown; no others are accepted)::
 
     {"type": "skyfed_op",
@@ -90,9 +97,11 @@ __all__ = [
     "TOMBSTONE_TYPE",
     "IdentityOp",
     "IdentityState",
+    "OpAdmission",
     "OpType",
     "RejectedOp",
     "ResolvedLog",
+    "admit_ops",
     "chain_signing_keys",
     "check_new_op",
     "did_document",
@@ -663,13 +672,19 @@ def check_new_op(did: str, log: Iterable[bytes], op: bytes) -> ResolvedLog:
     why: an op already in ``log`` (a replay, IdentityError); one not signed by a
     rotation key of the state at its ``prev`` (a forgery, InvalidSignature); one that
     loses a fork to a higher-priority key's op (nullified, IdentityError); one that
-    follows a tombstone, does not chain, or does not decode.
+    follows a tombstone, does not chain, or does not decode; and, when ``log`` is not
+    empty, one that :func:`admit_ops` refuses (a fork of the held chain by a key that
+    does not outrank the op it would displace, IdentityError).
     """
     IdentityOp.from_bytes(op)  # shape errors first, with their own message
     cid = cid_for_msgpack(op)
     held = list(log)
     if cid in {cid_for_msgpack(raw) for raw in held}:
         raise IdentityError(f"op {cid} is already in the log of {did} (a replay)")
+    if held:
+        refused = admit_ops(did, held, [op]).refused
+        if refused:
+            raise IdentityError(f"identity op rejected: {refused[0].reason}")
     resolved = resolve_log(did, [*held, op])
     for rejected in resolved.rejected:
         if rejected.cid == cid:
@@ -683,6 +698,92 @@ def check_new_op(did: str, log: Iterable[bytes], op: bytes) -> ResolvedLog:
     if resolved.state.head != cid:  # pragma: no cover - a new op has no descendants
         raise IdentityError("identity op does not become the head of the log")
     return resolved
+
+
+@dataclass(frozen=True, slots=True)
+class OpAdmission:
+    """What :func:`admit_ops` lets into a held log: ``admitted`` (bytes, in input
+    order) and ``refused`` (as :class:`RejectedOp`, for evidence and logs)."""
+
+    admitted: tuple[bytes, ...]
+    refused: tuple[RejectedOp, ...]
+
+
+def admit_ops(did: str, held: Iterable[bytes], incoming: Iterable[bytes]) -> OpAdmission:
+    """The first-seen rule a node applies to ops it learns (did:plc's directory rule).
+
+    :func:`resolve_log` alone would let the signer of any op replace it later: sign a
+    competing op on the same ``prev`` with the same key and grind its CID until it
+    sorts first. So a node that already holds ``held`` refuses a new op that would
+    displace an op of its current chain -- its ``prev`` is a chain op other than the
+    head -- unless it is signed by a **strictly** higher-priority rotation key (of
+    the state at ``prev``) than the chain op it competes with. Equal priority: the op
+    seen first stays. Ops descending from a refused op are refused with it.
+
+    Everything else passes, to be judged by :func:`resolve_log` as usual: ops that
+    extend the head (several competing ones learned together are still settled by
+    priority, then CID), ops under already nullified ops (evidence), and invalid or
+    orphan ops (``resolve_log`` rejects them, naming why). With nothing held, every
+    op passes: a node that first learns a fork whole can only pick by the log rule.
+    """
+    held_ops = list(dict.fromkeys(held))
+    held_cids = {cid_for_msgpack(raw) for raw in held_ops}
+    fresh: dict[CID, bytes] = {}
+    for raw in incoming:
+        if type(raw) is not bytes:
+            raise DecodeError("identity ops must be bytes")
+        cid = cid_for_msgpack(raw)
+        if cid not in held_cids:
+            fresh.setdefault(cid, raw)
+    if not held_ops or not fresh:
+        return OpAdmission(tuple(fresh.values()), ())
+    resolved = resolve_log(did, held_ops)
+    chain = resolved.chain
+    position = {cid: i for i, cid in enumerate(chain)}
+    by_cid = {cid_for_msgpack(raw): raw for raw in held_ops}
+
+    def rotation_keys(cid: CID) -> tuple[str, ...]:
+        return IdentityOp.from_bytes(by_cid[cid]).rotation_keys
+
+    refused: dict[CID, str] = {}
+    parsed: dict[CID, IdentityOp] = {}
+    for cid, raw in fresh.items():
+        try:
+            parsed[cid] = IdentityOp.from_bytes(raw)
+        except (DecodeError, IdentityError):
+            continue  # resolve_log rejects it, naming why
+    for cid, op in parsed.items():
+        at = None if op.prev is None else position.get(op.prev)
+        if at is None or at == len(chain) - 1:
+            continue  # not a fork of the held chain
+        keys = rotation_keys(chain[at])
+        try:
+            mine = op.verify(keys)
+        except InvalidSignature:
+            continue  # a forgery: resolve_log rejects it as one
+        displaced = chain[at + 1]
+        theirs = IdentityOp.from_bytes(by_cid[displaced]).verify(keys)
+        if mine >= theirs:
+            refused[cid] = (
+                f"forks the held chain at {op.prev} with rotation key #{mine}, which does "
+                f"not outrank key #{theirs} that signed the op it would displace "
+                f"({displaced}): the op seen first stays"
+            )
+    # Descendants of a refused op go with it.
+    grew = bool(refused)
+    while grew:
+        grew = False
+        for cid, op in parsed.items():
+            if cid not in refused and op.prev is not None and op.prev in refused:
+                refused[cid] = f"descends from a refused fork ({op.prev})"
+                grew = True
+    return OpAdmission(
+        admitted=tuple(raw for cid, raw in fresh.items() if cid not in refused),
+        refused=tuple(
+            RejectedOp(cid, reason)
+            for cid, reason in sorted(refused.items(), key=lambda item: item[0].to_bytes())
+        ),
+    )
 
 
 def chain_signing_keys(did: str, ops: Iterable[bytes]) -> tuple[str, ...]:

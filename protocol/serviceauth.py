@@ -21,11 +21,17 @@ nonce). Refused: tokens over :data:`MAX_TOKEN_BYTES`, another ``alg``, a wrong
 signatures by any other key. Errors are :class:`ServiceAuthError` (XRPC
 ``InvalidToken``, 401).
 
+A token is good for **one** use: the verifier remembers each ``(iss, jti)`` it
+accepted until the token's ``exp`` (:class:`UsedTokens`) and refuses it again. A
+node keeps that memory in RAM; a token is at most :data:`MAX_LIFETIME` old, so what
+a restart forgets is a window of at most that long.
+
 Sans-IO: the clock and the nonce are passed in.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -42,6 +48,7 @@ __all__ = [
     "MAX_LIFETIME",
     "MAX_TOKEN_BYTES",
     "ServiceAuthError",
+    "UsedTokens",
     "make_service_token",
     "verify_service_token",
 ]
@@ -126,3 +133,42 @@ def verify_service_token(
     if exp <= now:
         raise ServiceAuthError("service token has expired")
     return signer
+
+
+class UsedTokens:
+    """The ``(iss, jti)`` of tokens already accepted, each kept until its ``exp``.
+
+    Call :meth:`use` after :func:`verify_service_token` accepted the token. At most
+    ``max_entries`` live tokens are remembered; past that, new ones are refused
+    (fail closed) until old ones expire.
+    """
+
+    def __init__(self, max_entries: int = 100_000):
+        self.max_entries = max_entries
+        # (iss, jti) -> exp; insertion order is close to exp order (lifetimes are short).
+        self._used: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._used)
+
+    def use(self, token: str, now: int) -> None:
+        """Record ``token`` (already verified) as used, or raise ServiceAuthError
+        if it was used before."""
+        try:
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as e:
+            raise ServiceAuthError(f"malformed service token: {e}") from e
+        iss, jti, exp = claims.get("iss"), claims.get("jti"), claims.get("exp")
+        if not isinstance(iss, str) or not isinstance(jti, str) or not jti or type(exp) is not int:
+            raise ServiceAuthError("service token needs a string iss and jti and an integer exp")
+        self._expire(now)
+        key = (iss, jti)
+        if key in self._used:
+            raise ServiceAuthError("service token was already used (a replay)")
+        if len(self._used) >= self.max_entries:
+            raise ServiceAuthError("too many service tokens in use; try again shortly")
+        self._used[key] = exp
+
+    def _expire(self, now: int) -> None:
+        for key in [k for k, exp in self._used.items() if exp <= now]:
+            del self._used[key]

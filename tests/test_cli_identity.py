@@ -139,3 +139,18 @@ async def test_help_explains_the_account_commands(tmp_path: Path) -> None:
     run = ok(await skyfed(tmp_path, "account", "migrate", "--help"))
     assert "--without-old-node" in run.out
     assert "rotation key" in run.out
+
+
+async def test_migrate_warns_when_the_account_has_no_rotation_key_of_its_own(
+    pair: list[Node], tmp_path: Path
+) -> None:
+    a, b = pair
+    alice = await new_account(tmp_path, a, "alice")
+    (alice / "rotation_keys.json").unlink()  # as if made with --no-rotation-key
+    await until(lambda: all_agree(pair, 1))
+    run = await skyfed(
+        alice, "account", "migrate", "--to", b.url, "--password-stdin", stdin=PASSWORD + "\n"
+    )
+    assert run.rc == 0, run.err
+    assert "moved @alice" in run.out
+    assert run.err.startswith("warning: this account has no rotation key of its own")

@@ -137,7 +137,9 @@ async def test_migration_with_the_old_nodes_help(three: list[Node]) -> None:
 
         # And back home, with B's help this time: A takes its old row over.
         async with Client(a.url) as home:
-            await migrate_account(home, did, "a new password here", old=moved)
+            await migrate_account(
+                home, did, "a new password here", old=moved, old_password=PASSWORD
+            )
             await until(lambda: points_at(three, did, a))
             third = await home.post("home again")
             with pytest.raises(XrpcError) as err:
@@ -411,3 +413,195 @@ async def test_after_a_takedown_the_account_moves_without_the_nodes_help(tmp_pat
     finally:
         for node in nodes:
             await node.stop()
+
+
+# -- the security review's findings (issue 7) -------------------------------------------
+
+
+async def test_the_old_home_cannot_take_back_a_move_it_signed(
+    three: list[Node], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An account made without a user rotation key (as every SDK createAccount is)
+    moves with A's help; A's operator then signs a competing child of the genesis op
+    with the same key, its CID ground to sort first. Nodes that hold the log refuse
+    it (first seen), directly and by gossip, and do not blame the peer that relays it."""
+    a, b, c = three
+    async with (
+        Client(a.url) as alice,
+        Client(b.url) as moved,
+        Client(c.url) as at_c,
+        aiohttp.ClientSession() as http,
+    ):
+        await alice.create_account("alice.skyfed.test", PASSWORD)
+        did = alice.did
+        await until(lambda: all_agree(three, 1))
+        genesis_op = (await a.storage.identity_ops(did))[0]
+        row = await a.storage.account_by_did(did)
+        assert row is not None
+        a_rotation = SigningKey.from_str(row.rotation_key)
+        with caplog.at_level("WARNING", logger="node.client"):
+            await migrate_account(moved, did, PASSWORD, old=alice)
+        assert "no rotation key of its own" in caplog.text  # the user is told
+        await until(lambda: points_at(three, did, b))
+        ops = await c.storage.identity_ops(did)
+        move_cid = resolve_log(did, ops).chain[1]
+        g_state = resolve_log(did, [genesis_op]).state
+        for i in range(128):
+            evil = IdentityOp.update(g_state, a_rotation, handle=f"grind{i}.skyfed.test")
+            if evil.cid.to_bytes() < move_cid.to_bytes():
+                break
+        assert resolve_log(did, [*ops, evil.to_bytes()]).state.endpoint == a.url  # by CID
+
+        with pytest.raises(XrpcError) as err:
+            await at_c.submit_identity_op(did, evil.to_bytes())
+        assert err.value.error == "InvalidIdentity"
+        assert "does not outrank" in err.value.message
+
+        peer = await FakePeer.connect(http, c)
+        try:
+            push_id = evil.cid.to_bytes()
+            await peer.ws.send_bytes(_identity_push(did, [genesis_op, evil.to_bytes()], push_id))
+
+            async def judged() -> bool:
+                return c.federation.plumtree.has_seen(push_id)
+
+            await until(judged)
+            link_ = c.federation.links[peer.key.did_key()]
+            assert link_.score == 0  # a relayed fork is not a forgery
+        finally:
+            await peer.ws.close()
+        # A whole log merged from a peer (a getident answer, reconciliation) is
+        # filtered op by op: the fork stays out, the rest merges as before.
+        assert not await c.federation.ingest_identity(did, [*ops, evil.to_bytes()])
+        assert await c.storage.identity_ops(did) == ops
+        assert (await state_at(c, did)).endpoint == b.url
+        assert (did, evil.cid) in c.portability.refused_forks  # kept as evidence only
+
+
+async def test_a_stolen_session_cannot_hand_the_did_away(three: list[Node]) -> None:
+    a, _b, _c = three
+    async with Client(a.url) as alice, Client(a.url) as thief:
+        await alice.create_account("alice.skyfed.test", PASSWORD)
+        thief.session = alice.session  # only the access token was stolen
+        stranger = new_key()
+        services = {
+            "atproto_pds": {"type": "AtprotoPersonalDataServer", "endpoint": "https://x.example"}
+        }
+        for password in (None, "not the password"):
+            with pytest.raises(XrpcError) as err:
+                await thief.sign_identity_op(
+                    password=password, rotationKeys=[stranger.did_key()], services=services
+                )
+            assert err.value.error == "AuthenticationRequired"
+            assert err.value.status == 401
+            with pytest.raises(XrpcError):
+                await thief.sign_identity_op(
+                    password=password, verificationMethods={"atproto": stranger.did_key()}
+                )
+        # A rotation to a key the node reserved hands nothing away: no password needed.
+        reserved = await thief.reserve_signing_key()
+        op = await thief.sign_identity_op(verificationMethods={"atproto": reserved})
+        assert IdentityOp.from_bytes(op).signing_key == reserved
+        # The owner, who knows the password, may sign anything.
+        op = await alice.sign_identity_op(password=PASSWORD, services=services)
+        assert IdentityOp.from_bytes(op).endpoint == "https://x.example"
+        state = await state_at(a, alice.did)
+        assert state.endpoint == a.url  # nothing was submitted
+
+
+async def test_a_service_token_cannot_be_replayed(three: list[Node]) -> None:
+    a, b, _c = three
+    async with Client(a.url) as alice, Client(b.url) as at_b, Client(b.url) as replayer:
+        await alice.create_account("alice.skyfed.test", PASSWORD)
+        did = alice.did
+        await until(lambda: all_agree(three, 1))
+        token = await alice.service_auth(b.node_did, "com.atproto.server.createAccount")
+        await at_b.create_account("alice.skyfed.test", PASSWORD, did=did, service_token=token)
+        first = await b.storage.account_by_did(did)
+        with pytest.raises(XrpcError) as err:
+            await replayer.create_account(
+                "alice.skyfed.test", "the replayer's password", did=did, service_token=token
+            )
+        assert err.value.error == "InvalidToken"
+        assert "already used" in err.value.message
+        assert await b.storage.account_by_did(did) == first
+
+
+async def test_a_node_that_took_an_account_down_does_not_take_it_in(tmp_path: Path) -> None:
+    token = "admin-token-for-the-review-0123456789"
+    a, b = await start_nodes(tmp_path, 2, admin_token=token)
+    try:
+        await link([a, b], [(1, 0)])
+        async with Client(b.url) as alice, Client(a.url) as admin, Client(a.url) as at_a:
+            await alice.create_account("alice.skyfed.test", PASSWORD)
+            await until(lambda: all_agree([a, b], 1))
+            await admin.take_down(alice.did, "not welcome", admin_token=token, scopes=["host"])
+            service = await alice.service_auth(a.node_did, "com.atproto.server.createAccount")
+            with pytest.raises(XrpcError) as err:
+                await at_a.create_account(
+                    "alice.skyfed.test", PASSWORD, did=alice.did, service_token=service
+                )
+            assert err.value.error == "AccountTakedown"
+            assert await a.storage.account_by_did(alice.did) is None
+            assert at_a.session is None
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_imports_are_bounded_one_at_a_time_and_rate_limited(tmp_path: Path) -> None:
+    (n,) = await start_nodes(tmp_path, 1, max_import_bytes=1 << 16, imports_per_hour=2)
+    n.portability.import_wait = 0.2
+    release = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield b"\0" * 1024
+        await release.wait()
+
+    try:
+        async with (
+            Client(n.url) as eve,
+            Client(n.url) as bob,
+            aiohttp.ClientSession() as http,
+        ):
+            await eve.create_account("eve.skyfed.test", PASSWORD)
+            await bob.create_account("bob.skyfed.test", PASSWORD)
+            assert eve.session is not None
+            headers = {
+                "Authorization": f"Bearer {eve.session.access_jwt}",
+                "Content-Type": "application/vnd.ipld.car",
+            }
+            url = f"{n.url}/xrpc/com.atproto.repo.importRepo"
+            # Over the cap: refused from its declared length, before it is read.
+            with pytest.raises(XrpcError) as err:
+                await bob.import_repo(b"\0" * ((1 << 16) + 1))
+            assert err.value.status == 413
+
+            # One import at a time: a second (any account's) waits briefly, then 429.
+            async def slow_import() -> int:
+                async with http.post(url, data=slow_body(), headers=headers) as r:
+                    return r.status
+
+            first = asyncio.create_task(slow_import())
+            try:
+
+                async def busy() -> bool:
+                    return n.portability.import_slot.locked()
+
+                await until(busy)
+                with pytest.raises(XrpcError) as err:
+                    await bob.import_repo(b"\0" * 16)
+                assert (err.value.status, err.value.error) == (429, "RateLimitExceeded")
+                assert "another repository import" in err.value.message
+            finally:
+                release.set()
+                assert await first == 400  # garbage, judged once it arrived
+            # And an account may start only so many per hour (eve: 2).
+            with pytest.raises(XrpcError) as err:
+                await eve.import_repo(b"\0" * 16)
+            assert err.value.status == 400  # the second: judged
+            with pytest.raises(XrpcError) as err:
+                await eve.import_repo(b"\0" * 16)
+            assert (err.value.status, err.value.error) == (429, "RateLimitExceeded")
+    finally:
+        await n.stop()

@@ -71,3 +71,63 @@ async def test_labels_signed_by_the_wrong_key_are_rejected_everywhere(tmp_path: 
                 assert reader.moderate(view).action == "show"
     finally:
         await a.stop()
+
+
+async def test_labels_made_before_a_rotation_still_travel(tmp_path: Path) -> None:
+    """A labeler's labels outlive its signing key: a node that learns one after the
+    labeler rotated (or moved) accepts it, one bad label in a batch does not sink the
+    good ones, and a peer relaying an old label is not blamed for it."""
+    from node.client import rotate_signing_key
+
+    (a,) = await start_nodes(tmp_path, 1)
+    try:
+        async with Client(a.url) as mod, Client(a.url) as author, aiohttp.ClientSession() as http:
+            await mod.create_account("mod.skyfed.test", PASSWORD)
+            await author.create_account("author.skyfed.test", PASSWORD)
+            post = await author.post("spam")
+            row = await a.storage.account_by_did(mod.did)
+            assert row is not None
+            old_key = SigningKey.from_str(row.signing_key)
+
+            def made_with(key: SigningKey, val: str) -> Label:
+                return Label(
+                    src=mod.did, uri=post.uri, val=val, cts="2026-01-01T00:00:00.000Z"
+                ).sign(key)
+
+            early, pushed = made_with(old_key, "spam"), made_with(old_key, "!warn")
+            await rotate_signing_key(mod)
+            await mod.label(post.uri, "nudity")  # under the new key
+            (current,) = [
+                Label.from_bytes(raw)
+                for raw in await a.storage.labels_for(mod.did)
+                if Label.from_bytes(raw).val == "nudity"
+            ]
+            forged = made_with(SigningKey.from_seed(secrets.token_bytes(32)), "!hide")
+
+            with pytest.raises(InvalidSignature, match="1 of 3"):
+                await a.federation.ingest_labels([early, forged, current], None)
+            held = {Label.from_bytes(raw).val for raw in await a.storage.labels_for(mod.did)}
+            assert held == {"spam", "nudity"}  # the good ones kept, the forgery not
+
+            peer = await FakePeer.connect(http, a)
+            await until(lambda: _has_link(a, peer.key.did_key()))
+            rejected = a.federation.rejected
+            await peer.ws.send_bytes(
+                encode_message(
+                    "push",
+                    id=pushed.label_cid.to_bytes(),
+                    kind="label",
+                    data=pushed.to_bytes(),
+                    round=0,
+                )
+            )
+
+            async def stored() -> bool:
+                vals = {Label.from_bytes(raw).val for raw in await a.storage.labels_for(mod.did)}
+                return "!warn" in vals
+
+            await until(stored)
+            assert a.federation.rejected == rejected
+            assert a.federation.links[peer.key.did_key()].score == 0
+    finally:
+        await a.stop()
