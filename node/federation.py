@@ -58,6 +58,7 @@ from protocol.peerwire import (
 from protocol.plumtree import Deliver, Plumtree, SendGraft, SendIHave, SendPrune, SendPush
 
 from .repos import iso_now
+from .rtt import RttEstimator
 from .storage import CommitBatch, LabelRow
 
 if TYPE_CHECKING:
@@ -69,7 +70,17 @@ log = logging.getLogger("skyfed.federation")
 
 _SEND_QUEUE = 4096
 _MAX_PENDING = 64
+#: How long a request (or a negentropy session) may take in all before it is given up.
+#: Within it, a request whose answer does not come within the link's round-trip based
+#: wait (node/rtt.py) is sent again, so one lost message costs about a second, not this.
 _REQUEST_TIMEOUT = 30.0
+#: Bounds of the per-link wait for one answer (seconds): the floor keeps a busy peer
+#: from being asked twice for everything, the ceiling is the whole budget.
+_RTO_INITIAL = 2.0
+_RTO_FLOOR = 1.0
+#: Session ids of our own negentropy sessions given up on, remembered per link so a late
+#: answer in one is dropped rather than taken for the peer opening a session.
+_ABANDONED_SESSIONS = 64
 _NEG_FRAME_LIMIT = 500_000
 _FORGERY_PENALTY = 25
 _CUTOFF_SCORE = -50
@@ -129,6 +140,12 @@ class PeerLink:
         self._rids = itertools.count(1)
         self.bucket = _Bucket(fed.config_rate, fed.config_rate * 2)
         self.neg_sessions: dict[int, Negentropy] = {}
+        self.abandoned: OrderedDict[int, None] = OrderedDict()
+        self.rtt = RttEstimator(initial=_RTO_INITIAL, floor=_RTO_FLOOR, ceiling=_REQUEST_TIMEOUT)
+        #: Set when something sent on this link went unanswered: whatever else was lost
+        #: with it (a push, an IHAVE, a heads) is only found by reconciling, so do it soon.
+        self.reconcile_soon = asyncio.Event()
+        self.retries = 0
         self.bytes_in = 0
         self.bytes_out = 0
         self.closed = asyncio.Event()
@@ -146,15 +163,41 @@ class PeerLink:
             log.info("link %s closing: %s", self.peer_did or self.url, why)
             self.closed.set()
 
+    def lost(self) -> None:
+        """An answer did not come in time: ask again sooner or later, and look for
+        whatever else went missing."""
+        self.rtt.backoff(time.monotonic())
+        self.retries += 1
+        self.fed.retries += 1
+        self.reconcile_soon.set()
+
     async def request(self, t: str, **fields: Any) -> dict[str, Any]:
+        """Send a request and wait for its answer, sending it again (same ``rid``: every
+        request is a read, and whichever copy is answered first will do) each time the
+        link's wait runs out, for at most ``_REQUEST_TIMEOUT`` in all."""
         if len(self.pending) >= _MAX_PENDING:
             raise PeerError("too many outstanding requests")
         rid = next(self._rids)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.pending[rid] = fut
+        started = time.monotonic()
+        deadline = started + _REQUEST_TIMEOUT
         try:
             self.send(t, rid=rid, **fields)
-            return await asyncio.wait_for(fut, _REQUEST_TIMEOUT)
+            resent = False
+            while True:
+                wait = min(self.rtt.timeout, deadline - time.monotonic())
+                if wait > 0:
+                    await asyncio.wait((fut,), timeout=wait)
+                if fut.done():
+                    if not resent:
+                        self.rtt.sample(time.monotonic() - started)
+                    return fut.result()
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"no answer to {t} in {_REQUEST_TIMEOUT:.0f}s")
+                self.lost()
+                self.send(t, rid=rid, **fields)
+                resent = True
         finally:
             self.pending.pop(rid, None)
 
@@ -222,14 +265,17 @@ class PeerLink:
         finally:
             for task in tasks:
                 task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            for fut in self.pending.values():
-                if not fut.done():
-                    fut.set_exception(PeerError("link closed"))
-            with contextlib.suppress(Exception):
-                await self.ws.close()
+            try:
+                # gather, not a suppress(CancelledError) per task: that would also
+                # swallow a cancellation of this task arriving meanwhile (shutdown),
+                # and the dial loop above it would go on for ever.
+                await asyncio.gather(*tasks, return_exceptions=True)
+            finally:
+                for fut in self.pending.values():
+                    if not fut.done():
+                        fut.set_exception(PeerError("link closed"))
+                with contextlib.suppress(Exception):
+                    await self.ws.close()
 
     async def _sender(self) -> None:
         while True:
@@ -291,7 +337,9 @@ class Federation:
         self.links: dict[str, PeerLink] = {}
         self.known_urls: OrderedDict[str, None] = OrderedDict((u, None) for u in self.static_peers)
         self._blocked: dict[str, float] = {}  # node DID or URL -> until (monotonic)
-        self.plumtree = Plumtree(rng=random.Random(secrets.randbits(64)))
+        # Three passes over the announcers: a lost GRAFT (or its answer) is asked again
+        # within about a second instead of waiting for the next reconciliation.
+        self.plumtree = Plumtree(rng=random.Random(secrets.randbits(64)), graft_passes=3)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._dialers: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
@@ -317,6 +365,8 @@ class Federation:
         self.bytes_out = 0
         self.rejected = 0
         self.ingested = 0
+        #: Requests sent again and negentropy sessions restarted after a wait ran out.
+        self.retries = 0
 
     # -- life cycle --------------------------------------------------------------
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -327,7 +377,6 @@ class Federation:
 
     async def start(self) -> None:
         self._spawn(self._ticker())
-        self._spawn(self._reconciler())
         for url in self.static_peers:
             self.dial(url)
 
@@ -337,9 +386,7 @@ class Federation:
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- connections -------------------------------------------------------------
     def dial(self, url: str) -> None:
@@ -411,11 +458,14 @@ class Federation:
         if self.share_peers:
             urls = [u for u in self.known_urls if u != link.peer_url][:32]
             link.send("peers", urls=urls)
-        if link.outbound:
-            self._spawn(self._reconcile_quietly(link))
+        rounds = self._spawn(self._reconcile_link(link)) if link.outbound else None
         try:
             await link.run()
         finally:
+            if rounds is not None:
+                # Not awaited here: that could swallow this task's own cancellation
+                # (shutdown). It is one of self._tasks, which stop() awaits.
+                rounds.cancel()
             if self.links.get(link.peer_did) is link:
                 del self.links[link.peer_did]
                 self.plumtree.remove_peer(link.peer_did)
@@ -533,8 +583,11 @@ class Federation:
         if t == "neg":
             box = self._neg_replies.get((link.peer_did, msg["sid"]))
             if box is not None and -msg["sid"] in link.neg_sessions:
-                box.put_nowait(msg["msg"])  # an answer in our own session
+                if box.empty():  # one answer per message sent; more is the peer's noise
+                    box.put_nowait(msg["msg"])  # an answer in our own session
                 return True
+            if msg["sid"] in link.abandoned:
+                return True  # a late answer in a session we gave up on
         return False
 
     async def dispatch(self, link: PeerLink, msg: dict[str, Any]) -> None:
@@ -1061,12 +1114,19 @@ class Federation:
         self._item_cache = (version, vec, described)
         return vec, described
 
-    async def _reconciler(self) -> None:
+    async def _reconcile_link(self, link: PeerLink) -> None:
+        """Reconcile with a peer we dialled: on connect, every ``reconcile_interval``,
+        and soon after something sent on the link went unanswered. Each link has its
+        own rounds, so a slow or lossy peer holds up no other link's."""
         while True:
-            await asyncio.sleep(self.reconcile_interval)
-            for link in list(self.links.values()):
-                if link.outbound:
-                    await self._reconcile_quietly(link)
+            link.reconcile_soon.clear()
+            await self._reconcile_quietly(link)
+            try:
+                await asyncio.wait_for(link.reconcile_soon.wait(), self.reconcile_interval)
+            except TimeoutError:
+                continue
+            # Not at once: a link that loses everything must not be reconciled in a loop.
+            await asyncio.sleep(min(link.rtt.timeout, self.reconcile_interval))
 
     async def _reconcile_quietly(self, link: PeerLink) -> None:
         try:
@@ -1079,26 +1139,15 @@ class Federation:
         """Run negentropy with ``link`` as the initiator; fetch what we lack and tell
         the peer what it lacks. Returns (have, need) counts."""
         vec, described = await self._items()
-        neg = Negentropy(vec, _NEG_FRAME_LIMIT)
-        sid = next(self._sids)
-        reply_box: asyncio.Queue[bytes] = asyncio.Queue(1)
-        link.neg_sessions[-sid] = neg  # marks the session as ours
-        self._neg_replies[(link.peer_did, sid)] = reply_box
-        have: list[bytes] = []
-        need: list[bytes] = []
-        try:
-            link.send("neg", sid=sid, msg=neg.initiate())
-            while True:
-                msg = await asyncio.wait_for(reply_box.get(), _REQUEST_TIMEOUT)
-                step = neg.reconcile_client(msg)
-                have.extend(step.have_ids)
-                need.extend(step.need_ids)
-                if step.next_message is None:
-                    break
-                link.send("neg", sid=sid, msg=step.next_message)
-        finally:
-            link.neg_sessions.pop(-sid, None)
-            self._neg_replies.pop((link.peer_did, sid), None)
+        deadline = time.monotonic() + _REQUEST_TIMEOUT
+        while True:
+            found = await self._negotiate(link, vec, deadline)
+            if found is not None:
+                have, need = found
+                break
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"no negentropy session completed in {_REQUEST_TIMEOUT:.0f}s")
+            link.lost()
         have = list(dict.fromkeys(have))
         need = list(dict.fromkeys(need))
         items = [described[i] for i in have if i in described]
@@ -1110,6 +1159,43 @@ class Federation:
                 raise PeerError(f"whatis answered with {reply['t']}")
             await self._consider_heads(link, reply["items"])
         return len(have), len(need)
+
+    async def _negotiate(
+        self, link: PeerLink, vec: NegentropyStorageVector, deadline: float
+    ) -> tuple[list[bytes], list[bytes]] | None:
+        """One negentropy session as the initiator: (have, need), or None if an answer
+        did not come within the link's wait. The caller then starts a new session
+        rather than repeat a message: the server would answer both copies, and the two
+        answers could not be told apart."""
+        neg = Negentropy(vec, _NEG_FRAME_LIMIT)
+        sid = next(self._sids)
+        reply_box: asyncio.Queue[bytes] = asyncio.Queue(1)
+        link.neg_sessions[-sid] = neg  # marks the session as ours
+        self._neg_replies[(link.peer_did, sid)] = reply_box
+        have: list[bytes] = []
+        need: list[bytes] = []
+        out: bytes | None = neg.initiate()
+        try:
+            while out is not None:
+                link.send("neg", sid=sid, msg=out)
+                sent = time.monotonic()
+                wait = min(link.rtt.timeout, deadline - sent)
+                try:
+                    msg = await asyncio.wait_for(reply_box.get(), max(wait, 0.0))
+                except TimeoutError:
+                    link.abandoned[sid] = None
+                    while len(link.abandoned) > _ABANDONED_SESSIONS:
+                        link.abandoned.popitem(last=False)
+                    return None
+                link.rtt.sample(time.monotonic() - sent)
+                step = neg.reconcile_client(msg)
+                have.extend(step.have_ids)
+                need.extend(step.need_ids)
+                out = step.next_message
+        finally:
+            link.neg_sessions.pop(-sid, None)
+            self._neg_replies.pop((link.peer_did, sid), None)
+        return have, need
 
     async def _on_neg(self, link: PeerLink, sid: int, msg: bytes) -> None:
         if sid <= 0:

@@ -35,6 +35,13 @@ What it refuses, or leaves to the caller:
   graft_timeout``); each lazy peer's IHAVE queue holds at most ``max_ihave_queue``
   ids (oldest dropped); one IHAVE or GRAFT carries at most ``max_ids_per_message``
   ids. What falls off these bounds is left to anti-entropy (negentropy), not gossip.
+  (With ``graft_passes`` > 1 the time bound becomes ``ihave_timeout + max_announcers
+  * graft_timeout * (2 ** graft_passes - 1)``: see below.)
+* On a link that can lose messages, a GRAFT or the push answering it can vanish, and
+  with one announcer (common on sparse graphs) the paper's rule gives up after one
+  try. ``graft_passes`` (default 1, the paper) asks the announcers again in further
+  passes, each waiting twice as long per announcer as the one before, so a lost
+  graft costs a fraction of a second instead of a wait for anti-entropy.
 * The paper's optional tree optimisation (swap an eager link for a lazy one that
   announced the message several rounds earlier) is not done; ``round`` is carried
   and forwarded so a later version can.
@@ -143,6 +150,8 @@ class _Missing:
     deadline: float
     seq: int
     announcers: deque[str] = field(default_factory=deque)
+    asked: deque[str] = field(default_factory=deque)
+    passes: int = 0
 
 
 # ---------------------------------------------------------------------------- machine
@@ -164,6 +173,7 @@ class Plumtree:
         max_missing: int = 10_000,
         max_ihave_queue: int = 4096,
         max_ids_per_message: int = 256,
+        graft_passes: int = 1,
     ) -> None:
         for name, value in (
             ("ihave_timeout", ihave_timeout),
@@ -180,6 +190,7 @@ class Plumtree:
             ("max_missing", max_missing),
             ("max_ihave_queue", max_ihave_queue),
             ("max_ids_per_message", max_ids_per_message),
+            ("graft_passes", graft_passes),
         ):
             if count < 1:
                 raise LocalProtocolError(f"{name} must be >= 1, got {count!r}")
@@ -195,6 +206,7 @@ class Plumtree:
         self._max_missing = max_missing
         self._max_ihave_queue = max_ihave_queue
         self._max_ids = max_ids_per_message
+        self._graft_passes = graft_passes
 
         # peer -> eager? Dicts, not sets: iteration follows insertion, so output does
         # not depend on PYTHONHASHSEED.
@@ -246,8 +258,10 @@ class Plumtree:
         if not self._ihave_queue:
             self._ihave_due = None
         for entry in self._missing.values():
-            if peer in entry.announcers:
+            while peer in entry.announcers:
                 entry.announcers.remove(peer)
+            while peer in entry.asked:
+                entry.asked.remove(peer)
         # An entry left without announcers is dropped when its timer fires.
 
     # ------------------------------------------------------------------ inputs
@@ -350,6 +364,12 @@ class Plumtree:
             entry = self._missing.get(msg_id)
             if entry is None or entry.seq != seq:
                 continue
+            if not entry.announcers and entry.asked and entry.passes + 1 < self._graft_passes:
+                # A graft or its answer may have been lost: ask them all again, with
+                # twice the patience.
+                entry.announcers = deque(dict.fromkeys(entry.asked))
+                entry.asked.clear()
+                entry.passes += 1
             if not entry.announcers:
                 # Everyone who announced it was asked (or left); anti-entropy's turn.
                 del self._missing[msg_id]
@@ -357,9 +377,10 @@ class Plumtree:
             # The paper's rule: ask the first announcer, and give it graft_timeout
             # before moving on to the next one.
             announcer = entry.announcers.popleft()
+            entry.asked.append(announcer)
             self._peers[announcer] = True
             grafts.setdefault(announcer, []).append(msg_id)
-            entry.deadline = now + self._graft_timeout
+            entry.deadline = now + self._graft_timeout * 2**entry.passes
             entry.seq = self._next_seq()
             self._push_timer(entry, msg_id)
         for peer, ids in grafts.items():

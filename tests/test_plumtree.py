@@ -194,6 +194,7 @@ def test_misuse_raises_local_protocol_error() -> None:
         {"seen_capacity": 0},
         {"cache_capacity": 0},
         {"max_announcers": 0},
+        {"graft_passes": 0},
         {"max_ids_per_message": 0},
     ],
     ids=lambda kw: next(iter(kw)),
@@ -693,3 +694,40 @@ def test_random_graphs_with_dropped_links_all_deliver(
         if sim.connected(without={e}):  # only non-bridges: the rest must stay reachable
             sim.dropped.add(e)
     broadcasts(sim, 5, first_id=100)  # each asserts exactly-once delivery
+
+
+def test_graft_passes_ask_the_announcers_again_with_doubling_patience() -> None:
+    # On a lossy link the GRAFT or its answer can be lost: with one announcer the
+    # paper's rule would give up after a single try.
+    pt = machine("a", "b", graft_passes=3)
+    pt.on_prune("a")
+    pt.on_ihave("a", [ID_A], 0, now=0.0)
+    fired: list[tuple[float, str]] = []
+    while (deadline := pt.next_deadline()) is not None:
+        fired += [(deadline, g.peer) for g in pt.tick(deadline) if isinstance(g, SendGraft)]
+    assert fired == [(0.5, "a"), (0.75, "a"), (1.25, "a")]
+    assert pt.stats.grafts_sent == 3
+
+
+def test_a_push_after_a_graft_stops_further_passes() -> None:
+    pt = machine("a", "b", graft_passes=3)
+    pt.on_ihave("a", [ID_A], 0, now=0.0)
+    pt.on_ihave("b", [ID_A], 0, now=0.0)
+    assert pt.tick(0.5) == [SendGraft("a", (ID_A,))]
+    assert pt.tick(0.75) == [SendGraft("b", (ID_A,))]
+    pt.on_push("b", ID_A, b"p", 0, now=0.8)
+    assert pt.next_deadline() is None
+
+
+def test_a_peer_that_leaves_is_not_asked_in_a_later_pass() -> None:
+    pt = machine("a", "b", graft_passes=2)
+    pt.on_ihave("a", [ID_A], 0, now=0.0)
+    pt.on_ihave("b", [ID_A], 0, now=0.0)
+    assert pt.tick(0.5) == [SendGraft("a", (ID_A,))]
+    pt.remove_peer("a")
+    assert pt.tick(0.75) == [SendGraft("b", (ID_A,))]
+    # Second pass: only b is left to ask, now with 0.5 s of patience.
+    assert pt.tick(1.0) == [SendGraft("b", (ID_A,))]
+    assert pt.next_deadline() == pytest.approx(1.5)
+    assert pt.tick(1.5) == []
+    assert pt.next_deadline() is None
