@@ -37,7 +37,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import dataclasses
+import gc
 import getpass
 import json
 import logging
@@ -260,6 +262,18 @@ def _cmd_node_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _release_startup_memory() -> None:
+    """Hand the heap that start-up used and freed (imports, migrations, first queries)
+    back to the OS. A node process idles at about 2.5 MB less RSS (bench/cluster.py);
+    glibc only, and a no-op elsewhere."""
+    gc.collect()
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 async def _run_node(cfg: NodeConfig) -> None:
     from .app import Node
 
@@ -271,6 +285,7 @@ async def _run_node(cfg: NodeConfig) -> None:
     async with node:
         print(f"skyfed node {node.node_did}", flush=True)
         print(f"listening on {node.url}", flush=True)
+        _release_startup_memory()
         await stop.wait()
         print("shutting down", flush=True)
 
