@@ -215,6 +215,11 @@ class Node:
         Gauge("skyfed_peer_links", "Peer links up", registry=self.registry).set_function(
             lambda: len(self.federation.links)
         )
+        Gauge(
+            "skyfed_peer_request_retries",
+            "Peer requests sent again after the link's round-trip wait ran out",
+            registry=self.registry,
+        ).set_function(lambda: float(self.federation.retries))
         self.views = Views(self.storage)
         self.repos.on_commit = self.federation.publish_commit
         self.portability = Portability(self)
@@ -1070,6 +1075,7 @@ async def list_peers(request: web.Request) -> web.Response:
                     "score": link.score,
                     "bytesIn": link.bytes_in,
                     "bytesOut": link.bytes_out,
+                    "retries": link.retries,
                 }
                 for link in fed.links.values()
             ],
@@ -1080,6 +1086,7 @@ async def list_peers(request: web.Request) -> web.Response:
             "bytesOut": fed.bytes_out,
             "ingested": fed.ingested,
             "rejected": fed.rejected,
+            "retries": fed.retries,
         }
     )
 

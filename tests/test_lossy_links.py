@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -214,6 +215,15 @@ async def test_a_swallowed_request_is_asked_again_and_answered_well_before_30s(
         assert node.federation.retries >= 1
         # Karn's rule: an answer to a repeated request is no round-trip sample.
         assert peer.rtt.samples == samples
+        # Operators see the retries: per link in listPeers, in all on /metrics.
+        async with aiohttp.ClientSession() as http:
+            async with http.get(node.url + "/xrpc/skyfed.node.listPeers") as resp:
+                peers = await resp.json()
+            async with http.get(node.url + "/metrics") as resp:
+                metrics = await resp.text()
+        assert peers["retries"] == node.federation.retries
+        assert [p["retries"] for p in peers["peers"]] == [peer.retries]
+        assert f"skyfed_peer_request_retries {float(node.federation.retries)}" in metrics
     finally:
         await server.stop()
 
