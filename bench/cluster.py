@@ -159,6 +159,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         total = sum(p.up.bytes + p.down.bytes for p in cluster.links.values())
         out["peer_bytes"] = total
         print(f"peer traffic over the whole run: {total / 1e6:.1f} MB")
+        peers = [await cluster.call(i, "skyfed.node.listPeers") for i in range(args.nodes)]
+        retries = sum(p["retries"] for p in peers)
+        gossip = [p["gossip"] for p in peers]
+        out["request_retries"] = retries
+        out["gossip_delivered"] = sum(g["delivered"] for g in gossip)
+        out["gossip_duplicates"] = sum(g["duplicates"] for g in gossip)
+        print(
+            f"peer requests sent again: {retries}; gossip delivered "
+            f"{out['gossip_delivered']}, redundant copies {out['gossip_duplicates']}"
+        )
     return out
 
 
