@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 from aiohttp import web
 
-from protocol.errors import RemoteProtocolError, RepoError, SkyfedError
+from protocol.errors import RemoteProtocolError, RepoError
 from protocol.labels import Label, current_labels
 from protocol.moderation import (
     ACCEPT_LABELERS,
@@ -50,7 +50,7 @@ from protocol.moderation import (
     parse_accept_labelers,
     parse_scopes,
 )
-from protocol.syntax import is_valid_did, normalize_handle, validate_did
+from protocol.syntax import is_valid_did, validate_did
 
 from .index import index_record, unindex_record
 from .ratelimit import RequestLimiter, client_key
@@ -558,19 +558,11 @@ def _admin(request: web.Request) -> Moderation:
 
 
 async def _account_did(mod: Moderation, actor: str) -> str:
-    """A DID from a DID or a handle this node knows."""
-    actor = actor.removeprefix("@")
-    if actor.startswith("did:"):
-        validate_did(actor)
-        return actor
+    """A DID from a DID or a handle this node knows (atproto's error name for actors)."""
     try:
-        handle = normalize_handle(actor)
-    except SkyfedError:
-        raise RemoteProtocolError(f"{actor!r} is not a handle or DID") from None
-    did = await mod.node.storage.resolve_handle(handle)
-    if did is None:
-        raise RemoteProtocolError(f"unknown handle: {actor}", error="ProfileNotFound")
-    return did
+        return await mod.node.resolve_repo(actor.removeprefix("@"))
+    except RepoError:
+        raise RemoteProtocolError(f"unknown handle: {actor}", error="ProfileNotFound") from None
 
 
 async def admin_takedown(request: web.Request) -> web.Response:
