@@ -29,7 +29,7 @@ from protocol.moderation import ModerationPrefs
 from protocol.serviceauth import make_service_token
 
 from .test_federation import PASSWORD, FakePeer, all_agree, link, start_nodes, until
-from .test_rotation import _identity_push, signed_by
+from .test_rotation import _identity_push, push_refused, signed_by
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,19 +119,7 @@ async def test_migration_with_the_old_nodes_help(three: list[Node]) -> None:
             await bob.submit_identity_op(did, back.to_bytes())
         assert err.value.error == "InvalidSignature"
         ops = await c.storage.identity_ops(did)
-        before = c.federation.rejected
-        peer = await FakePeer.connect(http, c)
-        try:
-            await peer.ws.send_bytes(
-                _identity_push(did, [*ops, back.to_bytes()], back.cid.to_bytes())
-            )
-
-            async def refused() -> bool:
-                return c.federation.rejected > before
-
-            await until(refused)
-        finally:
-            await peer.ws.close()
+        await push_refused(http, c, did, [*ops, back.to_bytes()], back.cid.to_bytes())
         assert await c.storage.identity_ops(did) == ops
         assert (await state_at(c, did)).endpoint == b.url
 

@@ -185,19 +185,7 @@ async def test_forged_rotation_is_refused_directly_and_by_gossip(three: list[Nod
         assert await b.storage.identity_ops(did) == ops
 
         forged = IdentityOp.update(state, attacker, signing_key=attacker.did_key())
-        before = b.federation.rejected
-        peer = await FakePeer.connect(http, b)
-        try:
-            await peer.ws.send_bytes(
-                _identity_push(did, [*ops, forged.to_bytes()], forged.cid.to_bytes())
-            )
-
-            async def refused() -> bool:
-                return b.federation.rejected > before
-
-            await until(refused)
-        finally:
-            await peer.ws.close()
+        await push_refused(http, b, did, [*ops, forged.to_bytes()], forged.cid.to_bytes())
         assert await b.storage.identity_ops(did) == ops
         assert (await state_at(b, did)).signing_key == state.signing_key
 
@@ -254,6 +242,23 @@ async def test_replayed_op_is_refused_directly_and_by_gossip(
 async def _has_key(node: Node, did: str, signing_key: str) -> bool:
     ops = await node.storage.identity_ops(did)
     return bool(ops) and resolve_log(did, ops).state.signing_key == signing_key
+
+
+async def push_refused(
+    http: aiohttp.ClientSession, node: Node, did: str, ops: list[bytes], msg_id: bytes
+) -> None:
+    """Push ``did``'s log as ``ops`` to ``node`` from a fake peer; wait until refused."""
+    before = node.federation.rejected
+    peer = await FakePeer.connect(http, node)
+    try:
+        await peer.ws.send_bytes(_identity_push(did, ops, msg_id))
+
+        async def refused() -> bool:
+            return node.federation.rejected > before
+
+        await until(refused)
+    finally:
+        await peer.ws.close()
 
 
 def _identity_push(did: str, ops: list[bytes], msg_id: bytes) -> bytes:
