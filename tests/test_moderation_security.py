@@ -8,6 +8,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from node.app import Node
 from node.client import Client
 from protocol.errors import InvalidSignature
 from protocol.keys import SigningKey
@@ -37,23 +38,14 @@ async def test_labels_signed_by_the_wrong_key_are_rejected_everywhere(tmp_path: 
             assert await a.storage.labels_for(mod.did) == []
 
             # Pushed by a peer through gossip: refused, and the peer loses standing.
-            peer = await FakePeer.connect(http, a)
-            await until(lambda: _has_link(a, peer.key.did_key()))
             rejected = a.federation.rejected
-            await peer.ws.send_bytes(
-                encode_message(
-                    "push",
-                    id=forged.label_cid.to_bytes(),
-                    kind="label",
-                    data=forged.to_bytes(),
-                    round=0,
-                )
-            )
+            peer = await _push_label(http, a, forged)
 
             async def refused() -> bool:
                 return a.federation.rejected > rejected
 
             await until(refused)
+            await peer.ws.close()
             assert await a.storage.labels_for(mod.did) == []
 
             # A label whose signature is fine but whose src is someone else's DID is
@@ -109,18 +101,8 @@ async def test_labels_made_before_a_rotation_still_travel(tmp_path: Path) -> Non
             held = {Label.from_bytes(raw).val for raw in await a.storage.labels_for(mod.did)}
             assert held == {"spam", "nudity"}  # the good ones kept, the forgery not
 
-            peer = await FakePeer.connect(http, a)
-            await until(lambda: _has_link(a, peer.key.did_key()))
             rejected = a.federation.rejected
-            await peer.ws.send_bytes(
-                encode_message(
-                    "push",
-                    id=pushed.label_cid.to_bytes(),
-                    kind="label",
-                    data=pushed.to_bytes(),
-                    round=0,
-                )
-            )
+            peer = await _push_label(http, a, pushed)
 
             async def stored() -> bool:
                 vals = {Label.from_bytes(raw).val for raw in await a.storage.labels_for(mod.did)}
@@ -131,3 +113,14 @@ async def test_labels_made_before_a_rotation_still_travel(tmp_path: Path) -> Non
             assert a.federation.links[peer.key.did_key()].score == 0
     finally:
         await a.stop()
+
+
+async def _push_label(http: aiohttp.ClientSession, node: Node, label: Label) -> FakePeer:
+    """Gossip ``label`` to ``node`` from a new fake peer, once the link is up."""
+    peer = await FakePeer.connect(http, node)
+    await until(lambda: _has_link(node, peer.key.did_key()))
+    data = label.to_bytes()
+    await peer.ws.send_bytes(
+        encode_message("push", id=label.label_cid.to_bytes(), kind="label", data=data, round=0)
+    )
+    return peer
