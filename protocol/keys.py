@@ -8,6 +8,15 @@ exact bytes given.
 
 This module never draws randomness: a new key is made from a 32-byte seed the caller
 supplies (``SigningKey.from_seed(os.urandom(32))`` in the IO shell).
+
+What it refuses, wherever a public key is parsed (:meth:`VerifyKey.from_bytes`, so
+every ``did:key``): a key that is not 32 bytes; a **non-canonical** encoding (the
+255-bit ``y`` is ``p = 2^255 - 19`` or more); and the eight **small-order** points
+(``y`` is 0, 1, ``p - 1`` or one of the two order-8 values), with either sign bit.
+RFC 8032 verification accepts the signature ``R = identity, s = 0`` from a
+small-order key for *every* message, so such a key set as a rotation, signing or
+node key could be signed for by anyone. Honest keys are never small-order (they are
+a clamped scalar times the base point). The check is a few integer operations.
 """
 
 from __future__ import annotations
@@ -33,6 +42,30 @@ _PUB_CODEC = b"\xed\x01"
 _PRIV_CODEC = b"\x80\x26"
 _MAX_DID_KEY = 64
 
+_P = 2**255 - 19
+_Y_MASK = (1 << 255) - 1
+#: The ``y`` of the eight small-order points of edwards25519 (with x or -x): the
+#: order-4 pair (y = 0), the identity (1), the order-2 point (p - 1) and the two
+#: order-8 pairs. libsodium refuses the same set (its ``has_small_order`` table).
+_SMALL_ORDER_Y = frozenset(
+    {
+        0,
+        1,
+        _P - 1,
+        2707385501144840649318225287225658788936804267575313519463743609750303402022,
+        55188659117513257062467267217118295137698188065244968500265048394206261417927,
+    }
+)
+
+
+def _check_point(raw: bytes) -> None:
+    """Refuse a non-canonical or small-order public key encoding (see the module doc)."""
+    y = int.from_bytes(raw, "little") & _Y_MASK
+    if y >= _P:
+        raise InvalidSyntax("ed25519 public key is not canonically encoded (y >= p)")
+    if y in _SMALL_ORDER_Y:
+        raise InvalidSyntax("ed25519 public key is a small-order point")
+
 
 @dataclass(frozen=True, slots=True)
 class VerifyKey:
@@ -43,9 +76,13 @@ class VerifyKey:
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> VerifyKey:
-        if len(raw) != 32:
+        if not isinstance(raw, bytes) or len(raw) != 32:
             raise InvalidSyntax("an ed25519 public key is 32 bytes")
-        return cls(raw, Ed25519PublicKey.from_public_bytes(raw))
+        _check_point(raw)
+        try:
+            return cls(raw, Ed25519PublicKey.from_public_bytes(raw))
+        except ValueError as e:  # pragma: no cover - cryptography defers point checks
+            raise InvalidSyntax("not an ed25519 public key") from e
 
     @classmethod
     def from_did_key(cls, did_key: str) -> VerifyKey:

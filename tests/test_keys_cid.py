@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 
+import base58
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -54,6 +56,119 @@ def test_sign_and_verify() -> None:
 def test_bad_did_keys_refused(text: str) -> None:
     with pytest.raises(InvalidSyntax):
         VerifyKey.from_did_key(text)
+
+
+# -- small-order and non-canonical keys (issue 12, finding 7) -------------------------------
+
+_P = 2**255 - 19
+_D = -121665 * pow(121666, _P - 2, _P) % _P
+
+
+def _did_key(raw: bytes) -> str:
+    return "did:key:z" + base58.b58encode(b"\xed\x01" + raw).decode()
+
+
+def _decompress(raw: bytes) -> tuple[int, int] | None:
+    """RFC 8032 point decoding, in plain integers (None: not on the curve)."""
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    sign = raw[31] >> 7
+    xx = (y * y - 1) * pow(_D * y * y + 1, _P - 2, _P) % _P
+    x = pow(xx, (_P + 3) // 8, _P)
+    if (x * x - xx) % _P:
+        x = x * pow(2, (_P - 1) // 4, _P) % _P
+    if (x * x - xx) % _P:
+        return None
+    if x & 1 != sign:
+        x = _P - x if x else 0
+    return x, y % _P
+
+
+def _add(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    (x1, y1), (x2, y2) = a, b
+    t = _D * x1 * x2 * y1 * y2
+    return (
+        (x1 * y2 + x2 * y1) * pow(1 + t, _P - 2, _P) % _P,
+        (y1 * y2 + x1 * x2) * pow(1 - t, _P - 2, _P) % _P,
+    )
+
+
+def _times8(point: tuple[int, int]) -> tuple[int, int]:
+    for _ in range(3):
+        point = _add(point, point)
+    return point
+
+
+SMALL_ORDER = [
+    (1).to_bytes(32, "little"),  # the identity
+    (_P - 1).to_bytes(32, "little"),  # order 2
+    bytes(32),  # order 4, and its negative below
+    bytes(31) + b"\x80",
+    bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"),
+    bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85"),
+    bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"),
+    bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa"),
+]
+
+
+def test_the_small_order_list_is_the_eight_points() -> None:
+    # Checked independently: each decodes, times 8 is the identity, and they differ.
+    points = {_decompress(raw) for raw in SMALL_ORDER}
+    assert None not in points
+    assert len(points) == 8
+    assert all(_times8(pt) == (0, 1) for pt in points if pt is not None)
+
+
+@pytest.mark.parametrize("raw", SMALL_ORDER, ids=lambda raw: raw.hex()[:8] + raw.hex()[-2:])
+def test_a_small_order_key_is_refused(raw: bytes) -> None:
+    # The attack: under such a key the signature R = identity, s = 0 verifies for
+    # every message (RFC 8032's cofactorless check, as OpenSSL does it).
+    forged = (1).to_bytes(32, "little") + bytes(32)
+    if raw == (1).to_bytes(32, "little"):
+        Ed25519PublicKey.from_public_bytes(raw).verify(forged, b"any message at all")
+    with pytest.raises(InvalidSyntax, match="small-order"):
+        verify_key(_did_key(raw))
+    with pytest.raises(InvalidSyntax, match="small-order"):
+        VerifyKey.from_bytes(raw)
+
+
+@pytest.mark.parametrize("y", [_P, _P + 1, _P + 18, 2**255 - 1], ids=["p", "p+1", "p+18", "max"])
+@pytest.mark.parametrize("sign", [0, 1], ids=["x+", "x-"])
+def test_a_non_canonical_key_is_refused(y: int, sign: int) -> None:
+    raw = (y + (sign << 255)).to_bytes(32, "little")
+    with pytest.raises(InvalidSyntax, match="canonical"):
+        verify_key(_did_key(raw))
+
+
+def test_a_small_order_rotation_key_is_refused_in_an_identity_op() -> None:
+    from protocol.errors import IdentityError
+    from protocol.identity import IdentityOp
+
+    with pytest.raises(IdentityError, match="small-order"):
+        IdentityOp.create(
+            [_did_key((1).to_bytes(32, "little"))],
+            seeded_key(3).did_key(),
+            "alice.example.com",
+            "https://pds.example.com",
+            None,
+            seeded_key(1),
+        )
+
+
+@given(st.binary(min_size=32, max_size=32))
+def test_honest_keys_pass_and_the_check_agrees_with_decoding(seed: bytes) -> None:
+    key = SigningKey.from_seed(seed)
+    assert verify_key(key.did_key()) == key.public
+    # Any 32 bytes: refused as small-order exactly when times 8 is the identity.
+    point = _decompress(seed)
+    small = point is not None and _times8(point) == (0, 1)
+    canonical = int.from_bytes(seed, "little") & ((1 << 255) - 1) < _P
+    try:
+        VerifyKey.from_bytes(seed)
+    except InvalidSyntax:
+        assert small or not canonical
+    else:
+        assert canonical
+        assert not small
 
 
 @given(st.text(max_size=80))

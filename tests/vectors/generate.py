@@ -365,6 +365,34 @@ def gen_keys() -> dict[str, Any]:
         ("not-base58", "did:key:z6Mk0OIl"),
         ("did-web", "did:web:example.com"),
     ]
+    # The small-order points (RFC 8032 accepts R = identity, s = 0 from them for every
+    # message) and non-canonical encodings (y >= p), each as a did:key.
+    p = 2**255 - 19
+    bad_points = [
+        ("small-order-identity", (1).to_bytes(32, "little")),
+        ("small-order-2", (p - 1).to_bytes(32, "little")),
+        ("small-order-4", bytes(32)),
+        ("small-order-4-negative", bytes(31) + b"\x80"),
+        (
+            "small-order-8a",
+            bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"),
+        ),
+        (
+            "small-order-8b",
+            bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"),
+        ),
+        (
+            "small-order-8b-negative",
+            bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa"),
+        ),
+        ("non-canonical-y-p", p.to_bytes(32, "little")),
+        ("non-canonical-y-p-plus-1", (p + 1).to_bytes(32, "little")),
+        ("small-order-identity-negative", (1 + (1 << 255)).to_bytes(32, "little")),
+        ("non-canonical-y-max", (2**255 - 1).to_bytes(32, "little")),
+    ]
+    bad_did_keys += [
+        (vid, "did:key:z" + base58.b58encode(b"\xed\x01" + raw).decode()) for vid, raw in bad_points
+    ]
     invalid_did_keys = []
     for vid, text in bad_did_keys:
         entry: dict[str, Any] = {"id": vid, "did_key": text}
