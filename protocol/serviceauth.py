@@ -14,12 +14,13 @@ uses the same token, with two deliberate differences:
   identity anyway: it proves at least as much as the signing key).
 
 Claims, all required: ``iss`` (the DID), ``aud`` (the receiving node's DID, its node
-key as ``did:key``), ``lxm`` (the NSID the token is good for), ``iat`` and ``exp``
-(seconds; ``exp`` after ``iat`` by at most :data:`MAX_LIFETIME`), ``jti`` (a random
-nonce). Refused: tokens over :data:`MAX_TOKEN_BYTES`, another ``alg``, a wrong
-``iss``/``aud``/``lxm``, expired or not yet valid tokens (``now`` is passed in), and
-signatures by any other key. Errors are :class:`ServiceAuthError` (XRPC
-``InvalidToken``, 401).
+key as ``did:key``; one string, never a list, as atproto requires), ``lxm`` (the NSID
+the token is good for), ``iat`` and ``exp`` (seconds; ``exp`` after ``iat`` by at
+most :data:`MAX_LIFETIME`), ``jti`` (a random nonce). Refused: tokens over
+:data:`MAX_TOKEN_BYTES`, another ``alg``, a wrong ``iss``/``aud``/``lxm``, an ``aud``
+that is a list (even one naming us), expired or not yet valid tokens (``now`` is
+passed in), and signatures by any other key. Errors are :class:`ServiceAuthError`
+(XRPC ``InvalidToken``, 401).
 
 A token is good for **one** use: the verifier remembers each ``(iss, jti)`` it
 accepted until the token's ``exp`` (:class:`UsedTokens`) and refuses it again. A
@@ -119,6 +120,10 @@ def verify_service_token(
     for name in _CLAIMS:
         if name not in claims:
             raise ServiceAuthError(f"service token lacks the claim {name!r}")
+    # PyJWT accepts a list ``aud`` that contains ours; atproto takes one DID only, and
+    # a token good for several services at once is one more service can replay.
+    if type(claims["aud"]) is not str or claims["aud"] != aud:
+        raise ServiceAuthError(f"service token aud must be the single DID {aud!r}")
     iat, exp = claims["iat"], claims["exp"]
     if type(iat) is not int or type(exp) is not int:
         raise ServiceAuthError("service token iat and exp must be integers")

@@ -167,6 +167,18 @@ def test_a_token_is_refused(
     assert err.value.status == 401
 
 
+@pytest.mark.parametrize(
+    "aud",
+    [[NEW_NODE.did_key()], [NEW_NODE.did_key(), NODE.did_key()]],
+    ids=["list-of-one", "list-of-two"],
+)
+def test_a_token_whose_aud_is_a_list_is_refused(aud: list[str]) -> None:
+    # PyJWT takes a list aud that contains ours; atproto takes one DID string only,
+    # so a token minted for several services cannot be replayed at each of them.
+    with pytest.raises(ServiceAuthError, match="aud must be the single DID"):
+        _verify(_token(SIGN1, aud=aud))
+
+
 def test_a_token_lives_at_most_the_bound() -> None:
     with pytest.raises(ServiceAuthError):
         _token(SIGN1, lifetime=MAX_LIFETIME + 1)
