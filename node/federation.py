@@ -1057,10 +1057,11 @@ class Federation:
             old_head = resolve_log(did, existing).state.head
         if known is not None and old_head == state.head:
             return False
-        # Keep the chain and the nullified ops (evidence), nothing else: a flood of
-        # rejected ops must not grow storage. The chain goes last: its last op is the head.
+        # Keep the chain and a bounded sample of nullified ops (evidence), nothing else:
+        # a flood of rejected or nullified ops must not grow storage until no op fits
+        # (protocol §11.2). The chain goes last: its last op is the head.
         by_cid = {cid_for_msgpack(op): op for op in merged}
-        ordered = [(cid, by_cid[cid]) for cid in resolved.nullified]
+        ordered = [(cid, by_cid[cid]) for cid in resolved.evidence]
         ordered += [(cid, by_cid[cid]) for cid in resolved.chain]
         await self.node.storage.put_identity(
             did,

@@ -62,9 +62,24 @@ bytes; non-canonical encodings; unknown or missing keys; more than
 :data:`MAX_ROTATION_KEYS` rotation keys or duplicates; keys that are not ed25519
 ``did:key``; handles that fail the atproto handle syntax or are not lowercase;
 endpoints that are not a plain ``http``/``https`` URL (no userinfo, query or fragment;
-at most :data:`MAX_ENDPOINT_LENGTH` characters); ``prev`` CIDs of another codec; logs
-of more than :data:`MAX_LOG_OPS` distinct ops. Errors are :class:`IdentityError`,
-:class:`DecodeError` or :class:`InvalidSignature`, never anything else.
+at most :data:`MAX_ENDPOINT_LENGTH` characters); ``prev`` CIDs of another codec; more
+than :data:`MAX_RESOLVE_OPS` distinct ops handed to :func:`resolve_log` at once; an op
+that would make the canonical chain longer than :data:`MAX_CHAIN_OPS`. Errors are
+:class:`IdentityError`, :class:`DecodeError` or :class:`InvalidSignature`, never
+anything else.
+
+Bounds, and why none of them can lock the owner out. A holder of a low-rank rotation
+key (a stolen node key) can sign any number of ops: siblings on the head, or a long
+chain. So (1) the canonical chain holds at most :data:`MAX_CHAIN_OPS` ops, and an op
+that would lengthen it past that is rejected -- but a recovery op by a higher-ranked
+key forks *before* the first op it overrides, so the chain it makes is never longer
+than the one it replaces, and it is always admitted; (2) nullified ops decide
+nothing (a nullified op can never become canonical again), so a node stores only a
+bounded sample as evidence (:attr:`ResolvedLog.evidence`: one per fork point and
+signing key, at most :data:`MAX_EVIDENCE_OPS`), never the rest; (3) a stored log is
+therefore at most :data:`MAX_LOG_OPS` = chain + evidence ops, and
+:func:`resolve_log` takes :data:`MAX_RESOLVE_OPS`, room for a stored log plus one
+peer's whole log, so an op is never refused for the size of what a node holds.
 
 Sans-IO: no clock, no randomness, no storage. Keys and ops are passed in.
 """
@@ -88,9 +103,12 @@ from .syntax import validate_handle
 
 __all__ = [
     "DID_PREFIX",
+    "MAX_CHAIN_OPS",
     "MAX_ENDPOINT_LENGTH",
+    "MAX_EVIDENCE_OPS",
     "MAX_LOG_OPS",
     "MAX_OP_BYTES",
+    "MAX_RESOLVE_OPS",
     "MAX_ROTATION_KEYS",
     "OP_TYPE",
     "PDS_SERVICE_TYPE",
@@ -121,8 +139,17 @@ _DID_RE: Final = re.compile(r"did:skyfed:[a-z2-7]{24}")
 #: Bound on one encoded op (did:plc allows 7500 bytes of DAG-CBOR). A valid op is
 #: under 2 KiB; the bound is what a peer may make us decode.
 MAX_OP_BYTES: Final = 8 * 1024
-#: Bound on the distinct ops of one log handed to :func:`resolve_log`.
+#: Bound on a log as a node stores, serves and gossips it: its canonical chain plus
+#: the nullified ops kept as evidence (and on an ``ops`` list on the wire).
 MAX_LOG_OPS: Final = 1000
+#: Bound on the nullified ops a stored log keeps as evidence (:attr:`ResolvedLog.evidence`).
+MAX_EVIDENCE_OPS: Final = 100
+#: Bound on the canonical chain: an op that would make it longer is rejected. A
+#: recovery fork never lengthens the chain it overrides, so it is never refused by this.
+MAX_CHAIN_OPS: Final = MAX_LOG_OPS - MAX_EVIDENCE_OPS
+#: Bound on the distinct ops handed to :func:`resolve_log` at once: a stored log plus
+#: one peer's whole log (or one batch) merged into it.
+MAX_RESOLVE_OPS: Final = 2 * MAX_LOG_OPS
 MAX_ROTATION_KEYS: Final = 5
 MAX_ENDPOINT_LENGTH: Final = 512
 PDS_SERVICE_TYPE: Final = "AtprotoPersonalDataServer"
@@ -541,13 +568,22 @@ class ResolvedLog:
 
     ``chain`` is the canonical history, genesis first, head last. ``nullified`` are
     valid ops that lost a fork (or descend from one that did), ``rejected`` the inputs
-    that are invalid or do not chain to the genesis op; both sorted by CID bytes.
+    that are invalid, do not chain to the genesis op, or would make the chain longer
+    than :data:`MAX_CHAIN_OPS`; both sorted by CID bytes.
+
+    ``evidence`` is the part of ``nullified`` worth storing: ops that lost directly
+    to a chain op (their ``prev`` is on the chain, or they are losing genesis ops),
+    one per fork point and rotation-key index (the lowest CID), at most
+    :data:`MAX_EVIDENCE_OPS`, the latest fork points first; sorted by CID bytes. A
+    node stores ``evidence`` and ``chain`` and nothing else: a nullified op can never
+    become canonical again, so dropping the rest changes no future resolution.
     """
 
     state: IdentityState
     chain: tuple[CID, ...]
     nullified: tuple[CID, ...]
     rejected: tuple[RejectedOp, ...]
+    evidence: tuple[CID, ...] = ()
 
 
 def resolve_log(did: str, ops: Iterable[bytes]) -> ResolvedLog:
@@ -560,11 +596,15 @@ def resolve_log(did: str, ops: Iterable[bytes]) -> ResolvedLog:
     takes no part in any fork. Orphans whose ``prev`` is merely missing are reported
     too; the caller may keep them and resolve again when the gap is filled.
 
-    Store only what lands in ``chain`` or ``nullified``: anyone can forge ops that are
-    rejected, and a store that keeps them can be filled past :data:`MAX_LOG_OPS`.
+    The chain stops at :data:`MAX_CHAIN_OPS` ops: the valid children of its last op
+    are rejected ("the log is full"), and their descendants with them.
 
-    Raises IdentityError if ``did`` is malformed, the log has more than
-    :data:`MAX_LOG_OPS` distinct ops, or no valid genesis op for ``did`` is present;
+    Store only ``evidence`` and ``chain``: anyone can forge ops that are rejected, and
+    a low-rank key can sign any number of ops that are nullified; a store that keeps
+    either can be filled until no op, not even the owner's recovery, fits.
+
+    Raises IdentityError if ``did`` is malformed, more than :data:`MAX_RESOLVE_OPS`
+    distinct ops are given, or no valid genesis op for ``did`` is present;
     DecodeError if an item is not bytes.
     """
     validate_skyfed_did(did)
@@ -576,8 +616,8 @@ def resolve_log(did: str, ops: Iterable[bytes]) -> ResolvedLog:
         cid = cid_for_msgpack(raw)
         if cid in parsed or cid in rejected:
             continue
-        if len(parsed) + len(rejected) >= MAX_LOG_OPS:
-            raise IdentityError(f"identity log has more than {MAX_LOG_OPS} ops")
+        if len(parsed) + len(rejected) >= MAX_RESOLVE_OPS:
+            raise IdentityError(f"more than {MAX_RESOLVE_OPS} identity ops to resolve at once")
         try:
             parsed[cid] = IdentityOp.from_bytes(raw)
         except (DecodeError, IdentityError) as e:
@@ -629,15 +669,22 @@ def resolve_log(did: str, ops: Iterable[bytes]) -> ResolvedLog:
 
     nullified: set[CID] = set(roots[1:])
     losers: list[CID] = list(roots[1:])
+    # Direct losers as (position of their prev in the chain, key index, CID bytes, CID).
+    lost: list[tuple[int, int, bytes, CID]] = [(-1, 0, r.to_bytes(), r) for r in roots[1:]]
     chain = [roots[0]]
     while True:
         ranked = contenders(chain[-1])
         if not ranked:
             break
+        if len(chain) >= MAX_CHAIN_OPS:
+            for _, _, child in ranked:
+                rejected[child] = f"the log is full: its chain has {MAX_CHAIN_OPS} ops"
+            break
         chain.append(ranked[0][2])
-        for _, _, loser in ranked[1:]:
+        for index, raw_cid, loser in ranked[1:]:
             nullified.add(loser)
             losers.append(loser)
+            lost.append((len(chain) - 2, index, raw_cid, loser))
     # Everything valid below a losing op is nullified too: evidence, never applied.
     while losers:
         for _, _, child in contenders(losers.pop()):
@@ -660,7 +707,23 @@ def resolve_log(did: str, ops: Iterable[bytes]) -> ResolvedLog:
             RejectedOp(cid, reason)
             for cid, reason in sorted(rejected.items(), key=lambda item: item[0].to_bytes())
         ),
+        evidence=_evidence(lost),
     )
+
+
+def _evidence(lost: list[tuple[int, int, bytes, CID]]) -> tuple[CID, ...]:
+    """The direct losers worth keeping: one per (fork point, key index), the lowest
+    CID; at most MAX_EVIDENCE_OPS, the latest fork points first."""
+    kept: list[CID] = []
+    seen: set[tuple[int, int]] = set()
+    for at, index, _, cid in sorted(lost, key=lambda item: (-item[0], item[1], item[2])):
+        if (at, index) in seen:
+            continue
+        seen.add((at, index))
+        kept.append(cid)
+        if len(kept) == MAX_EVIDENCE_OPS:
+            break
+    return tuple(sorted(kept, key=CID.to_bytes))
 
 
 def check_new_op(did: str, log: Iterable[bytes], op: bytes) -> ResolvedLog:

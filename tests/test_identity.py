@@ -19,11 +19,16 @@ from protocol.cid import CID, cid_for_msgpack, cid_for_raw
 from protocol.encoding import encode
 from protocol.errors import DecodeError, IdentityError, InvalidSignature
 from protocol.identity import (
+    MAX_CHAIN_OPS,
+    MAX_EVIDENCE_OPS,
     MAX_LOG_OPS,
     MAX_OP_BYTES,
+    MAX_RESOLVE_OPS,
     IdentityOp,
     IdentityState,
     ResolvedLog,
+    admit_ops,
+    check_new_op,
     did_document,
     did_for_genesis,
     resolve_log,
@@ -242,6 +247,30 @@ def test_mutated_ops_raise_only_our_errors(data: st.DataObject) -> None:
         return
     with contextlib.suppress(InvalidSignature):
         op.verify(genesis().rotation_keys)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_any_single_byte_change_to_a_signed_op_is_refused(data: st.DataObject) -> None:
+    """Never accepted as a different op by the same signer: it fails to decode, or
+    fails verification under the keys that signed the original."""
+    g = genesis()
+    original = data.draw(
+        st.sampled_from([g, update(g, K[2], signing=K[4]), IdentityOp.tombstone(g.cid, K[1])])
+    )
+    raw = bytearray(original.to_bytes())
+    at = data.draw(st.integers(0, len(raw) - 1))
+    raw[at] = data.draw(st.integers(0, 255).filter(lambda b: b != raw[at]))
+    try:
+        mutated = IdentityOp.from_bytes(bytes(raw))
+    except (DecodeError, IdentityError):
+        return
+    assert mutated != original
+    with pytest.raises(InvalidSignature):
+        mutated.verify(g.rotation_keys)  # the keys of the state the original follows
+    # Nor does it take part in a log as anything but a rejected op.
+    if mutated.prev is not None:
+        assert resolve(g, mutated).chain == (g.cid,)
 
 
 @settings(max_examples=300, deadline=None)
@@ -612,12 +641,109 @@ def test_fork_tree_outcome() -> None:
 def test_log_size_bound() -> None:
     g = genesis()
     ops = [g.to_bytes()]
-    ops += [update(g, K[1], handle=f"h{i}.example.com").to_bytes() for i in range(MAX_LOG_OPS - 1)]
-    assert len(resolve_log(GENESIS_DID, ops).nullified) == MAX_LOG_OPS - 2
+    ops += [
+        update(g, K[1], handle=f"h{i}.example.com").to_bytes() for i in range(MAX_RESOLVE_OPS - 1)
+    ]
+    result = resolve_log(GENESIS_DID, ops)
+    assert len(result.nullified) == MAX_RESOLVE_OPS - 2
+    # One fork point, one key: a single loser is kept as evidence.
+    assert len(result.evidence) == 1
     # Duplicates do not count; one more distinct op does.
     assert resolve_log(GENESIS_DID, ops + ops[:10]).chain[0] == g.cid
     with pytest.raises(IdentityError, match="more than"):
         resolve_log(GENESIS_DID, [*ops, b"junk"])
+
+
+def test_bounds_add_up() -> None:
+    # A stored log (chain + evidence) fits one wire list; resolve takes two of them.
+    assert MAX_CHAIN_OPS + MAX_EVIDENCE_OPS == MAX_LOG_OPS
+    assert MAX_RESOLVE_OPS >= 2 * MAX_LOG_OPS
+
+
+# -- a low-rank key cannot lock the owner out (issue 12, finding 1) ------------------------
+
+OWNER, NODE_KEY = K[1], K[2]  # genesis() names them at index 0 and 1
+
+
+def _stored(did: str, log: list[bytes]) -> list[bytes]:
+    """What a node keeps of ``log``: the evidence, then the chain (as node/federation)."""
+    by_cid = {cid_for_msgpack(raw): raw for raw in log}
+    resolved = resolve_log(did, log)
+    return [by_cid[c] for c in (*resolved.evidence, *resolved.chain)]
+
+
+def _learn(did: str, held: list[bytes], incoming: list[bytes]) -> list[bytes]:
+    """A node that holds ``held`` learns ``incoming`` in one batch, and stores."""
+    admitted = admit_ops(did, held, incoming).admitted
+    return _stored(did, [*held, *admitted])
+
+
+def test_a_flood_of_sibling_forks_by_a_low_rank_key_cannot_lock_the_owner_out() -> None:
+    g = genesis()
+    did = did_for_genesis(g)
+    siblings = [
+        update(g, NODE_KEY, handle=f"flood{i}.example.com").to_bytes()
+        for i in range(MAX_LOG_OPS - 1)
+    ]
+    held = _learn(did, [g.to_bytes()], siblings)
+    # Before the fix: the chain plus 998 nullified siblings, and nothing fit after.
+    assert len(held) <= 3
+    recovery = update(g, OWNER, signing=K[4])
+    resolved = check_new_op(did, held, recovery.to_bytes())
+    assert resolved.state.head == recovery.cid
+    assert resolved.state.signing_key == K[4].did_key()
+    held = _stored(did, [*held, recovery.to_bytes()])
+    assert len(held) <= 2 + len(g.rotation_keys)
+    # After recovery the owner goes on as usual.
+    nxt = IdentityOp.update(resolved.state, OWNER, handle="back.example.com")
+    assert check_new_op(did, held, nxt.to_bytes()).state.handle == "back.example.com"
+
+
+def test_a_long_chain_by_a_low_rank_key_cannot_lock_the_owner_out() -> None:
+    g = genesis()
+    did = did_for_genesis(g)
+    attack = [update(g, NODE_KEY, handle="evil0.example.com")]
+    for i in range(1, MAX_LOG_OPS - 1):
+        attack.append(update(attack[-1], NODE_KEY, handle=f"evil{i}.example.com"))
+    held = _learn(did, [g.to_bytes()], [op.to_bytes() for op in attack])
+    # The chain stops at its bound; the rest is rejected, not stored.
+    assert len(held) == MAX_CHAIN_OPS
+    full = resolve_log(did, held)
+    assert full.state.head == attack[MAX_CHAIN_OPS - 2].cid
+    # Even the owner cannot lengthen a full chain ...
+    with pytest.raises(IdentityError, match="full"):
+        check_new_op(did, held, IdentityOp.update(full.state, OWNER).to_bytes())
+    # ... but the owner's recovery forks before the first op it overrides, and wins.
+    recovery = update(g, OWNER, signing=K[4])
+    resolved = check_new_op(did, held, recovery.to_bytes())
+    assert resolved.chain == (g.cid, recovery.cid)
+    held = _stored(did, [*held, recovery.to_bytes()])
+    # The nullified chain is not kept beyond its first op (evidence).
+    assert sorted(held) == sorted([g.to_bytes(), recovery.to_bytes(), attack[0].to_bytes()])
+
+
+def test_evidence_is_one_op_per_fork_point_and_key_and_bounded() -> None:
+    g = genesis(rotation=(K[1], K[2], K[5]))
+    ops = [g]
+    # A chain by K[1] with, at every step, two losing siblings by K[2] and one by K[5].
+    for i in range(MAX_EVIDENCE_OPS):
+        parent = ops[-1]
+        chain_tip = update(parent, K[1], rotation=(K[1], K[2], K[5]), handle=f"c{i}.example.com")
+        for j, key in enumerate((K[2], K[2], K[5])):
+            ops.append(
+                update(parent, key, rotation=(K[1], K[2], K[5]), handle=f"l{i}-{j}.example.com")
+            )
+        ops.append(chain_tip)
+    result = resolve(*ops)
+    assert len(result.chain) == MAX_EVIDENCE_OPS + 1
+    assert len(result.nullified) == 3 * MAX_EVIDENCE_OPS
+    assert len(result.evidence) == MAX_EVIDENCE_OPS
+    assert set(result.evidence) <= set(result.nullified)
+    # The latest fork points first: each holds one loser per key (K[2] and K[5]).
+    position = {cid: i for i, cid in enumerate(result.chain)}
+    by_cid = {op.cid: op for op in ops}
+    points = {position[by_cid[c].prev] for c in result.evidence}  # type: ignore[index]
+    assert points == set(range(MAX_EVIDENCE_OPS - MAX_EVIDENCE_OPS // 2, MAX_EVIDENCE_OPS))
 
 
 def test_resolve_log_input_types() -> None:

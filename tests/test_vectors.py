@@ -366,6 +366,7 @@ def test_identity_log(v: dict[str, Any]) -> None:
     res = resolve_log(v["did"], ops)
     assert [c.to_str() for c in res.chain] == v["chain"]
     assert [c.to_str() for c in res.nullified] == v["nullified"]
+    assert [c.to_str() for c in res.evidence] == v["evidence"]
     assert [r.cid.to_str() for r in res.rejected] == v["rejected"]
     s = res.state
     state = {
@@ -386,6 +387,14 @@ def test_identity_did_document() -> None:
     doc = load("identity.json")
     genesis = h(doc["ops"][0]["hex"])
     assert did_document(resolve_log(doc["did"], [genesis]).state) == doc["did_document"]
+
+
+@pytest.mark.skipif(not load("identity.json"), reason="no identity vectors")
+def test_identity_bounds() -> None:
+    from protocol import identity
+
+    for name, value in load("identity.json")["bounds"].items():
+        assert getattr(identity, name) == value, name
 
 
 @pytest.mark.parametrize("v", cases("identity.json", "invalid_ops"))

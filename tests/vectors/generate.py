@@ -955,6 +955,10 @@ def gen_mst_invalid() -> list[dict[str, Any]]:
 def gen_identity() -> dict[str, Any] | None:
     try:
         from protocol.identity import (
+            MAX_CHAIN_OPS,
+            MAX_EVIDENCE_OPS,
+            MAX_LOG_OPS,
+            MAX_RESOLVE_OPS,
             IdentityOp,
             did_document,
             did_for_genesis,
@@ -1011,6 +1015,7 @@ def gen_identity() -> dict[str, Any] | None:
             "ops": [names.get(m.cid, m.to_bytes().hex()) for m in members],
             "chain": [c.to_str() for c in res.chain],
             "nullified": [c.to_str() for c in res.nullified],
+            "evidence": [c.to_str() for c in res.evidence],
             "rejected": [r.cid.to_str() for r in res.rejected],
             "state": {
                 "handle": s.handle,
@@ -1023,12 +1028,20 @@ def gen_identity() -> dict[str, Any] | None:
         }
 
     bad_sig = IdentityOp.create(rot, k[4].did_key(), HANDLE, ENDPOINT, genesis.cid, k[5])
+    flood = [
+        IdentityOp.create(rot, k[4].did_key(), f"flood{i}.example.com", ENDPOINT, genesis.cid, k[2])
+        for i in range(4)
+    ]
+    flood.append(IdentityOp.create(rot, k[4].did_key(), HANDLE, ENDPOINT, flood[0].cid, k[2]))
     logs = [
         log_entry("genesis-only", [genesis]),
         log_entry("genesis-then-update", [update, genesis]),
         log_entry("fork-higher-priority-wins", [genesis, update, recovery]),
         log_entry("tombstoned", [genesis, recovery, tomb, update]),
         log_entry("op-by-non-rotation-key-rejected", [genesis, bad_sig]),
+        # Key index 1 floods the genesis with siblings, one of them with a child; the
+        # index-0 key forks there too. Evidence keeps one loser per (fork point, key).
+        log_entry("flood-of-forks-keeps-one-per-key", [genesis, recovery, *flood]),
     ]
     document = did_document(resolve_log(did, [genesis.to_bytes()]).state)
 
@@ -1094,6 +1107,12 @@ def gen_identity() -> dict[str, Any] | None:
         "ops": ops,
         "logs": logs,
         "did_document": document,
+        "bounds": {
+            "MAX_LOG_OPS": MAX_LOG_OPS,
+            "MAX_CHAIN_OPS": MAX_CHAIN_OPS,
+            "MAX_EVIDENCE_OPS": MAX_EVIDENCE_OPS,
+            "MAX_RESOLVE_OPS": MAX_RESOLVE_OPS,
+        },
         "invalid_ops": invalid,
         "invalid_genesis": [invalid_genesis],
     }
