@@ -1279,7 +1279,8 @@ async def create_labels(request: web.Request) -> web.Response:
             cid=_b_str(spec, "cid", required=False),
             val=val,
             neg=neg,
-            cts=cts,
+            # A negation ties a held label dated ahead of us, and wins (protocol §12).
+            cts=await node.moderation.retraction_cts(p.did, uri, val, cts) if neg else cts,
             exp=_b_str(spec, "exp", required=False),
         )
         labels.append(label.sign(key))

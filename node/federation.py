@@ -38,13 +38,19 @@ from protocol.car import read_car
 from protocol.cid import CID, cid_for_msgpack
 from protocol.commit import Commit, CommitEvent
 from protocol.encoding import encode
-from protocol.errors import DecodeError, IdentityError, InvalidSignature, SkyfedError
+from protocol.errors import (
+    DecodeError,
+    IdentityError,
+    InvalidLabel,
+    InvalidSignature,
+    SkyfedError,
+)
 from protocol.eventstream import encode_frame
 from protocol.heads import identity_item, labels_item, repo_item
 from protocol.identity import chain_signing_keys, resolve_log
 from protocol.ingest import HeadState, Verdict, head_wins, judge_event, judge_snapshot
 from protocol.keys import VerifyKey, verify_key
-from protocol.labels import Label
+from protocol.labels import Label, check_cts
 from protocol.mst import MST, MissingBlock
 from protocol.negentropy import Negentropy, NegentropyStorageVector
 from protocol.peerwire import (
@@ -679,6 +685,8 @@ class Federation:
                 label = Label.from_bytes(data)
                 if label.label_cid.to_bytes() != msg_id:
                     raise DecodeError("push id is not the label's CID")
+                if not self._timely(label):
+                    return False  # dated too far ahead: not stored, not passed on
                 await self.ingest_labels([label], link)
             else:
                 did, ops = _decode_identity(data)
@@ -760,11 +768,23 @@ class Federation:
             raise PeerError(f"no identity known for {did}")
         return ident[1]
 
+    def _timely(self, label: Label) -> bool:
+        """Whether ``label.cts`` is at most ``MAX_CTS_AHEAD`` ahead of our clock."""
+        try:
+            check_cts(label, iso_now(self.node.wall_clock()))
+        except InvalidLabel as e:
+            log.info("dropped a label of %s: %s", label.src, e)
+            return False
+        return True
+
     async def ingest_labels(self, labels: Sequence[Label], link: PeerLink | None) -> int:
         """Check each label's signature by a signing key its labeler's log has named
         (a label outlives a rotation or a move; the log is fetched from ``link`` if
         unknown) and store those that verify. Returns how many were new; if any did
-        not verify, raises InvalidSignature after storing the rest."""
+        not verify, raises InvalidSignature after storing the rest. A label dated
+        more than ``MAX_CTS_AHEAD`` ahead of our clock is dropped, not stored (as a
+        commit with a future rev is; the peer that passed it on may be honest)."""
+        labels = [label for label in labels if self._timely(label)]
         keys: dict[str, list[VerifyKey]] = {}
         for label in labels:
             if label.src not in keys:

@@ -37,7 +37,7 @@ import orjson
 from aiohttp import web
 
 from protocol.errors import RemoteProtocolError, RepoError
-from protocol.labels import Label, current_labels
+from protocol.labels import Label, current_labels, retraction_cts
 from protocol.moderation import (
     ACCEPT_LABELERS,
     CONTENT_LABELERS,
@@ -324,6 +324,16 @@ class Moderation:
 
         return await self.node.storage.read(q)
 
+    async def retraction_cts(self, src: str, uri: str, val: str, now: str) -> str:
+        """The ``cts`` for a negation ``src`` makes now (protocol.labels.retraction_cts):
+        it ties any held label of the same triple dated ahead of ``now``, and wins."""
+        rows = await self.node.storage.read(
+            lambda c: c.execute(
+                "SELECT cts FROM labels WHERE src = ? AND uri = ? AND val = ?", (src, uri, val)
+            ).fetchall()
+        )
+        return retraction_cts([r[0] for r in rows], now)
+
     # -- labels in views -------------------------------------------------------------
     async def apply_labels(
         self, data: Any, labelers: tuple[LabelerPref, ...]
@@ -357,7 +367,13 @@ class Moderation:
                         [*chunk, *sources],
                     )
                 ]
-            return current_labels(found, now)
+            # A labeler's current key: its negation wins a tie on cts (protocol §12).
+            current = dict(
+                conn.execute(
+                    f"SELECT did, signing_key FROM identities WHERE did IN ({marks})", sources
+                ).fetchall()
+            )
+            return current_labels(found, now, current_keys=current)
 
         by_subject: dict[str, list[Label]] = defaultdict(list)
         for label in await self.node.storage.read(q):

@@ -22,6 +22,15 @@ an encoded label over :data:`MAX_LABEL_BYTES`. Errors are :class:`InvalidLabel`,
 
 Signatures are checked on receipt (:meth:`Label.verify` with the labeler's key);
 :func:`current_labels` does not re-check them. Sans-IO: the current time is passed in.
+
+Time: a receiver refuses a label whose ``cts`` is more than :data:`MAX_CTS_AHEAD`
+seconds (5 minutes, as relays treat a commit's rev) ahead of its own clock
+(:func:`check_cts`), and :func:`current_labels` ignores such a label if one is held.
+Without that bound a leaked labeler key (even one rotated away) could date a
+``!takedown`` in the year 9999: nothing could be later, and the label could never be
+retracted. For the same reason a negation signed by the labeler's *current* key wins
+a tie on ``cts`` against anything (:func:`current_labels`, ``current_keys``), so the
+labeler can always retract at once, even a label dated at the edge of the window.
 """
 
 from __future__ import annotations
@@ -37,21 +46,26 @@ from typing import Any, Final
 from .cid import CID, cid_for_msgpack
 from .encoding import Value, decode, encode
 from .errors import DecodeError, InvalidLabel, InvalidSignature, InvalidSyntax
-from .keys import SIGNATURE_LENGTH, SigningKey, VerifyKey
+from .keys import SIGNATURE_LENGTH, SigningKey, VerifyKey, verify_key
 from .syntax import validate_at_uri, validate_cid, validate_datetime, validate_did
 
 __all__ = [
     "LABEL_VERSION",
+    "MAX_CTS_AHEAD",
     "MAX_LABEL_BYTES",
     "MAX_VAL_BYTES",
     "Label",
+    "check_cts",
     "current_labels",
+    "retraction_cts",
 ]
 
 LABEL_VERSION: Final = 1
 MAX_VAL_BYTES: Final = 128
 #: An AT-URI may be 8 KiB and a DID 2 KiB; a label is those plus a few short fields.
 MAX_LABEL_BYTES: Final = 16 * 1024
+#: How far ahead of the receiver's clock a label's ``cts`` may be, in seconds.
+MAX_CTS_AHEAD: Final = 5 * 60
 
 _FIELDS: Final = frozenset({"ver", "src", "uri", "cid", "val", "neg", "cts", "exp", "sig"})
 _REQUIRED: Final = frozenset({"ver", "src", "uri", "val", "cts"})
@@ -300,38 +314,107 @@ def _instant(value: str) -> tuple[int, str]:
     return seconds, (m[7] or "").rstrip("0")
 
 
-def current_labels(labels: Iterable[Label], now: str) -> list[Label]:
+def check_cts(label: Label, now: str, *, ahead: int = MAX_CTS_AHEAD) -> None:
+    """Raise InvalidLabel if ``label.cts`` is more than ``ahead`` seconds after
+    ``now`` (the receiver's clock, an RFC 3339 datetime): such a label is refused on
+    receipt, not stored (a later ``cts`` than any honest one could never be retracted)."""
+    if _too_new(_instant(label.cts), _instant(now), ahead):
+        raise InvalidLabel(
+            f"label cts {label.cts} is more than {ahead} seconds ahead of the clock ({now})"
+        )
+
+
+def _too_new(cts: tuple[int, str], now: tuple[int, str], ahead: int) -> bool:
+    return cts > (now[0] + ahead, now[1])
+
+
+def retraction_cts(held: Iterable[str], now: str) -> str:
+    """The ``cts`` for a negation the labeler's current key makes at ``now``: ``now``,
+    or the latest of ``held`` (the ``cts`` of the labels held for the same
+    ``(src, uri, val)``) if that is later and within :data:`MAX_CTS_AHEAD` of
+    ``now``. The negation then ties a label dated ahead (by a leaked key, or a clock
+    running fast) and wins the tie (:func:`current_labels`), instead of waiting."""
+    now_key = _instant(now)
+    best, best_key = now, now_key
+    for cts in held:
+        key = _instant(cts)
+        if key > best_key and not _too_new(key, now_key, MAX_CTS_AHEAD):
+            best, best_key = cts, key
+    return best
+
+
+def current_labels(
+    labels: Iterable[Label],
+    now: str,
+    *,
+    current_keys: Mapping[str, str] | None = None,
+) -> list[Label]:
     """The labels in force at ``now``, after negation and expiry.
 
     For each ``(src, uri, val)`` the label with the latest ``cts`` (compared as
     instants) is the current one; if it is a negation, nothing is in force for that
-    triple. On equal ``cts`` a positive label beats a negation (a negation retracts
-    only when strictly later, as the spec asks issuers to do) and, among equals, the
-    lower label CID wins, so the result never depends on input order. The current
-    label is then dropped if its ``exp`` is at or before ``now``. The result is sorted
-    by ``(src, uri, val)``. Signatures are not checked here; check them on receipt.
-    ``cts`` in the future is not refused: timestamps are the issuer's claim.
+    triple. A label whose ``cts`` is more than :data:`MAX_CTS_AHEAD` after ``now``
+    takes no part (:func:`check_cts` refuses it on receipt; this covers one stored
+    before). On equal ``cts``: a negation signed by the labeler's current key
+    (``current_keys``: labeler DID -> its current signing ``did:key``) wins; else a
+    positive label beats a negation (a negation retracts only when strictly later,
+    as the spec asks issuers to do); among equals, the lower label CID wins, so the
+    result never depends on input order. The current label is then dropped if its
+    ``exp`` is at or before ``now``. The result is sorted by ``(src, uri, val)``.
+    Signatures are not otherwise checked here (check them on receipt); the one for
+    a tied negation is, since only it says which key made it.
     """
     now_key = _instant(now)
-    # Per group: (rank, the held label's CID bytes once computed, the label). Larger
-    # ranks win; on equal ranks the lower CID does. CIDs are computed only for ties
-    # (encoding and hashing every label was most of the cost of a view's labels).
-    best: dict[tuple[str, str, str], tuple[tuple[tuple[int, str], bool], bytes | None, Label]] = {}
+    keys: dict[str, VerifyKey | None] = {}
+
+    def tier(label: Label) -> int:
+        """2: a negation by the current key; 1: a positive label; 0: other negations."""
+        if not label.neg:
+            return 1
+        if current_keys is None or label.src not in current_keys:
+            return 0
+        if label.src not in keys:
+            try:
+                keys[label.src] = verify_key(current_keys[label.src])
+            except InvalidSyntax:
+                keys[label.src] = None
+        key = keys[label.src]
+        if key is None or label.sig is None:
+            return 0
+        return 2 if key.is_valid(label.sig, label.unsigned_bytes()) else 0
+
+    # Per group: [instant, tier or None until needed, CID bytes or None, label]. The
+    # tier (a signature check) and the CID (encoding and hashing) are computed only
+    # for ties: doing them for every label was most of the cost of a view's labels.
+    best: dict[tuple[str, str, str], list[Any]] = {}
     for label in labels:
         if not isinstance(label, Label):
             raise InvalidLabel("current_labels takes Label values")
+        instant = _instant(label.cts)
+        if _too_new(instant, now_key, MAX_CTS_AHEAD):
+            continue
         group = (label.src, label.uri, label.val)
-        rank = (_instant(label.cts), not label.neg)
         held = best.get(group)
-        if held is None or rank > held[0]:
-            best[group] = (rank, None, label)
-        elif rank == held[0]:
-            theirs = held[1] if held[1] is not None else held[2].label_cid.to_bytes()
-            mine = label.label_cid.to_bytes()
-            best[group] = (rank, mine, label) if mine < theirs else (rank, theirs, held[2])
+        if held is None or instant > held[0]:
+            best[group] = [instant, None, None, label]
+            continue
+        if instant < held[0]:
+            continue
+        if held[1] is None:
+            held[1] = tier(held[3])
+        mine = tier(label)
+        if mine != held[1]:
+            if mine > held[1]:
+                best[group] = [instant, mine, None, label]
+            continue
+        if held[2] is None:
+            held[2] = held[3].label_cid.to_bytes()
+        cid = label.label_cid.to_bytes()
+        if cid < held[2]:
+            best[group] = [instant, mine, cid, label]
     out = [
         label
-        for _, _, label in best.values()
+        for _, _, _, label in best.values()
         if not label.neg and (label.exp is None or _instant(label.exp) > now_key)
     ]
     out.sort(key=lambda label: (label.src, label.uri, label.val))

@@ -16,7 +16,14 @@ from hypothesis import strategies as st
 from protocol.cid import cid_for_msgpack
 from protocol.encoding import encode
 from protocol.errors import DecodeError, InvalidLabel, InvalidSignature
-from protocol.labels import MAX_LABEL_BYTES, Label, current_labels
+from protocol.labels import (
+    MAX_CTS_AHEAD,
+    MAX_LABEL_BYTES,
+    Label,
+    check_cts,
+    current_labels,
+    retraction_cts,
+)
 
 from .seeds import seeded_key
 
@@ -123,6 +130,24 @@ def test_every_byte_flip_fails(make: Any) -> None:
                 continue
             with pytest.raises(InvalidSignature):
                 mutated.verify(KEY.public)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_any_single_byte_change_is_refused(data: st.DataObject) -> None:
+    """Never accepted as a different label by the same signer: it fails to decode, or
+    its signature fails (or the change was no change)."""
+    original = data.draw(st.sampled_from([label().sign(KEY), full()]))
+    raw = bytearray(original.to_bytes())
+    at = data.draw(st.integers(0, len(raw) - 1))
+    raw[at] = data.draw(st.integers(0, 255).filter(lambda b: b != raw[at]))
+    try:
+        mutated = Label.from_bytes(bytes(raw))
+    except (DecodeError, InvalidLabel):
+        return
+    assert mutated != original
+    with pytest.raises(InvalidSignature):
+        mutated.verify(KEY.public)
 
 
 # -- strictness ------------------------------------------------------------------------------
@@ -352,6 +377,62 @@ def test_expiry() -> None:
     old = label(cts="2024-01-01T00:00:00Z")
     new_expired = label(cts="2024-02-01T00:00:00Z", exp="2024-03-01T00:00:00Z")
     assert current_labels([old, new_expired], NOW) == []
+
+
+# -- time: the cts window and the current key's negation (issue 12, finding 5) ------------
+
+
+def test_a_label_dated_far_ahead_is_refused_and_takes_no_part() -> None:
+    # Dated in the year 9999 by a leaked (old) key: before the bound nothing could be
+    # later, so it stayed in force against every retraction.
+    planted = label(val="!takedown", cts="9999-12-31T23:59:59.999Z").sign(OTHER)
+    with pytest.raises(InvalidLabel, match="ahead of the clock"):
+        check_cts(planted, NOW)
+    retract = label(val="!takedown", cts=NOW, neg=True).sign(KEY)
+    assert current_labels([planted, retract], NOW) == []
+    assert current_labels([planted], NOW) == []
+
+
+def test_the_window_is_max_cts_ahead_seconds() -> None:
+    assert MAX_CTS_AHEAD == 300
+    check_cts(label(cts="2024-06-01T00:05:00Z"), NOW)
+    check_cts(label(cts="2024-06-01T01:05:00+01:00"), NOW)  # the same instant
+    with pytest.raises(InvalidLabel):
+        check_cts(label(cts="2024-06-01T00:05:00.001Z"), NOW)
+    with pytest.raises(InvalidLabel):
+        check_cts(label(cts="2024-06-01T00:05:01Z"), NOW, ahead=60)
+    edge = label(cts="2024-06-01T00:05:00Z")
+    assert current_labels([edge], NOW) == [edge]
+    assert current_labels([label(cts="2024-06-01T00:05:00.5Z")], NOW) == []
+
+
+def test_a_negation_by_the_current_key_wins_a_tie() -> None:
+    edge = "2024-06-01T00:05:00Z"
+    planted = label(val="!takedown", cts=edge).sign(OTHER)  # the old key, leaked
+    retract = label(val="!takedown", cts=edge, neg=True).sign(KEY)  # the current key
+    current = {SRC: KEY.did_key()}
+    for order in ([planted, retract], [retract, planted]):
+        assert current_labels(order, NOW, current_keys=current) == []
+        # Without knowing the current key, a positive label wins the tie (as before).
+        assert current_labels(order, NOW) == [planted]
+    # A negation by the old key does not beat the current key's label by a tie.
+    mine = label(val="!takedown", cts=edge).sign(KEY)
+    theirs = label(val="!takedown", cts=edge, neg=True).sign(OTHER)
+    assert current_labels([theirs, mine], NOW, current_keys=current) == [mine]
+    # Nor does an unsigned negation, or one for a labeler whose key is unreadable.
+    unsigned = label(val="!takedown", cts=edge, neg=True)
+    assert current_labels([planted, unsigned], NOW, current_keys=current) == [planted]
+    assert current_labels([planted, retract], NOW, current_keys={SRC: "junk"}) == [planted]
+
+
+def test_retraction_cts_ties_a_label_dated_ahead() -> None:
+    assert retraction_cts([], NOW) == NOW
+    assert retraction_cts(["2024-01-01T00:00:00Z"], NOW) == NOW
+    assert retraction_cts(["2024-06-01T00:04:00Z", "2024-06-01T00:02:00Z"], NOW) == (
+        "2024-06-01T00:04:00Z"
+    )
+    # Past the window it is ignored (refused on receipt; no part in the current set).
+    assert retraction_cts(["2024-06-01T00:05:01Z"], NOW) == NOW
 
 
 def test_current_labels_input_checks() -> None:

@@ -124,3 +124,52 @@ async def _push_label(http: aiohttp.ClientSession, node: Node, label: Label) -> 
         encode_message("push", id=label.label_cid.to_bytes(), kind="label", data=data, round=0)
     )
     return peer
+
+
+async def test_a_leaked_old_key_cannot_plant_a_takedown_that_outlasts_retraction(
+    tmp_path: Path,
+) -> None:
+    """Issue 12, finding 5: a label dated far ahead is dropped on receipt, and one
+    dated inside the clock window is retracted at once by the labeler's current key
+    (its negation ties the planted cts and wins the tie)."""
+    from node.client import rotate_signing_key
+    from node.repos import iso_now
+
+    (a,) = await start_nodes(tmp_path, 1)
+    try:
+        async with Client(a.url) as mod, Client(a.url) as author:
+            await mod.create_account("mod.skyfed.test", PASSWORD)
+            await author.create_account("author.skyfed.test", PASSWORD)
+            post = await author.post("a post a thief wants taken down")
+            row = await a.storage.account_by_did(mod.did)
+            assert row is not None
+            leaked = SigningKey.from_str(row.signing_key)
+            await rotate_signing_key(mod)  # the leaked key is an old key now
+
+            def planted(cts: str) -> Label:
+                return Label(src=mod.did, uri=post.uri, val="!takedown", cts=cts).sign(leaked)
+
+            # Dated in the year 9999: nothing could ever be later. Dropped, not stored.
+            assert (
+                await a.federation.ingest_labels([planted("9999-12-31T23:59:59.999Z")], None) == 0
+            )
+            assert await a.storage.labels_for(mod.did) == []
+
+            # Dated at the edge of the window: accepted (a label made under an old key
+            # still counts), and in force for readers of this labeler.
+            edge = planted(iso_now(a.wall_clock() + 240))
+            assert await a.federation.ingest_labels([edge], None) == 1
+            prefs = ModerationPrefs().subscribe(mod.did)
+            async with Client(a.url, moderation=prefs) as reader:
+                view = (await reader.posts([post.uri]))["posts"][0]
+                assert [lab["val"] for lab in view["labels"]] == ["!takedown"]
+
+                # The labeler retracts now: its negation ties the planted cts and is
+                # signed by its current key, so it wins at once.
+                negation = await mod.label(post.uri, "!takedown", neg=True)
+                assert negation["cts"] == edge.cts
+                view = (await reader.posts([post.uri]))["posts"][0]
+                assert view["labels"] == []
+                assert reader.moderate(view).action == "show"
+    finally:
+        await a.stop()

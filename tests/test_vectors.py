@@ -444,6 +444,24 @@ def test_label_bad_signature(v: dict[str, Any]) -> None:
     assert_refused(v, lambda: label.verify(VerifyKey.from_did_key(v["signer_did_key"])))
 
 
+@pytest.mark.parametrize("v", cases("labels.json", "too_far_ahead"))
+def test_label_too_far_ahead(v: dict[str, Any]) -> None:
+    from protocol.labels import MAX_CTS_AHEAD, Label, check_cts
+
+    assert v["max_cts_ahead"] == MAX_CTS_AHEAD
+    assert_refused(v, lambda: check_cts(Label.from_bytes(h(v["hex"])), v["now"]))
+
+
+@pytest.mark.parametrize("v", cases("labels.json", "current"))
+def test_labels_in_force(v: dict[str, Any]) -> None:
+    from protocol.labels import Label, current_labels
+
+    labels = [Label.from_bytes(h(item)) for item in v["labels"]]
+    for order in (labels, labels[::-1]):
+        got = current_labels(order, v["now"], current_keys=v["current_keys"])
+        assert [label.label_cid.to_str() for label in got] == v["in_force"]
+
+
 # -- peer wire ---------------------------------------------------------------------------
 
 

@@ -1123,7 +1123,7 @@ def gen_identity() -> dict[str, Any] | None:
 
 def gen_labels() -> dict[str, Any] | None:
     try:
-        from protocol.labels import Label
+        from protocol.labels import MAX_CTS_AHEAD, Label, check_cts, current_labels
     except ImportError:  # pragma: no cover - the module has not landed
         return None
     key = seeded_key(7)
@@ -1187,12 +1187,61 @@ def gen_labels() -> dict[str, Any] | None:
         "signer_did_key": key.did_key(),
     }
     bad_sig.update(refusal(lambda: Label.from_bytes(tampered).verify(key.public)))
+
+    # Time and ties. The receiver's clock is `now`; seed 8 is the labeler's old key
+    # (rotated away), seed 7 its current one.
+    old = seeded_key(8)
+    now = when(10)
+    later = MAX_CTS_AHEAD + 10  # seconds after `now` of the edge of the window
+
+    def lab(signer: SigningKey, cts: str, *, neg: bool = False) -> Label:
+        return Label(src=OTHER_DID, uri=ACCOUNT_DID, val="!takedown", neg=neg, cts=cts).sign(signer)
+
+    edge, past_edge = when(later), when(later + 1)
+    ahead = lab(old, past_edge)
+    too_far = {
+        "id": "cts-past-the-window",
+        "hex": ahead.to_bytes().hex(),
+        "now": now,
+        "max_cts_ahead": MAX_CTS_AHEAD,
+    }
+    too_far.update(refusal(lambda: check_cts(ahead, now)))
+    check_cts(lab(old, edge), now)  # the edge itself is in
+    current_keys = {OTHER_DID: key.did_key()}
+    sets = [
+        ("negation-by-current-key-wins-tie", [lab(old, edge), lab(key, edge, neg=True)], True),
+        ("negation-by-old-key-loses-tie", [lab(key, edge), lab(old, edge, neg=True)], True),
+        (
+            "tie-without-current-keys-positive-wins",
+            [lab(old, edge), lab(key, edge, neg=True)],
+            False,
+        ),
+        ("cts-past-the-window-ignored", [lab(old, when(0), neg=True), ahead], True),
+        ("cts-at-the-edge-counts", [lab(old, when(0), neg=True), lab(old, edge)], True),
+    ]
+    current = []
+    for vid, members, with_keys in sets:
+        keys = current_keys if with_keys else None
+        current.append(
+            {
+                "id": vid,
+                "now": now,
+                "current_keys": keys,
+                "labels": [m.to_bytes().hex() for m in members],
+                "in_force": [
+                    m.label_cid.to_str() for m in current_labels(members, now, current_keys=keys)
+                ],
+            }
+        )
     return {
-        "description": "Signed labels (labeler key seed 7): msgpack bytes, JSON form, CID; "
-        "labels to refuse.",
+        "description": "Signed labels (labeler key seed 7, its old key seed 8): msgpack "
+        "bytes, JSON form, CID; labels to refuse; cts bounded by the receiver's clock; "
+        "the labels in force, ties included.",
         "valid": valid,
         "invalid": invalid,
         "invalid_signatures": [bad_sig],
+        "too_far_ahead": [too_far],
+        "current": current,
     }
 
 
