@@ -735,9 +735,10 @@ def check_new_op(did: str, log: Iterable[bytes], op: bytes) -> ResolvedLog:
     why: an op already in ``log`` (a replay, IdentityError); one not signed by a
     rotation key of the state at its ``prev`` (a forgery, InvalidSignature); one that
     loses a fork to a higher-priority key's op (nullified, IdentityError); one that
-    follows a tombstone, does not chain, or does not decode; and, when ``log`` is not
-    empty, one that :func:`admit_ops` refuses (a fork of the held chain by a key that
-    does not outrank the op it would displace, IdentityError).
+    follows a tombstone, does not chain, would lengthen a chain of
+    :data:`MAX_CHAIN_OPS` ops ("the log is full"), or does not decode; and, when
+    ``log`` is not empty, one that :func:`admit_ops` refuses (a fork of the held chain
+    by a key that does not outrank the op it would displace, IdentityError).
     """
     IdentityOp.from_bytes(op)  # shape errors first, with their own message
     cid = cid_for_msgpack(op)
