@@ -88,6 +88,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import re
 from collections import defaultdict
@@ -448,15 +449,30 @@ class IdentityOp:
         ``rotation_keys`` are those of the state at ``prev`` (for a genesis op, its
         own). Raises :class:`InvalidSignature` if none of them signed it.
         """
-        message = self.unsigned_bytes()
-        for index, did_key in enumerate(rotation_keys):
-            try:
-                key = verify_key(did_key)
-            except InvalidSyntax as e:
-                raise IdentityError(f"rotation key is not an ed25519 did:key: {e.message}") from e
-            if key.is_valid(self.sig, message):
-                return index
-        raise InvalidSignature("identity op is not signed by any rotation key of its prev state")
+        return _signer_index(self.unsigned_bytes(), self.sig, tuple(rotation_keys))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(raw: bytes) -> IdentityOp:
+    """:meth:`IdentityOp.from_bytes`, cached: ops are immutable values of their bytes,
+    and logs are resolved again and again (errors raise and are never cached)."""
+    return IdentityOp.from_bytes(raw)
+
+
+@functools.lru_cache(maxsize=4096)
+def _signer_index(message: bytes, sig: bytes, rotation_keys: tuple[str, ...]) -> int:
+    """The index of the key of ``rotation_keys`` that signed ``message``. Cached (a
+    pure function, like :func:`protocol.keys.verify_key`): a node resolves the same
+    log on many paths, and two ed25519 verifies per op were most of the cost of a
+    long log. Failures raise, so they are never cached."""
+    for index, did_key in enumerate(rotation_keys):
+        try:
+            key = verify_key(did_key)
+        except InvalidSyntax as e:
+            raise IdentityError(f"rotation key is not an ed25519 did:key: {e.message}") from e
+        if key.is_valid(sig, message):
+            return index
+    raise InvalidSignature("identity op is not signed by any rotation key of its prev state")
 
 
 def _str_list(raw: Value, name: str) -> tuple[str, ...]:
@@ -619,7 +635,7 @@ def resolve_log(did: str, ops: Iterable[bytes]) -> ResolvedLog:
         if len(parsed) + len(rejected) >= MAX_RESOLVE_OPS:
             raise IdentityError(f"more than {MAX_RESOLVE_OPS} identity ops to resolve at once")
         try:
-            parsed[cid] = IdentityOp.from_bytes(raw)
+            parsed[cid] = _parse(raw)
         except (DecodeError, IdentityError) as e:
             rejected[cid] = f"malformed: {e.message}"
 
@@ -807,13 +823,13 @@ def admit_ops(did: str, held: Iterable[bytes], incoming: Iterable[bytes]) -> OpA
     by_cid = {cid_for_msgpack(raw): raw for raw in held_ops}
 
     def rotation_keys(cid: CID) -> tuple[str, ...]:
-        return IdentityOp.from_bytes(by_cid[cid]).rotation_keys
+        return _parse(by_cid[cid]).rotation_keys
 
     refused: dict[CID, str] = {}
     parsed: dict[CID, IdentityOp] = {}
     for cid, raw in fresh.items():
         try:
-            parsed[cid] = IdentityOp.from_bytes(raw)
+            parsed[cid] = _parse(raw)
         except (DecodeError, IdentityError):
             continue  # resolve_log rejects it, naming why
     for cid, op in parsed.items():
@@ -826,7 +842,7 @@ def admit_ops(did: str, held: Iterable[bytes], incoming: Iterable[bytes]) -> OpA
         except InvalidSignature:
             continue  # a forgery: resolve_log rejects it as one
         displaced = chain[at + 1]
-        theirs = IdentityOp.from_bytes(by_cid[displaced]).verify(keys)
+        theirs = _parse(by_cid[displaced]).verify(keys)
         if mine >= theirs:
             refused[cid] = (
                 f"forks the held chain at {op.prev} with rotation key #{mine}, which does "
@@ -857,7 +873,7 @@ def chain_signing_keys(did: str, ops: Iterable[bytes]) -> tuple[str, ...]:
     resolved = resolve_log(did, by_cid.values())
     keys: dict[str, None] = {}
     for cid in resolved.chain:
-        op = IdentityOp.from_bytes(by_cid[cid])
+        op = _parse(by_cid[cid])
         if op.signing_key is not None:
             keys[op.signing_key] = None
     return tuple(keys)
