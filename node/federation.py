@@ -686,7 +686,9 @@ class Federation:
                 if label.label_cid.to_bytes() != msg_id:
                     raise DecodeError("push id is not the label's CID")
                 if not self._timely(label):
-                    return False  # dated too far ahead: not stored, not passed on
+                    # Dated too far ahead: not stored or passed on, not the sender's
+                    # fault; not marked seen either, so it can come back once it is due.
+                    return None
                 await self.ingest_labels([label], link)
             else:
                 did, ops = _decode_identity(data)

@@ -150,10 +150,32 @@ async def test_a_leaked_old_key_cannot_plant_a_takedown_that_outlasts_retraction
                 return Label(src=mod.did, uri=post.uri, val="!takedown", cts=cts).sign(leaked)
 
             # Dated in the year 9999: nothing could ever be later. Dropped, not stored.
-            assert (
-                await a.federation.ingest_labels([planted("9999-12-31T23:59:59.999Z")], None) == 0
-            )
+            far = planted("9999-12-31T23:59:59.999Z")
+            assert await a.federation.ingest_labels([far], None) == 0
             assert await a.storage.labels_for(mod.did) == []
+            # By gossip too, and the peer that passed it on is not blamed. (Pushes from
+            # one link are judged in order: once the second is stored, the first was.)
+            rejected = a.federation.rejected
+            async with aiohttp.ClientSession() as http:
+                peer = await _push_label(http, a, far)
+                fine = planted(iso_now(a.wall_clock()))
+                push = encode_message(
+                    "push",
+                    id=fine.label_cid.to_bytes(),
+                    kind="label",
+                    data=fine.to_bytes(),
+                    round=0,
+                )
+                await peer.ws.send_bytes(push)
+
+                async def stored() -> bool:
+                    return len(await a.storage.labels_for(mod.did)) > 0
+
+                await until(stored)
+                assert await a.storage.labels_for(mod.did) == [fine.to_bytes()]
+                assert a.federation.rejected == rejected
+                assert a.federation.links[peer.key.did_key()].score == 0
+                await peer.ws.close()
 
             # Dated at the edge of the window: accepted (a label made under an old key
             # still counts), and in force for readers of this labeler.
