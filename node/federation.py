@@ -674,7 +674,10 @@ class Federation:
         self, link: PeerLink, msg_id: bytes, kind: str, data: bytes
     ) -> bool | None:
         """True: valid (forward it); False: forged or malformed (the sender is at
-        fault); None: cannot be judged now (no identity to check it against)."""
+        fault); None: cannot be judged now (no identity to check it against), or a
+        refused commit event: its id names only the commit block, and anyone can wrap
+        an honest commit in a forged event (rewritten since, ops or blocks), so the id
+        must not be marked bad, or the real event under it would never get in."""
         try:
             if kind == "commit":
                 event = CommitEvent.from_bytes(data)
@@ -707,7 +710,7 @@ class Federation:
         except SkyfedError as e:
             self.rejected += 1
             self.penalize(link, _FORGERY_PENALTY, f"rejected {kind}: {e}")
-            return False
+            return None if kind == "commit" else False
         except (PeerError, TimeoutError) as e:
             log.info("cannot judge a %s from %s yet: %s", kind, link.peer_did, e)
             return None

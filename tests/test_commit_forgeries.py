@@ -15,11 +15,13 @@ with a tree that verifies in full.
 
 from __future__ import annotations
 
+import base64
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import aiohttp
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -47,11 +49,12 @@ from protocol.ingest import (
 )
 from protocol.keys import SigningKey
 from protocol.mst import MST, BlockSource, MemoryBlockStore
+from protocol.peerwire import encode_message
 from protocol.repo import CommitResult, Repo, Write
 from protocol.syntax import tid_from_parts
 
 from .seeds import seeded_key
-from .test_federation import PASSWORD, all_agree, link, start_nodes, until
+from .test_federation import PASSWORD, FakePeer, all_agree, link, start_nodes, until
 
 DID = "did:skyfed:ocrlxjjqgc2kmohyklx24khp"
 KEY = seeded_key(3)
@@ -636,6 +639,116 @@ async def test_a_node_refuses_a_rewritten_since_and_records_no_evidence(tmp_path
         assert (await b.storage.head_state(did)) == held
         # The honest event still applies.
         assert await b.federation.ingest_event(nxt.event, None) is Verdict.APPLY
+    finally:
+        for node in (a, b):
+            await node.stop()
+
+
+async def test_evidence_from_real_equivocation_re_verifies_from_the_api(tmp_path: Path) -> None:
+    a, b = await start_nodes(tmp_path, 2)
+    try:
+        await link([a, b], [(1, 0)])
+        did, key = await _alice_history(a)
+        await until(lambda: all_agree([a, b], 1))
+        head = await a.repos.head(did)
+        forks = [
+            head.apply_writes(
+                [Write("create", "app.bsky.feed.post", a.repos._next_rev(head.rev), post(t))],
+                key,
+                rev=a.repos._next_rev(head.rev),
+                time=TIME,
+            ).event
+            for t in ("history one", "history two")
+        ]
+        verdicts = [await b.federation.ingest_event(f, None) for f in forks]
+        assert verdicts[0] is Verdict.APPLY
+        assert verdicts[1] in (Verdict.STALE, Verdict.SWITCH)
+        async with aiohttp.ClientSession() as http:
+            url = b.url + "/xrpc/skyfed.sync.listEquivocations"
+            async with http.get(url) as resp:
+                assert resp.status == 200
+                got = (await resp.json())["equivocations"]
+        assert len(got) == 1
+        entry = got[0]
+        assert entry["did"] == did
+        assert entry["reason"] == "same-prev"
+        assert {entry["kept"], entry["dropped"]} == {str(f.commit) for f in forks}
+        kept, dropped = (base64.b64decode(entry[k]) for k in ("keptCommit", "droppedCommit"))
+        assert str(cid_for_msgpack(kept)) == entry["kept"]
+        assert str(cid_for_msgpack(dropped)) == entry["dropped"]
+        assert check_equivocation(kept, dropped, signing_keys=[key.did_key()]) == "same-prev"
+    finally:
+        for node in (a, b):
+            await node.stop()
+
+
+async def _push_raw(http: aiohttp.ClientSession, node: Node, commit: CID, data: bytes) -> FakePeer:
+    """Push ``data`` as a commit from a fresh keyless peer (a forger gets cut off after
+    two refusals, so each forgery comes from a new one). The caller closes it."""
+    peer = await FakePeer.connect(http, node)
+    await until(lambda: _linked(node, peer.key.did_key()))
+    await peer.ws.send_bytes(
+        encode_message("push", id=commit.to_bytes(), kind="commit", data=data, round=0)
+    )
+    return peer
+
+
+async def _linked(node: Node, did: str) -> bool:
+    return did in node.federation.links
+
+
+async def test_a_node_fed_honest_and_forged_events_ends_on_the_honest_head(
+    tmp_path: Path,
+) -> None:
+    """Keyless peers relay alice's new commits to b, each shuffled among forgeries of
+    it (wrapped as first, rebased on its grandparent, a no-op update added), so a
+    forgery often arrives before the honest event under the same id."""
+    a, b = await start_nodes(tmp_path, 2)
+    rnd = random.Random(12)
+    try:
+        await link([a, b], [(1, 0)])
+        did, key = await _alice_history(a)
+        await until(lambda: all_agree([a, b], 1))
+        a.repos.on_commit = None  # a does not gossip these itself: the relays do
+        rejected = b.federation.rejected
+        peers: list[FakePeer] = []
+        async with aiohttp.ClientSession() as http:
+            for i in range(4):
+                head = await a.repos.head(did)
+                grandparent_cid = head.commit.prev
+                assert grandparent_cid is not None
+                grandparent = Repo.load(a.storage, grandparent_cid)
+                writes = [Write("create", "app.bsky.feed.post", rev(200 + i, 0), post(f"n{i}"))]
+                outcome = await a.repos.write(did, writes, key)
+                event = outcome.result.event
+                new_tree = outcome.result.repo.tree
+                root = a.storage.read_block(new_tree.root())
+                assert root is not None
+                untouched = next(iter(head.tree.items()))
+                block = a.storage.read_block(untouched[1])
+                assert block is not None
+                sends = [
+                    event.to_bytes(),
+                    wrap_as_first(event, root).to_bytes(),
+                    rebase(
+                        event, new_tree, grandparent.commit, grandparent.tree, a.storage
+                    ).to_bytes(),
+                    with_no_op_update(event, *untouched, block),
+                ]
+                rnd.shuffle(sends)
+                for data in sends:
+                    peers.append(await _push_raw(http, b, event.commit, data))
+            await until(lambda: all_agree([a, b], 1))
+            for peer in peers:
+                await peer.ws.close()
+        want = await a.repos.head(did)
+        got = await b.repos.head(did)
+        assert got.commit_cid == want.commit_cid
+        assert check_tree_complete(b.storage, got.commit) == len(list(want.tree.items()))
+        assert list(got.tree.items()) == list(want.tree.items())
+        assert await b.storage.equivocations() == []
+        # Forgeries that came before their honest event were judged, and refused.
+        assert b.federation.rejected > rejected
     finally:
         for node in (a, b):
             await node.stop()
