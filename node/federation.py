@@ -52,10 +52,11 @@ from protocol.eventstream import encode_frame
 from protocol.heads import identity_item, labels_item, repo_item
 from protocol.identity import chain_signing_keys, resolve_log
 from protocol.ingest import (
+    Evidence,
     HeadState,
-    Judgement,
     Verdict,
     check_tree_complete,
+    equivocation_between,
     head_wins,
     judge_event,
     judge_snapshot,
@@ -820,7 +821,13 @@ class Federation:
             )
             verdict = judged.verdict
             if judged.evidence is not None and held is not None:
-                await self._record_equivocation(event, judged, held)
+                await self._record_equivocation(
+                    did,
+                    (event.commit, event.block_map()[event.commit]),
+                    held,
+                    judged.evidence,
+                    new_wins=verdict is Verdict.SWITCH,
+                )
             applied = False
             if verdict is Verdict.APPLY:
                 if held is None and not self._whole_tree(event, judged.commit):
@@ -846,21 +853,25 @@ class Federation:
         return verdict
 
     async def _record_equivocation(
-        self, event: CommitEvent, judged: Judgement, held: HeadState
+        self,
+        did: str,
+        new: tuple[CID, bytes],
+        held: HeadState,
+        evidence: Evidence,
+        *,
+        new_wins: bool,
     ) -> None:
-        """Keep both signed commits: the evidence must re-verify anywhere."""
-        assert judged.evidence is not None
-        event_block = event.block_map()[event.commit]
+        """Keep both signed commits (the new one's CID and block, and the held head's):
+        the evidence must re-verify anywhere (protocol.ingest.check_equivocation)."""
         held_block = (await self.node.storage.get_blocks([held.head])).get(held.head)
         if held_block is None:
             return
-        mine = (event.commit, event_block)
         theirs = (held.head, held_block)
-        kept, dropped = (mine, theirs) if judged.verdict is Verdict.SWITCH else (theirs, mine)
+        kept, dropped = (new, theirs) if new_wins else (theirs, new)
         await self.node.storage.record_equivocation(
             EquivocationRow(
-                did=event.repo,
-                reason=judged.evidence,
+                did=did,
+                reason=evidence,
                 kept=kept[0],
                 kept_commit=kept[1],
                 dropped=dropped[0],
@@ -1069,10 +1080,27 @@ class Federation:
                         held=held,
                         now_micros=int(self.node.wall_clock() * 1e6),
                     )
+                    evidence = (
+                        None if held is None else equivocation_between(commit, roots[0], held)
+                    )
+                    if (
+                        evidence is not None
+                        and held is not None
+                        and verdict in (Verdict.SWITCH, Verdict.STALE)
+                    ):
+                        # A sibling met by reconciliation rather than by a push: the
+                        # signed prev (or rev) proves it all the same.
+                        await self._record_equivocation(
+                            did,
+                            (roots[0], blocks[roots[0]]),
+                            held,
+                            evidence,
+                            new_wins=verdict is Verdict.SWITCH,
+                        )
                     if verdict not in (Verdict.APPLY, Verdict.SWITCH):
                         return False
-                    # The commit a snapshot was made on is unknown: "" never equals a
-                    # rev or the genesis' None, so no sibling is inferred from it.
+                    # The rev the snapshot's head was made on is unknown (its signed
+                    # prev is in its block): stored as "".
                     ok = await self._apply_snapshot(
                         did, roots[0], commit, blocks, held, since="", full=since is None
                     )

@@ -752,3 +752,42 @@ async def test_a_node_fed_honest_and_forged_events_ends_on_the_honest_head(
     finally:
         for node in (a, b):
             await node.stop()
+
+
+async def test_a_sibling_met_by_reconciliation_is_recorded_as_evidence(tmp_path: Path) -> None:
+    a, b = await start_nodes(tmp_path, 2)
+    try:
+        await link([a, b], [(1, 0)])
+        did, key = await _alice_history(a)
+        await until(lambda: all_agree([a, b], 1))
+        head = await a.repos.head(did)
+        parent_cid = head.commit.prev
+        assert parent_cid is not None
+        parent = Repo.load(a.storage, parent_cid)
+        # A sibling of the head (signed on the same prev) with a later rev: it wins.
+        sibling = parent.apply_writes(
+            [Write("create", "app.bsky.feed.post", rev(300, 0), post("the other history"))],
+            key,
+            rev=a.repos._next_rev(head.rev),
+            time=TIME,
+        ).event
+        # a takes it as an event (and does not pass it on); b only learns of it when
+        # it reconciles with a and fetches a's head as a snapshot.
+        assert await a.federation.ingest_event(sibling, None) is Verdict.SWITCH
+        await until(lambda: all_agree([a, b], 1))
+        held = await b.storage.head_state(did)
+        assert held is not None
+        assert held.head == sibling.commit
+        evidence = await b.storage.equivocations()
+        assert [(e.reason, e.kept, e.dropped) for e in evidence] == [
+            ("same-prev", sibling.commit, head.commit_cid)
+        ]
+        assert (
+            check_equivocation(
+                evidence[0].kept_commit, evidence[0].dropped_commit, signing_keys=[key.did_key()]
+            )
+            == "same-prev"
+        )
+    finally:
+        for node in (a, b):
+            await node.stop()
