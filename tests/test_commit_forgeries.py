@@ -533,7 +533,7 @@ def _deliveries(rnd: random.Random, peers: int) -> list[tuple[bytes, int]]:
     return merged
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.randoms(use_true_random=False), st.integers(1, 3), st.integers(1, 3))
 def test_interleaved_honest_and_forged_events_leave_every_receiver_on_the_honest_head(
     rnd: random.Random, peers: int, receivers: int
