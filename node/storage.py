@@ -31,6 +31,7 @@ from typing import Any, Protocol, TypeVar
 from protocol.cid import CID
 from protocol.commit import Commit
 from protocol.encoding import Value
+from protocol.errors import DecodeError
 from protocol.eventstream import encode_frame
 from protocol.heads import label_set_digest
 from protocol.ingest import HeadState
@@ -222,6 +223,9 @@ _MIGRATIONS.append(
     ) WITHOUT ROWID;
     """
 )
+#: The first schema whose commits sign prev (commit version 4): an older database
+#: that holds repositories holds version-3 commits, which no node accepts any more.
+_SIGNED_PREV_SCHEMA = len(_MIGRATIONS)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -449,6 +453,8 @@ class SqliteStorage:
                 )
             if version == SCHEMA_VERSION:
                 return
+            if 0 < version < _SIGNED_PREV_SCHEMA:
+                _refuse_old_commits(conn)
             # One transaction for the whole upgrade: the schema steps first, then the
             # back-fills, which index with code that expects the newest schema.
             conn.execute("BEGIN IMMEDIATE")
@@ -1060,6 +1066,24 @@ class _Published:
 
     value: int
     events: list[tuple[int, bytes]]
+
+
+def _refuse_old_commits(conn: sqlite3.Connection) -> None:
+    """Commits of version 3 cannot be carried over (they would have to be re-signed
+    with their prev, docs/protocol.md §8): say so plainly instead of failing later."""
+    rows = conn.execute(
+        "SELECT r.did, b.data FROM repos r LEFT JOIN blocks b ON b.cid = r.head"
+    ).fetchall()
+    for did, block in rows:
+        try:
+            if block is None:
+                raise DecodeError("its head commit block is missing")
+            Commit.from_bytes(block)
+        except DecodeError as e:
+            raise RuntimeError(
+                f"this database holds {did}'s repository in a commit format skyfed no"
+                f" longer accepts ({e}); start the node with a new data directory"
+            ) from e
 
 
 def _head_row(r: Sequence[Any]) -> RepoHead:

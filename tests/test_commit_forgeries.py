@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import random
+import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,6 +29,8 @@ from hypothesis import strategies as st
 
 from node.app import Node
 from node.client import Client
+from node.config import NodeConfig
+from node.storage import SCHEMA_VERSION
 from protocol.cid import CID, cid_for_msgpack
 from protocol.commit import (
     EMPTY_TREE,
@@ -791,3 +794,32 @@ async def test_a_sibling_met_by_reconciliation_is_recorded_as_evidence(tmp_path:
     finally:
         for node in (a, b):
             await node.stop()
+
+
+async def test_a_database_with_version_3_commits_is_refused_plainly(tmp_path: Path) -> None:
+    config = NodeConfig(data_dir=tmp_path / "node", port=0)
+    async with Node(config) as node, Client(node.url) as alice:
+        await alice.create_account("alice.skyfed.test", PASSWORD)
+        head = await node.storage.get_head(alice.did)
+        assert head is not None
+        block = node.storage.read_block(head.head)
+        assert block is not None
+    # What a node of schema v6 held: the same head, written as a version-3 commit.
+    old = Commit.from_bytes(block)
+    v3 = encode({**_commit_value(old), "prev": None, "version": 3})
+    conn = sqlite3.connect(config.db_path)
+    conn.execute("UPDATE blocks SET data = ? WHERE cid = ?", (v3, head.head.to_bytes()))
+    conn.execute("DROP TABLE equivocations")
+    conn.execute(
+        "CREATE TABLE equivocations (did TEXT NOT NULL, since TEXT, kept BLOB NOT NULL,"
+        " dropped BLOB NOT NULL, seen_at TEXT NOT NULL, PRIMARY KEY (did, kept, dropped))"
+    )
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+    conn.commit()
+    conn.close()
+    stale = Node(config)
+    try:
+        with pytest.raises(RuntimeError, match="new data directory"):
+            await stale.start()
+    finally:
+        await stale.stop()
