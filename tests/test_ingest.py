@@ -4,8 +4,8 @@ A small history is built with :class:`protocol.repo.Repo` from seeded keys::
 
     G ── A  ── B ── E (rev exactly 5 minutes ahead of "now")
     │          └─── F (rev 5 minutes + 1 µs ahead)
-    ├─── A2   (same since and rev as A: the lower CID wins)
-    └─── A3   (same since as A, a later rev: wins on rev)
+    ├─── A2   (signed on G like A, same rev: the lower CID wins)
+    └─── A3   (signed on G like A, a later rev: wins on rev)
 
 and every verdict path of :func:`judge_event` and :func:`judge_snapshot` is taken.
 Property tests check that :func:`head_wins` is a strict total order, and that
