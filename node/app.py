@@ -688,7 +688,7 @@ async def create_record(request: web.Request) -> web.Response:
         swap_commit=_b_cid(body, "swapCommit"),
         validate=validate,
     )
-    cid = outcome.result.ops[0].cid
+    cid = outcome.result.written[0]
     return _json(
         {
             "uri": f"at://{did}/{collection}/{rkey}",
@@ -735,7 +735,7 @@ async def put_record(request: web.Request) -> web.Response:
     return _json(
         {
             "uri": f"at://{did}/{path}",
-            "cid": str(outcome.result.ops[0].cid),
+            "cid": str(outcome.result.written[0]),
             "commit": _commit_meta(outcome),
             "validationStatus": "valid" if validate else "unknown",
         },
@@ -802,7 +802,7 @@ async def apply_writes(request: web.Request) -> web.Response:
         validate=_validate_flag(body),
     )
     results = []
-    for w, op in zip(writes, outcome.result.ops, strict=True):
+    for w, cid in zip(writes, outcome.result.written, strict=True):
         kind = f"com.atproto.repo.applyWrites#{w.action}Result"
         if w.action == "delete":
             results.append({"$type": kind})
@@ -811,7 +811,7 @@ async def apply_writes(request: web.Request) -> web.Response:
                 {
                     "$type": kind,
                     "uri": f"at://{did}/{w.path}",
-                    "cid": str(op.cid),
+                    "cid": str(cid),
                     "validationStatus": "valid",
                 }
             )
@@ -1092,14 +1092,24 @@ async def list_peers(request: web.Request) -> web.Response:
 
 
 async def list_equivocations(request: web.Request) -> web.Response:
-    """skyfed.sync.listEquivocations: evidence of authors who signed two histories."""
+    """skyfed.sync.listEquivocations: evidence of authors who signed two histories.
+    Each entry carries both signed commit blocks (base64), so anyone can re-verify it
+    (``protocol.ingest.check_equivocation``)."""
     node = request.app[NODE_KEY]
     rows = await node.storage.equivocations(_q_int(request, "limit", 50, 1, 500))
     return _json(
         {
             "equivocations": [
-                {"did": d, "since": s, "kept": str(k), "dropped": str(x), "seenAt": t}
-                for d, s, k, x, t in rows
+                {
+                    "did": e.did,
+                    "reason": e.reason,
+                    "kept": str(e.kept),
+                    "dropped": str(e.dropped),
+                    "keptCommit": base64.b64encode(e.kept_commit).decode("ascii"),
+                    "droppedCommit": base64.b64encode(e.dropped_commit).decode("ascii"),
+                    "seenAt": e.seen_at,
+                }
+                for e in rows
             ]
         }
     )

@@ -11,9 +11,12 @@ the same ways as commits: pushed one by one, and fetched per labeler (``getlabel
 when reconciliation finds that a label set differs.
 
 Everything that arrives goes through :mod:`protocol.ingest`: signature by the DID's
-current key, rev bounds, ``since``/``prevData`` continuity, the deterministic head
-rule. A peer that sends forged or malformed data is scored down and, past a
-threshold, cut off for a cool-off period; it never takes the node down.
+current key, rev bounds, continuity on the signed ``prev`` (with ``since``/``prevData``
+agreeing), the deterministic head rule, and equivocation evidence only from signed
+commits. A repo is first held only with its whole tree: a first commit's event, or a
+full snapshot, checked block by block. A peer that sends forged or malformed data is
+scored down and, past a threshold, cut off for a cool-off period; it never takes the
+node down.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from protocol.encoding import encode
 from protocol.errors import (
     DecodeError,
     IdentityError,
+    InvalidCommit,
     InvalidLabel,
     InvalidSignature,
     SkyfedError,
@@ -48,10 +52,19 @@ from protocol.errors import (
 from protocol.eventstream import encode_frame
 from protocol.heads import identity_item, labels_item, repo_item
 from protocol.identity import chain_signing_keys, resolve_log
-from protocol.ingest import HeadState, Verdict, head_wins, judge_event, judge_snapshot
+from protocol.ingest import (
+    Evidence,
+    HeadState,
+    Verdict,
+    check_tree_complete,
+    equivocation_between,
+    head_wins,
+    judge_event,
+    judge_snapshot,
+)
 from protocol.keys import VerifyKey, verify_key
 from protocol.labels import Label, check_cts
-from protocol.mst import MST, MissingBlock
+from protocol.mst import MST, MemoryBlockStore, MissingBlock
 from protocol.negentropy import Negentropy, NegentropyStorageVector
 from protocol.peerwire import (
     MAX_FRAME,
@@ -65,7 +78,7 @@ from protocol.plumtree import Deliver, Plumtree, SendGraft, SendIHave, SendPrune
 
 from .repos import iso_now
 from .rtt import RttEstimator
-from .storage import CommitBatch, LabelRow
+from .storage import CommitBatch, EquivocationRow, LabelRow
 
 if TYPE_CHECKING:
     from .app import Node
@@ -663,7 +676,10 @@ class Federation:
         self, link: PeerLink, msg_id: bytes, kind: str, data: bytes
     ) -> bool | None:
         """True: valid (forward it); False: forged or malformed (the sender is at
-        fault); None: cannot be judged now (no identity to check it against)."""
+        fault); None: cannot be judged now (no identity to check it against), or a
+        refused commit event: its id names only the commit block, and anyone can wrap
+        an honest commit in a forged event (rewritten since, ops or blocks), so the id
+        must not be marked bad, or the real event under it would never get in."""
         try:
             if kind == "commit":
                 event = CommitEvent.from_bytes(data)
@@ -700,7 +716,7 @@ class Federation:
         except SkyfedError as e:
             self.rejected += 1
             self.penalize(link, _FORGERY_PENALTY, f"rejected {kind}: {e}")
-            return False
+            return None if kind == "commit" else False
         except (PeerError, TimeoutError) as e:
             log.info("cannot judge a %s from %s yet: %s", kind, link.peer_did, e)
             return None
@@ -821,20 +837,22 @@ class Federation:
                 event, signing_key=key, held=held, now_micros=int(self.node.wall_clock() * 1e6)
             )
             verdict = judged.verdict
-            if judged.equivocation and held is not None:
-                kept, dropped = (
-                    (event.commit, held.head)
-                    if verdict is Verdict.SWITCH
-                    else (held.head, event.commit)
-                )
-                await self.node.storage.record_equivocation(
-                    did, event.since, kept, dropped, iso_now()
+            if judged.evidence is not None and held is not None:
+                await self._record_equivocation(
+                    did,
+                    (event.commit, event.block_map()[event.commit]),
+                    held,
+                    judged.evidence,
+                    new_wins=verdict is Verdict.SWITCH,
                 )
             applied = False
             if verdict is Verdict.APPLY:
-                await self._store_event(event, judged.commit, held)
-                self.ingested += 1
-                applied = True
+                if held is None and not self._whole_tree(event, judged.commit):
+                    verdict = Verdict.GAP
+                else:
+                    await self._store_event(event, judged.commit, held)
+                    self.ingested += 1
+                    applied = True
             elif verdict is Verdict.SWITCH:
                 assert held is not None
                 applied = await self._switch(did, event, judged.commit, held)
@@ -850,6 +868,45 @@ class Federation:
             if link is not None:
                 self._spawn(self._catch_up(did, link))
         return verdict
+
+    async def _record_equivocation(
+        self,
+        did: str,
+        new: tuple[CID, bytes],
+        held: HeadState,
+        evidence: Evidence,
+        *,
+        new_wins: bool,
+    ) -> None:
+        """Keep both signed commits (the new one's CID and block, and the held head's):
+        the evidence must re-verify anywhere (protocol.ingest.check_equivocation)."""
+        held_block = (await self.node.storage.get_blocks([held.head])).get(held.head)
+        if held_block is None:
+            return
+        theirs = (held.head, held_block)
+        kept, dropped = (new, theirs) if new_wins else (theirs, new)
+        await self.node.storage.record_equivocation(
+            EquivocationRow(
+                did=did,
+                reason=evidence,
+                kept=kept[0],
+                kept_commit=kept[1],
+                dropped=dropped[0],
+                dropped_commit=dropped[1],
+                seen_at=iso_now(),
+            )
+        )
+
+    @staticmethod
+    def _whole_tree(event: CommitEvent, commit: Commit) -> bool:
+        """A repo held for the first time must come with every tree node and record
+        (a first commit's event always does: its ops build the tree from empty)."""
+        try:
+            check_tree_complete(MemoryBlockStore(event.block_map()), commit)
+        except InvalidCommit as e:
+            log.info("first commit of %s lacks its tree: %s", event.repo, e)
+            return False
+        return True
 
     def _hold(self, event: CommitEvent) -> None:
         held = self._pending.setdefault(event.repo, {})
@@ -875,7 +932,14 @@ class Federation:
             event = waiting.pop(held.rev, None) if waiting and held else None
             if event is None:
                 return
-            if await self.ingest_event(event, None) is not Verdict.APPLY:
+            try:
+                verdict = await self.ingest_event(event, None)
+            except SkyfedError as e:
+                # Held before it could be judged; whoever sent it is long gone, and the
+                # peer whose commit let us judge it is not at fault.
+                log.info("dropped a held commit of %s: %s", did, e)
+                return
+            if verdict is not Verdict.APPLY:
                 return
 
     async def _catch_up(self, did: str, first: PeerLink) -> None:
@@ -949,10 +1013,18 @@ class Federation:
             source = _Overlay(blocks, storage)
             new = MST.load(source, commit.data)
             try:
-                if full:
-                    new.verify_structure()
-                old = MST.load(storage, held.data) if held is not None else MST.empty()
+                if held is None:
+                    # Held for the first time: the whole tree and every record, or
+                    # nothing (negentropy would never show what is missing).
+                    check_tree_complete(source, commit)
+                    old = MST.empty()
+                else:
+                    if full:
+                        new.verify_structure()
+                    old = MST.load(storage, held.data)
                 diff = old.diff(new)
+                # Against a held (complete) tree, the nodes diff does not load are
+                # shared with it, so checking what changed checks the whole tree.
                 for d in diff:
                     if d.new is not None and source.get_block(d.new) is None:
                         return None
@@ -1025,10 +1097,27 @@ class Federation:
                         held=held,
                         now_micros=int(self.node.wall_clock() * 1e6),
                     )
+                    evidence = (
+                        None if held is None else equivocation_between(commit, roots[0], held)
+                    )
+                    if (
+                        evidence is not None
+                        and held is not None
+                        and verdict in (Verdict.SWITCH, Verdict.STALE)
+                    ):
+                        # A sibling met by reconciliation rather than by a push: the
+                        # signed prev (or rev) proves it all the same.
+                        await self._record_equivocation(
+                            did,
+                            (roots[0], blocks[roots[0]]),
+                            held,
+                            evidence,
+                            new_wins=verdict is Verdict.SWITCH,
+                        )
                     if verdict not in (Verdict.APPLY, Verdict.SWITCH):
                         return False
-                    # The commit a snapshot was made on is unknown: "" never equals a
-                    # rev or the genesis' None, so no sibling is inferred from it.
+                    # The rev the snapshot's head was made on is unknown (its signed
+                    # prev is in its block): stored as "".
                     ok = await self._apply_snapshot(
                         did, roots[0], commit, blocks, held, since="", full=since is None
                     )

@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from protocol.cid import CID
+from protocol.commit import Commit
 from protocol.encoding import Value
+from protocol.errors import DecodeError
 from protocol.eventstream import encode_frame
 from protocol.heads import label_set_digest
 from protocol.ingest import HeadState
@@ -40,6 +42,7 @@ from .index import FEED_SCHEMA, INDEX_SCHEMA, index_record, rebuild_feeds, unind
 __all__ = [
     "AccountRow",
     "CommitBatch",
+    "EquivocationRow",
     "LabelRow",
     "RecordRow",
     "RepoHead",
@@ -202,6 +205,27 @@ _MIGRATIONS.append(
     ) WITHOUT ROWID;
     """
 )
+# v7: equivocation evidence is two signed commits (docs/protocol.md §17.1), kept so
+# anyone can re-verify it. Rows of v1-v6 rested on the unsigned ``since`` and prove
+# nothing, so they go.
+_MIGRATIONS.append(
+    """
+    DROP TABLE equivocations;
+    CREATE TABLE equivocations (
+        did TEXT NOT NULL,
+        kept BLOB NOT NULL,
+        dropped BLOB NOT NULL,
+        reason TEXT NOT NULL,
+        kept_commit BLOB NOT NULL,
+        dropped_commit BLOB NOT NULL,
+        seen_at TEXT NOT NULL,
+        PRIMARY KEY (did, kept, dropped)
+    ) WITHOUT ROWID;
+    """
+)
+#: The first schema whose commits sign prev (commit version 4): an older database
+#: that holds repositories holds version-3 commits, which no node accepts any more.
+_SIGNED_PREV_SCHEMA = len(_MIGRATIONS)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -237,6 +261,19 @@ class RecordRow:
     rkey: str
     cid: CID
     value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EquivocationRow:
+    """Evidence an author signed two histories: both signed commit blocks."""
+
+    did: str
+    reason: str
+    kept: CID
+    kept_commit: bytes
+    dropped: CID
+    dropped_commit: bytes
+    seen_at: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,6 +453,8 @@ class SqliteStorage:
                 )
             if version == SCHEMA_VERSION:
                 return
+            if 0 < version < _SIGNED_PREV_SCHEMA:
+                _refuse_old_commits(conn)
             # One transaction for the whole upgrade: the schema steps first, then the
             # back-fills, which index with code that expects the newest schema.
             conn.execute("BEGIN IMMEDIATE")
@@ -660,17 +699,22 @@ class SqliteStorage:
         return await self.read(q)
 
     async def head_state(self, did: str) -> HeadState | None:
-        """The held head with the ``since`` it was committed on (for ingest)."""
+        """The held head with the ``since`` it was committed on and its signed
+        ``prev`` (for ingest)."""
 
         def q(conn: sqlite3.Connection) -> HeadState | None:
             row = conn.execute(
-                "SELECT r.head, r.rev, r.root, c.since FROM repos r"
-                " LEFT JOIN commits c ON c.did = r.did AND c.rev = r.rev WHERE r.did = ?",
+                "SELECT r.head, r.rev, r.root, c.since, b.data FROM repos r"
+                " LEFT JOIN commits c ON c.did = r.did AND c.rev = r.rev"
+                " LEFT JOIN blocks b ON b.cid = r.head WHERE r.did = ?",
                 (did,),
             ).fetchone()
             if row is None:
                 return None
-            return HeadState(CID.from_bytes(row[0]), row[1], CID.from_bytes(row[2]), row[3])
+            if row[4] is None:
+                raise RuntimeError(f"the head commit block of {did} is missing")
+            prev = Commit.from_bytes(row[4]).prev
+            return HeadState(CID.from_bytes(row[0]), row[1], CID.from_bytes(row[2]), row[3], prev)
 
         return await self.read(q)
 
@@ -690,25 +734,34 @@ class SqliteStorage:
 
         return await self.read(q)
 
-    async def record_equivocation(
-        self, did: str, since: str | None, kept: CID, dropped: CID, seen_at: str
-    ) -> None:
+    async def record_equivocation(self, row: EquivocationRow) -> None:
         def w(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT OR IGNORE INTO equivocations VALUES (?, ?, ?, ?, ?)",
-                (did, since, kept.to_bytes(), dropped.to_bytes(), seen_at),
+                "INSERT OR IGNORE INTO equivocations VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    row.did,
+                    row.kept.to_bytes(),
+                    row.dropped.to_bytes(),
+                    row.reason,
+                    row.kept_commit,
+                    row.dropped_commit,
+                    row.seen_at,
+                ),
             )
 
         await self.write(w)
 
-    async def equivocations(self, limit: int = 100) -> list[tuple[str, str | None, CID, CID, str]]:
-        def q(conn: sqlite3.Connection) -> list[tuple[str, str | None, CID, CID, str]]:
+    async def equivocations(self, limit: int = 100) -> list[EquivocationRow]:
+        def q(conn: sqlite3.Connection) -> list[EquivocationRow]:
             rows = conn.execute(
-                "SELECT did, since, kept, dropped, seen_at FROM equivocations"
-                " ORDER BY seen_at DESC LIMIT ?",
+                "SELECT did, reason, kept, kept_commit, dropped, dropped_commit, seen_at"
+                " FROM equivocations ORDER BY seen_at DESC LIMIT ?",
                 (limit,),
             ).fetchall()
-            return [(d, s, CID.from_bytes(k), CID.from_bytes(x), t) for d, s, k, x, t in rows]
+            return [
+                EquivocationRow(d, r, CID.from_bytes(k), kc, CID.from_bytes(x), xc, t)
+                for d, r, k, kc, x, xc, t in rows
+            ]
 
         return await self.read(q)
 
@@ -1013,6 +1066,24 @@ class _Published:
 
     value: int
     events: list[tuple[int, bytes]]
+
+
+def _refuse_old_commits(conn: sqlite3.Connection) -> None:
+    """Commits of version 3 cannot be carried over (they would have to be re-signed
+    with their prev, docs/protocol.md §8): say so plainly instead of failing later."""
+    rows = conn.execute(
+        "SELECT r.did, b.data FROM repos r LEFT JOIN blocks b ON b.cid = r.head"
+    ).fetchall()
+    for did, block in rows:
+        try:
+            if block is None:
+                raise DecodeError("its head commit block is missing")
+            Commit.from_bytes(block)
+        except DecodeError as e:
+            raise RuntimeError(
+                f"this database holds {did}'s repository in a commit format skyfed no"
+                f" longer accepts ({e}); start the node with a new data directory"
+            ) from e
 
 
 def _head_row(r: Sequence[Any]) -> RepoHead:

@@ -1,17 +1,21 @@
 """Signed commits and the commit events that carry a change between nodes.
 
-A commit is ``{did, version: 3, data, rev, prev: null, sig}``: ``data`` is the root of
-the repository's tree, ``rev`` a TID that only ever grows, ``sig`` the ed25519
-signature by the account's signing key over the canonical encoding of the other five
-fields. Its CID is the CID of its encoding *with* ``sig``.
+A commit is ``{did, version: 4, data, rev, prev, sig}``: ``data`` is the root of the
+repository's tree, ``rev`` a TID that only ever grows, ``prev`` the CID of the previous
+commit (null only for the first), ``sig`` the ed25519 signature by the account's
+signing key over the canonical encoding of the other five fields. Its CID is the CID
+of its encoding *with* ``sig``. Because ``prev`` is signed, two commits with the same
+``prev`` (or the same ``rev``) are proof that the author signed two histories, and a
+relay cannot make an honest commit look like one.
 
 A commit event (atproto's ``#commit`` without the stream's ``seq``) carries one
 commit and everything a receiver needs to check it while holding nothing but the
 previous tree root (atproto Sync 1.1, the "inductive firehose"):
 
 * ``ops``: ``{action, path, cid, prev}`` for every record touched;
-* ``since``: the rev of the previous commit (None for the first commit);
-* ``prevData``: the previous tree root;
+* ``since``: the rev of the previous commit (None for the first commit, and only
+  for it: ``since`` is null exactly when the signed ``prev`` is);
+* ``prevData``: the previous tree root (the empty tree's root for the first commit);
 * ``blocks``: the commit block, the new record blocks, and every node of the new tree
   that inverting the ops reads (the path to each key, plus the nodes on both sides of
   each created key that inverting must merge).
@@ -19,6 +23,8 @@ previous tree root (atproto Sync 1.1, the "inductive firehose"):
 The receiver checks the signature, checks that the new tree holds each op's value,
 applies the inverse of every op to the partial tree, and requires the result to be
 ``prevData`` exactly. It refuses: a bad signature, a commit for another DID or rev,
+a ``since`` that is null when ``prev`` is not (or the reverse), a first commit whose
+``prevData`` is not the empty tree, an update op that does not change its record,
 ops that disagree with the tree, missing blocks, a non-increasing rev, more than
 :data:`MAX_OPS` ops or :data:`MAX_BLOCKS_BYTES` of blocks.
 """
@@ -40,6 +46,7 @@ from .syntax import validate_datetime, validate_did, validate_tid
 
 __all__ = [
     "COMMIT_VERSION",
+    "EMPTY_TREE",
     "MAX_BLOCKS_BYTES",
     "MAX_OPS",
     "MAX_RECORD_BYTES",
@@ -52,7 +59,8 @@ __all__ = [
     "verify_commit_event",
 ]
 
-COMMIT_VERSION = 3
+#: 4 since commits sign ``prev`` (docs/protocol.md §8); version 3 is refused.
+COMMIT_VERSION = 4
 _COMMIT_FIELDS = ["data", "did", "prev", "rev", "sig", "version"]
 _OP_FIELDS = ["action", "cid", "path", "prev"]
 _EVENT_FIELDS = ["blocks", "commit", "ops", "prevData", "repo", "rev", "since", "time"]
@@ -60,6 +68,9 @@ _EVENT_FIELDS_SEQ = ["blocks", "commit", "ops", "prevData", "repo", "rev", "seq"
 MAX_OPS = 200
 MAX_RECORD_BYTES = 1024 * 1024
 MAX_BLOCKS_BYTES = 2 * 1024 * 1024
+
+#: The root of the tree with no keys: the ``prevData`` of every first commit.
+EMPTY_TREE = MST.empty().root()
 
 Action = Literal["create", "update", "delete"]
 _ACTIONS = ("create", "update", "delete")
@@ -111,9 +122,10 @@ class Commit:
         )
 
     @classmethod
-    def sign(cls, did: str, data: CID, rev: str, key: SigningKey) -> Commit:
-        sig = key.sign(cls._unsigned(did, data, rev, COMMIT_VERSION, None))
-        return cls(did=did, data=data, rev=rev, sig=sig)
+    def sign(cls, did: str, data: CID, rev: str, key: SigningKey, *, prev: CID | None) -> Commit:
+        """Sign a commit on ``prev``: the CID of the commit before it, None for the first."""
+        sig = key.sign(cls._unsigned(did, data, rev, COMMIT_VERSION, prev))
+        return cls(did=did, data=data, rev=rev, sig=sig, prev=prev)
 
     def unsigned_bytes(self) -> bytes:
         return self._unsigned(self.did, self.data, self.rev, self.version, self.prev)
@@ -176,6 +188,11 @@ class RepoOp:
         want_prev = self.action != "create"
         if (self.cid is not None) != want_cid or (self.prev is not None) != want_prev:
             raise DecodeError(f"a {self.action} op must have cid={want_cid}, prev={want_prev}")
+        # A create or delete always changes the tree (inverting proves the key was
+        # absent, resp. present); an update to the same CID would not, and firehose
+        # consumers would see a change that never happened.
+        if self.cid is not None and self.cid == self.prev:
+            raise DecodeError(f"an update of {self.path} must change its record")
 
     def to_value(self) -> Value:
         return {
@@ -327,14 +344,21 @@ def verify_commit_event(
     *,
     prev_data: CID | None = None,
     prev_rev: str | None = None,
+    prev_commit: CID | None = None,
 ) -> Commit:
     """Verify a commit event holding only the previous root (or nothing).
+
+    On its own the event must be consistent with its signed ``prev``: ``since`` is
+    null exactly when ``prev`` is, and then ``prevData`` is the empty tree's root.
 
     ``prev_data`` and ``prev_rev``, when the receiver holds the repo, must equal the
     event's ``prevData`` and ``since`` (neither is signed: the receiver's own state is
     what they are checked against). A mismatch is an InvalidCommit with error
-    ``Desynchronized``. Returns the commit; raises InvalidCommit, InvalidSignature or
-    DecodeError.
+    ``Desynchronized``. ``prev_commit`` is the CID of the held head: a commit signed
+    on another ``prev`` is ``Desynchronized``; one signed on it must have ``since``
+    and ``prevData`` equal to ``prev_rev`` and ``prev_data`` (given with it), or the
+    unsigned fields were rewritten: a plain InvalidCommit. Returns the commit;
+    raises InvalidCommit, InvalidSignature or DecodeError.
     """
     if len(event.ops) > MAX_OPS:
         raise InvalidCommit(f"more than {MAX_OPS} ops in one commit")
@@ -347,9 +371,22 @@ def verify_commit_event(
         raise InvalidCommit("commit is for another repository")
     if commit.rev != event.rev:
         raise InvalidCommit("commit rev differs from the event's rev")
-    if event.since is not None and not event.since < event.rev:
-        raise InvalidCommit("rev must be greater than since")
+    if event.since is None:
+        if commit.prev is not None:
+            raise InvalidCommit("since is null but the commit is signed on a previous commit")
+        if event.prev_data != EMPTY_TREE:
+            raise InvalidCommit("a first commit's prevData must be the empty tree")
+    else:
+        if commit.prev is None:
+            raise InvalidCommit("since is set but the commit is signed as a first commit")
+        if not event.since < event.rev:
+            raise InvalidCommit("rev must be greater than since")
     commit.verify(key)
+    if prev_commit is not None:
+        if commit.prev != prev_commit:
+            raise InvalidCommit("the commit is not signed on the held head", error="Desynchronized")
+        if event.since != prev_rev or event.prev_data != prev_data:
+            raise InvalidCommit("since or prevData disagree with the commit signed as prev")
     if prev_data is not None and prev_data != event.prev_data:
         raise InvalidCommit("prevData is not the root this node holds", error="Desynchronized")
     if prev_rev is not None and prev_rev != event.since:

@@ -6,13 +6,20 @@ import) goes through these rules, so every node judges the same input the same w
 * the commit is signed by the signing key of the DID's *current* identity state;
 * its rev is a TID no more than :data:`MAX_FUTURE_MICROS` (5 minutes) ahead of the
   receiver's clock (a later one is dropped, not stored, as atproto relays do);
-* a commit event must chain: ``since`` equal to the held head's rev and ``prevData``
-  equal to its tree root. A gap marks the repo desynchronized and asks for a resync;
-  events for other repos keep flowing;
+* a commit event must chain: its commit signed on the held head (``prev``), with
+  ``since`` equal to the held head's rev and ``prevData`` equal to its tree root (an
+  event signed on the held head whose unsigned ``since``/``prevData`` say otherwise
+  was rewritten, and is refused). A gap marks the repo desynchronized and asks for a
+  resync; events for other repos keep flowing;
+* a node that holds nothing takes only a first commit (``prev`` null) from an event;
+  anything later needs the whole tree, from a snapshot;
 * the head of a repo is the greatest by **(rev, then lower commit CID)** of all the
-  heads a node has seen. That one rule settles equivocation (two different commits
-  claiming the same ``since``) identically on every node, whatever order they arrive
-  in, and makes reconciliation a simple max: the side with the lesser head fetches.
+  heads a node has seen. That one rule settles equivocation identically on every
+  node, whatever order the commits arrive in, and makes reconciliation a simple max:
+  the side with the lesser head fetches;
+* equivocation evidence rests on signed data only: two commits signed for one DID
+  that cannot both be on one chain (the same signed ``prev``, or the same ``rev``).
+  :func:`check_equivocation` re-verifies a stored pair.
 
 The functions here decide; the IO shell stores. Invalid input raises our errors
 (the peer that sent it is at fault); everything else is a :class:`Verdict`.
@@ -21,18 +28,26 @@ The functions here decide; the IO shell stores. Invalid input raises our errors
 from __future__ import annotations
 
 import enum
+from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Literal
 
 from .cid import CID
 from .commit import Commit, CommitEvent, verify_commit_event
+from .errors import InvalidCommit, InvalidSignature
 from .keys import verify_key
+from .mst import MST, BlockSource, MissingBlock
 from .syntax import tid_to_parts
 
 __all__ = [
     "MAX_FUTURE_MICROS",
+    "Evidence",
     "HeadState",
     "Judgement",
     "Verdict",
+    "check_equivocation",
+    "check_tree_complete",
+    "equivocation_between",
     "head_wins",
     "judge_event",
     "judge_snapshot",
@@ -51,23 +66,35 @@ class Verdict(enum.Enum):
     FUTURE = "future"  # rev too far ahead of our clock: drop
 
 
+#: Why two signed commits cannot both be on one chain.
+Evidence = Literal["same-prev", "same-rev"]
+
+
 @dataclass(frozen=True, slots=True)
 class HeadState:
-    """What a node holds for a repo: its head commit and where it came from."""
+    """What a node holds for a repo: its head commit and where it came from.
+
+    ``prev`` is the head commit's signed ``prev``; ``since`` the rev of that commit
+    when the node knows it (None for a first commit, "" when unknown: a snapshot)."""
 
     head: CID
     rev: str
     data: CID
     since: str | None
+    prev: CID | None
 
 
 @dataclass(frozen=True, slots=True)
 class Judgement:
     verdict: Verdict
     commit: Commit
-    #: True when the event and the held head are two different commits claiming the
-    #: same ``since``: evidence an author signed conflicting histories.
-    equivocation: bool = False
+    #: Set when the event's commit and the held head are two different commits the
+    #: author signed that cannot both be on one chain (see :func:`check_equivocation`).
+    evidence: Evidence | None = None
+
+    @property
+    def equivocation(self) -> bool:
+        return self.evidence is not None
 
 
 def rev_micros(rev: str) -> int:
@@ -81,6 +108,18 @@ def head_wins(rev_a: str, cid_a: CID, rev_b: str, cid_b: CID) -> bool:
     return cid_a.to_bytes() < cid_b.to_bytes()
 
 
+def equivocation_between(commit: Commit, cid: CID, held: HeadState) -> Evidence | None:
+    """Do ``commit`` (with CID ``cid``) and the held head prove equivocation? Only
+    signed fields are compared; both commits must already be verified."""
+    if cid == held.head:
+        return None
+    if commit.prev == held.prev:
+        return "same-prev"
+    if commit.rev == held.rev:
+        return "same-rev"
+    return None
+
+
 def judge_event(
     event: CommitEvent,
     *,
@@ -90,23 +129,69 @@ def judge_event(
 ) -> Judgement:
     """Verify ``event`` (signature by ``signing_key``, inductive proof) and decide.
 
-    Raises InvalidCommit / InvalidSignature / DecodeError for a bad event."""
+    Raises InvalidCommit / InvalidSignature / DecodeError for a bad event, including
+    one whose unsigned ``since``/``prevData`` contradict what its signed ``prev``
+    names."""
     commit = verify_commit_event(event, verify_key(signing_key))
     if rev_micros(commit.rev) > now_micros + MAX_FUTURE_MICROS:
         return Judgement(Verdict.FUTURE, commit)
     if held is None:
-        verdict = Verdict.APPLY if event.since is None else Verdict.GAP
+        # Only a first commit proves its whole tree (prevData is the empty tree, so
+        # inverting the ops visits every node and record); any other needs a snapshot.
+        verdict = Verdict.APPLY if commit.prev is None else Verdict.GAP
         return Judgement(verdict, commit)
     if event.commit == held.head:
         return Judgement(Verdict.DUPLICATE, commit)
-    sibling = event.since == held.since
-    if event.since == held.rev and event.prev_data == held.data:
+    if commit.prev == held.head:
+        if event.since != held.rev or event.prev_data != held.data:
+            raise InvalidCommit("since or prevData disagree with the commit signed as prev")
         return Judgement(Verdict.APPLY, commit)
+    evidence = equivocation_between(commit, event.commit, held)
+    if evidence == "same-prev" and held.since != "" and event.since != held.since:
+        # Both are signed on one commit, so both must name its rev.
+        raise InvalidCommit("since disagrees with the rev of the commit signed as prev")
     if not head_wins(commit.rev, event.commit, held.rev, held.head):
-        return Judgement(Verdict.STALE, commit, equivocation=sibling)
-    if sibling:
-        return Judgement(Verdict.SWITCH, commit, equivocation=True)
+        return Judgement(Verdict.STALE, commit, evidence)
+    if evidence is not None:
+        return Judgement(Verdict.SWITCH, commit, evidence)
     return Judgement(Verdict.GAP, commit)
+
+
+def check_equivocation(first: bytes, second: bytes, *, signing_keys: Collection[str]) -> Evidence:
+    """Re-verify stored evidence: two commit blocks for one DID, each signed by one of
+    ``signing_keys`` (the DID's signing keys), that cannot both be on one chain.
+    Returns why; raises InvalidCommit (or DecodeError, InvalidSignature) if they
+    prove nothing."""
+    a, b = Commit.from_bytes(first), Commit.from_bytes(second)
+    if a.did != b.did:
+        raise InvalidCommit("the two commits are for different repositories")
+    for c in (a, b):
+        if not any(_signed_by(c, k) for k in signing_keys):
+            raise InvalidSignature("a commit is not signed by any of the signing keys given")
+    evidence = equivocation_between(a, a.cid, HeadState(b.cid, b.rev, b.data, "", b.prev))
+    if evidence is None:
+        raise InvalidCommit("the two commits can be on one chain")
+    return evidence
+
+
+def _signed_by(commit: Commit, did_key: str) -> bool:
+    try:
+        commit.verify(verify_key(did_key))
+    except InvalidSignature:
+        return False
+    return True
+
+
+def check_tree_complete(source: BlockSource, commit: Commit) -> int:
+    """Every node of ``commit``'s tree and every record it names must be in
+    ``source``, in canonical structure: what a node checks before it first calls a
+    repo held. Returns the number of records; raises InvalidCommit (MissingBlock)."""
+    tree = MST.load(source, commit.data)
+    count = tree.verify_structure()
+    for _, cid in tree.items():
+        if source.get_block(cid) is None:
+            raise MissingBlock(cid)
+    return count
 
 
 def judge_snapshot(

@@ -7,6 +7,10 @@ publish; the caller (the IO shell) stores the blocks atomically and only then tr
 the result as the new head. The caller passes in the rev (a TID from its clock) and
 the time, so this module reads no clock.
 
+An update that leaves a record as it was makes no op (an op must change the tree,
+§9.1), so a commit may carry fewer ops than writes: :attr:`CommitResult.written`
+says what each write left at its path.
+
 Refuses: a create where a record exists, an update or delete where none does, two
 writes to one path in one batch, more than :data:`~protocol.commit.MAX_OPS` writes,
 records over 1 MB, records that break their lexicon, a rev not above the head's.
@@ -62,6 +66,8 @@ class CommitResult:
     ops: tuple[RepoOp, ...]
     blocks: dict[CID, bytes] = field(repr=False)
     event: CommitEvent = field(repr=False)
+    #: Per write, in order: the record CID at its path afterwards (None: deleted).
+    written: tuple[CID | None, ...] = ()
 
 
 class _Overlay:
@@ -98,7 +104,7 @@ class Repo:
         """The first commit of a new repository: an empty tree."""
         tree = MST.empty(source)
         empty = tree.root()
-        commit = Commit.sign(did, empty, rev, key)
+        commit = Commit.sign(did, empty, rev, key, prev=None)
         commit_block = commit.to_bytes()
         commit_cid = cid_for_msgpack(commit_block)
         blocks = dict(tree.new_blocks())
@@ -147,6 +153,7 @@ class Repo:
             raise LocalProtocolError(f"rev {rev} is not above the head's {self.commit.rev}")
         tree = self.tree
         ops: list[RepoOp] = []
+        written: list[CID | None] = []
         record_blocks: dict[CID, bytes] = {}
         seen: set[str] = set()
         for i, w in enumerate(writes):
@@ -162,6 +169,7 @@ class Repo:
                     raise RepoError(f"no record at {path}", error="RecordNotFound")
                 tree = tree.delete(path)
                 ops.append(RepoOp("delete", path, None, prev))
+                written.append(None)
                 continue
             if w.record is None:
                 raise InvalidRecord("a record is required", field=f"writes[{i}].record")
@@ -177,6 +185,9 @@ class Repo:
                     f"must be at most {MAX_RECORD_BYTES} bytes encoded", field="record"
                 )
             cid = cid_for_msgpack(block)
+            written.append(cid)
+            if w.action == "update" and cid == prev:
+                continue  # the record is already this: no change, no op
             record_blocks[cid] = block
             if w.action == "create":
                 if prev is not None:
@@ -191,7 +202,7 @@ class Repo:
             tree = tree.set(path, cid)
 
         new_nodes = tree.new_blocks()
-        commit = Commit.sign(self.did, tree.root(), rev, key)
+        commit = Commit.sign(self.did, tree.root(), rev, key, prev=self.commit_cid)
         commit_block = commit.to_bytes()
         commit_cid = cid_for_msgpack(commit_block)
         blocks = {**new_nodes, **record_blocks, commit_cid: commit_block}
@@ -210,4 +221,6 @@ class Repo:
             time=time,
         )
         repo = Repo(self.did, tree, commit, commit_cid)
-        return CommitResult(repo, commit, commit_cid, tuple(ops), blocks, event)
+        return CommitResult(
+            repo, commit, commit_cid, tuple(ops), blocks, event, written=tuple(written)
+        )

@@ -269,7 +269,7 @@ def _resign_commit(
     roots: list[CID], blocks: dict[CID, bytes], record: CID
 ) -> tuple[list[CID], dict[CID, bytes]]:
     commit = Commit.from_bytes(blocks[roots[0]])
-    forged = Commit.sign(commit.did, commit.data, commit.rev, seeded_key(99))
+    forged = Commit.sign(commit.did, commit.data, commit.rev, seeded_key(99), prev=commit.prev)
     out = {k: v for k, v in blocks.items() if k != roots[0]}
     out[forged.cid] = forged.to_bytes()
     return [forged.cid], out

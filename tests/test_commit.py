@@ -64,7 +64,7 @@ def chain() -> Chain:
 
 
 def test_commit_sign_verify_round_trip(key: SigningKey) -> None:
-    commit = Commit.sign(DID, MST.empty().root(), "3kabcdefghijk", key)
+    commit = Commit.sign(DID, MST.empty().root(), "3kabcdefghijk", key, prev=None)
     again = Commit.from_bytes(commit.to_bytes())
     assert again == commit
     again.verify(key.public)
@@ -73,7 +73,7 @@ def test_commit_sign_verify_round_trip(key: SigningKey) -> None:
 
 
 def test_every_byte_flip_of_a_commit_fails(key: SigningKey) -> None:
-    raw = Commit.sign(DID, MST.empty().root(), "3kabcdefghijk", key).to_bytes()
+    raw = Commit.sign(DID, MST.empty().root(), "3kabcdefghijk", key, prev=None).to_bytes()
     for i in range(len(raw)):
         for bit in (0x01, 0x80):
             flipped = bytearray(raw)

@@ -4,8 +4,8 @@ A small history is built with :class:`protocol.repo.Repo` from seeded keys::
 
     G ── A  ── B ── E (rev exactly 5 minutes ahead of "now")
     │          └─── F (rev 5 minutes + 1 µs ahead)
-    ├─── A2   (same since and rev as A: the lower CID wins)
-    └─── A3   (same since as A, a later rev: wins on rev)
+    ├─── A2   (signed on G like A, same rev: the lower CID wins)
+    └─── A3   (signed on G like A, a later rev: wins on rev)
 
 and every verdict path of :func:`judge_event` and :func:`judge_snapshot` is taken.
 Property tests check that :func:`head_wins` is a strict total order, and that
@@ -65,7 +65,7 @@ class History:
 
     def state(self, name: str) -> HeadState:
         r = self.results[name]
-        return HeadState(r.commit_cid, r.commit.rev, r.commit.data, r.event.since)
+        return HeadState(r.commit_cid, r.commit.rev, r.commit.data, r.event.since, r.commit.prev)
 
     def commit(self, name: str) -> tuple[Commit, CID]:
         r = self.results[name]
@@ -156,11 +156,10 @@ def test_future_bound_moves_with_the_clock() -> None:
 
 def test_prev_data_mismatch_with_matching_since_is_not_apply() -> None:
     # since equal to the held rev is not enough: the tree must be the held one too.
+    # B is signed on the held head, so a tree that differs means a rewritten event.
     held = replace(H.state("A"), data=H.results["A2"].commit.data)
-    assert (
-        judge_event(H.event("B"), signing_key=SIGNER, held=held, now_micros=NOW).verdict
-        is Verdict.GAP
-    )
+    with pytest.raises(InvalidCommit, match="signed as prev"):
+        judge_event(H.event("B"), signing_key=SIGNER, held=held, now_micros=NOW)
 
 
 def test_wrong_signing_key_is_refused() -> None:
@@ -294,7 +293,9 @@ def test_keep_the_max_converges_in_any_order(
 
 # Real signed commits: competing heads of one repo, with colliding revs, fed through
 # judge_snapshot in different orders by different receivers.
-_POOL = [Commit.sign(DID, cid_for_msgpack(bytes([i])), rev(i % 4), KEY) for i in range(10)]
+_POOL = [
+    Commit.sign(DID, cid_for_msgpack(bytes([i])), rev(i % 4), KEY, prev=None) for i in range(10)
+]
 
 
 def _receive_snapshots(order: list[int]) -> CID | None:
@@ -303,7 +304,7 @@ def _receive_snapshots(order: list[int]) -> CID | None:
         commit = _POOL[i]
         verdict = judge_snapshot(commit, commit.cid, signing_key=SIGNER, held=held, now_micros=NOW)
         if verdict in (Verdict.APPLY, Verdict.SWITCH):
-            held = HeadState(commit.cid, commit.rev, commit.data, None)
+            held = HeadState(commit.cid, commit.rev, commit.data, None, commit.prev)
         else:
             assert verdict in (Verdict.DUPLICATE, Verdict.STALE)
     return None if held is None else held.head
@@ -351,7 +352,7 @@ def test_event_receivers_converge_in_any_order(order: list[int], n: int) -> None
         j = judge_event(event, signing_key=SIGNER, held=held, now_micros=NOW)
         equivocations += j.equivocation
         if j.verdict in (Verdict.APPLY, Verdict.SWITCH):
-            held = HeadState(event.commit, j.commit.rev, j.commit.data, event.since)
+            held = HeadState(event.commit, j.commit.rev, j.commit.data, event.since, j.commit.prev)
         else:
             assert j.verdict is Verdict.STALE
     best = _keep_max([(SIBLINGS[i].rev, SIBLINGS[i].commit) for i in chosen])

@@ -238,6 +238,7 @@ def test_commit_valid(v: dict[str, Any]) -> None:
     block = h(v["hex"])
     commit = Commit.from_bytes(block)
     assert (commit.did, commit.rev, commit.data.to_str()) == (v["did"], v["rev"], v["data"])
+    assert commit.prev == cid_or_none(v["prev"])
     assert commit.to_bytes() == block
     assert commit.unsigned_bytes().hex() == v["unsigned_hex"]
     assert commit.sig.hex() == v["sig_hex"]
@@ -282,6 +283,7 @@ def test_commit_event_valid(v: dict[str, Any]) -> None:
         key,
         prev_data=cid_or_none(v["receiver_prev_data"]),
         prev_rev=v["receiver_prev_rev"],
+        prev_commit=cid_or_none(v["receiver_prev_commit"]),
     )
     assert commit.data.to_str() == v["data"]
     assert commit.cid.to_str() == v["commit"]
@@ -312,6 +314,7 @@ def test_commit_event_invalid(v: dict[str, Any]) -> None:
             key,
             prev_data=cid_or_none(v.get("receiver_prev_data")),
             prev_rev=v.get("receiver_prev_rev"),
+            prev_commit=cid_or_none(v.get("receiver_prev_commit")),
         )
 
     assert_refused(v, receive)
@@ -552,7 +555,8 @@ def _ingest_held(name: str | None) -> Any:
     if name is None:
         return None
     s = load("ingest.json")["held"][name]
-    return HeadState(CID.from_str(s["head"]), s["rev"], CID.from_str(s["data"]), s["since"])
+    head, data = CID.from_str(s["head"]), CID.from_str(s["data"])
+    return HeadState(head, s["rev"], data, s["since"], cid_or_none(s["prev"]))
 
 
 def _ingest_event(name: str) -> CommitEvent:
@@ -572,6 +576,7 @@ def test_ingest_event(v: dict[str, Any]) -> None:
     )
     assert judged.verdict.value == v["verdict"]
     assert judged.equivocation == v["equivocation"]
+    assert judged.evidence == v["evidence"]
     assert judged.commit.cid == event.commit
     assert judged.commit.to_bytes().hex() == load("ingest.json")["events"][v["event"]]["commit_hex"]
 

@@ -43,6 +43,7 @@ from protocol.commit import (  # noqa: E402
     Commit,
     CommitEvent,
     RepoOp,
+    blocks_for_ops,
     verify_commit_event,
 )
 from protocol.encoding import MAX_DEPTH, Value, decode, encode  # noqa: E402
@@ -1257,8 +1258,14 @@ def _event_entry(
     note: str,
 ) -> dict[str, Any]:
     data = event.to_bytes()
+    signed_prev = Commit.from_bytes(event.block_map()[event.commit]).prev
+    prev_commit = None if prev_rev is None else signed_prev
     commit = verify_commit_event(
-        CommitEvent.from_bytes(data), signer, prev_data=prev_data, prev_rev=prev_rev
+        CommitEvent.from_bytes(data),
+        signer,
+        prev_data=prev_data,
+        prev_rev=prev_rev,
+        prev_commit=prev_commit,
     )
     blocks = [cid_for_msgpack(b).to_str() for b in event.blocks]
     return {
@@ -1268,6 +1275,7 @@ def _event_entry(
         "signer_did_key": signer.to_did_key(),
         "receiver_prev_data": None if prev_data is None else prev_data.to_str(),
         "receiver_prev_rev": prev_rev,
+        "receiver_prev_commit": None if prev_commit is None else prev_commit.to_str(),
         "commit": event.commit.to_str(),
         "rev": event.rev,
         "since": event.since,
@@ -1289,8 +1297,8 @@ def _resign(event: CommitEvent, key: SigningKey, **changes: Any) -> CommitEvent:
     """Re-sign the event's commit with ``key`` (and commit field ``changes``)."""
     blocks = event.block_map()
     old = Commit.from_bytes(blocks[event.commit])
-    fields = {"did": old.did, "data": old.data, "rev": old.rev, **changes}
-    new = Commit.sign(fields["did"], fields["data"], fields["rev"], key)
+    fields = {"did": old.did, "data": old.data, "rev": old.rev, "prev": old.prev, **changes}
+    new = Commit.sign(fields["did"], fields["data"], fields["rev"], key, prev=fields["prev"])
     new_block = new.to_bytes()
     others = tuple(b for c, b in blocks.items() if c != event.commit)
     return _replace(event, commit=new.cid, blocks=(new_block, *others))
@@ -1407,6 +1415,11 @@ def gen_repo() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     commit_block = bmap[base.commit]
     record_cids = {op.cid for op in base.ops if op.cid is not None}
     node_cids = [c for c in bmap if c != base.commit and c not in record_cids]
+    base_data = Commit.from_bytes(commit_block).data
+    base_prev = Commit.from_bytes(commit_block).prev
+    genesis = history[0][2]
+    untouched = MST.load(store, base_data).get("app.bsky.feed.post/" + tid(2))
+    assert untouched is not None
     other = seeded_key(4)
     tampered: list[tuple[str, str, CommitEvent, CID | None, str | None]] = [
         ("signed-by-other-key", "commit re-signed by seed 4", _resign(base, other), None, None),
@@ -1491,6 +1504,48 @@ def gen_repo() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
             tid(50),
         ),
         (
+            "first-commit-wrapping-a-later-one",
+            "the signed commit re-sent as a first commit: since null, prevData its own "
+            "data, no ops, only the commit block and the root node",
+            _replace(
+                base,
+                since=None,
+                prev_data=base_data,
+                ops=(),
+                blocks=(commit_block, bmap[base_data]),
+            ),
+            None,
+            None,
+        ),
+        (
+            "first-commit-prev-data-not-empty",
+            "since null on a real first commit, but prevData is not the empty tree",
+            _replace(genesis, prev_data=leaf_value("x")),
+            None,
+            None,
+        ),
+        (
+            "since-set-on-a-first-commit",
+            "a first commit (prev null) with a since",
+            _replace(genesis, since=tid(50)),
+            None,
+            None,
+        ),
+        (
+            "signed-on-another-commit",
+            "receiver holds another head (prev_commit) than the commit's signed prev",
+            base,
+            base_root,
+            base_rev,
+        ),
+        (
+            "since-disagrees-with-signed-prev",
+            "receiver holds the commit signed as prev, but since was rewritten",
+            _replace(base, since=tid(50)),
+            base_root,
+            base_rev,
+        ),
+        (
             "too-many-ops",
             "201 ops",
             _replace(
@@ -1503,9 +1558,15 @@ def gen_repo() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         ),
     ]
     assert len(commit_block) > 0
+    # The head a receiver holds, where the vector names one (checked against prev).
+    prev_commits = {
+        "signed-on-another-commit": leaf_value("x"),
+        "since-disagrees-with-signed-prev": base_prev,
+    }
     bad_events = []
     for vid, note, ev, pd, pr in tampered:
         data = ev.to_bytes()
+        pc = prev_commits.get(vid)
         entry: dict[str, Any] = {
             "id": vid,
             "note": note,
@@ -1513,11 +1574,12 @@ def gen_repo() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
             "signer_did_key": pub.to_did_key(),
             "receiver_prev_data": None if pd is None else pd.to_str(),
             "receiver_prev_rev": pr,
+            "receiver_prev_commit": None if pc is None else pc.to_str(),
         }
         entry.update(
             refusal(
-                lambda d=data, pd=pd, pr=pr: verify_commit_event(  # type: ignore[misc]
-                    CommitEvent.from_bytes(d), pub, prev_data=pd, prev_rev=pr
+                lambda d=data, pd=pd, pr=pr, pc=pc: verify_commit_event(  # type: ignore[misc]
+                    CommitEvent.from_bytes(d), pub, prev_data=pd, prev_rev=pr, prev_commit=pc
                 )
             )
         )
@@ -1545,6 +1607,35 @@ def gen_repo() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         refusal(lambda: verify_commit_event(_replace(base, blocks=(*base.blocks, big_block)), pub))
     )
     bad_events.append(oversize)
+    # A relay adds an update that changes nothing (cid == prev) for an untouched record:
+    # RepoOp refuses to build one, so the event is written out by hand.
+    no_op = base.to_value()
+    assert isinstance(no_op["ops"], list)
+    no_op["ops"] = [
+        *no_op["ops"],
+        {
+            "action": "update",
+            "cid": untouched.to_bytes(),
+            "path": "app.bsky.feed.post/" + tid(2),
+            "prev": untouched.to_bytes(),
+        },
+    ]
+    untouched_block = store.get_block(untouched)
+    assert untouched_block is not None
+    assert isinstance(no_op["blocks"], list)
+    no_op["blocks"] = [*no_op["blocks"], untouched_block]
+    no_op_bytes = encode(no_op)
+    entry = {
+        "id": "update-changes-nothing",
+        "note": "a relay added an update with cid == prev for a record the commit left alone",
+        "hex": no_op_bytes.hex(),
+        "signer_did_key": pub.to_did_key(),
+        "receiver_prev_data": None,
+        "receiver_prev_rev": None,
+        "receiver_prev_commit": None,
+    }
+    entry.update(refusal(lambda: verify_commit_event(CommitEvent.from_bytes(no_op_bytes), pub)))
+    bad_events.append(entry)
     noncanon = base.to_bytes()
     value: dict[str, Any] = msgpack.unpackb(noncanon, raw=False)
     reordered: bytes = msgpack.packb(dict(reversed(value.items())))
@@ -1555,6 +1646,7 @@ def gen_repo() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         "signer_did_key": pub.to_did_key(),
         "receiver_prev_data": None,
         "receiver_prev_rev": None,
+        "receiver_prev_commit": None,
     }
     entry.update(refusal(lambda: CommitEvent.from_bytes(reordered)))
     bad_events.append(entry)
@@ -1580,6 +1672,7 @@ def gen_repo() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
                 "did": c.did,
                 "rev": c.rev,
                 "data": c.data.to_str(),
+                "prev": None if c.prev is None else c.prev.to_str(),
                 "signer_did_key": pub.to_did_key(),
                 "unsigned_hex": c.unsigned_bytes().hex(),
                 "sig_hex": c.sig.hex(),
@@ -1591,6 +1684,7 @@ def gen_repo() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     fv: dict[str, Any] = msgpack.unpackb(first.to_bytes(), raw=False)
     bad_commits: list[tuple[str, bytes]] = [
         ("version-2", encode({**fv, "version": 2})),
+        ("version-3", encode({**fv, "version": 3})),
         ("prev-key-missing", encode({k: v for k, v in fv.items() if k != "prev"})),
         ("extra-field", encode({**fv, "x": 1})),
         ("sig-missing", encode({k: v for k, v in fv.items() if k != "sig"})),
@@ -1621,8 +1715,9 @@ def gen_repo() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     }
     bad_flip.update(refusal(lambda: Commit.from_bytes(flipped).verify(pub)))
     commits_doc = {
-        "description": "Signed commits {data, did, prev, rev, sig, version}: bytes, CID, "
-        "signature over unsigned_hex (the same map without sig); blocks to refuse.",
+        "description": "Signed commits {data, did, prev, rev, sig, version: 4}: bytes, CID, "
+        "signature over unsigned_hex (the same map without sig); prev is the CID of the "
+        "commit before (null for the first); blocks to refuse.",
         "valid": commits,
         "invalid": invalid_commits,
         "invalid_signatures": [wrong_key, bad_flip],
@@ -2067,7 +2162,7 @@ def gen_ingest() -> tuple[dict[str, Any], list[tuple[str, CID, str]]]:
 
     def state(name: str) -> HeadState:
         r = results[name]
-        return HeadState(r.commit_cid, r.commit.rev, r.commit.data, r.event.since)
+        return HeadState(r.commit_cid, r.commit.rev, r.commit.data, r.event.since, r.commit.prev)
 
     events = {}
     for name, r in results.items():
@@ -2082,6 +2177,39 @@ def gen_ingest() -> tuple[dict[str, Any], list[tuple[str, CID, str]]]:
     # A tampered event: B with a wrong prevData (the inductive proof fails).
     tampered = _replace(results["B"].event, prev_data=results["A2"].commit.data)
     events["B-bad-prev-data"] = {**events["B"], "hex": tampered.to_bytes().hex()}
+    # A relay fabricating equivocation: B (signed on A) re-sent as if built on G, with
+    # since = G's rev, prevData = G's tree and the ops of G -> B, to a node holding A.
+    b_res, g_res = results["B"], results["G"]
+    g_to_b = results["A"].ops + b_res.ops
+    resent = _replace(
+        b_res.event,
+        since=g_res.commit.rev,
+        prev_data=g_res.commit.data,
+        ops=g_to_b,
+        blocks=(
+            b_res.event.block_map()[b_res.commit_cid],
+            *(store.get_block(op.cid) for op in g_to_b if op.cid is not None),
+            *blocks_for_ops(b_res.repo.tree, store, g_to_b).values(),
+        ),
+    )
+    events["B-rewritten-on-G"] = {
+        **events["B"],
+        "hex": resent.to_bytes().hex(),
+        "since": g_res.commit.rev,
+    }
+    # A peer with no keys wrapping B as a first commit: since null, prevData B's own
+    # tree, no ops, only the commit block and the root node.
+    wrapped = _replace(
+        b_res.event,
+        since=None,
+        prev_data=b_res.commit.data,
+        ops=(),
+        blocks=(
+            b_res.event.block_map()[b_res.commit_cid],
+            store.get_block(b_res.commit.data),
+        ),
+    )
+    events["B-wrapped-as-first"] = {**events["B"], "hex": wrapped.to_bytes().hex(), "since": None}
 
     signer = key.did_key()
     cases: list[tuple[str, str, str, str | None, str, str]] = [
@@ -2174,6 +2302,21 @@ def gen_ingest() -> tuple[dict[str, Any], list[tuple[str, CID, str]]]:
             other.did_key(),
         ),
         ("tampered-prev-data", "the ops do not invert to prevData", "B-bad-prev-data", "A", signer),
+        (
+            "since-rewritten-to-fake-a-sibling",
+            "B is signed on A (prev), but a relay rewrote since/prevData/ops to G's: refused, "
+            "not taken as equivocation",
+            "B-rewritten-on-G",
+            "A",
+            signer,
+        ),
+        (
+            "later-commit-wrapped-as-first",
+            "B re-sent with since null to a node holding nothing: its signed prev is not null",
+            "B-wrapped-as-first",
+            None,
+            signer,
+        ),
     ]
     scenarios = []
     for vid, note, ev, held, sk, expected in cases:
@@ -2192,6 +2335,7 @@ def gen_ingest() -> tuple[dict[str, Any], list[tuple[str, CID, str]]]:
                 "now_micros": INGEST_NOW,
                 "verdict": j.verdict.value,
                 "equivocation": j.equivocation,
+                "evidence": j.evidence,
             }
         )
     invalid = []
@@ -2277,6 +2421,7 @@ def gen_ingest() -> tuple[dict[str, Any], list[tuple[str, CID, str]]]:
                 "rev": results[n].commit.rev,
                 "data": results[n].commit.data.to_str(),
                 "since": results[n].event.since,
+                "prev": _cid_str(results[n].commit.prev),
             }
             for n in results
         },
@@ -2290,6 +2435,10 @@ def gen_ingest() -> tuple[dict[str, Any], list[tuple[str, CID, str]]]:
         (ACCOUNT_DID, results["B"].commit_cid, results["B"].commit.rev),
     ]
     return doc, heads
+
+
+def _cid_str(cid: CID | None) -> str | None:
+    return None if cid is None else cid.to_str()
 
 
 def _raw_header(header: bytes) -> bytes:
