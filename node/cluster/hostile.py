@@ -121,6 +121,12 @@ MAX_REPLAY_KEEP = 10_000
 #: at most this many times in all.
 _REOPENS = 50
 _HANDSHAKE_LIMIT = 10.0
+#: The hostile node's own big repo (``hold.repo_mb``): records of this size, in a
+#: collection no view reads.
+_BLOB_COLLECTION = "test.skyfed.hostile.blob"
+_BLOB_BYTES = 1_000_000
+#: Distinct unsolicited ``heads`` messages a flood makes and sends in turn.
+_HEADS_POOL = 8
 _NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
@@ -191,6 +197,9 @@ class HoldSpec:
     slowloris: int = 10
     #: Seconds between slowloris bytes.
     drip: float = 2.0
+    #: MB of a repo of the hostile node's own (pushed first, one 1 MB record per
+    #: commit) that the held requests ask for; 0: the busiest honest repo instead.
+    repo_mb: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +235,8 @@ class Dial:
     #: True when the dial carried the poisoned URL as given (another path, a query,
     #: or userinfo as an Authorization header): a server-side request forgery.
     as_given: bool
+    #: An Authorization header came along (the userinfo of the URL).
+    credentials: bool = False
 
 
 @dataclass(slots=True)
@@ -381,7 +392,7 @@ class HostileNode:
         try:
             for i in spec.links_to:
                 await self._open_link(i)
-            if "forge" in spec.behaviours or "replay" in spec.behaviours:
+            if self._wants_own_repo():
                 await self._make_own_repo()
             async with asyncio.timeout(max(0.0, self._stop_at - time.monotonic()) + 5.0):
                 async with asyncio.TaskGroup() as tg:
@@ -397,7 +408,7 @@ class HostileNode:
         hostile node that breaks must not stop the run), and the behaviour ends."""
         try:
             await behaviour()
-        except (aiohttp.ClientError, OSError, SkyfedError, ValueError, KeyError) as e:
+        except Exception as e:  # counted in the report (errors), never raised
             self.stats.errors[f"{name}: {type(e).__name__}: {e}"[:200]] += 1
 
     async def close(self) -> None:
@@ -533,9 +544,16 @@ class HostileNode:
     def _rev(self) -> str:
         return self._clock.next(int(time.time() * 1e6))
 
+    def _wants_own_repo(self) -> bool:
+        hold = self.spec.hold
+        return bool(
+            {"forge", "replay"} & set(self.spec.behaviours) or (hold is not None and hold.repo_mb)
+        )
+
     async def _make_own_repo(self) -> None:
         """An identity and a repo of its own, known to every node it links to: the
-        ground for no-op updates, fabricated ``since`` and replays of its own."""
+        ground for no-op updates, fabricated ``since`` and replays of its own, and
+        (``hold.repo_mb``) a big repo to ask for and never read."""
         did, key, op = self._new_identity()
         made = Repo.create(did, key, rev=self._rev(), time=iso_now())
         self._own = (did, key, made.repo)
@@ -543,6 +561,20 @@ class HostileNode:
             await self._push_identity(link, did, op)
             await link.push("commit", made.commit_cid.to_bytes(), made.event.to_bytes())
         self.remember("commit", made.commit_cid.to_bytes(), made.event.to_bytes())
+        size = self.spec.hold.repo_mb if self.spec.hold is not None else 0
+        repo = made.repo
+        for _ in range(size):
+            # One record of about 1 MB per commit (a record may be 1 MiB, a commit's
+            # blocks 2 MiB); a collection no view reads.
+            rkey = self._rev()
+            record = {"$type": _BLOB_COLLECTION, "data": os.urandom(_BLOB_BYTES)}
+            w = Write("create", _BLOB_COLLECTION, rkey, record)
+            grown = repo.apply_writes([w], key, rev=self._rev(), time=iso_now(), validate=False)
+            repo = grown.repo
+            for link in self._links:
+                await link.push("commit", grown.commit_cid.to_bytes(), grown.event.to_bytes())
+            self.stats.sent["push (big repo, 1 MB)"] += 1
+        self._own = (did, key, repo)
 
     def remember(self, kind: str, msg_id: bytes, data: bytes) -> None:
         if self.spec.replay is None or msg_id in self._replay_ids:
@@ -598,6 +630,12 @@ class HostileNode:
 
     async def _flood(self) -> None:
         spec = self.spec.flood or FloodSpec()
+        # A few distinct heads messages, made once and sent in turn: making one of
+        # 4,096 items takes tens of milliseconds of the harness's own CPU.
+        pool = [
+            self._fake_heads(spec.heads_items)
+            for _ in range(min(_HEADS_POOL, max(1, spec.messages // 4)))
+        ]
         identities, keys, requests = spec.identities, spec.keys, spec.requests
         dids: list[str] = []
         sent = 0
@@ -619,7 +657,7 @@ class HostileNode:
                     if link.closed:
                         continue
                     with contextlib.suppress(aiohttp.ClientError, ConnectionError, RuntimeError):
-                        await link.ws.send_bytes(self._fake_heads(spec.heads_items))
+                        await link.ws.send_bytes(pool[turn % len(pool)])
                         self.stats.sent["heads (unsolicited)"] += 1
                 elif kind == "ihave":
                     ids = [os.urandom(36) for _ in range(spec.ihave_ids)]
@@ -802,7 +840,7 @@ class HostileNode:
         finally:
             writer.close()
         as_given = bool(target) and (target != PEER_PATH or auth)
-        self.dials.append(Dial(t, form, node, target, as_given))
+        self.dials.append(Dial(t, form, node, target, as_given, auth))
 
     def _who(self, port: int) -> int | None:
         """The honest node whose process has a socket on local ``port``."""
@@ -828,7 +866,10 @@ class HostileNode:
                 if not node.alive or node.process is None:
                     continue
                 port = node.process.port
-                if not biggest:
+                if self._own is not None and spec.repo_mb:
+                    biggest = self._own[0]
+                    await self._until_held(i, self._own[2])
+                elif not biggest:
                     dids = await self._honest_dids(i)
                     biggest = await self._biggest(i, dids)
                 for k in range(spec.connections):
@@ -858,6 +899,23 @@ class HostileNode:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _until_held(self, i: int, repo: Repo, limit: float = 15.0) -> None:
+        """Wait (up to ``limit`` s) until node ``i`` holds ``repo`` at its head."""
+        url = self._node_url(i)
+        if url is None or self._http is None:
+            return
+        client = Client(url, session=self._http)
+        deadline = min(time.monotonic() + limit, self._stop_at)
+        while time.monotonic() < deadline:
+            with contextlib.suppress(SkyfedError, aiohttp.ClientError):
+                got = await client.call(
+                    "com.atproto.sync.getLatestCommit", params={"did": repo.did}
+                )
+                if got["rev"] >= repo.rev:
+                    return
+            await asyncio.sleep(0.2)  # poll: another process
+        self.stats.errors[f"node {i} did not take the big repo in {limit:g} s"] += 1
 
     async def _biggest(self, i: int, dids: Sequence[str]) -> str:
         """The repo with the most commits among ``dids`` (its rev count is not public:

@@ -346,10 +346,11 @@ def _dials_verdict(r: RunResult, problems: list[str]) -> bool | None:
         forms = sorted({d.form for d in dials})
         if given:
             ok = False
-            d = given[0]
+            d = min(given, key=lambda d: d.credentials)  # a forged path if there is one
+            how = " with its userinfo as an Authorization header" if d.credentials else ""
             problems.append(
                 f"hostile {h.index}: {len(given)} dials carried a poisoned URL as given "
-                f"(e.g. node {d.node} asked {d.target!r} of the {d.form} address)"
+                f"(e.g. node {d.node} asked {d.target!r} of the {d.form} address{how})"
             )
         if onward:
             ok = False

@@ -110,6 +110,7 @@ the workload runs, each from one ``[[hostile]]`` table::
     requests = 20
     slowloris = 10
     drip = 2.0
+    repo_mb = 0                # a repo of its own to ask for (0: the busiest honest one)
 
 A table for a behaviour that is not in ``behaviours`` is a mistake, as is a value
 outside its bounds (:data:`HOSTILE_FIELDS`). ``share_peers`` (default false) lets
@@ -224,6 +225,7 @@ HOSTILE_FIELDS: dict[str, dict[str, tuple[str, float, float]]] = {
         "requests": ("whole", 0, 10_000),
         "slowloris": ("whole", 0, 1000),
         "drip": ("number", 0.05, 60.0),
+        "repo_mb": ("whole", 0, 256),
     },
 }
 #: Actions that need the link proxies (or a node's fixed URL): not with share_peers.
