@@ -23,9 +23,10 @@ and bounds (see :mod:`.scenario` for the fields and defaults):
   head, or on its firehose).
 - ``replay``: pushes it received from honest nodes (commits, identities, labels)
   sent again, oldest first, to every node it links to, a while later.
-- ``poison``: ``peers`` messages (and its own ``hello.url``) naming URLs that are no
-  peer's: a path, a query and fragment, userinfo, and loopback under other spellings
-  (``localhost``, ``127.1``, ``2130706433``, ``[::ffff:127.0.0.1]``). Each spelling is
+- ``poison``: ``peers`` messages naming URLs that are no peer's: a path, a query and
+  fragment, userinfo, loopback under other spellings (``localhost``, ``127.1``,
+  ``2130706433``, ``[::ffff:127.0.0.1]``) and a bare address that never completed a
+  handshake; and its own ``hello.url`` is one more, with a path and a query. Each spelling is
   a listener of its own on 127.0.0.1 that answers 404 and counts who connects (the
   connecting process is found with psutil) and what it asked for. Only loopback
   spellings are used, so no dial leaves the machine; whether a node refuses private
@@ -110,6 +111,8 @@ POISON_FORMS: dict[str, str] = {
     "mapped": "http://[::ffff:127.0.0.1]:{port}",
     # An address that never completed a handshake: not to be passed on.
     "never-a-peer": "http://127.0.0.1:{port}",
+    # Only in its own hello (a node takes a connected link's URL as dialled already).
+    "hello": "http://127.0.0.1:{port}/internal/hello?token=y#",
 }
 #: The path every honest dial of a peer asks for; anything else was dialled as given.
 PEER_PATH = "/xrpc/skyfed.peer.connect"
@@ -463,7 +466,7 @@ class HostileNode:
         if url is None or self._http is None:
             return None
         key = SigningKey.from_seed(secrets.token_bytes(32))
-        hello_url = self.poison_urls.get("path-query-fragment")
+        hello_url = self.poison_urls.get("hello")
         try:
             ws = await self._http.ws_connect(url + PEER_PATH, max_msg_size=MAX_FRAME)
         except (aiohttp.ClientError, OSError) as e:
@@ -805,7 +808,7 @@ class HostileNode:
     # -- poison --------------------------------------------------------------------------
     async def _poison(self) -> None:
         spec = self.spec.poison or PoisonSpec()
-        urls = list(self.poison_urls.values())
+        urls = [url for form, url in self.poison_urls.items() if form != "hello"]
         sent = 0
         while sent < spec.count and self._running():
             for link in await self._live_links():
