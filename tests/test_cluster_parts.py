@@ -30,6 +30,7 @@ from node.cluster.hostile import (
     HostileSpec,
     PoisonSpec,
     read_ws_frame,
+    source_address,
     ws_frame,
 )
 from node.cluster.observer import Observer
@@ -611,6 +612,27 @@ async def test_poison_listener_tells_a_peer_dial_from_a_forged_request(tmp_path:
         assert all(d.node is None for d in h.dials)  # no cluster node made them
     finally:
         await h.close()
+
+
+async def test_a_hostile_node_connects_from_its_own_loopback_address(tmp_path: Path) -> None:
+    """So per-address penalties can tell it from the honest nodes (all on 127.0.0.1)."""
+    seen: asyncio.Queue[str] = asyncio.Queue()
+
+    async def note(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        seen.put_nowait(w.get_extra_info("peername")[0])
+        w.close()
+
+    server = await asyncio.start_server(note, "127.0.0.1", 0)
+    h = HostileNode(1, HostileSpec(("hold",), (0,)), Cluster(1, workdir=tmp_path))
+    try:
+        assert h.source == source_address(1)
+        assert h.source in ("127.0.0.3", "127.0.0.1")  # .1 only where .3 cannot be bound
+        await h._small_socket(server.sockets[0].getsockname()[1])
+        assert await asyncio.wait_for(seen.get(), 5) == h.source
+    finally:
+        await h.close()
+        server.close()
+        await server.wait_closed()
 
 
 async def test_hand_made_websocket_frames_read_back() -> None:

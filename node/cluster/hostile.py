@@ -36,6 +36,10 @@ and bounds (see :mod:`.scenario` for the fields and defaults):
   and slowloris requests that declare a 1 GiB body and send one byte every
   ``drip`` seconds, or their headers one byte at a time.
 
+Its connections come from a loopback address of its own (127.0.0.2 for the first),
+so per-address admission and penalties can tell it from the honest nodes, which all
+connect from 127.0.0.1.
+
 Everything is bounded in count, rate and time: a hostile node starts ``start``
 seconds into the workload, stops at ``stop`` (or the end of the workload), then
 closes every connection it opened. Only its poison listeners stay up until the
@@ -95,6 +99,7 @@ __all__ = [
     "PoisonSpec",
     "ReplaySpec",
     "read_ws_frame",
+    "source_address",
     "ws_frame",
 ]
 
@@ -366,6 +371,8 @@ class HostileNode:
         self._socks: list[socket.socket] = []
         self._writers: list[asyncio.StreamWriter] = []
         self._trace_slots = _TRACE_DIALS
+        #: The loopback address its connections come from (see :func:`source_address`).
+        self.source = source_address(index)
 
     # -- life cycle ----------------------------------------------------------------
     async def start(self) -> None:
@@ -391,7 +398,10 @@ class HostileNode:
             await asyncio.sleep(wait)
         if time.monotonic() >= self._stop_at:
             return
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        self._http = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=30),
+            connector=aiohttp.TCPConnector(local_addr=(self.source, 0)),
+        )
         try:
             for i in spec.links_to:
                 await self._open_link(i)
@@ -940,6 +950,7 @@ class HostileNode:
         back on the sender at once)."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.bind((self.source, 0))
         sock.setblocking(False)
         try:
             async with asyncio.timeout(5.0):
@@ -1004,7 +1015,9 @@ class HostileNode:
     async def _slowloris(self, port: int, body: bool, spec: HoldSpec) -> None:
         """A request that declares 1 GiB (``body``) or sends its headers, one byte
         every ``drip`` seconds; records when the node hangs up."""
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, local_addr=(self.source, 0)
+        )
         self._writers.append(writer)
         head = (
             f"POST /xrpc/com.atproto.server.createSession HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
@@ -1074,6 +1087,20 @@ class HostileNode:
             "poison_dials": len(self.dials),
             "errors": dict(self.stats.errors),
         }
+
+
+def source_address(index: int) -> str:
+    """Hostile node ``index`` connects from 127.0.0.(2 + index), so a node that judges
+    peers by address as well as by key can tell it from the honest nodes (all on
+    127.0.0.1); 127.0.0.1 where the system cannot bind that address. Only the source
+    differs: every connection still goes to 127.0.0.1."""
+    address = f"127.0.0.{2 + index % 250}"
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((address, 0))
+    except OSError:
+        return "127.0.0.1"
+    return address
 
 
 # -- a WebSocket frame by hand (RFC 6455 section 5.2) -----------------------------------

@@ -480,7 +480,7 @@ def plot(report: Report, out_dir: Path) -> list[Path]:
         if key == "node down":
             ax.annotate(label, (start, 97), xytext=(2, 0), textcoords="offset points", fontsize=8)
     for e in report.events:
-        if e["action"] in ("equivocate", "forge", "end"):
+        if e["action"] in ("equivocate", "forge", "end", "hostile"):
             ax.axvline(e["t"], color="black", linestyle=":", linewidth=1)
             ax.annotate(e["action"], (e["t"], 3), xytext=(3, 0), textcoords="offset points")
         elif e["action"] in ("takedown", "reverse", "migrate", "label"):
