@@ -261,6 +261,7 @@ class Stats:
     #: Times an honest node closed one of its links (cut it off), and when first.
     links_closed: int = 0
     first_cut: float | None = None
+    #: Links it tried to open that a node refused (before or during the handshake).
     handshakes_refused: int = 0
     held: list[_Held] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
@@ -480,6 +481,7 @@ class HostileNode:
         try:
             ws = await self._http.ws_connect(url + PEER_PATH, max_msg_size=MAX_FRAME)
         except (aiohttp.ClientError, OSError) as e:
+            self.stats.handshakes_refused += 1  # refused before the upgrade (or down)
             self.stats.errors[f"dial node {i}: {type(e).__name__}"] += 1
             return None
         try:
