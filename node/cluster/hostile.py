@@ -129,6 +129,8 @@ MAX_REPLAY_KEEP = 10_000
 #: at most this many times in all.
 _REOPENS = 50
 _HANDSHAKE_LIMIT = 10.0
+#: Seconds before another try at a link a node refused.
+_REOPEN_WAIT = 0.5
 #: The hostile node's own big repo (``hold.repo_mb``): records of this size, in a
 #: collection no view reads.
 _BLOB_COLLECTION = "test.skyfed.hostile.blob"
@@ -369,6 +371,8 @@ class HostileNode:
         self._clock = TidClock(self.rng.randrange(1024))
         self._own: tuple[str, SigningKey, Repo] | None = None
         self._reopens = 0
+        #: node -> when to try again to reopen its cut link.
+        self._lost: dict[int, float] = {}
         self._socks: list[socket.socket] = []
         self._writers: list[asyncio.StreamWriter] = []
         self._trace_slots = _TRACE_DIALS
@@ -404,11 +408,12 @@ class HostileNode:
             connector=aiohttp.TCPConnector(local_addr=(self.source, 0)),
         )
         try:
-            for i in spec.links_to:
-                await self._open_link(i)
-            if self._wants_own_repo():
-                await self._make_own_repo()
+            # Bounded as a whole: a node that stops reading must not hang the run.
             async with asyncio.timeout(max(0.0, self._stop_at - time.monotonic()) + 5.0):
+                for i in spec.links_to:
+                    await self._open_link(i)
+                if self._wants_own_repo():
+                    await self._make_own_repo()
                 async with asyncio.TaskGroup() as tg:
                     for b in spec.behaviours:
                         tg.create_task(self._guard(b, getattr(self, f"_{b}")))
@@ -533,11 +538,18 @@ class HostileNode:
                 out.append(link)
                 continue
             self._links.remove(link)
-            if self._reopens < _REOPENS and self._running():
-                self._reopens += 1
-                fresh = await self._open_link(link.node)
-                if fresh is not None:
-                    out.append(fresh)
+            self._lost.setdefault(link.node, 0.0)
+        now = time.monotonic()
+        for i, at in list(self._lost.items()):
+            if at > now or self._reopens >= _REOPENS or not self._running():
+                continue
+            self._reopens += 1
+            fresh = await self._open_link(i)
+            if fresh is None:
+                self._lost[i] = now + _REOPEN_WAIT  # refused: try again a little later
+                continue
+            del self._lost[i]
+            out.append(fresh)
         return out
 
     # -- own identities and repo -------------------------------------------------------
