@@ -15,6 +15,7 @@ import pytest
 
 from node.client import Client
 from node.cluster.harness import Cluster
+from node.cluster.hostile import FORGE_KINDS, POISON_FORMS
 from node.cluster.report import build_report, plot, write_json
 from node.cluster.scenario import load_scenario, parse_scenario, run_scenario
 from node.cluster.steps import STEPS, Steps
@@ -286,3 +287,76 @@ async def test_takedown_and_move_scenario_tells_issue_7s_story(tmp_path: Path) -
         await c.converged(timeout=20)
     finally:
         await close()
+
+
+@pytest.mark.timeout(90)
+async def test_hostile_nodes_scenario_small(tmp_path: Path) -> None:
+    """The shipped hostile-nodes scenario at a small size: one hostile node floods,
+    forges, replays, poisons and holds connections against nodes 0 and 1 for eight
+    seconds. It must really have done each (or a pass means nothing), and every check
+    of the verdict must hold on its own: the honest nodes agree, lose no acknowledged
+    write, took nothing forged, never dialled a poisoned URL and stayed under the
+    memory ceiling."""
+    shipped = load_scenario(ROOT / "examples" / "scenarios" / "hostile-nodes.toml")
+    (h,) = shipped.hostile
+    assert h.flood is not None
+    assert h.forge is not None
+    assert h.replay is not None
+    assert h.poison is not None
+    assert h.hold is not None
+    small = dataclasses.replace(
+        h,
+        start=1.0,
+        stop=9.0,
+        flood=dataclasses.replace(h.flood, messages=40, identities=10, keys=3, requests=10),
+        forge=dataclasses.replace(h.forge, rate=1.0, count=10),
+        replay=dataclasses.replace(h.replay, count=40, after=0.5),
+        poison=dataclasses.replace(h.poison, rate=2.0, count=8),
+        hold=dataclasses.replace(
+            h.hold, connections=4, links=1, requests=10, slowloris=4, drip=1.0, repo_mb=8
+        ),
+    )
+    scenario = dataclasses.replace(
+        shipped,
+        duration=10,
+        settle=20,
+        workload=dataclasses.replace(shipped.workload, rate=2.0),
+        hostile=(small,),
+    )
+    result, close = await run_scenario(scenario, workdir=tmp_path / "nodes")
+    try:
+        report = await build_report(result)
+    finally:
+        await close()
+    (hostile,) = report.hostile
+    sent = hostile["sent"]
+    # Each behaviour ran, unless the nodes shut the hostile node out first (a node
+    # that refuses its links after its forgeries is defending itself, not idle).
+    shut_out = hostile["handshakes_refused"] > 0
+    assert sent["heads (unsolicited)"] > 0
+    assert sent["ihave"] > 0
+    assert sent["link (fresh key)"] > 0 or shut_out
+    assert sent["replayed"] > 0 or shut_out
+    assert sent["peers"] > 0
+    assert sent["getRepo never read"] + sent["firehose never read"] > 0
+    assert sent["getrepo never read"] > 0 or shut_out
+    assert sent["push (big repo, 1 MB)"] == 8
+    assert sent["slowloris body"] + sent["slowloris headers"] > 0
+    forged = set(hostile["forged"])
+    assert forged == set(FORGE_KINDS) or (shut_out and "bad-signature" in forged), forged
+    assert result.cluster.forged  # what no honest node may take
+    assert set(hostile["poison"]) == set(POISON_FORMS)
+    assert [e["action"] for e in report.events].count("hostile") == 2
+
+    v = report.verdict
+    assert v.parts() == {
+        "converged": True,
+        "complete": True,
+        "no_forgery": True,
+        "equivocation_detected": None,
+        "checks_passed": None,
+        "no_poisoned_dials": True,
+        "under_memory_ceiling": True,
+    }, v.problems
+    assert v.passed
+    assert json.loads(json.dumps(report.to_json()))["verdict"]["no_poisoned_dials"] is True

@@ -20,6 +20,19 @@ from aiohttp import web
 from node.app import Node
 from node.client import Client
 from node.cluster.harness import Cluster
+from node.cluster.hostile import (
+    PEER_PATH,
+    POISON_FORMS,
+    FloodSpec,
+    ForgeSpec,
+    HoldSpec,
+    HostileNode,
+    HostileSpec,
+    PoisonSpec,
+    read_ws_frame,
+    source_address,
+    ws_frame,
+)
 from node.cluster.observer import Observer
 from node.cluster.proxy import FrameSplitter, LinkProxy
 from node.cluster.scenario import ScenarioError, load_scenario, parse_scenario
@@ -483,6 +496,157 @@ def test_story_steps_parse_into_values() -> None:
     assert expect.describe() == "expect: accounts [2] (labelers [3]) do not see 'hello' in timeline"
 
 
+HOSTILE_HEAD = """
+duration = 10
+[cluster]
+nodes = 3
+"""
+BAD_HOSTILE = [
+    ("[[hostile]]\nlinks_to = [0]", "hostile[0].behaviours is required"),
+    ('[[hostile]]\nbehaviours = ["shout"]\nlinks_to = [0]', "behaviours must be a list of"),
+    ("[[hostile]]\nbehaviours = []\nlinks_to = [0]", "behaviours must be a list of"),
+    ('[[hostile]]\nbehaviours = ["flood", "flood"]\nlinks_to = [0]', "names a behaviour twice"),
+    ('[[hostile]]\nbehaviours = ["flood"]', "hostile[0].links_to is required"),
+    ('[[hostile]]\nbehaviours = ["flood"]\nlinks_to = [3]', "node numbers in 0..2"),
+    ('[[hostile]]\nbehaviours = ["flood"]\nlinks_to = [1, 1]', "names a node twice"),
+    ('[[hostile]]\nbehaviours = ["flood"]\nlinks_to = [0]\nstart = 10', "before the end"),
+    ('[[hostile]]\nbehaviours = ["flood"]\nlinks_to = [0]\nstop = 0.5', "after start"),
+    ('[[hostile]]\nbehaviours = ["flood"]\nlinks_to = [0]\nstop = 11', "at most the workload"),
+    ('[[hostile]]\nbehaviours = ["flood"]\nlinks_to = [0]\ncolour = 1', "unknown field(s)"),
+    (
+        '[[hostile]]\nbehaviours = ["flood"]\nlinks_to = [0]\n[hostile.forge]\nrate = 1',
+        "hostile[0].forge is given but 'forge' is not among behaviours",
+    ),
+    (
+        '[[hostile]]\nbehaviours = ["flood"]\nlinks_to = [0]\n[hostile.flood]\nheads_items = 5000',
+        "hostile[0].flood.heads_items must be at most 4096",
+    ),
+    (
+        '[[hostile]]\nbehaviours = ["flood"]\nlinks_to = [0]\n[hostile.flood]\nrate = 0',
+        "hostile[0].flood.rate must be at least 0.01",
+    ),
+    (
+        '[[hostile]]\nbehaviours = ["hold"]\nlinks_to = [0]\n[hostile.hold]\nconnections = 1e6',
+        "hostile[0].hold.connections must be a whole number",
+    ),
+    (
+        '[[hostile]]\nbehaviours = ["forge"]\nlinks_to = [0]\n[hostile.forge]\nkinds = ["x"]',
+        "hostile[0].forge.kinds must be a list of some of",
+    ),
+    (
+        '[[hostile]]\nbehaviours = ["poison"]\nlinks_to = [0]\n[hostile.poison]\nwhen = 1',
+        "unknown field(s) in hostile[0].poison",
+    ),
+]
+
+
+def test_hostile_nodes_parse_into_values(tmp_path: Path) -> None:
+    s = parse_scenario(
+        """
+        duration = 20
+        memory_ceiling_mb = 300
+        [cluster]
+        nodes = 3
+        share_peers = true
+        max_peers = 16
+        [[hostile]]
+        behaviours = ["flood", "forge", "poison"]
+        links_to = [0, 2]
+        stop = 15
+        [hostile.flood]
+        rate = 2
+        heads_items = 100
+        [hostile.forge]
+        kinds = ["no-tree"]
+        [[hostile]]
+        behaviours = ["hold"]
+        links_to = [1]
+        """,
+        source="h.toml",
+    )
+    assert s.memory_ceiling_mb == 300.0
+    assert s.cluster.share_peers is True
+    assert s.cluster.max_peers == 16
+    cluster = s.make_cluster(tmp_path)
+    assert cluster.settings["share_peers"] is True
+    assert cluster.settings["max_peers"] == 16
+    assert cluster.direct
+    first, second = s.hostile
+    assert first.behaviours == ("flood", "forge", "poison")
+    assert first.links_to == (0, 2)
+    assert (first.start, first.stop) == (1.0, 15.0)
+    assert first.flood == FloodSpec(rate=2.0, heads_items=100)
+    assert first.forge == ForgeSpec(kinds=("no-tree",))
+    assert first.poison == PoisonSpec()
+    assert first.replay is None
+    assert first.hold is None
+    assert second.hold == HoldSpec()
+    assert second.describe() == "hostile (hold) linked to nodes [1]"
+    plain = parse_scenario("duration = 5", source="p.toml")
+    assert plain.hostile == ()
+    assert plain.memory_ceiling_mb is None
+    assert not plain.make_cluster(tmp_path).direct
+
+
+async def test_poison_listener_tells_a_peer_dial_from_a_forged_request(tmp_path: Path) -> None:
+    """Each poisoned spelling is a listener of its own: a dial of the peer endpoint is
+    counted, one that carries the poisoned path or userinfo is counted as given."""
+    spec = HostileSpec(("poison",), (0,), poison=PoisonSpec())
+    h = HostileNode(0, spec, Cluster(1, workdir=tmp_path), seed=1)
+    await h.start()
+    try:
+        assert set(h.poison_urls) == set(POISON_FORMS)
+        bare = h.poison_urls["never-a-peer"]
+        path = h.poison_urls["path"]
+        userinfo = h.poison_urls["userinfo"]
+        async with aiohttp.ClientSession() as http:
+            for url in (bare + PEER_PATH, path + PEER_PATH, userinfo + PEER_PATH):
+                async with http.get(url) as r:
+                    assert r.status == 404
+        got = sorted((d.form, d.target, d.as_given) for d in h.dials)
+        assert got == [
+            ("never-a-peer", PEER_PATH, False),
+            ("path", "/some/path" + PEER_PATH, True),
+            ("userinfo", PEER_PATH, True),  # the password went along
+        ]
+        assert all(d.node is None for d in h.dials)  # no cluster node made them
+    finally:
+        await h.close()
+
+
+async def test_a_hostile_node_connects_from_its_own_loopback_address(tmp_path: Path) -> None:
+    """So per-address penalties can tell it from the honest nodes (all on 127.0.0.1)."""
+    seen: asyncio.Queue[str] = asyncio.Queue()
+
+    async def note(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        seen.put_nowait(w.get_extra_info("peername")[0])
+        w.close()
+
+    server = await asyncio.start_server(note, "127.0.0.1", 0)
+    h = HostileNode(1, HostileSpec(("hold",), (0,)), Cluster(1, workdir=tmp_path))
+    try:
+        assert h.source == source_address(1)
+        assert h.source in ("127.0.0.3", "127.0.0.1")  # .1 only where .3 cannot be bound
+        await h._small_socket(server.sockets[0].getsockname()[1])
+        assert await asyncio.wait_for(seen.get(), 5) == h.source
+    finally:
+        await h.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_hand_made_websocket_frames_read_back() -> None:
+    for n in (0, 5, 125, 126, 70_000):
+        payload = bytes(range(256)) * (n // 256) + bytes(n % 256)
+        reader = asyncio.StreamReader()
+        reader.feed_data(frame(b"", opcode=0x9) + ws_frame(payload))  # a ping first
+        assert await read_ws_frame(reader) == payload
+    reader = asyncio.StreamReader()
+    reader.feed_data(frame(b"x" * 200))
+    with pytest.raises(ConnectionError, match="200 bytes"):
+        await read_ws_frame(reader, limit=100)
+
+
 async def test_agreement_leaves_out_what_a_node_refuses(tmp_path: Path) -> None:
     c = Cluster(3, workdir=tmp_path)
     try:
@@ -534,6 +698,13 @@ async def test_agreement_leaves_out_what_a_node_refuses(tmp_path: Path) -> None:
         ('[[schedule]]\nat = "soon"\naction = "heal"', "schedule[0].at must be a number"),
         ("schedule = 3", "schedule must be an array of tables"),
         *[(STORY_HEAD + step, message) for step, message in BAD_STEPS],
+        *[(HOSTILE_HEAD + table, message) for table, message in BAD_HOSTILE],
+        ("memory_ceiling_mb = 1", "memory_ceiling_mb must be at least 16"),
+        ("[cluster]\nshare_peers = 1", "cluster.share_peers must be true or false"),
+        (
+            '[cluster]\nshare_peers = true\n[[schedule]]\nat = 1\naction = "kill"\nnode = 1',
+            "action kill needs the link proxies",
+        ),
     ],
 )
 def test_bad_scenarios_say_where_and_why(text: str, message: str) -> None:

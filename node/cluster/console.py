@@ -130,6 +130,22 @@ def print_summary(console: Console, report: Report, out_dir: str | None = None) 
         nodes = sorted({e["node"] for e in report.equivocations})
         console.print(f"equivocation evidence recorded on nodes {nodes}")
 
+    for h in report.hostile:
+        sent = ", ".join(f"{n} {k}" for k, n in h["sent"].items())
+        console.print(
+            f"hostile {h['hostile']} ({', '.join(h['behaviours'])}) -> nodes {h['links_to']}: "
+            f"{escape(sent)}"
+        )
+        cut = "" if h["first_cut"] is None else f", first at t={h['first_cut']:.1f}s"
+        console.print(
+            f"  its links cut by the nodes {h['links_cut_by_nodes']} times{cut}; "
+            f"{h['handshakes_refused']} handshakes refused; forged {h['forged']}; "
+            f"held connections closed by the nodes: {h['held_closed_by_nodes']}"
+        )
+        dialled = {f: p["dials"] for f, p in h["poison"].items() if p["dials"]}
+        if h["poison"]:
+            console.print(f"  poisoned URLs dialled: {dialled or 'none'}")
+
     def mark(ok: bool | None) -> str:
         return "[green]yes[/green]" if ok else "[red]NO[/red]"
 
@@ -151,6 +167,17 @@ def print_summary(console: Console, report: Report, out_dir: str | None = None) 
             else f", equivocation detected {mark(v.equivocation_detected)}"
         )
         + ("" if v.checks_passed is None else f", story checks pass {mark(v.checks_passed)}")
+        + (
+            ""
+            if v.no_poisoned_dials is None
+            else f", no poisoned URL dialled {mark(v.no_poisoned_dials)}"
+        )
+        + (
+            ""
+            if v.under_memory_ceiling is None
+            else f", under the {report.memory_ceiling_mb:g} MB memory ceiling "
+            f"{mark(v.under_memory_ceiling)}"
+        )
     )
     for p in v.problems:
         console.print(f"  [red]{escape(p)}[/red]")

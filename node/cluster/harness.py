@@ -15,6 +15,11 @@ that forwards to node ``j``; peer sharing is off, so the links are exactly the
 topology and every byte between nodes passes a proxy the harness controls. A killed
 node's proxies hold incoming dials until it is restarted (on a new port).
 
+With ``settings={"share_peers": True}`` (a public node's default, for the hostile
+nodes scenario) there are no proxies: nodes start one after another, each dialling
+its neighbours' own URLs, and then link to whatever peers they hear of. Link faults,
+kills and restarts need the proxies and are not available then.
+
 The harness also plays a misbehaving author: :meth:`Cluster.equivocate` signs two
 conflicting commits with an account's real key (read from its home node's database)
 and hands one to each of two nodes over the peer wire; :meth:`Cluster.forge` hands a
@@ -157,8 +162,24 @@ class Cluster:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    @property
+    def direct(self) -> bool:
+        """Nodes that share peers link directly, without proxies: a node reachable
+        under two URLs (its proxy's and its own, which its hello announces) gets two
+        links to one peer, and today's node can then stall on that pair (seen: a node
+        that took nothing in for 15 s with every link up)."""
+        return bool(self.settings.get("share_peers"))
+
     async def start(self, *, wait_linked: float = 60.0) -> None:
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+        if self.direct:
+            # In order: each node dials its neighbours started before it, by their URL.
+            for n in self.nodes:
+                await self._launch(n)
+            self.started_at = time.monotonic()
+            if wait_linked:
+                await self.linked(wait_linked)
+            return
         for a, b in self.edges:
             proxy = LinkProxy(f"{a}->{b}", None, rng=random.Random(self._rng.getrandbits(64)))
             await proxy.start()
@@ -186,8 +207,14 @@ class Cluster:
             self._tmp = None
 
     def _node_settings(self, node: ClusterNode) -> dict[str, Any]:
-        peers = [self.links[e].url for e in self.edges if e[0] == node.index]
-        out = {**self.settings, "peers": peers, "max_peers": max(8, len(peers))}
+        if self.direct:
+            i = node.index
+            near = {b for a, b in self.edges if a == i} | {a for a, b in self.edges if b == i}
+            peers = [self.nodes[j].url for j in sorted(near) if j < i and self.nodes[j].url]
+        else:
+            peers = [self.links[e].url for e in self.edges if e[0] == node.index]
+        room = int(self.settings.get("max_peers", 8))
+        out = {**self.settings, "peers": peers, "max_peers": max(room, len(peers))}
         if node.clock_skew:
             out["clock_skew"] = node.clock_skew
         return out
@@ -369,14 +396,22 @@ class Cluster:
         for n in self.nodes:
             dids[n.index] = (await self.call(n.index, "skyfed.node.getInfo"))["did"]
 
+        # Once a node has been seen with all its links it counts as linked: with
+        # share_peers on, a node also dials its peers' own URLs, and the duplicate
+        # links replace each other now and then.
+        done: set[int] = set()
+
         async def up() -> bool:
             for n in self.nodes:
+                if n.index in done:
+                    continue
                 peers = await self.call(n.index, "skyfed.node.listPeers")
                 have = {p["did"] for p in peers["peers"]}
                 want = {dids[b] for a, b in self.edges if a == n.index}
                 want |= {dids[a] for a, b in self.edges if b == n.index}
                 if not want <= have:
                     return False
+                done.add(n.index)
             return True
 
         async with asyncio.timeout(limit):

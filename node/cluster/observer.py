@@ -5,7 +5,9 @@
   reconciliation). A write is on a node once that node holds a rev at or above the
   write's own (a repo has one writer, so a later head contains it unless deleted).
   A restarted node is subscribed again from the last seq seen, so nothing it took in
-  while the harness was reconnecting is missed.
+  while the harness was reconnecting is missed. The commit CID of every frame is kept
+  too (:attr:`Observer.commits`): a forged commit a node took and later replaced is
+  still seen.
 - Every ``interval`` seconds: how many nodes agree with the newest head of each
   repo (convergence over time; a repo a node refuses by policy is left out for it),
   each node's CPU and RSS (psutil), and its gossip counters
@@ -25,6 +27,7 @@ from typing import Any
 import aiohttp
 import psutil
 
+from protocol.cid import CID, cid_for_msgpack
 from protocol.errors import SkyfedError
 
 from .harness import Cluster
@@ -59,6 +62,8 @@ class Observer:
         self._procs: dict[int, psutil.Process] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._highs: dict[tuple[int, str], list[str]] = {}
+        #: node -> every commit CID its firehose showed (``#commit`` and ``#sync``).
+        self.commits: dict[int, set[str]] = defaultdict(set)
 
     async def __aenter__(self) -> Observer:
         self.t0 = time.monotonic()
@@ -99,6 +104,9 @@ class Observer:
                     rev = body.get("rev")
                     if kind in ("#commit", "#sync") and did and rev:
                         self.arrivals[(i, str(did))].append((self.now(), str(rev)))
+                        cid = _commit_cid(kind, body)
+                        if cid is not None:
+                            self.commits[i].add(cid)
             except (aiohttp.ClientError, OSError, TimeoutError, SkyfedError):
                 pass
             await asyncio.sleep(0.1)  # poll: the node died or closed the stream
@@ -194,3 +202,18 @@ class Observer:
             self._gossip_pid[n.index] = n.pid
             base = self._gossip_base[n.index]
             self.gossip[n.index] = {k: base.get(k, 0) + v for k, v in now.items()}
+
+
+def _commit_cid(kind: str, body: dict[str, Any]) -> str | None:
+    """The commit a firehose frame carries: named in a ``#commit``, the block of a
+    ``#sync``."""
+    try:
+        if kind == "#commit":
+            raw = body.get("commit")
+            if isinstance(raw, CID):
+                return str(raw)
+            return str(CID.from_bytes(raw)) if isinstance(raw, bytes) else None
+        block = body.get("blocks")
+        return str(cid_for_msgpack(block)) if isinstance(block, bytes) else None
+    except (SkyfedError, TypeError, ValueError):
+        return None

@@ -24,6 +24,17 @@ __all__ = ["NodeProcess", "NodeStartError", "node_process", "start_node"]
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
+# ---- MERGE POINT: node settings the harness needs ---------------------------------
+#: Written into the config file of every node started here (the cluster harness, the
+#: benchmarks, the process tests), under whatever settings the caller passes. This is
+#: the one place for a node-side setting that local clusters need, e.g. a dial policy
+#: that lets nodes dial loopback addresses (their peers are proxies on 127.0.0.1)
+#: once the node refuses private and loopback addresses by default. The hostile-nodes
+#: scenario relies on it staying exactly that: loopback allowed for the configured
+#: peers, nothing looser for URLs learned from the network.
+HARNESS_NODE_SETTINGS: dict[str, Any] = {}
+# ------------------------------------------------------------------------------------
+
 
 class NodeStartError(RuntimeError):
     """The node process exited or stayed silent before it was listening."""
@@ -91,6 +102,7 @@ async def start_node(
     log_path = log_path or data_dir / "node.log"
     argv = shlex.split(command) if command else [sys.executable, "-m", "node.cli"]
     argv += ["node", "start", "--data-dir", str(data_dir)]
+    settings = {**HARNESS_NODE_SETTINGS, **(settings or {})}
     if settings:
         config = data_dir / "node.toml"
         config.write_text(tomli_w.dumps(dict(settings)))

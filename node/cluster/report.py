@@ -18,6 +18,19 @@ sees what held, each step did what it said.
 A node whose operator took an account down from serving or carrying owes no copy of
 it: for that (node, repo) pair "converged" asks nothing, and the repo's head is read
 from a node that owes it.
+
+With hostile nodes (:mod:`.hostile`) the same three checks cover what they attack:
+"no forgery" also asks that no honest node's firehose ever showed a commit a hostile
+node forged (a bad signature, or a first commit whose tree does not exist), and that
+every head's whole tree can be fetched. Two more checks, each reported on its own:
+
+- **no poisoned dials**: the poison listeners saw no connection from an honest node
+  that carried a poisoned URL as given (its path, query or userinfo), none from a
+  node the hostile node never linked to (the URL was passed on), and no more dials
+  in all than the scenario's ``max_dials`` (default 0: never dialled).
+- **under the memory ceiling**: each honest node's peak RSS (psutil, sampled every
+  half second) stayed under the scenario's ``memory_ceiling_mb``. It is the harness's
+  own threshold, independent of any ceiling the node's config states.
 """
 
 from __future__ import annotations
@@ -29,6 +42,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from protocol.car import read_car
 from protocol.commit import Commit
@@ -52,16 +67,26 @@ class Verdict:
     problems: list[str] = field(default_factory=list)
     #: None when the scenario had no story steps.
     checks_passed: bool | None = None
+    #: None when no hostile node poisoned peer URLs.
+    no_poisoned_dials: bool | None = None
+    #: None when the scenario sets no memory_ceiling_mb.
+    under_memory_ceiling: bool | None = None
+
+    def parts(self) -> dict[str, bool | None]:
+        """Each check by name (None: not asked by this scenario)."""
+        return {
+            "converged": self.converged,
+            "complete": self.complete,
+            "no_forgery": self.no_forgery,
+            "equivocation_detected": self.equivocation_detected,
+            "checks_passed": self.checks_passed,
+            "no_poisoned_dials": self.no_poisoned_dials,
+            "under_memory_ceiling": self.under_memory_ceiling,
+        }
 
     @property
     def passed(self) -> bool:
-        return (
-            self.converged
-            and self.complete
-            and self.no_forgery
-            and self.equivocation_detected is not False
-            and self.checks_passed is not False
-        )
+        return all(v is not False for v in self.parts().values())
 
 
 @dataclass(slots=True)
@@ -93,6 +118,9 @@ class Report:
     verdict: Verdict
     #: The story steps' checks, in the order they ran.
     checks: list[dict[str, Any]] = field(default_factory=list)
+    #: What each hostile node did and saw (:meth:`HostileNode.to_json`).
+    hostile: list[dict[str, Any]] = field(default_factory=list)
+    memory_ceiling_mb: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -203,6 +231,8 @@ async def build_report(r: RunResult) -> Report:
         equivocations=r.equivocations,
         verdict=verdict,
         checks=[check.to_json() for check in r.checks],
+        hostile=[h.to_json() for h in r.hostiles],
+        memory_ceiling_mb=s.memory_ceiling_mb,
     )
 
 
@@ -245,9 +275,19 @@ async def _verdict(r: RunResult) -> Verdict:
             if commit.did != did:
                 raise SkyfedError("the commit names another repo")
             trees[did] = MST.load(MemoryBlockStore(blocks), commit.data)
-        except (SkyfedError, KeyError, IndexError, ValueError) as e:
+            if r.hostiles:
+                # A hostile node's "first commit" may name a tree that never existed.
+                trees[did].verify_structure()
+        except (SkyfedError, KeyError, IndexError, ValueError, aiohttp.ClientError) as e:
             forged_heads += 1
             problems.append(f"{did}: head {head} does not verify: {e}")
+    for i, seen in sorted(r.observer.commits.items()):
+        taken = sorted(seen & c.forged)
+        if taken:
+            forged_heads += 1
+            problems.append(
+                f"node {i} took {len(taken)} forged commits (on its firehose): {taken[0]} ..."
+            )
     missing = 0
     for rec in r.workload.acked:
         tree = trees.get(rec.did)
@@ -278,9 +318,71 @@ async def _verdict(r: RunResult) -> Verdict:
         checks = not failed
         for check in failed:
             problems.append(f"t={check.t:.1f}s {check.what}: {check.detail or 'failed'}")
+    dials = _dials_verdict(r, problems)
+    memory = _memory_verdict(r, problems)
     return Verdict(
-        converged, missing == 0 and bool(heads), forged_heads == 0, detected, problems, checks
+        converged,
+        missing == 0 and bool(heads),
+        forged_heads == 0,
+        detected,
+        problems,
+        checks,
+        dials,
+        memory,
     )
+
+
+def _dials_verdict(r: RunResult, problems: list[str]) -> bool | None:
+    poisoners = [h for h in r.hostiles if h.spec.poison is not None]
+    if not poisoners:
+        return None
+    ok = True
+    for h in poisoners:
+        assert h.spec.poison is not None
+        dials = h.dials
+        given = [d for d in dials if d.as_given]
+        onward = [d.node for d in dials if d.node is not None and d.node not in h.linked]
+        nodes = sorted({d.node for d in dials if d.node is not None})
+        forms = sorted({d.form for d in dials})
+        if given:
+            ok = False
+            d = min(given, key=lambda d: d.credentials)  # a forged path if there is one
+            how = " with its userinfo as an Authorization header" if d.credentials else ""
+            problems.append(
+                f"hostile {h.index}: {len(given)} dials carried a poisoned URL as given "
+                f"(e.g. node {d.node} asked {d.target!r} of the {d.form} address{how})"
+            )
+        if onward:
+            ok = False
+            problems.append(
+                f"hostile {h.index}: nodes {sorted(set(onward))} never linked to it yet "
+                f"dialled its poisoned URLs ({len(onward)} dials): they were passed on"
+            )
+        if len(dials) > h.spec.poison.max_dials:
+            ok = False
+            problems.append(
+                f"hostile {h.index}: its poisoned addresses were dialled {len(dials)} times "
+                f"(allowed {h.spec.poison.max_dials}) by nodes {nodes}, forms {', '.join(forms)}"
+            )
+    return ok
+
+
+def _memory_verdict(r: RunResult, problems: list[str]) -> bool | None:
+    ceiling = r.scenario.memory_ceiling_mb
+    if ceiling is None:
+        return None
+    ok = True
+    for n in r.cluster.nodes:
+        rss = [smp.rss[n.index] for smp in r.observer.samples if n.index in smp.rss]
+        if not rss:
+            continue
+        peak = max(rss) / 2**20
+        if peak > ceiling:
+            ok = False
+            problems.append(
+                f"node {n.index}: peak RSS {peak:.0f} MB over the {ceiling:g} MB ceiling"
+            )
+    return ok
 
 
 def write_json(report: Report, path: Path) -> None:
@@ -378,7 +480,7 @@ def plot(report: Report, out_dir: Path) -> list[Path]:
         if key == "node down":
             ax.annotate(label, (start, 97), xytext=(2, 0), textcoords="offset points", fontsize=8)
     for e in report.events:
-        if e["action"] in ("equivocate", "forge", "end"):
+        if e["action"] in ("equivocate", "forge", "end", "hostile"):
             ax.axvline(e["t"], color="black", linestyle=":", linewidth=1)
             ax.annotate(e["action"], (e["t"], 3), xytext=(3, 0), textcoords="offset points")
         elif e["action"] in ("takedown", "reverse", "migrate", "label"):

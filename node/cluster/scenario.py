@@ -68,6 +68,56 @@ After the last action and ``duration``, the runner restores every link, clears a
 shaping and restarts any node still down, then waits up to ``settle`` seconds for
 every node to hold the same heads; the verdict follows (see :mod:`.report`).
 Every mistake in a file is a :class:`ScenarioError` naming the file and the field.
+
+Hostile nodes (:mod:`.hostile`) attack the honest cluster over the peer wire while
+the workload runs, each from one ``[[hostile]]`` table::
+
+    memory_ceiling_mb = 400    # the verdict's bound on each honest node's peak RSS
+
+    [cluster]
+    share_peers = true         # as a public node: takes and passes on peer URLs
+    max_peers = 32             # links a node dials at most (default 8)
+
+    [[hostile]]
+    behaviours = ["flood", "forge", "replay", "poison", "hold"]
+    links_to = [0, 1]
+    start = 2.0                # seconds into the workload (default 1)
+    stop = 20.0                # default: the end of the workload
+    [hostile.flood]            # each behaviour's rates and bounds (all optional)
+    rate = 5.0
+    messages = 200
+    heads_items = 4096
+    ihave_ids = 1024
+    identities = 100
+    keys = 10
+    requests = 100
+    [hostile.forge]
+    rate = 1.0
+    count = 20
+    kinds = ["bad-signature", "no-tree", "wrapped", "fake-since", "no-op"]
+    [hostile.replay]
+    rate = 5.0
+    count = 200
+    keep = 500
+    after = 3.0
+    [hostile.poison]
+    rate = 1.0
+    count = 20
+    max_dials = 0
+    [hostile.hold]
+    connections = 10
+    links = 2
+    requests = 20
+    slowloris = 10
+    drip = 2.0
+    repo_mb = 0                # a repo of its own to ask for (0: the busiest honest one)
+
+A table for a behaviour that is not in ``behaviours`` is a mistake, as is a value
+outside its bounds (:data:`HOSTILE_FIELDS`). ``share_peers`` (default false) lets
+the honest nodes take peer URLs from ``peers`` messages and hellos and pass them on,
+as a public node does; the nodes then link directly, without the proxies (see
+:mod:`.harness`), and the links become more than the topology, so a schedule with
+link faults, kills or restarts is refused.
 """
 
 from __future__ import annotations
@@ -84,6 +134,18 @@ from protocol.labels import MAX_VAL_BYTES as MAX_LABEL_VAL
 from protocol.moderation import MAX_REASON_CHARS, SCOPES
 
 from .harness import Cluster
+from .hostile import (
+    BEHAVIOURS,
+    FORGE_KINDS,
+    MAX_REPLAY_KEEP,
+    FloodSpec,
+    ForgeSpec,
+    HoldSpec,
+    HostileNode,
+    HostileSpec,
+    PoisonSpec,
+    ReplaySpec,
+)
 from .observer import Observer
 from .steps import STEPS, Check, Steps
 from .topology import TOPOLOGIES, make_topology
@@ -131,6 +193,51 @@ ACTIONS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
         frozenset({"post", "visible"}),
         frozenset({"view", "nodes", "readers", "labelers", "within"}),
     ),
+}
+
+#: behaviour -> field -> (kind, low, high): the bounds of a hostile node's settings
+#: (every one is bounded, so a scenario cannot ask for an unbounded attack).
+HOSTILE_FIELDS: dict[str, dict[str, tuple[str, float, float]]] = {
+    "flood": {
+        "rate": ("number", 0.01, 1000.0),
+        "messages": ("whole", 0, 100_000),
+        "heads_items": ("whole", 1, 4096),
+        "ihave_ids": ("whole", 1, 4096),
+        "identities": ("whole", 0, 100_000),
+        "keys": ("whole", 0, 1000),
+        "requests": ("whole", 0, 100_000),
+    },
+    "forge": {"rate": ("number", 0.01, 100.0), "count": ("whole", 0, 10_000)},
+    "replay": {
+        "rate": ("number", 0.01, 1000.0),
+        "count": ("whole", 0, 100_000),
+        "keep": ("whole", 1, MAX_REPLAY_KEEP),
+        "after": ("number", 0.0, 3600.0),
+    },
+    "poison": {
+        "rate": ("number", 0.01, 100.0),
+        "count": ("whole", 0, 10_000),
+        "max_dials": ("whole", 0, 1_000_000),
+    },
+    "hold": {
+        "connections": ("whole", 0, 1000),
+        "links": ("whole", 0, 100),
+        "requests": ("whole", 0, 10_000),
+        "slowloris": ("whole", 0, 1000),
+        "drip": ("number", 0.05, 60.0),
+        "repo_mb": ("whole", 0, 256),
+    },
+}
+#: Actions that need the link proxies (or a node's fixed URL): not with share_peers.
+_NEEDS_PROXIES = frozenset(
+    {"partition", "heal", "kill", "restart", "shape", "clear", "cut", "restore", "sever"}
+)
+_SPECS: dict[str, type[Any]] = {
+    "flood": FloodSpec,
+    "forge": ForgeSpec,
+    "replay": ReplaySpec,
+    "poison": PoisonSpec,
+    "hold": HoldSpec,
 }
 
 #: What an ``expect`` step reads.
@@ -204,6 +311,10 @@ class ClusterSpec:
     edges: tuple[tuple[int, int], ...] = ()
     reconcile_interval: float = 1.0
     clock_skew: Mapping[int, float] = field(default_factory=dict)
+    #: Honest nodes take and pass on peer URLs (a public node's default).
+    share_peers: bool = False
+    #: Links a node dials at most (None: the harness's 8, or its static peers).
+    max_peers: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +328,9 @@ class Scenario:
     workload: WorkloadSpec
     schedule: tuple[Action, ...]
     source: str = "<scenario>"
+    hostile: tuple[HostileSpec, ...] = ()
+    #: The verdict's bound on each honest node's peak RSS (MB); None: no bound.
+    memory_ceiling_mb: float | None = None
 
     def make_cluster(self, workdir: Path | None = None) -> Cluster:
         c = self.cluster
@@ -231,6 +345,10 @@ class Scenario:
             workdir=workdir,
             reconcile_interval=c.reconcile_interval,
             clock_skew=c.clock_skew,
+            settings={
+                **({"share_peers": True} if c.share_peers else {}),
+                **({"max_peers": c.max_peers} if c.max_peers is not None else {}),
+            },
         )
 
 
@@ -251,7 +369,20 @@ def parse_scenario(text: str, *, source: str = "<scenario>") -> Scenario:
     except tomllib.TOMLDecodeError as e:
         raise ScenarioError(f"{source}: not valid TOML: {e}") from e
     p = _Fields(raw, source, "")
-    p.only({"name", "description", "seed", "duration", "settle", "cluster", "workload", "schedule"})
+    p.only(
+        {
+            "name",
+            "description",
+            "seed",
+            "duration",
+            "settle",
+            "cluster",
+            "workload",
+            "schedule",
+            "hostile",
+            "memory_ceiling_mb",
+        }
+    )
     name = p.text("name", Path(source).stem)
     description = p.text("description", "")
     seed = p.whole("seed", 0)
@@ -259,7 +390,18 @@ def parse_scenario(text: str, *, source: str = "<scenario>") -> Scenario:
     settle = p.number("settle", 30.0, low=0.1)
 
     c = _Fields(p.table("cluster"), source, "cluster.")
-    c.only({"nodes", "topology", "degree", "edges", "reconcile_interval", "clock_skew"})
+    c.only(
+        {
+            "nodes",
+            "topology",
+            "degree",
+            "edges",
+            "reconcile_interval",
+            "clock_skew",
+            "share_peers",
+            "max_peers",
+        }
+    )
     nodes = c.whole("nodes", 5, low=1, high=500)
     topology = c.text("topology", "full")
     if topology not in TOPOLOGIES:
@@ -287,6 +429,8 @@ def parse_scenario(text: str, *, source: str = "<scenario>") -> Scenario:
         edges,
         c.number("reconcile_interval", 1.0, low=0.05),
         skew,
+        c.flag("share_peers") if "share_peers" in c.raw else False,
+        c.whole("max_peers", None, low=1, high=1000) if "max_peers" in c.raw else None,
     )
 
     w = _Fields(p.table("workload"), source, "workload.")
@@ -332,9 +476,98 @@ def parse_scenario(text: str, *, source: str = "<scenario>") -> Scenario:
     parsed.sort(key=lambda pair: pair[0].at)  # stable: file order at equal times
     _check_story(parsed, source, nodes)
     schedule = [a for a, _ in parsed]
-    return Scenario(
-        name, description, seed, duration, settle, cluster, workload, tuple(schedule), source
+    if cluster.share_peers:
+        for a, where in parsed:
+            if a.action in _NEEDS_PROXIES:
+                raise ScenarioError(
+                    f"{source}: {where}action {a.action} needs the link proxies, which a "
+                    "cluster with share_peers = true does not have"
+                )
+    hostile = tuple(
+        _parse_hostile(item, source, f"hostile[{n}].", nodes, duration)
+        for n, item in enumerate(p.list_of_tables("hostile"))
     )
+    ceiling = None
+    if "memory_ceiling_mb" in raw:
+        ceiling = p.number("memory_ceiling_mb", None, low=16.0)
+    return Scenario(
+        name,
+        description,
+        seed,
+        duration,
+        settle,
+        cluster,
+        workload,
+        tuple(schedule),
+        source,
+        hostile,
+        ceiling,
+    )
+
+
+def _parse_hostile(
+    item: dict[str, Any], source: str, where: str, nodes: int, duration: float
+) -> HostileSpec:
+    f = _Fields(item, source, where)
+    f.only({"behaviours", "links_to", "start", "stop", *BEHAVIOURS})
+    behaviours = f._get("behaviours", None)
+    if (
+        not isinstance(behaviours, list)
+        or not behaviours
+        or not all(isinstance(b, str) and b in BEHAVIOURS for b in behaviours)
+    ):
+        raise f.error("behaviours", f"must be a list of some of: {', '.join(BEHAVIOURS)}")
+    if len(set(behaviours)) != len(behaviours):
+        raise f.error("behaviours", "names a behaviour twice")
+    links_to = f._get("links_to", None)
+    if (
+        not isinstance(links_to, list)
+        or not links_to
+        or not all(_is_node(i, nodes) for i in links_to)
+    ):
+        raise f.error("links_to", f"must be a list of node numbers in 0..{nodes - 1}")
+    if len(set(links_to)) != len(links_to):
+        raise f.error("links_to", "names a node twice")
+    start = f.number("start", 1.0, low=0.0)
+    if start >= duration:
+        raise f.error("start", f"must be before the end of the workload ({duration:g} s)")
+    stop = None
+    if "stop" in item:
+        stop = f.number("stop", None, low=0.0)
+        if stop <= start:
+            raise f.error("stop", "must be after start")
+        if stop > duration:
+            raise f.error("stop", f"must be at most the workload's duration ({duration:g} s)")
+    parts: dict[str, Any] = {}
+    for b in BEHAVIOURS:
+        if b not in item:
+            continue
+        if b not in behaviours:
+            raise f.error(b, f"is given but {b!r} is not among behaviours")
+        sub = _Fields(f.table(b), source, f"{where}{b}.")
+        bounds = HOSTILE_FIELDS[b]
+        sub.only(set(bounds) | ({"kinds"} if b == "forge" else set()))
+        values: dict[str, Any] = {}
+        for name, (kind, low, high) in bounds.items():
+            if name not in sub.raw:
+                continue
+            if kind == "whole":
+                values[name] = sub.whole(name, None, low=int(low), high=int(high))
+            else:
+                values[name] = sub.number(name, None, low=low, high=high)
+        if b == "forge" and "kinds" in sub.raw:
+            kinds = sub.raw["kinds"]
+            if (
+                not isinstance(kinds, list)
+                or not kinds
+                or not all(isinstance(k, str) and k in FORGE_KINDS for k in kinds)
+            ):
+                raise sub.error("kinds", f"must be a list of some of: {', '.join(FORGE_KINDS)}")
+            values["kinds"] = tuple(kinds)
+        parts[b] = _SPECS[b](**values)
+    for b in behaviours:
+        parts.setdefault(b, _SPECS[b]())
+    return HostileSpec(tuple(behaviours), tuple(links_to), start, stop, **parts)
 
 
 def _parse_action(
@@ -541,12 +774,21 @@ class _Fields:
             raise self.error(name, "must be true or false")
         return v
 
-    def number(self, name: str, default: float | None, *, low: float | None = None) -> float:
+    def number(
+        self,
+        name: str,
+        default: float | None,
+        *,
+        low: float | None = None,
+        high: float | None = None,
+    ) -> float:
         v = self._get(name, default)
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise self.error(name, "must be a number")
         if low is not None and v < low:
             raise self.error(name, f"must be at least {low}")
+        if high is not None and v > high:
+            raise self.error(name, f"must be at most {high}")
         return float(v)
 
     def table(self, name: str) -> dict[str, Any]:
@@ -602,6 +844,8 @@ class RunResult:
     wall_seconds: float
     #: The story steps' outcomes (empty when the schedule had none).
     checks: list[Check] = field(default_factory=list)
+    #: The hostile nodes, with what they did and saw.
+    hostiles: list[HostileNode] = field(default_factory=list)
 
 
 Progress = Callable[[str, Mapping[str, Any]], None]
@@ -619,9 +863,20 @@ async def run_scenario(
     say: Progress = progress or (lambda kind, info: None)
     started = time.monotonic()
     cluster = scenario.make_cluster(workdir)
+    hostiles = [
+        HostileNode(k, spec, cluster, seed=scenario.seed) for k, spec in enumerate(scenario.hostile)
+    ]
+
+    async def close() -> None:
+        for h in hostiles:
+            await h.close()
+        await cluster.close()
+
     say("phase", {"text": f"starting {scenario.cluster.nodes} nodes"})
     await cluster.start()
     try:
+        for h in hostiles:
+            await h.start()
         workload = Workload(cluster, scenario.workload, seed=scenario.seed)
         if on_start is not None:
             on_start(cluster, workload)
@@ -669,9 +924,27 @@ async def run_scenario(
                         task = asyncio.create_task(measure(now, a.describe()))
                         checks.add(task)
 
+            async def attack(h: HostileNode) -> None:
+                at = h.spec.start
+                what = f"hostile {h.index} starts: {h.spec.describe()}"
+                events.append(Event(at, what, "hostile"))
+                say("event", {"t": at, "text": events[-1].what})
+                await h.run(t0, scenario.duration)
+                now = time.monotonic() - t0
+                sent = sum(h.stats.sent.values())
+                what = (
+                    f"hostile {h.index} stopped: {sent} messages and connections sent, "
+                    f"its links cut {h.stats.links_closed} times, "
+                    f"{len(h.dials)} dials of its poisoned URLs so far"
+                )
+                events.append(Event(now, what, "hostile"))
+                say("event", {"t": now, "text": what})
+
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(play())
                 tg.create_task(workload.run(scenario.duration, t0))
+                for h in hostiles:
+                    tg.create_task(attack(h))
             for task in checks:
                 await task
             # The end: everything restored, every node up, then wait for agreement.
@@ -690,6 +963,7 @@ async def run_scenario(
                 final = None
             say("convergence", {"t": end, "why": "end", "seconds": final})
             await observer.sample()
+        events.sort(key=lambda e: e.t)  # a hostile node's start is logged ahead of time
         equivocations = await _equivocations(cluster)
         result = RunResult(
             scenario,
@@ -704,11 +978,12 @@ async def run_scenario(
             setup,
             time.monotonic() - started,
             steps.checks,
+            hostiles,
         )
     except BaseException:
-        await cluster.close()
+        await close()
         raise
-    return result, cluster.close
+    return result, close
 
 
 async def _apply(cluster: Cluster, workload: Workload, a: Action, forks: list[list[str]]) -> None:
