@@ -35,6 +35,7 @@ from protocol.heads import label_set_digest
 from protocol.ingest import HeadState
 
 from .auth import SessionRow
+from .handles import HANDLES_SCHEMA, Handles
 from .index import FEED_SCHEMA, INDEX_SCHEMA, index_record, rebuild_feeds, unindex_record
 
 __all__ = [
@@ -202,6 +203,9 @@ _MIGRATIONS.append(
     ) WITHOUT ROWID;
     """
 )
+# v7: confirmed handles (node/handles.py): one DID per handle, the confirmations
+# learned with identities, and the issuer pinned per handle domain
+_MIGRATIONS.append(HANDLES_SCHEMA)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -384,6 +388,9 @@ class SqliteStorage:
         self.group_sizes: list[int] = []
         #: Bumped whenever labels are stored (reconciliation rebuilds its items).
         self.label_version = 0
+        #: The handle rule (set by the node): run in every identity write, so the
+        #: handle table never disagrees with the logs it was built from.
+        self.handles: Handles | None = None
 
     # -- life cycle --------------------------------------------------------------
     async def open(self) -> None:
@@ -875,6 +882,8 @@ class SqliteStorage:
                 ),
             ]
             published = _apply_commit(conn, genesis)
+            if self.handles is not None:
+                self.handles.rebind(conn, a.did)
             return _Published(published.value, events + published.events)
 
         return (await self.write(w)).value
@@ -894,6 +903,8 @@ class SqliteStorage:
         def w(conn: sqlite3.Connection) -> _Published:
             conn.execute("DELETE FROM identity_ops WHERE did = ?", (did,))
             _put_identity(conn, did, ops, handle, signing_key, endpoint, tombstoned)
+            if self.handles is not None:
+                self.handles.rebind(conn, did)
             body: dict[str, Value] = {"did": did, "time": time}
             if handle is not None:
                 body["handle"] = handle
@@ -931,13 +942,39 @@ class SqliteStorage:
         return await self.read(q)
 
     async def resolve_handle(self, handle: str) -> str | None:
+        """The DID ``handle`` resolves to here: confirmed handles only."""
+
         def q(conn: sqlite3.Connection) -> str | None:
-            row = conn.execute(
-                "SELECT did FROM identities WHERE handle = ? AND tombstoned = 0", (handle,)
-            ).fetchone()
+            row = conn.execute("SELECT did FROM handles WHERE handle = ?", (handle,)).fetchone()
             return None if row is None else row[0]
 
         return await self.read(q)
+
+    async def confirmed_handle(self, did: str) -> str | None:
+        """``did``'s handle if it is confirmed here, else None (``handle.invalid``)."""
+
+        def q(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute("SELECT handle FROM handles WHERE did = ?", (did,)).fetchone()
+            return None if row is None else row[0]
+
+        return await self.read(q)
+
+    async def handle_confirmation(self, did: str) -> bytes | None:
+        """The confirmation held for ``did``'s handle (sent with its identity)."""
+
+        def q(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(
+                "SELECT data FROM handle_confirmations WHERE did = ?", (did,)
+            ).fetchone()
+            return None if row is None else bytes(row[0])
+
+        return await self.read(q)
+
+    async def rebind_handle(self, did: str) -> None:
+        """Re-run the handle rule for ``did`` (after its registry row changed)."""
+        handles = self.handles
+        if handles is not None:
+            await self.write(lambda conn: handles.rebind(conn, did))
 
     async def identity(self, did: str) -> tuple[str | None, str, str | None] | None:
         """(handle, signing key, endpoint) of a known identity."""
