@@ -482,7 +482,11 @@ async def create_account(request: web.Request) -> web.Response:
         from protocol.keys import verify_key
 
         verify_key(recovery)
-    if await node.storage.account_by_handle(handle) is not None:
+    # Taken: registered here, or confirmed to another DID (a shared domain's node).
+    if (
+        await node.storage.account_by_handle(handle) is not None
+        or await node.storage.resolve_handle(handle) is not None
+    ):
         raise RemoteProtocolError("handle already taken", error="HandleNotAvailable")
     password_hash = await hash_password(password)
     signing = SigningKey.from_seed(secrets.token_bytes(32))
