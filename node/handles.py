@@ -33,18 +33,18 @@ __all__ = ["HANDLES_SCHEMA", "Handles"]
 log = logging.getLogger(__name__)
 
 HANDLES_SCHEMA: Final = """
-    CREATE TABLE handles (
+    CREATE TABLE IF NOT EXISTS handles (
         handle TEXT PRIMARY KEY,
         did TEXT NOT NULL UNIQUE
     ) WITHOUT ROWID;
-    CREATE TABLE handle_confirmations (
+    CREATE TABLE IF NOT EXISTS handle_confirmations (
         did TEXT PRIMARY KEY,
         handle TEXT NOT NULL,
         issuer TEXT NOT NULL,
         data BLOB NOT NULL
     );
-    CREATE INDEX handle_confirmations_handle ON handle_confirmations (handle);
-    CREATE TABLE handle_issuers (
+    CREATE INDEX IF NOT EXISTS handle_confirmations_handle ON handle_confirmations (handle);
+    CREATE TABLE IF NOT EXISTS handle_issuers (
         domain TEXT PRIMARY KEY,
         issuer TEXT NOT NULL
     ) WITHOUT ROWID;
