@@ -36,13 +36,7 @@ from protocol.cid import CID
 from protocol.commit import Action
 from protocol.encoding import decode
 from protocol.errors import RemoteProtocolError, RepoError, SkyfedError
-from protocol.handles import (
-    INVALID_HANDLE,
-    HandleConfirmation,
-    handle_domain,
-    is_reserved,
-    under,
-)
+from protocol.handles import INVALID_HANDLE, HandleConfirmation, registration_error
 from protocol.identity import did_document, resolve_log
 from protocol.jsondata import from_json, to_json
 from protocol.keys import SigningKey
@@ -446,19 +440,9 @@ def _client_addr(request: web.Request) -> str:
 def check_new_handle(node: Node, handle: str) -> None:
     """A handle this node may register: one label under one of its handle domains,
     not a reserved name (docs/security.md, Handles)."""
-    domains = node.config.handle_domains
-    if not under(handle, domains):
-        raise RemoteProtocolError(
-            f"handle must end with one of {', '.join(domains)}", error="UnsupportedDomain"
-        )
-    if handle_domain(handle) not in domains:
-        raise RemoteProtocolError(
-            f"a handle here is one label under {', '.join(domains)}", error="InvalidHandle"
-        )
-    if is_reserved(handle):
-        raise RemoteProtocolError(
-            f"{handle.partition('.')[0]!r} is reserved on this node", error="HandleNotAvailable"
-        )
+    refused = registration_error(handle, node.config.handle_domains)
+    if refused is not None:
+        raise RemoteProtocolError(refused[1], error=refused[0])
 
 
 async def create_account(request: web.Request) -> web.Response:

@@ -25,7 +25,13 @@ import sqlite3
 from typing import Final
 
 from protocol.errors import SkyfedError
-from protocol.handles import HandleConfirmation, confirms, handle_domain, under
+from protocol.handles import (
+    HandleConfirmation,
+    confirms,
+    handle_domain,
+    registration_error,
+    under,
+)
 from protocol.keys import SigningKey
 
 __all__ = ["HANDLES_SCHEMA", "Handles"]
@@ -116,6 +122,8 @@ class Handles:
     def rebind(self, conn: sqlite3.Connection, did: str) -> None:
         """Bring ``did``'s row (and that of a handle it let go) up to date."""
         claimed = self._claimed(conn, did)
+        if claimed is not None:
+            self._follow_handle_change(conn, did, claimed)
         if claimed is not None and self._registered(conn, claimed) == did:
             self._confirm_own(conn, claimed, did)
         ok = claimed is not None and self._confirmed(conn, claimed, did)
@@ -133,6 +141,25 @@ class Handles:
             conn.execute("DELETE FROM handles WHERE handle = ?", (claimed,))
             conn.execute("INSERT INTO handles VALUES (?, ?)", (claimed, did))
         # Otherwise the DID that held the handle first keeps it.
+
+    def _follow_handle_change(self, conn: sqlite3.Connection, did: str, claimed: str) -> None:
+        """An account active here whose log now claims another handle (an op signed
+        by its rotation key: the owner's choice, atproto's updateHandle) gets it
+        registered, if this node may register it and it is free. Its old handle is
+        released."""
+        row = conn.execute("SELECT handle FROM accounts WHERE did = ?", (did,)).fetchone()
+        if row is None or row[0] == claimed:
+            return
+        if conn.execute("SELECT 1 FROM account_deactivations WHERE did = ?", (did,)).fetchone():
+            return
+        if registration_error(claimed, self.own_domains) is not None:
+            return
+        if conn.execute("SELECT 1 FROM accounts WHERE handle = ?", (claimed,)).fetchone():
+            return
+        holder = conn.execute("SELECT did FROM handles WHERE handle = ?", (claimed,)).fetchone()
+        if holder is not None and holder[0] != did:
+            return
+        conn.execute("UPDATE accounts SET handle = ? WHERE did = ?", (claimed, did))
 
     def _reassign(self, conn: sqlite3.Connection, handle: str) -> None:
         """``handle`` was let go: give it to the next confirmed claimant, if any

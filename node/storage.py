@@ -903,11 +903,15 @@ class SqliteStorage:
         def w(conn: sqlite3.Connection) -> _Published:
             conn.execute("DELETE FROM identity_ops WHERE did = ?", (did,))
             _put_identity(conn, did, ops, handle, signing_key, endpoint, tombstoned)
+            shown = handle
             if self.handles is not None:
                 self.handles.rebind(conn, did)
+                # The event names the handle only if it is confirmed here.
+                row = conn.execute("SELECT handle FROM handles WHERE did = ?", (did,)).fetchone()
+                shown = None if row is None else str(row[0])
             body: dict[str, Value] = {"did": did, "time": time}
-            if handle is not None:
-                body["handle"] = handle
+            if shown is not None:
+                body["handle"] = shown
             seq, frame = _append_event(conn, did, "#identity", body)
             return _Published(seq, [(seq, frame)])
 

@@ -54,6 +54,7 @@ __all__ = [
     "confirms",
     "handle_domain",
     "is_reserved",
+    "registration_error",
     "under",
 ]
 
@@ -106,6 +107,20 @@ def under(handle: str, domains: Iterable[str]) -> bool:
 def is_reserved(handle: str) -> bool:
     """Whether the first label of ``handle`` is one a node does not register."""
     return handle.partition(".")[0] in RESERVED_LABELS
+
+
+def registration_error(handle: str, domains: Iterable[str]) -> tuple[str, str] | None:
+    """Why a node with handle ``domains`` may not register ``handle`` (an XRPC error
+    name and a message), or None if it may: one label under one of its domains, and
+    not a reserved name. Whether the handle is free is for the node to say."""
+    domains = tuple(domains)
+    if not under(handle, domains):
+        return "UnsupportedDomain", f"handle must end with one of {', '.join(domains)}"
+    if handle_domain(handle) not in domains:
+        return "InvalidHandle", f"a handle here is one label under {', '.join(domains)}"
+    if is_reserved(handle):
+        return "HandleNotAvailable", f"{handle.partition('.')[0]!r} is reserved on this node"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -358,3 +358,44 @@ async def test_a_shared_domain_keeps_the_first_confirmed_owner(tmp_path: Path) -
     finally:
         for n in (a, b):
             await n.stop()
+
+
+async def test_a_handle_changed_by_the_owners_op_is_registered_and_travels(
+    tmp_path: Path,
+) -> None:
+    a, b = [
+        (await start_nodes(tmp_path / name, 1, handle_domains=(f".{name}.test",)))[0]
+        for name in ("a", "b")
+    ]
+    key = new_key()
+    try:
+        await link([a, b], [(1, 0)])
+        async with Client(a.url) as alice, Client(b.url) as at_b:
+            await alice.create_account("alice.a.test", PASSWORD, recovery_key=key.did_key())
+
+            async def resolves(handle: str, did: str | None) -> bool:
+                found = [await n.storage.resolve_handle(handle) for n in (a, b)]
+                return found == [did, did]
+
+            await until(lambda: resolves("alice.a.test", alice.did))
+            state = resolve_log(alice.did, await a.storage.identity_ops(alice.did)).state
+            renamed = IdentityOp.update(state, key, handle="alice2.a.test")
+            await alice.submit_identity_op(alice.did, renamed.to_bytes())
+            await until(lambda: resolves("alice2.a.test", alice.did))
+            assert await a.storage.resolve_handle("alice.a.test") is None
+            assert (await at_b.profile(alice.did))["handle"] == "alice2.a.test"
+
+            # A reserved name is not registered: the handle shows as invalid.
+            state = resolve_log(alice.did, await a.storage.identity_ops(alice.did)).state
+            support = IdentityOp.update(state, key, handle="support.a.test")
+            await alice.submit_identity_op(alice.did, support.to_bytes())
+
+            async def invalid() -> bool:
+                profiles = [await c.profile(alice.did) for c in (alice, at_b)]
+                return [p["handle"] for p in profiles] == ["handle.invalid"] * 2
+
+            await until(invalid)
+            assert await a.storage.resolve_handle("support.a.test") is None
+    finally:
+        for n in (a, b):
+            await n.stop()
