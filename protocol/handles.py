@@ -18,7 +18,8 @@ Which issuers a node believes for which handle (:func:`confirms`):
   registry (its accounts table). A confirmation from anyone else is ignored;
 * a handle under a domain listed as **shared** (several nodes serve it, like the
   default ``.skyfed.test`` of a local harness): the node's registry first, else a
-  confirmation by any issuer;
+  confirmation by any issuer of a handle a node may register there (one label, not
+  reserved);
 * any other domain: a confirmation by the issuer **pinned** for that domain. The
   first valid confirmation a node sees for a domain pins its issuer (trust on first
   use); an operator can pin one in advance.
@@ -228,4 +229,7 @@ def confirms(
         return registered == did
     if confirmation is None:
         return False
-    return shared or pinned_issuer is None or confirmation.issuer == pinned_issuer
+    if shared:
+        # Any node of a shared domain may confirm, but only what a node may register.
+        return registration_error(handle, shared_domains) is None
+    return pinned_issuer is None or confirmation.issuer == pinned_issuer

@@ -89,3 +89,7 @@ def test_shared_domain_registry_first_then_any_issuer() -> None:
     assert not _confirms(
         "carol.shared.test", ALICE, confirmation=conf, own=shared_own, registered=MALLORY
     )
+    # Only what a node may register there: one label, not a reserved name.
+    for handle in ("support.shared.test", "a.b.shared.test"):
+        forged = HandleConfirmation.issue(handle, ALICE, OTHER)
+        assert not _confirms(handle, ALICE, confirmation=forged)
