@@ -177,7 +177,10 @@ class Node:
         self.secrets = secrets_ or load_or_create_secrets(config.data_dir)
         self.storage = SqliteStorage(config.db_path)
         self.handles = Handles(
-            config.handle_domains, config.shared_handle_domains, self.secrets.node_key
+            config.handle_domains,
+            config.shared_handle_domains,
+            self.secrets.node_key,
+            config.pinned_handle_issuers,
         )
         self.storage.handles = self.handles
         self.repos = RepoManager(

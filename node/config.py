@@ -42,6 +42,10 @@ class NodeConfig:
     #: handle under one is confirmed by whichever node registered it, first seen
     #: wins. A public node lists only domains it shares with nodes it trusts.
     shared_handle_domains: tuple[str, ...] = (".skyfed.test",)
+    #: Issuers pinned in advance for other nodes' handle domains, each
+    #: ``"<domain>=<node did:key>"``: only that key confirms handles under the domain.
+    #: A domain not listed is pinned to the first issuer seen (trust on first use).
+    pinned_handle_issuers: tuple[str, ...] = ()
     #: Firehose events kept for replay.
     replay_window: int = 100_000
     #: Unsent bytes a firehose subscriber may fall behind by before it is dropped.

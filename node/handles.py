@@ -32,9 +32,9 @@ from protocol.handles import (
     registration_error,
     under,
 )
-from protocol.keys import SigningKey
+from protocol.keys import SigningKey, verify_key
 
-__all__ = ["HANDLES_SCHEMA", "Handles"]
+__all__ = ["HANDLES_SCHEMA", "Handles", "parse_pins"]
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +62,39 @@ HANDLES_SCHEMA: Final = """
 _MAX_CLAIMANTS: Final = 16
 
 
+def parse_pins(pins: tuple[str, ...]) -> dict[str, str]:
+    """``("<domain>=<did:key>", ...)`` as {".domain": did:key}; ValueError names a bad
+    entry (the node refuses to start with one)."""
+    out: dict[str, str] = {}
+    for entry in pins:
+        domain, sep, issuer = entry.partition("=")
+        domain, issuer = domain.strip(), issuer.strip()
+        try:
+            verify_key(issuer)
+        except SkyfedError as e:
+            raise ValueError(f"pinned_handle_issuers: {entry!r}: {e}") from e
+        if not sep or not domain.strip("."):
+            raise ValueError(f"pinned_handle_issuers: {entry!r} is not '<domain>=<did:key>'")
+        out[domain if domain.startswith(".") else "." + domain] = issuer
+    return out
+
+
 class Handles:
     """The handle rule with this node's domains and node key; its methods run on
     the storage writer thread (``conn`` is the write transaction)."""
 
     def __init__(
-        self, own_domains: tuple[str, ...], shared_domains: tuple[str, ...], key: SigningKey
+        self,
+        own_domains: tuple[str, ...],
+        shared_domains: tuple[str, ...],
+        key: SigningKey,
+        pins: tuple[str, ...] = (),
     ):
         self.own_domains = own_domains
         self.shared_domains = shared_domains
         self.key = key
+        #: Issuers pinned by configuration (``pinned_handle_issuers``), by domain.
+        self.pins = parse_pins(pins)
 
     # -- the rule ------------------------------------------------------------------
     def _registered(self, conn: sqlite3.Connection, handle: str) -> str | None:
@@ -90,8 +113,11 @@ class Handles:
             return None
 
     def _pinned(self, conn: sqlite3.Connection, handle: str) -> str | None:
+        domain = handle_domain(handle)
+        if domain in self.pins:
+            return self.pins[domain]
         row = conn.execute(
-            "SELECT issuer FROM handle_issuers WHERE domain = ?", (handle_domain(handle),)
+            "SELECT issuer FROM handle_issuers WHERE domain = ?", (domain,)
         ).fetchone()
         return None if row is None else str(row[0])
 

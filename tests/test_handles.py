@@ -399,3 +399,53 @@ async def test_a_handle_changed_by_the_owners_op_is_registered_and_travels(
     finally:
         for n in (a, b):
             await n.stop()
+
+
+async def test_a_pinned_issuer_closes_trust_on_first_use(tmp_path: Path) -> None:
+    """A node that pins B's key for ``.b.test`` ignores a stranger's confirmation for
+    a handle under it even when the stranger is the first to send one."""
+    (b,) = await start_nodes(tmp_path / "b", 1, handle_domains=(".b.test",))
+    (c,) = await start_nodes(
+        tmp_path / "c",
+        1,
+        handle_domains=(".c.test",),
+        pinned_handle_issuers=(f"b.test={b.node_did}",),
+    )
+    try:
+        async with Client(b.url) as bob, Client(c.url) as at_c, aiohttp.ClientSession() as http:
+            await bob.create_account("bob.b.test", PASSWORD)
+            peer_key = new_key()
+            first = Forger("carol.b.test")
+            conf = HandleConfirmation.issue("carol.b.test", first.did, peer_key).to_bytes()
+            peer = await FakePeer.connect(http, c, peer_key)
+            try:
+                await peer.ws.send_bytes(_identity_push(first.did, first.log, conf))
+
+                async def stored() -> bool:
+                    return await c.storage.identity(first.did) is not None
+
+                await until(stored)
+            finally:
+                await peer.ws.close()
+            assert (await at_c.profile(first.did))["handle"] == "handle.invalid"
+
+            await link([b, c], [(1, 0)])
+
+            async def known() -> bool:
+                return await c.storage.resolve_handle("bob.b.test") == bob.did
+
+            await until(known)
+            assert await c.storage.resolve_handle("carol.b.test") is None
+    finally:
+        for n in (b, c):
+            await n.stop()
+
+
+def test_a_bad_pin_is_refused_at_start() -> None:
+    from node.handles import parse_pins
+
+    key = new_key().did_key()
+    assert parse_pins((f"b.test={key}", f".c.test = {key}")) == {".b.test": key, ".c.test": key}
+    for bad in ("b.test", f"={key}", "b.test=did:web:b.test"):
+        with pytest.raises(ValueError, match="pinned_handle_issuers"):
+            parse_pins((bad,))
