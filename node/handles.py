@@ -245,14 +245,33 @@ class Handles:
         self.rebind(conn, conf.did)
         return True
 
+    def fingerprint(self) -> bytes:
+        """What the rule depends on besides the data: the node's domains and pins."""
+        parts = [
+            ",".join(sorted(self.own_domains)),
+            ",".join(sorted(self.shared_domains)),
+            ",".join(f"{d}={k}" for d, k in sorted(self.pins.items())),
+            self.key.did_key(),
+        ]
+        return "\n".join(parts).encode()
+
     def confirm_registered(self, conn: sqlite3.Connection) -> None:
-        """At start: sign confirmations for accounts registered here without one
-        (a database from before confirmations, or new handle domains)."""
-        missing = conn.execute(
-            "SELECT a.did FROM accounts a LEFT JOIN handle_confirmations c ON c.did = a.did"
-            " WHERE c.did IS NULL"
-        ).fetchall()
-        for (did,) in missing:
+        """At start: sign confirmations for accounts registered here without one (a
+        database from before confirmations), and judge every identity again if the
+        rule's settings changed since the last start (domains, shared domains, pins),
+        so no handle stays bound under a rule the node no longer has."""
+        row = conn.execute("SELECT value FROM meta WHERE key = 'handle_rule'").fetchone()
+        if row is None or bytes(row[0]) != self.fingerprint():
+            dids = conn.execute("SELECT did FROM identities").fetchall()
+            conn.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('handle_rule', ?)", (self.fingerprint(),)
+            )
+        else:
+            dids = conn.execute(
+                "SELECT a.did FROM accounts a LEFT JOIN handle_confirmations c"
+                " ON c.did = a.did WHERE c.did IS NULL"
+            ).fetchall()
+        for (did,) in dids:
             self.rebind(conn, str(did))
 
     def confirmed_now(self, conn: sqlite3.Connection, handle: str, did: str) -> bool:

@@ -449,3 +449,27 @@ def test_a_bad_pin_is_refused_at_start() -> None:
     for bad in ("b.test", f"={key}", "b.test=did:web:b.test"):
         with pytest.raises(ValueError, match="pinned_handle_issuers"):
             parse_pins((bad,))
+
+
+async def test_changed_handle_settings_rejudge_every_handle_at_start(tmp_path: Path) -> None:
+    """A node that stops sharing its domain no longer resolves handles other nodes
+    confirmed under it: the table is judged again under the new settings."""
+    a, b = await start_nodes(tmp_path, 2)
+    try:
+        await link([a, b], [(1, 0)])
+        async with Client(b.url) as bob:
+            await bob.create_account("bob.skyfed.test", PASSWORD)
+
+            async def known() -> bool:
+                return await a.storage.resolve_handle("bob.skyfed.test") == bob.did
+
+            await until(known)
+        await a.stop()
+        a = Node(a.config.replace(shared_handle_domains=()))
+        await a.start()
+        assert await a.storage.resolve_handle("bob.skyfed.test") is None
+        async with Client(a.url) as anyone:
+            assert (await anyone.profile(bob.did))["handle"] == "handle.invalid"
+    finally:
+        for n in (a, b):
+            await n.stop()
