@@ -364,6 +364,8 @@ class Node:
         """Keep a handle confirmation that came with ``did``'s identity, if the
         handle rule accepts it (node/handles.py); anything else is ignored: a stale
         or forged confirmation only leaves the handle unconfirmed."""
+        if await self.storage.handle_confirmation(did) == data:
+            return False  # already held (a relayed copy): no write
         try:
             conf = HandleConfirmation.from_bytes(data)
         except SkyfedError as e:
