@@ -36,6 +36,7 @@ from protocol.cid import CID
 from protocol.commit import Action
 from protocol.encoding import decode
 from protocol.errors import RemoteProtocolError, RepoError, SkyfedError
+from protocol.handles import INVALID_HANDLE, HandleConfirmation, registration_error
 from protocol.identity import did_document, resolve_log
 from protocol.jsondata import from_json, to_json
 from protocol.keys import SigningKey
@@ -57,6 +58,7 @@ from .auth import Authenticator, Principal, hash_password, parse_bearer, verify_
 from .config import NodeConfig, NodeSecrets, load_or_create_secrets
 from .federation import Federation, label_row
 from .firehose import Firehose
+from .handles import Handles
 from .moderation import MODERATION_KEY, Moderation, labels_middleware, moderation_routes
 from .portability import ROUTES as PORTABILITY_ROUTES
 from .portability import Portability, create_account_for_did, same_url
@@ -174,6 +176,13 @@ class Node:
         self.config = config
         self.secrets = secrets_ or load_or_create_secrets(config.data_dir)
         self.storage = SqliteStorage(config.db_path)
+        self.handles = Handles(
+            config.handle_domains,
+            config.shared_handle_domains,
+            self.secrets.node_key,
+            config.pinned_handle_issuers,
+        )
+        self.storage.handles = self.handles
         self.repos = RepoManager(
             self.storage, clock_id=secrets.randbelow(1024), now=self.wall_clock
         )
@@ -245,6 +254,7 @@ class Node:
     # -- life cycle --------------------------------------------------------------
     async def start(self) -> str:
         await self.storage.open()
+        await self.storage.write(self.handles.confirm_registered)
         await self.moderation.load()
         await self.firehose.start()
         app = make_app(self)
@@ -350,6 +360,22 @@ class Node:
             self._accounts.popitem(last=False)
         return hit
 
+    async def take_handle_confirmation(self, did: str, data: bytes) -> bool:
+        """Keep a handle confirmation that came with ``did``'s identity, if the
+        handle rule accepts it (node/handles.py); anything else is ignored: a stale
+        or forged confirmation only leaves the handle unconfirmed."""
+        if await self.storage.handle_confirmation(did) == data:
+            return False  # already held (a relayed copy): no write
+        try:
+            conf = HandleConfirmation.from_bytes(data)
+        except SkyfedError as e:
+            log.info("ignored a handle confirmation for %s: %s", did, e)
+            return False
+        if conf.did != did:
+            return False
+        handles = self.handles
+        return await self.storage.write(lambda conn: handles.take(conn, conf))
+
     def forget_account(self, did: str) -> None:
         """Drop cached account data (after a key rotation or handle change)."""
         self._accounts.pop(did, None)
@@ -416,6 +442,14 @@ def _client_addr(request: web.Request) -> str:
     return client_key(request.remote or "unknown")
 
 
+def check_new_handle(node: Node, handle: str) -> None:
+    """A handle this node may register: one label under one of its handle domains,
+    not a reserved name (docs/security.md, Handles)."""
+    refused = registration_error(handle, node.config.handle_domains)
+    if refused is not None:
+        raise RemoteProtocolError(refused[1], error=refused[0])
+
+
 async def create_account(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     node.auth_limits.check(_client_addr(request))
@@ -432,16 +466,16 @@ async def create_account(request: web.Request) -> web.Response:
         handle = normalize_handle(handle_raw)
     except SkyfedError:
         raise RemoteProtocolError("handle is not a valid handle", error="InvalidHandle") from None
-    if not any(handle.endswith(d) for d in node.config.handle_domains):
-        raise RemoteProtocolError(
-            f"handle must end with one of {', '.join(node.config.handle_domains)}",
-            error="UnsupportedDomain",
-        )
+    check_new_handle(node, handle)
     if recovery is not None:
         from protocol.keys import verify_key
 
         verify_key(recovery)
-    if await node.storage.account_by_handle(handle) is not None:
+    # Taken: registered here, or confirmed to another DID (a shared domain's node).
+    if (
+        await node.storage.account_by_handle(handle) is not None
+        or await node.storage.resolve_handle(handle) is not None
+    ):
         raise RemoteProtocolError("handle already taken", error="HandleNotAvailable")
     password_hash = await hash_password(password)
     signing = SigningKey.from_seed(secrets.token_bytes(32))
@@ -462,10 +496,9 @@ async def create_account(request: web.Request) -> web.Response:
         raise
     node.m_commits.inc()
     ops = await node.storage.identity_ops(did)
-    ident = await node.storage.identity(did)
-    assert ident is not None
     head = resolve_log(did, ops).state.head
-    node.federation.publish_identity(did, ops, head)
+    confirmation = await node.storage.handle_confirmation(did)
+    node.federation.publish_identity(did, ops, head, confirmation)
     node.federation.publish_commit(outcome.result.event)
     tokens = await node.auth.create_session(did)
     return _json(
@@ -883,13 +916,14 @@ async def describe_repo(request: web.Request) -> web.Response:
     ident = await node.storage.identity(did)
     if ident is None or await node.storage.get_head(did) is None:
         raise RepoError(f"could not find repo: {repo}", error="RepoNotFound")
+    handle = await node.storage.confirmed_handle(did)
     return _json(
         {
-            "handle": ident[0],
+            "handle": handle or INVALID_HANDLE,
             "did": did,
             "didDoc": await node.did_doc(did),
             "collections": await node.storage.list_collections(did),
-            "handleIsCorrect": True,
+            "handleIsCorrect": handle is not None,
         }
     )
 

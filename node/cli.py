@@ -248,12 +248,18 @@ def _cmd_node_init(args: argparse.Namespace) -> int:
     path = args.config or cfg.data_dir / "skyfed.toml"
     if not path.exists():
         domains = ", ".join(f'"{d}"' for d in cfg.handle_domains)
+        # A node with a domain of its own shares none: only it confirms handles
+        # under it, and no other node's confirmation counts without a pin
+        # (docs/security.md, Handles). The default domain is the harness's shared one.
+        default = cfg.handle_domains == NodeConfig().handle_domains
+        shared = ", ".join(f'"{d}"' for d in cfg.shared_handle_domains) if default else ""
         path.write_text(
             "# skyfed node settings; see `skyfed node start --help`\n"
             f'data_dir = "{cfg.data_dir}"\n'
             f'host = "{cfg.host}"\n'
             f"port = {cfg.port}\n"
             f"handle_domains = [{domains}]\n"
+            f"shared_handle_domains = [{shared}]\n"
         )
     print(f"node key:   {secrets.node_key.did_key()}")
     print(f"data dir:   {cfg.data_dir}")

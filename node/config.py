@@ -35,8 +35,17 @@ class NodeConfig:
     port: int = 2583
     #: The URL clients and peers reach this node at (default: http://host:port).
     public_url: str | None = None
-    #: Handle suffixes accounts may take here (atproto's availableUserDomains).
+    #: Handle suffixes accounts may take here (atproto's availableUserDomains). This
+    #: node is the only authority for handles under them (docs/security.md, Handles).
     handle_domains: tuple[str, ...] = (".skyfed.test",)
+    #: Handle domains several nodes serve (a local harness's ``.skyfed.test``): a
+    #: handle under one is confirmed by whichever node registered it, first seen
+    #: wins. A public node lists only domains it shares with nodes it trusts.
+    shared_handle_domains: tuple[str, ...] = (".skyfed.test",)
+    #: Issuers pinned in advance for other nodes' handle domains, each
+    #: ``"<domain>=<node did:key>"``: only that key confirms handles under the domain.
+    #: A domain not listed is pinned to the first issuer seen (trust on first use).
+    pinned_handle_issuers: tuple[str, ...] = ()
     #: Firehose events kept for replay.
     replay_window: int = 100_000
     #: Unsent bytes a firehose subscriber may fall behind by before it is dropped.
@@ -107,10 +116,9 @@ def load_config(path: Path | None, **overrides: Any) -> NodeConfig:
         values["data_dir"] = Path(values["data_dir"]).expanduser()
     if "peers" in values:
         values["peers"] = tuple(str(p).rstrip("/") for p in values["peers"])
-    if "handle_domains" in values:
-        values["handle_domains"] = tuple(
-            d if d.startswith(".") else "." + d for d in values["handle_domains"]
-        )
+    for name in ("handle_domains", "shared_handle_domains"):
+        if name in values:
+            values[name] = tuple(d if d.startswith(".") else "." + d for d in values[name])
     return NodeConfig(**values)
 
 

@@ -561,10 +561,17 @@ class Federation:
             self.plumtree.broadcast(event.commit.to_bytes(), payload, time.monotonic())
         )
 
-    def publish_identity(self, did: str, ops: Sequence[bytes], head: CID) -> None:
+    def publish_identity(
+        self, did: str, ops: Sequence[bytes], head: CID, handle: bytes | None = None
+    ) -> None:
+        """Spread ``did``'s log, with the confirmation of its handle if one is held
+        (protocol/handles.py: other nodes need it to resolve the handle)."""
         if self.plumtree.has_seen(head.to_bytes()):
             return
-        payload = _pack_payload("identity", encode({"did": did, "ops": list(ops)}))
+        body: dict[str, Any] = {"did": did, "ops": list(ops)}
+        if handle is not None:
+            body["handle"] = handle
+        payload = _pack_payload("identity", encode(body))
         self._run_actions(self.plumtree.broadcast(head.to_bytes(), payload, time.monotonic()))
 
     def publish_label(self, label: Label) -> None:
@@ -647,7 +654,8 @@ class Federation:
             self._spawn(self._serve_repo(link, msg["rid"], msg["did"], msg["since"]))
         elif t == "getident":
             ops = await self.node.storage.identity_ops(msg["did"])
-            link.send("ident", rid=msg["rid"], did=msg["did"], ops=ops)
+            handle = await self.node.storage.handle_confirmation(msg["did"])
+            link.send("ident", rid=msg["rid"], did=msg["did"], ops=ops, handle=handle)
         elif t == "getlabels":
             self._spawn(self._serve_labels(link, msg["rid"], msg["src"]))
         elif t == "peers":
@@ -707,12 +715,12 @@ class Federation:
                     return None
                 await self.ingest_labels([label], link)
             else:
-                did, ops = _decode_identity(data)
+                did, ops, handle = _decode_identity(data)
                 if msg_id not in {cid_for_msgpack(op).to_bytes() for op in ops}:
                     raise DecodeError("push id is not one of the identity ops")
                 if not await self._check_named_op(did, ops, CID.from_bytes(msg_id)):
                     return False  # a refused fork: not passed on, not the sender's fault
-                await self.ingest_identity(did, ops)
+                await self.ingest_identity(did, ops, handle=handle)
         except SkyfedError as e:
             self.rejected += 1
             self.penalize(link, _FORGERY_PENALTY, f"rejected {kind}: {e}")
@@ -757,7 +765,7 @@ class Federation:
             return False
         if reply["t"] != "ident" or not reply["ops"]:
             return False
-        await self.ingest_identity(did, reply["ops"])
+        await self.ingest_identity(did, reply["ops"], handle=reply["handle"])
         after = await self.node.storage.identity(did)
         return after is not None and (before is None or before[1] != after[1])
 
@@ -780,7 +788,7 @@ class Federation:
         if ident is None and link is not None:
             reply = await link.request("getident", did=did)
             if reply["t"] == "ident" and reply["ops"]:
-                await self.ingest_identity(did, reply["ops"])
+                await self.ingest_identity(did, reply["ops"], handle=reply["handle"])
             ident = await self.node.storage.identity(did)
         if ident is None:
             raise PeerError(f"no identity known for {did}")
@@ -1147,14 +1155,26 @@ class Federation:
         car = await self.node.export_car(head.head, head.root, old_root)
         link.send("repo", rid=rid, did=did, car=car)
 
-    async def ingest_identity(self, did: str, ops: list[bytes], *, publish: bool = False) -> bool:
+    async def ingest_identity(
+        self,
+        did: str,
+        ops: list[bytes],
+        *,
+        publish: bool = False,
+        handle: bytes | None = None,
+    ) -> bool:
         """Merge ops into ``did``'s log; store if the resolved head changed (and with
-        ``publish``, gossip the new log before anything follows from it)."""
+        ``publish``, gossip the new log before anything follows from it). ``handle``
+        is a handle confirmation sent along: kept if it confirms what the log claims
+        under this node's rule (node/handles.py), ignored otherwise."""
         lock = self._ident_locks.get(did)
         if lock is None:
             lock = self._ident_locks[did] = asyncio.Lock()
         async with lock:  # two merges of one log at once could drop each other's op
-            return await self._ingest_identity(did, ops, publish=publish)
+            changed = await self._ingest_identity(did, ops, publish=publish)
+            if handle is not None:
+                await self.node.take_handle_confirmation(did, handle)
+            return changed
 
     async def _ingest_identity(self, did: str, ops: list[bytes], *, publish: bool) -> bool:
         existing = await self.node.storage.identity_ops(did)
@@ -1185,7 +1205,8 @@ class Federation:
         )
         self._keys.pop(did, None)  # a rotated key takes effect at once
         if publish:
-            self.publish_identity(did, [op for _, op in ordered], state.head)
+            confirmation = await self.node.storage.handle_confirmation(did)
+            self.publish_identity(did, [op for _, op in ordered], state.head, confirmation)
         # Peers should hear of the op before of the commit a new key may sign next.
         await self.node.portability.identity_changed(did, state)
         return True
@@ -1359,7 +1380,7 @@ class Federation:
                     with contextlib.suppress(PeerError, SkyfedError, TimeoutError):
                         reply = await link.request("getident", did=did)
                         if reply["t"] == "ident":
-                            await self.ingest_identity(did, reply["ops"])
+                            await self.ingest_identity(did, reply["ops"], handle=reply["handle"])
             elif kind == "repo" and isinstance(item.get("rev"), str):
                 if self._uncarried(did):
                     continue
@@ -1459,21 +1480,25 @@ def _unpack_payload(payload: bytes) -> tuple[str, bytes]:
     return _PAYLOAD_KINDS[payload[:1]], payload[1:]
 
 
-def _decode_identity(data: bytes) -> tuple[str, list[bytes]]:
+def _decode_identity(data: bytes) -> tuple[str, list[bytes], bytes | None]:
+    """An identity push: ``{did, ops, handle?}`` (``handle``: the confirmation of
+    the log's handle, protocol/handles.py)."""
     from protocol.encoding import decode
     from protocol.errors import DecodeError
 
     value = decode(data)
     if (
         not isinstance(value, dict)
-        or set(value) != {"did", "ops"}
+        or set(value) - {"handle"} != {"did", "ops"}
         or not isinstance(value["did"], str)
         or not isinstance(value["ops"], list)
         or not all(isinstance(o, bytes) for o in value["ops"])
         or len(value["ops"]) > 1000
+        or not isinstance(value.get("handle", b""), bytes)
     ):
-        raise DecodeError("identity push must be {did, ops: [bytes]}")
-    return value["did"], value["ops"]  # type: ignore[return-value]
+        raise DecodeError("identity push must be {did, ops: [bytes], handle?: bytes}")
+    handle = value.get("handle")
+    return value["did"], value["ops"], handle  # type: ignore[return-value]
 
 
 def _commit_repo(msg: dict[str, Any]) -> str | None:

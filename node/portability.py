@@ -60,6 +60,7 @@ from protocol.errors import (
     RepoError,
     SkyfedError,
 )
+from protocol.handles import under
 from protocol.identity import (
     PDS_SERVICE_TYPE,
     IdentityOp,
@@ -251,14 +252,21 @@ class Portability:
         self.node.m_commits.inc()
         return outcome
 
+    async def merged_log(self, did: str, log: list[bytes]) -> list[bytes]:
+        """The held log of ``did`` with the ops of ``log`` the first-seen rule lets
+        in, in memory: a request is judged on this before anything is stored."""
+        held = await self.node.storage.identity_ops(did)
+        if not log:
+            return held
+        return list(dict.fromkeys([*held, *self.admit(did, held, log)]))
+
     async def submit(self, did: str, op: bytes, log: list[bytes]) -> IdentityState:
-        """Check ``op`` against the held log (plus ``log``), store it and gossip it."""
+        """Check ``op`` against the held log (plus ``log``), store it and gossip it.
+        A refused op stores nothing, not even the ``log`` sent with it."""
         validate_skyfed_did(did)
         fed = self.node.federation
         log = [item for item in log if item != op]  # the op is judged on its own below
-        if log:
-            await fed.ingest_identity(did, log)
-        held = await self.node.storage.identity_ops(did)
+        held = await self.merged_log(did, log)
         if not held:
             raise IdentityError(f"this node holds no identity log for {did}: send it as 'log'")
         self.admit(did, held, [op])  # a refused fork is kept as evidence ...
@@ -305,15 +313,18 @@ async def create_account_for_did(request: web.Request, body: dict[str, Any]) -> 
     node.moderation.check_host(did)  # refused to host: no row, no keys, no session
     handle_raw, password = a._b_str(body, "handle"), a._b_str(body, "password")
     email = a._b_str(body, "email", required=False)
+    # Everything is judged in memory first: a refused request stores nothing (not
+    # the identity log it brought either).
     log = _b64_log(body.get("identityLog"), "identityLog")
-    if log:
-        await node.federation.ingest_identity(did, log)
-    try:
-        state = await node.portability.current_state(did)
-    except RemoteProtocolError as e:
+    merged = await node.portability.merged_log(did, log)
+    if not merged:
         raise RemoteProtocolError(
-            f"{e.message}; send it as identityLog", error="UnresolvableDid"
-        ) from e
+            f"no identity log for {did}; send it as identityLog", error="UnresolvableDid"
+        )
+    try:
+        state = resolve_log(did, merged).state
+    except IdentityError as e:
+        raise RemoteProtocolError(e.message, error="UnresolvableDid") from e
     if state.tombstoned:
         raise RemoteProtocolError(f"{did} is tombstoned", error="UnresolvableDid")
     try:
@@ -336,7 +347,6 @@ async def create_account_for_did(request: web.Request, body: dict[str, Any]) -> 
         keys=[state.signing_key, *state.rotation_keys],
         now=now,
     )
-    node.portability.used_tokens.use(token, now)  # one use: a replay is refused
     # An account that moved away may move back: its row is taken over, with new keys.
     returning = await node.storage.account_by_did(did) is not None
     if returning and await node.portability.deactivation(did) is None:
@@ -346,6 +356,8 @@ async def create_account_for_did(request: web.Request, body: dict[str, Any]) -> 
     taken = await node.storage.account_by_handle(handle)
     if taken is not None and taken.did != did:
         raise RemoteProtocolError("handle already taken", error="HandleNotAvailable")
+    await _check_moving_handle(node, did, handle)
+    node.portability.used_tokens.use(token, now)  # one use: a replay is refused
     assert password is not None
     row = AccountRow(
         did=did,
@@ -378,7 +390,10 @@ async def create_account_for_did(request: web.Request, body: dict[str, Any]) -> 
             "INSERT OR REPLACE INTO account_deactivations VALUES (?, ?, ?)",
             (did, AWAITING, row.created_at),
         )
+        node.handles.rebind(conn, did)  # a handle registered here now, or kept
 
+    if log:
+        await node.federation.ingest_identity(did, log)
     await node.storage.write(w)
     node.forget_account(did)
     if returning:
@@ -394,6 +409,25 @@ async def create_account_for_did(request: web.Request, body: dict[str, Any]) -> 
             "active": False,
         }
     )
+
+
+async def _check_moving_handle(node: Node, did: str, handle: str) -> None:
+    """The handle a moving account brings must be confirmed already (by its
+    domain's authority, as this node sees it), or be one this node may register for
+    it now (under its own domains, one label, not reserved, not held by another DID).
+    Otherwise a self-made identity could name a hosted account anything."""
+    if await node.storage.confirmed_handle(did) == handle:
+        return
+    holder = await node.storage.resolve_handle(handle)
+    if holder is not None and holder != did:
+        raise RemoteProtocolError("handle already taken", error="HandleNotAvailable")
+    if not under(handle, node.config.handle_domains):
+        raise RemoteProtocolError(
+            f"{handle} is not confirmed by its domain's authority: change the identity's"
+            " handle to one this node or its domain's node confirms",
+            error="InvalidHandle",
+        )
+    _app().check_new_handle(node, handle)
 
 
 async def submit_op(request: web.Request) -> web.Response:

@@ -37,6 +37,7 @@ from protocol.heads import label_set_digest
 from protocol.ingest import HeadState
 
 from .auth import SessionRow
+from .handles import HANDLES_SCHEMA, Handles
 from .index import FEED_SCHEMA, INDEX_SCHEMA, index_record, rebuild_feeds, unindex_record
 
 __all__ = [
@@ -226,6 +227,9 @@ _MIGRATIONS.append(
 #: The first schema whose commits sign prev (commit version 4): an older database
 #: that holds repositories holds version-3 commits, which no node accepts any more.
 _SIGNED_PREV_SCHEMA = len(_MIGRATIONS)
+# v8: confirmed handles (node/handles.py): one DID per handle, the confirmations
+# learned with identities, and the issuer pinned per handle domain
+_MIGRATIONS.append(HANDLES_SCHEMA)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -421,6 +425,9 @@ class SqliteStorage:
         self.group_sizes: list[int] = []
         #: Bumped whenever labels are stored (reconciliation rebuilds its items).
         self.label_version = 0
+        #: The handle rule (set by the node): run in every identity write, so the
+        #: handle table never disagrees with the logs it was built from.
+        self.handles: Handles | None = None
 
     # -- life cycle --------------------------------------------------------------
     async def open(self) -> None:
@@ -928,6 +935,8 @@ class SqliteStorage:
                 ),
             ]
             published = _apply_commit(conn, genesis)
+            if self.handles is not None:
+                self.handles.rebind(conn, a.did)
             return _Published(published.value, events + published.events)
 
         return (await self.write(w)).value
@@ -947,9 +956,15 @@ class SqliteStorage:
         def w(conn: sqlite3.Connection) -> _Published:
             conn.execute("DELETE FROM identity_ops WHERE did = ?", (did,))
             _put_identity(conn, did, ops, handle, signing_key, endpoint, tombstoned)
+            shown = handle
+            if self.handles is not None:
+                self.handles.rebind(conn, did)
+                # The event names the handle only if it is confirmed here.
+                row = conn.execute("SELECT handle FROM handles WHERE did = ?", (did,)).fetchone()
+                shown = None if row is None else str(row[0])
             body: dict[str, Value] = {"did": did, "time": time}
-            if handle is not None:
-                body["handle"] = handle
+            if shown is not None:
+                body["handle"] = shown
             seq, frame = _append_event(conn, did, "#identity", body)
             return _Published(seq, [(seq, frame)])
 
@@ -984,13 +999,39 @@ class SqliteStorage:
         return await self.read(q)
 
     async def resolve_handle(self, handle: str) -> str | None:
+        """The DID ``handle`` resolves to here: confirmed handles only."""
+
         def q(conn: sqlite3.Connection) -> str | None:
-            row = conn.execute(
-                "SELECT did FROM identities WHERE handle = ? AND tombstoned = 0", (handle,)
-            ).fetchone()
+            row = conn.execute("SELECT did FROM handles WHERE handle = ?", (handle,)).fetchone()
             return None if row is None else row[0]
 
         return await self.read(q)
+
+    async def confirmed_handle(self, did: str) -> str | None:
+        """``did``'s handle if it is confirmed here, else None (``handle.invalid``)."""
+
+        def q(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute("SELECT handle FROM handles WHERE did = ?", (did,)).fetchone()
+            return None if row is None else row[0]
+
+        return await self.read(q)
+
+    async def handle_confirmation(self, did: str) -> bytes | None:
+        """The confirmation held for ``did``'s handle (sent with its identity)."""
+
+        def q(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(
+                "SELECT data FROM handle_confirmations WHERE did = ?", (did,)
+            ).fetchone()
+            return None if row is None else bytes(row[0])
+
+        return await self.read(q)
+
+    async def rebind_handle(self, did: str) -> None:
+        """Re-run the handle rule for ``did`` (after its registry row changed)."""
+        handles = self.handles
+        if handles is not None:
+            await self.write(lambda conn: handles.rebind(conn, did))
 
     async def identity(self, did: str) -> tuple[str | None, str, str | None] | None:
         """(handle, signing key, endpoint) of a known identity."""

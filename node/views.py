@@ -75,8 +75,9 @@ class _Read:
             return self._served(actor)
         if not is_valid_handle(actor):
             raise RemoteProtocolError(f"{actor!r} is not a valid handle or DID")
+        # Confirmed handles only (node/handles.py): a log's claim is not enough.
         row = self.conn.execute(
-            "SELECT did FROM identities WHERE handle = ? AND tombstoned = 0", (actor.lower(),)
+            "SELECT did FROM handles WHERE handle = ?", (actor.lower(),)
         ).fetchone()
         if row is None:
             raise ProfileNotFound(f"profile not found: {actor}")
@@ -134,7 +135,7 @@ class _Read:
         for i in range(0, len(wanted), 500):
             chunk = wanted[i : i + 500]
             for did, handle in self.conn.execute(
-                f"SELECT did, handle FROM identities WHERE did IN ({_marks(len(chunk))})", chunk
+                f"SELECT did, handle FROM handles WHERE did IN ({_marks(len(chunk))})", chunk
             ):
                 if handle:
                     out[did]["handle"] = handle

@@ -27,7 +27,8 @@ Types (fields besides ``t``):
   ``{kind: "labels", src, digest: 32 bytes}``.
 - ``getrepo``: ``rid``, ``did``, ``since`` (rev or null) -> ``repo``: ``rid``, ``did``,
   ``car`` (bytes: a block stream) | ``error``.
-- ``getident``: ``rid``, ``did`` -> ``ident``: ``rid``, ``did``, ``ops`` (list of bytes).
+- ``getident``: ``rid``, ``did`` -> ``ident``: ``rid``, ``did``, ``ops`` (list of bytes),
+  ``handle`` (the confirmation of the log's handle, :mod:`protocol.handles`, or null).
 - ``getlabels``: ``rid``, ``src`` -> ``labels``: ``rid``, ``src``, ``labels`` (list of
   label bytes, at most :data:`MAX_LABELS_PER_ANSWER`).
 - ``error``: ``rid``, ``error``, ``message``.
@@ -82,7 +83,7 @@ _SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
     "getrepo": {"rid": (_INT,), "did": (_STR,), "since": (_STR, _NONE)},
     "repo": {"rid": (_INT,), "did": (_STR,), "car": (_BYTES,)},
     "getident": {"rid": (_INT,), "did": (_STR,)},
-    "ident": {"rid": (_INT,), "did": (_STR,), "ops": (_LIST,)},
+    "ident": {"rid": (_INT,), "did": (_STR,), "ops": (_LIST,), "handle": (_BYTES, _NONE)},
     "getlabels": {"rid": (_INT,), "src": (_STR,)},
     "labels": {"rid": (_INT,), "src": (_STR,), "labels": (_LIST,)},
     "error": {"rid": (_INT, _NONE), "error": (_STR,), "message": (_STR,)},

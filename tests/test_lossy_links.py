@@ -197,7 +197,7 @@ async def test_a_swallowed_request_is_asked_again_and_answered_well_before_30s(
         seen.append(msg["rid"])
         if len(seen) == 1:
             return []  # lost on the way
-        return [encode_message("ident", rid=msg["rid"], did=msg["did"], ops=[])]
+        return [encode_message("ident", rid=msg["rid"], did=msg["did"], ops=[], handle=None)]
 
     server = FakeServer(swallow_first)
     try:
@@ -262,7 +262,7 @@ async def test_a_lost_negentropy_answer_restarts_the_session_and_a_late_one_is_i
 
     def lose_the_first_session(msg: dict[str, Any]) -> list[bytes]:
         if msg["t"] == "getident":
-            return [encode_message("ident", rid=msg["rid"], did=msg["did"], ops=[])]
+            return [encode_message("ident", rid=msg["rid"], did=msg["did"], ops=[], handle=None)]
         if msg["t"] != "neg":
             return []
         sid = msg["sid"]

@@ -51,7 +51,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "getrepo": {"rid": 2, "did": DID, "since": None},
     "repo": {"rid": 2, "did": DID, "car": b"car"},
     "getident": {"rid": 4, "did": DID},
-    "ident": {"rid": 4, "did": DID, "ops": [b"op"]},
+    "ident": {"rid": 4, "did": DID, "ops": [b"op"], "handle": None},
     "getlabels": {"rid": 5, "src": DID},
     "labels": {"rid": 5, "src": DID, "labels": [b"label"]},
     "error": {"rid": None, "error": "RepoNotFound", "message": DID},

@@ -629,3 +629,23 @@ def test_ingest_head_order() -> None:
     for i, (rev_a, cid_a) in enumerate(heads):
         for j, (rev_b, cid_b) in enumerate(heads):
             assert head_wins(rev_a, cid_a, rev_b, cid_b) == (i < j)
+
+
+# -- handles -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("v", cases("handles.json", "confirmations"))
+def test_handle_confirmation(v: dict[str, Any]) -> None:
+    from protocol.handles import HandleConfirmation
+
+    conf = HandleConfirmation.from_bytes(h(v["hex"]))
+    assert (conf.handle, conf.did, conf.issuer) == (v["handle"], v["did"], v["issuer"])
+    assert conf.unsigned_bytes() == h(v["unsigned_hex"])
+    assert conf.to_bytes() == h(v["hex"])
+
+
+@pytest.mark.parametrize("v", cases("handles.json", "invalid"))
+def test_handle_confirmation_invalid(v: dict[str, Any]) -> None:
+    from protocol.handles import HandleConfirmation
+
+    assert_refused(v, lambda: HandleConfirmation.from_bytes(h(v["hex"])))

@@ -3,9 +3,10 @@
 Run ``python tests/vectors/generate.py`` from anywhere: it rewrites ``keys.json``,
 ``encoding.json``, ``cids.json``, ``tids.json``, ``records.json``, ``mst.json``,
 ``commits.json``, ``commit_events.json``, ``car.json``, ``identity.json``,
-``labels.json``, ``ingest.json`` and ``peerwire.json``. Nothing here reads the clock
-or a random source: keys come from ``SigningKey.from_seed(bytes([n]) * 32)``, times
-and TIDs are constants, so two runs write identical bytes.
+``labels.json``, ``ingest.json``, ``handles.json`` and ``peerwire.json``. Nothing
+here reads the clock or a random source: keys come from
+``SigningKey.from_seed(bytes([n]) * 32)``, times and TIDs are constants, so two runs
+write identical bytes.
 
 Every vector is checked against the implementation while it is generated (a valid
 vector must decode, verify and re-encode to the same bytes; a negative one must be
@@ -1119,6 +1120,61 @@ def gen_identity() -> dict[str, Any] | None:
     }
 
 
+# -- handles.json ------------------------------------------------------------------------
+
+
+def gen_handles() -> dict[str, Any]:
+    """Handle confirmations (protocol/handles.py): one signed by the node key of seed
+    9, its bytes, and confirmations to refuse."""
+    from protocol.handles import HandleConfirmation
+
+    node = seeded_key(9)
+    did = "did:skyfed:" + "a" * 24
+    conf = HandleConfirmation.issue("alice.skyfed.test", did, node)
+    data = conf.to_bytes()
+    HandleConfirmation.from_bytes(data)  # a valid vector verifies
+    value: dict[str, Any] = msgpack.unpackb(data, raw=False)
+    flipped = bytearray(data)
+    flipped[data.index(conf.sig) + 10] ^= 1  # one bit of the signature
+    other = HandleConfirmation.issue("bob.skyfed.test", did, node)
+    bad: list[tuple[str, bytes]] = [
+        ("sig-flipped", bytes(flipped)),
+        ("handle-changed", encode({**value, "handle": "bob.skyfed.test"})),
+        (
+            "signed-by-another-key",
+            encode({**value, "sig": seeded_key(10).sign(other.unsigned_bytes())}),
+        ),
+        ("uppercase-handle", encode({**value, "handle": "Alice.skyfed.test"})),
+        ("not-a-skyfed-did", encode({**value, "did": "did:plc:abc"})),
+        ("issuer-not-a-did-key", encode({**value, "issuer": "did:web:example.com"})),
+        ("unknown-field", encode({**value, "time": "2026-01-01T00:00:00Z"})),
+        ("wrong-type", encode({**value, "type": "skyfed_op"})),
+        ("sig-63-bytes", encode({**value, "sig": value["sig"][:63]})),
+        ("keys-unsorted", msgpack.packb(dict(reversed(value.items())))),
+        ("too-large", encode({**value, "handle": "a" * 1100})),
+    ]
+    invalid = []
+    for vid, raw in bad:
+        entry: dict[str, Any] = {"id": vid, "hex": raw.hex()}
+        entry.update(refusal(lambda d=raw: HandleConfirmation.from_bytes(d)))  # type: ignore[misc]
+        invalid.append(entry)
+    return {
+        "description": "handle confirmations: a node key (seed 9) says a handle names a "
+        "DID; bytes and the fields they hold; confirmations to refuse.",
+        "confirmations": [
+            {
+                "id": "alice",
+                "handle": conf.handle,
+                "did": conf.did,
+                "issuer": conf.issuer,
+                "hex": data.hex(),
+                "unsigned_hex": conf.unsigned_bytes().hex(),
+            }
+        ],
+        "invalid": invalid,
+    }
+
+
 # -- labels.json -------------------------------------------------------------------------
 
 
@@ -1910,7 +1966,16 @@ def gen_peerwire(
         ("getrepo-whole", "getrepo", {"rid": 9, "did": ACCOUNT_DID, "since": None}),
         ("repo", "repo", {"rid": 9, "did": ACCOUNT_DID, "car": car}),
         ("getident", "getident", {"rid": 10, "did": ACCOUNT_DID}),
-        ("ident", "ident", {"rid": 10, "did": ACCOUNT_DID, "ops": [b"<op 1>", b"<op 2>"]}),
+        (
+            "ident",
+            "ident",
+            {"rid": 10, "did": ACCOUNT_DID, "ops": [b"<op 1>", b"<op 2>"], "handle": None},
+        ),
+        (
+            "ident-with-handle",
+            "ident",
+            {"rid": 11, "did": ACCOUNT_DID, "ops": [b"<op 1>"], "handle": b"<confirmation>"},
+        ),
         (
             "heads-labels",
             "heads",
@@ -1979,10 +2044,19 @@ def gen_peerwire(
         ("whatis-4097-ids", encode({"t": "whatis", "rid": 1, "ids": [b""] * 4097})),
         ("heads-item-not-a-map", encode({"t": "heads", "rid": None, "items": [cid1]})),
         ("heads-4097-items", encode({"t": "heads", "rid": None, "items": [{}] * 4097})),
-        ("ident-op-not-bytes", encode({"t": "ident", "rid": 1, "did": ACCOUNT_DID, "ops": ["op"]})),
+        (
+            "ident-op-not-bytes",
+            encode({"t": "ident", "rid": 1, "did": ACCOUNT_DID, "ops": ["op"], "handle": None}),
+        ),
         (
             "ident-1001-ops",
-            encode({"t": "ident", "rid": 1, "did": ACCOUNT_DID, "ops": [b""] * 1001}),
+            encode(
+                {"t": "ident", "rid": 1, "did": ACCOUNT_DID, "ops": [b""] * 1001, "handle": None}
+            ),
+        ),
+        (
+            "ident-without-handle",
+            encode({"t": "ident", "rid": 1, "did": ACCOUNT_DID, "ops": []}),
         ),
         ("getlabels-src-null", encode({"t": "getlabels", "rid": 1, "src": None})),
         (
@@ -2470,6 +2544,7 @@ def main() -> None:
         label_sets = _label_sets(labels)
     ingest, heads = gen_ingest()
     write("ingest.json", ingest)
+    write("handles.json", gen_handles())
     ident_heads = (
         [] if identity is None else [(ACCOUNT_DID, CID.from_str(identity["ops"][0]["cid"]))]
     )

@@ -1,0 +1,475 @@
+"""Handles resolve only when their authority confirms them (issue 13, findings 1-2).
+
+Each test plays an attacker against real nodes on 127.0.0.1: an identity anyone can
+make, claiming a handle that is not theirs, handed to a node by ``submitOp``, by
+``createAccount`` with a self-signed service token, or gossiped by a hostile peer.
+The node's answers must keep naming the real owner, and a refused request must
+leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from node.app import Node
+from node.client import Client, XrpcError
+from node.config import NodeConfig
+from protocol.encoding import encode
+from protocol.handles import HandleConfirmation
+from protocol.identity import IdentityOp, did_for_genesis, resolve_log
+from protocol.keys import SigningKey
+from protocol.peerwire import encode_message
+from protocol.serviceauth import make_service_token
+
+from .test_cli import new_account, ok, skyfed
+from .test_federation import FakePeer, link, start_nodes, until
+
+PASSWORD = "correct horse battery"
+TOKEN = "handles-admin-token"
+pytestmark = pytest.mark.timeout(120)
+
+
+def new_key() -> SigningKey:
+    return SigningKey.from_seed(secrets.token_bytes(32))
+
+
+class Forger:
+    """A self-made identity: a genesis op claiming ``handle`` and one update (so
+    that ``submitOp`` has an op to judge against the genesis)."""
+
+    def __init__(self, handle: str, *, below: str | None = None, endpoint: str = ""):
+        # Ground until the DID sorts before ``below`` (the old tie break was the
+        # lowest DID), within a bounded number of tries.
+        for _ in range(500):
+            self.rotation, self.signing = new_key(), new_key()
+            self.genesis = IdentityOp.create(
+                rotation_keys=[self.rotation.did_key()],
+                signing_key=self.signing.did_key(),
+                handle=handle,
+                endpoint=endpoint or "https://forger.example",
+                prev=None,
+                signer=self.rotation,
+            )
+            self.did = did_for_genesis(self.genesis)
+            if below is None or self.did < below:
+                break
+        else:  # pragma: no cover - 2^-500
+            raise AssertionError("no DID below the target")
+        state = resolve_log(self.did, [self.genesis.to_bytes()]).state
+        self.update = IdentityOp.update(state, self.rotation, signing_key=new_key().did_key())
+
+    @property
+    def log(self) -> list[bytes]:
+        return [self.genesis.to_bytes(), self.update.to_bytes()]
+
+    def service_token(self, aud: str) -> str:
+        return make_service_token(
+            did=self.did,
+            aud=aud,
+            lxm="com.atproto.server.createAccount",
+            key=self.rotation,
+            now=int(time.time()),
+            lifetime=120,
+            jti=secrets.token_hex(16),
+        )
+
+
+async def snapshot(node: Node) -> tuple[object, ...]:
+    """What a refused request must not change."""
+    return (
+        await node.storage.account_count(),
+        await node.storage.seq_bounds(),
+        await node.storage.read(lambda c: c.execute("SELECT COUNT(*) FROM identities").fetchone()),
+        await node.storage.read(lambda c: c.execute("SELECT did, handle FROM accounts").fetchall()),
+    )
+
+
+@pytest.fixture
+async def admin_node(tmp_path: Path) -> AsyncIterator[Node]:
+    node = Node(NodeConfig(data_dir=tmp_path / "node", port=0, admin_token=TOKEN))
+    await node.start()
+    yield node
+    await node.stop()
+
+
+async def test_a_self_made_identity_cannot_take_over_a_handle(admin_node: Node) -> None:
+    node = admin_node
+    async with Client(node.url) as alice, Client(node.url) as anyone:
+        await alice.create_account("alice.skyfed.test", PASSWORD)
+        await alice.call(
+            "com.atproto.repo.putRecord",
+            data={
+                "repo": alice.did,
+                "collection": "app.bsky.actor.profile",
+                "rkey": "self",
+                "record": {"$type": "app.bsky.actor.profile", "displayName": "Real Alice"},
+            },
+        )
+        forger = Forger("alice.skyfed.test", below=alice.did)
+        assert forger.did < alice.did
+        # The node takes the identity in (anyone may publish one) ...
+        await anyone.submit_identity_op(
+            forger.did, forger.update.to_bytes(), log=[forger.genesis.to_bytes()]
+        )
+        assert await node.storage.identity(forger.did) is not None
+
+        # ... but every path that reads a handle still names alice.
+        assert await anyone.resolve_handle("alice.skyfed.test") == alice.did
+        profile = await anyone.profile("alice.skyfed.test")
+        assert profile["did"] == alice.did
+        assert profile["displayName"] == "Real Alice"
+        assert (await anyone.profile(forger.did))["handle"] == "handle.invalid"
+        described = await anyone.call(
+            "com.atproto.repo.describeRepo", params={"repo": alice.did}, auth=None
+        )
+        assert (described["handle"], described["handleIsCorrect"]) == ("alice.skyfed.test", True)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(node.url + "/profile/alice.skyfed.test") as resp:
+                page = await resp.text()
+            assert resp.status == 200
+            assert alice.did in page
+            assert forger.did not in page
+            async with http.get(node.url + "/profile/" + forger.did) as resp:
+                forged_page = await resp.text()
+            assert "@handle.invalid" in forged_page
+            assert "@alice.skyfed.test" not in forged_page
+
+        # alice writes with repo = her handle.
+        out = await alice.call(
+            "com.atproto.repo.createRecord",
+            data={
+                "repo": "alice.skyfed.test",
+                "collection": "app.bsky.feed.post",
+                "record": {
+                    "$type": "app.bsky.feed.post",
+                    "text": "still mine",
+                    "createdAt": "2026-12-01T00:00:00Z",
+                },
+            },
+        )
+        assert out["uri"].startswith(f"at://{alice.did}/")
+
+        # The admin's takedown by handle lands on alice, not on the forger.
+        down = await anyone.take_down("alice.skyfed.test", "test", admin_token=TOKEN)
+        assert down["did"] == alice.did
+
+
+async def test_admin_takedown_by_handle_from_the_shell_acts_on_the_owner(
+    admin_node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = admin_node
+    spammer = await new_account(tmp_path, node, "spammer")
+    owner = await node.storage.resolve_handle("spammer.skyfed.test")
+    assert owner is not None
+    forger = Forger("spammer.skyfed.test", below=owner)
+    async with Client(node.url) as anyone:
+        await anyone.submit_identity_op(
+            forger.did, forger.update.to_bytes(), log=[forger.genesis.to_bytes()]
+        )
+    monkeypatch.setenv("SKYFED_ADMIN_TOKEN", TOKEN)
+    ok(await skyfed(spammer, "admin", "takedown", "spammer.skyfed.test", "--reason", "spam"))
+    listing = await node.storage.read(
+        lambda c: c.execute("SELECT did FROM takedowns WHERE reversed_at IS NULL").fetchall()
+    )
+    assert listing == [(owner,)]
+
+
+@pytest.mark.parametrize(
+    ("handle", "error"),
+    [
+        ("support.skyfed.test", "HandleNotAvailable"),
+        ("admin.skyfed.test", "HandleNotAvailable"),
+        ("bsky.app", "UnsupportedDomain"),
+        ("a.b.skyfed.test", "InvalidHandle"),
+    ],
+    ids=["support", "admin", "foreign", "two-labels"],
+)
+async def test_create_account_refuses_reserved_and_foreign_handles(
+    node: Node, handle: str, error: str
+) -> None:
+    before = await snapshot(node)
+    async with Client(node.url) as c:
+        with pytest.raises(XrpcError) as err:
+            await c.create_account(handle, PASSWORD)
+    assert err.value.error == error
+    assert await snapshot(node) == before
+
+
+@pytest.mark.parametrize(
+    ("handle", "error"),
+    [("support.skyfed.test", "HandleNotAvailable"), ("bsky.app", "InvalidHandle")],
+    ids=["support", "foreign"],
+)
+async def test_a_self_made_identity_with_a_self_signed_token_cannot_name_a_hosted_account(
+    node: Node, handle: str, error: str
+) -> None:
+    forger = Forger(handle)
+    before = await snapshot(node)
+    async with Client(node.url) as c:
+        with pytest.raises(XrpcError) as err:
+            await c.create_account(
+                handle,
+                PASSWORD,
+                did=forger.did,
+                service_token=forger.service_token(node.node_did),
+                identity_log=forger.log,
+            )
+    assert err.value.error == error
+    assert await snapshot(node) == before
+    assert await node.storage.identity_ops(forger.did) == []
+
+
+async def test_a_refused_create_account_stores_nothing(node: Node) -> None:
+    forger = Forger("mallory.skyfed.test")
+    before = await snapshot(node)
+    async with Client(node.url) as c:
+        for token in (None, "not-a-token", Forger("x.skyfed.test").service_token(node.node_did)):
+            with pytest.raises(XrpcError):
+                await c.create_account(
+                    "mallory.skyfed.test",
+                    PASSWORD,
+                    did=forger.did,
+                    service_token=token,
+                    identity_log=forger.log,
+                )
+            assert await node.storage.identity_ops(forger.did) == []
+            assert await node.storage.identity(forger.did) is None
+            assert await snapshot(node) == before
+        # And an op that is refused does not leave the log it came with either.
+        stranger = new_key()
+        state = resolve_log(forger.did, [forger.genesis.to_bytes()]).state
+        forged = IdentityOp.update(state, stranger, signing_key=stranger.did_key())
+        with pytest.raises(XrpcError) as err:
+            await c.submit_identity_op(
+                forger.did, forged.to_bytes(), log=[forger.genesis.to_bytes()]
+            )
+        assert err.value.error == "InvalidSignature"
+        assert await node.storage.identity_ops(forger.did) == []
+        assert await snapshot(node) == before
+
+
+async def test_the_same_request_with_the_real_token_is_accepted(node: Node) -> None:
+    """The refusals above are about the handle and the token, not about moving in:
+    a self-made identity with a free handle under the node's domain may move here."""
+    forger = Forger("mallory.skyfed.test")
+    async with Client(node.url) as c:
+        session = await c.create_account(
+            "mallory.skyfed.test",
+            PASSWORD,
+            did=forger.did,
+            service_token=forger.service_token(node.node_did),
+            identity_log=forger.log,
+        )
+        assert session.handle == "mallory.skyfed.test"
+        assert await c.resolve_handle("mallory.skyfed.test") == forger.did
+
+
+def _identity_push(did: str, ops: list[bytes], handle: bytes | None) -> bytes:
+    body: dict[str, object] = {"did": did, "ops": ops}
+    if handle is not None:
+        body["handle"] = handle
+    return encode_message(
+        "push",
+        id=IdentityOp.from_bytes(ops[-1]).cid.to_bytes(),
+        kind="identity",
+        data=encode(body),  # type: ignore[arg-type]
+        round=0,
+    )
+
+
+async def test_a_gossiped_claim_on_another_nodes_domain_is_invalid_on_a_third_node(
+    tmp_path: Path,
+) -> None:
+    a, b, c = [
+        (await start_nodes(tmp_path / name, 1, handle_domains=(f".{name}.test",)))[0]
+        for name in ("a", "b", "c")
+    ]
+    try:
+        await link([a, b, c], [(1, 0), (2, 1)])
+        async with (
+            Client(b.url) as bob,
+            Client(a.url) as at_a,
+            Client(c.url) as at_c,
+            aiohttp.ClientSession() as http,
+        ):
+            await bob.create_account("bob.b.test", PASSWORD)
+
+            async def everywhere() -> bool:
+                found = [await n.storage.resolve_handle("bob.b.test") for n in (a, c)]
+                return found == [bob.did, bob.did]
+
+            await until(everywhere)  # a confirmed handle resolves across the network
+            assert (await at_c.profile(bob.did))["handle"] == "bob.b.test"
+
+            # A hostile peer of C gossips two identities claiming handles under B's
+            # domain, one with a confirmation signed by its own key.
+            peer_key = new_key()
+            takeover = Forger("bob.b.test", below=bob.did)
+            squat = Forger("support.b.test")
+            peer = await FakePeer.connect(http, c, peer_key)
+            try:
+                for forger, handle in ((takeover, None), (squat, "support.b.test")):
+                    conf = None
+                    if handle is not None:
+                        conf = HandleConfirmation.issue(handle, forger.did, peer_key).to_bytes()
+                    await peer.ws.send_bytes(_identity_push(forger.did, forger.log, conf))
+
+                    async def stored(did: str = forger.did) -> bool:
+                        return await c.storage.identity(did) is not None
+
+                    await until(stored)
+                    assert await at_c.resolve_handle("bob.b.test") == bob.did
+            finally:
+                await peer.ws.close()
+            assert await at_c.resolve_handle("bob.b.test") == bob.did
+            with pytest.raises(XrpcError) as err:
+                await at_c.resolve_handle("support.b.test")
+            assert err.value.error == "HandleNotFound"
+            for f in (takeover, squat):
+                assert (await at_c.profile(f.did))["handle"] == "handle.invalid"
+            assert (await at_a.profile(bob.did))["handle"] == "bob.b.test"
+    finally:
+        for n in (a, b, c):
+            await n.stop()
+
+
+async def test_a_shared_domain_keeps_the_first_confirmed_owner(tmp_path: Path) -> None:
+    """Nodes that share a handle domain (the harness default) each confirm what they
+    registered; a second node cannot register a handle the first one holds."""
+    a, b = await start_nodes(tmp_path, 2)
+    try:
+        await link([a, b], [(1, 0)])
+        async with Client(a.url) as alice, Client(b.url) as other:
+            await alice.create_account("alice.skyfed.test", PASSWORD)
+
+            async def known() -> bool:
+                return await b.storage.resolve_handle("alice.skyfed.test") == alice.did
+
+            await until(known)
+            with pytest.raises(XrpcError) as err:
+                await other.create_account("alice.skyfed.test", PASSWORD)
+            assert err.value.error == "HandleNotAvailable"
+    finally:
+        for n in (a, b):
+            await n.stop()
+
+
+async def test_a_handle_changed_by_the_owners_op_is_registered_and_travels(
+    tmp_path: Path,
+) -> None:
+    a, b = [
+        (await start_nodes(tmp_path / name, 1, handle_domains=(f".{name}.test",)))[0]
+        for name in ("a", "b")
+    ]
+    key = new_key()
+    try:
+        await link([a, b], [(1, 0)])
+        async with Client(a.url) as alice, Client(b.url) as at_b:
+            await alice.create_account("alice.a.test", PASSWORD, recovery_key=key.did_key())
+
+            async def resolves(handle: str, did: str | None) -> bool:
+                found = [await n.storage.resolve_handle(handle) for n in (a, b)]
+                return found == [did, did]
+
+            await until(lambda: resolves("alice.a.test", alice.did))
+            state = resolve_log(alice.did, await a.storage.identity_ops(alice.did)).state
+            renamed = IdentityOp.update(state, key, handle="alice2.a.test")
+            await alice.submit_identity_op(alice.did, renamed.to_bytes())
+            await until(lambda: resolves("alice2.a.test", alice.did))
+            assert await a.storage.resolve_handle("alice.a.test") is None
+            assert (await at_b.profile(alice.did))["handle"] == "alice2.a.test"
+
+            # A reserved name is not registered: the handle shows as invalid.
+            state = resolve_log(alice.did, await a.storage.identity_ops(alice.did)).state
+            support = IdentityOp.update(state, key, handle="support.a.test")
+            await alice.submit_identity_op(alice.did, support.to_bytes())
+
+            async def invalid() -> bool:
+                profiles = [await c.profile(alice.did) for c in (alice, at_b)]
+                return [p["handle"] for p in profiles] == ["handle.invalid"] * 2
+
+            await until(invalid)
+            assert await a.storage.resolve_handle("support.a.test") is None
+    finally:
+        for n in (a, b):
+            await n.stop()
+
+
+async def test_a_pinned_issuer_closes_trust_on_first_use(tmp_path: Path) -> None:
+    """A node that pins B's key for ``.b.test`` ignores a stranger's confirmation for
+    a handle under it even when the stranger is the first to send one."""
+    (b,) = await start_nodes(tmp_path / "b", 1, handle_domains=(".b.test",))
+    (c,) = await start_nodes(
+        tmp_path / "c",
+        1,
+        handle_domains=(".c.test",),
+        pinned_handle_issuers=(f"b.test={b.node_did}",),
+    )
+    try:
+        async with Client(b.url) as bob, Client(c.url) as at_c, aiohttp.ClientSession() as http:
+            await bob.create_account("bob.b.test", PASSWORD)
+            peer_key = new_key()
+            first = Forger("carol.b.test")
+            conf = HandleConfirmation.issue("carol.b.test", first.did, peer_key).to_bytes()
+            peer = await FakePeer.connect(http, c, peer_key)
+            try:
+                await peer.ws.send_bytes(_identity_push(first.did, first.log, conf))
+
+                async def stored() -> bool:
+                    return await c.storage.identity(first.did) is not None
+
+                await until(stored)
+            finally:
+                await peer.ws.close()
+            assert (await at_c.profile(first.did))["handle"] == "handle.invalid"
+
+            await link([b, c], [(1, 0)])
+
+            async def known() -> bool:
+                return await c.storage.resolve_handle("bob.b.test") == bob.did
+
+            await until(known)
+            assert await c.storage.resolve_handle("carol.b.test") is None
+    finally:
+        for n in (b, c):
+            await n.stop()
+
+
+def test_a_bad_pin_is_refused_at_start() -> None:
+    from node.handles import parse_pins
+
+    key = new_key().did_key()
+    assert parse_pins((f"b.test={key}", f".c.test = {key}")) == {".b.test": key, ".c.test": key}
+    for bad in ("b.test", f"={key}", "b.test=did:web:b.test"):
+        with pytest.raises(ValueError, match="pinned_handle_issuers"):
+            parse_pins((bad,))
+
+
+async def test_changed_handle_settings_rejudge_every_handle_at_start(tmp_path: Path) -> None:
+    """A node that stops sharing its domain no longer resolves handles other nodes
+    confirmed under it: the table is judged again under the new settings."""
+    a, b = await start_nodes(tmp_path, 2)
+    try:
+        await link([a, b], [(1, 0)])
+        async with Client(b.url) as bob:
+            await bob.create_account("bob.skyfed.test", PASSWORD)
+
+            async def known() -> bool:
+                return await a.storage.resolve_handle("bob.skyfed.test") == bob.did
+
+            await until(known)
+        await a.stop()
+        a = Node(a.config.replace(shared_handle_domains=()))
+        await a.start()
+        assert await a.storage.resolve_handle("bob.skyfed.test") is None
+        async with Client(a.url) as anyone:
+            assert (await anyone.profile(bob.did))["handle"] == "handle.invalid"
+    finally:
+        for n in (a, b):
+            await n.stop()
