@@ -30,7 +30,6 @@ from hypothesis import strategies as st
 from node.app import Node
 from node.client import Client
 from node.config import NodeConfig
-from node.storage import SCHEMA_VERSION
 from protocol.cid import CID, cid_for_msgpack
 from protocol.commit import (
     EMPTY_TREE,
@@ -814,7 +813,7 @@ async def test_a_database_with_version_3_commits_is_refused_plainly(tmp_path: Pa
         "CREATE TABLE equivocations (did TEXT NOT NULL, since TEXT, kept BLOB NOT NULL,"
         " dropped BLOB NOT NULL, seen_at TEXT NOT NULL, PRIMARY KEY (did, kept, dropped))"
     )
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+    conn.execute("PRAGMA user_version = 6")  # the last schema before signed prev
     conn.commit()
     conn.close()
     stale = Node(config)

@@ -751,7 +751,7 @@ class HostileNode:
             own, key, op = self._new_identity()
             await self._push_identity(link, own, op)
             nowhere = cid_for_msgpack(os.urandom(32))  # a tree that does not exist
-            commit = Commit.sign(own, nowhere, self._rev(), key)
+            commit = Commit.sign(own, nowhere, self._rev(), key, prev=None)
             event = self._bare_event(commit, since=None)
             self._forged(event.commit)
             return await link.push("commit", event.commit.to_bytes(), event.to_bytes())
