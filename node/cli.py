@@ -83,6 +83,13 @@ def _node_options(p: argparse.ArgumentParser) -> None:
         dest="handle_domains",
         help="handle suffix accounts may take here (repeatable; default .skyfed.test)",
     )
+    p.add_argument(
+        "--memory-ceiling-mb",
+        type=int,
+        help="the memory (MiB) this node's bounds on buffers, queues and streams are "
+        "sized to stay under (default 768; the bounds and their sum are logged at start; "
+        "see docs/security.md, 'Memory bounds')",
+    )
 
 
 def _config(args: argparse.Namespace) -> NodeConfig:
@@ -95,6 +102,7 @@ def _config(args: argparse.Namespace) -> NodeConfig:
         handle_domains=args.handle_domains,
         peers=args.peers,
         reconcile_interval=args.reconcile_interval,
+        memory_ceiling_mb=args.memory_ceiling_mb,
     )
 
 
