@@ -59,6 +59,7 @@ from .config import NodeConfig, NodeSecrets, load_or_create_secrets
 from .federation import Federation, label_row
 from .firehose import Firehose
 from .limits import (
+    LINGER,
     STREAM_CHUNK,
     AddressSlots,
     body_middleware,
@@ -212,6 +213,11 @@ class Node:
             "skyfed_firehose_subscribers", "Firehose subscribers", registry=self.registry
         )
         sub_gauge.set_function(lambda: self.firehose.subscriber_count)
+        Gauge(
+            "skyfed_firehose_dropped_slow",
+            "Firehose subscribers dropped as too slow (ConsumerTooSlow)",
+            registry=self.registry,
+        ).set_function(lambda: float(self.firehose.dropped_slow))
         queue_gauge = Gauge(
             "skyfed_write_queue_depth", "Writes waiting for the writer", registry=self.registry
         )
@@ -270,6 +276,7 @@ class Node:
             access_log=None,
             handle_signals=False,
             keepalive_timeout=self.config.idle_timeout,
+            lingering_time=LINGER,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)

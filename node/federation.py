@@ -176,6 +176,7 @@ class PeerLink:
         self.heads_seen: OrderedDict[tuple[Any, ...], None] = OrderedDict()
         self._log_at = 0.0
         self._log_held = 0
+        self.close_reason = ""
 
     def send(self, t: str, **fields: Any) -> None:
         data = encode_message(t, **fields)
@@ -184,7 +185,10 @@ class PeerLink:
             return
         if self.queued_bytes + len(data) > fed.send_buffer:
             # A peer that cannot keep up is dropped, not buffered without bound.
-            self.close(f"send queue over {fed.send_buffer} bytes: the peer does not read")
+            self.close(
+                f"send queue over {fed.send_buffer} bytes: the peer does not read",
+                level=logging.WARNING,
+            )
             return
         try:
             self.queue.put_nowait(data)
@@ -197,15 +201,18 @@ class PeerLink:
             fed.shed_send_queues()
 
     async def wait_for_room(self, size: int) -> None:
-        """Wait until ``size`` more bytes fit in the send queue; the link is closed if
-        the peer takes nothing for ``peer_send_timeout`` seconds."""
+        """Wait until ``size`` more bytes fit in the send queue (or it is empty); the
+        link is closed if the peer takes nothing for ``peer_send_timeout`` seconds."""
         limit = self.fed.send_buffer
-        while self.queued_bytes + size > limit and not self.closed.is_set():
+        while self.queued_bytes and self.queued_bytes + size > limit and not self.closed.is_set():
             self.sent_some.clear()
             try:
                 await asyncio.wait_for(self.sent_some.wait(), self.fed.send_timeout)
             except TimeoutError:
-                self.close(f"took nothing for {self.fed.send_timeout:.0f}s")
+                self.close(
+                    f"the peer took nothing for {self.fed.send_timeout:.0f}s",
+                    level=logging.WARNING,
+                )
         if self.closed.is_set():
             raise PeerError("link closed")
 
@@ -221,9 +228,10 @@ class PeerLink:
         self._log_at, self._log_held = now, 0
         log.log(level, message, *args)
 
-    def close(self, why: str) -> None:
+    def close(self, why: str, *, level: int = logging.INFO) -> None:
         if not self.closed.is_set():
-            log.info("link %s closing: %s", self.peer_did or self.url, why)
+            log.log(level, "link %s closing: %s", self.peer_did or self.url, why)
+            self.close_reason = why
             self.closed.set()
 
     def lost(self) -> None:
@@ -344,7 +352,9 @@ class PeerLink:
                 self.closed.set()
                 try:
                     async with asyncio.timeout(5):
-                        await self.ws.close()
+                        # The reason goes in the close frame (a close frame holds
+                        # 123 bytes of it), for a peer that still reads.
+                        await self.ws.close(message=self.close_reason.encode()[:120])
                 except Exception:
                     # A peer that does not read would hold the close (and what is
                     # buffered for it) for ever.
@@ -357,7 +367,10 @@ class PeerLink:
                 async with asyncio.timeout(self.fed.send_timeout):
                     await self._send_raw(data)
             except TimeoutError:
-                self.close(f"took no message for {self.fed.send_timeout:.0f}s")
+                self.close(
+                    f"the peer took no message for {self.fed.send_timeout:.0f}s",
+                    level=logging.WARNING,
+                )
                 return
             self.queued_bytes -= len(data)
             self.fed.queued_bytes -= len(data)
@@ -384,7 +397,9 @@ class PeerLink:
                 self.inbox_bytes + size > _INBOX_BYTES
                 or self.fed.inbox_bytes + size > INBOX_BYTES_TOTAL
             ):
-                self.close("peer sends faster than we can process (inbox bytes)")
+                self.close(
+                    "peer sends faster than we can process (inbox bytes)", level=logging.WARNING
+                )
                 return
             msg["_size"] = size
             try:
@@ -597,7 +612,10 @@ class Federation:
             if link.closed.is_set() or not link.queued_bytes:
                 continue
             total -= link.queued_bytes
-            link.close(f"all peers' send queues over {self.buffer_total} bytes; furthest behind")
+            link.close(
+                f"all peers' send queues over {self.buffer_total} bytes; furthest behind",
+                level=logging.WARNING,
+            )
 
     async def _serve_link(self, link: PeerLink) -> None:
         try:

@@ -37,7 +37,6 @@ __all__ = [
     "BASELINE_MB",
     "STREAM_CHUNK",
     "AddressSlots",
-    "BodyTimeout",
     "body_middleware",
     "memory_budget",
     "stream_chunks",
@@ -49,17 +48,13 @@ STREAM_CHUNK = 256 * 1024
 #: cache, the reconciliation set), in MiB: the part of the ceiling no bound covers.
 BASELINE_MB = 160
 _MB = 1024 * 1024
+#: Seconds aiohttp goes on reading (and dropping) a request body the handler left
+#: unread before it closes the connection (its default is 10).
+LINGER = 2.0
 #: Routes whose body is read by the handler under its own, larger limit.
 _OWN_LIMIT = {"/xrpc/com.atproto.repo.importRepo"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class BodyTimeout(RemoteProtocolError):
-    """The client did not send its request body in time."""
-
-    error = "RequestTimeout"
-    status = 408
 
 
 class TooBusy(RemoteProtocolError):
@@ -114,7 +109,12 @@ def body_middleware(config: NodeConfig) -> Middleware:
         if declared is not None and declared > limit:
             return _refuse(413, "PayloadTooLarge", f"request body is over {limit} bytes")
         if own:
-            return await handler(request)  # it reads with its own deadline and slot
+            # It reads with its own deadline and slot; a body it refused part-way is
+            # not read through (aiohttp would linger on it): the connection closes.
+            response = await handler(request)
+            if not request.content.is_eof():
+                response.force_close()
+            return response
         content = request.content
         if content.is_eof():
             return await handler(request)
@@ -122,33 +122,35 @@ def body_middleware(config: NodeConfig) -> Middleware:
             key = slots.acquire(request.remote)
         except TooBusy as e:
             return _refuse(e.status, e.error, e.message)
-        timed_out = False
-
-        def expire() -> None:
-            nonlocal timed_out
-            timed_out = True
-            content.set_exception(
-                BodyTimeout(f"request body not received within {config.body_timeout:.0f}s")
-            )
-
-        timer = asyncio.get_running_loop().call_later(config.body_timeout, expire)
         held = True
 
-        def arrived() -> None:
+        def release() -> None:
             nonlocal held
-            timer.cancel()
             if held:
                 held = False
                 slots.release(key)
 
-        content.on_eof(arrived)
         try:
-            response = await handler(request)
+            async with asyncio.timeout(config.body_timeout) as deadline:
+
+                def arrived() -> None:
+                    deadline.reschedule(None)  # the handler's own work is not timed
+                    release()
+
+                content.on_eof(arrived)
+                return await handler(request)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            # The handler was waiting for the body (the deadline ends when it has
+            # arrived), so it had done nothing yet: cancelling it undoes nothing.
+            return _refuse(
+                408,
+                "RequestTimeout",
+                f"request body not received within {config.body_timeout:.0f}s",
+            )
         finally:
-            arrived()
-        if timed_out:
-            response.force_close()
-        return response
+            release()
 
     return bound_body
 
