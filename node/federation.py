@@ -81,8 +81,12 @@ _REPO_REQUESTS_PER_LINK = 4
 #: Largest ``repo`` answer: a frame, less room for the message around the stream.
 _REPO_ANSWER_BYTES = MAX_FRAME - 64 * 1024
 #: Unsolicited ``heads`` messages one link may have waiting to be considered (one is
-#: considered at a time); more are dropped and cost the peer a point each.
-_HEADS_BACKLOG = 2
+#: considered at a time; they count, decoded, against the inbox bytes); more are
+#: dropped and cost the peer a point each (a later reconciliation round shows them
+#: again). A reconciliation round sends one per 4,096 heads the other side lacks.
+_HEADS_BACKLOG = 8
+#: Decoded heads items take about this many times their encoded size.
+_HEADS_DECODED = 4
 #: Heads items remembered per link as already considered (not considered again).
 _HEADS_SEEN = 16_384
 #: A link logs at most one line per this many seconds (plus how many it held back).
@@ -172,7 +176,7 @@ class PeerLink:
         #: Bytes received and not yet handled (inbox and pushes being checked).
         self.inbox_bytes = 0
         self.repo_requests = 0
-        self.heads_backlog: asyncio.Queue[list[Any]] = asyncio.Queue(_HEADS_BACKLOG)
+        self.heads_backlog: asyncio.Queue[tuple[list[Any], int]] = asyncio.Queue(_HEADS_BACKLOG)
         self.heads_seen: OrderedDict[tuple[Any, ...], None] = OrderedDict()
         self._log_at = 0.0
         self._log_held = 0
@@ -390,7 +394,7 @@ class PeerLink:
             if self.fed.answer(self, msg):
                 continue
             if msg["t"] == "heads":  # unsolicited (answers were taken above)
-                self._offer_heads(msg["items"])
+                self._offer_heads(msg["items"], len(data) * _HEADS_DECODED)
                 continue
             size = len(data)
             if (
@@ -416,12 +420,12 @@ class PeerLink:
             self.inbox_bytes -= size
             self.fed.inbox_bytes -= size
 
-    def _offer_heads(self, items: list[Any]) -> None:
+    def _offer_heads(self, items: list[Any], size: int) -> None:
         """Queue an unsolicited heads message to be considered, dropping what this
         link has shown before; one is considered at a time, a few may wait, and a
         peer that sends them faster loses a point per message dropped."""
         fresh = []
-        for item in items:
+        for item in items[:_MAX_ITEMS]:
             mark = _heads_mark(item)
             if mark is None or mark in self.heads_seen:
                 continue
@@ -431,18 +435,32 @@ class PeerLink:
             self.heads_seen.popitem(last=False)
         if not fresh:
             return
-        try:
-            self.heads_backlog.put_nowait(fresh)
-        except asyncio.QueueFull:
+        fed = self.fed
+        if (
+            self.heads_backlog.full()
+            or self.inbox_bytes + size > _INBOX_BYTES
+            or fed.inbox_bytes + size > INBOX_BYTES_TOTAL
+        ):
             for item in fresh:  # not considered: may be shown again
                 mark = _heads_mark(item)
                 self.heads_seen.pop(mark, None)  # type: ignore[arg-type]
-            self.fed.penalize(self, 1, "unsolicited heads faster than they can be considered")
+            fed.penalize(self, 1, "unsolicited heads faster than they can be considered")
+            return
+        self.heads_backlog.put_nowait((fresh, size))
+        self.inbox_bytes += size
+        fed.inbox_bytes += size
 
     async def _heads_worker(self) -> None:
         while True:
-            items = await self.heads_backlog.get()
-            await self.fed._consider_heads(self, items, unsolicited=True)
+            items, size = await self.heads_backlog.get()
+            try:
+                await self.fed._consider_heads(self, items, unsolicited=True)
+            finally:
+                self._handled({"_size": size})
+                # Only what is waiting or being considered is skipped as a repeat: a
+                # later round may show the same head again, and must be heard.
+                for item in items:
+                    self.heads_seen.pop(_heads_mark(item), None)  # type: ignore[arg-type]
 
     async def _worker(self) -> None:
         while True:
@@ -806,7 +824,7 @@ class Federation:
         elif t == "whatis":
             link.send("heads", rid=msg["rid"], items=await self._describe(msg["ids"]))
         elif t == "heads":
-            link._offer_heads(msg["items"])
+            link._offer_heads(msg["items"], 0)
         elif t == "getrepo":
             if link.repo_requests >= _REPO_REQUESTS_PER_LINK:
                 link.send("error", rid=msg["rid"], error="Busy", message="too many getrepo")
@@ -1430,8 +1448,8 @@ class Federation:
         self, link: PeerLink, items: list[Any], *, unsolicited: bool = False
     ) -> None:
         """The peer holds these heads: fetch any that beat ours. A peer that shows
-        heads unasked and cannot back them (no log for an identity it named) loses a
-        point for each."""
+        heads unasked and then answers that it has no log for an identity it named
+        loses a point for each."""
         for item in items:
             if link.closed.is_set():
                 return
@@ -1454,13 +1472,13 @@ class Federation:
                 ops = await self.node.storage.identity_ops(did)
                 current = resolve_log(did, ops).state.head if ops else None
                 if known is None or current != head:
-                    backed = False
+                    backed = None  # unknown, unless the peer answers
                     with contextlib.suppress(PeerError, SkyfedError, TimeoutError):
                         reply = await link.request("getident", did=did)
+                        backed = reply["t"] == "ident" and bool(reply["ops"])
                         if reply["t"] == "ident":
-                            backed = bool(reply["ops"])
                             await self.ingest_identity(did, reply["ops"])
-                    if unsolicited and not backed:
+                    if unsolicited and backed is False:
                         self.penalize(link, 1, "unsolicited heads it cannot back")
             elif kind == "repo" and isinstance(item.get("rev"), str):
                 if self._uncarried(did):

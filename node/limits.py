@@ -134,7 +134,8 @@ def body_middleware(config: NodeConfig) -> Middleware:
             async with asyncio.timeout(config.body_timeout) as deadline:
 
                 def arrived() -> None:
-                    deadline.reschedule(None)  # the handler's own work is not timed
+                    if held:  # (the body may come after the handler is done)
+                        deadline.reschedule(None)  # the handler's own work is not timed
                     release()
 
                 content.on_eof(arrived)

@@ -55,6 +55,9 @@ SMALL: dict[str, Any] = {
     "peer_send_timeout": 2.0,
 }
 CEILING = SMALL["memory_ceiling_mb"] * MB
+#: Seconds within which another client is answered during an attack (generous: the
+#: test machine is shared; a node stuck behind an attack takes far longer).
+OTHER_CLIENT_WITHIN = 5.0
 
 
 @pytest.fixture
@@ -78,7 +81,7 @@ async def test_getrepo_streams_are_capped_and_readers_that_never_read_are_cut_of
             # Cut off after send_timeout: closed, long before the 8 MB were taken.
             assert closed
             assert size < 6 * MB
-    assert result.other_client < 2.0
+    assert result.other_client < OTHER_CLIENT_WITHIN
     assert rss.peak < CEILING, rss.peak / MB
 
 
@@ -89,7 +92,7 @@ async def test_peer_that_never_reads_its_getrepo_answers_is_cut_off(node: NodePr
         result = await peer_getrepo_never_read(node.url, owner.did, 20, hold=1.0)
     await owner.close()
     assert result.ended is not None, "the link is still up"
-    assert result.other_client < 2.0
+    assert result.other_client < OTHER_CLIENT_WITHIN
     assert rss.peak < CEILING, rss.peak / MB
     log = node.log_path.read_text()
     assert "the peer does not read" in log or "the peer took no" in log, log
@@ -102,7 +105,7 @@ async def test_unsolicited_heads_flood_is_bounded_and_cuts_the_peer_off(
     async with Rss(node.pid) as rss:
         result = await heads_flood(node.url, 120, 4096, limit=10.0)
     assert result.ended is not None, "the flooding peer is still linked"
-    assert result.other_client < 2.0
+    assert result.other_client < OTHER_CLIENT_WITHIN
     assert rss.peak < CEILING, rss.peak / MB
     lines = [ln for ln in node.log_path.read_text().splitlines() if "heads" in ln]
     assert len(lines) <= 5, lines[:10]
@@ -121,7 +124,7 @@ async def test_firehose_subscribers_are_capped_and_slow_ones_dropped(node: NodeP
     assert result.reader_frames >= 6
     assert result.left == 1  # only the honest reader is still subscribed
     assert result.dropped == per_addr - 1  # every stalled one was cut off as too slow
-    assert result.other_client < 2.0
+    assert result.other_client < OTHER_CLIENT_WITHIN
     assert rss.peak < CEILING, rss.peak / MB
 
 
@@ -154,8 +157,8 @@ async def test_request_bodies_that_never_come_are_refused_or_timed_out(
     per_addr = SMALL["max_body_readers_per_addr"]
     assert small.statuses == {408: per_addr, 429: 30 - per_addr}, small.statuses
     assert small.closed == 30
-    assert huge.other_client < 2.0
-    assert small.other_client < 2.0
+    assert huge.other_client < OTHER_CLIENT_WITHIN
+    assert small.other_client < OTHER_CLIENT_WITHIN
     assert rss.peak < CEILING, rss.peak / MB
 
 
