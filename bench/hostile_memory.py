@@ -510,6 +510,13 @@ async def run_all(node: NodeProcess, scale: float) -> None:
 
     await attack("3 getRepo x40 never read", get_repo_never_read(node.url, did, 40, 25.0))
     await attack("4 peer getrepo x40 never read", peer_getrepo_never_read(node.url, did, 40, 35.0))
+    # The same with a repo whose answer fits in a frame (5.6 MB), so answers are built.
+    mid = await make_repo(node.url, "mid.skyfed.test", max(1, round(7 * scale)), 800_000)
+    await attack(
+        "4b peer getrepo x40 never read (5.6 MB repo)",
+        peer_getrepo_never_read(node.url, mid.did, 40, 35.0),
+    )
+    await mid.close()
     await attack("5 unsolicited heads x400 (4096 items)", heads_flood(node.url, 400, 4096, 60.0))
     writer = await make_repo(node.url, "writer.skyfed.test", 0, 0)
     await attack(

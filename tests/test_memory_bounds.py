@@ -9,6 +9,7 @@ config states. bench/hostile_memory.py runs the same attacks at the issue's size
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -171,3 +172,24 @@ async def test_a_silent_connection_is_closed_after_the_idle_timeout(node: NodePr
     assert closed
     assert size == 0
     assert status is None
+
+
+async def test_a_getrepo_answer_over_a_frame_is_refused_before_it_is_built(
+    node: NodeProcess,
+) -> None:
+    """A peer's getrepo for a repo whose block stream is over a frame gets
+    RepoTooLarge (it used to be built whole, then refused by the receiver)."""
+    from bench.hostile_memory import FakePeer
+    from protocol.peerwire import decode_message, encode_message
+
+    owner = await make_repo(node.url, "big.skyfed.test", 8, 800_000)
+    async with FakePeer.connect(node.url) as peer:
+        await peer.ws.send_bytes(encode_message("getrepo", rid=7, did=owner.did, since=None))
+        async with asyncio.timeout(10):
+            while True:
+                msg = decode_message((await peer.ws.receive()).data)
+                if msg.get("rid") == 7:
+                    break
+    await owner.close()
+    assert msg["t"] == "error"
+    assert msg["error"] == "RepoTooLarge"
