@@ -187,7 +187,11 @@ class Cluster:
 
     def _node_settings(self, node: ClusterNode) -> dict[str, Any]:
         peers = [self.links[e].url for e in self.edges if e[0] == node.index]
+        inbound = sum(1 for e in self.edges if e[1] == node.index)
         out = {**self.settings, "peers": peers, "max_peers": max(8, len(peers))}
+        # A full mesh of many nodes dials the last ones more than a node takes by
+        # default; the fake peers a scenario adds need room too.
+        out.setdefault("max_inbound_peers", max(32, inbound + 16))
         if node.clock_skew:
             out["clock_skew"] = node.clock_skew
         return out
