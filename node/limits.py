@@ -205,7 +205,8 @@ def memory_budget(config: NodeConfig) -> dict[str, int]:
         "peer send queues": config.peer_buffer_total,
         # Raw bytes and the decoded messages made from them.
         "peer inboxes": INBOX_BYTES_TOTAL * 2,
-        "peer repo answers": REPO_ANSWERS_AT_ONCE * MAX_FRAME * 2,
+        # Gathered, copied out, then encoded into the message.
+        "peer repo answers": REPO_ANSWERS_AT_ONCE * MAX_FRAME * 3,
     }
 
 

@@ -36,7 +36,7 @@ pytestmark = pytest.mark.timeout(40)
 #: bounds add up to (node.limits.memory_budget, most of it the fixed baseline and
 #: the peer inboxes' fixed bound): an idle node is about 60 MiB.
 SMALL: dict[str, Any] = {
-    "memory_ceiling_mb": 340,
+    "memory_ceiling_mb": 350,
     "max_repo_streams": 4,
     "max_repo_streams_per_addr": 2,
     "send_timeout": 2.0,
@@ -193,3 +193,12 @@ async def test_a_getrepo_answer_over_a_frame_is_refused_before_it_is_built(
     await owner.close()
     assert msg["t"] == "error"
     assert msg["error"] == "RepoTooLarge"
+
+
+def test_the_bounds_add_up_to_less_than_the_stated_ceiling() -> None:
+    """The default ceiling covers the default bounds, and so does the tests' own."""
+    from node.config import NodeConfig
+    from node.limits import memory_budget
+
+    for config in (NodeConfig(), NodeConfig(**SMALL)):
+        assert sum(memory_budget(config).values()) <= config.memory_ceiling_mb * MB
