@@ -12,12 +12,13 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 import aiohttp
@@ -59,6 +60,15 @@ from .config import NodeConfig, NodeSecrets, load_or_create_secrets
 from .federation import Federation, label_row
 from .firehose import Firehose
 from .handles import Handles
+from .limits import (
+    LINGER,
+    STREAM_CHUNK,
+    AddressSlots,
+    body_middleware,
+    budget_lines,
+    memory_budget,
+    stream_chunks,
+)
 from .moderation import MODERATION_KEY, Moderation, labels_middleware, moderation_routes
 from .portability import ROUTES as PORTABILITY_ROUTES
 from .portability import Portability, create_account_for_did, same_url
@@ -186,7 +196,14 @@ class Node:
         self.repos = RepoManager(
             self.storage, clock_id=secrets.randbelow(1024), now=self.wall_clock
         )
-        self.firehose = Firehose(self.storage, buffer_limit=config.subscriber_buffer)
+        self.firehose = Firehose(
+            self.storage,
+            buffer_limit=config.subscriber_buffer,
+            total_limit=config.firehose_buffer_total,
+            behind_timeout=config.subscriber_timeout,
+            max_subscribers=config.max_subscribers,
+            max_subscribers_per_addr=config.max_subscribers_per_addr,
+        )
         self.auth = Authenticator(
             self.secrets.token_secret,
             SqliteSessionStore(self.storage),
@@ -205,6 +222,11 @@ class Node:
             "skyfed_firehose_subscribers", "Firehose subscribers", registry=self.registry
         )
         sub_gauge.set_function(lambda: self.firehose.subscriber_count)
+        Gauge(
+            "skyfed_firehose_dropped_slow",
+            "Firehose subscribers dropped as too slow (ConsumerTooSlow)",
+            registry=self.registry,
+        ).set_function(lambda: float(self.firehose.dropped_slow))
         queue_gauge = Gauge(
             "skyfed_write_queue_depth", "Writes waiting for the writer", registry=self.registry
         )
@@ -258,7 +280,14 @@ class Node:
         await self.moderation.load()
         await self.firehose.start()
         app = make_app(self)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # keepalive_timeout also closes a connection that never sends a request.
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=self.config.idle_timeout,
+            lingering_time=LINGER,
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await site.start()
@@ -267,8 +296,19 @@ class Node:
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self.config.port
         log.info("skyfed node %s listening on %s", self.node_did, self.url)
+        lines = list(budget_lines(self.config))
+        log.info("memory bounds: %s", "; ".join(lines))
+        if self._budget_over():
+            log.warning(
+                "the memory bounds add up to more than memory_ceiling_mb (%s): %s",
+                self.config.memory_ceiling_mb,
+                lines[-1],
+            )
         await self.federation.start()
         return self.url
+
+    def _budget_over(self) -> bool:
+        return sum(memory_budget(self.config).values()) > self.config.memory_ceiling_mb * 2**20
 
     async def stop(self) -> None:
         await self.federation.stop()
@@ -286,30 +326,70 @@ class Node:
             self._http = aiohttp.ClientSession()
         return self._http
 
-    async def export_car(self, head: CID, root: CID, old_root: CID | None) -> bytes:
-        """A repo as a block stream: whole, or only what changed since ``old_root``."""
+    def iter_car(self, head: CID, root: CID, old_root: CID | None) -> Iterator[bytes]:
+        """A repo as a block stream, whole or only what changed since ``old_root``,
+        read from storage as it is consumed. Advance it only on a reader thread
+        (:meth:`car_chunks` does): every step may read blocks."""
+        source = self.storage
+        commit_block = source.read_block(head)
+        assert commit_block is not None
+        tree = MST.load(source, root)
+        if old_root is None:
+            # Tree nodes as the walk reaches them, then records in key order: what is
+            # held at once is the walk's stack and the loader's bounded node cache.
+            blocks: Iterable[tuple[CID, bytes]] = itertools.chain(
+                [(head, commit_block)],
+                tree.all_blocks(),
+                _records(source, (cid for _, cid in tree.items())),
+            )
+        else:
+            # A diff: the changed nodes and keys (CIDs, not blocks) are found first.
+            old = MST.load(source, old_root)
+            old_nodes = {cid for cid, _ in old.all_blocks()}
+            new_nodes = [c for c, _ in tree.all_blocks() if c not in old_nodes]
+            wanted = [d.new for d in old.diff(tree) if d.new is not None]
+            blocks = itertools.chain(
+                [(head, commit_block)], _records(source, itertools.chain(new_nodes, wanted))
+            )
+        yield from write_car([head], blocks)
 
-        def export() -> bytes:
-            source = self.storage
-            commit_block = source.read_block(head)
-            assert commit_block is not None
-            tree = MST.load(source, root)
-            blocks: list[tuple[CID, bytes]] = [(head, commit_block)]
-            if old_root is None:
-                blocks.extend(tree.all_blocks())
-                wanted = [cid for _, cid in tree.items()]
-            else:
-                old = MST.load(source, old_root)
-                old_nodes = {cid for cid, _ in old.all_blocks()}
-                blocks.extend((c, b) for c, b in tree.all_blocks() if c not in old_nodes)
-                wanted = [d.new for d in old.diff(tree) if d.new is not None]
-            for cid in wanted:
-                block = source.read_block(cid)
-                if block is not None:
-                    blocks.append((cid, block))
-            return b"".join(write_car([head], blocks))
+    async def car_chunks(
+        self, head: CID, root: CID, old_root: CID | None, *, chunk: int = STREAM_CHUNK
+    ) -> AsyncGenerator[bytes]:
+        """:meth:`iter_car` in pieces of about ``chunk`` bytes, each made on a reader
+        thread when the consumer asks for it (so a slow consumer holds one piece)."""
+        stream: Iterator[bytes] | None = None
 
-        return await self.storage.run_in_reader(export)
+        def step() -> bytes:
+            nonlocal stream
+            if stream is None:
+                stream = self.iter_car(head, root, old_root)
+            parts: list[bytes] = []
+            size = 0
+            for part in stream:
+                parts.append(part)
+                size += len(part)
+                if size >= chunk:
+                    break
+            return b"".join(parts)
+
+        while True:
+            piece = await self.storage.run_in_reader(step)
+            if not piece:
+                return
+            yield piece
+
+    async def export_car(
+        self, head: CID, root: CID, old_root: CID | None, *, limit: int | None = None
+    ) -> bytes | None:
+        """A repo as one block stream in memory (for peers); None if it would pass
+        ``limit`` bytes, found before more than ``limit`` is held."""
+        out = bytearray()
+        async for piece in self.car_chunks(head, root, old_root):
+            out += piece
+            if limit is not None and len(out) > limit:
+                return None
+        return bytes(out)
 
     async def __aenter__(self) -> Node:
         await self.start()
@@ -389,6 +469,13 @@ class Node:
 
 
 NODE_KEY = web.AppKey("node", Node)
+
+
+def _records(source: SqliteStorage, cids: Iterable[CID]) -> Iterator[tuple[CID, bytes]]:
+    for cid in cids:
+        block = source.read_block(cid)
+        if block is not None:
+            yield cid, block
 
 
 # -- middleware ----------------------------------------------------------------------
@@ -951,6 +1038,9 @@ async def _car_response(request: web.Request, chunks: list[bytes]) -> web.Stream
     return response
 
 
+REPO_STREAMS_KEY = web.AppKey("repo_streams", AddressSlots)
+
+
 async def sync_get_repo(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
     did = _q_str(request, "did")
@@ -963,8 +1053,21 @@ async def sync_get_repo(request: web.Request) -> web.StreamResponse:
         if at is None:
             raise _bad(f"no commit at rev {since}")
         old_root = at[1]
-    car = await node.export_car(head.head, head.root, old_root)
-    return await _car_response(request, [car])
+    # Streamed from storage a chunk at a time, each waiting for the reader: a
+    # client that never reads holds one chunk, for send_timeout, then is cut off.
+    streams = request.app[REPO_STREAMS_KEY]
+    key = streams.acquire(request.remote)
+    try:
+        response = web.StreamResponse(headers={"Content-Type": "application/vnd.ipld.car"})
+        await response.prepare(request)
+        chunks = node.car_chunks(head.head, head.root, old_root)
+        try:
+            await stream_chunks(request, response, chunks, node.config.send_timeout)
+        finally:
+            await chunks.aclose()
+        return response
+    finally:
+        streams.release(key)
 
 
 async def sync_get_latest_commit(request: web.Request) -> web.Response:
@@ -1485,9 +1588,13 @@ async def _close_streams(app: web.Application) -> None:
 
 def make_app(node: Node) -> web.Application:
     app = web.Application(
-        middlewares=[_errors, labels_middleware], client_max_size=node.config.max_body
+        middlewares=[body_middleware(node.config), _errors, labels_middleware],
+        client_max_size=node.config.max_body,
     )
     app[NODE_KEY] = node
+    app[REPO_STREAMS_KEY] = AddressSlots(
+        node.config.max_repo_streams, node.config.max_repo_streams_per_addr, "repo streams"
+    )
     app[MODERATION_KEY] = node.moderation
     app.router.add_route("*", "/xrpc/{nsid}", _dispatch)
     add_web_routes(app, node.views)

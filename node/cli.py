@@ -83,6 +83,13 @@ def _node_options(p: argparse.ArgumentParser) -> None:
         dest="handle_domains",
         help="handle suffix accounts may take here (repeatable; default .skyfed.test)",
     )
+    p.add_argument(
+        "--memory-ceiling-mb",
+        type=int,
+        help="the memory (MiB) this node's bounds on buffers, queues and streams are "
+        "sized to stay under (default 768; the bounds and their sum are logged at start; "
+        "see docs/security.md, 'Memory bounds')",
+    )
 
 
 def _config(args: argparse.Namespace) -> NodeConfig:
@@ -95,6 +102,7 @@ def _config(args: argparse.Namespace) -> NodeConfig:
         handle_domains=args.handle_domains,
         peers=args.peers,
         reconcile_interval=args.reconcile_interval,
+        memory_ceiling_mb=args.memory_ceiling_mb,
     )
 
 
@@ -280,9 +288,30 @@ def _release_startup_memory() -> None:
         pass
 
 
+#: glibc's mallopt parameter numbers (malloc.h).
+_M_MMAP_THRESHOLD = -3
+#: Allocations this large get their own mapping, returned to the OS when freed.
+_MMAP_THRESHOLD = 256 * 1024
+
+
+def _return_large_buffers() -> None:
+    """Make glibc map every allocation of 256 KiB or more on its own, so that it goes
+    back to the OS when freed. By default the threshold rises to the largest block
+    freed (up to 32 MiB), after which such buffers (a slow reader's backlog, a repo
+    chunk) come from the heap and stay in RSS after they are freed: issue 13 saw a
+    node keep 2 GB after the sockets that made it grow had closed. glibc only; a
+    no-op elsewhere."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+    except (OSError, AttributeError):
+        pass
+
+
 async def _run_node(cfg: NodeConfig) -> None:
     from .app import Node
 
+    _return_large_buffers()
     node = Node(cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -50,6 +50,14 @@ class NodeConfig:
     replay_window: int = 100_000
     #: Unsent bytes a firehose subscriber may fall behind by before it is dropped.
     subscriber_buffer: int = 4 * 1024 * 1024
+    #: Unsent firehose bytes held for all subscribers together: past it, the ones
+    #: furthest behind are dropped (ConsumerTooSlow) until the total is under it.
+    firehose_buffer_total: int = 64 * 1024 * 1024
+    #: Seconds a subscriber may stay behind (unsent bytes waiting) before it is dropped.
+    subscriber_timeout: float = 60.0
+    #: Firehose subscribers at once: in all, and from one client address.
+    max_subscribers: int = 256
+    max_subscribers_per_addr: int = 16
     #: Write points per account (create 3, update 2, delete 1).
     points_per_hour: int = 5_000
     points_per_day: int = 35_000
@@ -58,9 +66,25 @@ class NodeConfig:
     auth_burst: int = 20
     #: Largest request body accepted, in bytes.
     max_body: int = 2 * 1024 * 1024
+    #: Seconds a client may take to send a request body (408 after).
+    body_timeout: float = 20.0
+    #: Requests receiving a body at once (a body is held whole): in all, and from one
+    #: client address; more are answered 503 / 429 at once.
+    max_body_readers: int = 32
+    max_body_readers_per_addr: int = 8
+    #: Seconds an idle HTTP connection (no request yet, or between requests) is kept.
+    idle_timeout: float = 30.0
+    #: Repository streams (``getRepo``) at once: in all, and to one client address.
+    max_repo_streams: int = 16
+    max_repo_streams_per_addr: int = 4
+    #: Seconds a response stream may wait for a reader to take its next chunk before
+    #: the connection is cut (getRepo; a reader that never reads holds nothing longer).
+    send_timeout: float = 20.0
     #: Largest repository import (``importRepo``) accepted, in bytes; imports run one
-    #: at a time and hold the stream in memory.
-    max_import_bytes: int = 256 * 1024 * 1024
+    #: at a time and are parsed in memory.
+    max_import_bytes: int = 64 * 1024 * 1024
+    #: Seconds an import may take to send its body (the import slot is freed after).
+    import_timeout: float = 120.0
     #: Repository imports an account may start per hour.
     imports_per_hour: int = 10
     access_token_ttl: int = 2 * 3600
@@ -84,6 +108,19 @@ class NodeConfig:
     peer_message_rate: float = 5000.0
     #: Seconds a misbehaving peer stays cut off.
     peer_cooloff: float = 300.0
+    #: Bytes queued to one peer before its link is closed (it does not read); one
+    #: largest peer message (6 MiB) must fit.
+    peer_send_buffer: int = 8 * 1024 * 1024
+    #: Bytes queued to all peers together: past it, the link furthest behind is closed.
+    peer_buffer_total: int = 64 * 1024 * 1024
+    #: Seconds one message may wait for a peer to take it before the link is closed.
+    peer_send_timeout: float = 30.0
+    #: Links other nodes dialled to us, at once (refused with 503 past it).
+    max_inbound_peers: int = 32
+    #: The memory this node is built to stay under, in MiB: the sum of the bounds
+    #: above at their defaults plus an idle node's working set (see
+    #: :func:`node.limits.memory_budget` and docs/security.md, "Memory bounds").
+    memory_ceiling_mb: int = 768
     #: Seconds added to the wall clock wherever the node reads it for revs and the
     #: future-rev check (the cluster harness studies nodes with skewed clocks).
     clock_skew: float = 0.0

@@ -89,6 +89,27 @@ log = logging.getLogger("skyfed.federation")
 
 _SEND_QUEUE = 4096
 _MAX_PENDING = 64
+#: Bytes received from one link and not yet handled (waiting in its inbox or being
+#: checked), and from all links together: past either, the link is closed.
+_INBOX_BYTES = 16 * 1024 * 1024
+INBOX_BYTES_TOTAL = 48 * 1024 * 1024
+#: ``getrepo`` answers being built at once on this node (each up to a frame), and
+#: requests one link may have waiting for one; more are answered ``Busy``.
+REPO_ANSWERS_AT_ONCE = 2
+_REPO_REQUESTS_PER_LINK = 4
+#: Largest ``repo`` answer: a frame, less room for the message around the stream.
+_REPO_ANSWER_BYTES = MAX_FRAME - 64 * 1024
+#: Unsolicited ``heads`` messages one link may have waiting to be considered (one is
+#: considered at a time; they count, decoded, against the inbox bytes); more are
+#: dropped and cost the peer a point each (a later reconciliation round shows them
+#: again). A reconciliation round sends one per 4,096 heads the other side lacks.
+_HEADS_BACKLOG = 8
+#: Decoded heads items take about this many times their encoded size.
+_HEADS_DECODED = 4
+#: Heads items remembered per link as already considered (not considered again).
+_HEADS_SEEN = 16_384
+#: A link logs at most one line per this many seconds (plus how many it held back).
+_LOG_EVERY = 10.0
 #: How long a request (or a negentropy session) may take in all before it is given up.
 #: Within it, a request whose answer does not come within the link's round-trip based
 #: wait (node/rtt.py) is sent again, so one lost message costs about a second, not this.
@@ -168,18 +189,72 @@ class PeerLink:
         self.bytes_in = 0
         self.bytes_out = 0
         self.closed = asyncio.Event()
+        #: Bytes queued to send, and set whenever some of them went out.
+        self.queued_bytes = 0
+        self.sent_some = asyncio.Event()
+        #: Bytes received and not yet handled (inbox and pushes being checked).
+        self.inbox_bytes = 0
+        self.repo_requests = 0
+        self.heads_backlog: asyncio.Queue[tuple[list[Any], int]] = asyncio.Queue(_HEADS_BACKLOG)
+        self.heads_seen: OrderedDict[tuple[Any, ...], None] = OrderedDict()
+        self._log_at = 0.0
+        self._log_held = 0
+        self.close_reason = ""
 
     def send(self, t: str, **fields: Any) -> None:
         data = encode_message(t, **fields)
+        fed = self.fed
+        if self.closed.is_set():
+            return
+        if self.queued_bytes + len(data) > fed.send_buffer:
+            # A peer that cannot keep up is dropped, not buffered without bound.
+            self.close(
+                f"send queue over {fed.send_buffer} bytes: the peer does not read",
+                level=logging.WARNING,
+            )
+            return
         try:
             self.queue.put_nowait(data)
         except asyncio.QueueFull:
-            # A peer that cannot keep up is dropped, not buffered without bound.
             self.close("send queue full")
+            return
+        self.queued_bytes += len(data)
+        fed.queued_bytes += len(data)
+        if fed.queued_bytes > fed.buffer_total:
+            fed.shed_send_queues()
 
-    def close(self, why: str) -> None:
+    async def wait_for_room(self, size: int) -> None:
+        """Wait until ``size`` more bytes fit in the send queue (or it is empty); the
+        link is closed if the peer takes nothing for ``peer_send_timeout`` seconds."""
+        limit = self.fed.send_buffer
+        while self.queued_bytes and self.queued_bytes + size > limit and not self.closed.is_set():
+            self.sent_some.clear()
+            try:
+                await asyncio.wait_for(self.sent_some.wait(), self.fed.send_timeout)
+            except TimeoutError:
+                self.close(
+                    f"the peer took nothing for {self.fed.send_timeout:.0f}s",
+                    level=logging.WARNING,
+                )
+        if self.closed.is_set():
+            raise PeerError("link closed")
+
+    def note(self, level: int, message: str, *args: Any) -> None:
+        """Log about this link, at most one line per ``_LOG_EVERY`` seconds: a peer
+        that misbehaves thousands of times a second must not flood the log."""
+        now = time.monotonic()
+        if now - self._log_at < _LOG_EVERY:
+            self._log_held += 1
+            return
+        if self._log_held:
+            message += f" (and {self._log_held} more like it held back)"
+        self._log_at, self._log_held = now, 0
+        log.log(level, message, *args)
+
+    def close(self, why: str, *, level: int = logging.INFO) -> None:
         if not self.closed.is_set():
-            log.info("link %s closing: %s", self.peer_did or self.url, why)
+            log.log(level, "link %s closing: %s", self.peer_did or self.url, why)
+            self.close_reason = why
             self.closed.set()
 
     def lost(self) -> None:
@@ -277,8 +352,9 @@ class PeerLink:
         sender = asyncio.create_task(self._sender())
         reader = asyncio.create_task(self._reader())
         worker = asyncio.create_task(self._worker())
+        heads = asyncio.create_task(self._heads_worker())
         closer = asyncio.create_task(self.closed.wait())
-        tasks = (sender, reader, worker, closer)
+        tasks = (sender, reader, worker, heads, closer)
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -293,13 +369,35 @@ class PeerLink:
                 for fut in self.pending.values():
                     if not fut.done():
                         fut.set_exception(PeerError("link closed"))
-                with contextlib.suppress(Exception):
-                    await self.ws.close()
+                self.fed.queued_bytes -= self.queued_bytes
+                self.fed.inbox_bytes -= self.inbox_bytes
+                self.queued_bytes = self.inbox_bytes = 0
+                self.closed.set()
+                try:
+                    async with asyncio.timeout(5):
+                        # The reason goes in the close frame (a close frame holds
+                        # 123 bytes of it), for a peer that still reads.
+                        await self.ws.close(message=self.close_reason.encode()[:120])
+                except Exception:
+                    # A peer that does not read would hold the close (and what is
+                    # buffered for it) for ever.
+                    _abort(self.ws)
 
     async def _sender(self) -> None:
         while True:
             data = await self.queue.get()
-            await self._send_raw(data)
+            try:
+                async with asyncio.timeout(self.fed.send_timeout):
+                    await self._send_raw(data)
+            except TimeoutError:
+                self.close(
+                    f"the peer took no message for {self.fed.send_timeout:.0f}s",
+                    level=logging.WARNING,
+                )
+                return
+            self.queued_bytes -= len(data)
+            self.fed.queued_bytes -= len(data)
+            self.sent_some.set()
 
     async def _reader(self) -> None:
         while True:
@@ -312,19 +410,86 @@ class PeerLink:
             except SkyfedError as e:
                 self.fed.penalize(self, -_CUTOFF_SCORE, f"malformed message: {e}")
                 return
-            if not self.fed.answer(self, msg):
-                try:
-                    self.inbox.put_nowait(msg)
-                except asyncio.QueueFull:
-                    self.close("peer sends faster than we can process")
-                    return
+            if self.fed.answer(self, msg):
+                continue
+            if msg["t"] == "heads":  # unsolicited (answers were taken above)
+                self._offer_heads(msg["items"], len(data) * _HEADS_DECODED)
+                continue
+            size = len(data)
+            if (
+                self.inbox_bytes + size > _INBOX_BYTES
+                or self.fed.inbox_bytes + size > INBOX_BYTES_TOTAL
+            ):
+                self.close(
+                    "peer sends faster than we can process (inbox bytes)", level=logging.WARNING
+                )
+                return
+            msg["_size"] = size
+            try:
+                self.inbox.put_nowait(msg)
+            except asyncio.QueueFull:
+                self.close("peer sends faster than we can process")
+                return
+            self.inbox_bytes += size
+            self.fed.inbox_bytes += size
+
+    def _handled(self, msg: dict[str, Any]) -> None:
+        size = msg.pop("_size", 0)
+        if not self.closed.is_set():
+            self.inbox_bytes -= size
+            self.fed.inbox_bytes -= size
+
+    def _offer_heads(self, items: list[Any], size: int) -> None:
+        """Queue an unsolicited heads message to be considered, dropping what this
+        link has shown before; one is considered at a time, a few may wait, and a
+        peer that sends them faster loses a point per message dropped."""
+        fresh = []
+        for item in items[:_MAX_ITEMS]:
+            mark = _heads_mark(item)
+            if mark is None or mark in self.heads_seen:
+                continue
+            self.heads_seen[mark] = None
+            fresh.append(item)
+        while len(self.heads_seen) > _HEADS_SEEN:
+            self.heads_seen.popitem(last=False)
+        if not fresh:
+            return
+        fed = self.fed
+        if (
+            self.heads_backlog.full()
+            or self.inbox_bytes + size > _INBOX_BYTES
+            or fed.inbox_bytes + size > INBOX_BYTES_TOTAL
+        ):
+            for item in fresh:  # not considered: may be shown again
+                mark = _heads_mark(item)
+                self.heads_seen.pop(mark, None)  # type: ignore[arg-type]
+            fed.penalize(self, 1, "unsolicited heads faster than they can be considered")
+            return
+        self.heads_backlog.put_nowait((fresh, size))
+        self.inbox_bytes += size
+        fed.inbox_bytes += size
+
+    async def _heads_worker(self) -> None:
+        while True:
+            items, size = await self.heads_backlog.get()
+            try:
+                await self.fed._consider_heads(self, items, unsolicited=True)
+            finally:
+                self._handled({"_size": size})
+                # Only what is waiting or being considered is skipped as a repeat: a
+                # later round may show the same head again, and must be heard.
+                for item in items:
+                    self.heads_seen.pop(_heads_mark(item), None)  # type: ignore[arg-type]
 
     async def _worker(self) -> None:
         while True:
             msg = await self.inbox.get()
             did = _commit_repo(msg)
             if did is None:
-                await self.fed.dispatch(self, msg)
+                try:
+                    await self.fed.dispatch(self, msg)
+                finally:
+                    self._handled(msg)
                 continue
             # Commits for different repos are checked and stored concurrently, so the
             # writer can group-commit them; per repo they keep their arrival order
@@ -338,6 +503,7 @@ class PeerLink:
             async with self.fed.order_lock(did):
                 await self.fed.dispatch(self, msg)
         finally:
+            self._handled(msg)
             self.slots.release()
 
 
@@ -353,6 +519,15 @@ class Federation:
         self.reconcile_interval = cfg.reconcile_interval
         self.config_rate = float(cfg.peer_message_rate)
         self.cooloff = cfg.peer_cooloff
+        self.send_buffer = cfg.peer_send_buffer
+        self.buffer_total = cfg.peer_buffer_total
+        self.send_timeout = cfg.peer_send_timeout
+        self.max_inbound = cfg.max_inbound_peers
+        #: Bytes queued to all links, and received from all links and not yet handled.
+        self.queued_bytes = 0
+        self.inbox_bytes = 0
+        self.inbound = 0
+        self.repo_answers = asyncio.Semaphore(REPO_ANSWERS_AT_ONCE)
         self.links: dict[str, PeerLink] = {}
         self.known_urls: OrderedDict[str, None] = OrderedDict((u, None) for u in self.static_peers)
         self._blocked: dict[str, float] = {}  # node DID or URL -> until (monotonic)
@@ -445,13 +620,39 @@ class Federation:
         ) as ws:
             await self._serve_link(PeerLink(self, ws, outbound=True, url=url))
 
-    async def handle_inbound(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, heartbeat=30)
-        await ws.prepare(request)
-        link = PeerLink(self, ws, outbound=False, url=None)
-        with contextlib.suppress(PeerError, SkyfedError, OSError, TimeoutError):
-            await self._serve_link(link)
-        return ws
+    async def handle_inbound(self, request: web.Request) -> web.StreamResponse:
+        if self.inbound >= self.max_inbound:
+            # Every link may hold up to its send and inbox bounds: their number is
+            # what makes those bounds a bound on the node.
+            return web.json_response(
+                {"error": "TooManyLinks", "message": "this node takes no more peer links"},
+                status=503,
+            )
+        self.inbound += 1
+        try:
+            ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, heartbeat=30)
+            await ws.prepare(request)
+            link = PeerLink(self, ws, outbound=False, url=None)
+            with contextlib.suppress(PeerError, SkyfedError, OSError, TimeoutError):
+                await self._serve_link(link)
+            return ws
+        finally:
+            self.inbound -= 1
+
+    def shed_send_queues(self) -> None:
+        """All links together queue more than ``peer_buffer_total``: close the ones
+        furthest behind until the rest fit (their queues go when their links end)."""
+        total = sum(lk.queued_bytes for lk in self.links.values() if not lk.closed.is_set())
+        for link in sorted(self.links.values(), key=lambda lk: lk.queued_bytes, reverse=True):
+            if total <= self.buffer_total:
+                return
+            if link.closed.is_set() or not link.queued_bytes:
+                continue
+            total -= link.queued_bytes
+            link.close(
+                f"all peers' send queues over {self.buffer_total} bytes; furthest behind",
+                level=logging.WARNING,
+            )
 
     async def _serve_link(self, link: PeerLink) -> None:
         try:
@@ -510,7 +711,7 @@ class Federation:
 
     def penalize(self, link: PeerLink, points: int, why: str) -> None:
         link.score -= points
-        log.warning("peer %s: %s (score %d)", link.peer_did, why, link.score)
+        link.note(logging.WARNING, "peer %s: %s (score %d)", link.peer_did, why, link.score)
         if link.score <= _CUTOFF_SCORE:
             # Only what is verified: the node key, and a URL we dialled ourselves
             # (the URL in a hello is a claim anyone could make about another node).
@@ -649,8 +850,12 @@ class Federation:
         elif t == "whatis":
             link.send("heads", rid=msg["rid"], items=await self._describe(msg["ids"]))
         elif t == "heads":
-            self._spawn(self._consider_heads(link, msg["items"]))
+            link._offer_heads(msg["items"], 0)
         elif t == "getrepo":
+            if link.repo_requests >= _REPO_REQUESTS_PER_LINK:
+                link.send("error", rid=msg["rid"], error="Busy", message="too many getrepo")
+                return
+            link.repo_requests += 1
             self._spawn(self._serve_repo(link, msg["rid"], msg["did"], msg["since"]))
         elif t == "getident":
             ops = await self.node.storage.identity_ops(msg["did"])
@@ -1140,6 +1345,18 @@ class Federation:
         return False
 
     async def _serve_repo(self, link: PeerLink, rid: int, did: str, since: str | None) -> None:
+        """Answer a getrepo: a few at a time on the node, each built only when the
+        link has room to queue it, and refused when it would not fit in a frame."""
+        try:
+            async with self.repo_answers:
+                await link.wait_for_room(MAX_FRAME)
+                await self._answer_repo(link, rid, did, since)
+        except PeerError:
+            pass  # the link went away meanwhile
+        finally:
+            link.repo_requests -= 1
+
+    async def _answer_repo(self, link: PeerLink, rid: int, did: str, since: str | None) -> None:
         storage = self.node.storage
         head = await storage.get_head(did)
         if head is None or self._uncarried(did):
@@ -1152,7 +1369,12 @@ class Federation:
                 link.send("error", rid=rid, error="UnknownRev", message=since)
                 return
             old_root = at[1]
-        car = await self.node.export_car(head.head, head.root, old_root)
+        car = await self.node.export_car(head.head, head.root, old_root, limit=_REPO_ANSWER_BYTES)
+        if car is None:
+            link.send(
+                "error", rid=rid, error="RepoTooLarge", message=f"over {_REPO_ANSWER_BYTES} bytes"
+            )
+            return
         link.send("repo", rid=rid, did=did, car=car)
 
     async def ingest_identity(
@@ -1355,9 +1577,15 @@ class Federation:
         _, described = await self._items()
         return [described[i] for i in ids if i in described]
 
-    async def _consider_heads(self, link: PeerLink, items: list[Any]) -> None:
-        """The peer holds these heads: fetch any that beat ours."""
+    async def _consider_heads(
+        self, link: PeerLink, items: list[Any], *, unsolicited: bool = False
+    ) -> None:
+        """The peer holds these heads: fetch any that beat ours. A peer that shows
+        heads unasked and then answers that it has no log for an identity it named
+        loses a point for each."""
         for item in items:
+            if link.closed.is_set():
+                return
             if not isinstance(item, dict):
                 continue
             if item.get("kind") == "labels":
@@ -1377,10 +1605,14 @@ class Federation:
                 ops = await self.node.storage.identity_ops(did)
                 current = resolve_log(did, ops).state.head if ops else None
                 if known is None or current != head:
+                    backed = None  # unknown, unless the peer answers
                     with contextlib.suppress(PeerError, SkyfedError, TimeoutError):
                         reply = await link.request("getident", did=did)
+                        backed = reply["t"] == "ident" and bool(reply["ops"])
                         if reply["t"] == "ident":
                             await self.ingest_identity(did, reply["ops"], handle=reply["handle"])
+                    if unsolicited and backed is False:
+                        self.penalize(link, 1, "unsolicited heads it cannot back")
             elif kind == "repo" and isinstance(item.get("rev"), str):
                 if self._uncarried(did):
                     continue
@@ -1433,6 +1665,26 @@ class Federation:
                 break
             out.append(data)
         link.send("labels", rid=rid, src=src, labels=out)
+
+
+def _heads_mark(item: Any) -> tuple[Any, ...] | None:
+    """What makes a heads item the same item again (None: not an item at all)."""
+    if not isinstance(item, dict):
+        return None
+    mark = tuple(item.get(k) for k in ("kind", "did", "src", "head", "digest", "rev"))
+    return mark if all(isinstance(v, str | bytes | None) for v in mark) else None
+
+
+def _abort(ws: Any) -> None:
+    """Drop a WebSocket's connection and whatever is buffered for it, server or client."""
+    request = getattr(ws, "_req", None)
+    transport = getattr(request, "transport", None)
+    if transport is None:
+        response = getattr(ws, "_response", None)
+        connection = getattr(response, "connection", None)
+        transport = getattr(connection, "transport", None)
+    if transport is not None:
+        transport.abort()
 
 
 def _label_signed_by(label: Label, key: VerifyKey) -> bool:

@@ -13,22 +13,28 @@ error frame ``FutureCursor`` and a close.
 
 Every subscriber has a bounded queue. One that falls behind is sent
 ``ConsumerTooSlow`` and closed: it never grows the node's memory; it can reconnect
-with a cursor and catch up from storage.
+with a cursor and catch up from storage. Behind means more than ``buffer_limit``
+unsent bytes, or unsent bytes waiting for longer than ``behind_timeout`` seconds, or
+being the furthest behind when all subscribers' unsent bytes together pass
+``total_limit``. Subscribers are capped in number, in all and per client address
+(``max_subscribers``, ``max_subscribers_per_addr``: 429 before the upgrade).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 
 from aiohttp import WSCloseCode, web
 
 from protocol.eventstream import encode_error_frame, encode_frame
 
+from .limits import AddressSlots, TooBusy
 from .storage import SqliteStorage
 
-__all__ = ["Firehose", "ws_binary_frame"]
+__all__ = ["Firehose", "TooBusy", "ws_binary_frame"]
 
 _REPLAY_BATCH = 500
 
@@ -52,6 +58,8 @@ class _Subscriber:
     limit: int
     done: asyncio.Event = field(default_factory=asyncio.Event)
     too_slow: bool = False
+    #: When unsent bytes were first seen waiting (monotonic), None while caught up.
+    behind_since: float | None = None
 
 
 class Firehose:
@@ -63,9 +71,21 @@ class Firehose:
     slow and is dropped; nothing grows without bound.
     """
 
-    def __init__(self, storage: SqliteStorage, *, buffer_limit: int = 4 * 1024 * 1024):
+    def __init__(
+        self,
+        storage: SqliteStorage,
+        *,
+        buffer_limit: int = 4 * 1024 * 1024,
+        total_limit: int = 64 * 1024 * 1024,
+        behind_timeout: float = 60.0,
+        max_subscribers: int = 256,
+        max_subscribers_per_addr: int = 16,
+    ):
         self.storage = storage
         self.buffer_limit = buffer_limit
+        self.total_limit = total_limit
+        self.behind_timeout = behind_timeout
+        self.slots = AddressSlots(max_subscribers, max_subscribers_per_addr, "firehose subscribers")
         self.last_seq = 0
         self._subscribers: set[_Subscriber] = set()
         self._sockets: set[web.WebSocketResponse] = set()
@@ -88,35 +108,68 @@ class Firehose:
         if not self._subscribers:
             return
         wire = b"".join(ws_binary_frame(frame) for _, frame in events)
+        now = time.monotonic()
+        total = 0
+        live: list[tuple[int, _Subscriber]] = []
         for sub in self._subscribers:
             if sub.done.is_set():
                 continue
             transport = sub.transport
             if transport.is_closing():
                 sub.done.set()
-            elif transport.get_write_buffer_size() > sub.limit:
-                sub.too_slow = True
-                sub.done.set()
-                self.dropped_slow += 1
-            else:
-                transport.write(wire)
+                continue
+            pending = transport.get_write_buffer_size()
+            if pending == 0:
+                sub.behind_since = None
+            elif sub.behind_since is None:
+                sub.behind_since = now
+            if pending > sub.limit or (
+                sub.behind_since is not None and now - sub.behind_since > self.behind_timeout
+            ):
+                self._drop(sub)
+                continue
+            transport.write(wire)
+            pending += len(wire)
+            total += pending
+            live.append((pending, sub))
+        if total > self.total_limit:
+            # All subscribers together hold too much: drop the furthest behind first.
+            live.sort(key=lambda p: p[0], reverse=True)
+            for pending, sub in live:
+                if total <= self.total_limit:
+                    break
+                self._drop(sub)
+                total -= pending
+
+    def _drop(self, sub: _Subscriber) -> None:
+        sub.too_slow = True
+        sub.done.set()
+        self.dropped_slow += 1
 
     async def serve(self, request: web.Request, cursor: int | None) -> web.WebSocketResponse:
-        # No permessage-deflate: compressing per subscriber would cost 4x the CPU,
-        # and live frames are written pre-built (see publish()).
-        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1024, compress=False)
-        await ws.prepare(request)
-        transport = request.transport
-        self._sockets.add(ws)
+        key = self.slots.acquire(request.remote)  # TooBusy: answered 429/503
         try:
-            if transport is not None:
-                await self._stream(ws, transport, cursor)
-        except ConnectionError:
-            pass  # the subscriber went away mid-send: an ordinary disconnect
+            # No permessage-deflate: compressing per subscriber would cost 4x the CPU,
+            # and live frames are written pre-built (see publish()).
+            ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1024, compress=False)
+            await ws.prepare(request)
+            transport = request.transport
+            self._sockets.add(ws)
+            try:
+                if transport is not None:
+                    await self._stream(ws, transport, cursor)
+            except (ConnectionError, TimeoutError):
+                pass  # the subscriber went away or stopped reading mid-replay
+            finally:
+                self._sockets.discard(ws)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(5):
+                        await ws.close()
+                if transport is not None and transport.get_write_buffer_size() > 0:
+                    transport.abort()  # what a gone reader left unsent is not kept
+            return ws
         finally:
-            self._sockets.discard(ws)
-            await ws.close()
-        return ws
+            self.slots.release(key)
 
     async def close_all(self) -> None:
         """Close every subscriber (node shutdown): without this, the server would
@@ -156,10 +209,17 @@ class Firehose:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
             if sub.too_slow:
-                await ws.send_bytes(
-                    encode_error_frame("ConsumerTooSlow", "subscriber fell too far behind")
+                # Written without waiting: a reader that does not read must not hold
+                # this task; the close frame follows it, then the connection goes.
+                transport.write(
+                    ws_binary_frame(
+                        encode_error_frame("ConsumerTooSlow", "subscriber fell too far behind")
+                    )
                 )
-                await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"ConsumerTooSlow")
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1):
+                        await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"ConsumerTooSlow")
+                transport.abort()
         finally:
             self._subscribers.discard(sub)
 
@@ -170,7 +230,10 @@ class Firehose:
         while True:
             rows = await self.storage.events_after(last, _REPLAY_BATCH)
             for seq, frame in rows:
-                await ws.send_bytes(frame)
+                # send_bytes waits for the reader past 64 KiB: one that stops reading
+                # during replay is cut off like a live one.
+                async with asyncio.timeout(self.behind_timeout):
+                    await ws.send_bytes(frame)
                 last = seq
             if ws.closed:
                 return False

@@ -42,8 +42,10 @@ import base64
 import binascii
 import logging
 import secrets
+import tempfile
 import time
 from collections import OrderedDict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -587,34 +589,45 @@ def _signed_by(commit: Commit, did_key: str) -> bool:
     return True
 
 
-async def _read_car(request: web.Request, limit: int) -> bytes:
-    """The request body, up to ``limit`` bytes (past the node's usual body bound),
-    refused at once when its declared length is over."""
+async def _read_car(request: web.Request, limit: int, deadline: float, spool: Path) -> Any:
+    """Receive the request body into a temporary file under ``spool``: at most
+    ``limit`` bytes (413 as soon as it passes, whatever its declared length) within
+    ``deadline`` seconds (408). Returns the file (the caller closes it); nothing the
+    client sends is held in memory beyond one chunk."""
     too_large = RemoteProtocolError(
         f"a repository import is at most {limit} bytes", error="PayloadTooLarge", status=413
     )
     declared = request.content_length
     if declared is not None and declared > limit:
         raise too_large
-    if declared is not None:
-        # One buffer of the declared size, filled in place: the body is held once.
-        data = bytearray(declared)
+    out = tempfile.TemporaryFile(dir=spool, prefix="import-")  # noqa: SIM115 - returned
+    try:
         size = 0
-        async for chunk in request.content.iter_chunked(1 << 16):
-            if size + len(chunk) > declared:
-                raise RemoteProtocolError("the body is longer than its Content-Length")
-            data[size : size + len(chunk)] = chunk
-            size += len(chunk)
-        del data[size:]
-    else:
-        data = bytearray()  # chunked: grows in place, no chunk list joined into a copy
-        async for chunk in request.content.iter_chunked(1 << 16):
-            if len(data) + len(chunk) > limit:
-                raise too_large
-            data += chunk
-    if not data:
-        raise RemoteProtocolError("the body must be a repository block stream (CAR)")
-    return data  # type: ignore[return-value]  # read_car takes any buffer
+        pending = bytearray()
+        async with asyncio.timeout(deadline):
+            async for chunk in request.content.iter_chunked(1 << 16):
+                size += len(chunk)
+                if size > limit or (declared is not None and size > declared):
+                    raise too_large
+                pending += chunk
+                if len(pending) >= 1 << 20:
+                    await asyncio.to_thread(out.write, pending)
+                    pending = bytearray()
+        await asyncio.to_thread(out.write, pending)
+        if size == 0:
+            raise RemoteProtocolError("the body must be a repository block stream (CAR)")
+        out.flush()
+        return out
+    except TimeoutError:
+        out.close()
+        raise RemoteProtocolError(
+            f"the import body was not received within {deadline:.0f}s",
+            error="RequestTimeout",
+            status=408,
+        ) from None
+    except BaseException:
+        out.close()
+        raise
 
 
 async def import_repo(request: web.Request) -> web.Response:
@@ -623,9 +636,11 @@ async def import_repo(request: web.Request) -> web.Response:
     account's and signed by a signing key its identity log has named; it replaces the
     held head only if it wins by the head rule (a newer replica here is kept).
 
-    An import holds the stream and its blocks in memory, so a node runs one at a
-    time: another waits ``import_wait`` seconds for it, then answers 429; and each
-    account may start ``imports_per_hour``."""
+    The stream is received into a temporary file (at most ``max_import_bytes``,
+    within ``import_timeout`` seconds) and its blocks are parsed in memory, so a node
+    runs one import at a time: another waits ``import_wait`` seconds for it, then
+    answers 429; the slot is released on every way out, at the latest when the
+    deadline passes; and each account may start ``imports_per_hour``."""
     node, row = await _account(request)
     portability = node.portability
     portability.import_limits.check(row.did)
@@ -646,7 +661,14 @@ async def import_repo(request: web.Request) -> web.Response:
 async def _import_repo(node: Node, row: AccountRow, request: web.Request) -> web.Response:
     did = row.did
     limit = node.portability.max_import_bytes
-    roots, blocks = read_car(await _read_car(request, limit), max_total=limit)
+    spool = node.config.data_dir
+    with await _read_car(request, limit, node.config.import_timeout, spool) as body:
+        # Read once it is whole and known to be within the limit: one allocation of
+        # its real size (not of what the client declared), freed after parsing.
+        body.seek(0)
+        data = await asyncio.to_thread(body.read)
+    roots, blocks = read_car(data, max_total=limit)
+    del data
     if not roots or roots[0] not in blocks:
         raise DecodeError("the block stream lacks its head commit")
     commit_cid = roots[0]

@@ -211,10 +211,15 @@ class Cluster:
             i = node.index
             near = {b for a, b in self.edges if a == i} | {a for a, b in self.edges if b == i}
             peers = [self.nodes[j].url for j in sorted(near) if j < i and self.nodes[j].url]
+            inbound = len(near)
         else:
             peers = [self.links[e].url for e in self.edges if e[0] == node.index]
+            inbound = sum(1 for e in self.edges if e[1] == node.index)
         room = int(self.settings.get("max_peers", 8))
         out = {**self.settings, "peers": peers, "max_peers": max(room, len(peers))}
+        # A full mesh of many nodes dials the last ones more than a node takes by
+        # default; the fake peers a scenario adds need room too.
+        out.setdefault("max_inbound_peers", max(32, inbound + 16))
         if node.clock_skew:
             out["clock_skew"] = node.clock_skew
         return out
