@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import secrets
@@ -55,8 +56,10 @@ from protocol.syntax import (
 
 from .auth import Authenticator, Principal, hash_password, parse_bearer, verify_password
 from .config import NodeConfig, NodeSecrets, load_or_create_secrets
+from .datalock import DataDirLock
 from .federation import Federation, label_row
 from .firehose import Firehose
+from .logs import fields
 from .moderation import MODERATION_KEY, Moderation, labels_middleware, moderation_routes
 from .portability import ROUTES as PORTABILITY_ROUTES
 from .portability import Portability, create_account_for_did, same_url
@@ -66,7 +69,7 @@ from .storage import SqliteSessionStore, SqliteStorage
 from .views import Views
 from .web import add_web_routes
 
-__all__ = ["VERSION", "Node"]
+__all__ = ["VERSION", "Node", "PortInUse"]
 
 VERSION = "0.1.0"
 log = logging.getLogger("skyfed.node")
@@ -167,12 +170,29 @@ def _b_cid(body: dict[str, Any], name: str) -> CID | None:
 # -- the node ------------------------------------------------------------------------
 
 
+class PortInUse(OSError):
+    """The address a node was told to listen on is taken."""
+
+    def __init__(self, host: str, port: int):
+        super().__init__(
+            errno.EADDRINUSE,
+            f"port {port} on {host} is already in use (another node?): "
+            "pick another with --port, or --port 0 for a free one",
+        )
+        self.host = host
+        self.port = port
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 class Node:
     """One skyfed node: storage, accounts, repos, firehose, HTTP server."""
 
     def __init__(self, config: NodeConfig, secrets_: NodeSecrets | None = None):
         self.config = config
         self.secrets = secrets_ or load_or_create_secrets(config.data_dir)
+        self.lock = DataDirLock(config.data_dir)
         self.storage = SqliteStorage(config.db_path)
         self.repos = RepoManager(
             self.storage, clock_id=secrets.randbelow(1024), now=self.wall_clock
@@ -244,31 +264,51 @@ class Node:
 
     # -- life cycle --------------------------------------------------------------
     async def start(self) -> str:
-        await self.storage.open()
-        await self.moderation.load()
-        await self.firehose.start()
-        app = make_app(self)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
-        await site.start()
-        server = site._server
-        assert server is not None
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self.config.port
-        log.info("skyfed node %s listening on %s", self.node_did, self.url)
-        await self.federation.start()
+        """Lock the data dir, open storage, bind, link to peers. On failure, undo it all.
+
+        Raises :class:`DataDirInUse` if another node runs on this data dir and
+        :class:`PortInUse` if the address is taken."""
+        self.lock.acquire()
+        try:
+            await self.storage.open()
+            await self.moderation.load()
+            await self.firehose.start()
+            app = make_app(self)
+            self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, self.config.host, self.config.port)
+            try:
+                await site.start()
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    raise PortInUse(self.config.host, self.config.port) from e
+                raise
+            server = site._server
+            assert server is not None
+            sockets = getattr(server, "sockets", None) or []
+            self.port = sockets[0].getsockname()[1] if sockets else self.config.port
+            log.info(
+                "node listening",
+                extra=fields(node=self.node_did, url=self.url, data_dir=str(self.config.data_dir)),
+            )
+            await self.federation.start()
+        except BaseException:
+            await self.stop()
+            raise
         return self.url
 
     async def stop(self) -> None:
-        await self.federation.stop()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
-        await self.storage.close()
+        try:
+            await self.federation.stop()
+            if self._runner is not None:
+                await self._runner.cleanup()
+                self._runner = None
+            if self._http is not None:
+                await self._http.close()
+                self._http = None
+            await self.storage.close()
+        finally:
+            self.lock.release()
 
     def http_session(self) -> aiohttp.ClientSession:
         """The node's own client session (for peers), closed on stop."""
