@@ -59,11 +59,11 @@ from .config import NodeConfig, NodeSecrets, load_or_create_secrets
 from .datalock import DataDirLock
 from .federation import Federation, label_row
 from .firehose import Firehose
-from .logs import fields
+from .logs import LogLimiter, fields
 from .moderation import MODERATION_KEY, Moderation, labels_middleware, moderation_routes
 from .portability import ROUTES as PORTABILITY_ROUTES
 from .portability import Portability, create_account_for_did, same_url
-from .ratelimit import RequestLimiter, WriteLimiter, client_key
+from .ratelimit import RateLimited, RequestLimiter, WriteLimiter, client_key
 from .repos import RepoManager, iso_now
 from .storage import SqliteSessionStore, SqliteStorage
 from .views import Views
@@ -193,6 +193,8 @@ class Node:
         self.config = config
         self.secrets = secrets_ or load_or_create_secrets(config.data_dir)
         self.lock = DataDirLock(config.data_dir)
+        # For lines a client can cause (rate-limit hits): bounded per interval.
+        self.log_limit = LogLimiter(log)
         self.storage = SqliteStorage(config.db_path)
         self.repos = RepoManager(
             self.storage, clock_id=secrets.randbelow(1024), now=self.wall_clock
@@ -415,6 +417,15 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         response = await handler(request)
     except RemoteProtocolError as e:
+        if isinstance(e, RateLimited):
+            node.log_limit.log(
+                "ratelimit",
+                logging.INFO,
+                "rate limited",
+                client=request.remote,
+                nsid=nsid,
+                why=e.message[:200],
+            )
         headers = getattr(e, "headers", None)
         if callable(headers):
             headers = headers()

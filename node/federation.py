@@ -57,6 +57,7 @@ from protocol.peerwire import (
 )
 from protocol.plumtree import Deliver, Plumtree, SendGraft, SendIHave, SendPrune, SendPush
 
+from .logs import LogLimiter, fields
 from .repos import iso_now
 from .rtt import RttEstimator
 from .storage import CommitBatch, LabelRow
@@ -149,6 +150,7 @@ class PeerLink:
         self.bytes_in = 0
         self.bytes_out = 0
         self.closed = asyncio.Event()
+        self.close_reason = "connection ended"
 
     def send(self, t: str, **fields: Any) -> None:
         data = encode_message(t, **fields)
@@ -160,7 +162,7 @@ class PeerLink:
 
     def close(self, why: str) -> None:
         if not self.closed.is_set():
-            log.info("link %s closing: %s", self.peer_did or self.url, why)
+            self.close_reason = why  # logged with "peer unlinked"
             self.closed.set()
 
     def lost(self) -> None:
@@ -334,6 +336,9 @@ class Federation:
         self.reconcile_interval = cfg.reconcile_interval
         self.config_rate = float(cfg.peer_message_rate)
         self.cooloff = cfg.peer_cooloff
+        # Remote parties cause these lines (links, forgeries): a bounded number per
+        # interval, then one summary.
+        self.log_limit = LogLimiter(log)
         self.links: dict[str, PeerLink] = {}
         self.known_urls: OrderedDict[str, None] = OrderedDict((u, None) for u in self.static_peers)
         self._blocked: dict[str, float] = {}  # node DID or URL -> until (monotonic)
@@ -453,6 +458,15 @@ class Federation:
             existing.close("replaced by a newer link")
         self.links[link.peer_did] = link
         self.plumtree.add_peer(link.peer_did)
+        self.log_limit.log(
+            "link",
+            logging.INFO,
+            "peer linked",
+            peer=link.peer_did,
+            url=link.url or link.peer_url,
+            direction="out" if link.outbound else "in",
+            links=len(self.links),
+        )
         if link.peer_url and link.share:
             self.known_urls[link.peer_url] = None
         if self.share_peers:
@@ -469,6 +483,15 @@ class Federation:
             if self.links.get(link.peer_did) is link:
                 del self.links[link.peer_did]
                 self.plumtree.remove_peer(link.peer_did)
+                self.log_limit.log(
+                    "link",
+                    logging.INFO,
+                    "peer unlinked",
+                    peer=link.peer_did,
+                    url=link.url or link.peer_url,
+                    reason=link.close_reason,
+                    links=len(self.links),
+                )
 
     def block(self, who: str, seconds: float = 1e9) -> None:
         """Cut off a peer (node DID or URL) and refuse it until unblocked/expired."""
@@ -491,8 +514,23 @@ class Federation:
 
     def penalize(self, link: PeerLink, points: int, why: str) -> None:
         link.score -= points
-        log.warning("peer %s: %s (score %d)", link.peer_did, why, link.score)
+        self.log_limit.log(
+            "refused",
+            logging.WARNING,
+            "peer refused",
+            peer=link.peer_did,
+            why=why[:200],
+            score=link.score,
+        )
         if link.score <= _CUTOFF_SCORE:
+            self.log_limit.log(
+                "cutoff",
+                logging.WARNING,
+                "peer cut off",
+                peer=link.peer_did,
+                url=link.url,
+                seconds=self.cooloff,
+            )
             # Only what is verified: the node key, and a URL we dialled ourselves
             # (the URL in a hello is a claim anyone could make about another node).
             self.block(link.peer_did, self.cooloff)
@@ -1129,11 +1167,26 @@ class Federation:
             await asyncio.sleep(min(link.rtt.timeout, self.reconcile_interval))
 
     async def _reconcile_quietly(self, link: PeerLink) -> None:
+        started = time.monotonic()
         try:
-            await self.reconcile(link)
+            offered, asked = await self.reconcile(link)
         except (PeerError, SkyfedError, TimeoutError, ConnectionError, KeyError) as e:
             # One peer's failure must not end reconciliation with every other peer.
-            log.info("reconcile with %s failed: %s", link.peer_did, e)
+            self.log_limit.log(
+                "reconcile", logging.INFO, "reconcile failed", peer=link.peer_did, error=str(e)
+            )
+            return
+        # A round that found nothing to do is the common case: only at debug level.
+        log.log(
+            logging.INFO if offered or asked else logging.DEBUG,
+            "reconciled",
+            extra=fields(
+                peer=link.peer_did,
+                offered=offered,  # items the peer lacked: their heads sent to it
+                asked=asked,  # items we lacked: asked for and considered
+                seconds=round(time.monotonic() - started, 3),
+            ),
+        )
 
     async def reconcile(self, link: PeerLink) -> tuple[int, int]:
         """Run negentropy with ``link`` as the initiator; fetch what we lack and tell

@@ -11,8 +11,8 @@ which prints, in the default text format,
 and with ``--log-format json`` one JSON object per line with ``ts``, ``level``,
 ``logger``, ``msg`` and the fields.
 
-Whatever a remote party can cause (a refused forgery, a rate-limit hit) goes
-through a :class:`LogLimiter`: the first line of a kind in an interval is written,
+Whatever a remote party can cause (a link, a refused forgery, a rate-limit hit)
+goes through a :class:`LogLimiter`: the first few lines in an interval are written,
 the rest are counted and summed up in one line when the interval is over, so a
 hostile peer or client cannot flood the log or the disk.
 """
@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 __all__ = [
+    "DEFAULT_BURST",
     "DEFAULT_SUMMARY_INTERVAL",
     "LOG_FORMATS",
     "JsonFormatter",
@@ -39,12 +40,14 @@ __all__ = [
 #: Log formats ``--log-format`` takes.
 LOG_FORMATS = ("text", "json")
 
-#: Seconds over which a :class:`LogLimiter` writes one line per kind, then a summary.
+#: Seconds over which a :class:`LogLimiter` writes at most ``DEFAULT_BURST`` lines
+#: (then one summary line for the rest).
 DEFAULT_SUMMARY_INTERVAL = 60.0
+DEFAULT_BURST = 20
 
-#: Distinct kinds a :class:`LogLimiter` tracks at once (kinds are chosen by us, not by
-#: the remote party, but a bound keeps it honest).
-MAX_KINDS = 256
+#: Distinct kinds a :class:`LogLimiter` counts separately (kinds are chosen by our
+#: code, not by the remote party, but a bound keeps it honest).
+MAX_KINDS = 64
 
 _FIELDS = "skyfed_fields"
 
@@ -116,43 +119,55 @@ def configure_logging(
 
 
 class LogLimiter:
-    """At most one line per kind per ``interval`` seconds, then one summary line.
+    """At most ``burst`` lines per kind per ``interval`` seconds, then one summary line.
 
-    ``log(kind, level, msg, **fields)`` writes the first event of ``kind`` in an
-    interval; later ones in the same interval are only counted. The next event of that
-    kind after the interval first writes ``"<kind>: N more suppressed"`` with the
-    count, so a flood costs two lines per interval and its size is still on record.
+    For events a remote party can cause. A kind is a category our code names ("link",
+    "refused", "ratelimit"), so a flood of one kind does not silence another. Within
+    an interval the first ``burst`` events of a kind are written and the rest only
+    counted; the first event of that kind after the interval first writes one summary
+    (``"suppressed N log lines"``), so a flood costs ``burst + 1`` lines per interval
+    and its size is still on record.
     """
 
     def __init__(
         self,
         logger: logging.Logger,
+        *,
+        burst: int = DEFAULT_BURST,
         interval: float = DEFAULT_SUMMARY_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.logger = logger
+        self.burst = burst
         self.interval = interval
         self.clock = clock
-        # kind -> (interval start, suppressed count)
-        self._kinds: dict[str, tuple[float, int]] = {}
+        # kind -> [interval start, lines written, events suppressed]
+        self._kinds: dict[str, list[float]] = {}
 
     def log(self, kind: str, level: int, msg: str, **values: Any) -> bool:
-        """Write or count one event; True if it was written."""
+        """Write or count one event of ``kind``; True if it was written."""
         if not self.logger.isEnabledFor(level):
             return False
         now = self.clock()
-        start, suppressed = self._kinds.get(kind, (None, 0))
-        if start is not None and now - start < self.interval:
-            self._kinds[kind] = (start, suppressed + 1)
+        state = self._kinds.get(kind)
+        if state is None:
+            if len(self._kinds) >= MAX_KINDS:
+                kind = "other"
+            state = self._kinds.setdefault(kind, [now, 0, 0])
+        if now - state[0] >= self.interval:
+            self._summarize(kind, state)
+            state[:] = [now, 0, 0]
+        if state[1] >= self.burst:
+            state[2] += 1
             return False
-        if suppressed:
-            self.logger.log(
-                level,
-                f"{kind}: {suppressed} more suppressed",
-                extra=fields(kind=kind, suppressed=suppressed, seconds=self.interval),
-            )
-        if kind not in self._kinds and len(self._kinds) >= MAX_KINDS:
-            self._kinds.pop(next(iter(self._kinds)))
-        self._kinds[kind] = (now, 0)
-        self.logger.log(level, msg, extra=fields(**values))
+        state[1] += 1
+        self.logger.log(level, msg, extra=fields(kind=kind, **values))
         return True
+
+    def _summarize(self, kind: str, state: list[float]) -> None:
+        if state[2]:
+            self.logger.warning(
+                "suppressed %d log lines",
+                int(state[2]),
+                extra=fields(kind=kind, suppressed=int(state[2]), interval=self.interval),
+            )
