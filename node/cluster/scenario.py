@@ -620,8 +620,8 @@ async def run_scenario(
     started = time.monotonic()
     cluster = scenario.make_cluster(workdir)
     say("phase", {"text": f"starting {scenario.cluster.nodes} nodes"})
-    await cluster.start()
     try:
+        await cluster.start()  # in the try: Ctrl-C mid-start must stop the nodes started
         workload = Workload(cluster, scenario.workload, seed=scenario.seed)
         if on_start is not None:
             on_start(cluster, workload)
