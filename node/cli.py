@@ -1,8 +1,8 @@
 """The ``skyfed`` command line.
 
-    skyfed node init  [--data-dir DIR] [--config FILE]
+    skyfed node init  [--data-dir DIR] [--config FILE] [--port P] [--peer URL ...] [--update]
     skyfed node start [--config FILE] [--data-dir DIR] [--host H] [--port P] [--public-url URL]
-                      [--peer URL ...] [--reconcile-interval SECONDS]
+                      [--peer URL ...] [--reconcile-interval SECONDS] [--log-format text|json]
 
     skyfed account create HANDLE [--node URL] [--password-stdin] [--no-rotation-key]
     skyfed account export [HANDLE] [--out PREFIX]     skyfed account import FILE
@@ -31,6 +31,13 @@ beside it in ``rotation_keys.json``, also 0600.
 
 Errors are one clear line on stderr and exit status 1, never a traceback; usage
 errors exit 2.
+
+A node holds a lock on its data dir while it runs (node/datalock.py): a second
+``node start`` on it fails with "in use by pid N". A start that fails (the port is
+taken) removes what it created. ``node init`` writes the config file with a random
+``admin_token`` (mode 0600); run again, it reports each flag as kept or ignored, or
+with ``--update`` writes them. The node logs to stderr (node/logs.py): key=value text,
+or one JSON object a line with ``--log-format json``; ``-v`` adds debug lines.
 """
 
 from __future__ import annotations
@@ -387,7 +394,10 @@ def _start_leftovers(data_dir: Path) -> Callable[[], None]:
     import shutil
 
     if not data_dir.exists():
-        return lambda: shutil.rmtree(data_dir, ignore_errors=True)
+        made = data_dir  # the outermost directory this start will create
+        while not made.parent.exists():
+            made = made.parent
+        return lambda: shutil.rmtree(made, ignore_errors=True)
     before = {p.name for p in data_dir.iterdir()}
 
     def clean() -> None:

@@ -730,7 +730,14 @@ class Federation:
             self.penalize(link, _FORGERY_PENALTY, f"rejected {kind}: {e}")
             return False
         except (PeerError, TimeoutError) as e:
-            log.info("cannot judge a %s from %s yet: %s", kind, link.peer_did, e)
+            self.log_limit.log(
+                "unjudged",
+                logging.INFO,
+                "cannot judge a push yet",
+                peer=link.peer_did,
+                push=kind,
+                error=str(e)[:200],
+            )
             return None
         return True
 
@@ -1052,7 +1059,14 @@ class Federation:
                     self.ingested += 1
                     return True
         except (PeerError, SkyfedError, TimeoutError, KeyError, IndexError) as e:
-            log.info("resync of %s from %s failed: %s", did, link.peer_did, e)
+            self.log_limit.log(
+                "resync",
+                logging.INFO,
+                "resync failed",
+                did=did,
+                peer=link.peer_did,
+                error=str(e)[:200],
+            )
             if isinstance(e, SkyfedError):
                 self.rejected += 1
                 self.penalize(link, _FORGERY_PENALTY, f"bad snapshot: {e}")
@@ -1173,7 +1187,11 @@ class Federation:
         except (PeerError, SkyfedError, TimeoutError, ConnectionError, KeyError) as e:
             # One peer's failure must not end reconciliation with every other peer.
             self.log_limit.log(
-                "reconcile", logging.INFO, "reconcile failed", peer=link.peer_did, error=str(e)
+                "reconcile",
+                logging.INFO,
+                "reconcile failed",
+                peer=link.peer_did,
+                error=str(e)[:200],
             )
             return
         # A round that found nothing to do is the common case: only at debug level.
@@ -1339,7 +1357,14 @@ class Federation:
             self.rejected += 1
             self.penalize(link, _FORGERY_PENALTY, f"bad labels from {src}: {e}")
         except (PeerError, TimeoutError) as e:
-            log.info("fetching labels of %s from %s failed: %s", src, link.peer_did, e)
+            self.log_limit.log(
+                "labels",
+                logging.INFO,
+                "fetching labels failed",
+                labeler=src,
+                peer=link.peer_did,
+                error=str(e)[:200],
+            )
         finally:
             self._label_fetches.discard(src)
 

@@ -29,6 +29,10 @@ def _record(msg: str, **values: object) -> logging.LogRecord:
 def test_text_format_is_key_value_and_quotes_spaces() -> None:
     line = TextFormatter().format(_record("peer linked", peer="did:key:z6Mk", why="a b"))
     assert line.endswith(' INFO  skyfed.test peer linked peer=did:key:z6Mk why="a b"')
+    # A peer's text cannot start a line of its own (forge a log entry).
+    forged = TextFormatter().format(_record("peer refused", why="x\n2026 INFO fake"))
+    assert "\n" not in forged
+    assert forged.endswith('why="x\\n2026 INFO fake"')
 
 
 def test_json_format_is_one_object_per_line() -> None:

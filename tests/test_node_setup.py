@@ -78,12 +78,12 @@ async def test_port_in_use_says_so_and_leaves_no_data_dir(tmp_path: Path) -> Non
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        data_dir = tmp_path / "never-ran"
+        data_dir = tmp_path / "new" / "never-ran"
         run = await skyfed("node", "start", "--data-dir", str(data_dir), "--port", str(port))
         assert run.rc == 1
         assert f"port {port} on 127.0.0.1 is already in use" in run.err
         assert "Traceback" not in run.err
-        assert not data_dir.exists()
+        assert not (tmp_path / "new").exists()
 
         # An existing data dir keeps what it had, and loses only what this start made.
         existing = tmp_path / "existing"
