@@ -189,10 +189,20 @@ class PortInUse(OSError):
 class Node:
     """One skyfed node: storage, accounts, repos, firehose, HTTP server."""
 
-    def __init__(self, config: NodeConfig, secrets_: NodeSecrets | None = None):
+    def __init__(
+        self,
+        config: NodeConfig,
+        secrets_: NodeSecrets | None = None,
+        *,
+        lock: DataDirLock | None = None,
+    ):
+        """``lock``: the data dir's lock, already held by the caller (who releases
+        it); without one the node takes it in :meth:`start` and drops it in
+        :meth:`stop`."""
         self.config = config
+        self._own_lock = lock is None
+        self.lock = lock or DataDirLock(config.data_dir)
         self.secrets = secrets_ or load_or_create_secrets(config.data_dir)
-        self.lock = DataDirLock(config.data_dir)
         # For lines a client can cause (rate-limit hits): bounded per interval.
         self.log_limit = LogLimiter(log)
         self.storage = SqliteStorage(config.db_path)
@@ -310,7 +320,8 @@ class Node:
                 self._http = None
             await self.storage.close()
         finally:
-            self.lock.release()
+            if self._own_lock:
+                self.lock.release()
 
     def http_session(self) -> aiohttp.ClientSession:
         """The node's own client session (for peers), closed on stop."""

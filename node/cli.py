@@ -410,29 +410,34 @@ def _start_leftovers(data_dir: Path) -> Callable[[], None]:
 
 async def _run_node(cfg: NodeConfig) -> None:
     from .app import Node
-    from .datalock import DataDirInUse
+    from .datalock import DataDirLock
 
     clean = _start_leftovers(cfg.data_dir)
+    # Locked before the node key is made, so two first starts cannot both make one,
+    # and held until the clean-up is done. DataDirInUse (raised here) touches nothing.
+    lock = DataDirLock(cfg.data_dir)
+    lock.acquire()
     try:
-        node = Node(cfg)
-        await node.start()
-    except DataDirInUse:
-        raise  # the files are the running node's
-    except BaseException:
-        clean()  # a node that never ran leaves no key or database behind
-        raise
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        print(f"skyfed node {node.node_did}", flush=True)
-        print(f"listening on {node.url}", flush=True)
-        _release_startup_memory()
-        await stop.wait()
-        print("shutting down", flush=True)
+        try:
+            node = Node(cfg, lock=lock)
+            await node.start()
+        except BaseException:
+            clean()  # a node that never ran leaves no key or database behind
+            raise
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            print(f"skyfed node {node.node_did}", flush=True)
+            print(f"listening on {node.url}", flush=True)
+            _release_startup_memory()
+            await stop.wait()
+            print("shutting down", flush=True)
+        finally:
+            await node.stop()
     finally:
-        await node.stop()
+        lock.release()
 
 
 def _cmd_node_start(args: argparse.Namespace) -> int:
