@@ -329,6 +329,7 @@ def _cmd_node_init(args: argparse.Namespace) -> int:
     if path is None:
         data_dir = Path(given.get("data_dir") or load_config(None).data_dir)
         path = data_dir / "skyfed.toml"
+    path = path.expanduser().resolve()  # printed to paste from anywhere
     if path.exists():
         with open(path, "rb") as f:
             current = tomllib.load(f)
