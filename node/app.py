@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import errno
 import itertools
 import json
 import logging
@@ -57,6 +58,7 @@ from protocol.syntax import (
 
 from .auth import Authenticator, Principal, hash_password, parse_bearer, verify_password
 from .config import NodeConfig, NodeSecrets, load_or_create_secrets
+from .datalock import DataDirLock
 from .federation import Federation, label_row
 from .firehose import Firehose
 from .handles import Handles
@@ -69,16 +71,17 @@ from .limits import (
     memory_budget,
     stream_chunks,
 )
+from .logs import LogLimiter, fields
 from .moderation import MODERATION_KEY, Moderation, labels_middleware, moderation_routes
 from .portability import ROUTES as PORTABILITY_ROUTES
 from .portability import Portability, create_account_for_did, same_url
-from .ratelimit import RequestLimiter, WriteLimiter, client_key
+from .ratelimit import RateLimited, RequestLimiter, WriteLimiter, client_key
 from .repos import RepoManager, iso_now
 from .storage import SqliteSessionStore, SqliteStorage
 from .views import Views
 from .web import add_web_routes
 
-__all__ = ["VERSION", "Node"]
+__all__ = ["VERSION", "Node", "PortInUse"]
 
 VERSION = "0.1.0"
 log = logging.getLogger("skyfed.node")
@@ -179,12 +182,41 @@ def _b_cid(body: dict[str, Any], name: str) -> CID | None:
 # -- the node ------------------------------------------------------------------------
 
 
+class PortInUse(OSError):
+    """The address a node was told to listen on is taken."""
+
+    def __init__(self, host: str, port: int):
+        super().__init__(
+            errno.EADDRINUSE,
+            f"port {port} on {host} is already in use (another node?): "
+            "pick another with --port, or --port 0 for a free one",
+        )
+        self.host = host
+        self.port = port
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 class Node:
     """One skyfed node: storage, accounts, repos, firehose, HTTP server."""
 
-    def __init__(self, config: NodeConfig, secrets_: NodeSecrets | None = None):
+    def __init__(
+        self,
+        config: NodeConfig,
+        secrets_: NodeSecrets | None = None,
+        *,
+        lock: DataDirLock | None = None,
+    ):
+        """``lock``: the data dir's lock, already held by the caller (who releases
+        it); without one the node takes it in :meth:`start` and drops it in
+        :meth:`stop`."""
         self.config = config
+        self._own_lock = lock is None
+        self.lock = lock or DataDirLock(config.data_dir)
         self.secrets = secrets_ or load_or_create_secrets(config.data_dir)
+        # For lines a client can cause (rate-limit hits): bounded per interval.
+        self.log_limit = LogLimiter(log)
         self.storage = SqliteStorage(config.db_path)
         self.handles = Handles(
             config.handle_domains,
@@ -275,50 +307,71 @@ class Node:
 
     # -- life cycle --------------------------------------------------------------
     async def start(self) -> str:
-        await self.storage.open()
-        await self.storage.write(self.handles.confirm_registered)
-        await self.moderation.load()
-        await self.firehose.start()
-        app = make_app(self)
-        # keepalive_timeout also closes a connection that never sends a request.
-        self._runner = web.AppRunner(
-            app,
-            access_log=None,
-            handle_signals=False,
-            keepalive_timeout=self.config.idle_timeout,
-            lingering_time=LINGER,
-        )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
-        await site.start()
-        server = site._server
-        assert server is not None
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self.config.port
-        log.info("skyfed node %s listening on %s", self.node_did, self.url)
-        lines = list(budget_lines(self.config))
-        log.info("memory bounds: %s", "; ".join(lines))
-        if self._budget_over():
-            log.warning(
-                "the memory bounds add up to more than memory_ceiling_mb (%s): %s",
-                self.config.memory_ceiling_mb,
-                lines[-1],
+        """Lock the data dir, open storage, bind, link to peers. On failure, undo it all.
+
+        Raises :class:`DataDirInUse` if another node runs on this data dir and
+        :class:`PortInUse` if the address is taken."""
+        self.lock.acquire()
+        try:
+            await self.storage.open()
+            await self.storage.write(self.handles.confirm_registered)
+            await self.moderation.load()
+            await self.firehose.start()
+            app = make_app(self)
+            # keepalive_timeout also closes a connection that never sends a request.
+            self._runner = web.AppRunner(
+                app,
+                access_log=None,
+                handle_signals=False,
+                keepalive_timeout=self.config.idle_timeout,
+                lingering_time=LINGER,
             )
-        await self.federation.start()
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, self.config.host, self.config.port)
+            try:
+                await site.start()
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    raise PortInUse(self.config.host, self.config.port) from e
+                raise
+            server = site._server
+            assert server is not None
+            sockets = getattr(server, "sockets", None) or []
+            self.port = sockets[0].getsockname()[1] if sockets else self.config.port
+            log.info(
+                "node listening",
+                extra=fields(node=self.node_did, url=self.url, data_dir=str(self.config.data_dir)),
+            )
+            lines = list(budget_lines(self.config))
+            log.info("memory bounds: %s", "; ".join(lines))
+            if self._budget_over():
+                log.warning(
+                    "the memory bounds add up to more than memory_ceiling_mb (%s): %s",
+                    self.config.memory_ceiling_mb,
+                    lines[-1],
+                )
+            await self.federation.start()
+        except BaseException:
+            await self.stop()
+            raise
         return self.url
 
     def _budget_over(self) -> bool:
         return sum(memory_budget(self.config).values()) > self.config.memory_ceiling_mb * 2**20
 
     async def stop(self) -> None:
-        await self.federation.stop()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
-        await self.storage.close()
+        try:
+            await self.federation.stop()
+            if self._runner is not None:
+                await self._runner.cleanup()
+                self._runner = None
+            if self._http is not None:
+                await self._http.close()
+                self._http = None
+            await self.storage.close()
+        finally:
+            if self._own_lock:
+                self.lock.release()
 
     def http_session(self) -> aiohttp.ClientSession:
         """The node's own client session (for peers), closed on stop."""
@@ -488,6 +541,15 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         response = await handler(request)
     except RemoteProtocolError as e:
+        if isinstance(e, RateLimited):
+            node.log_limit.log(
+                "ratelimit",
+                logging.INFO,
+                "rate limited",
+                client=request.remote,
+                nsid=nsid,
+                why=e.message[:200],
+            )
         headers = getattr(e, "headers", None)
         if callable(headers):
             headers = headers()

@@ -1,8 +1,8 @@
 """The ``skyfed`` command line.
 
-    skyfed node init  [--data-dir DIR] [--config FILE]
+    skyfed node init  [--data-dir DIR] [--config FILE] [--port P] [--peer URL ...] [--update]
     skyfed node start [--config FILE] [--data-dir DIR] [--host H] [--port P] [--public-url URL]
-                      [--peer URL ...] [--reconcile-interval SECONDS]
+                      [--peer URL ...] [--reconcile-interval SECONDS] [--log-format text|json]
 
     skyfed account create HANDLE [--node URL] [--password-stdin] [--no-rotation-key]
     skyfed account export [HANDLE] [--out PREFIX]     skyfed account import FILE
@@ -31,12 +31,20 @@ beside it in ``rotation_keys.json``, also 0600.
 
 Errors are one clear line on stderr and exit status 1, never a traceback; usage
 errors exit 2.
+
+A node holds a lock on its data dir while it runs (node/datalock.py): a second
+``node start`` on it fails with "in use by pid N". A start that fails (the port is
+taken) removes what it created. ``node init`` writes the config file with a random
+``admin_token`` (mode 0600); run again, it reports each flag as kept or ignored, or
+with ``--update`` writes them. The node logs to stderr (node/logs.py): key=value text,
+or one JSON object a line with ``--log-format json``; ``-v`` adds debug lines.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ctypes
 import dataclasses
 import gc
@@ -51,7 +59,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import NodeConfig, load_config, load_or_create_secrets
+from .config import NodeConfig, describe_settings, load_config, load_or_create_secrets
+from .logs import LOG_FORMATS
 
 __all__ = ["main"]
 
@@ -143,12 +152,27 @@ def build_parser() -> argparse.ArgumentParser:
         description="Create the data directory, the node key and a config file.",
     )
     _node_options(init)
+    init.add_argument(
+        "--update",
+        action="store_true",
+        help="write the given flags into an existing config file (and add an admin "
+        "token if it has none) instead of reporting them as ignored",
+    )
     start = node_sub.add_parser(
         "start",
         help="start a node and serve until Ctrl-C",
-        description="Start a node; Ctrl-C or SIGTERM shuts it down cleanly.",
+        description="Start a node; Ctrl-C or SIGTERM shuts it down cleanly. Flags "
+        "override the config file, which overrides the defaults.",
+        epilog="settings the --config TOML file takes (name = default):\n" + describe_settings(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _node_options(start)
+    start.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="log lines on stderr as key=value text (default) or one JSON object each",
+    )
 
     common = [_client_options()]
 
@@ -250,29 +274,120 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The settings ``node init`` writes into a new config file whether or not they were
+# given (so the file shows an operator where to change them).
+_INIT_SETTINGS = ("data_dir", "host", "port", "handle_domains")
+
+
+_FLAGS = {"peers": "--peer", "handle_domains": "--handle-domain"}
+
+
+def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The node settings named on the command line, as TOML values."""
+    given = {
+        "data_dir": args.data_dir,
+        "host": args.host,
+        "port": args.port,
+        "public_url": args.public_url,
+        "handle_domains": args.handle_domains,
+        "peers": args.peers,
+        "reconcile_interval": args.reconcile_interval,
+    }
+    return {k: _toml_value(v) for k, v in given.items() if v is not None}
+
+
+def _toml_value(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value.expanduser().resolve())  # the node may start from another cwd
+    if isinstance(value, tuple | list):
+        return [_toml_value(v) for v in value]
+    return value
+
+
+def _write_config(path: Path, values: dict[str, Any], *, replace: bool) -> None:
+    """Write a node's TOML file, readable by its owner alone (it holds the admin token)."""
+    import tomli_w
+
+    text = "# skyfed node settings; every setting: `skyfed node start --help`\n"
+    text += tomli_w.dumps(values)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    if replace:
+        os.replace(tmp, path)
+    else:
+        os.link(tmp, path)  # fails if the file appeared meanwhile
+        tmp.unlink()
+
+
 def _cmd_node_init(args: argparse.Namespace) -> int:
-    cfg = _config(args)
-    secrets = load_or_create_secrets(cfg.data_dir)
-    path = args.config or cfg.data_dir / "skyfed.toml"
-    if not path.exists():
-        domains = ", ".join(f'"{d}"' for d in cfg.handle_domains)
-        # A node with a domain of its own shares none: only it confirms handles
-        # under it, and no other node's confirmation counts without a pin
-        # (docs/security.md, Handles). The default domain is the harness's shared one.
-        default = cfg.handle_domains == NodeConfig().handle_domains
-        shared = ", ".join(f'"{d}"' for d in cfg.shared_handle_domains) if default else ""
-        path.write_text(
-            "# skyfed node settings; see `skyfed node start --help`\n"
-            f'data_dir = "{cfg.data_dir}"\n'
-            f'host = "{cfg.host}"\n'
-            f"port = {cfg.port}\n"
-            f"handle_domains = [{domains}]\n"
-            f"shared_handle_domains = [{shared}]\n"
-        )
-    print(f"node key:   {secrets.node_key.did_key()}")
+    """Make (or, with --update, change) a node's data dir, secrets and config file.
+
+    On an existing config file, flags that disagree with it are reported as ignored
+    unless ``--update`` is given, never dropped silently."""
+    import secrets as secrets_module
+    import tomllib
+
+    given = _given_settings(args)
+    path = args.config
+    if path is None:
+        data_dir = Path(given.get("data_dir") or load_config(None).data_dir)
+        path = data_dir / "skyfed.toml"
+    path = path.expanduser().resolve()  # printed to paste from anywhere
+    if path.exists():
+        with open(path, "rb") as f:
+            current = tomllib.load(f)
+        cfg = load_config(path)  # refuses unknown settings before anything is changed
+        kept, ignored, changed = [], [], []
+        for name, value in given.items():
+            old = current.get(name)
+            if old == value:
+                kept.append(f"{name} = {value!r}")
+            elif args.update:
+                changed.append(f"{name}: {old!r} -> {value!r}")
+                current[name] = value
+            else:
+                flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
+                ignored.append(f"{flag} {value!r} (the file has {old!r})")
+        if args.update and not current.get("admin_token"):
+            current["admin_token"] = secrets_module.token_urlsafe(32)
+            changed.append("admin_token: added")
+        if changed:
+            _write_config(path, current, replace=True)
+            cfg = load_config(path)
+        print(f"config:     {path} (existing)")
+        for line in changed:
+            print(f"  updated   {line}")
+        for line in kept:
+            print(f"  kept      {line}")
+        for line in ignored:
+            print(f"  ignored   {line}")
+        if ignored:
+            print("  (run `skyfed node init --update` with the same flags to write them)")
+        if not current.get("admin_token"):
+            print("  no admin_token: `skyfed node init --update` adds one")
+    else:
+        cfg = load_config(None, **given)
+        values: dict[str, Any] = {n: _toml_value(getattr(cfg, n)) for n in _INIT_SETTINGS}
+        values.update(given)
+        # A node with a domain of its own shares none: only it confirms handles under
+        # it, and no other node's confirmation counts without a pin (docs/security.md,
+        # Handles). The default domain is the harness's shared one.
+        if "shared_handle_domains" not in given:
+            default = cfg.handle_domains == NodeConfig().handle_domains
+            values["shared_handle_domains"] = list(cfg.shared_handle_domains) if default else []
+        values["admin_token"] = secrets_module.token_urlsafe(32)
+        _write_config(path, values, replace=False)
+        print(f"config:     {path} (new, mode 0600: it holds the admin token)")
+    node_secrets = load_or_create_secrets(cfg.data_dir)
+    print(f"node key:   {node_secrets.node_key.did_key()}")
     print(f"data dir:   {cfg.data_dir}")
-    print(f"config:     {path}")
     print(f"start with: skyfed node start --config {path}")
+    print(f"admin with: skyfed admin takedown HANDLE --reason TEXT --node-config {path}")
     return 0
 
 
@@ -308,24 +423,63 @@ def _return_large_buffers() -> None:
         pass
 
 
+def _start_leftovers(data_dir: Path) -> Callable[[], None]:
+    """A function that removes what a node start is about to create in ``data_dir``
+    (the directory itself if it is new, else only the new files in it)."""
+    import shutil
+
+    if not data_dir.exists():
+        made = data_dir  # the outermost directory this start will create
+        while not made.parent.exists():
+            made = made.parent
+        return lambda: shutil.rmtree(made, ignore_errors=True)
+    before = {p.name for p in data_dir.iterdir()}
+
+    def clean() -> None:
+        for p in data_dir.iterdir():
+            if p.name not in before and p.is_file():
+                p.unlink(missing_ok=True)
+
+    return clean
+
+
 async def _run_node(cfg: NodeConfig) -> None:
     from .app import Node
+    from .datalock import DataDirLock
 
     _return_large_buffers()
-    node = Node(cfg)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with node:
-        print(f"skyfed node {node.node_did}", flush=True)
-        print(f"listening on {node.url}", flush=True)
-        _release_startup_memory()
-        await stop.wait()
-        print("shutting down", flush=True)
+    clean = _start_leftovers(cfg.data_dir)
+    # Locked before the node key is made, so two first starts cannot both make one,
+    # and held until the clean-up is done. DataDirInUse (raised here) touches nothing.
+    lock = DataDirLock(cfg.data_dir)
+    lock.acquire()
+    try:
+        try:
+            node = Node(cfg, lock=lock)
+            await node.start()
+        except BaseException:
+            clean()  # a node that never ran leaves no key or database behind
+            raise
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            print(f"skyfed node {node.node_did}", flush=True)
+            print(f"listening on {node.url}", flush=True)
+            _release_startup_memory()
+            await stop.wait()
+            print("shutting down", flush=True)
+        finally:
+            await node.stop()
+    finally:
+        lock.release()
 
 
 def _cmd_node_start(args: argparse.Namespace) -> int:
+    from .logs import configure_logging
+
+    configure_logging(args.log_format, logging.DEBUG if args.verbose else logging.INFO)
     asyncio.run(_run_node(_config(args)))
     return 0
 
@@ -1034,13 +1188,34 @@ def _moderation_parsers(sub: Any, common: list[argparse.ArgumentParser]) -> None
 
 
 def _admin_token(args: argparse.Namespace) -> str:
-    token = os.environ.get("SKYFED_ADMIN_TOKEN")
+    """The admin token: --token-file, else --node-config, else $SKYFED_ADMIN_TOKEN,
+    else the default data dir's skyfed.toml (what `skyfed node init` wrote)."""
+    from .config import default_data_dir
+
+    looked: list[str] = []
+    token: str | None = None
     if args.token_file is not None:
         token = args.token_file.read_text().strip()
+        looked.append(f"--token-file {args.token_file} (empty)")
     elif args.node_config is not None:
         token = load_config(args.node_config).admin_token
+        looked.append(f"admin_token in --node-config {args.node_config} (not set)")
+    else:
+        token = os.environ.get("SKYFED_ADMIN_TOKEN")
+        looked.append("$SKYFED_ADMIN_TOKEN (unset)")
+        default = default_data_dir() / "skyfed.toml"
+        if not token and default.exists():
+            token = load_config(default).admin_token
+            looked.append(f"admin_token in {default} (not set)")
+        elif not token:
+            looked.append(f"{default} (no such file)")
     if not token:
-        raise CliError("no admin token: set $SKYFED_ADMIN_TOKEN or pass --token-file")
+        raise CliError(
+            "no admin token: looked at "
+            + "; ".join(looked)
+            + ". `skyfed node init` writes one into the node's skyfed.toml "
+            "(`--update` adds one to an existing file); pass it with --node-config FILE"
+        )
     return token
 
 

@@ -7,19 +7,29 @@ kept as files in the data directory with mode 0600 and made by ``skyfed node ini
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
 import os
 import secrets
+import textwrap
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import platformdirs
+import tomli_w
 
 from protocol.keys import SigningKey
 
-__all__ = ["NodeConfig", "NodeSecrets", "load_config", "load_or_create_secrets"]
+__all__ = [
+    "NodeConfig",
+    "NodeSecrets",
+    "describe_settings",
+    "load_config",
+    "load_or_create_secrets",
+]
 
 
 def default_data_dir() -> Path:
@@ -157,6 +167,67 @@ def load_config(path: Path | None, **overrides: Any) -> NodeConfig:
         if name in values:
             values[name] = tuple(d if d.startswith(".") else "." + d for d in values[name])
     return NodeConfig(**values)
+
+
+def _field_comments() -> dict[str, str]:
+    """Each field's ``#:`` comment in :class:`NodeConfig`'s source (empty if no source)."""
+    try:
+        source = inspect.getsource(NodeConfig)
+    except (OSError, TypeError):
+        return {}
+    lines = source.splitlines()
+    tree = ast.parse(inspect.cleandoc("\n" + source) if source[:1].isspace() else source)
+    cls = tree.body[0]
+    assert isinstance(cls, ast.ClassDef)
+    comments: dict[str, str] = {}
+    for node in cls.body:
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        doc: list[str] = []
+        i = node.lineno - 2
+        while i >= 0 and lines[i].strip().startswith("#:"):
+            doc.insert(0, lines[i].strip().removeprefix("#:").strip())
+            i -= 1
+        comments[node.target.id] = " ".join(doc)
+    return comments
+
+
+def _default_text(f: dataclasses.Field[Any]) -> str:
+    if f.default is not dataclasses.MISSING:
+        value: Any = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+    else:
+        return "(required)"
+    if value is None:
+        return "(unset)"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_default_value_text(v) for v in value) + "]"
+    return _default_value_text(value)
+
+
+def _default_value_text(value: Any) -> str:
+    if isinstance(value, Path):
+        value = str(value)
+    return tomli_w.dumps({"x": value}).strip().removeprefix("x = ")
+
+
+def describe_settings() -> str:
+    """Every setting the TOML file takes, with its default and what it does.
+
+    Made from :class:`NodeConfig` itself (names, defaults, ``#:`` comments), so the
+    list in ``skyfed node start --help`` cannot drift from what the loader accepts."""
+    comments = _field_comments()
+    out = []
+    for f in dataclasses.fields(NodeConfig):
+        out.append(f"  {f.name} = {_default_text(f)}")
+        if comments.get(f.name):
+            out.extend(
+                textwrap.wrap(
+                    comments[f.name], 84, initial_indent=" " * 6, subsequent_indent=" " * 6
+                )
+            )
+    return "\n".join(out)
 
 
 @dataclass(frozen=True, slots=True)

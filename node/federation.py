@@ -76,6 +76,7 @@ from protocol.peerwire import (
 )
 from protocol.plumtree import Deliver, Plumtree, SendGraft, SendIHave, SendPrune, SendPush
 
+from .logs import LogLimiter, fields
 from .repos import iso_now
 from .rtt import RttEstimator
 from .storage import CommitBatch, EquivocationRow, LabelRow
@@ -199,7 +200,7 @@ class PeerLink:
         self.heads_seen: OrderedDict[tuple[Any, ...], None] = OrderedDict()
         self._log_at = 0.0
         self._log_held = 0
-        self.close_reason = ""
+        self.close_reason = "connection ended"
 
     def send(self, t: str, **fields: Any) -> None:
         data = encode_message(t, **fields)
@@ -253,8 +254,7 @@ class PeerLink:
 
     def close(self, why: str, *, level: int = logging.INFO) -> None:
         if not self.closed.is_set():
-            log.log(level, "link %s closing: %s", self.peer_did or self.url, why)
-            self.close_reason = why
+            self.close_reason = why  # logged with "peer unlinked"
             self.closed.set()
 
     def lost(self) -> None:
@@ -528,6 +528,9 @@ class Federation:
         self.inbox_bytes = 0
         self.inbound = 0
         self.repo_answers = asyncio.Semaphore(REPO_ANSWERS_AT_ONCE)
+        # Remote parties cause these lines (links, forgeries): a bounded number per
+        # interval, then one summary.
+        self.log_limit = LogLimiter(log)
         self.links: dict[str, PeerLink] = {}
         self.known_urls: OrderedDict[str, None] = OrderedDict((u, None) for u in self.static_peers)
         self._blocked: dict[str, float] = {}  # node DID or URL -> until (monotonic)
@@ -673,6 +676,15 @@ class Federation:
             existing.close("replaced by a newer link")
         self.links[link.peer_did] = link
         self.plumtree.add_peer(link.peer_did)
+        self.log_limit.log(
+            "link",
+            logging.INFO,
+            "peer linked",
+            peer=link.peer_did,
+            url=link.url or link.peer_url,
+            direction="out" if link.outbound else "in",
+            links=len(self.links),
+        )
         if link.peer_url and link.share:
             self.known_urls[link.peer_url] = None
         if self.share_peers:
@@ -689,6 +701,15 @@ class Federation:
             if self.links.get(link.peer_did) is link:
                 del self.links[link.peer_did]
                 self.plumtree.remove_peer(link.peer_did)
+                self.log_limit.log(
+                    "link",
+                    logging.INFO,
+                    "peer unlinked",
+                    peer=link.peer_did,
+                    url=link.url or link.peer_url,
+                    reason=link.close_reason,
+                    links=len(self.links),
+                )
 
     def block(self, who: str, seconds: float = 1e9) -> None:
         """Cut off a peer (node DID or URL) and refuse it until unblocked/expired."""
@@ -711,8 +732,23 @@ class Federation:
 
     def penalize(self, link: PeerLink, points: int, why: str) -> None:
         link.score -= points
-        link.note(logging.WARNING, "peer %s: %s (score %d)", link.peer_did, why, link.score)
+        self.log_limit.log(
+            "refused",
+            logging.WARNING,
+            "peer refused",
+            peer=link.peer_did,
+            why=why[:200],
+            score=link.score,
+        )
         if link.score <= _CUTOFF_SCORE:
+            self.log_limit.log(
+                "cutoff",
+                logging.WARNING,
+                "peer cut off",
+                peer=link.peer_did,
+                url=link.url,
+                seconds=self.cooloff,
+            )
             # Only what is verified: the node key, and a URL we dialled ourselves
             # (the URL in a hello is a claim anyone could make about another node).
             self.block(link.peer_did, self.cooloff)
@@ -931,7 +967,14 @@ class Federation:
             self.penalize(link, _FORGERY_PENALTY, f"rejected {kind}: {e}")
             return None if kind == "commit" else False
         except (PeerError, TimeoutError) as e:
-            log.info("cannot judge a %s from %s yet: %s", kind, link.peer_did, e)
+            self.log_limit.log(
+                "unjudged",
+                logging.INFO,
+                "cannot judge a push yet",
+                peer=link.peer_did,
+                push=kind,
+                error=str(e)[:200],
+            )
             return None
         return True
 
@@ -1338,7 +1381,14 @@ class Federation:
                     self.ingested += 1
                     return True
         except (PeerError, SkyfedError, TimeoutError, KeyError, IndexError) as e:
-            log.info("resync of %s from %s failed: %s", did, link.peer_did, e)
+            self.log_limit.log(
+                "resync",
+                logging.INFO,
+                "resync failed",
+                did=did,
+                peer=link.peer_did,
+                error=str(e)[:200],
+            )
             if isinstance(e, SkyfedError):
                 self.rejected += 1
                 self.penalize(link, _FORGERY_PENALTY, f"bad snapshot: {e}")
@@ -1484,11 +1534,30 @@ class Federation:
             await asyncio.sleep(min(link.rtt.timeout, self.reconcile_interval))
 
     async def _reconcile_quietly(self, link: PeerLink) -> None:
+        started = time.monotonic()
         try:
-            await self.reconcile(link)
+            offered, asked = await self.reconcile(link)
         except (PeerError, SkyfedError, TimeoutError, ConnectionError, KeyError) as e:
             # One peer's failure must not end reconciliation with every other peer.
-            log.info("reconcile with %s failed: %s", link.peer_did, e)
+            self.log_limit.log(
+                "reconcile",
+                logging.INFO,
+                "reconcile failed",
+                peer=link.peer_did,
+                error=str(e)[:200],
+            )
+            return
+        # A round that found nothing to do is the common case: only at debug level.
+        log.log(
+            logging.INFO if offered or asked else logging.DEBUG,
+            "reconciled",
+            extra=fields(
+                peer=link.peer_did,
+                offered=offered,  # items the peer lacked: their heads sent to it
+                asked=asked,  # items we lacked: asked for and considered
+                seconds=round(time.monotonic() - started, 3),
+            ),
+        )
 
     async def reconcile(self, link: PeerLink) -> tuple[int, int]:
         """Run negentropy with ``link`` as the initiator; fetch what we lack and tell
@@ -1651,7 +1720,14 @@ class Federation:
             self.rejected += 1
             self.penalize(link, _FORGERY_PENALTY, f"bad labels from {src}: {e}")
         except (PeerError, TimeoutError) as e:
-            log.info("fetching labels of %s from %s failed: %s", src, link.peer_did, e)
+            self.log_limit.log(
+                "labels",
+                logging.INFO,
+                "fetching labels failed",
+                labeler=src,
+                peer=link.peer_did,
+                error=str(e)[:200],
+            )
         finally:
             self._label_fetches.discard(src)
 

@@ -53,6 +53,7 @@ from protocol.moderation import (
 from protocol.syntax import is_valid_did, validate_did
 
 from .index import index_record, unindex_record
+from .logs import fields
 from .ratelimit import RequestLimiter, client_key
 from .repos import iso_now
 
@@ -177,11 +178,10 @@ class Moderation:
         self._active[did] = takedown
         await self._applied(did, previous, takedown)
         log.warning(
-            "takedown #%d of %s (%s): %s",
-            row_id,
-            did,
-            ",".join(takedown.to_json()["scopes"]),
-            reason,
+            "takedown",
+            extra=fields(
+                id=row_id, did=did, scopes=",".join(takedown.to_json()["scopes"]), reason=reason
+            ),
         )
         return takedown
 
@@ -213,7 +213,7 @@ class Moderation:
         await self.node.storage.write(w)
         del self._active[did]
         await self._applied(did, previous, None)
-        log.warning("takedown #%d of %s reversed: %s", previous.id, did, reason)
+        log.warning("takedown reversed", extra=fields(id=previous.id, did=did, reason=reason))
         return reversed_
 
     async def _applied(self, did: str, before: Takedown | None, after: Takedown | None) -> None:

@@ -5,9 +5,12 @@
                       [--seed S] [--dir DIR]
     skyfed cluster down [--dir DIR]
 
-``run`` exits 0 when the verdict passes, 1 when it fails (and 2 for a bad file).
+``run`` exits 0 when the verdict passes, 1 when it fails (and 2 for a bad file, 130
+on Ctrl-C, after stopping every node it started and saying so).
 ``up`` starts the nodes, prints their URLs, writes ``DIR/cluster.json`` and stays in
-the foreground until Ctrl-C or ``skyfed cluster down`` (which signals it).
+the foreground until Ctrl-C or ``skyfed cluster down`` (which signals it). ``DIR``
+defaults to ``cluster`` in the user's state directory (platformdirs), not the
+current directory, so a run from a source tree leaves nothing in it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_commands", "run_command"]
+__all__ = ["add_commands", "default_cluster_dir", "run_command"]
+
+
+def default_cluster_dir() -> Path:
+    """Where ``cluster up`` keeps its nodes and ``cluster.json`` unless told."""
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("skyfed", appauthor=False)) / "cluster"
 
 
 def add_commands(sub: Any) -> None:
@@ -55,11 +65,19 @@ def add_commands(sub: Any) -> None:
     )
     up.add_argument("--degree", type=int, default=3, help="links per node for random")
     up.add_argument("--seed", type=int, default=0, help="seed for the random topology")
-    up.add_argument("--dir", type=Path, default=Path("skyfed-cluster"), help="data and state")
+    default_dir = default_cluster_dir()
+    up.add_argument(
+        "--dir",
+        type=Path,
+        default=default_dir,
+        help=f"the nodes' data and cluster.json (default {default_dir})",
+    )
     down = actions.add_parser(
         "down", help="stop a cluster started with `cluster up`", description="Stop it."
     )
-    down.add_argument("--dir", type=Path, default=Path("skyfed-cluster"), help="as given to up")
+    down.add_argument(
+        "--dir", type=Path, default=default_dir, help=f"as given to up (default {default_dir})"
+    )
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -79,30 +97,58 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from .console import RunDisplay, print_summary
+    from .console import RunDisplay, make_console, print_summary
     from .report import build_report
     from .scenario import load_scenario, run_scenario
 
     scenario = load_scenario(args.scenario)
-    console = Console(log_path=False)
+    console = make_console()
     out: Path = args.out or Path(f"cluster-{scenario.name}")
-    with RunDisplay(console, scenario.duration) as display:
-        ticker = asyncio.create_task(_tick(display))
-        try:
-            result, close = await run_scenario(
-                scenario, workdir=args.workdir, progress=display, on_start=display.attach
-            )
-        finally:
-            ticker.cancel()
+    display = RunDisplay(console, scenario.duration)
     try:
-        report = await build_report(result)
-    finally:
-        await close()
+        with display:
+            ticker = asyncio.create_task(_tick(display))
+            try:
+                result, close = await run_scenario(
+                    scenario, workdir=args.workdir, progress=display, on_start=display.attach
+                )
+            finally:
+                ticker.cancel()
+        try:
+            display.phase = "building the report"
+            report = await build_report(result)
+        finally:
+            await close()
+    except asyncio.CancelledError:
+        # Ctrl-C: run_scenario has stopped the nodes on its way out; say so.
+        print(_interrupted(display, args.workdir), file=sys.stderr, flush=True)
+        raise
     await asyncio.to_thread(_save, report, out)
     print_summary(console, report, str(out))
     return 0 if report.verdict.passed else 1
+
+
+def _interrupted(display: Any, workdir: Path | None) -> str:
+    """What Ctrl-C stopped, and where what is left of the run is."""
+    at = f" at t={display.elapsed():.1f}s" if display.t0 is not None else ""
+    lines = [f"interrupted during {display.phase}{at}; no report was written"]
+    cluster = display.cluster
+    if cluster is None:
+        lines.append("stopped the nodes being started")
+    else:
+        pids = [n.process.pid for n in cluster.nodes if n.process is not None]
+        running = [n.index for n in cluster.nodes if n.process is not None and n.process.running]
+        lines.append(
+            f"stopped {len(pids)} node processes (pids {', '.join(map(str, pids))})"
+            + (f"; still running: nodes {running}" if running else "")
+        )
+        if display.workload is not None:
+            lines.append(f"so far: {display.status()}")
+    if workdir is not None:
+        lines.append(f"the nodes' data dirs and logs are kept in {workdir}")
+    else:
+        lines.append("the nodes' data was in a temporary dir, now removed (--workdir DIR keeps it)")
+    return "\n".join(lines)
 
 
 def _save(report: Any, out: Path) -> None:

@@ -1,4 +1,10 @@
-"""The terminal side of a run: live progress while it runs, a summary at the end."""
+"""The terminal side of a run: live progress while it runs, a summary at the end.
+
+On a terminal: a progress bar with events logged above it. Piped or redirected
+(not a TTY): plain lines, one per phase and event and a status line every
+``PLAIN_STATUS_EVERY`` seconds, never wrapped, so a log file or a CI job shows the
+run as it goes.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,29 @@ from rich.table import Table
 
 from .report import Report
 
-__all__ = ["RunDisplay", "print_summary"]
+__all__ = ["PLAIN_STATUS_EVERY", "RunDisplay", "make_console", "print_summary"]
+
+#: Seconds between status lines when the output is not a terminal.
+PLAIN_STATUS_EVERY = 5.0
+
+#: What a failed write's error name means, for the summary.
+_FAILURE_MEANING = {
+    "ClientConnectorError": "could not connect: the home node was down",
+    "ServerDisconnectedError": "the home node went away mid-request",
+    "ClientOSError": "the connection broke",
+    "TimeoutError": "no answer in time",
+    "RateLimitExceeded": "refused by the home node's rate limit",
+    "AccountTakedown": "the account was taken down",
+}
+
+
+def make_console() -> Console:
+    """A console for a run: on a terminal as usual; otherwise one that never wraps
+    (rich would wrap at 80 columns) and writes no control codes."""
+    probe = Console()
+    if probe.is_terminal:
+        return Console(log_path=False)
+    return Console(log_path=False, width=10_000, soft_wrap=True, highlight=False)
 
 
 class RunDisplay:
@@ -22,6 +50,11 @@ class RunDisplay:
     def __init__(self, console: Console, duration: float):
         self.console = console
         self.duration = duration
+        #: Plain lines instead of a live bar (the output is not a terminal).
+        self.plain = not console.is_terminal
+        self.phase = "starting"
+        self.started = time.monotonic()
+        self._last_status = self.started
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -40,35 +73,70 @@ class RunDisplay:
         self.workload = workload
 
     def __enter__(self) -> RunDisplay:
-        self.progress.start()
+        if not self.plain:
+            self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if not self.plain:
+            self.progress.stop()
+
+    def _line(self, text: str) -> None:
+        if self.plain:
+            self.console.print(text, markup=False)
+            self.console.file.flush()
+        else:
+            self.console.log(escape(text))
 
     def __call__(self, kind: str, info: Mapping[str, Any]) -> None:
         if kind == "phase":
             if "t0" in info:
                 self.t0 = float(info["t0"])
-            self.progress.update(self.task, description=str(info["text"]))
+            self.phase = str(info["text"])
+            self.progress.update(self.task, description=self.phase)
+            if self.plain:
+                self._line(f"{self._at()}  {self.phase}")
         elif kind == "event":
-            self.console.log(f"t={info['t']:6.1f}s  {escape(info['text'])}")
+            self._line(f"t={info['t']:6.1f}s  {info['text']}")
         elif kind == "convergence":
+            # Printed when the measurement ends, which can be after later events: the
+            # line carries that time, and the time of what it measured in the text.
             secs = info["seconds"]
             text = "did not converge" if secs is None else f"converged in {secs:.2f}s"
-            self.console.log(f"t={info['t']:6.1f}s  after {info['why']}: {text}")
+            now = float(info["t"]) + secs if secs is not None else self.elapsed()
+            self._line(f"t={now:6.1f}s  after {info['why']} (t={info['t']:.1f}s): {text}")
         self.tick()
 
-    def tick(self) -> None:
+    def elapsed(self) -> float:
+        """Seconds since the workload started (0 before it has)."""
+        return 0.0 if self.t0 is None else time.monotonic() - self.t0
+
+    def _at(self) -> str:
+        """The time for a plain line: workload time once it runs (as event lines
+        are), before that time into the set-up."""
         if self.t0 is None:
-            return
-        elapsed = min(time.monotonic() - self.t0, self.duration)
+            return f"setup {time.monotonic() - self.started:4.1f}s"
+        return f"t={self.elapsed():6.1f}s"
+
+    def status(self) -> str:
         status = ""
         if self.workload is not None:
             status = f"{len(self.workload.acked)} writes, {self.workload.failed} failed"
         if self.cluster is not None:
             status += f", {len(self.cluster.alive())}/{len(self.cluster.nodes)} nodes up"
-        self.progress.update(self.task, completed=elapsed, status=status)
+        return status.lstrip(", ")
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if self.plain:
+            if now - self._last_status >= PLAIN_STATUS_EVERY:
+                self._last_status = now
+                self._line(f"{self._at()}  {self.phase}: {self.status() or 'working'}")
+            return
+        if self.t0 is None:
+            return
+        elapsed = min(now - self.t0, self.duration)
+        self.progress.update(self.task, completed=elapsed, status=self.status())
 
 
 def _ms(x: float | None) -> str:
@@ -81,7 +149,10 @@ def _s(x: float | None) -> str:
 
 def print_summary(console: Console, report: Report, out_dir: str | None = None) -> None:
     v = report.verdict
-    console.rule(f"[bold]{report.scenario}[/bold]")
+    if console.is_terminal:
+        console.rule(f"[bold]{report.scenario}[/bold]")
+    else:
+        console.print(f"== {report.scenario} ==", markup=False)
     if report.description:
         console.print(" ".join(report.description.split()))
     console.print(
@@ -92,15 +163,17 @@ def print_summary(console: Console, report: Report, out_dir: str | None = None) 
     kinds = ", ".join(f"{n} {k}" for k, n in sorted(report.writes_by_kind.items()))
     console.print(
         f"writes: {report.writes_acked} acknowledged ({kinds}); {report.writes_failed} failed"
-        + (f" {report.failures}" if report.failures else "")
+        + (":" if report.failures else "")
     )
+    for line in failure_lines(report.failures):
+        console.print(f"  {line}", markup=False)
     lat = report.latency
     console.print(
         f"propagation to other nodes: p50 {_ms(lat['p50'])}, p90 {_ms(lat['p90'])}, "
         f"p99 {_ms(lat['p99'])}, max {_ms(lat['max'])}"
         + (f" ({report.not_seen} never seen on a firehose)" if report.not_seen else "")
     )
-    for conv in report.convergence:
+    for conv in sorted(report.convergence, key=lambda c: c["t"]):
         console.print(f"  t={conv['t']:.1f}s after {conv['after']}: {_s(conv['seconds'])}")
     console.print(f"  final convergence after the end: {_s(report.final_convergence)}")
     total = sum(lk["bytes_up"] + lk["bytes_down"] for lk in report.links)
@@ -184,3 +257,12 @@ def print_summary(console: Console, report: Report, out_dir: str | None = None) 
     console.print("[bold green]PASS[/bold green]" if v.passed else "[bold red]FAIL[/bold red]")
     if out_dir:
         console.print(f"report and plots in {out_dir}")
+
+
+def failure_lines(failures: Mapping[str, int]) -> list[str]:
+    """One readable line per kind of failed write, most common first."""
+    out = []
+    for name, count in sorted(failures.items(), key=lambda kv: (-kv[1], kv[0])):
+        meaning = _FAILURE_MEANING.get(name)
+        out.append(f"{count} x {name}" + (f" ({meaning})" if meaning else ""))
+    return out

@@ -54,7 +54,17 @@ from protocol.mst import MST, MemoryBlockStore
 
 from .scenario import RunResult
 
-__all__ = ["Report", "Verdict", "build_report", "plot", "write_json"]
+__all__ = [
+    "Report",
+    "Verdict",
+    "build_report",
+    "convergence_figure",
+    "latency_figure",
+    "latency_ticks",
+    "place_span_labels",
+    "plot",
+    "write_json",
+]
 
 
 @dataclass(slots=True)
@@ -425,6 +435,53 @@ def _spans(events: Sequence[dict[str, Any]], end: float) -> list[tuple[float, fl
 
 _COLORS = {"partition": "tab:red", "links shaped": "tab:orange"}
 
+#: The latency axis is linear up to this many milliseconds and logarithmic above
+#: (symlog): arrivals on one machine take a few ms, across a bad link seconds.
+LATENCY_LINEAR_MS = 10.0
+
+
+def latency_ticks(max_ms: float) -> tuple[list[float], list[str]]:
+    """Tick positions and labels for the symlog latency axis: 0, 5, 10 on its linear
+    part, then every power of ten up to ``max_ms``, so the ticks show where it
+    switches (equal gaps below 10 ms are 5 ms apart; above, each is ten times more)."""
+    ticks = [0.0, LATENCY_LINEAR_MS / 2, LATENCY_LINEAR_MS]
+    value = LATENCY_LINEAR_MS
+    while value < max_ms:
+        value *= 10
+        ticks.append(value)
+    labels = [f"{t / 1000:g} s" if t >= 1000 else f"{t:g}" for t in ticks]
+    return ticks, labels
+
+
+def place_span_labels(ax: Any, labels: Sequence[tuple[float, str]], top: float = 99.0) -> list[Any]:
+    """Write each ``(x, text)`` label at the top of the chart at ``x``, moving it down a
+    row when it would overprint one already placed (two nodes going down close
+    together). Measured in the drawn figure, so it holds whatever the text and scale."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    row_height = 7.0  # % of the y axis: one line of 8-point text and a gap
+    placed: list[Any] = []
+    boxes: list[Any] = []
+    for x, text in sorted(labels):
+        row = 0
+        while True:
+            ann = ax.annotate(
+                text,
+                (x, top - row * row_height),
+                xytext=(2, 0),
+                textcoords="offset points",
+                fontsize=8,
+                va="top",
+            )
+            box = ann.get_window_extent(renderer)
+            if row >= 8 or not any(box.overlaps(b) for b in boxes):
+                break
+            ann.remove()
+            row += 1
+        placed.append(ann)
+        boxes.append(box)
+    return placed
+
 
 def plot(report: Report, out_dir: Path) -> list[Path]:
     """propagation-cdf.png and convergence.png in ``out_dir``."""
@@ -435,7 +492,27 @@ def plot(report: Report, out_dir: Path) -> list[Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    title = f"{report.scenario}: {report.nodes} nodes, {report.topology}"
+    for name, fig in (
+        ("propagation-cdf.png", latency_figure(report)),
+        ("convergence.png", convergence_figure(report)),
+    ):
+        p = out_dir / name
+        fig.savefig(p)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+def _title(report: Report) -> str:
+    return f"{report.scenario}: {report.nodes} nodes, {report.topology}"
+
+
+def latency_figure(report: Report) -> Any:
+    """The propagation latency CDF (a matplotlib Figure; the caller closes it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     xs = [x * 1000 for x in report.latencies]
@@ -454,31 +531,54 @@ def plot(report: Report, out_dir: Path) -> list[Path]:
                     ha="left" if q == "p50" else "right",
                     fontsize=9,
                 )
-        ax.set_xscale("symlog", linthresh=10)
-        ax.set_xlim(left=0)
-    ax.set_xlabel("time from acknowledgement to arrival at another node (ms)")
+        ax.set_xscale("symlog", linthresh=LATENCY_LINEAR_MS)
+        ticks, labels = latency_ticks(max(xs))
+        ax.set_xticks(ticks, labels)
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xlim(0, ticks[-1])
+        ax.axvline(LATENCY_LINEAR_MS, color="grey", linewidth=0.8, alpha=0.5)
+        ax.text(
+            0.01,
+            0.98,
+            f"x axis: linear from 0 to {LATENCY_LINEAR_MS:g} ms, logarithmic above",
+            transform=ax.transAxes,
+            ha="left",
+            va="top",
+            fontsize=8,
+            color="dimgrey",
+        )
+    ax.set_xlabel(
+        "time from acknowledgement to arrival at another node "
+        f"(ms; linear to {LATENCY_LINEAR_MS:g}, log above)"
+    )
     ax.set_ylabel("share of (write, node) pairs")
     ax.set_ylim(0, 1.02)
     ax.grid(True, alpha=0.3)
-    ax.set_title(f"Propagation latency CDF: {title}\n{report.writes_acked} writes")
+    ax.set_title(f"Propagation latency CDF: {_title(report)}\n{report.writes_acked} writes")
     fig.tight_layout()
-    p = out_dir / "propagation-cdf.png"
-    fig.savefig(p)
-    plt.close(fig)
-    paths.append(p)
+    return fig
+
+
+def convergence_figure(report: Report) -> Any:
+    """Agreement over time with the faults shaded (a Figure; the caller closes it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
     ts = [s["t"] for s in report.timeline]
     ys2 = [100 * s["agreement"] for s in report.timeline]
     end = max(ts) if ts else report.duration
     labelled: set[str] = set()
+    down_labels: list[tuple[float, str]] = []
     for start, stop, label in _spans(report.events, end):
         key = label if label in _COLORS else "node down"
         color = _COLORS.get(label, "tab:purple")
         ax.axvspan(start, stop, color=color, alpha=0.15, label=None if key in labelled else key)
         labelled.add(key)
         if key == "node down":
-            ax.annotate(label, (start, 97), xytext=(2, 0), textcoords="offset points", fontsize=8)
+            down_labels.append((start, label))
     for e in report.events:
         if e["action"] in ("equivocate", "forge", "end", "hostile"):
             ax.axvline(e["t"], color="black", linestyle=":", linewidth=1)
@@ -495,10 +595,8 @@ def plot(report: Report, out_dir: Path) -> list[Path]:
     ax.set_ylim(0, 102)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower left", fontsize=9)
-    ax.set_title(f"Convergence over time: {title}")
+    ax.set_title(f"Convergence over time: {_title(report)}")
     fig.tight_layout()
-    p = out_dir / "convergence.png"
-    fig.savefig(p)
-    plt.close(fig)
-    paths.append(p)
-    return paths
+    # After the layout, so the overlap test measures the text where it will be drawn.
+    place_span_labels(ax, down_labels)
+    return fig

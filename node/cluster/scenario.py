@@ -873,8 +873,8 @@ async def run_scenario(
         await cluster.close()
 
     say("phase", {"text": f"starting {scenario.cluster.nodes} nodes"})
-    await cluster.start()
     try:
+        await cluster.start()  # in the try: Ctrl-C mid-start must stop the nodes started
         for h in hostiles:
             await h.start()
         workload = Workload(cluster, scenario.workload, seed=scenario.seed)
