@@ -119,13 +119,7 @@ class Firehose:
                 sub.done.set()
                 continue
             pending = transport.get_write_buffer_size()
-            if pending == 0:
-                sub.behind_since = None
-            elif sub.behind_since is None:
-                sub.behind_since = now
-            if pending > sub.limit or (
-                sub.behind_since is not None and now - sub.behind_since > self.behind_timeout
-            ):
+            if pending > sub.limit or self._behind_too_long(sub, now):
                 self._drop(sub)
                 continue
             transport.write(wire)
@@ -140,6 +134,16 @@ class Firehose:
                     break
                 self._drop(sub)
                 total -= pending
+
+    def _behind_too_long(self, sub: _Subscriber, now: float) -> bool:
+        """Note when ``sub`` fell behind (bytes unsent); True once that has lasted
+        longer than ``behind_timeout``."""
+        if sub.transport.get_write_buffer_size() == 0:
+            sub.behind_since = None
+            return False
+        if sub.behind_since is None:
+            sub.behind_since = now
+        return now - sub.behind_since > self.behind_timeout
 
     def _drop(self, sub: _Subscriber) -> None:
         sub.too_slow = True
@@ -202,7 +206,17 @@ class Firehose:
             reader = asyncio.ensure_future(self._drain_incoming(ws))
             done = asyncio.ensure_future(sub.done.wait())
             try:
-                await asyncio.wait({reader, done}, return_when=asyncio.FIRST_COMPLETED)
+                # Also woken now and then when nothing is published: a reader that
+                # stops taking what it was sent is cut off within behind_timeout even
+                # on a quiet node, not only when the next event comes.
+                while not (reader.done() or done.done()):
+                    await asyncio.wait(
+                        {reader, done},
+                        timeout=self.behind_timeout / 2,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    if not sub.done.is_set() and self._behind_too_long(sub, time.monotonic()):
+                        self._drop(sub)
             finally:
                 for task in (reader, done):
                     task.cancel()

@@ -29,6 +29,9 @@ from bench.hostile_memory import (
 )
 from node.cluster.process import NodeProcess, node_process
 from node.limits import LINGER
+from node.logs import DEFAULT_BURST
+
+from .test_federation import until
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -36,12 +39,14 @@ pytestmark = pytest.mark.timeout(40)
 #: bounds add up to (node.limits.memory_budget, most of it the fixed baseline and
 #: the peer inboxes' fixed bound): an idle node is about 60 MiB.
 SMALL: dict[str, Any] = {
-    "memory_ceiling_mb": 350,
+    "memory_ceiling_mb": 360,
     "max_repo_streams": 4,
     "max_repo_streams_per_addr": 2,
     "send_timeout": 2.0,
-    "subscriber_buffer": 1 * MB,
-    "firehose_buffer_total": 3 * MB,
+    # Room for more than one of the test's 1.2 MB frames: an honest reader that is one frame
+    # behind on a loaded machine is not too slow.
+    "subscriber_buffer": 2 * MB,
+    "firehose_buffer_total": 8 * MB,
     "subscriber_timeout": 3.0,
     "max_subscribers": 12,
     "max_subscribers_per_addr": 6,
@@ -95,8 +100,12 @@ async def test_peer_that_never_reads_its_getrepo_answers_is_cut_off(node: NodePr
     assert result.ended is not None, "the link is still up"
     assert result.other_client < OTHER_CLIENT_WITHIN
     assert rss.peak < CEILING, rss.peak / MB
-    log = node.log_path.read_text()
-    assert "the peer does not read" in log or "the peer took no" in log, log
+
+    async def said_why() -> bool:  # the reason is logged with "peer unlinked"
+        log = node.log_path.read_text()
+        return "the peer does not read" in log or "the peer took no" in log
+
+    await until(said_why, limit=10.0)
 
 
 async def test_unsolicited_heads_flood_is_bounded_and_cuts_the_peer_off(
@@ -108,21 +117,23 @@ async def test_unsolicited_heads_flood_is_bounded_and_cuts_the_peer_off(
     assert result.ended is not None, "the flooding peer is still linked"
     assert result.other_client < OTHER_CLIENT_WITHIN
     assert rss.peak < CEILING, rss.peak / MB
+    # Lines a peer causes are rate limited (node/logs.py): at most a burst, then one
+    # summary per interval, however many messages came.
     lines = [ln for ln in node.log_path.read_text().splitlines() if "heads" in ln]
-    assert len(lines) <= 5, lines[:10]
+    assert len(lines) <= DEFAULT_BURST + 1, lines[:10]
 
 
 async def test_firehose_subscribers_are_capped_and_slow_ones_dropped(node: NodeProcess) -> None:
-    """Finding 6: 12 subscribers that never read (plus one that does) and 6 writes of
-    900 KB."""
+    """Finding 6: 12 subscribers that never read (plus one that does) and 8 writes of
+    900 KB (1.2 MB frames)."""
     writer = await make_repo(node.url, "writer.skyfed.test", 0, 0)
     async with Rss(node.pid) as rss:
-        result = await firehose_never_read(node.url, writer, 12, 6, 900_000, limit=15.0)
+        result = await firehose_never_read(node.url, writer, 12, 8, 900_000, limit=15.0)
     await writer.close()
     per_addr = SMALL["max_subscribers_per_addr"]
     assert result.accepted == per_addr - 1  # the honest reader holds one slot
     assert result.refused == 12 - (per_addr - 1)
-    assert result.reader_frames >= 6
+    assert result.reader_frames >= 8
     assert result.left == 1  # only the honest reader is still subscribed
     assert result.dropped == per_addr - 1  # every stalled one was cut off as too slow
     assert result.other_client < OTHER_CLIENT_WITHIN
