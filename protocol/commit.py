@@ -315,9 +315,11 @@ def invert_ops(tree: MST, ops: Sequence[RepoOp]) -> MST:
 
 def blocks_for_ops(tree: MST, source: BlockSource, ops: Sequence[RepoOp]) -> dict[CID, bytes]:
     """The nodes of ``tree`` (whose blocks are all in ``source``) that checking and
-    inverting ``ops`` reads: the tree part of a commit event's blocks."""
+    inverting ``ops``, then checking the new tree's key ranges, reads: the tree
+    part of a commit event's blocks."""
     recording = RecordingSource(source)
-    invert_ops(MST.load(recording, tree.root()), ops)
+    after = MST.load(recording, tree.root())
+    after.verify_against(invert_ops(after, ops))
     return recording.read
 
 
@@ -362,10 +364,13 @@ def verify_commit_event(
             if len(block) > MAX_RECORD_BYTES:
                 raise InvalidCommit(f"record {op.path} exceeds {MAX_RECORD_BYTES} bytes")
     try:
-        before = invert_ops(MST.load(MemoryBlockStore(blocks), commit.data), event.ops)
-        root = before.root()
+        after = MST.load(MemoryBlockStore(blocks), commit.data)
+        before = invert_ops(after, event.ops)
+        if before.root() != event.prev_data:
+            raise InvalidCommit("inverting the ops does not give prevData")
+        # prevData is canonical (held, or the empty tree): check the new tree's key
+        # ranges against it where they differ (§7.4, §9.4 step 13).
+        after.verify_against(before)
     except MissingBlock as e:
         raise InvalidCommit(f"blocks are incomplete: {e.message}") from e
-    if root != event.prev_data:
-        raise InvalidCommit("inverting the ops does not give prevData")
     return commit

@@ -849,6 +849,18 @@ def gen_mst_invalid() -> list[dict[str, Any]]:
         "the left subtree of a key holds a greater key",
         [_node(cid_for_msgpack(low), [(h1.encode(), 0, None, v)]), low],
     )
+    e_low = _node(None, [(h0z.encode(), 0, None, v)])
+    entry_less = _node(cid_for_msgpack(e_low), [])
+    add(
+        "key-outside-range-under-entry-less-node",
+        "a height-2 root [K] over an entry-less layer-1 node over a leaf holding a key "
+        "above K: the range passes through the entry-less node",
+        [
+            _node(cid_for_msgpack(entry_less), [(top.encode(), 0, None, v)]),
+            entry_less,
+            e_low,
+        ],
+    )
     add(
         "value-not-binary-cid",
         "v is a CID string",
@@ -1215,6 +1227,67 @@ def _replace(event: CommitEvent, **changes: Any) -> CommitEvent:
     return CommitEvent(**fields)
 
 
+def _forged_tree_events(
+    key: SigningKey,
+) -> list[tuple[str, str, CommitEvent, CID | None, str | None]]:
+    """Events whose signed tree is not canonical though inverting the ops lands on
+    prevData (issue 12, finding 4): refused by the key-range check (§7.4, §9.4)."""
+    v = leaf_value("x")
+    out = []
+
+    def event(vid: str, note: str, root: bytes, nodes: list[bytes], prev: CID, ops: list[RepoOp]):
+        since, rev = tid(900 + 2 * len(out)), tid(901 + 2 * len(out))
+        commit = Commit.sign(ACCOUNT_DID, cid_for_msgpack(root), rev, key)
+        block = commit.to_bytes()
+        records = [encode(op.path) for op in ops if op.cid is not None]
+        ev = CommitEvent(
+            repo=ACCOUNT_DID,
+            rev=rev,
+            since=since,
+            commit=commit.cid,
+            ops=tuple(ops),
+            blocks=(block, *records, root, *nodes),
+            prev_data=prev,
+            time=when(900),
+        )
+        out.append((vid, note, ev, prev, since))
+
+    # A root [K] (height 1) whose left leaf holds X > K; deleting K gives {X}.
+    k = key_at("com.example.m/", 1)
+    x = key_at("com.example.z/", 0)
+    leaf = _node(None, [(x.encode(), 0, None, v)])
+    event(
+        "tree-key-outside-subtree-range",
+        "the new root's left subtree holds a key above the root's key; inverting the "
+        "create lands on prevData {X}",
+        _node(cid_for_msgpack(leaf), [(k.encode(), 0, None, leaf_value(k))]),
+        [leaf],
+        cid_for_msgpack(leaf),
+        [RepoOp("create", k, leaf_value(k))],
+    )
+    # Old tree {a, b, K}: [K] (height 2) over an entry-less node E over [a, b]. The
+    # new tree puts K2 < a in K's place, E still on its left. Inverting (delete K2,
+    # which lifts E; put K back) rebuilds the old tree exactly: only the check of the
+    # new tree's ranges against the old one refuses it.
+    k2 = key_at("com.example.b/", 2)
+    k_hi = key_at("com.example.y/", 2)
+    a = key_at("com.example.c/", 0)
+    b = key_at("com.example.d/", 0)
+    low = _node(None, [(a.encode(), 0, None, v), (b.encode()[12:], 12, None, v)])
+    e = _node(cid_for_msgpack(low), [])
+    old_root = _node(cid_for_msgpack(e), [(k_hi.encode(), 0, None, leaf_value(k_hi))])
+    event(
+        "subtree-moved-outside-its-range",
+        "K (height 2) deleted and K2 < a created with the entry-less node over [a, b] "
+        "left of K2: inverting gives prevData, but a and b are above K2",
+        _node(cid_for_msgpack(e), [(k2.encode(), 0, None, leaf_value(k2))]),
+        [e, low],
+        cid_for_msgpack(old_root),
+        [RepoOp("delete", k_hi, None, leaf_value(k_hi)), RepoOp("create", k2, leaf_value(k2))],
+    )
+    return out
+
+
 def gen_repo() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     key = seeded_key(SIGNING_SEED)
     pub = key.public
@@ -1406,6 +1479,7 @@ def gen_repo() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
             None,
         ),
     ]
+    tampered += _forged_tree_events(key)
     assert len(commit_block) > 0
     bad_events = []
     for vid, note, ev, pd, pr in tampered:
