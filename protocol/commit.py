@@ -243,8 +243,8 @@ class CommitEvent:
         if keys != _EVENT_FIELDS and keys != _EVENT_FIELDS_SEQ:
             raise DecodeError(f"commit event must be a map of exactly {_EVENT_FIELDS} in order")
         d = value
-        if "seq" in d and type(d["seq"]) is not int:
-            raise DecodeError("'seq' must be an integer")
+        if "seq" in d and (type(d["seq"]) is not int or not 0 <= d["seq"] <= 2**63 - 1):
+            raise DecodeError("'seq' must be an integer from 0 to 2^63-1")
         blocks, ops = d["blocks"], d["ops"]
         if type(blocks) is not list or not all(type(b) is bytes for b in blocks):
             raise DecodeError("'blocks' must be a list of byte strings")

@@ -46,7 +46,7 @@ from protocol.commit import (  # noqa: E402
     verify_commit_event,
 )
 from protocol.encoding import MAX_DEPTH, Value, decode, encode  # noqa: E402
-from protocol.errors import RemoteProtocolError, SkyfedError  # noqa: E402
+from protocol.errors import LocalProtocolError, RemoteProtocolError, SkyfedError  # noqa: E402
 from protocol.keys import SigningKey, VerifyKey  # noqa: E402
 from protocol.mst import MST, MemoryBlockStore, key_height  # noqa: E402
 from protocol.records import validate_record  # noqa: E402
@@ -251,12 +251,39 @@ def gen_encoding() -> dict[str, Any]:
             assert decode(data) is not None
             entry.update(refusal(lambda d=data, m=max_size: decode(d, max_size=m)))  # type: ignore[misc]
         invalid.append(entry)
+    # Values encode() refuses (LocalProtocolError: a caller that takes them from a
+    # client turns that into its own remote error, as Repo.apply_writes does). Carried
+    # as ASCII JSON text, since a lone surrogate cannot be written as UTF-8.
+    unencodable_values: list[tuple[str, Any, str]] = [
+        ("lone-surrogate-string", {"text": "\ud800"}, "a string holding a lone surrogate"),
+        ("lone-surrogate-map-key", {"\udc00": 1}, "a map key holding a lone surrogate"),
+        ("lone-surrogate-nested", {"a": [{"b": ["x\udfff"]}]}, "a lone surrogate deep inside"),
+        ("int-2p63", 2**63, "one past the signed 64-bit range"),
+        ("int-below-min", -(2**63) - 1, "one below the signed 64-bit range"),
+    ]
+    unencodable = []
+    for vid, value, reason in unencodable_values:
+        try:
+            encode(value)
+        except LocalProtocolError:
+            pass
+        else:  # pragma: no cover
+            raise AssertionError(f"{vid} encoded")
+        unencodable.append(
+            {
+                "id": vid,
+                "json": json.dumps(value, ensure_ascii=True),
+                "reason": reason,
+                "error": "LocalProtocolError",
+            }
+        )
     return {
-        "description": "Canonical msgpack: value (JSON form) -> exact bytes, and bytes "
-        "that decode() must refuse.",
+        "description": "Canonical msgpack: value (JSON form) -> exact bytes, bytes "
+        "that decode() must refuse, and values (as JSON text) that encode() refuses.",
         "max_depth": MAX_DEPTH,
         "valid": valid,
         "invalid": invalid,
+        "unencodable": unencodable,
     }
 
 
@@ -1536,6 +1563,20 @@ def gen_repo() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     }
     entry.update(refusal(lambda: CommitEvent.from_bytes(reordered)))
     bad_events.append(entry)
+    # seq is outside the signed 64-bit range (a uint64): the strict integer rule holds
+    # for events too, though they are decoded against an exact schema.
+    with_seq = {**base.to_value(), "seq": 2**64 - 1}
+    big_seq: bytes = msgpack.packb(dict(sorted(with_seq.items())))
+    entry = {
+        "id": "seq-over-int64",
+        "note": "the event with seq 2^64-1 (uint64 cf ff..ff)",
+        "hex": big_seq.hex(),
+        "signer_did_key": pub.to_did_key(),
+        "receiver_prev_data": None,
+        "receiver_prev_rev": None,
+    }
+    entry.update(refusal(lambda: CommitEvent.from_bytes(big_seq)))
+    bad_events.append(entry)
 
     events_doc = {
         "description": "Commit events of one repository (DID " + ACCOUNT_DID + ", signing key "
@@ -1636,6 +1677,11 @@ def gen_repo() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
             "version must be 1",
         ),
         ("no-roots", _car_header({"roots": [], "version": 1}) + first_block, "at least one root"),
+        (
+            "header-version-true",
+            _car_header({"roots": [repo.commit_cid.to_bytes()], "version": True}) + first_block,
+            "version must be the integer 1, not true",
+        ),
         (
             "header-not-canonical",
             _raw_header(msgpack.packb({"version": 1, "roots": [repo.commit_cid.to_bytes()]}))
