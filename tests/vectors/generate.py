@@ -1563,6 +1563,24 @@ def gen_repo() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     }
     entry.update(refusal(lambda: CommitEvent.from_bytes(reordered)))
     bad_events.append(entry)
+    # An op path that is not an MST key: a DecodeError like every other malformed
+    # field of an event (§9.1; §9.4 step 3 once said RepoError).
+    bad_path_value = base.to_value()
+    bad_ops = list(bad_path_value["ops"])  # type: ignore[arg-type]
+    bad_ops[0] = {**bad_ops[0], "path": "app.bsky.feed.post/has space"}  # type: ignore[dict-item]
+    bad_path_value["ops"] = bad_ops
+    bad_path = encode(bad_path_value)
+    entry = {
+        "id": "op-path-not-a-key",
+        "note": "the first op's path has a space in its record key",
+        "hex": bad_path.hex(),
+        "signer_did_key": pub.to_did_key(),
+        "receiver_prev_data": None,
+        "receiver_prev_rev": None,
+    }
+    entry.update(refusal(lambda: CommitEvent.from_bytes(bad_path)))
+    assert entry["error"] == "DecodeError"
+    bad_events.append(entry)
     # seq is outside the signed 64-bit range (a uint64): the strict integer rule holds
     # for events too, though they are decoded against an exact schema.
     with_seq = {**base.to_value(), "seq": 2**64 - 1}
