@@ -733,17 +733,26 @@ class MST:
             return  # nb's keys were checked by _child, and it has no subtrees
         keys = na.keys
         if keys != nb.keys:
-            _diff(_Cursor(base, na, a_lo, a_hi), _Cursor(self, nb, b_lo, b_hi))
+            if not self._check_one_key_apart(base, na, nb, a_lo, a_hi, b_lo, b_hi):
+                _diff(_Cursor(base, na, a_lo, a_hi), _Cursor(self, nb, b_lo, b_hi))
             return
         sub = layer - 1
         n = len(keys)
-        refs_a = (na.left, *na.rights)
-        refs_b = (nb.left, *nb.rights)
-        for j, ca, cb in zip(range(n + 1), refs_a, refs_b, strict=True):
-            if ca is cb and 0 < j < n:
-                continue  # the same subtree between the same two keys
-            if cb is None:
-                continue
+        origin = na.base
+        gaps: Iterable[int]
+        if origin is not None and origin[0] is nb:
+            # na is nb with one subtree replaced (how inverting an op rebuilds the
+            # path): only that gap can differ, and the outer ones if the ranges do.
+            gaps = sorted(
+                {origin[1], *((0,) if a_lo < b_lo else ()), *((n,) if a_hi > b_hi else ())}
+            )
+        else:
+            gaps = range(n + 1)
+        for j in gaps:
+            ca = na.left if j == 0 else na.rights[j - 1]
+            cb = nb.left if j == 0 else nb.rights[j - 1]
+            if cb is None or (ca is cb and 0 < j < n):
+                continue  # nothing here, or the same subtree between the same keys
             lo_a = keys[j - 1] if j else a_lo
             hi_a = keys[j] if j < n else a_hi
             lo_b = keys[j - 1] if j else b_lo
@@ -753,6 +762,78 @@ class MST:
                 _diff(_Cursor(base, None, lo_a, hi_a), _Cursor(self, cb, lo_b, hi_b, sub))
             else:
                 self._check_against(base, ca, cb, sub, lo_a, hi_a, lo_b, hi_b)
+
+    def _check_one_key_apart(
+        self,
+        base: MST,
+        na: _Node,
+        nb: _Node,
+        a_lo: bytes,
+        a_hi: bytes,
+        b_lo: bytes,
+        b_hi: bytes,
+    ) -> bool:
+        """verify_against for two nodes of one layer whose keys differ by one key
+        (inverting a create or a delete of a key of this layer): the subtrees on
+        either side of that key are diffed against the one subtree the other node
+        has there; every other subtree is paired with its twin. False if the keys
+        differ otherwise."""
+        ka, kb = na.keys, nb.keys
+        if len(kb) == len(ka) + 1:
+            more, fewer, extra_in_b = kb, ka, True
+        elif len(ka) == len(kb) + 1:
+            more, fewer, extra_in_b = ka, kb, False
+        else:
+            return False
+        i = 0
+        while i < len(fewer) and fewer[i] == more[i]:
+            i += 1
+        if fewer[i:] != more[i + 1 :]:
+            return False
+        sub = na.layer - 1
+
+        def gap(node: _Node, j: int, lo: bytes, hi: bytes) -> tuple[Ref, bytes, bytes]:
+            keys = node.keys
+            ref = node.left if j == 0 else node.rights[j - 1]
+            return ref, keys[j - 1] if j else lo, keys[j] if j < len(keys) else hi
+
+        # Twins: gap j of the node with fewer keys is gap j of the other before the
+        # extra key and gap j + 1 after it; its gap i spans the extra key.
+        for j in range(len(fewer) + 1):
+            if j == i:
+                continue
+            ja, jb = (j, j if j < i else j + 1) if extra_in_b else (j if j < i else j + 1, j)
+            ca, lo_a, hi_a = gap(na, ja, a_lo, a_hi)
+            cb, lo_b, hi_b = gap(nb, jb, b_lo, b_hi)
+            if cb is None:
+                continue
+            if ca is None:
+                _diff(_Cursor(base, None), _Cursor(self, cb, lo_b, hi_b, sub))
+            else:
+                self._check_against(base, ca, cb, sub, lo_a, hi_a, lo_b, hi_b)
+        # Around the extra key: its two neighbouring subtrees against the one gap.
+        one, two = (base, na) if not extra_in_b else (self, nb)
+        lone_tree, lone_node, lone_lo, lone_hi = (
+            (base, na, a_lo, a_hi) if extra_in_b else (self, nb, b_lo, b_hi)
+        )
+        ref, lo, hi = gap(lone_node, i, lone_lo, lone_hi)
+        lone = _Cursor(lone_tree, ref, lo, hi, sub)
+        pair = _Cursor(one, None)
+        p_lo, p_hi = (b_lo, b_hi) if extra_in_b else (a_lo, a_hi)
+        left, l_lo, l_hi = gap(two, i, p_lo, p_hi)
+        right, r_lo, r_hi = gap(two, i + 1, p_lo, p_hi)
+        items: list[_Sub | tuple[bytes, CID]] = []
+        if left is not None:
+            items.append(_Sub(left, sub, l_lo, l_hi))
+        items.append((more[i], two.vals[i]))
+        if right is not None:
+            items.append(_Sub(right, sub, r_lo, r_hi))
+        pair.stack.extend(reversed(items))
+        if extra_in_b:
+            _diff(lone, pair)
+        else:
+            _diff(pair, lone)
+        return True
 
     def _verify(self, node: _Node, lo: bytes, hi: bytes, *, is_root: bool) -> int:
         # Key ranges are checked by _child on the way down.

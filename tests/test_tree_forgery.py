@@ -310,3 +310,72 @@ def _full_key(entries: list[dict[str, Any]], i: int) -> bytes:
 
 def _layer_of(entries: list[dict[str, Any]]) -> int:
     return key_height(_full_key(entries, 0)) if entries else 0
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sets(st.integers(0, 100_000), min_size=1, max_size=120),
+    st.lists(st.tuples(st.booleans(), st.integers(0, 100_000)), max_size=6),
+    st.data(),
+)
+def test_verify_against_agrees_with_a_full_walk(
+    numbers: set[int], changes: list[tuple[bool, int]], data: st.DataObject
+) -> None:
+    """For a tree derived from a canonical one by writes, then possibly tampered with
+    (two subtrees of one layer swapped, one moved, or a key of a higher node replaced
+    by another of the same height), checking it against the canonical one refuses it
+    exactly when a full walk of it does."""
+    paths = sorted(f"app.bsky.feed.post/k{n:06d}" for n in numbers)
+    base = MST.empty()
+    for p in paths:
+        base = base.set(p, val(p))
+    store = MemoryBlockStore(base.new_blocks())
+    base = MST.load(store, base.root())
+    new = base
+    for delete, n in changes:
+        p = f"app.bsky.feed.post/k{n:06d}"
+        new = new.delete(p) if delete and new.get(p) is not None else new.set(p, val(p + "x"))
+    store.update(new.new_blocks())
+    MST.load(store, new.root()).verify_against(base)  # honest: passes
+    obj = _tree_object(store, new.root())
+    top = max((key_height(k) for k, _ in new.items()), default=0)
+    slots: list[tuple[int, dict[str, Any], str]] = []
+    _slots(obj, top, slots)
+    full = [s for s in slots if s[1][s[2]] is not None]
+    mutation = data.draw(st.sampled_from(["swap", "key"]))
+    if mutation == "swap" and full:
+        lay, holder, name = data.draw(st.sampled_from(full))
+        others = [s for s in slots if s[0] == lay and s[1][s[2]] is not holder[name]]
+        if others:
+            _, h2, n2 = data.draw(st.sampled_from(others))
+            holder[name], h2[n2] = h2[n2], holder[name]
+    elif obj["e"] and top > 0:
+        # Replace one key of the root by another of the same height (node order kept,
+        # subtrees left where they are): canonical or not depending on the keys below.
+        keys = [_full_key(obj["e"], i) for i in range(len(obj["e"]))]
+        i = data.draw(st.integers(0, len(keys) - 1))
+        lo = keys[i - 1] if i else b""
+        hi = keys[i + 1] if i + 1 < len(keys) else b"\xff"
+        start = data.draw(st.integers(0, 100_000))
+        candidates = [k for k in keys_of_height(top, 3, start) if lo < k.encode() < hi]
+        if candidates:
+            keys[i] = candidates[0].encode()
+            prev = b""
+            for e, k in zip(obj["e"], keys, strict=True):
+                p = 0
+                while p < min(len(prev), len(k)) and prev[p] == k[p]:
+                    p += 1
+                e["k"], e["p"] = k[p:], p
+                prev = k
+    forged_root = _write(obj, store)
+    try:
+        MST.load(store, forged_root).verify_structure()
+    except InvalidCommit:
+        canonical = False
+    else:
+        canonical = True
+    if canonical:
+        MST.load(store, forged_root).verify_against(base)
+    else:
+        with pytest.raises(InvalidCommit):
+            MST.load(store, forged_root).verify_against(base)
