@@ -27,11 +27,11 @@ structure does not match the one its key set dictates.
 
 Every walk (``get``, ``items``, ``set``, ``delete``, ``diff``, ``all_blocks``,
 ``verify_structure``) carries the key range a subtree may hold, inherited from the
-keys above it, and refuses a node read from the block source with a key outside it: a subtree to the left of
-``K`` holds only keys below ``K``, and so on. So a tree that only partly arrives
-(the nodes of a commit event, the new nodes of a partial resync) is held to the same
-order as a whole one; a key out of its range would make ``get`` miss it and
-``items`` yield keys out of order.
+keys above it, and refuses a node read from the block source with a key outside it:
+a subtree to the left of ``K`` holds only keys below ``K``, and so on. So a tree
+that only partly arrives (the nodes of a commit event, the new nodes of a partial
+resync) is held to the same order as a whole one; a key out of its range would make
+``get`` miss it and ``items`` yield keys out of order.
 """
 
 from __future__ import annotations
