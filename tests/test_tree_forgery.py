@@ -9,12 +9,15 @@ bytes); only a key's place relative to the keys above it is wrong.
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from node.client import Client
+from protocol.car import write_car
 from protocol.cid import CID, cid_for_msgpack
 from protocol.commit import Commit, CommitEvent, RepoOp, verify_commit_event
 from protocol.encoding import Value, decode, encode
@@ -24,6 +27,7 @@ from protocol.mst import MST, MemoryBlockStore, key_height
 from protocol.syntax import TidClock
 
 from .seeds import seeded_key
+from .test_federation import PASSWORD, _account_key, link, start_nodes, until
 
 DID = "did:skyfed:aaaaaaaaaaaaaaaaaaaaaaaa"
 TIME = "2026-11-23T12:00:00.000Z"
@@ -379,3 +383,62 @@ def test_verify_against_agrees_with_a_full_walk(
     else:
         with pytest.raises(InvalidCommit):
             MST.load(store, forged_root).verify_against(base)
+
+
+# -- the partial resync path on a real node ------------------------------------------------
+
+
+async def test_a_node_refuses_a_non_canonical_tree_in_a_partial_resync(tmp_path: Path) -> None:
+    a, b = await start_nodes(tmp_path, 2)
+    try:
+        await link([a, b], [(0, 1)])
+        async with Client(a.url) as alice:
+            await alice.create_account("alice.skyfed.test", PASSWORD)
+            await alice.post("the honest past")
+            did = alice.did
+
+        async def b_has_it() -> bool:
+            return (await b.storage.head_state(did)) == (await a.storage.head_state(did))
+
+        await until(b_has_it)
+        held = await b.storage.head_state(did)
+        assert held is not None
+        key = await _account_key(a, did)
+        # A signed head over a root [K] whose left leaf holds X > K.
+        names = (f"com.example.thing/k{i:06d}" for i in itertools.count())
+        k = next(c for c in names if key_height(c) == 1)
+        x = next(c for c in names if key_height(c) == 0)  # after k: greater
+        blocks: dict[CID, bytes] = {}
+        for path in (k, x):
+            rec = encode({"$type": "com.example.thing", "n": path})
+            blocks[cid_for_msgpack(rec)] = rec
+
+        def entry(path: str, right: CID | None) -> dict[str, Value]:
+            rec = encode({"$type": "com.example.thing", "n": path})
+            return {
+                "k": path.encode(),
+                "p": 0,
+                "t": None if right is None else right.to_bytes(),
+                "v": cid_for_msgpack(rec).to_bytes(),
+            }
+
+        leaf = encode({"e": [entry(x, None)], "l": None})
+        root = encode({"e": [entry(k, None)], "l": cid_for_msgpack(leaf).to_bytes()})
+        blocks[cid_for_msgpack(leaf)] = leaf
+        blocks[cid_for_msgpack(root)] = root
+        rev = TidClock(9).next(int(a.wall_clock() * 1e6))
+        commit = Commit.sign(did, cid_for_msgpack(root), rev, key)
+        car = b"".join(write_car([commit.cid], [(commit.cid, commit.to_bytes()), *blocks.items()]))
+
+        async def forged_export(head: CID, root_cid: CID, old_root: CID | None) -> bytes:
+            return car
+
+        a.export_car = forged_export  # type: ignore[method-assign]
+        peer = b.federation.links[a.node_did]
+        moved = await b.federation.resync(did, peer)
+        assert not moved  # old code: True, and b held a tree it cannot read right
+        assert await b.storage.head_state(did) == held
+        assert peer.score < 0
+    finally:
+        for n in (a, b):
+            await n.stop()
