@@ -390,11 +390,28 @@ def _node_cid(node: _Node) -> CID:
 class MST:
     """An immutable Merkle Search Tree. Build with :meth:`empty` or :meth:`load`."""
 
-    __slots__ = ("_loader", "_root")
+    __slots__ = ("_lifted", "_loader", "_origin", "_root", "_writes")
 
-    def __init__(self, loader: _Loader, root: _Node):
+    def __init__(
+        self,
+        loader: _Loader,
+        root: _Node,
+        origin: MST | None = None,
+        writes: int = 0,
+        lifted: bool = False,
+    ):
         self._loader = loader
         self._root = root
+        # Lineage, for verify_against: the tree this one was written from (None: it
+        # was loaded or made empty), how many writes since, and whether a delete
+        # lifted a subtree to the top (reading it in a wider range than before).
+        self._origin = origin
+        self._writes = writes
+        self._lifted = lifted
+
+    def _derived(self, root: _Node, lifted: bool = False) -> MST:
+        origin = self if self._origin is None else self._origin  # (not `or`: __len__ walks)
+        return MST(self._loader, root, origin, self._writes + 1, self._lifted or lifted)
 
     # -- construction ------------------------------------------------------------
     @classmethod
@@ -511,7 +528,7 @@ class MST:
             new_root = _Node(h, lo, (k,), (value,), (hi,))
         else:
             new_root = self._insert(root, k, h, value, _LO, _HI)
-        return MST(self._loader, new_root)
+        return self._derived(new_root)
 
     def _insert(self, node: _Node, k: bytes, h: int, value: CID, lo: bytes, hi: bytes) -> _Node:
         keys = node.keys
@@ -571,13 +588,15 @@ class MST:
         k = validate_key(key)
         new_root = self._delete(self._root, k, _LO, _HI)
         if new_root is None:
-            return MST(self._loader, _Node(0, None, (), (), ()))
+            return self._derived(_Node(0, None, (), (), ()))
         # Trim entry-less layers at the top: the root holds the highest key.
+        lifted = False
         while not new_root.keys and new_root.left is not None:
             child = self._child(new_root.left, new_root.layer - 1, _LO, _HI)
             assert child is not None
             new_root = child
-        return MST(self._loader, new_root)
+            lifted = True
+        return self._derived(new_root, lifted)
 
     def _delete(self, node: _Node, k: bytes, lo: bytes, hi: bytes) -> _Node | None:
         keys = node.keys
@@ -703,7 +722,17 @@ class MST:
         A commit event needs this on top of its inversion: inverting reads some
         nodes of the new tree only after it has moved them (deleting a key lifts the
         subtree below it), so their range in the new tree is never checked there.
-        Raises InvalidCommit (or MissingBlock)."""
+        Raises InvalidCommit (or MissingBlock).
+
+        Shortcut: when ``base`` is this freshly loaded tree after exactly one write
+        that lifted nothing (a commit event of one op), that write already read
+        every node it touched here in its range here: deleting reads the path and
+        the two seams it merges, inserting the path and the seam it splits, each
+        from this root with this tree's ranges; and every subtree it did not read
+        keeps, in ``base``, the range it has here (it stays between the same keys),
+        where ``base`` being canonical puts its keys. Nothing is left to read."""
+        if base._origin is self and self._origin is None and base._writes == 1 and not base._lifted:
+            return
         ra, rb = base._root, self._root
         if ra.layer != rb.layer:
             _diff(_Cursor(base, ra), _Cursor(self, rb))

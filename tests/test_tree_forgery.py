@@ -174,6 +174,21 @@ def test_event_that_moves_a_subtree_out_of_its_range_is_refused() -> None:
         verify_commit_event(event, KEY.public, prev_data=old_root, prev_rev=event.since)
 
 
+def test_one_create_that_lifts_an_out_of_range_subtree_is_refused() -> None:
+    # The one-op shortcut of verify_against must not apply when the inversion lifted
+    # a subtree to the top: root [K] (height 2) over an entry-less E over the leaf
+    # [a, b] with a, b > K; deleting K lifts the leaf into the whole range.
+    (k,) = keys_of_height(2, 1)
+    a, b = [x for x in keys_of_height(0, 400) if x > k][:2]
+    f = Forger()
+    leaf = f.put(node([(a, None), (b, None)], None))
+    e = f.put(node([], leaf))
+    root = f.put(node([(k, None)], e))
+    event = f.event(root, [create(k)], prev_data=leaf, since=f.rev())
+    with pytest.raises(InvalidCommit, match="outside its subtree's range"):
+        verify_commit_event(event, KEY.public, prev_data=leaf, prev_rev=event.since)
+
+
 def test_partial_resync_of_such_a_tree_is_refused() -> None:
     # The partial (since) resync path: the new tree's new nodes arrive, the rest is
     # what the node holds, and the node diffs its tree against the new one.
