@@ -1598,7 +1598,7 @@ class Federation:
         self._neg_replies[(link.peer_did, sid)] = reply_box
         have: list[bytes] = []
         need: list[bytes] = []
-        out: bytes | None = neg.initiate()
+        out: bytes | None = neg.initiate(now=time.monotonic())
         try:
             while out is not None:
                 link.send("neg", sid=sid, msg=out)
@@ -1612,10 +1612,14 @@ class Federation:
                         link.abandoned.popitem(last=False)
                     return None
                 link.rtt.sample(time.monotonic() - sent)
-                step = neg.reconcile_client(msg)
+                # Bounded in rounds and time (MAX_ROUNDS, MAX_SESSION_SECONDS): past
+                # them the step has no next message and what was found stands.
+                step = neg.reconcile_client(msg, now=time.monotonic())
                 have.extend(step.have_ids)
                 need.extend(step.need_ids)
                 out = step.next_message
+                if neg.stopped_early:
+                    log.info("negentropy with %s stopped at its bound", link.peer_did)
         finally:
             link.neg_sessions.pop(-sid, None)
             self._neg_replies.pop((link.peer_did, sid), None)
@@ -1635,7 +1639,8 @@ class Federation:
             neg = Negentropy(vec, _NEG_FRAME_LIMIT)
             link.neg_sessions[sid] = neg
         try:
-            answer = neg.reconcile(msg)
+            # Refuses a session past MAX_ROUNDS answers or MAX_SESSION_SECONDS.
+            answer = neg.reconcile(msg, now=time.monotonic())
         except SkyfedError as e:
             link.neg_sessions.pop(sid, None)
             self.penalize(link, 10, f"bad negentropy message: {e}")

@@ -7,9 +7,11 @@ of blocks, framed like a CARv1 file:
 
 where ``header`` is the canonical msgpack map ``{"roots": [<binary CID>], "version": 1}``
 (CARv1 uses DAG-CBOR here) and each ``cid`` is a binary CIDv1. The first root is the
-commit. The reader checks every block against its CID and refuses: a bad header, a
-varint longer than 9 bytes, a block over ``max_block`` bytes, a stream over
-``max_total`` bytes, a CID that does not match its block, and truncation.
+commit. The reader checks every block against its CID and refuses: a bad header
+(``version`` must be the integer 1: ``true`` is not), a varint longer than 9 bytes, a
+block over ``max_block`` bytes (the block itself, not counting its CID, so a block of
+exactly :data:`MAX_BLOCK` passes), a stream over ``max_total`` bytes, a CID that does
+not match its block, and truncation.
 """
 
 from __future__ import annotations
@@ -21,9 +23,15 @@ from .cid import CID
 from .encoding import decode, encode
 from .errors import DecodeError
 
-__all__ = ["read_car", "varint", "write_car"]
+__all__ = ["MAX_BLOCK", "MAX_STREAM", "read_car", "varint", "write_car"]
 
 _MAX_HEADER = 4096
+#: Default bound on one block (§10: 2 MiB, the bound on a commit's blocks).
+MAX_BLOCK = 2 * 1024 * 1024
+#: Default bound on a whole stream.
+MAX_STREAM = 512 * 1024 * 1024
+#: The longest binary CID we read (msgpack codec); a raw CID is 36.
+_MAX_CID = 37
 
 
 def varint(n: int) -> bytes:
@@ -62,7 +70,7 @@ def write_car(roots: Iterable[CID], blocks: Iterable[tuple[CID, bytes]]) -> Iter
 
 
 def read_car(
-    data: bytes, *, max_block: int = 2 * 1024 * 1024, max_total: int = 512 * 1024 * 1024
+    data: bytes, *, max_block: int = MAX_BLOCK, max_total: int = MAX_STREAM
 ) -> tuple[list[CID], dict[CID, bytes]]:
     """Parse a whole stream; returns the roots and the blocks by CID."""
     if len(data) > max_total:
@@ -73,7 +81,12 @@ def read_car(
         raise DecodeError("bad block stream header length")
     header = decode(bytes(view[pos : pos + hlen]))
     pos += hlen
-    if type(header) is not dict or set(header) != {"roots", "version"} or header["version"] != 1:
+    if (
+        type(header) is not dict
+        or set(header) != {"roots", "version"}
+        or type(header["version"]) is not int  # True == 1 in Python
+        or header["version"] != 1
+    ):
         raise DecodeError("block stream header must be {roots, version: 1}")
     raw_roots = header["roots"]
     if type(raw_roots) is not list or not raw_roots:
@@ -86,11 +99,15 @@ def read_car(
     blocks: dict[CID, bytes] = {}
     while pos < len(data):
         size, pos = _read_varint(view, pos)
-        if size > max_block or pos + size > len(data):
+        # The frame holds the CID too: bound it by the largest block plus CID first,
+        # then the block itself once its CID's length is known.
+        if size > max_block + _MAX_CID or pos + size > len(data):
             raise DecodeError("block is over-size or truncated")
         chunk = view[pos : pos + size]
         pos += size
         cid, block = _split_block(bytes(chunk))
+        if len(block) > max_block:
+            raise DecodeError(f"block of {len(block)} bytes is over {max_block}")
         blocks[cid] = block
     return roots, blocks
 

@@ -260,8 +260,8 @@ class CommitEvent:
         if keys != _EVENT_FIELDS and keys != _EVENT_FIELDS_SEQ:
             raise DecodeError(f"commit event must be a map of exactly {_EVENT_FIELDS} in order")
         d = value
-        if "seq" in d and type(d["seq"]) is not int:
-            raise DecodeError("'seq' must be an integer")
+        if "seq" in d and (type(d["seq"]) is not int or not 0 <= d["seq"] <= 2**63 - 1):
+            raise DecodeError("'seq' must be an integer from 0 to 2^63-1")
         blocks, ops = d["blocks"], d["ops"]
         if type(blocks) is not list or not all(type(b) is bytes for b in blocks):
             raise DecodeError("'blocks' must be a list of byte strings")
@@ -332,9 +332,11 @@ def invert_ops(tree: MST, ops: Sequence[RepoOp]) -> MST:
 
 def blocks_for_ops(tree: MST, source: BlockSource, ops: Sequence[RepoOp]) -> dict[CID, bytes]:
     """The nodes of ``tree`` (whose blocks are all in ``source``) that checking and
-    inverting ``ops`` reads: the tree part of a commit event's blocks."""
+    inverting ``ops``, then checking the new tree's key ranges, reads: the tree
+    part of a commit event's blocks."""
     recording = RecordingSource(source)
-    invert_ops(MST.load(recording, tree.root()), ops)
+    after = MST.load(recording, tree.root())
+    after.verify_against(invert_ops(after, ops))
     return recording.read
 
 
@@ -399,10 +401,13 @@ def verify_commit_event(
             if len(block) > MAX_RECORD_BYTES:
                 raise InvalidCommit(f"record {op.path} exceeds {MAX_RECORD_BYTES} bytes")
     try:
-        before = invert_ops(MST.load(MemoryBlockStore(blocks), commit.data), event.ops)
-        root = before.root()
+        after = MST.load(MemoryBlockStore(blocks), commit.data)
+        before = invert_ops(after, event.ops)
+        if before.root() != event.prev_data:
+            raise InvalidCommit("inverting the ops does not give prevData")
+        # prevData is canonical (held, or the empty tree): check the new tree's key
+        # ranges against it where they differ (§7.4, §9.4 step 13).
+        after.verify_against(before)
     except MissingBlock as e:
         raise InvalidCommit(f"blocks are incomplete: {e.message}") from e
-    if root != event.prev_data:
-        raise InvalidCommit("inverting the ops does not give prevData")
     return commit

@@ -8,7 +8,9 @@ encodes with these rules and its decoder refuses anything else:
   and ``dict`` with ``str`` keys -- no floats, no ext types, no other key types;
 * integers in their shortest form (non-negative ones in the positive fixint / uint
   family, negative ones in the negative fixint / int family);
-* strings as valid UTF-8 ``str`` (shortest str8/16/32 header), bytes as ``bin``;
+* strings as valid UTF-8 ``str`` (shortest str8/16/32 header), bytes as ``bin``; a
+  Python string holding a lone surrogate (JSON's ``"\ud800"`` escape makes one) is
+  not text and is refused, as a map key too;
 * map keys unique and sorted by their UTF-8 bytes;
 * no trailing bytes, nesting at most :data:`MAX_DEPTH`, input at most ``max_size``.
 
@@ -144,7 +146,13 @@ def encode(value: Value) -> bytes:
             pass
         else:
             return data
-    return msgpack.packb(_canonical(value, 0))  # type: ignore[no-any-return]
+    try:
+        return msgpack.packb(_canonical(value, 0))  # type: ignore[no-any-return]
+    except UnicodeEncodeError as e:
+        # Sorting map keys by their UTF-8 or packing a string met a lone surrogate.
+        raise LocalProtocolError(
+            "a string is not valid Unicode text (it holds a lone surrogate)"
+        ) from e
 
 
 def _gate() -> msgpack.Packer:
@@ -240,7 +248,9 @@ def _unpack(data: bytes) -> Any:
 def decode_unchecked(data: bytes, *, max_size: int = MAX_SIZE) -> Any:
     """Decode and require that the value re-encodes to exactly ``data``, but leave
     the model's rules (types, key order, depth) to the caller: for decoders that
-    check an exact schema themselves (commits, events), where a second walk is waste."""
+    check an exact schema themselves (commits, events), where a second walk is waste.
+    The integer range is checked here all the same (a schema says "int", not which
+    ints): an integer above 2^63-1 (a uint64, marker ``cf``) is refused."""
     data = _as_bytes(data, max_size)
     value = _unpack(data)
     try:
@@ -249,4 +259,20 @@ def decode_unchecked(data: bytes, *, max_size: int = MAX_SIZE) -> Any:
         raise DecodeError(f"not representable: {e}") from e
     if again != data:
         raise DecodeError("not canonical: the value has a different canonical encoding")
+    if 0xCF in data:  # only a uint64 can exceed the range (or the byte is in a string)
+        _check_int_range(value)
     return value
+
+
+def _check_int_range(value: Any) -> None:
+    """Refuse an integer outside the signed 64-bit range anywhere in ``value``."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        t = type(v)
+        if t is dict:
+            stack.extend(v.values())
+        elif t is list:
+            stack.extend(v)
+        elif t is int and not _INT_MIN <= v <= _INT_MAX:
+            raise DecodeError("integer out of the signed 64-bit range")

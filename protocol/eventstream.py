@@ -44,6 +44,8 @@ def decode_frame(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
     if type(header) is not dict or type(body) is not dict:
         raise DecodeError("frame header and body must be maps")
     op = header.get("op")
+    if type(op) is not int:  # True == 1 and False == 0 in Python
+        raise DecodeError("frame op must be 1 or -1")
     if op == 1:
         if set(header) != {"op", "t"} or type(header["t"]) is not str:
             raise DecodeError("message frame header must be {op: 1, t}")

@@ -24,6 +24,14 @@ missing block raises :class:`MissingBlock`.
 What it refuses: malformed keys, nodes that are not canonical (wrong key heights,
 unsorted or duplicate keys, bad prefixes, non-canonical bytes), and trees whose
 structure does not match the one its key set dictates.
+
+Every walk (``get``, ``items``, ``set``, ``delete``, ``diff``, ``all_blocks``,
+``verify_structure``) carries the key range a subtree may hold, inherited from the
+keys above it, and refuses a node read from the block source with a key outside it:
+a subtree to the left of ``K`` holds only keys below ``K``, and so on. So a tree
+that only partly arrives (the nodes of a commit event, the new nodes of a partial
+resync) is held to the same order as a whole one; a key out of its range would make
+``get`` miss it and ``items`` yield keys out of order.
 """
 
 from __future__ import annotations
@@ -62,6 +70,10 @@ _KEYS_RE = re.compile(
 )
 #: Decoded nodes kept per tree loader; bounded so a walk over a huge repo stays small.
 _CACHE_NODES = 50_000
+#: The open ends of a subtree's key range. Keys are 3 to 1024 ASCII bytes, so b""
+#: sorts below every key and b"\xff" above every key.
+_LO = b""
+_HI = b"\xff"
 
 
 class MissingBlock(InvalidCommit):
@@ -267,11 +279,17 @@ def _decode_node(cid: CID, block: bytes, layer: int | None) -> _Node:
     try:
         left_raw = data.l
         left: CID | None = None if left_raw is None else _cid(left_raw)
+        entries = data.e
+        # CIDs in comprehensions, keys in the loop below (a fifth faster than one
+        # loop appending to three lists).
+        vals = [_cid(e.v) for e in entries]
+        rights = [None if e.t is None else _cid(e.t) for e in entries]
         keys: list[bytes] = []
-        vals: list[CID] = []
-        rights: list[CID | None] = []
+        append = keys.append
+        if entries and entries[0].p != 0:
+            raise DecodeError("the first entry of a node has prefix length 0")
         prev = b""
-        for entry in data.e:
+        for entry in entries:
             p = entry.p
             k = entry.k
             if p:
@@ -283,15 +301,9 @@ def _decode_node(cid: CID, block: bytes, layer: int | None) -> _Node:
             # The prefix must be the longest shared one: the next bytes must differ.
             if p < len(prev) and k and prev[p] == k[0]:
                 raise DecodeError("tree entry prefix is not the longest shared prefix")
-            if keys:
-                if key <= prev:
-                    raise DecodeError("tree keys are not strictly increasing")
-            elif p != 0:
-                raise DecodeError("the first entry of a node has prefix length 0")
-            keys.append(key)
-            vals.append(_cid(entry.v))
-            t = entry.t
-            rights.append(None if t is None else _cid(t))
+            if keys and key <= prev:
+                raise DecodeError("tree keys are not strictly increasing")
+            append(key)
             prev = key
         # Every key's syntax in one match over all of them (newlines cannot occur in
         # a key, so they separate).
@@ -378,11 +390,28 @@ def _node_cid(node: _Node) -> CID:
 class MST:
     """An immutable Merkle Search Tree. Build with :meth:`empty` or :meth:`load`."""
 
-    __slots__ = ("_loader", "_root")
+    __slots__ = ("_lifted", "_loader", "_origin", "_root", "_writes")
 
-    def __init__(self, loader: _Loader, root: _Node):
+    def __init__(
+        self,
+        loader: _Loader,
+        root: _Node,
+        origin: MST | None = None,
+        writes: int = 0,
+        lifted: bool = False,
+    ):
         self._loader = loader
         self._root = root
+        # Lineage, for verify_against: the tree this one was written from (None: it
+        # was loaded or made empty), how many writes since, and whether a delete
+        # lifted a subtree to the top (reading it in a wider range than before).
+        self._origin = origin
+        self._writes = writes
+        self._lifted = lifted
+
+    def _derived(self, root: _Node, lifted: bool = False) -> MST:
+        origin = self if self._origin is None else self._origin  # (not `or`: __len__ walks)
+        return MST(self._loader, root, origin, self._writes + 1, self._lifted or lifted)
 
     # -- construction ------------------------------------------------------------
     @classmethod
@@ -404,25 +433,42 @@ class MST:
         """The root CID (computing the CIDs of nodes built since loading)."""
         return _node_cid(self._root)
 
-    def _child(self, ref: Ref, layer: int) -> _Node | None:
-        if ref is None:
-            return None
-        if isinstance(ref, CID):
-            return self._loader.load(ref, layer)
-        return ref
+    def _child(self, ref: Ref, layer: int, lo: bytes, hi: bytes) -> _Node | None:
+        """The subtree ``ref`` on ``layer``, whose keys must all lie strictly between
+        ``lo`` and ``hi`` (the keys around it above; :data:`_LO`/:data:`_HI` for open
+        ends). Checked on every read from the block source, cache hits included: a
+        cached node (or an entry-less node shared by two gaps) may sit in another
+        range here."""
+        if ref is None or isinstance(ref, _Node):
+            # Built here (or loaded, checked then, and placed by this module's own
+            # writes): only what comes from a block source needs the check.
+            return ref
+        node = self._loader.load(ref, layer)
+        keys = node.keys
+        if keys and (keys[0] <= lo or keys[-1] >= hi):
+            raise InvalidCommit(f"tree node {ref} holds a key outside its subtree's range")
+        return node
 
     def get(self, key: str) -> CID | None:
         """The value stored under ``key``, or None."""
         k = validate_key(key)
         node: _Node | None = self._root
+        lo, hi = _LO, _HI
         while node is not None:
-            i = bisect.bisect_left(node.keys, k)
-            if i < len(node.keys) and node.keys[i] == k:
-                return node.vals[i]
+            keys = node.keys
+            i = bisect.bisect_left(keys, k)
+            if i < len(keys):
+                if keys[i] == k:
+                    return node.vals[i]
+                hi = keys[i]
             if node.layer == 0:
                 return None
-            ref = node.left if i == 0 else node.rights[i - 1]
-            node = self._child(ref, node.layer - 1)
+            if i:
+                lo = keys[i - 1]
+                ref = node.rights[i - 1]
+            else:
+                ref = node.left
+            node = self._child(ref, node.layer - 1, lo, hi)
         return None
 
     def __contains__(self, key: str) -> bool:
@@ -434,28 +480,36 @@ class MST:
         lo = (after or "").encode("utf-8")
         start = max(lo, prefix.encode("utf-8"))
         pre = prefix.encode("utf-8")
-        for key, val in self._walk(self._root, start, after is not None):
+        for key, val in self._walk(self._root, start, after is not None, _LO, _HI):
             if pre and not key.startswith(pre):
                 if key > pre:
                     return
                 continue
             yield key.decode("ascii"), val
 
-    def _walk(self, node: _Node, start: bytes, exclusive: bool) -> Iterator[tuple[bytes, CID]]:
-        i = bisect.bisect_left(node.keys, start) if start else 0
+    def _walk(
+        self, node: _Node, start: bytes, exclusive: bool, lo: bytes, hi: bytes
+    ) -> Iterator[tuple[bytes, CID]]:
+        keys = node.keys
+        n = len(keys)
+        i = bisect.bisect_left(keys, start) if start else 0
         sub_layer = node.layer - 1
         if node.layer > 0:
-            child = self._child(node.left if i == 0 else node.rights[i - 1], sub_layer)
+            ref = node.left if i == 0 else node.rights[i - 1]
+            child = self._child(ref, sub_layer, keys[i - 1] if i else lo, keys[i] if i < n else hi)
             if child is not None:
-                yield from self._walk(child, start, exclusive)
-        for j in range(i, len(node.keys)):
-            key = node.keys[j]
+                yield from self._walk(
+                    child, start, exclusive, keys[i - 1] if i else lo, keys[i] if i < n else hi
+                )
+        for j in range(i, n):
+            key = keys[j]
             if not (exclusive and key == start):
                 yield key, node.vals[j]
             if node.layer > 0:
-                child = self._child(node.rights[j], sub_layer)
+                c_hi = keys[j + 1] if j + 1 < n else hi
+                child = self._child(node.rights[j], sub_layer, key, c_hi)
                 if child is not None:
-                    yield from self._walk(child, b"", False)
+                    yield from self._walk(child, b"", False, key, c_hi)
 
     def __len__(self) -> int:
         return sum(1 for _ in self.items())
@@ -468,76 +522,97 @@ class MST:
         root = self._root
         if h > root.layer:
             # The key starts a new top layer: everything splits around it.
-            lo, hi = self._split(root, k) if not root.is_empty() else (None, None)
+            lo, hi = self._split(root, k, _LO, _HI) if not root.is_empty() else (None, None)
             lo = _lift(lo, root.layer, h - 1)
             hi = _lift(hi, root.layer, h - 1)
             new_root = _Node(h, lo, (k,), (value,), (hi,))
         else:
-            new_root = self._insert(root, k, h, value)
-        return MST(self._loader, new_root)
+            new_root = self._insert(root, k, h, value, _LO, _HI)
+        return self._derived(new_root)
 
-    def _insert(self, node: _Node, k: bytes, h: int, value: CID) -> _Node:
-        i = bisect.bisect_left(node.keys, k)
-        if i < len(node.keys) and node.keys[i] == k:
+    def _insert(self, node: _Node, k: bytes, h: int, value: CID, lo: bytes, hi: bytes) -> _Node:
+        keys = node.keys
+        i = bisect.bisect_left(keys, k)
+        if i < len(keys) and keys[i] == k:
             if node.vals[i] == value:
                 return node
             vals = (*node.vals[:i], value, *node.vals[i + 1 :])
-            return _Node(node.layer, node.left, node.keys, vals, node.rights)
+            return _Node(node.layer, node.left, keys, vals, node.rights)
         sub_layer = node.layer - 1
         ref = node.left if i == 0 else node.rights[i - 1]
+        c_lo = keys[i - 1] if i else lo
+        c_hi = keys[i] if i < len(keys) else hi
         if h == node.layer:
-            child = self._child(ref, sub_layer)
-            lo, hi = self._split(child, k) if child is not None else (None, None)
+            child = self._child(ref, sub_layer, c_lo, c_hi)
+            below, above = self._split(child, k, c_lo, c_hi) if child is not None else (None, None)
             keys = (*node.keys[:i], k, *node.keys[i:])
             vals = (*node.vals[:i], value, *node.vals[i:])
             if i == 0:
-                return _Node(node.layer, lo, keys, vals, (hi, *node.rights))
-            rights = (*node.rights[: i - 1], lo, hi, *node.rights[i:])
+                return _Node(node.layer, below, keys, vals, (above, *node.rights))
+            rights = (*node.rights[: i - 1], below, above, *node.rights[i:])
             return _Node(node.layer, node.left, keys, vals, rights)
         # h < node.layer: descend into the gap the key falls in.
-        child = self._child(ref, sub_layer)
+        child = self._child(ref, sub_layer, c_lo, c_hi)
         if child is None:
             child = _Node(sub_layer, None, (), (), ())
-        new_child = self._insert(child, k, h, value)
+        new_child = self._insert(child, k, h, value, c_lo, c_hi)
         return _replace_ref(node, i, new_child)
 
-    def _split(self, node: _Node | None, k: bytes) -> tuple[_Node | None, _Node | None]:
-        """Split a subtree into the parts below and above ``k`` (not in the tree)."""
+    def _split(
+        self, node: _Node | None, k: bytes, lo: bytes, hi: bytes
+    ) -> tuple[_Node | None, _Node | None]:
+        """Split a subtree (keys between ``lo`` and ``hi``) into the parts below and
+        above ``k`` (not in the tree)."""
         if node is None:
             return None, None
-        i = bisect.bisect_left(node.keys, k)
+        keys = node.keys
+        i = bisect.bisect_left(keys, k)
         sub_layer = node.layer - 1
         ref = node.left if i == 0 else node.rights[i - 1]
-        lo_c, hi_c = self._split(self._child(ref, sub_layer), k) if node.layer else (None, None)
+        if node.layer:
+            c_lo = keys[i - 1] if i else lo
+            c_hi = keys[i] if i < len(keys) else hi
+            lo_c, hi_c = self._split(self._child(ref, sub_layer, c_lo, c_hi), k, c_lo, c_hi)
+        else:
+            lo_c, hi_c = None, None
         if i == 0:
-            lo = _Node(node.layer, lo_c, (), (), ())
+            below = _Node(node.layer, lo_c, (), (), ())
         else:
             rights = (*node.rights[: i - 1], lo_c)
-            lo = _Node(node.layer, node.left, node.keys[:i], node.vals[:i], rights)
-        hi = _Node(node.layer, hi_c, node.keys[i:], node.vals[i:], node.rights[i:])
-        return _prune(lo), _prune(hi)
+            below = _Node(node.layer, node.left, node.keys[:i], node.vals[:i], rights)
+        above = _Node(node.layer, hi_c, node.keys[i:], node.vals[i:], node.rights[i:])
+        return _prune(below), _prune(above)
 
     def delete(self, key: str) -> MST:
         """Return a tree without ``key``. Raises RepoError if it is absent."""
         k = validate_key(key)
-        new_root = self._delete(self._root, k)
+        new_root = self._delete(self._root, k, _LO, _HI)
         if new_root is None:
-            return MST(self._loader, _Node(0, None, (), (), ()))
+            return self._derived(_Node(0, None, (), (), ()))
         # Trim entry-less layers at the top: the root holds the highest key.
+        lifted = False
         while not new_root.keys and new_root.left is not None:
-            child = self._child(new_root.left, new_root.layer - 1)
+            child = self._child(new_root.left, new_root.layer - 1, _LO, _HI)
             assert child is not None
             new_root = child
-        return MST(self._loader, new_root)
+            lifted = True
+        return self._derived(new_root, lifted)
 
-    def _delete(self, node: _Node, k: bytes) -> _Node | None:
-        i = bisect.bisect_left(node.keys, k)
+    def _delete(self, node: _Node, k: bytes, lo: bytes, hi: bytes) -> _Node | None:
+        keys = node.keys
+        i = bisect.bisect_left(keys, k)
         sub_layer = node.layer - 1
-        if i < len(node.keys) and node.keys[i] == k:
+        c_lo = keys[i - 1] if i else lo
+        if i < len(keys) and keys[i] == k:
             if node.layer:
                 left_ref = node.left if i == 0 else node.rights[i - 1]
+                c_hi = keys[i + 1] if i + 1 < len(keys) else hi
                 merged = self._merge(
-                    self._child(left_ref, sub_layer), self._child(node.rights[i], sub_layer)
+                    self._child(left_ref, sub_layer, c_lo, k),
+                    self._child(node.rights[i], sub_layer, k, c_hi),
+                    c_lo,
+                    k,
+                    c_hi,
                 )
             else:
                 merged = None
@@ -552,13 +627,17 @@ class MST:
         if node.layer == 0:
             raise RepoError(f"no record at {k.decode('ascii')}", error="RecordNotFound")
         ref = node.left if i == 0 else node.rights[i - 1]
-        child = self._child(ref, sub_layer)
+        c_hi = keys[i] if i < len(keys) else hi
+        child = self._child(ref, sub_layer, c_lo, c_hi)
         if child is None:
             raise RepoError(f"no record at {k.decode('ascii')}", error="RecordNotFound")
-        return _prune(_replace_ref(node, i, self._delete(child, k)))
+        return _prune(_replace_ref(node, i, self._delete(child, k, c_lo, c_hi)))
 
-    def _merge(self, a: _Node | None, b: _Node | None) -> _Node | None:
-        """Join two adjacent subtrees of the same layer (all of ``a`` < all of ``b``)."""
+    def _merge(
+        self, a: _Node | None, b: _Node | None, lo: bytes, mid: bytes, hi: bytes
+    ) -> _Node | None:
+        """Join two adjacent subtrees of the same layer: ``a`` holds keys between
+        ``lo`` and ``mid``, ``b`` keys between ``mid`` and ``hi``."""
         if a is None:
             return b
         if b is None:
@@ -566,7 +645,15 @@ class MST:
         sub_layer = a.layer - 1
         if a.layer:
             a_last = a.rights[-1] if a.keys else a.left
-            joint = self._merge(self._child(a_last, sub_layer), self._child(b.left, sub_layer))
+            a_lo = a.keys[-1] if a.keys else lo
+            b_hi = b.keys[0] if b.keys else hi
+            joint = self._merge(
+                self._child(a_last, sub_layer, a_lo, mid),
+                self._child(b.left, sub_layer, mid, b_hi),
+                a_lo,
+                mid,
+                b_hi,
+            )
         else:
             joint = None
         if a.keys:
@@ -605,31 +692,182 @@ class MST:
 
     def all_blocks(self) -> Iterator[tuple[CID, bytes]]:
         """Every node block of the tree, root first (for an export)."""
-        stack: list[_Node] = [self._root]
+        stack: list[tuple[_Node, bytes, bytes]] = [(self._root, _LO, _HI)]
         while stack:
-            node = stack.pop()
+            node, lo, hi = stack.pop()
             cid = _node_cid(node)
             assert node._block is not None
             yield cid, node._block
             sub = node.layer - 1
-            for ref in reversed((node.left, *node.rights)):
-                child = self._child(ref, sub)
+            bounds = (lo, *node.keys, hi)
+            refs = (node.left, *node.rights)
+            for j in range(len(refs) - 1, -1, -1):
+                child = self._child(refs[j], sub, bounds[j], bounds[j + 1])
                 if child is not None:
-                    stack.append(child)
+                    stack.append((child, bounds[j], bounds[j + 1]))
 
     def verify_structure(self) -> int:
         """Walk the whole tree checking that it is the canonical tree for its keys
         (every key in the right subtree, no empty nodes where none may be). Returns
         the number of keys. Raises InvalidCommit (or MissingBlock)."""
-        return self._verify(self._root, None, None, is_root=True)
+        return self._verify(self._root, _LO, _HI, is_root=True)
 
-    def _verify(self, node: _Node, lo: bytes | None, hi: bytes | None, *, is_root: bool) -> int:
-        if node.keys:
-            if lo is not None and node.keys[0] <= lo:
-                raise InvalidCommit("tree key is out of its subtree's range")
-            if hi is not None and node.keys[-1] >= hi:
-                raise InvalidCommit("tree key is out of its subtree's range")
-        elif not is_root and node.left is None:
+    def verify_against(self, base: MST) -> None:
+        """Check that this tree is canonical, given that ``base`` is (a tree this
+        node holds, or one rebuilt from it): read every part of this tree that is
+        not a subtree of ``base`` found in a range that contains its range in
+        ``base``, checking each node where it sits here. Only the nodes on the way to
+        what differs are read, so it works on the partial tree of a commit event.
+
+        A commit event needs this on top of its inversion: inverting reads some
+        nodes of the new tree only after it has moved them (deleting a key lifts the
+        subtree below it), so their range in the new tree is never checked there.
+        Raises InvalidCommit (or MissingBlock).
+
+        Shortcut: when ``base`` is this freshly loaded tree after exactly one write
+        that lifted nothing (a commit event of one op), that write already read
+        every node it touched here in its range here: deleting reads the path and
+        the two seams it merges, inserting the path and the seam it splits, each
+        from this root with this tree's ranges; and every subtree it did not read
+        keeps, in ``base``, the range it has here (it stays between the same keys),
+        where ``base`` being canonical puts its keys. Nothing is left to read."""
+        if base._origin is self and self._origin is None and base._writes == 1 and not base._lifted:
+            return
+        ra, rb = base._root, self._root
+        if ra.layer != rb.layer:
+            _diff(_Cursor(base, ra), _Cursor(self, rb))
+        else:
+            self._check_against(base, ra, rb, ra.layer, _LO, _HI, _LO, _HI)
+
+    def _check_against(
+        self,
+        base: MST,
+        ra: _Node | CID,
+        rb: _Node | CID,
+        layer: int,
+        a_lo: bytes,
+        a_hi: bytes,
+        b_lo: bytes,
+        b_hi: bytes,
+    ) -> None:
+        """verify_against for one pair of subtrees on one layer: descend pair by
+        pair while the two nodes hold the same keys (a change further down), and
+        hand anything else to the diff walk."""
+        if a_lo >= b_lo and a_hi <= b_hi and (ra is rb or _ref_cid(ra) == _ref_cid(rb)):
+            return
+        na = base._child(ra, layer, a_lo, a_hi)
+        nb = self._child(rb, layer, b_lo, b_hi)
+        assert na is not None
+        assert nb is not None
+        if not layer:
+            return  # nb's keys were checked by _child, and it has no subtrees
+        keys = na.keys
+        if keys != nb.keys:
+            if not self._check_one_key_apart(base, na, nb, a_lo, a_hi, b_lo, b_hi):
+                _diff(_Cursor(base, na, a_lo, a_hi), _Cursor(self, nb, b_lo, b_hi))
+            return
+        sub = layer - 1
+        n = len(keys)
+        origin = na.base
+        gaps: Iterable[int]
+        if origin is not None and origin[0] is nb:
+            # na is nb with one subtree replaced (how inverting an op rebuilds the
+            # path): only that gap can differ, and the outer ones if the ranges do.
+            gaps = sorted(
+                {origin[1], *((0,) if a_lo < b_lo else ()), *((n,) if a_hi > b_hi else ())}
+            )
+        else:
+            gaps = range(n + 1)
+        for j in gaps:
+            ca = na.left if j == 0 else na.rights[j - 1]
+            cb = nb.left if j == 0 else nb.rights[j - 1]
+            if cb is None or (ca is cb and 0 < j < n):
+                continue  # nothing here, or the same subtree between the same keys
+            lo_a = keys[j - 1] if j else a_lo
+            hi_a = keys[j] if j < n else a_hi
+            lo_b = keys[j - 1] if j else b_lo
+            hi_b = keys[j] if j < n else b_hi
+            if ca is None:
+                # Only here: every key of it is new, read it all.
+                _diff(_Cursor(base, None, lo_a, hi_a), _Cursor(self, cb, lo_b, hi_b, sub))
+            else:
+                self._check_against(base, ca, cb, sub, lo_a, hi_a, lo_b, hi_b)
+
+    def _check_one_key_apart(
+        self,
+        base: MST,
+        na: _Node,
+        nb: _Node,
+        a_lo: bytes,
+        a_hi: bytes,
+        b_lo: bytes,
+        b_hi: bytes,
+    ) -> bool:
+        """verify_against for two nodes of one layer whose keys differ by one key
+        (inverting a create or a delete of a key of this layer): the subtrees on
+        either side of that key are diffed against the one subtree the other node
+        has there; every other subtree is paired with its twin. False if the keys
+        differ otherwise."""
+        ka, kb = na.keys, nb.keys
+        if len(kb) == len(ka) + 1:
+            more, fewer, extra_in_b = kb, ka, True
+        elif len(ka) == len(kb) + 1:
+            more, fewer, extra_in_b = ka, kb, False
+        else:
+            return False
+        i = 0
+        while i < len(fewer) and fewer[i] == more[i]:
+            i += 1
+        if fewer[i:] != more[i + 1 :]:
+            return False
+        sub = na.layer - 1
+
+        def gap(node: _Node, j: int, lo: bytes, hi: bytes) -> tuple[Ref, bytes, bytes]:
+            keys = node.keys
+            ref = node.left if j == 0 else node.rights[j - 1]
+            return ref, keys[j - 1] if j else lo, keys[j] if j < len(keys) else hi
+
+        # Twins: gap j of the node with fewer keys is gap j of the other before the
+        # extra key and gap j + 1 after it; its gap i spans the extra key.
+        for j in range(len(fewer) + 1):
+            if j == i:
+                continue
+            ja, jb = (j, j if j < i else j + 1) if extra_in_b else (j if j < i else j + 1, j)
+            ca, lo_a, hi_a = gap(na, ja, a_lo, a_hi)
+            cb, lo_b, hi_b = gap(nb, jb, b_lo, b_hi)
+            if cb is None:
+                continue
+            if ca is None:
+                _diff(_Cursor(base, None), _Cursor(self, cb, lo_b, hi_b, sub))
+            else:
+                self._check_against(base, ca, cb, sub, lo_a, hi_a, lo_b, hi_b)
+        # Around the extra key: its two neighbouring subtrees against the one gap.
+        one, two = (base, na) if not extra_in_b else (self, nb)
+        lone_tree, lone_node, lone_lo, lone_hi = (
+            (base, na, a_lo, a_hi) if extra_in_b else (self, nb, b_lo, b_hi)
+        )
+        ref, lo, hi = gap(lone_node, i, lone_lo, lone_hi)
+        lone = _Cursor(lone_tree, ref, lo, hi, sub)
+        pair = _Cursor(one, None)
+        p_lo, p_hi = (b_lo, b_hi) if extra_in_b else (a_lo, a_hi)
+        left, l_lo, l_hi = gap(two, i, p_lo, p_hi)
+        right, r_lo, r_hi = gap(two, i + 1, p_lo, p_hi)
+        items: list[_Sub | tuple[bytes, CID]] = []
+        if left is not None:
+            items.append(_Sub(left, sub, l_lo, l_hi))
+        items.append((more[i], two.vals[i]))
+        if right is not None:
+            items.append(_Sub(right, sub, r_lo, r_hi))
+        pair.stack.extend(reversed(items))
+        if extra_in_b:
+            _diff(lone, pair)
+        else:
+            _diff(pair, lone)
+        return True
+
+    def _verify(self, node: _Node, lo: bytes, hi: bytes, *, is_root: bool) -> int:
+        # Key ranges are checked by _child on the way down.
+        if not node.keys and not is_root and node.left is None:
             raise InvalidCommit("tree holds an empty node")
         count = len(node.keys)
         if node.layer == 0:
@@ -637,67 +875,22 @@ class MST:
         sub = node.layer - 1
         bounds = (lo, *node.keys, hi)
         for j, ref in enumerate((node.left, *node.rights)):
-            child = self._child(ref, sub)
+            child = self._child(ref, sub, bounds[j], bounds[j + 1])
             if child is not None:
                 count += self._verify(child, bounds[j], bounds[j + 1], is_root=False)
         return count
 
     # -- comparing ---------------------------------------------------------------
     def diff(self, other: MST) -> list[DiffEntry]:
-        """What changes from ``self`` to ``other``, in key order. Subtrees with
-        equal CIDs are skipped without being read."""
-        out: list[DiffEntry] = []
-        a = _Cursor(self, self._root)
-        b = _Cursor(other, other._root)
-        while True:
-            ha, hb = a.head(), b.head()
-            if ha is None and hb is None:
-                return out
-            if ha is None:
-                assert hb is not None
-                if isinstance(hb, _Node):
-                    b.expand()
-                    continue
-                out.append(DiffEntry(hb[0].decode("ascii"), None, hb[1]))
-                b.pop()
-                continue
-            if hb is None:
-                if isinstance(ha, _Node):
-                    a.expand()
-                    continue
-                out.append(DiffEntry(ha[0].decode("ascii"), ha[1], None))
-                a.pop()
-                continue
-            if isinstance(ha, _Node) and isinstance(hb, _Node):
-                if _node_cid(ha) == _node_cid(hb):
-                    a.pop()
-                    b.pop()
-                elif ha.layer > hb.layer:
-                    a.expand()
-                elif hb.layer > ha.layer:
-                    b.expand()
-                else:
-                    a.expand()
-                    b.expand()
-                continue
-            if isinstance(ha, _Node):
-                a.expand()
-                continue
-            if isinstance(hb, _Node):
-                b.expand()
-                continue
-            (ka, va), (kb, vb) = ha, hb
-            if ka < kb:
-                out.append(DiffEntry(ka.decode("ascii"), va, None))
-                a.pop()
-            elif kb < ka:
-                out.append(DiffEntry(kb.decode("ascii"), None, vb))
-                b.pop()
-            else:
-                if va != vb:
-                    out.append(DiffEntry(ka.decode("ascii"), va, vb))
-                a.pop()
-                b.pop()
+        """What changes from ``self`` to ``other``, in key order.
+
+        ``self`` is trusted to be canonical (a tree this node holds); ``other`` is
+        checked as it is read. A subtree with the same CID in both is skipped
+        without being read when its key range in ``self`` lies within its range in
+        ``other`` (so its keys, in range in ``self``, are in range in ``other``);
+        otherwise it is read (in an honest pair only along the edge of a key added
+        above it)."""
+        return _diff(_Cursor(self, self._root), _Cursor(other, other._root))
 
     # -- proofs ------------------------------------------------------------------
     def proof(self, key: str) -> dict[CID, bytes]:
@@ -706,6 +899,59 @@ class MST:
         source = RecordingSource(_TreeSource(self))
         MST.load(source, self.root()).get(key)
         return source.read
+
+
+def _diff(a: _Cursor, b: _Cursor) -> list[DiffEntry]:
+    """The diff walk of :meth:`MST.diff` over two cursors."""
+    out: list[DiffEntry] = []
+    while True:
+        ha, hb = a.head(), b.head()
+        if ha is None and hb is None:
+            return out
+        if ha is None:
+            assert hb is not None
+            if isinstance(hb, _Sub):
+                b.expand()
+                continue
+            out.append(DiffEntry(hb[0].decode("ascii"), None, hb[1]))
+            b.pop()
+            continue
+        if hb is None:
+            if isinstance(ha, _Sub):
+                a.expand()
+                continue
+            out.append(DiffEntry(ha[0].decode("ascii"), ha[1], None))
+            a.pop()
+            continue
+        if isinstance(ha, _Sub) and isinstance(hb, _Sub):
+            if ha.layer == hb.layer and ha.lo >= hb.lo and ha.hi <= hb.hi and ha.cid() == hb.cid():
+                a.pop()
+                b.pop()
+            elif ha.layer > hb.layer:
+                a.expand()
+            elif hb.layer > ha.layer:
+                b.expand()
+            else:
+                _expand_pair(a, b)
+            continue
+        if isinstance(ha, _Sub):
+            a.expand()
+            continue
+        if isinstance(hb, _Sub):
+            b.expand()
+            continue
+        (ka, va), (kb, vb) = ha, hb
+        if ka < kb:
+            out.append(DiffEntry(ka.decode("ascii"), va, None))
+            a.pop()
+        elif kb < ka:
+            out.append(DiffEntry(kb.decode("ascii"), None, vb))
+            b.pop()
+        else:
+            if va != vb:
+                out.append(DiffEntry(ka.decode("ascii"), va, vb))
+            a.pop()
+            b.pop()
 
 
 class _TreeSource:
@@ -722,33 +968,148 @@ class _TreeSource:
         return block
 
 
+class _Sub:
+    """A pending subtree of a :class:`_Cursor`: where it is, its layer and the key
+    range it must hold. Not read until it is expanded (a skipped subtree's block
+    need not be at hand)."""
+
+    __slots__ = ("hi", "layer", "lo", "ref")
+
+    def __init__(self, ref: _Node | CID, layer: int, lo: bytes, hi: bytes):
+        self.ref = ref
+        self.layer = layer
+        self.lo = lo
+        self.hi = hi
+
+    def cid(self) -> CID:
+        return _ref_cid(self.ref)
+
+
 class _Cursor:
     """A stack of pending items (subtrees and leaves) of one tree, in key order."""
 
-    def __init__(self, tree: MST, root: _Node):
+    def __init__(
+        self,
+        tree: MST,
+        root: _Node | CID | None,
+        lo: bytes = _LO,
+        hi: bytes = _HI,
+        layer: int | None = None,
+    ):
+        """A cursor over the subtree ``root`` (None: nothing), whose keys lie
+        between ``lo`` and ``hi``; ``layer`` is needed when ``root`` is a CID."""
         self.tree = tree
-        self.stack: list[_Node | tuple[bytes, CID]] = [root]
+        self.stack: list[_Sub | tuple[bytes, CID]] = []
+        if root is not None:
+            if isinstance(root, _Node):
+                layer = root.layer
+            assert layer is not None
+            self.stack.append(_Sub(root, layer, lo, hi))
 
-    def head(self) -> _Node | tuple[bytes, CID] | None:
+    def head(self) -> _Sub | tuple[bytes, CID] | None:
         return self.stack[-1] if self.stack else None
 
     def pop(self) -> None:
         self.stack.pop()
 
+    def take(self) -> tuple[_Node, _Sub]:
+        """Pop the subtree at the head and read its node (checking its range)."""
+        sub_tree = self.stack.pop()
+        assert isinstance(sub_tree, _Sub)
+        node = self.tree._child(sub_tree.ref, sub_tree.layer, sub_tree.lo, sub_tree.hi)
+        assert node is not None
+        return node, sub_tree
+
     def expand(self) -> None:
-        node = self.stack.pop()
-        assert isinstance(node, _Node)
+        node, sub_tree = self.take()
+        lo = sub_tree.lo
         sub = node.layer - 1
-        items: list[_Node | tuple[bytes, CID]] = []
-        child = self.tree._child(node.left, sub) if node.layer else None
-        if child is not None:
-            items.append(child)
-        for key, val, right in zip(node.keys, node.vals, node.rights, strict=True):
+        items: list[_Sub | tuple[bytes, CID]] = []
+        his = (*node.keys, sub_tree.hi)
+        if node.left is not None:
+            items.append(_Sub(node.left, sub, lo, his[0]))
+        for j, (key, val, right) in enumerate(zip(node.keys, node.vals, node.rights, strict=True)):
             items.append((key, val))
-            child = self.tree._child(right, sub) if node.layer else None
-            if child is not None:
-                items.append(child)
+            if right is not None:
+                items.append(_Sub(right, sub, key, his[j + 1]))
         self.stack.extend(reversed(items))
+
+    def push(self, node: _Node, sub_tree: _Sub) -> None:
+        """Put back a node taken with :meth:`take`, expanded."""
+        self.stack.append(sub_tree)
+        self.expand()
+
+
+def _expand_pair(a: _Cursor, b: _Cursor) -> None:
+    """Expand the head subtrees of both cursors (same layer, not skippable). When
+    the two nodes hold the same keys (a change further down, the common case),
+    push only the entries and subtrees that differ, on both sides at once: what
+    is left out is the same in both and in range (``a``'s range within ``b``'s),
+    exactly what the diff would pop pair by pair. The keys on either side of a
+    pushed subtree are pushed too, so the two streams stay aligned as they would
+    be in a full expansion (and no subtree is read that that would not read)."""
+    na, sa = a.take()
+    nb, sb = b.take()
+    keys = na.keys
+    if keys != nb.keys:
+        a.push(na, sa)
+        b.push(nb, sb)
+        return
+    sub = na.layer - 1
+    n = len(keys)
+    vals_a, vals_b = na.vals, nb.vals
+    refs_a = (na.left, *na.rights)
+    refs_b = (nb.left, *nb.rights)
+    # Gaps that may differ: refs that are not the same object (the tree a commit's
+    # inversion builds shares every untouched ref with the tree it came from), and
+    # the two outer gaps when a's range is not within b's. Inner gaps have the same
+    # range on both sides (the same keys bound them).
+    maybe = [j for j, ra, rb in zip(range(n + 1), refs_a, refs_b, strict=True) if ra is not rb]
+    if sa.lo < sb.lo and (not maybe or maybe[0] != 0):
+        maybe.insert(0, 0)
+    if sa.hi > sb.hi and (not maybe or maybe[-1] != n):
+        maybe.append(n)
+    gaps = []
+    for j in maybe:
+        ra, rb = refs_a[j], refs_b[j]
+        if ra is None and rb is None:
+            continue
+        if (
+            ra is None
+            or rb is None
+            or (j == 0 and sa.lo < sb.lo)
+            or (j == n and sa.hi > sb.hi)
+            or _ref_cid(ra) != _ref_cid(rb)
+        ):
+            gaps.append(j)
+    # Keys to push: those whose values differ, and both keys around each gap.
+    key_set = {j - 1 for j in gaps if j}
+    key_set.update(j for j in gaps if j < n)
+    if vals_a is not vals_b:
+        key_set.update(
+            j
+            for j, va, vb in zip(range(n), vals_a, vals_b, strict=True)
+            if va is not vb and va != vb
+        )
+    gap_set = set(gaps)
+    items_a: list[_Sub | tuple[bytes, CID]] = []
+    items_b: list[_Sub | tuple[bytes, CID]] = []
+    for j in sorted(gap_set | key_set):
+        if j in gap_set:
+            ra, rb = refs_a[j], refs_b[j]
+            if ra is not None:
+                items_a.append(
+                    _Sub(ra, sub, keys[j - 1] if j else sa.lo, keys[j] if j < n else sa.hi)
+                )
+            if rb is not None:
+                items_b.append(
+                    _Sub(rb, sub, keys[j - 1] if j else sb.lo, keys[j] if j < n else sb.hi)
+                )
+        if j in key_set:
+            items_a.append((keys[j], vals_a[j]))
+            items_b.append((keys[j], vals_b[j]))
+    a.stack.extend(reversed(items_a))
+    b.stack.extend(reversed(items_b))
 
 
 def _prune(node: _Node) -> _Node | None:

@@ -28,6 +28,14 @@ here instead of a guess. An answer can be some tens of times longer than the mes
 it answers (each mismatched fingerprint becomes 16), so a server that must bound its
 output sets ``frame_size_limit``.
 
+A session is bounded in rounds and time, so a hostile peer cannot keep a node in
+one: a server refuses (``NegentropyError``) a message past :data:`MAX_ROUNDS`
+answers or more than :data:`MAX_SESSION_SECONDS` after the session's first message;
+a client stops after reading :data:`MAX_ROUNDS` answers or past the same time, with
+the differences it found so far (:attr:`Negentropy.stopped_early`): they are real,
+and once fetched the next session picks up where this one stopped. The clock is the
+caller's (``now``, in seconds); without it only rounds are counted.
+
 Misuse by this process (a frame size limit under 4096, initiating twice, asking the
 wrong side's question, an unsealed or duplicated storage) is a
 :class:`~protocol.errors.LocalProtocolError`.
@@ -53,6 +61,8 @@ __all__ = [
     "FINGERPRINT_SIZE",
     "ID_SIZE",
     "INFINITY",
+    "MAX_ROUNDS",
+    "MAX_SESSION_SECONDS",
     "MIN_FRAME_SIZE_LIMIT",
     "PROTOCOL_VERSION",
     "Bound",
@@ -80,6 +90,14 @@ MIN_FRAME_SIZE_LIMIT = 4096
 #: one-million-item set with at most a few tens of megabytes, so this is generous.
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 BUCKETS = 16
+#: Most messages one side of a session processes (a server: answers it gives; a
+#: client: answers it reads). An honest session takes about log16(n / 32) + 2 rounds,
+#: plus about one per frame of ids when the sets differ a lot: a 300,000-item
+#: difference at a 500 kB frame limit takes 20, so 100 covers some 1.5 million
+#: differing items in one session (a larger difference takes more sessions).
+MAX_ROUNDS = 100
+#: Longest a session may last, from its first message, in the caller's seconds.
+MAX_SESSION_SECONDS = 60.0
 
 _U64_MASK = 2**64 - 1
 _SUM_MODULUS = 2**256
@@ -471,7 +489,17 @@ class Negentropy:
     this side produces; ``max_message_size`` caps what it accepts.
     """
 
-    __slots__ = ("_frame_size_limit", "_initiator", "_max_message_size", "_storage")
+    __slots__ = (
+        "_frame_size_limit",
+        "_initiator",
+        "_max_message_size",
+        "_max_rounds",
+        "_max_seconds",
+        "_rounds",
+        "_started",
+        "_stopped_early",
+        "_storage",
+    )
 
     def __init__(
         self,
@@ -479,6 +507,8 @@ class Negentropy:
         frame_size_limit: int = 0,
         *,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_rounds: int = MAX_ROUNDS,
+        max_seconds: float = MAX_SESSION_SECONDS,
     ) -> None:
         if frame_size_limit != 0 and frame_size_limit < MIN_FRAME_SIZE_LIMIT:
             raise LocalProtocolError(
@@ -486,10 +516,17 @@ class Negentropy:
             )
         if max_message_size < 1:
             raise LocalProtocolError("max_message_size must be positive")
+        if max_rounds < 1 or max_seconds <= 0:
+            raise LocalProtocolError("max_rounds and max_seconds must be positive")
         self._storage = storage
         self._frame_size_limit = frame_size_limit
         self._max_message_size = max_message_size
         self._initiator = False
+        self._max_rounds = max_rounds
+        self._max_seconds = max_seconds
+        self._rounds = 0
+        self._started: float | None = None
+        self._stopped_early = False
 
     @property
     def is_initiator(self) -> bool:
@@ -499,15 +536,40 @@ class Negentropy:
     def frame_size_limit(self) -> int:
         return self._frame_size_limit
 
+    @property
+    def rounds(self) -> int:
+        """Messages this side has processed in the session so far."""
+        return self._rounds
+
+    @property
+    def stopped_early(self) -> bool:
+        """A client that gave up at the round or time bound: its differences are
+        the ones found until then."""
+        return self._stopped_early
+
+    def _tick(self, now: float | None) -> bool:
+        """Count one message; False once the session is past its bounds."""
+        self._rounds += 1
+        if self._rounds > self._max_rounds:
+            return False
+        if now is not None:
+            if self._started is None:
+                self._started = now
+            elif now - self._started > self._max_seconds:
+                return False
+        return True
+
     def set_initiator(self) -> None:
         """Act as the client without building the first message here (it was sent already)."""
         self._initiator = True
 
-    def initiate(self) -> bytes:
-        """The client's first message: the whole set split into 16 fingerprints (or ids)."""
+    def initiate(self, *, now: float | None = None) -> bytes:
+        """The client's first message: the whole set split into 16 fingerprints (or
+        ids). ``now`` starts the session's clock (else its first answer does)."""
         if self._initiator:
             raise LocalProtocolError("negentropy reconciliation already initiated")
         self._initiator = True
+        self._started = now
         enc = _BoundEncoder()
         out = bytearray([PROTOCOL_VERSION])
         # As in the reference, the first message ignores the frame size limit: it is at
@@ -515,18 +577,28 @@ class Negentropy:
         out += self._split_range(0, self._storage.size(), _INFINITY_BOUND, enc)
         return bytes(out)
 
-    def reconcile(self, message: bytes) -> bytes:
-        """Server side: answer a client message. Always returns a message."""
+    def reconcile(self, message: bytes, *, now: float | None = None) -> bytes:
+        """Server side: answer a client message. Always returns a message, or raises
+        NegentropyError (the session is over: drop it) past :data:`MAX_ROUNDS`
+        answers or :data:`MAX_SESSION_SECONDS` after the first message (``now``)."""
         if self._initiator:
             raise LocalProtocolError("the negentropy initiator must use reconcile_client()")
+        if not self._tick(now):
+            raise NegentropyError(
+                f"negentropy session past its bound of {self._max_rounds} rounds "
+                f"or {self._max_seconds:g} seconds"
+            )
         version = self._check_version(message)
         if version != PROTOCOL_VERSION:
             # Tell the client which version we speak so it can downgrade and retry.
             return bytes([PROTOCOL_VERSION])
         return self._reconcile(message, [], [])
 
-    def reconcile_client(self, message: bytes) -> ClientStep:
-        """Client side: process a server answer; the next message is None when done."""
+    def reconcile_client(self, message: bytes, *, now: float | None = None) -> ClientStep:
+        """Client side: process a server answer; the next message is None when done,
+        or when the session reached :data:`MAX_ROUNDS` answers or
+        :data:`MAX_SESSION_SECONDS` since the first answer (``now``): then
+        :attr:`stopped_early` is set and the ids found so far are final for it."""
         if not self._initiator:
             raise LocalProtocolError("only the negentropy initiator may use reconcile_client()")
         version = self._check_version(message)
@@ -534,10 +606,16 @@ class Negentropy:
             raise NegentropyError(
                 f"server wants unsupported negentropy protocol version {version - 0x60}"
             )
+        within = self._tick(now)
         have: list[bytes] = []
         need: list[bytes] = []
         out = self._reconcile(message, have, need)
-        return ClientStep(None if len(out) == 1 else out, have, need)
+        if len(out) == 1:
+            return ClientStep(None, have, need)
+        if not within or self._rounds >= self._max_rounds:
+            self._stopped_early = True
+            return ClientStep(None, have, need)
+        return ClientStep(out, have, need)
 
     # -- internals
 

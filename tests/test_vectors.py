@@ -20,7 +20,7 @@ from protocol.car import read_car, write_car
 from protocol.cid import CID, cid_for_msgpack, cid_for_raw
 from protocol.commit import Commit, CommitEvent, verify_commit_event
 from protocol.encoding import decode, encode
-from protocol.errors import RemoteProtocolError
+from protocol.errors import LocalProtocolError, RemoteProtocolError
 from protocol.jsondata import from_json as model_from_json
 from protocol.jsondata import to_json as model_to_json
 from protocol.keys import SigningKey, VerifyKey
@@ -99,6 +99,13 @@ def test_encoding_invalid(v: dict[str, Any]) -> None:
         assert_refused(v, lambda: decode(data, max_size=v["max_size"]))
     else:
         assert_refused(v, lambda: decode(data))
+
+
+@pytest.mark.parametrize("v", cases("encoding.json", "unencodable"))
+def test_encoding_unencodable(v: dict[str, Any]) -> None:
+    value = from_json(json.loads(v["json"]))
+    with pytest.raises(LocalProtocolError):
+        encode(value)
 
 
 # -- CIDs --------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from protocol.commit import (  # noqa: E402
     verify_commit_event,
 )
 from protocol.encoding import MAX_DEPTH, Value, decode, encode  # noqa: E402
-from protocol.errors import RemoteProtocolError, SkyfedError  # noqa: E402
+from protocol.errors import LocalProtocolError, RemoteProtocolError, SkyfedError  # noqa: E402
 from protocol.keys import SigningKey, VerifyKey  # noqa: E402
 from protocol.mst import MST, MemoryBlockStore, key_height  # noqa: E402
 from protocol.records import validate_record  # noqa: E402
@@ -253,12 +253,39 @@ def gen_encoding() -> dict[str, Any]:
             assert decode(data) is not None
             entry.update(refusal(lambda d=data, m=max_size: decode(d, max_size=m)))  # type: ignore[misc]
         invalid.append(entry)
+    # Values encode() refuses (LocalProtocolError: a caller that takes them from a
+    # client turns that into its own remote error, as Repo.apply_writes does). Carried
+    # as ASCII JSON text, since a lone surrogate cannot be written as UTF-8.
+    unencodable_values: list[tuple[str, Any, str]] = [
+        ("lone-surrogate-string", {"text": "\ud800"}, "a string holding a lone surrogate"),
+        ("lone-surrogate-map-key", {"\udc00": 1}, "a map key holding a lone surrogate"),
+        ("lone-surrogate-nested", {"a": [{"b": ["x\udfff"]}]}, "a lone surrogate deep inside"),
+        ("int-2p63", 2**63, "one past the signed 64-bit range"),
+        ("int-below-min", -(2**63) - 1, "one below the signed 64-bit range"),
+    ]
+    unencodable = []
+    for vid, value, reason in unencodable_values:
+        try:
+            encode(value)
+        except LocalProtocolError:
+            pass
+        else:  # pragma: no cover
+            raise AssertionError(f"{vid} encoded")
+        unencodable.append(
+            {
+                "id": vid,
+                "json": json.dumps(value, ensure_ascii=True),
+                "reason": reason,
+                "error": "LocalProtocolError",
+            }
+        )
     return {
-        "description": "Canonical msgpack: value (JSON form) -> exact bytes, and bytes "
-        "that decode() must refuse.",
+        "description": "Canonical msgpack: value (JSON form) -> exact bytes, bytes "
+        "that decode() must refuse, and values (as JSON text) that encode() refuses.",
         "max_depth": MAX_DEPTH,
         "valid": valid,
         "invalid": invalid,
+        "unencodable": unencodable,
     }
 
 
@@ -879,6 +906,18 @@ def gen_mst_invalid() -> list[dict[str, Any]]:
         "the left subtree of a key holds a greater key",
         [_node(cid_for_msgpack(low), [(h1.encode(), 0, None, v)]), low],
     )
+    e_low = _node(None, [(h0z.encode(), 0, None, v)])
+    entry_less = _node(cid_for_msgpack(e_low), [])
+    add(
+        "key-outside-range-under-entry-less-node",
+        "a height-2 root [K] over an entry-less layer-1 node over a leaf holding a key "
+        "above K: the range passes through the entry-less node",
+        [
+            _node(cid_for_msgpack(entry_less), [(top.encode(), 0, None, v)]),
+            entry_less,
+            e_low,
+        ],
+    )
     add(
         "value-not-binary-cid",
         "v is a CID string",
@@ -1375,6 +1414,67 @@ def _replace(event: CommitEvent, **changes: Any) -> CommitEvent:
     return CommitEvent(**fields)
 
 
+def _forged_tree_events(
+    key: SigningKey,
+) -> list[tuple[str, str, CommitEvent, CID | None, str | None]]:
+    """Events whose signed tree is not canonical though inverting the ops lands on
+    prevData (issue 12, finding 4): refused by the key-range check (§7.4, §9.4)."""
+    v = leaf_value("x")
+    out = []
+
+    def event(vid: str, note: str, root: bytes, nodes: list[bytes], prev: CID, ops: list[RepoOp]):
+        since, rev = tid(900 + 2 * len(out)), tid(901 + 2 * len(out))
+        commit = Commit.sign(ACCOUNT_DID, cid_for_msgpack(root), rev, key)
+        block = commit.to_bytes()
+        records = [encode(op.path) for op in ops if op.cid is not None]
+        ev = CommitEvent(
+            repo=ACCOUNT_DID,
+            rev=rev,
+            since=since,
+            commit=commit.cid,
+            ops=tuple(ops),
+            blocks=(block, *records, root, *nodes),
+            prev_data=prev,
+            time=when(900),
+        )
+        out.append((vid, note, ev, prev, since))
+
+    # A root [K] (height 1) whose left leaf holds X > K; deleting K gives {X}.
+    k = key_at("com.example.m/", 1)
+    x = key_at("com.example.z/", 0)
+    leaf = _node(None, [(x.encode(), 0, None, v)])
+    event(
+        "tree-key-outside-subtree-range",
+        "the new root's left subtree holds a key above the root's key; inverting the "
+        "create lands on prevData {X}",
+        _node(cid_for_msgpack(leaf), [(k.encode(), 0, None, leaf_value(k))]),
+        [leaf],
+        cid_for_msgpack(leaf),
+        [RepoOp("create", k, leaf_value(k))],
+    )
+    # Old tree {a, b, K}: [K] (height 2) over an entry-less node E over [a, b]. The
+    # new tree puts K2 < a in K's place, E still on its left. Inverting (delete K2,
+    # which lifts E; put K back) rebuilds the old tree exactly: only the check of the
+    # new tree's ranges against the old one refuses it.
+    k2 = key_at("com.example.b/", 2)
+    k_hi = key_at("com.example.y/", 2)
+    a = key_at("com.example.c/", 0)
+    b = key_at("com.example.d/", 0)
+    low = _node(None, [(a.encode(), 0, None, v), (b.encode()[12:], 12, None, v)])
+    e = _node(cid_for_msgpack(low), [])
+    old_root = _node(cid_for_msgpack(e), [(k_hi.encode(), 0, None, leaf_value(k_hi))])
+    event(
+        "subtree-moved-outside-its-range",
+        "K (height 2) deleted and K2 < a created with the entry-less node over [a, b] "
+        "left of K2: inverting gives prevData, but a and b are above K2",
+        _node(cid_for_msgpack(e), [(k2.encode(), 0, None, leaf_value(k2))]),
+        [e, low],
+        cid_for_msgpack(old_root),
+        [RepoOp("delete", k_hi, None, leaf_value(k_hi)), RepoOp("create", k2, leaf_value(k2))],
+    )
+    return out
+
+
 def gen_repo() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     key = seeded_key(SIGNING_SEED)
     pub = key.public
@@ -1613,6 +1713,7 @@ def gen_repo() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
             None,
         ),
     ]
+    tampered += _forged_tree_events(key)
     assert len(commit_block) > 0
     # The head a receiver holds, where the vector names one (checked against prev).
     prev_commits = {
@@ -1705,6 +1806,38 @@ def gen_repo() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         "receiver_prev_commit": None,
     }
     entry.update(refusal(lambda: CommitEvent.from_bytes(reordered)))
+    bad_events.append(entry)
+    # An op path that is not an MST key: a DecodeError like every other malformed
+    # field of an event (§9.1; §9.4 step 3 once said RepoError).
+    bad_path_value = base.to_value()
+    bad_ops = list(bad_path_value["ops"])  # type: ignore[arg-type]
+    bad_ops[0] = {**bad_ops[0], "path": "app.bsky.feed.post/has space"}  # type: ignore[dict-item]
+    bad_path_value["ops"] = bad_ops
+    bad_path = encode(bad_path_value)
+    entry = {
+        "id": "op-path-not-a-key",
+        "note": "the first op's path has a space in its record key",
+        "hex": bad_path.hex(),
+        "signer_did_key": pub.to_did_key(),
+        "receiver_prev_data": None,
+        "receiver_prev_rev": None,
+    }
+    entry.update(refusal(lambda: CommitEvent.from_bytes(bad_path)))
+    assert entry["error"] == "DecodeError"
+    bad_events.append(entry)
+    # seq is outside the signed 64-bit range (a uint64): the strict integer rule holds
+    # for events too, though they are decoded against an exact schema.
+    with_seq = {**base.to_value(), "seq": 2**64 - 1}
+    big_seq: bytes = msgpack.packb(dict(sorted(with_seq.items())))
+    entry = {
+        "id": "seq-over-int64",
+        "note": "the event with seq 2^64-1 (uint64 cf ff..ff)",
+        "hex": big_seq.hex(),
+        "signer_did_key": pub.to_did_key(),
+        "receiver_prev_data": None,
+        "receiver_prev_rev": None,
+    }
+    entry.update(refusal(lambda: CommitEvent.from_bytes(big_seq)))
     bad_events.append(entry)
 
     events_doc = {
@@ -1809,6 +1942,11 @@ def gen_repo() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
             "version must be 1",
         ),
         ("no-roots", _car_header({"roots": [], "version": 1}) + first_block, "at least one root"),
+        (
+            "header-version-true",
+            _car_header({"roots": [repo.commit_cid.to_bytes()], "version": True}) + first_block,
+            "version must be the integer 1, not true",
+        ),
         (
             "header-not-canonical",
             _raw_header(msgpack.packb({"version": 1, "roots": [repo.commit_cid.to_bytes()]}))
