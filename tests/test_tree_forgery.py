@@ -75,6 +75,10 @@ def node(entries: list[tuple[str, CID | None]], left: CID | None) -> bytes:
     return encode({"e": out, "l": None if left is None else left.to_bytes()})
 
 
+#: The head commit the receivers in these tests hold: the forged events are signed on it.
+HELD_HEAD = cid_for_msgpack(b"\x80")
+
+
 class Forger:
     """Writes node blocks and signs commits over them, as a dishonest author can."""
 
@@ -91,7 +95,8 @@ class Forger:
         return self.clock.next(self.micros)
 
     def event(self, root: CID, ops: list[RepoOp], prev_data: CID, since: str | None) -> CommitEvent:
-        commit = Commit.sign(DID, root, self.rev(), KEY)
+        # Signed on HELD_HEAD, the head the tests' receivers hold (none for a first).
+        commit = Commit.sign(DID, root, self.rev(), KEY, prev=None if since is None else HELD_HEAD)
         block = commit.to_bytes()
         records = [record(op.path) for op in ops if op.cid is not None]
         return CommitEvent(
@@ -129,7 +134,7 @@ def test_event_with_a_key_above_its_parents_is_refused() -> None:
     event = f.event(root, [create(k)], prev_data=leaf, since=f.rev())
     with pytest.raises(InvalidCommit, match="outside its subtree's range"):
         verify_commit_event(CommitEvent.from_bytes(event.to_bytes()), KEY.public)
-    held = HeadState(head=cid_for_msgpack(b"\x80"), rev=event.since or "", data=leaf, since=None)
+    held = HeadState(head=HELD_HEAD, rev=event.since or "", data=leaf, since=None, prev=None)
     with pytest.raises(InvalidCommit):
         judge_event(event, signing_key=KEY.did_key(), held=held, now_micros=NOW)
 
@@ -205,7 +210,7 @@ def test_partial_resync_of_such_a_tree_is_refused() -> None:
 
 def test_snapshot_of_such_a_tree_is_refused_after_the_signature_passes() -> None:
     f, _leaf, root, _k, _x = _left_subtree_too_high()
-    commit = Commit.sign(DID, root, f.rev(), KEY)
+    commit = Commit.sign(DID, root, f.rev(), KEY, prev=None)
     verdict = judge_snapshot(
         commit, commit.cid, signing_key=KEY.did_key(), held=None, now_micros=NOW
     )
@@ -442,10 +447,12 @@ async def test_a_node_refuses_a_non_canonical_tree_in_a_partial_resync(tmp_path:
         blocks[cid_for_msgpack(leaf)] = leaf
         blocks[cid_for_msgpack(root)] = root
         rev = TidClock(9).next(int(a.wall_clock() * 1e6))
-        commit = Commit.sign(did, cid_for_msgpack(root), rev, key)
+        commit = Commit.sign(did, cid_for_msgpack(root), rev, key, prev=held.head)
         car = b"".join(write_car([commit.cid], [(commit.cid, commit.to_bytes()), *blocks.items()]))
 
-        async def forged_export(head: CID, root_cid: CID, old_root: CID | None) -> bytes:
+        async def forged_export(
+            head: CID, root_cid: CID, old_root: CID | None, *, limit: int | None = None
+        ) -> bytes:
             return car
 
         a.export_car = forged_export  # type: ignore[method-assign]

@@ -1424,7 +1424,9 @@ def _forged_tree_events(
 
     def event(vid: str, note: str, root: bytes, nodes: list[bytes], prev: CID, ops: list[RepoOp]):
         since, rev = tid(900 + 2 * len(out)), tid(901 + 2 * len(out))
-        commit = Commit.sign(ACCOUNT_DID, cid_for_msgpack(root), rev, key)
+        # Signed on a previous commit the receiver holds (its CID is a stand-in).
+        prev_commit = cid_for_msgpack(encode({"stand-in previous commit": since}))
+        commit = Commit.sign(ACCOUNT_DID, cid_for_msgpack(root), rev, key, prev=prev_commit)
         block = commit.to_bytes()
         records = [encode(op.path) for op in ops if op.cid is not None]
         ev = CommitEvent(
