@@ -61,13 +61,20 @@ from .topology import Edge, make_topology
 __all__ = ["Cluster", "ClusterNode", "WirePeer"]
 
 #: Settings every cluster node gets: links exactly as the topology says, and no
-#: write or login throttle (the workload must not measure the rate limiter).
+#: write or login throttle (the workload must not measure the rate limiter). Every
+#: node is on 127.0.0.1: loopback may be dialled, and the address is shared by many
+#: nodes, so links are neither capped nor cut off by address, nor accepted slowly.
 BASE_SETTINGS: dict[str, Any] = {
     "share_peers": False,
     "points_per_hour": 1_000_000_000,
     "points_per_day": 1_000_000_000,
     "auth_rate": 100_000.0,
     "auth_burst": 100_000,
+    "dial_policy": "loopback",
+    "shared_networks": ["127.0.0.0/8", "::1/128"],
+    "max_inbound_links": 100_000,
+    "peer_accept_rate": 100_000.0,
+    "peer_accept_burst": 100_000,
 }
 
 
