@@ -401,9 +401,9 @@ class Federation:
         #: never passed on. Bounded by ``max_learned_peers``, oldest forgotten first.
         self.learned: OrderedDict[str, _Learned] = OrderedDict()
         self.max_learned = cfg.max_learned_peers
-        #: Addresses this node dialled and completed a handshake with (peer DID each),
-        #: whose peer agreed to be shared: the only ones passed on in ``peers``.
-        self.verified: OrderedDict[str, str] = OrderedDict()
+        #: Addresses this node dialled and completed a handshake with: the peer's DID,
+        #: and whether it agreed to be shared. The only addresses passed on.
+        self.verified: OrderedDict[str, tuple[str, bool]] = OrderedDict()
         #: Node keys met on a link we dialled to one of the operator's own peers.
         self._trusted: OrderedDict[str, None] = OrderedDict()
         self._blocked: dict[str, float] = {}  # node DID or URL -> until (monotonic)
@@ -505,7 +505,9 @@ class Federation:
         delay = 0.2
         try:
             while True:
-                if not self.is_blocked(url):
+                # Not while the node at this address is linked anyway (it dialled us).
+                linked = url in self.verified and self.verified[url][0] in self.links
+                if not linked and not self.is_blocked(url):
                     started = time.monotonic()
                     try:
                         await self._connect(url, learned=False)
@@ -699,11 +701,10 @@ class Federation:
         if link.url is not None:
             # An address we dialled answered with a signed handshake: it is that
             # node's, and may be passed on if the node agrees.
-            if link.share:
-                self.verified[link.url] = link.peer_did
-                self.verified.move_to_end(link.url)
-                while len(self.verified) > self.max_learned:
-                    self.verified.popitem(last=False)
+            self.verified[link.url] = (link.peer_did, link.share)
+            self.verified.move_to_end(link.url)
+            while len(self.verified) > self.max_learned:
+                self.verified.popitem(last=False)
             if link.url in self.static_peers:
                 self._trusted[link.peer_did] = None
                 while len(self._trusted) > 4 * len(self.static_peers):
@@ -716,6 +717,10 @@ class Federation:
                 await link.ws.close()
                 return True
             existing.close("replaced by a newer link")
+            # Forget it now, not when its task ends: the new link takes its place in
+            # the tree at once (adding a peer twice is refused).
+            del self.links[link.peer_did]
+            self.plumtree.remove_peer(link.peer_did)
         self.links[link.peer_did] = link
         self.plumtree.add_peer(link.peer_did)
         if link.peer_url and link.share and link.peer_url != link.url:
@@ -740,8 +745,8 @@ class Federation:
         cut off, not the receiving peer's own."""
         skip = {exclude.url, exclude.peer_url} if exclude is not None else set()
         out = []
-        for url, did in reversed(self.verified.items()):  # newest first
-            if url in skip or self.is_blocked(url) or self.is_blocked(did):
+        for url, (did, share) in reversed(self.verified.items()):  # newest first
+            if not share or url in skip or self.is_blocked(url) or self.is_blocked(did):
                 continue
             out.append(url)
             if len(out) >= _URLS_PER_MESSAGE:
@@ -779,7 +784,7 @@ class Federation:
                 break
             if url in dialled or entry.next_try > now or self.is_blocked(url):
                 continue
-            if self.verified.get(url) in self.links:
+            if url in self.verified and self.verified[url][0] in self.links:
                 continue  # that node is linked already (it dialled us)
             if not self._dial_budget.take():
                 break
@@ -994,6 +999,10 @@ class Federation:
                 await self.ingest_labels([label], link)
             else:
                 did, ops = _decode_identity(data)
+                if not await self.node.storage.identity_ops(did) and not self._may_ask_identity(
+                    link
+                ):
+                    return None  # the link's new-identity budget is spent: not even checked
                 if msg_id not in {cid_for_msgpack(op).to_bytes() for op in ops}:
                     raise DecodeError("push id is not one of the identity ops")
                 if not await self._check_named_op(did, ops, CID.from_bytes(msg_id)):

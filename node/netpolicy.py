@@ -100,12 +100,12 @@ _PRIVATE: Final[tuple[IPNetwork, ...]] = tuple(
     for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
 )
 _NAT64: Final = ipaddress.ip_network("64:ff9b::/96")
-_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 # scheme://host[:port][/] and nothing else: no userinfo, query, fragment or path.
 _ADDRESS = re.compile(
-    r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://"
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://"
     r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)"
-    r"(?::(?P<port>[0-9]{1,5}))?/?$"
+    r"(?::(?P<port>[0-9]{1,5}))?/?"
 )
 
 
@@ -134,7 +134,7 @@ class PeerAddress:
         exactly scheme, host and optional port (a trailing ``/`` is forgiven)."""
         if not isinstance(text, str) or len(text) > MAX_ADDRESS_LENGTH:
             raise AddressError("a peer address is a string of at most 300 characters")
-        m = _ADDRESS.match(text)
+        m = _ADDRESS.fullmatch(text)
         if m is None:
             raise AddressError(
                 "a peer address is scheme://host[:port] only (no user, path, query or fragment)"
@@ -188,7 +188,7 @@ def _normalize_host(raw: str) -> str:
             return str(ipaddress.IPv4Address(host))  # only dotted-quad, never "2130706433"
         except ValueError:
             raise AddressError(f"{raw!r} is not an IPv4 address") from None
-    if not all(_LABEL.match(label) for label in labels):
+    if not all(_LABEL.fullmatch(label) for label in labels):
         raise AddressError(f"{raw!r} is not a host name (letters, digits, '-', 63 per label)")
     if labels[-1].isdigit():
         raise AddressError(f"{raw!r}: a host name's last label is not a number")
