@@ -3,6 +3,7 @@
     skyfed node init  [--data-dir DIR] [--config FILE]
     skyfed node start [--config FILE] [--data-dir DIR] [--host H] [--port P] [--public-url URL]
                       [--peer URL ...] [--reconcile-interval SECONDS]
+                      [--dial-policy public|private|loopback] [--dial-allow CIDR ...]
 
     skyfed account create HANDLE [--node URL] [--password-stdin] [--no-rotation-key]
     skyfed account export [HANDLE] [--out PREFIX]     skyfed account import FILE
@@ -73,6 +74,19 @@ def _node_options(p: argparse.ArgumentParser) -> None:
         help="a peer node to keep a link to (repeatable)",
     )
     p.add_argument(
+        "--dial-policy",
+        choices=("public", "private", "loopback"),
+        help="which addresses learned from peers may be dialled: public only (default), "
+        "also private ranges, or also loopback (a local test network)",
+    )
+    p.add_argument(
+        "--dial-allow",
+        action="append",
+        dest="dial_allow",
+        metavar="CIDR",
+        help="a network that may be dialled whatever --dial-policy says (repeatable)",
+    )
+    p.add_argument(
         "--reconcile-interval",
         type=float,
         help="seconds between negentropy rounds with each peer (default 30)",
@@ -95,6 +109,8 @@ def _config(args: argparse.Namespace) -> NodeConfig:
         handle_domains=args.handle_domains,
         peers=args.peers,
         reconcile_interval=args.reconcile_interval,
+        dial_policy=args.dial_policy,
+        dial_allow=args.dial_allow,
     )
 
 
@@ -118,6 +134,30 @@ def _password_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+_ADMISSION_HELP = """\
+outbound connections and admission (TOML keys in --config; docs/security.md):
+  dial_policy = "public"            addresses learned from peers that may be dialled:
+                                    "public", "private" (+ LAN ranges) or "loopback"
+  dial_allow = []                   extra networks (CIDR) that may be dialled
+  max_learned_peers = 256           learned peer addresses kept
+  peer_dial_rate = 1.0              learned dials per second in all (burst
+  peer_dial_burst = 8                 peer_dial_burst); a failure backs off 30 s..1 h
+  max_inbound_links = 64            inbound peer links at once
+  max_links_per_address = 4         peer links per address (IPv6: per /64)
+  peer_accept_rate = 5.0            inbound links accepted per second (burst
+  peer_accept_burst = 20              peer_accept_burst), all addresses
+  peer_address_accept_rate = 0.2    ... and from one address (burst
+  peer_address_accept_burst = 4       peer_address_accept_burst)
+  shared_networks = []              networks (CIDR) many nodes share an address in:
+                                    no per-address caps or address cut-offs there
+  peer_cooloff = 300                seconds a cut-off peer (key and address) waits
+  peer_new_identities = 1000        unseen DIDs one link may bring per
+  peer_new_identities_window = 3600   window (seconds); not the operator's peers
+  login_failures_per_account = 10   failed logins per account from addresses that
+  login_failure_refill = 60           never logged in to it (then 1 per refill s)
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="skyfed",
@@ -139,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
         "start",
         help="start a node and serve until Ctrl-C",
         description="Start a node; Ctrl-C or SIGTERM shuts it down cleanly.",
+        epilog=_ADMISSION_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _node_options(start)
 
@@ -254,6 +296,8 @@ def _cmd_node_init(args: argparse.Namespace) -> int:
             f'host = "{cfg.host}"\n'
             f"port = {cfg.port}\n"
             f"handle_domains = [{domains}]\n"
+            "# what addresses learned from peers may be dialled: public, private, loopback\n"
+            f'dial_policy = "{cfg.dial_policy}"\n'
         )
     print(f"node key:   {secrets.node_key.did_key()}")
     print(f"data dir:   {cfg.data_dir}")

@@ -633,7 +633,8 @@ class Federation:
 
     def _admission_refusal(self, addr: str) -> str | None:
         """Why an inbound link from ``addr`` is refused now (before any work), or None.
-        The order matters: a refused link takes no token from the accept budgets."""
+        Cut-offs and caps first: a link they refuse takes no token from the accept
+        budgets, so a cut-off address cannot spend the node-wide one."""
         refusal = self._address_refusal(addr, inbound=True)
         if refusal is not None:
             return refusal
