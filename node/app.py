@@ -1102,6 +1102,15 @@ async def list_peers(request: web.Request) -> web.Response:
             "ingested": fed.ingested,
             "rejected": fed.rejected,
             "retries": fed.retries,
+            # Outbound connections and admission (docs/security.md).
+            "admission": {
+                "learnedAddresses": len(fed.learned),
+                "learnedDials": fed.learned_dials,
+                "addressesRefused": fed.addresses_refused,
+                "inbound": fed.inbound,
+                "linksRefused": fed.links_refused,
+                "identitiesRefused": fed.identities_refused,
+            },
         }
     )
 

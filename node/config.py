@@ -105,8 +105,8 @@ class NodeConfig:
     shared_networks: tuple[str, ...] = ()
     #: Identities this node has never seen (new DIDs) that one peer link may bring,
     #: per ``peer_new_identities_window`` seconds (a token bucket: this many at once,
-    #: refilled evenly over the window). Links to the operator's own ``peers`` are
-    #: exempt, so a new node can bootstrap from them.
+    #: refilled evenly over the window). Links to the operator's own ``peers`` (and
+    #: addresses dialled by a local call) are exempt, so a node bootstraps from them.
     peer_new_identities: int = 1000
     peer_new_identities_window: float = 3600.0
     #: Failed logins to one account, counted across all addresses, from addresses

@@ -386,6 +386,9 @@ class Federation:
         cfg = node.config
         #: The operator's own peers: dialled whatever their address class, for ever.
         self.static_peers = list(dict.fromkeys(normalize_url(u) for u in cfg.peers))
+        #: Those and every address dialled by a local call (not learned): links to them
+        #: are not held to the new-identity budget.
+        self.operator_peers = set(self.static_peers)
         self.share_peers = cfg.share_peers
         self.max_peers = cfg.max_peers
         self.reconcile_interval = cfg.reconcile_interval
@@ -494,6 +497,8 @@ class Federation:
         :meth:`learn`) is tried once, under the dial policy. Raises AddressError if
         ``url`` is not a peer address (scheme, host, port)."""
         url = normalize_url(url)
+        if not learned:
+            self.operator_peers.add(url)
         if url in self._dialers or url == self._own_url():
             return
         loop = self._dial_learned(url) if learned else self._dial_loop(url)
@@ -706,9 +711,9 @@ class Federation:
             self.verified.move_to_end(link.url)
             while len(self.verified) > self.max_learned:
                 self.verified.popitem(last=False)
-            if link.url in self.static_peers:
+            if link.url in self.operator_peers:
                 self._trusted[link.peer_did] = None
-                while len(self._trusted) > 4 * len(self.static_peers):
+                while len(self._trusted) > 4 * len(self.operator_peers):
                     self._trusted.popitem(last=False)
         existing = self.links.get(link.peer_did)
         if existing is not None:
@@ -763,7 +768,7 @@ class Federation:
             self.addresses_refused += 1
             return False
         norm = addr.to_str()
-        if norm == self._own_url() or norm in self.static_peers:
+        if norm == self._own_url() or norm in self.operator_peers:
             return False
         if not self.policy.permits_url(addr):
             self.addresses_refused += 1

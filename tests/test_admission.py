@@ -279,6 +279,10 @@ async def test_a_public_node_dials_no_loopback_even_by_name(
         assert fed.learned[by_name].failures == 1
         assert target.hits == []  # refused after resolution, before any connect
         assert not any(link.outbound for link in fed.links.values())
+        async with Client(node.url) as client:  # what an operator sees
+            seen = (await client.call("skyfed.node.listPeers", auth=None))["admission"]
+        assert seen["addressesRefused"] == len(literal)
+        assert seen["learnedDials"] == 1
 
 
 async def test_the_policy_session_checks_the_address_it_connects_to() -> None:
