@@ -574,7 +574,7 @@ class Federation:
             peer = ws.get_extra_info("peername")
             addr = str(peer[0]) if isinstance(peer, tuple) and peer else ""
             link = PeerLink(self, ws, outbound=True, url=url, addr=addr)
-            refusal = self._address_refusal(addr, inbound=False, static=not learned)
+            refusal = self._address_refusal(addr, static=not learned)
             if refusal is not None:
                 raise PeerError(refusal)
             key = self._count(addr)
@@ -626,8 +626,9 @@ class Federation:
             if self._per_address[key] <= 0:
                 del self._per_address[key]
 
-    def _address_refusal(self, addr: str, *, inbound: bool, static: bool = False) -> str | None:
-        """Why a link with ``addr`` may not be held now, or None."""
+    def _address_refusal(self, addr: str, *, static: bool = False) -> str | None:
+        """Why a link with ``addr`` may not be held now, or None. ``static``: one of
+        the operator's own peers, not held to the per-address cap."""
         if self.address_blocked(addr):
             return "address cut off"
         if static or not addr or self._shared(addr):
@@ -640,7 +641,7 @@ class Federation:
         """Why an inbound link from ``addr`` is refused now (before any work), or None.
         Cut-offs and caps first: a link they refuse takes no token from the accept
         budgets, so a cut-off address cannot spend the node-wide one."""
-        refusal = self._address_refusal(addr, inbound=True)
+        refusal = self._address_refusal(addr)
         if refusal is not None:
             return refusal
         if self.inbound >= self.max_inbound:
@@ -1593,6 +1594,9 @@ class Federation:
             elif kind == "repo" and isinstance(item.get("rev"), str):
                 if self._uncarried(did):
                     continue
+                unknown = self._keys.get(did) is None and not await self.node.storage.identity(did)
+                if unknown and not self._may_ask_identity(link):
+                    continue  # a repo of an unknown DID: its identity could not come
                 held = await self.node.storage.head_state(did)
                 behind = held is None or head_wins(item["rev"], head, held.rev, held.head)
                 if behind and did not in self._resyncing:
