@@ -308,6 +308,8 @@ class PeerLink:
         self.peer_did = peer_did
         # A claim about itself: kept only as a normalized address, never as given.
         self.peer_url = _normalized_or_none(hello["url"])
+        if self.peer_url is None and hello["url"] is not None:
+            fed.addresses_refused += 1
         self.share = hello["share"]
 
     async def run(self) -> None:

@@ -29,7 +29,7 @@ from node.netpolicy import (
 )
 from protocol.identity import IdentityOp, did_for_genesis
 from protocol.keys import SigningKey
-from protocol.peerwire import decode_message, encode_message
+from protocol.peerwire import auth_payload, decode_message, encode_message
 from tests.test_federation import PASSWORD, FakePeer, all_agree, until
 
 # -- the peer address and the dial policy, without sockets -------------------------------
@@ -247,6 +247,24 @@ async def test_a_poisoned_peer_url_is_neither_dialled_nor_passed_on(
         assert node.federation.addresses_refused == 1
         # The failure makes it wait before it is tried again.
         assert node.federation.learned[clean].failures == 1
+
+
+async def test_a_poisoned_url_in_a_hello_is_not_learned(tmp_path: Path) -> None:
+    async with running(tmp_path, dial_policy="loopback") as (node, http):
+        key = SigningKey.from_seed(secrets.token_bytes(32))
+        ws = await http.ws_connect(node.url + "/xrpc/skyfed.peer.connect")
+        hello = {"v": 1, "node": key.did_key(), "challenge": secrets.token_bytes(32)}
+        poisoned = "http://127.0.0.1:27199/internal/admin?token=abc#"
+        await ws.send_bytes(encode_message("hello", url=poisoned, caps=[], share=True, **hello))
+        theirs = decode_message((await ws.receive()).data)
+        sig = key.sign(auth_payload(theirs["challenge"], key.did_key(), theirs["node"]))
+        await ws.send_bytes(encode_message("auth", sig=sig))
+        peer = FakePeer(ws, key)
+        await receive(peer, "peers")  # the handshake is over: the hello was judged
+        assert node.federation.links[key.did_key()].peer_url is None
+        assert not node.federation.learned
+        assert node.federation.addresses_refused == 1
+        await ws.close()
 
 
 async def test_a_public_node_dials_no_loopback_even_by_name(
