@@ -118,6 +118,9 @@ def _config(data_dir: Path, peers: list[str]) -> str:
     return (
         f'data_dir = "{data_dir}"\nport = 0\npeers = [{quoted}]\n'
         "share_peers = false\nreconcile_interval = 3600.0\n"
+        # Every node is on 127.0.0.1: no per-address caps, cut-offs or accept rate.
+        'shared_networks = ["127.0.0.0/8"]\n'
+        "max_inbound_links = 100000\npeer_accept_rate = 100000.0\npeer_accept_burst = 100000\n"
     )
 
 
@@ -204,6 +207,10 @@ class InProcessCluster(Cluster):
                 peers=peers,
                 share_peers=False,
                 reconcile_interval=3600.0,
+                shared_networks=("127.0.0.0/8",),
+                max_inbound_links=100_000,
+                peer_accept_rate=100_000.0,
+                peer_accept_burst=100_000,
             )
             node = Node(cfg)
             await node.start()

@@ -75,7 +75,7 @@ from .logs import LogLimiter, fields
 from .moderation import MODERATION_KEY, Moderation, labels_middleware, moderation_routes
 from .portability import ROUTES as PORTABILITY_ROUTES
 from .portability import Portability, create_account_for_did, same_url
-from .ratelimit import RateLimited, RequestLimiter, WriteLimiter, client_key
+from .ratelimit import LoginLimiter, RateLimited, RequestLimiter, WriteLimiter, client_key
 from .repos import RepoManager, iso_now
 from .storage import SqliteSessionStore, SqliteStorage
 from .views import Views
@@ -245,6 +245,13 @@ class Node:
         )
         self.write_limits = WriteLimiter(hourly=config.points_per_hour, daily=config.points_per_day)
         self.auth_limits = RequestLimiter(rate=config.auth_rate, burst=config.auth_burst)
+        self.login_limits = LoginLimiter(
+            config.login_failures_per_account,
+            config.login_failure_refill,
+            secret=self.secrets.token_secret,
+            load=lambda did: self.storage.get_meta("login-known:" + did),
+            save=lambda did, known: self.storage.put_meta("login-known:" + did, known),
+        )
         self.registry = CollectorRegistry()
         self.m_requests = Counter(
             "skyfed_requests", "XRPC requests", ["nsid", "status"], registry=self.registry
@@ -709,10 +716,18 @@ async def create_session(request: web.Request) -> web.Response:
             row = await node.storage.account_by_handle(normalize_handle(ident))
         except SkyfedError:
             row = None
+    client = _client_addr(request)
+    if row is not None:
+        # Guesses at one account spread over many addresses are limited too, but not
+        # from addresses that have logged in to it before (node/ratelimit.py).
+        await node.login_limits.check(row.did, client)
     # An unknown account costs the same time as a wrong password.
     ok = await verify_password(row.password_hash if row else None, password)
     if row is None or not ok:
+        if row is not None:
+            await node.login_limits.failed(row.did, client)
         raise failure
+    await node.login_limits.succeeded(row.did, client)
     node.moderation.check_host(row.did)
     tokens = await node.auth.create_session(row.did)
     return _json(
@@ -1286,6 +1301,15 @@ async def list_peers(request: web.Request) -> web.Response:
             "ingested": fed.ingested,
             "rejected": fed.rejected,
             "retries": fed.retries,
+            # Outbound connections and admission (docs/security.md).
+            "admission": {
+                "learnedAddresses": len(fed.learned),
+                "learnedDials": fed.learned_dials,
+                "addressesRefused": fed.addresses_refused,
+                "inbound": fed.inbound,
+                "linksRefused": fed.links_refused,
+                "identitiesRefused": fed.identities_refused,
+            },
         }
     )
 

@@ -3,6 +3,7 @@
     skyfed node init  [--data-dir DIR] [--config FILE] [--port P] [--peer URL ...] [--update]
     skyfed node start [--config FILE] [--data-dir DIR] [--host H] [--port P] [--public-url URL]
                       [--peer URL ...] [--reconcile-interval SECONDS] [--log-format text|json]
+                      [--dial-policy public|private|loopback] [--dial-allow CIDR ...]
 
     skyfed account create HANDLE [--node URL] [--password-stdin] [--no-rotation-key]
     skyfed account export [HANDLE] [--out PREFIX]     skyfed account import FILE
@@ -82,6 +83,19 @@ def _node_options(p: argparse.ArgumentParser) -> None:
         help="a peer node to keep a link to (repeatable)",
     )
     p.add_argument(
+        "--dial-policy",
+        choices=("public", "private", "loopback"),
+        help="which addresses learned from peers may be dialled: public only (default), "
+        "also private ranges, or also loopback (a local test network)",
+    )
+    p.add_argument(
+        "--dial-allow",
+        action="append",
+        dest="dial_allow",
+        metavar="CIDR",
+        help="a network that may be dialled whatever --dial-policy says (repeatable)",
+    )
+    p.add_argument(
         "--reconcile-interval",
         type=float,
         help="seconds between negentropy rounds with each peer (default 30)",
@@ -112,6 +126,8 @@ def _config(args: argparse.Namespace) -> NodeConfig:
         peers=args.peers,
         reconcile_interval=args.reconcile_interval,
         memory_ceiling_mb=args.memory_ceiling_mb,
+        dial_policy=args.dial_policy,
+        dial_allow=args.dial_allow,
     )
 
 
@@ -276,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # The settings ``node init`` writes into a new config file whether or not they were
 # given (so the file shows an operator where to change them).
-_INIT_SETTINGS = ("data_dir", "host", "port", "handle_domains")
+_INIT_SETTINGS = ("data_dir", "host", "port", "handle_domains", "dial_policy")
 
 
 _FLAGS = {"peers": "--peer", "handle_domains": "--handle-domain"}

@@ -116,7 +116,7 @@ class NodeConfig:
     reconcile_interval: float = 30.0
     #: Messages per second a peer may send.
     peer_message_rate: float = 5000.0
-    #: Seconds a misbehaving peer stays cut off.
+    #: Seconds a misbehaving peer stays cut off (its node key and its address).
     peer_cooloff: float = 300.0
     #: Bytes queued to one peer before its link is closed (it does not read); one
     #: largest peer message (6 MiB) must fit.
@@ -125,12 +125,50 @@ class NodeConfig:
     peer_buffer_total: int = 64 * 1024 * 1024
     #: Seconds one message may wait for a peer to take it before the link is closed.
     peer_send_timeout: float = 30.0
-    #: Links other nodes dialled to us, at once (refused with 503 past it).
-    max_inbound_peers: int = 32
     #: The memory this node is built to stay under, in MiB: the sum of the bounds
     #: above at their defaults plus an idle node's working set (see
     #: :func:`node.limits.memory_budget` and docs/security.md, "Memory bounds").
     memory_ceiling_mb: int = 768
+    # -- outbound connections and admission (docs/security.md) ---------------------
+    #: Which addresses learned from the network may be dialled: "public" (globally
+    #: routable only), "private" (also 10/8, 172.16/12, 192.168/16, 100.64/10,
+    #: fc00::/7) or "loopback" (also 127/8 and ::1: a local harness). Link-local,
+    #: multicast and unspecified addresses never are. See node/netpolicy.py.
+    dial_policy: str = "public"
+    #: Extra networks (CIDR) that may be dialled whatever ``dial_policy`` says.
+    dial_allow: tuple[str, ...] = ()
+    #: Peer addresses learned from the network kept as dial candidates.
+    max_learned_peers: int = 256
+    #: Dials of learned addresses per second, all addresses together (token bucket),
+    #: and the burst; each address also backs off exponentially after a failure.
+    peer_dial_rate: float = 1.0
+    peer_dial_burst: int = 8
+    #: Inbound peer links held at once (handshaking or up).
+    max_inbound_links: int = 32
+    #: Peer links (inbound and outbound) per remote address (IPv4 address or IPv6 /64).
+    max_links_per_address: int = 4
+    #: Inbound peer links accepted per second (all addresses), and the burst.
+    peer_accept_rate: float = 5.0
+    peer_accept_burst: int = 20
+    #: Inbound peer links accepted per second from one address, and the burst.
+    peer_address_accept_rate: float = 0.2
+    peer_address_accept_burst: int = 4
+    #: Networks (CIDR) where many honest nodes share one address (a NAT, a local test
+    #: cluster on 127.0.0.1): links from there are not capped per address, and a peer
+    #: cut off there is refused by node key only, not by address.
+    shared_networks: tuple[str, ...] = ()
+    #: Identities this node has never seen (new DIDs) that one peer link may bring,
+    #: per ``peer_new_identities_window`` seconds (a token bucket: this many at once,
+    #: refilled evenly over the window). Links to the operator's own ``peers`` (and
+    #: addresses dialled by a local call) are exempt, so a node bootstraps from them.
+    peer_new_identities: int = 1000
+    peer_new_identities_window: float = 3600.0
+    #: Failed logins to one account, counted across all addresses, from addresses
+    #: that have never logged in to it: this many at once, then one more every
+    #: ``login_failure_refill`` seconds. Addresses that have logged in to the account
+    #: before are not held to it, so an attacker cannot lock the owner out.
+    login_failures_per_account: int = 10
+    login_failure_refill: float = 60.0
     #: Seconds added to the wall clock wherever the node reads it for revs and the
     #: future-rev check (the cluster harness studies nodes with skewed clocks).
     clock_skew: float = 0.0
@@ -166,6 +204,9 @@ def load_config(path: Path | None, **overrides: Any) -> NodeConfig:
     for name in ("handle_domains", "shared_handle_domains"):
         if name in values:
             values[name] = tuple(d if d.startswith(".") else "." + d for d in values[name])
+    for name in ("dial_allow", "shared_networks"):
+        if name in values:
+            values[name] = tuple(str(n) for n in values[name])
     return NodeConfig(**values)
 
 

@@ -17,12 +17,23 @@ commits. A repo is first held only with its whole tree: a first commit's event, 
 full snapshot, checked block by block. A peer that sends forged or malformed data is
 scored down and, past a threshold, cut off for a cool-off period; it never takes the
 node down.
+
+Admission (docs/security.md, "Outbound connections and admission"): a URL learned
+from the network is normalized to scheme, host and port (node/netpolicy.py) and
+dialled only if the dial policy permits its address, checked on the address actually
+connected to; only addresses this node has dialled and shaken hands with are passed
+on; learned dials are rate-limited in total and back off per address, and the table
+of learned addresses is bounded. Inbound links are capped in total and per address
+and accepted at a limited rate; a cut-off sticks to the remote address (an IPv6
+/64) as well as the node key; and each link may bring only so many identities this
+node has never seen per window.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import itertools
 import logging
 import random
@@ -30,7 +41,7 @@ import secrets
 import sqlite3
 import time
 import weakref
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +88,8 @@ from protocol.peerwire import (
 from protocol.plumtree import Deliver, Plumtree, SendGraft, SendIHave, SendPrune, SendPush
 
 from .logs import LogLimiter, fields
+from .netpolicy import AddressError, DialPolicy, PeerAddress, normalize_url
+from .ratelimit import RateLimited, RequestLimiter, client_key
 from .repos import iso_now
 from .rtt import RttEstimator
 from .storage import CommitBatch, EquivocationRow, LabelRow
@@ -136,6 +149,16 @@ _REFRESH_EVERY = 5.0
 _REFRESH_TIMEOUT = 3.0
 #: Bytes of label encodings in one ``labels`` answer: the rest of a frame is headroom.
 _LABELS_ANSWER_BYTES = MAX_FRAME - 512 * 1024
+#: A learned address whose dial failed waits this long (seconds) before the next try,
+#: doubling with each failure up to _LEARNED_BACKOFF_CAP; after a link to it ends,
+#: _LEARNED_REDIAL.
+_LEARNED_BACKOFF = 30.0
+_LEARNED_BACKOFF_CAP = 3600.0
+_LEARNED_REDIAL = 30.0
+#: Addresses from one ``peers`` message that are looked at (the decoder allows 64).
+_URLS_PER_MESSAGE = 32
+#: Remembered cut-off addresses (each expires after the cool-off; the oldest go first).
+_MAX_BLOCKED_ADDRESSES = 100_000
 
 
 class PeerError(Exception):
@@ -143,31 +166,59 @@ class PeerError(Exception):
 
 
 class _Bucket:
-    """Messages per second a peer may send (token bucket)."""
+    """A token bucket: ``rate`` per second, ``burst`` at once (a peer's messages,
+    learned dials, accepted links, a link's new identities)."""
 
     def __init__(self, rate: float, burst: float):
         self.rate, self.burst = rate, burst
         self.tokens = burst
         self.at = time.monotonic()
 
-    def take(self) -> bool:
+    def available(self) -> bool:
+        """Is there a token to take (without taking it)?"""
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
         self.at = now
-        if self.tokens < 1:
+        return self.tokens >= 1
+
+    def take(self) -> bool:
+        if not self.available():
             return False
         self.tokens -= 1
         return True
 
 
-class PeerLink:
-    """One authenticated WebSocket link to another node."""
+class _Learned:
+    """A learned address's dial record: failures in a row, and when it may be tried."""
 
-    def __init__(self, fed: Federation, ws: Any, *, outbound: bool, url: str | None):
+    __slots__ = ("failures", "next_try")
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.next_try = 0.0
+
+
+def _normalized_or_none(url: str | None) -> str | None:
+    if url is None:
+        return None
+    try:
+        return normalize_url(url)
+    except AddressError:
+        return None
+
+
+class PeerLink:
+    """One authenticated WebSocket link to another node. ``addr`` is the remote IP
+    address, ``url`` the address we dialled (None for an inbound link)."""
+
+    def __init__(
+        self, fed: Federation, ws: Any, *, outbound: bool, url: str | None, addr: str = ""
+    ):
         self.fed = fed
         self.ws = ws
         self.outbound = outbound
         self.url = url
+        self.addr = addr
         self.peer_did = ""
         self.peer_url: str | None = None
         self.share = True
@@ -180,6 +231,8 @@ class PeerLink:
         self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._rids = itertools.count(1)
         self.bucket = _Bucket(fed.config_rate, fed.config_rate * 2)
+        #: Identities this node has never seen that the link may still bring.
+        self.new_identities = _Bucket(fed.new_identity_rate, fed.new_identity_burst)
         self.neg_sessions: dict[int, Negentropy] = {}
         self.abandoned: OrderedDict[int, None] = OrderedDict()
         self.rtt = RttEstimator(initial=_RTO_INITIAL, floor=_RTO_FLOOR, ceiling=_REQUEST_TIMEOUT)
@@ -332,6 +385,8 @@ class PeerLink:
             raise PeerError("connected to itself")
         if fed.is_blocked(peer_did):
             raise PeerError("peer is cut off")
+        if fed.address_blocked(self.addr):
+            raise PeerError("the peer's address is cut off")
         await self._send_raw(
             encode_message(
                 "auth",
@@ -345,7 +400,10 @@ class PeerLink:
             raise PeerError("expected auth")
         peer_key.verify(auth["sig"], auth_payload(challenge, peer_did, fed.node.node_did))
         self.peer_did = peer_did
-        self.peer_url = hello["url"]
+        # A claim about itself: kept only as a normalized address, never as given.
+        self.peer_url = _normalized_or_none(hello["url"])
+        if self.peer_url is None and hello["url"] is not None:
+            fed.addresses_refused += 1
         self.share = hello["share"]
 
     async def run(self) -> None:
@@ -513,7 +571,11 @@ class Federation:
     def __init__(self, node: Node):
         self.node = node
         cfg = node.config
-        self.static_peers = [u.rstrip("/") for u in cfg.peers]
+        #: The operator's own peers: dialled whatever their address class, for ever.
+        self.static_peers = list(dict.fromkeys(normalize_url(u) for u in cfg.peers))
+        #: Those and every address dialled by a local call (not learned): links to them
+        #: are not held to the new-identity budget.
+        self.operator_peers = set(self.static_peers)
         self.share_peers = cfg.share_peers
         self.max_peers = cfg.max_peers
         self.reconcile_interval = cfg.reconcile_interval
@@ -522,7 +584,6 @@ class Federation:
         self.send_buffer = cfg.peer_send_buffer
         self.buffer_total = cfg.peer_buffer_total
         self.send_timeout = cfg.peer_send_timeout
-        self.max_inbound = cfg.max_inbound_peers
         #: Bytes queued to all links, and received from all links and not yet handled.
         self.queued_bytes = 0
         self.inbox_bytes = 0
@@ -532,8 +593,42 @@ class Federation:
         # interval, then one summary.
         self.log_limit = LogLimiter(log)
         self.links: dict[str, PeerLink] = {}
-        self.known_urls: OrderedDict[str, None] = OrderedDict((u, None) for u in self.static_peers)
+        #: What learned addresses may be dialled (node/netpolicy.py).
+        self.policy = DialPolicy.from_config(cfg)
+        self.shared_networks = tuple(
+            ipaddress.ip_network(n, strict=False) for n in cfg.shared_networks
+        )
+        #: Addresses learned from the network (peers messages, hellos): dial candidates,
+        #: never passed on. Bounded by ``max_learned_peers``, oldest forgotten first.
+        self.learned: OrderedDict[str, _Learned] = OrderedDict()
+        self.max_learned = cfg.max_learned_peers
+        #: Addresses this node dialled and completed a handshake with: the peer's DID,
+        #: and whether it agreed to be shared. The only addresses passed on.
+        self.verified: OrderedDict[str, tuple[str, bool]] = OrderedDict()
+        #: Node keys met on a link we dialled to one of the operator's own peers.
+        self._trusted: OrderedDict[str, None] = OrderedDict()
         self._blocked: dict[str, float] = {}  # node DID or URL -> until (monotonic)
+        self._blocked_addrs: OrderedDict[str, float] = OrderedDict()  # client_key -> until
+        self._dial_budget = _Bucket(cfg.peer_dial_rate, float(cfg.peer_dial_burst))
+        self._accept_budget = _Bucket(cfg.peer_accept_rate, float(cfg.peer_accept_burst))
+        self._accept_per_address = RequestLimiter(
+            cfg.peer_address_accept_rate, cfg.peer_address_accept_burst, max_keys=10_000
+        )
+        self.max_inbound = cfg.max_inbound_links
+        self.max_per_address = cfg.max_links_per_address
+        self.new_identity_burst = float(cfg.peer_new_identities)
+        self.new_identity_rate = cfg.peer_new_identities / cfg.peer_new_identities_window
+        #: Inbound links held (handshaking or up), and links per address key.
+        self.inbound = 0
+        self._per_address: Counter[str] = Counter()
+        self._guarded: aiohttp.ClientSession | None = None
+        #: Refusals, for tests and operators: learned addresses refused (not a peer
+        #: address, or the dial policy), learned dials made, inbound links refused,
+        #: and identities refused for a link's new-identity budget.
+        self.addresses_refused = 0
+        self.learned_dials = 0
+        self.links_refused = 0
+        self.identities_refused = 0
         # Three passes over the announcers: a lost GRAFT (or its answer) is asked again
         # within about a second instead of waiting for the next reconciliation.
         self.plumtree = Plumtree(rng=random.Random(secrets.randbits(64)), graft_passes=3)
@@ -574,6 +669,7 @@ class Federation:
 
     async def start(self) -> None:
         self._spawn(self._ticker())
+        self._spawn(self._refill())
         for url in self.static_peers:
             self.dial(url)
 
@@ -584,12 +680,27 @@ class Federation:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._guarded is not None:
+            await self._guarded.close()
+            self._guarded = None
+
+    def _own_url(self) -> str | None:
+        return _normalized_or_none(self.node.url)
 
     # -- connections -------------------------------------------------------------
-    def dial(self, url: str) -> None:
-        if url in self._dialers or url == self.node.url:
+    def dial(self, url: str, *, learned: bool = False) -> None:
+        """Keep a link to ``url``. Without ``learned`` it is the operator's choice (the
+        config, ``--peer``, a local call): dialled whatever its address class and
+        retried for ever with backoff. A ``learned`` address (from the network; see
+        :meth:`learn`) is tried once, under the dial policy. Raises AddressError if
+        ``url`` is not a peer address (scheme, host, port)."""
+        url = normalize_url(url)
+        if not learned:
+            self.operator_peers.add(url)
+        if url in self._dialers or url == self._own_url():
             return
-        self._dialers[url] = self._spawn(self._dial_loop(url))
+        loop = self._dial_learned(url) if learned else self._dial_loop(url)
+        self._dialers[url] = self._spawn(loop)
 
     async def _dial_loop(self, url: str) -> None:
         """Keep a link to ``url`` up: capped, jittered exponential backoff that
@@ -597,10 +708,12 @@ class Federation:
         delay = 0.2
         try:
             while True:
-                if not self.is_blocked(url):
+                # Not while the node at this address is linked anyway (it dialled us).
+                linked = url in self.verified and self.verified[url][0] in self.links
+                if not linked and not self.is_blocked(url):
                     started = time.monotonic()
                     try:
-                        await self._connect(url)
+                        await self._connect(url, learned=False)
                     except (
                         OSError,
                         aiohttp.ClientError,
@@ -609,6 +722,7 @@ class Federation:
                         TimeoutError,
                     ) as e:
                         log.debug("dial %s failed: %s", url, e)
+                        self.verified.pop(url, None)
                     if time.monotonic() - started > 30:
                         delay = 0.2
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
@@ -616,31 +730,77 @@ class Federation:
         finally:
             self._dialers.pop(url, None)
 
-    async def _connect(self, url: str) -> None:
-        session = self.node.http_session()
+    async def _dial_learned(self, url: str) -> None:
+        """One try at a learned address; a failure makes it wait, doubling each time."""
+        self.learned_dials += 1
+        ok = False
+        try:
+            ok = await self._connect(url, learned=True)
+        except (OSError, aiohttp.ClientError, PeerError, SkyfedError, TimeoutError) as e:
+            log.debug("dial of learned %s failed: %s", url, e)
+        finally:
+            self._dialers.pop(url, None)
+            entry = self.learned.get(url)
+            if entry is not None:
+                if ok:
+                    entry.failures = 0
+                    entry.next_try = time.monotonic() + _LEARNED_REDIAL
+                else:
+                    self.verified.pop(url, None)
+                    entry.failures += 1
+                    wait = _LEARNED_BACKOFF * 2 ** min(entry.failures - 1, 16)
+                    wait = min(wait, _LEARNED_BACKOFF_CAP) * random.uniform(0.5, 1.5)
+                    entry.next_try = time.monotonic() + wait
+        self._fill_peers()
+
+    def _session(self, learned: bool) -> aiohttp.ClientSession:
+        """The operator's peers go through the node's session; learned ones through a
+        session whose every connect passes the dial policy (after DNS)."""
+        if not learned:
+            return self.node.http_session()
+        if self._guarded is None:
+            self._guarded = self.policy.session()
+        return self._guarded
+
+    async def _connect(self, url: str, *, learned: bool) -> bool:
+        """Dial ``url`` and serve the link until it ends; True if the handshake
+        completed."""
+        session = self._session(learned)
         async with session.ws_connect(
             url + "/xrpc/skyfed.peer.connect", max_msg_size=MAX_FRAME, heartbeat=30
         ) as ws:
-            await self._serve_link(PeerLink(self, ws, outbound=True, url=url))
+            peer = ws.get_extra_info("peername")
+            addr = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+            link = PeerLink(self, ws, outbound=True, url=url, addr=addr)
+            refusal = self._address_refusal(addr, static=not learned)
+            if refusal is not None:
+                raise PeerError(refusal)
+            key = self._count(addr)
+            try:
+                return await self._serve_link(link)
+            finally:
+                self._uncount(key)
 
     async def handle_inbound(self, request: web.Request) -> web.StreamResponse:
-        if self.inbound >= self.max_inbound:
-            # Every link may hold up to its send and inbox bounds: their number is
-            # what makes those bounds a bound on the node.
-            return web.json_response(
-                {"error": "TooManyLinks", "message": "this node takes no more peer links"},
-                status=503,
-            )
+        addr = request.remote or ""
+        refusal = self._admission_refusal(addr)
+        if refusal is not None:
+            self.links_refused += 1
+            log.info("inbound peer link from %s refused: %s", addr, refusal)
+            status = 403 if "cut off" in refusal else 429
+            return web.Response(status=status, text=refusal)
         self.inbound += 1
+        key = self._count(addr)
         try:
             ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, heartbeat=30)
             await ws.prepare(request)
-            link = PeerLink(self, ws, outbound=False, url=None)
+            link = PeerLink(self, ws, outbound=False, url=None, addr=addr)
             with contextlib.suppress(PeerError, SkyfedError, OSError, TimeoutError):
                 await self._serve_link(link)
             return ws
         finally:
             self.inbound -= 1
+            self._uncount(key)
 
     def shed_send_queues(self) -> None:
         """All links together queue more than ``peer_buffer_total``: close the ones
@@ -657,7 +817,99 @@ class Federation:
                 level=logging.WARNING,
             )
 
-    async def _serve_link(self, link: PeerLink) -> None:
+    # -- admission ---------------------------------------------------------------
+    def _shared(self, addr: str) -> bool:
+        """Is ``addr`` in a network where many nodes share one address?"""
+        try:
+            ip = ipaddress.ip_address(addr.split("%", 1)[0])
+        except ValueError:
+            return False
+        return any(ip.version == n.version and ip in n for n in self.shared_networks)
+
+    def _count(self, addr: str) -> str | None:
+        if not addr or self._shared(addr):
+            return None
+        key = client_key(addr)
+        self._per_address[key] += 1
+        return key
+
+    def _uncount(self, key: str | None) -> None:
+        if key is not None:
+            self._per_address[key] -= 1
+            if self._per_address[key] <= 0:
+                del self._per_address[key]
+
+    def _address_refusal(self, addr: str, *, static: bool = False) -> str | None:
+        """Why a link with ``addr`` may not be held now, or None. ``static``: one of
+        the operator's own peers, not held to the per-address cap."""
+        if self.address_blocked(addr):
+            return "address cut off"
+        if static or not addr or self._shared(addr):
+            return None
+        if self._per_address[client_key(addr)] >= self.max_per_address:
+            return f"already {self.max_per_address} links with this address"
+        return None
+
+    def _admission_refusal(self, addr: str) -> str | None:
+        """Why an inbound link from ``addr`` is refused now (before any work), or None.
+        Cut-offs and caps first: a link they refuse takes no token from the accept
+        budgets, so a cut-off address cannot spend the node-wide one."""
+        refusal = self._address_refusal(addr)
+        if refusal is not None:
+            return refusal
+        if self.inbound >= self.max_inbound:
+            return f"already {self.max_inbound} inbound links"
+        if not self._shared(addr):
+            try:
+                self._accept_per_address.check(client_key(addr or "unknown"))
+            except RateLimited:
+                return "links from this address accepted too fast"
+        if not self._accept_budget.take():
+            return "inbound links accepted too fast"
+        return None
+
+    def address_blocked(self, addr: str) -> bool:
+        """Is ``addr`` (an IP address; IPv6 by its /64) cut off?"""
+        if not addr or self._shared(addr):
+            return False
+        key = client_key(addr)
+        until = self._blocked_addrs.get(key)
+        if until is None:
+            return False
+        if time.monotonic() > until:
+            del self._blocked_addrs[key]
+            return False
+        return True
+
+    def block_address(self, addr: str, seconds: float) -> None:
+        """Refuse links with ``addr`` (its /64 for IPv6) for ``seconds``; not for an
+        address in ``shared_networks``."""
+        if not addr or self._shared(addr):
+            return
+        key = client_key(addr)
+        self._blocked_addrs[key] = time.monotonic() + seconds
+        self._blocked_addrs.move_to_end(key)
+        while len(self._blocked_addrs) > _MAX_BLOCKED_ADDRESSES:
+            self._blocked_addrs.popitem(last=False)
+
+    def may_bring_identity(self, link: PeerLink) -> bool:
+        """May ``link`` bring one more identity this node has never seen? Takes one
+        from the link's budget (the operator's own peers have none to spend)."""
+        if link.peer_did in self._trusted:
+            return True
+        if link.new_identities.take():
+            return True
+        self.identities_refused += 1
+        return False
+
+    def _may_ask_identity(self, link: PeerLink) -> bool:
+        """Like :meth:`may_bring_identity`, but only looks (before asking for one)."""
+        if link.peer_did in self._trusted or link.new_identities.available():
+            return True
+        self.identities_refused += 1
+        return False
+
+    async def _serve_link(self, link: PeerLink) -> bool:
         try:
             await asyncio.wait_for(link.handshake(), 10)
         except BaseException:
@@ -666,14 +918,29 @@ class Federation:
             with contextlib.suppress(Exception):
                 await asyncio.shield(link.ws.close())
             raise
+        if link.url is not None:
+            # An address we dialled answered with a signed handshake: it is that
+            # node's, and may be passed on if the node agrees.
+            self.verified[link.url] = (link.peer_did, link.share)
+            self.verified.move_to_end(link.url)
+            while len(self.verified) > self.max_learned:
+                self.verified.popitem(last=False)
+            if link.url in self.operator_peers:
+                self._trusted[link.peer_did] = None
+                while len(self._trusted) > 4 * len(self.operator_peers):
+                    self._trusted.popitem(last=False)
         existing = self.links.get(link.peer_did)
         if existing is not None:
             # Both sides dialled: keep the link the lower node key dialled.
             keep_new = link.outbound == (self.node.node_did < link.peer_did)
             if not keep_new:
                 await link.ws.close()
-                return
+                return True
             existing.close("replaced by a newer link")
+            # Forget it now, not when its task ends: the new link takes its place in
+            # the tree at once (adding a peer twice is refused).
+            del self.links[link.peer_did]
+            self.plumtree.remove_peer(link.peer_did)
         self.links[link.peer_did] = link
         self.plumtree.add_peer(link.peer_did)
         self.log_limit.log(
@@ -685,11 +952,10 @@ class Federation:
             direction="out" if link.outbound else "in",
             links=len(self.links),
         )
-        if link.peer_url and link.share:
-            self.known_urls[link.peer_url] = None
+        if link.peer_url and link.share and link.peer_url != link.url:
+            self.learn(link.peer_url)
         if self.share_peers:
-            urls = [u for u in self.known_urls if u != link.peer_url][:32]
-            link.send("peers", urls=urls)
+            link.send("peers", urls=self.shareable(exclude=link))
         rounds = self._spawn(self._reconcile_link(link)) if link.outbound else None
         try:
             await link.run()
@@ -710,6 +976,64 @@ class Federation:
                     reason=link.close_reason,
                     links=len(self.links),
                 )
+        return True
+
+    def shareable(self, exclude: PeerLink | None = None) -> list[str]:
+        """Addresses to pass on: dialled by this node and answered by a handshake, not
+        cut off, not the receiving peer's own."""
+        skip = {exclude.url, exclude.peer_url} if exclude is not None else set()
+        out = []
+        for url, (did, share) in reversed(self.verified.items()):  # newest first
+            if not share or url in skip or self.is_blocked(url) or self.is_blocked(did):
+                continue
+            out.append(url)
+            if len(out) >= _URLS_PER_MESSAGE:
+                break
+        return out
+
+    def learn(self, url: str) -> bool:
+        """Take note of a peer address heard from the network: kept (normalized) as a
+        dial candidate if it is a peer address the dial policy permits. True if kept."""
+        try:
+            addr = PeerAddress.from_str(url)
+        except AddressError:
+            self.addresses_refused += 1
+            return False
+        norm = addr.to_str()
+        if norm == self._own_url() or norm in self.operator_peers:
+            return False
+        if not self.policy.permits_url(addr):
+            self.addresses_refused += 1
+            return False
+        if norm not in self.learned:  # heard again: not moved up, not retried sooner
+            self.learned[norm] = _Learned()
+            while len(self.learned) > self.max_learned:
+                self.learned.popitem(last=False)
+        return True
+
+    def _fill_peers(self) -> None:
+        """Dial learned addresses while there is room, within the dial budget."""
+        if not self.share_peers:
+            return
+        now = time.monotonic()
+        dialled = {lk.url for lk in self.links.values()} | set(self._dialers)
+        for url, entry in list(self.learned.items()):
+            if len(self.links) + len(self._dialers) >= self.max_peers:
+                break
+            if url in dialled or entry.next_try > now or self.is_blocked(url):
+                continue
+            if url in self.verified and self.verified[url][0] in self.links:
+                continue  # that node is linked already (it dialled us)
+            if not self._dial_budget.take():
+                break
+            entry.next_try = now + _LEARNED_REDIAL
+            self.dial(url, learned=True)
+
+    async def _refill(self) -> None:
+        """Look for learned addresses to dial now and then, not only when told some."""
+        while True:
+            await asyncio.sleep(max(self.reconcile_interval, 1.0))
+            self._fill_peers()
 
     def block(self, who: str, seconds: float = 1e9) -> None:
         """Cut off a peer (node DID or URL) and refuse it until unblocked/expired."""
@@ -749,11 +1073,14 @@ class Federation:
                 url=link.url,
                 seconds=self.cooloff,
             )
-            # Only what is verified: the node key, and a URL we dialled ourselves
-            # (the URL in a hello is a claim anyone could make about another node).
+            # Only what is verified: the node key, a URL we dialled ourselves (the
+            # URL in a hello is a claim anyone could make about another node), and
+            # the address the link came from, which a cheat cannot mint for free
+            # like a key.
             self.block(link.peer_did, self.cooloff)
             if link.url:
                 self.block(link.url, self.cooloff)
+            self.block_address(link.addr, self.cooloff)
             link.close(f"cut off for {self.cooloff:.0f}s: {why}")
 
     # -- gossip ------------------------------------------------------------------
@@ -900,25 +1227,12 @@ class Federation:
         elif t == "getlabels":
             self._spawn(self._serve_labels(link, msg["rid"], msg["src"]))
         elif t == "peers":
-            for url in msg["urls"][:32]:
-                url = url.rstrip("/")
-                if url.startswith(("http://", "https://")) and url != self.node.url:
-                    self.known_urls[url] = None
-            while len(self.known_urls) > 256:
-                self.known_urls.popitem(last=False)
-            self._fill_peers()
+            if self.share_peers:
+                for url in msg["urls"][:_URLS_PER_MESSAGE]:
+                    self.learn(url)
+                self._fill_peers()
         else:
             self.penalize(link, -_CUTOFF_SCORE, f"unexpected {t} after handshake")
-
-    def _fill_peers(self) -> None:
-        if not self.share_peers:
-            return
-        connected = {lk.peer_url for lk in self.links.values()} | set(self._dialers)
-        for url in list(self.known_urls):
-            if len(self.links) + len(self._dialers) >= self.max_peers:
-                break
-            if url not in connected and not self.is_blocked(url):
-                self.dial(url)
 
     # -- ingest ------------------------------------------------------------------
     async def _ingest_push(
@@ -957,11 +1271,15 @@ class Federation:
                 await self.ingest_labels([label], link)
             else:
                 did, ops, handle = _decode_identity(data)
+                if not await self.node.storage.identity_ops(did) and not self._may_ask_identity(
+                    link
+                ):
+                    return None  # the link's new-identity budget is spent: not even checked
                 if msg_id not in {cid_for_msgpack(op).to_bytes() for op in ops}:
                     raise DecodeError("push id is not one of the identity ops")
                 if not await self._check_named_op(did, ops, CID.from_bytes(msg_id)):
                     return False  # a refused fork: not passed on, not the sender's fault
-                await self.ingest_identity(did, ops, handle=handle)
+                await self.ingest_identity(did, ops, handle=handle, via=link)
         except SkyfedError as e:
             self.rejected += 1
             self.penalize(link, _FORGERY_PENALTY, f"rejected {kind}: {e}")
@@ -1013,7 +1331,7 @@ class Federation:
             return False
         if reply["t"] != "ident" or not reply["ops"]:
             return False
-        await self.ingest_identity(did, reply["ops"], handle=reply["handle"])
+        await self.ingest_identity(did, reply["ops"], handle=reply["handle"], via=link)
         after = await self.node.storage.identity(did)
         return after is not None and (before is None or before[1] != after[1])
 
@@ -1036,7 +1354,7 @@ class Federation:
         if ident is None and link is not None:
             reply = await link.request("getident", did=did)
             if reply["t"] == "ident" and reply["ops"]:
-                await self.ingest_identity(did, reply["ops"], handle=reply["handle"])
+                await self.ingest_identity(did, reply["ops"], handle=reply["handle"], via=link)
             ident = await self.node.storage.identity(did)
         if ident is None:
             raise PeerError(f"no identity known for {did}")
@@ -1434,22 +1752,29 @@ class Federation:
         *,
         publish: bool = False,
         handle: bytes | None = None,
+        via: PeerLink | None = None,
     ) -> bool:
         """Merge ops into ``did``'s log; store if the resolved head changed (and with
         ``publish``, gossip the new log before anything follows from it). ``handle``
         is a handle confirmation sent along: kept if it confirms what the log claims
-        under this node's rule (node/handles.py), ignored otherwise."""
+        under this node's rule (node/handles.py), ignored otherwise. A DID this node
+        has never seen, brought by link ``via``, takes one from that link's
+        new-identity budget; with none left, PeerError (nothing is stored)."""
         lock = self._ident_locks.get(did)
         if lock is None:
             lock = self._ident_locks[did] = asyncio.Lock()
         async with lock:  # two merges of one log at once could drop each other's op
-            changed = await self._ingest_identity(did, ops, publish=publish)
+            changed = await self._ingest_identity(did, ops, publish=publish, via=via)
             if handle is not None:
                 await self.node.take_handle_confirmation(did, handle)
             return changed
 
-    async def _ingest_identity(self, did: str, ops: list[bytes], *, publish: bool) -> bool:
+    async def _ingest_identity(
+        self, did: str, ops: list[bytes], *, publish: bool, via: PeerLink | None
+    ) -> bool:
         existing = await self.node.storage.identity_ops(did)
+        if not existing and via is not None and not self.may_bring_identity(via):
+            raise PeerError(f"{via.peer_did} brought too many new identities; {did} not taken")
         ops = self.node.portability.admit(did, existing, ops)  # first seen wins
         merged = list(dict.fromkeys([*existing, *ops]))
         resolved = resolve_log(did, merged)
@@ -1678,18 +2003,25 @@ class Federation:
                 known = await self.node.storage.identity(did)
                 ops = await self.node.storage.identity_ops(did)
                 current = resolve_log(did, ops).state.head if ops else None
+                if not ops and not self._may_ask_identity(link):
+                    continue  # not even asked for: the link's new-identity budget is spent
                 if known is None or current != head:
                     backed = None  # unknown, unless the peer answers
                     with contextlib.suppress(PeerError, SkyfedError, TimeoutError):
                         reply = await link.request("getident", did=did)
                         backed = reply["t"] == "ident" and bool(reply["ops"])
                         if reply["t"] == "ident":
-                            await self.ingest_identity(did, reply["ops"], handle=reply["handle"])
+                            await self.ingest_identity(
+                                did, reply["ops"], handle=reply["handle"], via=link
+                            )
                     if unsolicited and backed is False:
                         self.penalize(link, 1, "unsolicited heads it cannot back")
             elif kind == "repo" and isinstance(item.get("rev"), str):
                 if self._uncarried(did):
                     continue
+                unknown = self._keys.get(did) is None and not await self.node.storage.identity(did)
+                if unknown and not self._may_ask_identity(link):
+                    continue  # a repo of an unknown DID: its identity could not come
                 held = await self.node.storage.head_state(did)
                 behind = held is None or head_wins(item["rev"], head, held.rev, held.head)
                 if behind and did not in self._resyncing:

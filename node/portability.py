@@ -538,9 +538,12 @@ async def sign_plc_operation(request: web.Request) -> web.Response:
     fields = _op_fields(body, state)
     reserved = await node.portability.reserved_key(row.did)
     if _needs_password(fields, state, None if reserved is None else reserved.did_key()):
-        node.auth_limits.check(a._client_addr(request))
+        client = a._client_addr(request)
+        node.auth_limits.check(client)
+        await node.login_limits.check(row.did, client)
         password = body.get("password")
         if not isinstance(password, str) or not await verify_password(row.password_hash, password):
+            await node.login_limits.failed(row.did, client)
             raise RemoteProtocolError(
                 "signing this op needs the account's password ('password' in the body)",
                 error="AuthenticationRequired",

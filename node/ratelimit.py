@@ -19,6 +19,15 @@ log would hold one entry per write (35,000 for a busy account). Slices cost at m
 :func:`client_key`) for unauthenticated endpoints such as createSession and
 createAccount, to slow password guessing.
 
+:class:`LoginLimiter` adds a limit per account, so guesses spread over many addresses
+are slowed too: failed logins to one account from addresses that have never logged
+in to it share one bucket (``failures`` at once, one more every ``refill`` seconds).
+While it is empty such addresses are refused (429) before the password is looked
+at. Addresses that have logged in to the account before are not held to it, and
+are remembered across restarts (as keyed hashes, not addresses), so an attacker who
+keeps the bucket empty cannot lock the owner out of the devices and networks they
+use; a session they hold is not affected either (refreshSession is not a login).
+
 What it refuses: a batch that does not fit in either window is refused whole and
 consumes nothing (:class:`RateLimited`, ``RateLimitExceeded``, 429, with the headers
 and a ``Retry-After``). Memory is bounded: accounts and keys whose usage has drained
@@ -29,11 +38,14 @@ addresses to force it).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import hmac
 import ipaddress
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
@@ -43,6 +55,7 @@ from protocol.errors import LocalProtocolError, RemoteProtocolError
 __all__ = [
     "WRITE_POINTS",
     "LimitState",
+    "LoginLimiter",
     "RateLimited",
     "RequestLimiter",
     "WriteLimiter",
@@ -320,6 +333,20 @@ class RequestLimiter:
             window=self._window,
         )
 
+    def peek(self, key: str, cost: float = 1.0) -> None:
+        """Raise :class:`RateLimited` if ``key`` could not take ``cost`` now; takes
+        nothing."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return
+        now = self._clock()
+        self._refill(bucket, now)
+        if bucket.tokens < cost:
+            retry = (cost - bucket.tokens) / self.rate
+            raise RateLimited(
+                "too many requests", self._state(bucket, now), max(1, math.ceil(retry))
+            )
+
     def check(self, key: str, cost: float = 1.0) -> LimitState:
         """Take ``cost`` tokens from ``key``'s bucket or raise :class:`RateLimited`
         (taking nothing)."""
@@ -354,3 +381,84 @@ class RequestLimiter:
             if bucket.tokens < self.burst:
                 break
             del self._buckets[key]
+
+
+# --- failed logins per account -------------------------------------------------------------
+
+#: Addresses remembered per account as having logged in to it (the oldest forgotten).
+KNOWN_ADDRESSES_PER_ACCOUNT: Final = 16
+
+
+class LoginLimiter:
+    """Failed logins per account from addresses new to it (see the module docstring).
+
+    ``secret`` keys the hashes under which known addresses are kept; ``load`` and
+    ``save`` (optional, async) read and write an account's known set as bytes, so it
+    survives a restart. Memory: at most ``max_accounts`` accounts' buckets and
+    known sets, the least recently seen forgotten first.
+    """
+
+    def __init__(
+        self,
+        failures: int,
+        refill: float,
+        *,
+        secret: bytes,
+        load: Callable[[str], Awaitable[bytes | None]] | None = None,
+        save: Callable[[str, bytes], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        max_accounts: int = 100_000,
+    ) -> None:
+        if failures < 1 or not refill > 0:
+            raise LocalProtocolError("failures and refill must be positive")
+        self._failures = RequestLimiter(
+            1.0 / refill, failures, clock=clock, wall_clock=wall_clock, max_keys=max_accounts
+        )
+        self._secret = secret
+        self._load = load
+        self._save = save
+        self._max_accounts = max_accounts
+        self._known: OrderedDict[str, list[bytes]] = OrderedDict()
+
+    def _tag(self, address: str) -> bytes:
+        return hmac.new(self._secret, address.encode(), hashlib.sha256).digest()[:16]
+
+    async def _known_set(self, account: str) -> list[bytes]:
+        known = self._known.get(account)
+        if known is None:
+            raw = (await self._load(account) if self._load is not None else None) or b""
+            known = [raw[i : i + 16] for i in range(0, len(raw), 16)]
+            self._known[account] = known
+            while len(self._known) > self._max_accounts:
+                self._known.popitem(last=False)
+        else:
+            self._known.move_to_end(account)
+        return known
+
+    async def check(self, account: str, address: str) -> None:
+        """Raise :class:`RateLimited` if ``address`` (a :func:`client_key`) has never
+        logged in to ``account`` and the account's failure budget is spent."""
+        try:
+            self._failures.peek(account)
+        except RateLimited:
+            if self._tag(address) not in await self._known_set(account):
+                raise
+
+    async def failed(self, account: str, address: str) -> None:
+        """A wrong password for ``account`` from ``address``."""
+        if self._tag(address) in await self._known_set(account):
+            return  # the owner's own typo does not spend the budget strangers share
+        with contextlib.suppress(RateLimited):  # spent already: check() refuses the next
+            self._failures.check(account)
+
+    async def succeeded(self, account: str, address: str) -> None:
+        """``address`` logged in to ``account``: from now on it is known there."""
+        tag = self._tag(address)
+        known = await self._known_set(account)
+        if tag in known:
+            return
+        known.append(tag)
+        del known[:-KNOWN_ADDRESSES_PER_ACCOUNT]
+        if self._save is not None:
+            await self._save(account, b"".join(known))

@@ -216,7 +216,10 @@ class FakePeer:
         cls, http: aiohttp.ClientSession, node: Node, key: SigningKey | None = None
     ) -> FakePeer:
         key = key or SigningKey.from_seed(secrets.token_bytes(32))
-        ws = await http.ws_connect(node.url + "/xrpc/skyfed.peer.connect")
+        try:
+            ws = await http.ws_connect(node.url + "/xrpc/skyfed.peer.connect")
+        except aiohttp.WSServerHandshakeError as e:  # refused before the handshake
+            raise ConnectionRefusedError(f"the node refused the link: {e.status}") from e
         peer = cls(ws, key)
         challenge = secrets.token_bytes(32)
         await ws.send_bytes(

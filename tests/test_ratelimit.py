@@ -7,6 +7,7 @@ import pytest
 from node.ratelimit import (
     WRITE_POINTS,
     LimitState,
+    LoginLimiter,
     RateLimited,
     RequestLimiter,
     WriteLimiter,
@@ -241,3 +242,53 @@ def test_request_limiter_memory_is_bounded(clock: FakeClock) -> None:
 )
 def test_client_key(address: str, key: str) -> None:
     assert client_key(address) == key
+
+
+# --- failed logins per account ---------------------------------------------------------
+
+
+async def test_login_limit_is_per_account_across_addresses_and_refills(clock: FakeClock) -> None:
+    logins = LoginLimiter(3, 60.0, secret=b"k" * 32, clock=clock, wall_clock=clock.wall)
+    for address in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
+        await logins.check(ALICE, address)
+        await logins.failed(ALICE, address)
+    with pytest.raises(RateLimited) as err:
+        await logins.check(ALICE, "192.0.2.4")  # a fourth address: the account is spent
+    assert err.value.status == 429
+    assert 1 <= err.value.retry_after <= 60
+    await logins.check(BOB, "192.0.2.4")  # another account is not
+    clock.now += 60  # one failure refilled
+    await logins.check(ALICE, "192.0.2.4")
+
+
+async def test_login_limit_spares_known_addresses_and_remembers_them(clock: FakeClock) -> None:
+    stored: dict[str, bytes] = {}
+
+    async def load(account: str) -> bytes | None:
+        return stored.get(account)
+
+    async def save(account: str, known: bytes) -> None:
+        stored[account] = known
+
+    def limiter() -> LoginLimiter:
+        return LoginLimiter(
+            2, 3600.0, secret=b"k" * 32, load=load, save=save, clock=clock, wall_clock=clock.wall
+        )
+
+    logins = limiter()
+    await logins.succeeded(ALICE, "198.51.100.7")  # the owner logged in from here once
+    assert b"198.51.100.7" not in stored[ALICE]  # a keyed hash, not the address
+    for _ in range(5):  # the owner's own typos do not spend the strangers' budget
+        await logins.failed(ALICE, "198.51.100.7")
+    await logins.check(ALICE, "203.0.113.1")
+    for i in range(10):
+        await logins.failed(ALICE, f"203.0.113.{i}")
+    with pytest.raises(RateLimited):
+        await logins.check(ALICE, "203.0.113.99")
+    await logins.check(ALICE, "198.51.100.7")  # the owner is never refused
+    restarted = limiter()  # a restart: known addresses come back from storage
+    for i in range(2):
+        await restarted.failed(ALICE, f"203.0.113.{i}")
+    with pytest.raises(RateLimited):
+        await restarted.check(ALICE, "203.0.113.99")
+    await restarted.check(ALICE, "198.51.100.7")

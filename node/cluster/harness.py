@@ -66,13 +66,23 @@ from .topology import Edge, make_topology
 __all__ = ["Cluster", "ClusterNode", "WirePeer"]
 
 #: Settings every cluster node gets: links exactly as the topology says, and no
-#: write or login throttle (the workload must not measure the rate limiter).
+#: write or login throttle (the workload must not measure the rate limiter). Every
+#: honest node is on 127.0.0.1: loopback may be dialled, and that address is shared
+#: by many nodes, so their links are neither capped nor cut off by address, nor
+#: accepted slowly.
 BASE_SETTINGS: dict[str, Any] = {
     "share_peers": False,
     "points_per_hour": 1_000_000_000,
     "points_per_day": 1_000_000_000,
     "auth_rate": 100_000.0,
     "auth_burst": 100_000,
+    "dial_policy": "loopback",
+    # Only 127.0.0.1: hostile nodes connect from 127.0.0.2 and up, and are judged by
+    # address as a node on the internet would judge them.
+    "shared_networks": ["127.0.0.1/32", "::1/128"],
+    "max_inbound_links": 100_000,
+    "peer_accept_rate": 100_000.0,
+    "peer_accept_burst": 100_000,
 }
 
 
@@ -219,7 +229,7 @@ class Cluster:
         out = {**self.settings, "peers": peers, "max_peers": max(room, len(peers))}
         # A full mesh of many nodes dials the last ones more than a node takes by
         # default; the fake peers a scenario adds need room too.
-        out.setdefault("max_inbound_peers", max(32, inbound + 16))
+        out.setdefault("max_inbound_links", max(32, inbound + 16))
         if node.clock_skew:
             out["clock_skew"] = node.clock_skew
         return out
