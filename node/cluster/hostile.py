@@ -188,9 +188,12 @@ class PoisonSpec:
     rate: float = 1.0
     #: ``peers`` messages in all.
     count: int = 20
-    #: Honest dials of poisoned addresses the verdict tolerates (0: none). A dial that
-    #: carries a poisoned path, query or userinfo, or one by a node the hostile node
-    #: never linked to (the URL was passed on), always fails the verdict.
+    #: Dials of one poisoned address (stripped to scheme, host and port) by one honest
+    #: node that the verdict tolerates (0: none). A node whose dial policy permits
+    #: loopback (the harness's) may try a learned loopback address once per back-off
+    #: window: 1 then. A dial that carries a poisoned path, query or userinfo, or one
+    #: by a node the hostile node never linked to (the URL was passed on), always
+    #: fails the verdict.
     max_dials: int = 0
 
 

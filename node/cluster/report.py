@@ -26,8 +26,9 @@ every head's whole tree can be fetched. Two more checks, each reported on its ow
 
 - **no poisoned dials**: the poison listeners saw no connection from an honest node
   that carried a poisoned URL as given (its path, query or userinfo), none from a
-  node the hostile node never linked to (the URL was passed on), and no more dials
-  in all than the scenario's ``max_dials`` (default 0: never dialled).
+  node the hostile node never linked to (the URL was passed on), and no node dialled
+  one poisoned address more often than the scenario's ``max_dials`` (default 0:
+  never dialled).
 - **under the memory ceiling**: each honest node's peak RSS (psutil, sampled every
   half second) stayed under the scenario's ``memory_ceiling_mb``. It is the harness's
   own threshold, independent of any ceiling the node's config states.
@@ -38,6 +39,7 @@ from __future__ import annotations
 import base64
 import json
 import statistics
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -368,11 +370,14 @@ def _dials_verdict(r: RunResult, problems: list[str]) -> bool | None:
                 f"hostile {h.index}: nodes {sorted(set(onward))} never linked to it yet "
                 f"dialled its poisoned URLs ({len(onward)} dials): they were passed on"
             )
-        if len(dials) > h.spec.poison.max_dials:
+        per_address = Counter((d.node, d.form) for d in dials)
+        over = {k: n for k, n in per_address.items() if n > h.spec.poison.max_dials}
+        if over:
             ok = False
             problems.append(
                 f"hostile {h.index}: its poisoned addresses were dialled {len(dials)} times "
-                f"(allowed {h.spec.poison.max_dials}) by nodes {nodes}, forms {', '.join(forms)}"
+                f"by nodes {nodes}, forms {', '.join(forms)}; "
+                f"{len(over)} address(es) more than {h.spec.poison.max_dials} time(s) by one node"
             )
     return ok
 
