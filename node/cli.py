@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import NodeConfig, load_config, load_or_create_secrets
+from .datadir import tighten, write_private_text
 
 __all__ = ["main"]
 
@@ -248,12 +249,14 @@ def _cmd_node_init(args: argparse.Namespace) -> int:
     path = args.config or cfg.data_dir / "skyfed.toml"
     if not path.exists():
         domains = ", ".join(f'"{d}"' for d in cfg.handle_domains)
-        path.write_text(
+        # 0600 from the start: an operator adds the admin token here.
+        write_private_text(
+            path,
             "# skyfed node settings; see `skyfed node start --help`\n"
             f'data_dir = "{cfg.data_dir}"\n'
             f'host = "{cfg.host}"\n'
             f"port = {cfg.port}\n"
-            f"handle_domains = [{domains}]\n"
+            f"handle_domains = [{domains}]\n",
         )
     print(f"node key:   {secrets.node_key.did_key()}")
     print(f"data dir:   {cfg.data_dir}")
@@ -291,7 +294,10 @@ async def _run_node(cfg: NodeConfig) -> None:
 
 
 def _cmd_node_start(args: argparse.Namespace) -> int:
-    asyncio.run(_run_node(_config(args)))
+    config = _config(args)
+    if args.config is not None:
+        tighten(config.data_dir, [args.config])  # it may hold the admin token
+    asyncio.run(_run_node(config))
     return 0
 
 
