@@ -24,6 +24,7 @@ from typing import Final
 
 __all__ = [
     "DATA_DIR_MODE",
+    "NODE_FILES",
     "PRIVATE_FILE_MODE",
     "create_private_file",
     "make_data_dir",
@@ -37,6 +38,18 @@ log = logging.getLogger("skyfed.datadir")
 DATA_DIR_MODE: Final = 0o700
 #: Mode of every file in the data directory (and of the config file).
 PRIVATE_FILE_MODE: Final = 0o600
+#: The node's own files, which :func:`tighten` fixes on an existing install (only
+#: these: a data dir pointed at a directory that holds other things leaves those be).
+NODE_FILES: Final = (
+    "node.sqlite3",
+    "node.sqlite3-wal",
+    "node.sqlite3-shm",
+    "node.sqlite3-journal",
+    "node.key",
+    "token.secret",
+    "skyfed.toml",
+    "node.toml",
+)
 
 
 def make_data_dir(path: Path) -> None:
@@ -79,15 +92,15 @@ def _tighten_one(path: Path, mode: int) -> str | None:
 
 
 def tighten(data_dir: Path, extra_files: Iterable[Path] = ()) -> list[str]:
-    """Make ``data_dir`` 0700 and every file directly in it (and ``extra_files``, such
-    as a config file kept elsewhere) at most 0600. Logs and returns each change."""
+    """Make ``data_dir`` 0700 and the node's files in it (:data:`NODE_FILES`) and
+    ``extra_files`` (a config file kept elsewhere) at most 0600. Logs and returns each
+    change."""
     changed = []
     if data_dir.is_dir():
         if (c := _tighten_one(data_dir, DATA_DIR_MODE)) is not None:
             changed.append(c)
-        for entry in sorted(data_dir.iterdir()):
-            mode = DATA_DIR_MODE if entry.is_dir() and not entry.is_symlink() else PRIVATE_FILE_MODE
-            if (c := _tighten_one(entry, mode)) is not None:
+        for name in NODE_FILES:
+            if (c := _tighten_one(data_dir / name, PRIVATE_FILE_MODE)) is not None:
                 changed.append(c)
     for path in extra_files:
         if (c := _tighten_one(path, PRIVATE_FILE_MODE)) is not None:
