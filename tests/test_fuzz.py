@@ -17,6 +17,7 @@ that blocks its loop is caught by the test's deadline, not hidden by it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import functools
@@ -528,8 +529,17 @@ def test_web_pages_and_form_survive_hostile_requests(live: Live) -> None:
         page = data.draw(st.sampled_from(["/", "profile", "post", "settings", "save"]), "page")
         headers: dict[str, bytes] = {}
         if data.draw(st.booleans(), "cookie"):
-            cookie = data.draw(st.one_of(hostile_text, st.binary(max_size=60).map(repr)))
-            headers["Cookie"] = b"skyfed_moderation=" + _q(cookie).encode()
+            # The settings cookie is base64 of JSON: junk, and JSON that is hostile.
+            raw = data.draw(
+                st.one_of(
+                    st.binary(max_size=60),
+                    json_values(hostile_text).map(lambda v: json.dumps(v).encode()),
+                    st.integers(1, 3000).map(lambda n: b"[" * n),
+                ),
+                "cookie",
+            )
+            cookie = base64.urlsafe_b64encode(raw).rstrip(b"=")
+            headers["Cookie"] = b"skyfed_moderation=" + cookie
         query = _query(data, live)
         body: bytes | None = None
         verb = "GET"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import logging
@@ -591,6 +592,15 @@ async def test_settings_form_refuses_bad_bodies_with_a_page(node: Node) -> None:
             async with http.post(url, data={"labelers": ""}, headers={"Origin": source}) as resp:
                 assert resp.status == 403
                 assert resp.content_type == "text/html"
+        # A cookie holding 3,000 nested arrays (json.loads: RecursionError) or junk is
+        # no settings, not a 500.
+        for raw in (b"[" * 3000, b"\xff\xfe", b'{"labelers": 5}'):
+            cookie = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+            for path in ("/", "/settings/moderation"):
+                async with http.get(
+                    node.url + path, headers={"Cookie": f"skyfed_moderation={cookie}"}
+                ) as resp:
+                    assert resp.status == 200, (raw[:20], path)
         # The form itself still works.
         async with http.post(
             url, data={"labelers": "", "labels": ""}, headers=origin, allow_redirects=False
