@@ -458,7 +458,7 @@ def check(live: Live, what: str, send: Callable[[], Answer]) -> Answer:
     logged, and a refusal changes nothing stored."""
     before, logged = snapshot(live.node), len(live.errors.records)
     answer = send()
-    live.seen[f"{answer.status // 100}xx"] += 1
+    live.seen[f"{answer.status // 100}xx" if answer.status != 501 else "501"] += 1
     where = f"{what} -> {answer.status} {answer.body[:300]!r}"
     # 501 MethodNotImplemented is XRPC's answer for a method a server does not have.
     not_served = answer.status == 501 and b"MethodNotImplemented" in answer.body
