@@ -803,3 +803,85 @@ def test_a_link_uri_that_validates_is_one_the_web_renderer_can_parse(uri: str) -
 def test_report(live: Live) -> None:
     """Not a check: what the run above saw, for ``make fuzz``'s record (pytest -s)."""
     print(f"\nfuzz profile {PROFILE}: {dict(sorted(live.seen.items()))}")
+
+
+# -- the renderers, given whatever a node (or a peer, through it) may answer --------------
+
+
+def _view_values() -> st.SearchStrategy[Any]:
+    keys = st.sampled_from(
+        [
+            "feed",
+            "post",
+            "reply",
+            "parent",
+            "reason",
+            "by",
+            "author",
+            "record",
+            "text",
+            "facets",
+            "index",
+            "features",
+            "uri",
+            "embed",
+            "external",
+            "thread",
+            "replies",
+            "viewer",
+            "labels",
+            "handle",
+            "did",
+            "displayName",
+            "createdAt",
+            "indexedAt",
+            "replyCount",
+            "$type",
+            "byteStart",
+            "byteEnd",
+            "notFound",
+            "blocked",
+            "value",
+            "cursor",
+        ]
+    )
+    leaves = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**70), 2**70),
+        st.sampled_from(
+            [
+                "app.bsky.richtext.facet#link",
+                "app.bsky.feed.defs#threadViewPost",
+                "app.bsky.embed.external",
+                "app.bsky.embed.record",
+                "app.bsky.feed.defs#reasonRepost",
+            ]
+        ),
+        hostile_text,
+    )
+    return st.recursive(
+        leaves,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=3), st.dictionaries(keys, inner, max_size=6)
+        ),
+        max_leaves=30,
+    )
+
+
+@FUZZ
+@given(view=st.dictionaries(st.sampled_from(["feed", "thread", "post", "cursor"]), _view_values()))
+def test_the_renderers_survive_any_view(view: dict[str, Any]) -> None:
+    import io
+
+    from node import render, web
+
+    console = render.make_console(io.StringIO())
+    renderer = render.Renderer(console)
+    renderer.feed(view)
+    renderer.thread(view)
+    renderer.profile(view)
+    renderer.post(view)
+    web._feed_html(web._list(view, "feed"), 0.0, "empty")
+    web.render_post(web._map(view, "post"), 0.0, main=True)
+    web._thread_replies(web._map(view, "thread"), 0.0)
