@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import NodeConfig, load_config, load_or_create_secrets
-from .datadir import tighten, write_private_text
+from .datadir import NODE_UMASK, tighten, write_private_text
 
 __all__ = ["main"]
 
@@ -297,6 +297,9 @@ def _cmd_node_start(args: argparse.Namespace) -> int:
     config = _config(args)
     if args.config is not None:
         tighten(config.data_dir, [args.config])  # it may hold the admin token
+    # Everything a node process writes is its own: whatever creates a file without a
+    # mode (a library, a future feature) still makes it owner-only.
+    os.umask(NODE_UMASK)
     asyncio.run(_run_node(config))
     return 0
 

@@ -25,6 +25,7 @@ from typing import Final
 __all__ = [
     "DATA_DIR_MODE",
     "NODE_FILES",
+    "NODE_UMASK",
     "PRIVATE_FILE_MODE",
     "create_private_file",
     "make_data_dir",
@@ -38,6 +39,9 @@ log = logging.getLogger("skyfed.datadir")
 DATA_DIR_MODE: Final = 0o700
 #: Mode of every file in the data directory (and of the config file).
 PRIVATE_FILE_MODE: Final = 0o600
+#: The umask ``skyfed node start`` sets for its whole process (the node's process
+#: writes only private files; library users keep their own).
+NODE_UMASK: Final = 0o077
 #: The node's own files, which :func:`tighten` fixes on an existing install (only
 #: these: a data dir pointed at a directory that holds other things leaves those be).
 NODE_FILES: Final = (
