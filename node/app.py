@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import errno
 import itertools
-import json
 import logging
 import secrets
 import time
@@ -56,12 +55,15 @@ from protocol.syntax import (
     validate_record_key,
 )
 
+from . import inputs
 from .auth import Authenticator, Principal, hash_password, parse_bearer, verify_password
 from .config import NodeConfig, NodeSecrets, load_or_create_secrets
+from .datadir import tighten
 from .datalock import DataDirLock
 from .federation import Federation, label_row
 from .firehose import Firehose
 from .handles import Handles
+from .inputs import InvalidRequest
 from .limits import (
     LINGER,
     STREAM_CHUNK,
@@ -105,62 +107,16 @@ def _error(status: int, error: str, message: str, headers: Any = None) -> web.Re
     return _json({"error": error, "message": message}, status, headers)
 
 
-class InvalidRequest(RemoteProtocolError):
-    """A request is malformed (bad parameter, bad JSON)."""
-
-
 def _bad(message: str) -> InvalidRequest:
     return InvalidRequest(message)
 
 
-# -- parameter helpers ---------------------------------------------------------------
+# -- parameter helpers: node/inputs.py parses and bounds every one ---------------------
 
-
-def _q_str(request: web.Request, name: str, *, required: bool = True) -> str | None:
-    value = request.query.get(name)
-    if value is None or value == "":
-        if required:
-            raise _bad(f'Error: Params must have the property "{name}"')
-        return None
-    if len(value) > 8192:
-        raise _bad(f"{name} is too long")
-    return value
-
-
-def _q_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise _bad(f"{name} must be an integer") from None
-    if not lo <= value <= hi:
-        raise _bad(f"{name} must be between {lo} and {hi}")
-    return value
-
-
-def _q_bool(request: web.Request, name: str) -> bool:
-    raw = request.query.get(name, "false").lower()
-    if raw not in ("true", "false", "1", "0"):
-        raise _bad(f"{name} must be true or false")
-    return raw in ("true", "1")
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise
-    if not raw:
-        raise _bad("request body is required")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise _bad("request body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise _bad("request body must be a JSON object")
-    return data
+_q_str = inputs.query_str
+_q_int = inputs.query_int
+_q_bool = inputs.query_bool
+_body = inputs.read_json_object
 
 
 def _b_str(body: dict[str, Any], name: str, *, required: bool = True) -> str | None:
@@ -320,6 +276,7 @@ class Node:
         :class:`PortInUse` if the address is taken."""
         self.lock.acquire()
         try:
+            tighten(self.config.data_dir)  # an install from before 0700/0600: logs each change
             await self.storage.open()
             await self.storage.write(self.handles.confirm_registered)
             await self.moderation.load()
@@ -332,6 +289,7 @@ class Node:
                 handle_signals=False,
                 keepalive_timeout=self.config.idle_timeout,
                 lingering_time=LINGER,
+                logger=ServerLog(_server_log),
             )
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.config.host, self.config.port)
@@ -529,6 +487,34 @@ class Node:
 
 
 NODE_KEY = web.AppKey("node", Node)
+_server_log = logging.getLogger("aiohttp.server")
+
+
+class ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server log, with what a client got wrong on the wire (a malformed or
+    over-long request line or header, a connection dropped mid-request) written as one
+    line at INFO: aiohttp logs those as errors with a full traceback, so anyone could
+    fill the node's log with tracebacks. Everything else passes through unchanged."""
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, BaseException) and _is_client_fault(exc):
+            kwargs.pop("exc_info")
+            level = min(level, logging.INFO)
+            msg = f"{msg}: %s: %s"
+            args = (*args, type(exc).__name__, _one_line(exc))
+        super().log(level, msg, *args, **kwargs)
+
+
+def _is_client_fault(exc: BaseException) -> bool:
+    if isinstance(exc, aiohttp.http_exceptions.HttpProcessingError):
+        return 400 <= (exc.code or 400) < 500
+    return isinstance(exc, ConnectionError)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(getattr(exc, "message", "") or exc).split())
+    return text[:200]
 
 
 def _records(source: SqliteStorage, cids: Iterable[CID]) -> Iterator[tuple[CID, bytes]]:
@@ -570,11 +556,28 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = _error(e.status, name, e.reason)
     except asyncio.CancelledError:
         raise
-    except Exception:
-        log.exception("internal error in %s", nsid)
-        response = _error(500, "InternalServerError", "Internal Server Error")
+    except Exception as e:
+        if not _client_gone(request, e):
+            log.exception("internal error in %s", nsid)
+            response = _error(500, "InternalServerError", "Internal Server Error")
+        else:
+            # The client hung up mid-request (mid-body, or while we wrote the answer):
+            # its fault, not ours, and nobody is left to answer. One line, no traceback,
+            # counted as nginx's 499 "client closed request", not as a 500.
+            log.info("client %s went away during %s: %s", request.remote, nsid, e)
+            node.m_requests.labels(nsid if nsid in _ROUTES else "other", "499").inc()
+            return _error(400, "InvalidRequest", "the connection closed mid-request")
     node.m_requests.labels(nsid if nsid in _ROUTES else "other", str(response.status)).inc()
     return response
+
+
+def _client_gone(request: web.Request, error: Exception) -> bool:
+    """True when ``error`` is the client's connection going away (its transport is
+    closed), not a connection of ours to somewhere else failing."""
+    if not isinstance(error, ConnectionError | aiohttp.ClientConnectionError):
+        return False
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 # -- com.atproto.server --------------------------------------------------------------
@@ -980,7 +983,8 @@ async def apply_writes(request: web.Request) -> web.Response:
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
             raise _bad(f"writes[{i}] must be an object")
-        action = _WRITE_TYPES.get(item.get("$type", ""))
+        kind = item.get("$type")
+        action = _WRITE_TYPES.get(kind) if isinstance(kind, str) else None
         if action is None:
             raise _bad(f"writes[{i}] has an unknown $type")
         collection = _b_str(item, "collection")
@@ -1217,15 +1221,7 @@ async def sync_get_repo_status(request: web.Request) -> web.Response:
 
 async def subscribe_repos(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
-    raw = request.query.get("cursor")
-    cursor: int | None = None
-    if raw not in (None, ""):
-        try:
-            cursor = int(raw)
-        except ValueError:
-            raise _bad("cursor must be an integer") from None
-        if cursor < 0:
-            raise _bad("cursor must not be negative")
+    cursor = inputs.query_optional_int(request, "cursor", 0, inputs.INT64_MAX)
     if request.headers.get("Upgrade", "").lower() != "websocket":
         raise _bad("subscribeRepos is a WebSocket endpoint")
     return await node.firehose.serve(request, cursor)
@@ -1348,13 +1344,7 @@ async def _viewer(request: web.Request) -> str | None:
     return (await request.app[NODE_KEY].principal(request)).did
 
 
-def _q_list(request: web.Request, name: str, most: int) -> list[str]:
-    values = request.query.getall(name, [])
-    if not values:
-        raise _bad(f'Error: Params must have the property "{name}"')
-    if len(values) > most:
-        raise _bad(f"{name}: at most {most} values")
-    return values
+_q_list = inputs.query_list
 
 
 def _q_uri(request: web.Request, name: str = "uri") -> str:
@@ -1410,11 +1400,20 @@ async def get_latest(request: web.Request) -> web.Response:
     return _json(await node.views.latest(await _viewer(request), limit, cursor))
 
 
+#: getPostThread takes the lexicon's ``depth`` and ``parentHeight`` (0..1000, as
+#: Bluesky's) but serves at most this many levels below and above the post, as
+#: Bluesky's AppView caps depth by its config. A thread nests two JSON levels per
+#: reply level and one per parent, and JSON encoders and parsers stop at a few hundred
+#: levels (orjson at 255): 1,000 levels would be a 500 and a hazard to clients.
+MAX_THREAD_DEPTH = 100
+MAX_THREAD_PARENT_HEIGHT = 200
+
+
 async def get_post_thread(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     uri = await _q_post_uri(request)
-    depth = _q_int(request, "depth", 6, 0, 1000)
-    height = _q_int(request, "parentHeight", 80, 0, 1000)
+    depth = min(_q_int(request, "depth", 6, 0, 1000), MAX_THREAD_DEPTH)
+    height = min(_q_int(request, "parentHeight", 80, 0, 1000), MAX_THREAD_PARENT_HEIGHT)
     out = await node.views.thread(uri, await _viewer(request), depth, height)
     if out["thread"].get("notFound"):
         raise RemoteProtocolError(f"Post not found: {uri}", error="NotFound")
@@ -1538,12 +1537,7 @@ async def query_labels(request: web.Request) -> web.Response:
     for source in sources:
         validate_did(source)
     limit = _q_int(request, "limit", 50, 1, 250)
-    raw_cursor = _q_str(request, "cursor", required=False)
-    cursor = None
-    if raw_cursor is not None:
-        if not raw_cursor.isdigit() or len(raw_cursor) > 19:
-            raise _bad("cursor is not one this node gave")
-        cursor = int(raw_cursor)
+    cursor = inputs.query_optional_int(request, "cursor", 0, inputs.INT64_MAX)
     rows = await node.storage.query_labels(patterns, sources, limit, cursor)
     out: dict[str, Any] = {"labels": [Label.from_bytes(data).to_json() for _, data in rows]}
     if len(rows) == limit:

@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import NodeConfig, describe_settings, load_config, load_or_create_secrets
+from .datadir import NODE_UMASK, tighten
 from .logs import LOG_FORMATS
 
 __all__ = ["main"]
@@ -326,7 +327,7 @@ def _write_config(path: Path, values: dict[str, Any], *, replace: bool) -> None:
 
     text = "# skyfed node settings; every setting: `skyfed node start --help`\n"
     text += tomli_w.dumps(values)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the data dir, usually
     tmp = path.with_name(path.name + ".tmp")
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
@@ -496,7 +497,13 @@ def _cmd_node_start(args: argparse.Namespace) -> int:
     from .logs import configure_logging
 
     configure_logging(args.log_format, logging.DEBUG if args.verbose else logging.INFO)
-    asyncio.run(_run_node(_config(args)))
+    config = _config(args)
+    if args.config is not None:
+        tighten(config.data_dir, [args.config])  # it may hold the admin token
+    # Everything a node process writes is its own: whatever creates a file without a
+    # mode (a library, a future feature) still makes it owner-only.
+    os.umask(NODE_UMASK)
+    asyncio.run(_run_node(config))
     return 0
 
 

@@ -23,6 +23,8 @@ import tomli_w
 
 from protocol.keys import SigningKey
 
+from .datadir import make_data_dir
+
 __all__ = [
     "NodeConfig",
     "NodeSecrets",
@@ -285,7 +287,7 @@ def _write_secret(path: Path, text: str) -> None:
 
 def load_or_create_secrets(data_dir: Path) -> NodeSecrets:
     """Read the node key and token secret, creating them (mode 0600) if absent."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    make_data_dir(data_dir)
     key_path = data_dir / "node.key"
     secret_path = data_dir / "token.secret"
     if not key_path.exists():

@@ -52,6 +52,7 @@ from protocol.moderation import (
 )
 from protocol.syntax import is_valid_did, validate_did
 
+from . import inputs
 from .index import index_record, unindex_record
 from .logs import fields
 from .ratelimit import RequestLimiter, client_key
@@ -535,17 +536,12 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
+#: Largest body a moderation method takes, in bytes (they carry a DID and a reason).
+MAX_MODERATION_BODY: Final = 64 * 1024
+
+
 async def _body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    if len(raw) > 64 * 1024:
-        raise RemoteProtocolError("request body is too large", error="PayloadTooLarge", status=413)
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise RemoteProtocolError("request body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise RemoteProtocolError("request body must be a JSON object")
-    return data
+    return await inputs.read_json_object(request, max_bytes=MAX_MODERATION_BODY)
 
 
 def _text(body: dict[str, Any], name: str) -> str:
@@ -568,7 +564,9 @@ def _admin(request: web.Request) -> Moderation:
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not given:
         raise AdminAuthError("admin endpoints take the node's admin token as a Bearer token")
-    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+    # The header is bytes decoded with surrogateescape: encode it back the same way,
+    # so a non-ASCII byte is a wrong token, not a UnicodeEncodeError.
+    if not hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), token.encode()):
         raise AdminAuthError("wrong admin token", error="InvalidToken")
     return mod
 
@@ -608,20 +606,15 @@ async def list_actions(request: web.Request) -> web.Response:
     """skyfed.moderation.listActions (public): the node's policy and every takedown,
     active or reversed, newest first."""
     mod = request.app[MODERATION_KEY]
-    raw_limit = request.query.get("limit", "50")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
-        raise RemoteProtocolError("limit must be between 1 and 500")
-    limit = int(raw_limit)
-    raw_cursor = request.query.get("cursor") or None
-    if raw_cursor is not None and (not raw_cursor.isdigit() or len(raw_cursor) > 18):
-        raise RemoteProtocolError("cursor is not one this node gave")
-    did = request.query.get("did", "")
+    limit = inputs.query_int(request, "limit", 50, 1, 500)
+    cursor = inputs.query_optional_int(request, "cursor", 0, inputs.INT64_MAX)
+    did = inputs.query_str(request, "did", required=False) or ""
     if did and not is_valid_did(did):
         raise RemoteProtocolError("did must be a DID")
     rows = await mod._query(
         active_only=False,
         limit=limit,
-        before=int(raw_cursor) if raw_cursor else None,
+        before=cursor,
         did=did,
     )
     out: dict[str, Any] = {
@@ -661,13 +654,8 @@ async def get_mutes(request: web.Request) -> web.Response:
     """app.bsky.graph.getMutes: {mutes: [ProfileView], cursor?}."""
     mod = request.app[MODERATION_KEY]
     viewer = await _viewer(request)
-    raw_limit = request.query.get("limit", "50")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
-        raise RemoteProtocolError("limit must be between 1 and 100")
-    limit = int(raw_limit)
-    cursor = request.query.get("cursor") or None
-    if cursor is not None and len(cursor) > 2048:
-        raise RemoteProtocolError("cursor is too long")
+    limit = inputs.query_int(request, "limit", 50, 1, 100)
+    cursor = inputs.query_str(request, "cursor", required=False, max_chars=2048)
     dids = await mod.mutes(viewer, limit, cursor)
     profiles = await mod.node.views.profile_list(dids, viewer)
     out: dict[str, Any] = {"mutes": profiles}

@@ -89,6 +89,17 @@ def _clean(text: object) -> str:
     return "".join(c if c in "\n\t" or c.isprintable() else "\ufffd" for c in s)
 
 
+def _map(value: object) -> Mapping[str, Any]:
+    """``value`` if it is a JSON object, else an empty one: a view comes from a node
+    (and, through it, from anyone), so any field may hold anything."""
+    return value if isinstance(value, dict) else {}
+
+
+def _maps(value: object) -> list[Mapping[str, Any]]:
+    """The JSON objects in ``value`` if it is a list (anything else is skipped)."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
 def _count(n: object, one: str, many: str) -> str:
     k = n if isinstance(n, int) else 0
     return f"{k} {one if k == 1 else many}"
@@ -114,6 +125,7 @@ class Renderer:
     # -- pieces --------------------------------------------------------------------
     def author(self, author: Mapping[str, Any], *, bold: bool = True) -> Text:
         """``Display Name @handle`` (or just ``@handle``, or the DID)."""
+        author = _map(author)
         out = Text()
         name = _clean(author.get("displayName", "")).strip()
         handle = author.get("handle")
@@ -135,6 +147,7 @@ class Renderer:
         anchor: bool = False,
     ) -> None:
         """One PostView: header, optional context note, text, quote, counts, URI."""
+        view = _map(view)
         body = Text()
         if note is not None:
             body.append_text(note)
@@ -155,9 +168,7 @@ class Renderer:
                 body.append(str(view.get("uri", "")), style="dim")
                 self._emit(body, level)
                 return
-        record = view.get("record", {})
-        if not isinstance(record, dict):
-            record = {}
+        record = _map(view.get("record"))
         body.append_text(self.author(view.get("author", {})))
         when = view.get("indexedAt") or record.get("createdAt")
         body.append(f" · {relative_time(when, self.now)}", style="dim")
@@ -178,6 +189,7 @@ class Renderer:
     def counts(self, view: Mapping[str, Any]) -> Text:
         """``2 replies · 1 repost · 3 likes``, and what the viewer did."""
         out = Text(style="dim")
+        view = _map(view)
         out.append(_count(view.get("replyCount"), "reply", "replies"))
         out.append(" · ")
         out.append(_count(view.get("repostCount"), "repost", "reposts"))
@@ -187,7 +199,7 @@ class Renderer:
         if isinstance(quotes, int) and quotes:
             out.append(" · ")
             out.append(_count(quotes, "quote", "quotes"))
-        viewer = view.get("viewer") or {}
+        viewer = _map(view.get("viewer"))
         mine = [w for w, key in (("liked", "like"), ("reposted", "repost")) if viewer.get(key)]
         if mine:
             out.append("  (you " + " and ".join(mine) + ")", style="magenta")
@@ -236,16 +248,17 @@ class Renderer:
     # -- views -----------------------------------------------------------------------
     def feed(self, page: Mapping[str, Any]) -> None:
         """A ``{feed: [FeedViewPost], cursor?}`` page."""
-        items = page.get("feed") or []
+        items = _maps(_map(page).get("feed"))
         if not items:
             self.console.print("(nothing here yet)", style="dim")
         for item in items:
             self.feed_item(item)
-        cursor = page.get("cursor")
+        cursor = _map(page).get("cursor")
         if cursor:
             self.console.print(Text(f"more: --cursor {cursor}", style="dim"), soft_wrap=True)
 
     def feed_item(self, item: Mapping[str, Any]) -> None:
+        item = _map(item)
         note: Text | None = None
         reason = item.get("reason")
         if isinstance(reason, dict) and str(reason.get("$type", "")).endswith("#reasonRepost"):
@@ -260,27 +273,31 @@ class Renderer:
             else:
                 line.append("a post this node does not have", style="dim italic")
             note = line if note is None else note + Text("\n") + line
-        self.post(item.get("post", {}), note=note)
+        self.post(_map(item.get("post")), note=note)
 
     def thread(self, page: Mapping[str, Any]) -> None:
         """A ``{thread: ThreadViewPost}``: parents above, the post, replies indented."""
-        node = page.get("thread", page)
+        page = _map(page)
+        node = _map(page.get("thread", page))
         parents: list[Mapping[str, Any]] = []
-        up = node.get("parent") if isinstance(node, dict) else None
+        up = node.get("parent")
         while isinstance(up, dict):
             parents.append(up)
             up = up.get("parent")
         for parent in reversed(parents):
             self._thread_post(parent, level=0)
-        if isinstance(node, dict):
+        if node:
             self._thread_post(node, level=0, anchor=bool(parents))
-            for reply in node.get("replies") or []:
-                self._replies(reply, level=1)
+            self._replies(node)
 
-    def _replies(self, node: Mapping[str, Any], level: int) -> None:
-        self._thread_post(node, level=level)
-        for reply in node.get("replies") or []:
-            self._replies(reply, level=level + 1)
+    def _replies(self, root: Mapping[str, Any]) -> None:
+        # Depth first, in order, without recursion: a thread may nest deeper than
+        # Python's stack (its indentation stops at _MAX_INDENT_LEVELS anyway).
+        stack = [(reply, 1) for reply in reversed(_maps(root.get("replies")))]
+        while stack:
+            node, level = stack.pop()
+            self._thread_post(node, level=level)
+            stack.extend((reply, level + 1) for reply in reversed(_maps(node.get("replies"))))
 
     def _thread_post(self, node: Mapping[str, Any], *, level: int, anchor: bool = False) -> None:
         uri = Text(str(node.get("uri", "")), style="dim")
@@ -293,6 +310,7 @@ class Renderer:
 
     def profile(self, view: Mapping[str, Any]) -> None:
         """A ProfileViewDetailed (with a line for what the reader's labelers say)."""
+        view = _map(view)
         out = Text()
         decision = moderate(view, self.moderation)
         if decision.action != "show":
@@ -311,7 +329,7 @@ class Renderer:
         out.append(f"{view.get('followsCount', 0)} following", style="bold")
         out.append(" · ")
         out.append(_count(view.get("postsCount"), "post", "posts"), style="bold")
-        viewer = view.get("viewer") or {}
+        viewer = _map(view.get("viewer"))
         flags = [
             text
             for key, text in (
@@ -330,7 +348,7 @@ class Renderer:
         """A list of ProfileViews, one a line."""
         if not actors:
             self.console.print("(nobody yet)", style="dim")
-        for actor in actors:
+        for actor in _maps(actors):
             line = self.author(actor)
             description = _clean(actor.get("description", "")).split("\n", 1)[0]
             if description:

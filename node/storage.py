@@ -37,6 +37,7 @@ from protocol.heads import label_set_digest
 from protocol.ingest import HeadState
 
 from .auth import SessionRow
+from .datadir import create_private_file, make_data_dir
 from .handles import HANDLES_SCHEMA, Handles
 from .index import FEED_SCHEMA, INDEX_SCHEMA, index_record, rebuild_feeds, unindex_record
 
@@ -431,7 +432,10 @@ class SqliteStorage:
 
     # -- life cycle --------------------------------------------------------------
     async def open(self) -> None:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        make_data_dir(Path(self.path).parent)
+        # Created 0600 before SQLite opens it: the database holds signing keys and
+        # password hashes, and SQLite gives its -wal and -shm files the same mode.
+        create_private_file(Path(self.path))
         await asyncio.to_thread(self._migrate)
         self._read_pool = ThreadPoolExecutor(self._readers, thread_name_prefix="sqlite-read")
         self._writer = threading.Thread(target=self._write_loop, name="sqlite-write", daemon=True)

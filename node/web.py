@@ -35,7 +35,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final, Protocol
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from aiohttp import web
 
@@ -43,6 +43,7 @@ from protocol.errors import InvalidSyntax, RemoteProtocolError, SkyfedError
 from protocol.moderation import Decision, InvalidPrefs, ModerationPrefs, moderate
 from protocol.syntax import is_valid_at_identifier, is_valid_did, is_valid_record_key
 
+from . import inputs
 from .moderation import MODERATION_KEY
 
 __all__ = [
@@ -406,6 +407,19 @@ def _full_time(value: str) -> str:
 # -- rich text -----------------------------------------------------------------------
 
 
+def _web_url(uri: str) -> str | None:
+    """``uri`` if it is an http(s) URL a browser can follow, else None. A post that
+    arrived from a peer may carry any string here (``http://[`` made every page that
+    showed it fail once): nothing about it may raise."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return None
+    return uri
+
+
 def _is_boundary(data: bytes, index: int) -> bool:
     """True if a UTF-8 character starts at ``index`` (or it is the end)."""
     return index == len(data) or (0 <= index < len(data) and (data[index] & 0xC0) != 0x80)
@@ -415,8 +429,8 @@ def _feature_html(features: list[Any], inner: str) -> str | None:
     for feature in features:
         kind = _str(feature, "$type")
         if kind == _LINK:
-            uri = _str(feature, "uri")
-            if urlsplit(uri).scheme.lower() in ("http", "https"):
+            uri = _web_url(_str(feature, "uri"))
+            if uri is not None:
                 return f'<a href="{_e(uri)}" rel="nofollow ugc noopener noreferrer">{inner}</a>'
         elif kind == _MENTION:
             did = _str(feature, "did")
@@ -518,8 +532,8 @@ def _embed_html(post: dict[str, Any], prefs: ModerationPrefs | None = None) -> s
         return f'<div class="embed">{link}</div>'
     if kind == "app.bsky.embed.external":
         ext = _map(embed, "external")
-        uri = _str(ext, "uri")
-        if urlsplit(uri).scheme.lower() not in ("http", "https"):
+        uri = _web_url(_str(ext, "uri")) or ""
+        if not uri:
             return ""
         title = _str(ext, "title") or uri
         desc = _str(ext, "description")
@@ -553,15 +567,23 @@ def render_post(
     ``in_thread`` drops "Replying to", which the thread's layout already shows.
     ``prefs``: the reader's moderation settings (hide, or put behind a warning).
     """
-    decision = moderate(post, prefs) if prefs is not None else Decision("show")
-    if decision.hidden:
-        return (
-            '<article class="post"><p class="context">Hidden by your moderation settings: '
-            f"{_e(decision.reason())}</p></article>"
+    try:
+        decision = moderate(post, prefs) if prefs is not None else Decision("show")
+        if decision.hidden:
+            return (
+                '<article class="post"><p class="context">Hidden by your moderation settings: '
+                f"{_e(decision.reason())}</p></article>"
+            )
+        article = _render_post(
+            post, now, reason=reason, reply=reply, main=main, in_thread=in_thread, prefs=prefs
         )
-    article = _render_post(
-        post, now, reason=reason, reply=reply, main=main, in_thread=in_thread, prefs=prefs
-    )
+    except Exception:
+        # One post that we fail to render (its data came from anyone) must not take the
+        # page, and with it everyone else's posts, down with it.
+        log.exception("could not render post %r", _str(post, "uri")[:200])
+        return (
+            '<article class="post"><p class="context">This post could not be shown.</p></article>'
+        )
     if decision.warned:
         return (
             '<details class="warning"><summary>Content warning: '
@@ -739,19 +761,11 @@ def _problem(status: int, heading: str, detail: str) -> web.Response:
 
 
 def _limit(request: web.Request) -> int:
-    raw = request.query.get("limit", "")
-    if not raw:
-        return PAGE_SIZE
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_SIZE:
-        raise RemoteProtocolError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
-    return int(raw)
+    return inputs.query_int(request, "limit", PAGE_SIZE, 1, MAX_PAGE_SIZE)
 
 
 def _cursor(request: web.Request) -> str | None:
-    cursor = request.query.get("cursor") or None
-    if cursor is not None and len(cursor) > MAX_CURSOR:
-        raise RemoteProtocolError("cursor is too long")
-    return cursor
+    return inputs.query_str(request, "cursor", required=False, max_chars=MAX_CURSOR)
 
 
 async def latest_page(request: web.Request) -> web.Response:
@@ -869,6 +883,7 @@ async def thread_page(request: web.Request) -> web.Response:
 
 PREFS_COOKIE: Final = "skyfed_moderation"
 _MAX_FORM: Final = 16 * 1024
+_MAX_FORM_FIELDS: Final = 16
 
 
 def reader_prefs(request: web.Request) -> ModerationPrefs:
@@ -878,7 +893,9 @@ def reader_prefs(request: web.Request) -> ModerationPrefs:
         return ModerationPrefs()
     try:
         data = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
-        return ModerationPrefs.from_json(json.loads(data))
+        # The inputs parser, not json.loads: 3,000 "[" fit in the cookie, and
+        # json.loads recurses on them until RecursionError (a 500 on every page).
+        return ModerationPrefs.from_json(inputs.parse_json_object(data))
     except (ValueError, SkyfedError):
         return ModerationPrefs()
 
@@ -920,18 +937,46 @@ async def settings_page(request: web.Request) -> web.Response:
     return _page("Moderation · skyfed", _settings_form(reader_prefs(request), note))
 
 
-async def save_settings(request: web.Request) -> web.StreamResponse:
+def _same_site(request: web.Request) -> bool:
     # A cross-site form must not change a reader's settings: the form must say it
     # comes from this site (Origin, or Referer where a browser sends no Origin).
     source = request.headers.get("Origin") or request.headers.get("Referer") or ""
-    if urlsplit(source).netloc != request.host:
-        return _problem(403, "Not allowed", "Settings can only be changed from this site.")
+    try:
+        return urlsplit(source).netloc == request.host
+    except ValueError:  # "http://[" and the like
+        return False
+
+
+async def _read_form(request: web.Request) -> dict[str, str]:
+    """The settings form's fields. Only what the page's own form sends is taken: a
+    urlencoded body of at most :data:`_MAX_FORM` bytes, strict UTF-8, at most
+    :data:`_MAX_FORM_FIELDS` fields; anything else is a 4xx page."""
     if (request.content_length or 0) > _MAX_FORM:
-        return _problem(413, "Too large", "That is more settings than this page takes.")
-    form = await request.post()
-    labelers = str(form.get("labelers", ""))
+        raise RemoteProtocolError("That is more settings than this page takes.", status=413)
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise RemoteProtocolError("The settings form is sent urlencoded.", status=415)
+    raw = await request.content.read(_MAX_FORM + 1)
+    if len(raw) > _MAX_FORM:
+        raise RemoteProtocolError("That is more settings than this page takes.", status=413)
+    try:
+        pairs = parse_qsl(
+            raw.decode("utf-8"),
+            keep_blank_values=True,
+            errors="strict",
+            max_num_fields=_MAX_FORM_FIELDS,
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise RemoteProtocolError("The form is not valid UTF-8 form data.") from None
+    return {name: inputs.check_text(value, name) for name, value in pairs}
+
+
+async def save_settings(request: web.Request) -> web.Response:
+    if not _same_site(request):
+        return _problem(403, "Not allowed", "Settings can only be changed from this site.")
+    form = await _read_form(request)
+    labelers = form.get("labelers", "")
     behaviours: dict[str, str] = {}
-    for line in str(form.get("labels", "")).splitlines():
+    for line in form.get("labels", "").splitlines():
         if line.strip():
             val, _, behaviour = line.partition("=")
             behaviours[val.strip()] = behaviour.strip()
@@ -976,8 +1021,8 @@ def _guard(kind: str, page: Page) -> Page:
                 return _problem(404, f"{kind} not found", e.message)
             status = e.status if 400 <= e.status < 600 else 400
             return _problem(status, "Bad request", e.message)
-        except web.HTTPException:
-            raise
+        except (web.HTTPException, ConnectionError):
+            raise  # a redirect; or the reader went away (the app's middleware logs it)
         except Exception:
             log.exception("web page %s failed", request.path)
             return _problem(500, "Something went wrong", "This node could not build the page.")
@@ -1009,4 +1054,4 @@ def add_web_routes(app: web.Application, views: ViewSource) -> None:
     app.router.add_get("/profile/{actor}", _guard("Profile", profile_page))
     app.router.add_get("/post/{did}/{rkey}", _guard("Post", thread_page))
     app.router.add_get("/settings/moderation", _guard("Page", settings_page))
-    app.router.add_post("/settings/moderation", save_settings)
+    app.router.add_post("/settings/moderation", _guard("Page", save_settings))

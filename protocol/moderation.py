@@ -226,10 +226,11 @@ class Decision:
 def _view_labels(view: Mapping[str, Any]) -> list[Any]:
     """A view's own labels and, for a post, its author's (an account label covers
     everything the account posts)."""
-    found = list(view.get("labels") or [])
-    author = view.get("author")
-    if isinstance(author, Mapping):
-        found += list(author.get("labels") or [])
+    found: list[Any] = []
+    for holder in (view, view.get("author")):
+        labels = holder.get("labels") if isinstance(holder, Mapping) else None
+        if isinstance(labels, list):  # a view is anyone's JSON: anything else is none
+            found += labels
     return found
 
 

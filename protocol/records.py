@@ -466,7 +466,7 @@ class Link:
     _KNOWN: ClassVar[frozenset[str]] = frozenset({"uri"})
 
     def __post_init__(self) -> None:
-        _check_format(self.uri, "uri", syntax.validate_uri, "URI")
+        _check_format(self.uri, "uri", syntax.validate_link_uri, "URI")
         _check_extra(self.extra, self._KNOWN, self.TYPE, typed=True)
 
     @classmethod
@@ -1099,7 +1099,7 @@ def detect_facets(
             uri = uri[:-1]
         if uri.endswith(")") and "(" not in uri:
             uri = uri[:-1]
-        if not syntax.is_valid_uri(uri):
+        if not syntax.is_valid_link_uri(uri):
             continue
         start = m.start(1)
         found.append((byte_at(start), byte_at(start + len(uri)), {"$type": FACET_LINK, "uri": uri}))

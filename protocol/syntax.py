@@ -25,7 +25,9 @@ time by its caller.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import unicodedata
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -49,6 +51,7 @@ __all__ = [
     "is_valid_did",
     "is_valid_handle",
     "is_valid_language",
+    "is_valid_link_uri",
     "is_valid_nsid",
     "is_valid_record_key",
     "is_valid_tid",
@@ -63,6 +66,7 @@ __all__ = [
     "validate_did",
     "validate_handle",
     "validate_language",
+    "validate_link_uri",
     "validate_nsid",
     "validate_record_key",
     "validate_tid",
@@ -274,6 +278,65 @@ def validate_uri(uri: str) -> None:
 
 def is_valid_uri(uri: object) -> bool:
     return _is_valid(validate_uri, uri)
+
+
+# -- link URI (a richtext link facet's target) ------------------------------------------
+
+# RFC 3986 authority pieces. The userinfo is everything before the last "@" and holds
+# no "[" or "]"; a host is an IP literal in brackets or a reg-name without ":@[]".
+_AUTHORITY_RE: Final = re.compile(
+    r"(?:(?P<userinfo>[^@\[\]]*)@)?"
+    r"(?:\[(?P<literal>[^\[\]]*)\]|(?P<regname>[^@:\[\]]*))"
+    r"(?::(?P<port>[0-9]*))?"
+)
+_IPVFUTURE_RE: Final = re.compile(r"v[0-9A-Fa-f]+\.[A-Za-z0-9._~!$&'()*+,;=:-]+")
+# Characters that must not hide in a non-ASCII authority: NFKC folds some look-alikes
+# ("\u2100" ℀ is "a/c") into them, so a renderer could see another host than a reader.
+_AUTHORITY_DELIMS: Final = frozenset("/?#@:")
+
+
+def validate_link_uri(uri: str) -> None:
+    """A URI a post may link to (``app.bsky.richtext.facet#link``): a generic URI
+    (:func:`validate_uri`) whose authority, if it has one (``scheme://authority``),
+    parses as RFC 3986 says: ``[userinfo@]host[:port]`` with a bracketed host being an
+    IPv6 address or ``vX.…`` (IPvFuture), a port of at most 5 digits up to 65535, and
+    no character whose NFKC form contains one of ``/?#@:``. ``http://[`` passes
+    :func:`validate_uri` and fails here.
+    """
+    validate_uri(uri)
+    scheme_end = uri.index(":")
+    rest = uri[scheme_end + 1 :]
+    if not rest.startswith("//"):
+        return
+    authority = re.split(r"[/?#]", rest[2:], maxsplit=1)[0]
+    m = _AUTHORITY_RE.fullmatch(authority)
+    if m is None:
+        raise InvalidSyntax("link URI's authority is not [userinfo@]host[:port]")
+    literal, port = m.group("literal"), m.group("port")
+    if literal is not None and not _is_ip_literal(literal):
+        raise InvalidSyntax("link URI's bracketed host is not an IPv6 or IPvFuture address")
+    if port and (len(port) > 5 or int(port) > 65535):
+        raise InvalidSyntax("link URI's port is not a number up to 65535")
+    if not authority.isascii():
+        bare = "".join(c for c in authority if c not in _AUTHORITY_DELIMS)
+        if _AUTHORITY_DELIMS & set(unicodedata.normalize("NFKC", bare)):
+            raise InvalidSyntax("link URI's authority hides a delimiter in a look-alike")
+
+
+def _is_ip_literal(text: str) -> bool:
+    if _IPVFUTURE_RE.fullmatch(text):
+        return True
+    if "%" in text or not text.isascii():  # no zone IDs (RFC 6874) in a post's link
+        return False
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def is_valid_link_uri(uri: object) -> bool:
+    return _is_valid(validate_link_uri, uri)
 
 
 # -- datetime (Lexicon "datetime" format) ----------------------------------------------

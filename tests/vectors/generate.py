@@ -649,6 +649,20 @@ def gen_records() -> dict[str, Any]:
                 ],
             ),
         ),
+        (
+            "post-link-facet-bad-authority",
+            bad,
+            tid(1),
+            post(
+                "http://[",
+                facets=[
+                    {
+                        "index": {"byteStart": 0, "byteEnd": 8},
+                        "features": [{"$type": "app.bsky.richtext.facet#link", "uri": "http://["}],
+                    }
+                ],
+            ),
+        ),
         ("post-4-langs", bad, tid(1), post("x", langs=["en", "fr", "de", "es"])),
         ("post-bad-lang", bad, tid(1), post("x", langs=["english!"])),
         ("post-9-tags", bad, tid(1), post("x", tags=[str(i) for i in range(9)])),
