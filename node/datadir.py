@@ -53,6 +53,7 @@ NODE_FILES: Final = (
     "token.secret",
     "skyfed.toml",
     "node.toml",
+    "node.lock",  # node/datalock.py: holds only a pid, private all the same
 )
 
 

@@ -127,6 +127,14 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         points_per_day=10**9,
         peer_cooloff=0.01,
         share_peers=False,
+        # Every fuzzing link comes from 127.0.0.1 under a fresh key: admission must
+        # neither cap nor slow them, nor hold a cut-off against the address.
+        shared_networks=("127.0.0.0/8",),
+        peer_accept_rate=1e6,
+        peer_accept_burst=10**6,
+        peer_address_accept_rate=1e6,
+        peer_address_accept_burst=10**6,
+        max_inbound_links=10**6,
     )
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="fuzz-node", daemon=True)
