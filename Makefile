@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test lint typecheck pytest demo bench clean
+.PHONY: test lint typecheck pytest demo demo-serve bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,12 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+# The story on three local nodes, then exit; demo-serve keeps the nodes up (Ctrl-C ends).
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
+
+demo-serve: $(STAMP)
+	$(BIN)/python examples/demo.py --serve
 
 bench: $(STAMP)
 	$(BIN)/python bench/protocol.py
