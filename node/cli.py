@@ -464,8 +464,13 @@ class Context:
         as_account = getattr(args, "as_account", None)
         #: Whether the session in use is the current one (else it came from --as and
         #: refreshed tokens are saved without switching to it).
-        self.current = not as_account
-        self.creds = find_account(as_account) if as_account else load_credentials()
+        current = load_credentials()
+        self.creds = find_account(as_account) if as_account else current
+        # (--as naming the current account is the current account: its tokens must
+        # go to credentials.json, which wins over accounts.json when both hold it.)
+        self.current = self.creds is current or (
+            current is not None and self.creds is not None and self.creds.did == current.did
+        )
         try:
             self.url: str = node_url(
                 args.node
