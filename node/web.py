@@ -820,10 +820,14 @@ async def profile_page(request: web.Request) -> web.Response:
         bio = f'{bio}<p class="context">Your moderation settings {what} this account: ' + (
             f"{_e(account.reason())}</p>"
         )
+    # The handle once: it is the heading when there is no display name.
+    names = (
+        f'<h1>{_e(name)}</h1><p class="handle">@{_e(handle)}</p>'
+        if name
+        else f"<h1>@{_e(handle)}</h1>"
+    )
     header = (
-        f'<section class="profile" aria-label="Profile">'
-        f"<h1>{_e(name or handle)}</h1>"
-        f'<p class="handle">@{_e(handle)}</p>'
+        f'<section class="profile" aria-label="Profile">{names}'
         f'<p class="did">{_e(_str(profile, "did"))}</p>{bio}'
         f'<ul class="counts">{counts}</ul></section>'
     )

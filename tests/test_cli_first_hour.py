@@ -25,6 +25,12 @@ from node.counts import count_parts, format_count
 from tests.test_cli import PASSWORD, _env, ok, one_line_error, skyfed
 
 
+async def fetch(url: str) -> str:
+    async with aiohttp.ClientSession() as http, http.get(url) as r:
+        assert r.status == 200
+        return await r.text()
+
+
 async def create(cfg: Path, node: Node, name: str) -> str:
     run = await skyfed(
         cfg,
@@ -92,6 +98,10 @@ async def test_two_accounts_on_two_nodes_stay_saved(
 async def test_profile_set_shows_the_display_name_everywhere(node: Node, tmp_path: Path) -> None:
     cfg = tmp_path / "alice"
     await create(cfg, node, "alice")
+    page = await fetch(f"{node.url}/profile/alice.skyfed.test")
+    # Without a display name the page names the handle once, as its heading.
+    assert "<h1>@alice.skyfed.test</h1>" in page
+    assert page.count("@alice.skyfed.test<") == 1
     out = ok(
         await skyfed(
             cfg, "profile", "set", "--display-name", "Alice Liddell", "--description", "curious"
@@ -114,7 +124,9 @@ async def test_profile_set_shows_the_display_name_everywhere(node: Node, tmp_pat
         http.get(f"{node.url}/profile/alice.skyfed.test") as r,
     ):
         page = await r.text()
-    assert "<h1>Alice Liddell</h1>" in page
+    assert '<h1>Alice Liddell</h1><p class="handle">@alice.skyfed.test</p>' in page
+    front = await fetch(f"{node.url}/")
+    assert '<span class="name">Alice Liddell</span>' in front
 
     avatar = tmp_path / "me.png"
     avatar.write_bytes(b"\x89PNG")
