@@ -68,6 +68,8 @@ CREDENTIALS_FILE = "credentials.json"
 ACCOUNTS_FILE = "accounts.json"
 #: How many DID -> handle answers ``skyfed tail`` remembers (then it starts afresh).
 TAIL_HANDLE_CACHE = 10_000
+#: Seconds to wait for a node to accept the connection before saying it is unreachable.
+CONNECT_TIMEOUT = 10.0
 
 
 def _node_options(p: argparse.ArgumentParser) -> None:
@@ -508,9 +510,18 @@ class Context:
 
 
 async def _with_client(ctx: Context, body: Callable[[Any], Awaitable[int]]) -> int:
+    import aiohttp
+
     from .client import Client, Session
 
-    async with Client(ctx.url, moderation=ctx.moderation) as client:
+    # A node that never answers the dial (a dropped packet, a wrong address) is named
+    # after CONNECT_TIMEOUT, not after aiohttp's five minutes; reads may take long
+    # (the firehose).
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as http,
+        Client(ctx.url, moderation=ctx.moderation, session=http) as client,
+    ):
         before = ctx.creds if ctx.logged_in_here else None
         if before is not None:
             client.session = Session(
@@ -1432,6 +1443,8 @@ def _run_client_command(name: str, args: argparse.Namespace) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except aiohttp.ConnectionTimeoutError:
+        return _fail(_unreachable(url, ctx, f"no answer within {CONNECT_TIMEOUT:g} s"))
     except aiohttp.ClientConnectorError as e:
         refused = isinstance(e.os_error, ConnectionRefusedError)
         reason = "nothing is listening there" if refused else e.os_error.strerror

@@ -284,9 +284,10 @@ class Client:
             if resp.status >= 400:
                 try:
                     err = decode_json(body)
-                    error, message = str(err.get("error")), str(err.get("message", ""))
-                except (ValueError, AttributeError):
-                    # Every skyfed error is JSON: anything else is some other server.
+                    error, message = str(err["error"]), str(err.get("message", ""))
+                except (ValueError, AttributeError, KeyError, TypeError):
+                    # Every skyfed error is JSON naming the error: anything else is some
+                    # other server.
                     raise NotANodeError(self.base_url, resp.status, resp.content_type) from None
                 if error == "ExpiredToken" and _retry and auth == "access" and self.session:
                     await self.refresh()

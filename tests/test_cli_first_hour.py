@@ -144,10 +144,11 @@ async def test_a_url_without_a_scheme_means_http_on_loopback(node: Node, tmp_pat
 
 async def test_a_server_that_is_not_a_node_is_named(tmp_path: Path) -> None:
     async def page(request: web.Request) -> web.Response:
-        status = 404 if "nowhere" in request.path else 200
-        return web.Response(
-            text="<html><body>my blog</body></html>", content_type="text/html", status=status
-        )
+        if "json" in request.query_string:  # some other JSON API's error
+            return web.json_response({"detail": "no such thing"}, status=404)
+        status = 404 if "nowhere" in request.query_string else 200
+        html = "<html><body>my blog</body></html>"
+        return web.Response(text=html, content_type="text/html", status=status)
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", page)
@@ -158,10 +159,15 @@ async def test_a_server_that_is_not_a_node_is_named(tmp_path: Path) -> None:
     try:
         port = runner.addresses[0][1]
         url = f"http://127.0.0.1:{port}"
-        for args in (("feed", "--latest"), ("profile", "nowhere.skyfed.test")):
+        for args in (
+            ("feed", "--latest"),
+            ("profile", "nowhere.skyfed.test"),
+            ("profile", "json.skyfed.test"),
+        ):
             line = one_line_error(await skyfed(tmp_path, *args, "--node", url))
             assert f"{url} is not a skyfed node" in line
             assert "<html" not in line
+            assert "None" not in line
     finally:
         await runner.cleanup()
 
