@@ -22,8 +22,11 @@ labeler (:meth:`Client.label`) and a node's admin endpoints (:meth:`Client.take_
 with the node's admin token) are here too.
 
 Errors come back as :class:`XrpcError` carrying the server's ``error`` name, message
-and HTTP status. An expired access token is refreshed once, transparently. A record
-that fails verification raises :class:`VerificationError`.
+and HTTP status; a server that answers with a page or anything but a node's JSON
+raises :class:`NotANodeError` (an XrpcError) naming the URL. An expired access token
+is refreshed once, transparently. A record that fails verification raises
+:class:`VerificationError`; one whose author's signed repository provably lacks it
+(deleted) raises its subclass :class:`RecordNotFoundError`.
 """
 
 from __future__ import annotations
