@@ -12,6 +12,7 @@ import json
 import os
 import stat
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -293,3 +294,26 @@ async def test_pages_name_the_node_and_count_one_way(node: Node, tmp_path: Path)
     assert "0 replies</a></li><li>0 reposts</li><li>0 likes</li>" in front
     assert "<li><strong>1</strong> post</li>" in profile
     assert "<li><strong>0</strong> followers</li>" in profile
+
+
+async def test_refreshed_tokens_of_every_account_are_kept(
+    node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tmp_path / "me"
+    await create(cfg, node, "alice")
+    await create(cfg, node, "bob")  # current
+    current = json.loads((cfg / "credentials.json").read_text())
+    # Three hours on, every access token has expired: each use refreshes (and rotates)
+    # that account's tokens, which must be saved where the next command looks.
+    later = time.time() + 3 * 3600
+    monkeypatch.setattr(node.auth, "_clock", lambda: later)
+    ok(await skyfed(cfg, "--as", "alice.skyfed.test", "post", "alice, refreshed"))
+    assert json.loads((cfg / "credentials.json").read_text()) == current  # no switch
+    ok(await skyfed(cfg, "--as", "bob.skyfed.test", "post", "bob, via --as"))
+    ok(await skyfed(cfg, "post", "bob, as the current account"))
+    ok(await skyfed(cfg, "--as", "alice.skyfed.test", "post", "alice, with the saved tokens"))
+    saved = {a["handle"]: a for a in json.loads((cfg / "accounts.json").read_text())}
+    now = json.loads((cfg / "credentials.json").read_text())
+    assert now["handle"] == "bob.skyfed.test"
+    assert now == saved["bob.skyfed.test"]
+    assert now["refresh_jwt"] != current["refresh_jwt"]
