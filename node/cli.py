@@ -432,10 +432,6 @@ def forget_account(did: str) -> None:
     _save_accounts(accounts)
 
 
-def clear_credentials() -> None:
-    (config_dir() / CREDENTIALS_FILE).unlink(missing_ok=True)
-
-
 def find_account(name: str) -> Credentials:
     """A saved session by handle (with or without ``@``) or DID."""
     wanted = name.removeprefix("@").lower()
@@ -464,12 +460,12 @@ class Context:
 
         self.args = args
         as_account = getattr(args, "as_account", None)
-        #: Whether the session in use is the current one (else it came from --as and
-        #: refreshed tokens are saved without switching to it).
         current = load_credentials()
         self.creds = find_account(as_account) if as_account else current
-        # (--as naming the current account is the current account: its tokens must
-        # go to credentials.json, which wins over accounts.json when both hold it.)
+        #: Whether the session in use is the current one (else it came from --as, and
+        #: refreshed tokens are saved without switching to it). --as naming the
+        #: current account is the current one: its tokens must go to credentials.json,
+        #: which wins over accounts.json when both hold it.
         self.current = self.creds is current or (
             current is not None and self.creds is not None and self.creds.did == current.did
         )
@@ -494,6 +490,12 @@ class Context:
 
     def require_login(self) -> Credentials:
         if self.creds is None:
+            saved = sorted(f"@{c.handle}" for c in load_accounts().values())
+            if saved:
+                raise CliError(
+                    f"no current account: `skyfed accounts use HANDLE` picks one of "
+                    f"{', '.join(saved)}, or give --as HANDLE"
+                )
             raise CliError("not logged in; run `skyfed login HANDLE` first")
         if not self.logged_in_here:
             raise CliError(

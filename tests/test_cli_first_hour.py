@@ -89,11 +89,17 @@ async def test_two_accounts_on_two_nodes_stay_saved(
     )
     assert "no saved account carol" in one_line_error(await skyfed(cfg, "--as", "carol", "feed"))
 
-    # Logging one out keeps the other.
+    # Logging one out keeps the other; with no current account, commands say how to
+    # pick one.
     ok(await skyfed(cfg, "--as", "bob.skyfed.test", "logout"))
     listing = ok(await skyfed(cfg, "accounts")).out
     assert "bob" not in listing
     assert "* @alice.skyfed.test" in listing
+    await create(cfg, node, "carol")
+    ok(await skyfed(cfg, "logout"))  # carol, the current one
+    line = one_line_error(await skyfed(cfg, "post", "who am I?"))
+    assert "no current account: `skyfed accounts use HANDLE` picks one of @alice" in line
+    assert "  @alice.skyfed.test" in ok(await skyfed(cfg, "accounts")).out
 
 
 async def test_profile_set_shows_the_display_name_everywhere(node: Node, tmp_path: Path) -> None:
