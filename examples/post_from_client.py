@@ -19,6 +19,7 @@ import _venv  # noqa: F401  (re-runs this script with the project's .venv if nee
 import aiohttp
 
 from node.client import Client, XrpcError, node_url
+from node.counts import format_count
 
 
 async def main(url: str) -> int:
@@ -35,7 +36,7 @@ async def main(url: str) -> int:
         for rec in reversed(page["records"]):
             print(f"  {rec['uri']}\n    {rec['value']['text']}")
         likes = await c.list_records(c.did, "app.bsky.feed.like")
-        print(f"  likes: {len(likes['records'])}")
+        print(f"  {format_count(len(likes['records']), 'like')}")
     return 0
 
 

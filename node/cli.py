@@ -979,6 +979,8 @@ def load_rotation_key(did: str) -> Any:
 async def _cmd_account_export(ctx: Context) -> int:
     import base64
 
+    from .counts import format_count
+
     async def run(client: Any) -> int:
         actor = _actor_or_me(ctx)
         did = actor if actor.startswith("did:") else await client.resolve_handle(actor)
@@ -991,7 +993,9 @@ async def _cmd_account_export(ctx: Context) -> int:
         _write_files({car_path: car, log_path: (json.dumps(log, indent=2) + "\n").encode()})
         ctx.output(
             {"did": did, "car": str(car_path), "log": str(log_path), "bytes": len(car)},
-            lambda: print(f"exported {did}: {car_path} ({len(car)} bytes), {log_path}"),
+            lambda: print(
+                f"exported {did}: {car_path} ({format_count(len(car), 'byte')}), {log_path}"
+            ),
         )
         return 0
 
