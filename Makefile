@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test lint typecheck pytest fuzz demo bench clean
+.PHONY: test lint typecheck pytest fuzz demo demo-serve bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,8 +35,12 @@ fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) timeout $(FUZZ_SECONDS) \
 		$(BIN)/pytest tests/test_fuzz.py -p no:randomly -q -s --timeout=$(FUZZ_SECONDS)
 
+# The story on three local nodes, then exit; demo-serve keeps the nodes up (Ctrl-C ends).
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
+
+demo-serve: $(STAMP)
+	$(BIN)/python examples/demo.py --serve
 
 bench: $(STAMP)
 	$(BIN)/python bench/protocol.py

@@ -1,7 +1,8 @@
+#!/usr/bin/env python3
 """Drive a skyfed node with the stock atproto Python SDK (``pip install atproto``).
 
-    python examples/atproto_sdk_client.py http://127.0.0.1:2583
-    python examples/atproto_sdk_client.py http://127.0.0.1:2583 --handle me.skyfed.test \\
+    .venv/bin/python examples/atproto_sdk_client.py http://127.0.0.1:2583
+    .venv/bin/python examples/atproto_sdk_client.py http://127.0.0.1:2583 --handle me.skyfed.test \\
         --password 'a long password'
 
 Nothing here is skyfed code: it is the same ``atproto.Client`` that talks to
@@ -17,6 +18,7 @@ import argparse
 import secrets
 import sys
 
+import _venv  # noqa: F401  (re-runs this script with the project's .venv if need be)
 from atproto import Client, models
 from atproto_client.exceptions import AtProtocolError, NetworkError, RequestErrorBase
 from atproto_client.models.common import XrpcError

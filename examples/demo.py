@@ -1,7 +1,9 @@
+#!/usr/bin/env python3
 """The skyfed demo: three peered nodes on this machine and a conversation across them.
 
-    python examples/demo.py            # runs the story, then serves until Ctrl-C
-    python examples/demo.py --no-wait  # runs the story and exits (used by the tests)
+    .venv/bin/python examples/demo.py          # runs the story and exits (make demo)
+    .venv/bin/python examples/demo.py --serve  # then keeps the nodes up until Ctrl-C
+                                               # (make demo-serve)
 
 Three nodes start on 127.0.0.1 (free ports, fresh data directories under a temporary
 folder unless --data-dir is given) and link to each other. alice's home is node A,
@@ -21,9 +23,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import _venv  # noqa: F401  (re-runs this script with the project's .venv if need be)
+
 from node.app import Node
 from node.client import Client, RecordRef
 from node.config import NodeConfig
+from node.counts import format_count
 
 PASSWORD = "demo-password-123"
 
@@ -52,7 +57,14 @@ def render_timeline(feed: list[dict[str, Any]]) -> None:
         indent = "    ↳ " if "reply" in item else "  "
         if "reason" in item:
             print(f"  ⟳ @{item['reason']['by']['handle']} reposted:")
-        counts = f"♥ {post['likeCount']}  💬 {post['replyCount']}"
+        counts = ", ".join(
+            format_count(post.get(key), one, many)
+            for key, one, many in (
+                ("replyCount", "reply", "replies"),
+                ("repostCount", "repost", "reposts"),
+                ("likeCount", "like", "likes"),
+            )
+        )
         print(f"{indent}@{author['handle']}: {post['record']['text']}   ({counts})")
 
 
@@ -109,7 +121,11 @@ async def story(urls: list[str]) -> None:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, help="keep the nodes' data under here")
-    parser.add_argument("--no-wait", action="store_true", help="exit after the story")
+    parser.add_argument(
+        "--serve", action="store_true", help="after the story, keep the nodes up until Ctrl-C"
+    )
+    # The story used to serve by default; --no-wait (its opt-out) is still accepted.
+    parser.add_argument("--no-wait", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="skyfed-demo-") as tmp:
@@ -124,7 +140,9 @@ async def main() -> None:
                 print(f"node {name}  {node.url}  {node.node_did}")
             print()
             await story([n.url for n in nodes])
-            if args.no_wait:
+            if not args.serve:
+                print("\nDone; the nodes are stopped. To keep them up and look around:")
+                print("  make demo-serve   (or: .venv/bin/python examples/demo.py --serve)")
                 return
             print("\nThe nodes keep serving — try:")
             print(f"  open {nodes[2].url}/ in a browser")

@@ -1,6 +1,7 @@
+#!/usr/bin/env python3
 """Start three peered skyfed nodes in one process and keep them running.
 
-    python examples/local_network.py [--data-dir DIR] [--no-wait]
+    .venv/bin/python examples/local_network.py [--data-dir DIR] [--no-wait]
 
 Node B links to A, and C to A and B. Point clients (or examples/render_feed.py) at
 any of the printed URLs: what is written on one appears on all.
@@ -14,6 +15,8 @@ import contextlib
 import signal
 import tempfile
 from pathlib import Path
+
+import _venv  # noqa: F401  (re-runs this script with the project's .venv if need be)
 
 from node.app import Node
 from node.config import NodeConfig

@@ -1,6 +1,7 @@
+#!/usr/bin/env python3
 """Moderation without a single point of control, as a story on three local nodes.
 
-    python examples/moderation.py
+    .venv/bin/python examples/moderation.py
 
 Nodes A, B and C are peered. troll's home is node A. A's operator takes troll down
 on A, with a published reason: troll's posts vanish from A's views but stay readable
@@ -18,6 +19,8 @@ import secrets
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+import _venv  # noqa: F401  (re-runs this script with the project's .venv if need be)
 
 from node.app import Node
 from node.client import Client

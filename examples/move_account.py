@@ -1,6 +1,7 @@
+#!/usr/bin/env python3
 """An account leaves a node that has gone away, and its conversation follows it.
 
-    python examples/move_account.py
+    .venv/bin/python examples/move_account.py
 
 Three peered nodes start on 127.0.0.1 (fresh data directories under a temporary
 folder). alice's home is node A, and she holds a rotation key of her own; bob (on B)
@@ -20,6 +21,8 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+import _venv  # noqa: F401  (re-runs this script with the project's .venv if need be)
 
 from node.app import Node
 from node.client import Client, migrate_account

@@ -1,6 +1,7 @@
+#!/usr/bin/env python3
 """Post to a running skyfed node, using only the public client API.
 
-    python examples/post_from_client.py http://127.0.0.1:2583
+    .venv/bin/python examples/post_from_client.py http://127.0.0.1:2583
 
 Creates an account (a fresh handle on one of the node's handle domains), posts,
 replies to itself, likes the reply, and prints what it reads back.
@@ -10,10 +11,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
 import sys
 
-from node.client import Client, XrpcError
+import _venv  # noqa: F401  (re-runs this script with the project's .venv if need be)
+import aiohttp
+
+from node.client import Client, XrpcError, node_url
+from node.counts import format_count
 
 
 async def main(url: str) -> int:
@@ -30,7 +36,7 @@ async def main(url: str) -> int:
         for rec in reversed(page["records"]):
             print(f"  {rec['uri']}\n    {rec['value']['text']}")
         likes = await c.list_records(c.did, "app.bsky.feed.like")
-        print(f"  likes: {len(likes['records'])}")
+        print(f"  {format_count(len(likes['records']), 'like')}")
     return 0
 
 
@@ -39,10 +45,29 @@ if __name__ == "__main__":
     parser.add_argument("node_url", help="the node's URL, e.g. http://127.0.0.1:2583")
     args = parser.parse_args()
     try:
-        sys.exit(asyncio.run(main(args.node_url)))
+        args.node_url = node_url(args.node_url)  # 127.0.0.1:2583 means http://
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    try:
+        code = asyncio.run(main(args.node_url))
+        sys.stdout.flush()  # here, so a reader that went away is caught below
+    except BrokenPipeError:
+        # The reader closed the pipe (`| head`): it had enough. Stop quietly, the way
+        # the Python docs' "Note on SIGPIPE" shows.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
     except XrpcError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except OSError as e:
+        print(f"error: {e.message if e.error == 'NotASkyfedNode' else e}", file=sys.stderr)
+        code = 1
+    except aiohttp.ClientConnectorError as e:
+        refused = isinstance(e.os_error, ConnectionRefusedError)
+        reason = "nothing is listening there" if refused else e.os_error.strerror
+        print(
+            f"error: cannot reach {args.node_url} ({reason}): is a node running there?",
+            file=sys.stderr,
+        )
+        code = 1
+    except (aiohttp.ClientError, OSError) as e:
         print(f"error: cannot reach {args.node_url}: {e}", file=sys.stderr)
-        sys.exit(1)
+        code = 1
+    sys.exit(code)

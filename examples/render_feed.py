@@ -1,7 +1,8 @@
+#!/usr/bin/env python3
 """Render a node's feed in the terminal, using only the public client API.
 
-    python examples/render_feed.py http://127.0.0.1:2583
-    python examples/render_feed.py http://127.0.0.1:2583 --login alice.skyfed.test
+    .venv/bin/python examples/render_feed.py http://127.0.0.1:2583
+    .venv/bin/python examples/render_feed.py http://127.0.0.1:2583 --login alice.skyfed.test
 
 Without --login it shows the network's latest posts as that node sees them; with
 --login (the password is read from the SKYFED_PASSWORD environment variable or asked
@@ -19,7 +20,11 @@ import sys
 import textwrap
 from typing import Any
 
-from node.client import Client, XrpcError
+import _venv  # noqa: F401  (re-runs this script with the project's .venv if need be)
+import aiohttp
+
+from node.client import Client, XrpcError, node_url
+from node.counts import format_count
 
 
 def ago(iso: str) -> str:
@@ -42,7 +47,15 @@ def render(item: dict[str, Any]) -> str:
         lines.append(f"  ↳ replying to @{item['reply']['parent']['author']['handle']}")
     lines.append(f"{name} @{author['handle']} · {ago(post['indexedAt'])}")
     lines += textwrap.wrap(post["record"]["text"], 72, initial_indent="  ", subsequent_indent="  ")
-    lines.append(f"  💬 {post['replyCount']}  ⟳ {post['repostCount']}  ♥ {post['likeCount']}")
+    counts = (
+        format_count(post.get(key), one, many)
+        for key, one, many in (
+            ("replyCount", "reply", "replies"),
+            ("repostCount", "repost", "reposts"),
+            ("likeCount", "like", "likes"),
+        )
+    )
+    lines.append("  " + " · ".join(counts))
     return "\n".join(lines)
 
 
@@ -74,10 +87,29 @@ if __name__ == "__main__":
     parser.add_argument("--login", metavar="HANDLE", help="show this account's timeline")
     args = parser.parse_args()
     try:
-        sys.exit(asyncio.run(main(args.node_url, args.login)))
+        args.node_url = node_url(args.node_url)  # 127.0.0.1:2583 means http://
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    try:
+        code = asyncio.run(main(args.node_url, args.login))
+        sys.stdout.flush()  # here, so a reader that went away is caught below
+    except BrokenPipeError:
+        # The reader closed the pipe (`| head`): it had enough. Stop quietly, the way
+        # the Python docs' "Note on SIGPIPE" shows.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
     except XrpcError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except OSError as e:
+        print(f"error: {e.message if e.error == 'NotASkyfedNode' else e}", file=sys.stderr)
+        code = 1
+    except aiohttp.ClientConnectorError as e:
+        refused = isinstance(e.os_error, ConnectionRefusedError)
+        reason = "nothing is listening there" if refused else e.os_error.strerror
+        print(
+            f"error: cannot reach {args.node_url} ({reason}): is a node running there?",
+            file=sys.stderr,
+        )
+        code = 1
+    except (aiohttp.ClientError, OSError) as e:
         print(f"error: cannot reach {args.node_url}: {e}", file=sys.stderr)
-        sys.exit(1)
+        code = 1
+    sys.exit(code)

@@ -1677,7 +1677,7 @@ def make_app(node: Node) -> web.Application:
     )
     app[MODERATION_KEY] = node.moderation
     app.router.add_route("*", "/xrpc/{nsid}", _dispatch)
-    add_web_routes(app, node.views)
+    add_web_routes(app, node.views, node_label=lambda: (node.url, node.node_did))
     app.router.add_get("/metrics", metrics)
     app.cleanup_ctx.append(_background)
     app.on_shutdown.append(_close_streams)

@@ -10,11 +10,13 @@
     skyfed account migrate --to URL [--without-old-node] [--car FILE] [--log FILE]
     skyfed account rotate-key [--node-signs]
     skyfed login HANDLE [--node URL] [--password-stdin]      skyfed logout
+    skyfed accounts [list] | accounts use HANDLE       skyfed --as HANDLE COMMAND ...
     skyfed post "text" [--reply URI] [--quote URI] [--lang LANG]
     skyfed like URI | repost URI | delete URI | verify URI
     skyfed follow HANDLE | block HANDLE
     skyfed feed [--node URL] [--author HANDLE] [--latest] [--limit N] [--cursor C]
     skyfed thread URI        skyfed profile [HANDLE]        skyfed tail [--cursor N]
+    skyfed profile set [--display-name NAME] [--description TEXT]
 
     skyfed labelers list | add DID [--redact] | remove DID | set LABEL hide|warn|show
     skyfed label URI VALUE [--neg]       skyfed mute HANDLE | unmute HANDLE | mutes
@@ -22,13 +24,19 @@
     skyfed admin reverse HANDLE --reason TEXT        skyfed admin list [--did DID]
 
 Every client command takes ``--node URL`` (default: the node you logged in at, else
-``$SKYFED_NODE``, else http://127.0.0.1:2583) and ``--json`` (raw JSON for scripts).
-The session (node URL, handle, DID and tokens; never the password) is kept in
+``$SKYFED_NODE``, else http://127.0.0.1:2583; ``127.0.0.1:2583`` without a scheme
+means http for a loopback address), ``--json`` (raw JSON for scripts) and ``--as
+HANDLE`` (act as another of your saved accounts, without switching to it).
+
+The current session (node URL, handle, DID and tokens; never the password) is kept in
 ``credentials.json`` in the user's config directory (``$SKYFED_CONFIG_DIR``
-overrides it), readable by the user alone (mode 0600). Tokens are sent only to the
-node that issued them: pointed at another node, commands read anonymously. The
-rotation keys ``account create`` makes (one per DID, outranking the node's) are kept
-beside it in ``rotation_keys.json``, also 0600.
+overrides it), and every session you logged in to in ``accounts.json`` beside it,
+both readable by the user alone (mode 0600). ``account create`` and ``login`` make
+the new account current and keep the others (``skyfed accounts`` lists them,
+``skyfed accounts use HANDLE`` switches). Tokens are sent only to the node that
+issued them: pointed at another node, commands read anonymously. The rotation keys
+``account create`` makes (one per DID, outranking the node's) are kept beside them
+in ``rotation_keys.json``, also 0600.
 
 Errors are one clear line on stderr and exit status 1, never a traceback; usage
 errors exit 2.
@@ -68,6 +76,11 @@ __all__ = ["main"]
 
 DEFAULT_NODE = "http://127.0.0.1:2583"
 CREDENTIALS_FILE = "credentials.json"
+ACCOUNTS_FILE = "accounts.json"
+#: How many DID -> handle answers ``skyfed tail`` remembers (then it starts afresh).
+TAIL_HANDLE_CACHE = 10_000
+#: Seconds to wait for a node to accept the connection before saying it is unreachable.
+CONNECT_TIMEOUT = 10.0
 
 
 def _node_options(p: argparse.ArgumentParser) -> None:
@@ -141,6 +154,13 @@ def _client_options() -> argparse.ArgumentParser:
         f"else {DEFAULT_NODE})",
     )
     common.add_argument("--json", action="store_true", help="print raw JSON (for scripts)")
+    common.add_argument(
+        "--as",
+        dest="as_account",
+        metavar="HANDLE",
+        default=argparse.SUPPRESS,  # keeps a `skyfed --as H cmd` given before the command
+        help="act as this saved account (see `skyfed accounts`) without switching to it",
+    )
     return common
 
 
@@ -159,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `skyfed COMMAND --help` for a command's options.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument(
+        "--as",
+        dest="as_account",
+        metavar="HANDLE",
+        help="act as this saved account (see `skyfed accounts`) without switching to it",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     node = sub.add_parser("node", help="run and manage a node", description="Run a skyfed node.")
@@ -224,6 +250,18 @@ def build_parser() -> argparse.ArgumentParser:
     login.add_argument("handle", metavar="HANDLE", help="your handle (or DID)")
     _password_options(login)
     command("logout", "end the session and forget its tokens")
+    accounts = sub.add_parser(
+        "accounts",
+        help="list your saved accounts, or switch between them",
+        description="The accounts you logged in to from here (kept in accounts.json, "
+        "0600). `*` marks the current one, which commands act as; `skyfed accounts use "
+        "HANDLE` switches, and `--as HANDLE` acts as another for one command.",
+        parents=common,
+    )
+    accounts_sub = accounts.add_subparsers(dest="accounts_command", metavar="ACTION")
+    accounts_sub.add_parser("list", help="list your saved accounts (the default)", parents=common)
+    use = accounts_sub.add_parser("use", help="make a saved account current", parents=common)
+    use.add_argument("handle", metavar="HANDLE", help="its handle or DID")
 
     post = command("post", "post text (links, @mentions and #tags become facets)")
     post.add_argument("text", metavar="TEXT", help="what to say (at most 300 characters)")
@@ -267,8 +305,22 @@ def build_parser() -> argparse.ArgumentParser:
     thread.add_argument("--parent-height", type=int, help="levels of parents (default 80)")
     thread.add_argument("--reveal", action="store_true", help="show the text of warned posts")
 
-    profile = command("profile", "show an account's profile")
-    profile.add_argument("actor", metavar="HANDLE", nargs="?", help="handle or DID (default: you)")
+    profile = command(
+        "profile",
+        "show an account's profile, or change yours (profile set ...)",
+        "Show an account's profile: `skyfed profile [HANDLE]`. Change yours: `skyfed "
+        'profile set --display-name "Alice" --description "..."` (an empty value '
+        "removes the field).",
+    )
+    profile.add_argument(
+        "actor", metavar="HANDLE", nargs="?", help="handle or DID (default: you), or `set`"
+    )
+    changes = profile.add_argument_group("profile set")
+    changes.add_argument("--display-name", metavar="NAME", help="the name pages show")
+    changes.add_argument("--description", metavar="TEXT", help="your bio")
+    changes.add_argument(
+        "--avatar", metavar="FILE", type=Path, help="not supported yet (the node keeps no images)"
+    )
     follows = command("follows", "list whom an account follows (or its followers)")
     follows.add_argument("actor", metavar="HANDLE", nargs="?", help="handle or DID (default: you)")
     follows.add_argument("--followers", action="store_true", help="list followers instead")
@@ -533,37 +585,75 @@ def config_dir() -> Path:
     return Path(platformdirs.user_config_dir("skyfed"))
 
 
+def _credentials_from(data: Any) -> Credentials:
+    return Credentials(*(str(data[f.name]) for f in dataclasses.fields(Credentials)))
+
+
 def load_credentials() -> Credentials | None:
+    """The current session, or None."""
     path = config_dir() / CREDENTIALS_FILE
     try:
-        data = json.loads(path.read_text())
-        return Credentials(*(str(data[f.name]) for f in dataclasses.fields(Credentials)))
+        return _credentials_from(json.loads(path.read_text()))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CliError(f"cannot read {path} ({e}); run `skyfed login HANDLE` again") from e
 
 
-def save_credentials(creds: Credentials) -> None:
-    """Write the session readable by the user alone, atomically (no torn file)."""
-    directory = config_dir()
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = directory / CREDENTIALS_FILE
-    tmp = directory / f".{CREDENTIALS_FILE}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+def load_accounts() -> dict[str, Credentials]:
+    """Every saved session by DID (the current one included, also when it was saved
+    by a version that kept only one)."""
+    path = config_dir() / ACCOUNTS_FILE
+    out: dict[str, Credentials] = {}
     try:
-        os.fchmod(fd, 0o600)  # the mode of a file left over from a crash is not ours
-        with os.fdopen(fd, "w") as f:
-            json.dump(asdict(creds), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        for item in json.loads(path.read_text()):
+            creds = _credentials_from(item)
+            out[creds.did] = creds
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CliError(f"cannot read {path} ({e}); fix or delete it, then log in again") from e
+    current = load_credentials()
+    if current is not None:
+        out[current.did] = current
+    return out
 
 
-def clear_credentials() -> None:
-    (config_dir() / CREDENTIALS_FILE).unlink(missing_ok=True)
+def _save_accounts(accounts: dict[str, Credentials]) -> None:
+    items = [asdict(c) for c in sorted(accounts.values(), key=lambda c: c.handle)]
+    _write_private(config_dir() / ACCOUNTS_FILE, json.dumps(items, indent=2) + "\n")
+
+
+def save_credentials(creds: Credentials, *, current: bool = True) -> None:
+    """Keep a session readable by the user alone, atomically (no torn file): in the
+    saved accounts and, if ``current``, as the one commands act as."""
+    accounts = load_accounts()
+    accounts[creds.did] = creds
+    _save_accounts(accounts)
+    if current:
+        _write_private(config_dir() / CREDENTIALS_FILE, json.dumps(asdict(creds), indent=2) + "\n")
+
+
+def forget_account(did: str) -> None:
+    """Drop a saved session (and the current one, if it is that account)."""
+    accounts = load_accounts()
+    accounts.pop(did, None)
+    current = load_credentials()
+    if current is not None and current.did == did:
+        (config_dir() / CREDENTIALS_FILE).unlink(missing_ok=True)
+    _save_accounts(accounts)
+
+
+def find_account(name: str) -> Credentials:
+    """A saved session by handle (with or without ``@``) or DID."""
+    wanted = name.removeprefix("@").lower()
+    for creds in load_accounts().values():
+        if wanted in (creds.handle.lower(), creds.did.lower()):
+            return creds
+    raise CliError(
+        f"no saved account {name}: `skyfed accounts` lists yours; add it with "
+        f"`skyfed login {wanted} --node URL`"
+    )
 
 
 # -- client commands -----------------------------------------------------------------
@@ -577,16 +667,29 @@ class Context:
     """What a client command needs: the node, the saved session, the output."""
 
     def __init__(self, args: argparse.Namespace):
+        from .client import node_url
         from .render import Renderer, make_console
 
         self.args = args
-        self.creds = load_credentials()
-        self.url: str = (
-            args.node
-            or (self.creds.node if self.creds else None)
-            or os.environ.get("SKYFED_NODE")
-            or DEFAULT_NODE
-        ).rstrip("/")
+        as_account = getattr(args, "as_account", None)
+        current = load_credentials()
+        self.creds = find_account(as_account) if as_account else current
+        #: Whether the session in use is the current one (else it came from --as, and
+        #: refreshed tokens are saved without switching to it). --as naming the
+        #: current account is the current one: its tokens must go to credentials.json,
+        #: which wins over accounts.json when both hold it.
+        self.current = self.creds is current or (
+            current is not None and self.creds is not None and self.creds.did == current.did
+        )
+        try:
+            self.url: str = node_url(
+                args.node
+                or (self.creds.node if self.creds else None)
+                or os.environ.get("SKYFED_NODE")
+                or DEFAULT_NODE
+            )
+        except ValueError as e:
+            raise CliError(f"--node {e}") from e
         self.console = make_console()
         self.moderation = load_moderation()
         self.render = Renderer(
@@ -599,6 +702,12 @@ class Context:
 
     def require_login(self) -> Credentials:
         if self.creds is None:
+            saved = sorted(f"@{c.handle}" for c in load_accounts().values())
+            if saved:
+                raise CliError(
+                    f"no current account: `skyfed accounts use HANDLE` picks one of "
+                    f"{', '.join(saved)}, or give --as HANDLE"
+                )
             raise CliError("not logged in; run `skyfed login HANDLE` first")
         if not self.logged_in_here:
             raise CliError(
@@ -615,9 +724,18 @@ class Context:
 
 
 async def _with_client(ctx: Context, body: Callable[[Any], Awaitable[int]]) -> int:
+    import aiohttp
+
     from .client import Client, Session
 
-    async with Client(ctx.url, moderation=ctx.moderation) as client:
+    # A node that never answers the dial (a dropped packet, a wrong address) is named
+    # after CONNECT_TIMEOUT, not after aiohttp's five minutes; reads may take long
+    # (the firehose).
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as http,
+        Client(ctx.url, moderation=ctx.moderation, session=http) as client,
+    ):
         before = ctx.creds if ctx.logged_in_here else None
         if before is not None:
             client.session = Session(
@@ -631,7 +749,9 @@ async def _with_client(ctx: Context, body: Callable[[Any], Awaitable[int]]) -> i
             if s is not None:
                 after = Credentials(ctx.url, s.handle, s.did, s.access_jwt, s.refresh_jwt)
                 if after != before:
-                    save_credentials(after)
+                    # A new session (create, login) becomes current; refreshed tokens
+                    # of a --as account are kept without switching to it.
+                    save_credentials(after, current=ctx.current or before is None)
                     ctx.creds = after
 
 
@@ -667,6 +787,7 @@ async def _cmd_account_create(ctx: Context) -> int:
             lambda: print(
                 f"created @{session.handle} ({session.did}) at {ctx.url}"
                 + (f"\nyour rotation key is in {where}: keep it safe" if where else "")
+                + _others_note(session.did)
             ),
         )
         return 0
@@ -681,11 +802,57 @@ async def _cmd_login(ctx: Context) -> int:
         session = await client.login(ctx.args.handle, password)
         ctx.output(
             {"did": session.did, "handle": session.handle, "node": ctx.url},
-            lambda: print(f"logged in as @{session.handle} ({session.did}) at {ctx.url}"),
+            lambda: print(
+                f"logged in as @{session.handle} ({session.did}) at {ctx.url}"
+                + _others_note(session.did)
+            ),
         )
         return 0
 
     return await _with_client(ctx, run)
+
+
+def _others_note(did: str) -> str:
+    """After a new session: which other saved accounts stay a `--as` away."""
+    others = sorted(f"@{c.handle}" for c in load_accounts().values() if c.did != did)
+    if not others:
+        return ""
+    return (
+        f"\nnow acting as this account; also saved: {', '.join(others)} "
+        "(`skyfed accounts use HANDLE` switches, `--as HANDLE` acts as one for a command)"
+    )
+
+
+async def _cmd_accounts(ctx: Context) -> int:
+    current = load_credentials()
+    accounts = sorted(load_accounts().values(), key=lambda c: c.handle)
+    if getattr(ctx.args, "accounts_command", None) == "use":
+        chosen = find_account(ctx.args.handle)
+        save_credentials(chosen)
+        ctx.output(
+            {"did": chosen.did, "handle": chosen.handle, "node": chosen.node},
+            lambda: print(f"now acting as @{chosen.handle} ({chosen.did}) at {chosen.node}"),
+        )
+        return 0
+
+    def plain() -> None:
+        if not accounts:
+            print("no saved accounts: `skyfed account create HANDLE --node URL` or `skyfed login`")
+        for c in accounts:
+            mark = "*" if current is not None and c.did == current.did else " "
+            print(f"{mark} @{c.handle}  {c.did}  {c.node}")
+
+    data = [
+        {
+            "handle": c.handle,
+            "did": c.did,
+            "node": c.node,
+            "current": current is not None and c.did == current.did,
+        }
+        for c in accounts
+    ]
+    ctx.output(data, plain)
+    return 0
 
 
 async def _cmd_logout(ctx: Context) -> int:
@@ -706,7 +873,7 @@ async def _cmd_logout(ctx: Context) -> int:
         return 0
 
     await _with_client(ctx, run)
-    clear_credentials()
+    forget_account(ctx.creds.did)
     ctx.output({"loggedOut": True}, lambda: print(f"logged out @{handle}"))
     return 0
 
@@ -718,6 +885,8 @@ def _ref_out(ctx: Context, verb: str, ref: Any) -> None:
 async def _cmd_post(ctx: Context) -> int:
     ctx.require_login()
     a = ctx.args
+    if not a.text.strip():
+        raise CliError('the post is empty: give its text, e.g. skyfed post "hello"')
 
     async def run(client: Any) -> int:
         ref = await client.post(a.text, reply_to=a.reply, quote=a.quote, langs=a.langs)
@@ -789,7 +958,37 @@ def _actor_or_me(ctx: Context) -> str:
     return ctx.creds.did
 
 
+async def _cmd_profile_set(ctx: Context) -> int:
+    a = ctx.args
+    if a.avatar is not None:
+        raise CliError(
+            "--avatar is not supported yet: nodes do not store images (blobs) yet. "
+            "--display-name and --description work"
+        )
+    if a.display_name is None and a.description is None:
+        raise CliError('say what to change: --display-name "NAME" and/or --description "TEXT"')
+    ctx.require_login()
+
+    async def run(client: Any) -> int:
+        ref = await client.set_profile(display_name=a.display_name, description=a.description)
+        view = await client.profile(client.did)
+
+        def plain() -> None:
+            print("profile updated:")
+            ctx.render.profile(view)
+
+        ctx.output({**ref.to_json(), "profile": view}, plain)
+        return 0
+
+    return await _with_client(ctx, run)
+
+
 async def _cmd_profile(ctx: Context) -> int:
+    a = ctx.args
+    if a.actor == "set":
+        return await _cmd_profile_set(ctx)
+    if a.display_name is not None or a.description is not None or a.avatar is not None:
+        raise CliError("to change your profile: skyfed profile set --display-name ... (with `set`)")
     actor = _actor_or_me(ctx)
 
     async def run(client: Any) -> int:
@@ -825,7 +1024,24 @@ async def _cmd_verify(ctx: Context) -> int:
 
 
 async def _cmd_tail(ctx: Context) -> int:
+    from protocol.errors import SkyfedError
+
+    from .client import XrpcError
     from .render import event_json
+
+    handles: dict[str, str] = {}
+
+    async def handle_of(client: Any, did: object) -> None:
+        # Who wrote it reads better than a DID; the identity log is checked here, so
+        # the handle is the one the account's own signed log names.
+        if not isinstance(did, str) or did in handles:
+            return
+        if len(handles) >= TAIL_HANDLE_CACHE:
+            handles.clear()
+        try:
+            handles[did] = (await client.identity(did)).handle
+        except (XrpcError, SkyfedError, KeyError, ValueError):
+            handles[did] = ""  # unknown here: the DID is shown
 
     async def run(client: Any) -> int:
         client.session = None  # the firehose is public
@@ -835,7 +1051,10 @@ async def _cmd_tail(ctx: Context) -> int:
             if ctx.args.json:
                 print(json.dumps(event_json(header, body), ensure_ascii=False), flush=True)
             else:
-                ctx.render.event(header, body)
+                if header.get("t") == "#identity" and body.get("handle"):
+                    handles[str(body.get("did"))] = str(body["handle"])
+                await handle_of(client, body.get("repo"))
+                ctx.render.event(header, body, handles=handles)
                 ctx.console.file.flush()
         raise CliError(f"{ctx.url} closed the stream")
 
@@ -972,6 +1191,8 @@ def load_rotation_key(did: str) -> Any:
 async def _cmd_account_export(ctx: Context) -> int:
     import base64
 
+    from .counts import format_count
+
     async def run(client: Any) -> int:
         actor = _actor_or_me(ctx)
         did = actor if actor.startswith("did:") else await client.resolve_handle(actor)
@@ -984,7 +1205,9 @@ async def _cmd_account_export(ctx: Context) -> int:
         _write_files({car_path: car, log_path: (json.dumps(log, indent=2) + "\n").encode()})
         ctx.output(
             {"did": did, "car": str(car_path), "log": str(log_path), "bytes": len(car)},
-            lambda: print(f"exported {did}: {car_path} ({len(car)} bytes), {log_path}"),
+            lambda: print(
+                f"exported {did}: {car_path} ({format_count(len(car), 'byte')}), {log_path}"
+            ),
         )
         return 0
 
@@ -1031,13 +1254,16 @@ async def _cmd_account_import(ctx: Context) -> int:
 
 
 async def _cmd_account_migrate(ctx: Context) -> int:
-    from .client import UNPROTECTED_WARNING, Client, Session, migrate_account
+    from .client import UNPROTECTED_WARNING, Client, Session, migrate_account, node_url
 
     a = ctx.args
     creds = ctx.creds
     if creds is None:
         raise CliError("not logged in; run `skyfed login HANDLE` at your current node first")
-    to = a.to.rstrip("/")
+    try:
+        to = node_url(a.to)
+    except ValueError as e:
+        raise CliError(f"--to {e}") from e
     if _same_node(to, creds.node):
         raise CliError(f"you already live at {creds.node}")
     key = load_rotation_key(creds.did)
@@ -1067,7 +1293,8 @@ async def _cmd_account_migrate(ctx: Context) -> int:
                     new, creds.did, password, old=old, rotation_key=key, car=car, log=log
                 )
     save_credentials(
-        Credentials(to, session.handle, session.did, session.access_jwt, session.refresh_jwt)
+        Credentials(to, session.handle, session.did, session.access_jwt, session.refresh_jwt),
+        current=ctx.current,
     )
     ctx.output(
         {"did": session.did, "handle": session.handle, "node": to},
@@ -1102,6 +1329,7 @@ _CLIENT_COMMANDS: dict[str, Callable[[Context], Coroutine[Any, Any, int]]] = {
     "account rotate-key": _cmd_account_rotate_key,
     "login": _cmd_login,
     "logout": _cmd_logout,
+    "accounts": _cmd_accounts,
     "post": _cmd_post,
     "like": _write("liked", "like", "uri"),
     "repost": _write("reposted", "repost", "uri"),
@@ -1415,17 +1643,27 @@ def _run_client_command(name: str, args: argparse.Namespace) -> int:
 
     from protocol.errors import SkyfedError
 
-    from .client import VerificationError, XrpcError
+    from .client import NotANodeError, RecordNotFoundError, VerificationError, XrpcError
 
     url = args.node or "the node"
+    ctx: Context | None = None
     try:
         ctx = Context(args)
         url = ctx.url
-        return asyncio.run(_CLIENT_COMMANDS[name](ctx))
+        code = asyncio.run(_CLIENT_COMMANDS[name](ctx))
+        sys.stdout.flush()  # here, so a reader that went away is seen below
+        return code
     except KeyboardInterrupt:
         return 0 if name == "tail" else 130
     except CliError as e:
         return _fail(str(e))
+    except NotANodeError as e:
+        return _fail(e.message)
+    except RecordNotFoundError as e:
+        return _fail(
+            f"not found: {e.message}. The author's signed repository checked out "
+            "without it; nothing was tampered with"
+        )
     except XrpcError as e:
         hint = ""
         if e.error in ("ExpiredToken", "InvalidToken", "AuthRequired", "AuthMissing"):
@@ -1438,17 +1676,42 @@ def _run_client_command(name: str, args: argparse.Namespace) -> int:
     except aiohttp.ClientResponseError as e:
         return _fail(f"{url} answered {e.status}: {e.message}")
     except BrokenPipeError:
-        # The reader went away (`skyfed tail | head`): stop quietly, and keep Python
-        # from complaining again when it flushes stdout at exit.
+        # The reader went away (`skyfed feed | head`): it had what it wanted, so stop
+        # quietly and successfully, and keep Python from complaining again when it
+        # flushes stdout at exit (the docs' "Note on SIGPIPE").
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except aiohttp.ConnectionTimeoutError:
+        return _fail(_unreachable(url, ctx, f"no answer within {CONNECT_TIMEOUT:g} s"))
+    except aiohttp.ClientConnectorError as e:
+        refused = isinstance(e.os_error, ConnectionRefusedError)
+        reason = "nothing is listening there" if refused else e.os_error.strerror
+        return _fail(_unreachable(url, ctx, reason or str(e.os_error)))
+    except aiohttp.InvalidURL as e:
+        return _fail(f"{e} is not a URL a node can have: give --node http(s)://HOST:PORT")
+    except aiohttp.ServerDisconnectedError:
+        return _fail(f"{url} closed the connection without an answer: is it a skyfed node?")
     except (aiohttp.ClientError, OSError) as e:
-        return _fail(f"cannot reach {url}: {e or type(e).__name__}")
+        return _fail(_unreachable(url, ctx, str(e) or type(e).__name__))
     except Exception as e:
         # Still one line; -v shows where it came from.
         logging.getLogger("skyfed.cli").info("unexpected error", exc_info=True)
         return _fail(f"unexpected {type(e).__name__}: {e}")
+
+
+def _unreachable(url: str, ctx: Context | None, reason: str) -> str:
+    """What to do when nothing answers at ``url``."""
+    if ctx is not None and ctx.creds is not None and ctx.logged_in_here:
+        return (
+            f"cannot reach {url}, the home node of @{ctx.creds.handle} ({reason}). If it "
+            "is down for good: read through another node with `--node URL`, or move with "
+            "`skyfed account migrate --to URL --without-old-node`"
+        )
+    return (
+        f"cannot reach {url} ({reason}): is a node running there? Start one with "
+        "`skyfed node start`, or name another with `--node URL`"
+    )
 
 
 def _fail(message: str) -> int:

@@ -22,8 +22,11 @@ labeler (:meth:`Client.label`) and a node's admin endpoints (:meth:`Client.take_
 with the node's admin token) are here too.
 
 Errors come back as :class:`XrpcError` carrying the server's ``error`` name, message
-and HTTP status. An expired access token is refreshed once, transparently. A record
-that fails verification raises :class:`VerificationError`.
+and HTTP status; a server that answers with a page or anything but a node's JSON
+raises :class:`NotANodeError` (an XrpcError) naming the URL. An expired access token
+is refreshed once, transparently. A record that fails verification raises
+:class:`VerificationError`; one whose author's signed repository provably lacks it
+(deleted) raises its subclass :class:`RecordNotFoundError`.
 """
 
 from __future__ import annotations
@@ -59,11 +62,15 @@ __all__ = [
     "AtUri",
     "Client",
     "MigrationError",
+    "NotANodeError",
+    "NotYourRecordError",
+    "RecordNotFoundError",
     "RecordRef",
     "Session",
     "VerificationError",
     "XrpcError",
     "migrate_account",
+    "node_url",
     "rotate_signing_key",
 ]
 
@@ -82,10 +89,35 @@ class XrpcError(SkyfedError):
         self.message = message
 
 
+class NotANodeError(XrpcError):
+    """The server answered, but not as a skyfed node does (an HTML page, plain text):
+    the URL points at some other web server."""
+
+    def __init__(self, url: str, status: int, content_type: str):
+        super().__init__(
+            status,
+            "NotASkyfedNode",
+            f"{url} is not a skyfed node (it answered {status} {content_type or 'with no type'}"
+            " where a node answers JSON); check the URL and port",
+        )
+        self.url = url
+
+
+class NotYourRecordError(SkyfedError, ValueError):
+    """Deleting or changing a record of another account (a ValueError for old callers)."""
+
+
 class VerificationError(RemoteProtocolError):
     """A record does not check out against its author's signed repository."""
 
     error = "VerificationFailed"
+
+
+class RecordNotFoundError(VerificationError):
+    """The author's signed repository, checked, does not hold the record: it was
+    deleted (or never made). Not tampering: the proof of absence verified."""
+
+    error = "RecordNotFound"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +163,29 @@ class Session:
     handle: str
     access_jwt: str
     refresh_jwt: str
+
+
+_LOOPBACK = ("localhost", "127.", "[::1]", "::1")
+
+
+def node_url(text: str) -> str:
+    """A node's base URL from what a person typed. ``127.0.0.1:2583`` (no scheme) means
+    ``http://`` for a loopback address; for any other host the scheme must be given,
+    because guessing http for a public server would send tokens in the clear.
+    Raises ValueError saying what to type."""
+    url = text.strip().rstrip("/")
+    if "://" not in url:
+        if url.lower().startswith(_LOOPBACK):
+            return f"http://{url}"
+        raise ValueError(
+            f"{text!r} has no scheme: write https://{url} (or http://{url} for a node without TLS)"
+        )
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in ("http", "https"):
+        raise ValueError(f"{text!r}: a node's URL starts with https:// or http://")
+    if not url.split("://", 1)[1]:
+        raise ValueError(f"{text!r} names no host")
+    return url
 
 
 def _now() -> str:
@@ -232,9 +287,11 @@ class Client:
             if resp.status >= 400:
                 try:
                     err = decode_json(body)
-                    error, message = str(err.get("error")), str(err.get("message", ""))
-                except (ValueError, AttributeError):
-                    error, message = "Error", body[:200].decode("utf-8", "replace")
+                    error, message = str(err["error"]), str(err.get("message", ""))
+                except (ValueError, AttributeError, KeyError, TypeError):
+                    # Every skyfed error is JSON naming the error: anything else is some
+                    # other server.
+                    raise NotANodeError(self.base_url, resp.status, resp.content_type) from None
                 if error == "ExpiredToken" and _retry and auth == "access" and self.session:
                     await self.refresh()
                     return await self.call(
@@ -249,6 +306,9 @@ class Client:
                 raise XrpcError(resp.status, error, message)
             if resp.content_type == "application/json":
                 return decode_json(body)
+            if resp.content_type.startswith("text/"):
+                # A node answers JSON or block streams, never a page.
+                raise NotANodeError(self.base_url, resp.status, resp.content_type)
             return body
 
     async def paginate(
@@ -373,7 +433,11 @@ class Client:
         at = AtUri.from_str(uri.uri if isinstance(uri, RecordRef) else uri)
         mine = {self.did, self.session.handle if self.session else self.did}
         if at.authority not in mine:
-            raise ValueError(f"{at.to_str()} is not a record of {self.did}")
+            raise NotYourRecordError(
+                f"{at.to_str()} is a record of {at.authority}, not of @"
+                f"{self.session.handle if self.session else self.did}: you can delete "
+                "only your own records"
+            )
         await self.delete_record(at.collection, at.rkey)
 
     # -- the social verbs --------------------------------------------------------
@@ -534,6 +598,32 @@ class Client:
     ) -> dict[str, Any]:
         """``{uri, repostedBy: [ProfileView], cursor?}``."""
         return await self._view("app.bsky.feed.getRepostedBy", uri=uri, limit=limit, cursor=cursor)
+
+    async def set_profile(self, **fields: str | None) -> RecordRef:
+        """Change this account's ``app.bsky.actor.profile`` record (key ``self``):
+        ``display_name=`` and ``description=`` (an empty string removes the field,
+        ``None`` keeps it). Other fields already in the record are kept."""
+        names = {"display_name": "displayName", "description": "description"}
+        unknown = set(fields) - set(names)
+        if unknown:
+            raise TypeError(f"set_profile() got unknown fields: {', '.join(sorted(unknown))}")
+        try:
+            current = (await self.get_record(self.did, "app.bsky.actor.profile", "self"))["value"]
+        except XrpcError as e:
+            if e.error != "RecordNotFound":
+                raise
+            current = {}
+        record = {k: v for k, v in dict(current).items()}
+        record["$type"] = "app.bsky.actor.profile"
+        for arg, key in names.items():
+            value = fields.get(arg)
+            if value is None:
+                continue
+            if value.strip():
+                record[key] = value
+            else:
+                record.pop(key, None)
+        return await self.put_record("app.bsky.actor.profile", "self", record)
 
     async def profile(self, actor: str) -> dict[str, Any]:
         """ProfileViewDetailed of an account (DID or handle)."""
@@ -703,7 +793,10 @@ class Client:
         except SkyfedError as e:
             raise VerificationError(f"{where}: {e}") from e
         if found is None:
-            raise VerificationError(f"{where}: not in the signed repository (rev {commit.rev})")
+            raise RecordNotFoundError(
+                f"{where} is not in its author's signed repository (rev {commit.rev}): "
+                "deleted, or never made"
+            )
         record = blocks.get(found)
         if record is None or cid_for_msgpack(record) != found:
             raise VerificationError(f"{where}: the record block does not hash to {found}")

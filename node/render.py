@@ -32,9 +32,12 @@ from protocol.errors import SkyfedError
 from protocol.jsondata import to_json
 from protocol.moderation import ModerationPrefs, moderate
 
+from .counts import format_count
+
 __all__ = [
     "Renderer",
     "event_json",
+    "format_count",
     "make_console",
     "parse_time",
     "relative_time",
@@ -47,9 +50,18 @@ _PREVIEW = 80  # characters of post text on a firehose line
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # rich exits with status 1 here; a reader that closed the pipe (`| head`) had
+        # what it wanted, so let the caller end normally (the docs' "Note on SIGPIPE").
+        self.quiet = True
+        raise BrokenPipeError
+
+
 def make_console(file: IO[str] | None = None) -> Console:
-    """A console for ``file`` (stdout): colour on a terminal, plain text otherwise."""
-    return Console(file=file or sys.stdout, highlight=False, emoji=False)
+    """A console for ``file`` (stdout): colour on a terminal, plain text otherwise.
+    A closed pipe raises BrokenPipeError to the caller instead of exiting."""
+    return _Console(file=file or sys.stdout, highlight=False, emoji=False)
 
 
 def parse_time(value: object) -> datetime.datetime | None:
@@ -100,9 +112,7 @@ def _maps(value: object) -> list[Mapping[str, Any]]:
     return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
 
-def _count(n: object, one: str, many: str) -> str:
-    k = n if isinstance(n, int) else 0
-    return f"{k} {one if k == 1 else many}"
+_count = format_count
 
 
 class Renderer:
@@ -326,7 +336,7 @@ class Renderer:
             out.append(description + "\n")
         out.append(_count(view.get("followersCount"), "follower", "followers"), style="bold")
         out.append(" · ")
-        out.append(f"{view.get('followsCount', 0)} following", style="bold")
+        out.append(_count(view.get("followsCount"), "following", "following"), style="bold")
         out.append(" · ")
         out.append(_count(view.get("postsCount"), "post", "posts"), style="bold")
         viewer = _map(view.get("viewer"))
@@ -356,8 +366,14 @@ class Renderer:
             self.console.print(line, no_wrap=True, overflow="ellipsis")
 
     # -- the firehose ------------------------------------------------------------------
-    def event(self, header: Mapping[str, Any], body: Mapping[str, Any]) -> None:
-        """One firehose frame as one line."""
+    def event(
+        self,
+        header: Mapping[str, Any],
+        body: Mapping[str, Any],
+        *,
+        handles: Mapping[str, str] | None = None,
+    ) -> None:
+        """One firehose frame as one line; ``handles`` (DID -> handle) names authors."""
         line = Text()
         if header.get("op") == -1:
             line.append("error ", style="bold red")
@@ -369,7 +385,9 @@ class Renderer:
         line.append(f"{_clock(body.get('time'))} ", style="dim")
         line.append(f"{kind:<9} ", style="bold")
         if kind == "#commit":
-            line.append(str(body.get("repo", "?")), style="cyan")
+            repo = str(body.get("repo", "?"))
+            handle = (handles or {}).get(repo)
+            line.append(f"@{handle}" if handle else repo, style="cyan")
             for action, path, record in _commit_ops(body)[:3]:
                 colour = {"create": "green", "update": "yellow", "delete": "red"}.get(action, "")
                 line.append(f"  {action} ", style=colour)

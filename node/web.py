@@ -27,6 +27,7 @@ people's HTML, or answer a failure with a traceback (an unknown profile or post 
 from __future__ import annotations
 
 import base64
+import contextvars
 import datetime
 import hashlib
 import html
@@ -44,6 +45,7 @@ from protocol.moderation import Decision, InvalidPrefs, ModerationPrefs, moderat
 from protocol.syntax import is_valid_at_identifier, is_valid_did, is_valid_record_key
 
 from . import inputs
+from .counts import count_parts, format_count
 from .moderation import MODERATION_KEY
 
 __all__ = [
@@ -95,6 +97,12 @@ class ViewSource(Protocol):
 
 
 VIEWS_KEY: Final = web.AppKey[ViewSource]("skyfed.web.views")
+#: () -> (URL, DID) of the node serving the pages, named in every page's header and
+#: footer so a reader knows whose view this is (a callable: the port is known late).
+NODE_LABEL_KEY: Final = web.AppKey[Callable[[], tuple[str, str]]]("skyfed.web.node_label")
+# The label of the node answering the current request: set by _guard for the request's
+# own task (a context variable, so concurrent requests never see each other's).
+_NODE_LABEL: Final = contextvars.ContextVar[tuple[str, str] | None]("node_label", default=None)
 
 
 # -- style, script and the headers that allow exactly them ------------------------------
@@ -118,6 +126,7 @@ a:focus-visible{outline:2px solid var(--focus);outline-offset:2px;border-radius:
 .bar{position:sticky;top:0;z-index:1;background:var(--card);border-bottom:1px solid var(--line)}
 .bar .wrap{display:flex;align-items:center;gap:1rem;min-height:3rem}
 .brand{font-weight:700;font-size:1.15rem;color:var(--fg)}
+.bar .node{color:var(--muted);font-size:.85rem;overflow-wrap:anywhere}
 .bar nav a{color:var(--muted)}
 .bar nav a[aria-current]{color:var(--fg);font-weight:600}
 #main{padding:1rem .75rem 1rem}
@@ -184,7 +193,7 @@ border:1px solid var(--line);border-radius:.75rem;padding:.75rem}
 .settings textarea{width:100%;font:inherit}
 .settings label{display:block;margin:.75rem 0 .25rem;font-weight:600}
 .problem{background:var(--card);border:1px solid var(--line);border-radius:.75rem;padding:1.5rem}
-.foot{color:var(--muted);font-size:.8rem;padding-bottom:2rem}
+.foot{color:var(--muted);font-size:.8rem;padding-bottom:2rem;overflow-wrap:anywhere}
 @media (max-width:30rem){.post{grid-template-columns:2.25rem minmax(0,1fr);gap:0 .6rem;
 padding:.65rem}.av{width:2.25rem;height:2.25rem}
 .replies .replies{margin-left:.4rem;padding-left:.45rem}}
@@ -338,8 +347,7 @@ def _list(data: object, key: str) -> list[Any]:
     return []
 
 
-def _plural(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"
+_plural = format_count  # one format for counts everywhere (node/counts.py)
 
 
 def profile_path(actor: dict[str, Any]) -> str:
@@ -726,6 +734,15 @@ def _page(
     current: str = "",
 ) -> web.Response:
     latest = ' aria-current="page"' if current == "latest" else ""
+    label = _NODE_LABEL.get()
+    node_host = node_footer = ""
+    if label is None:
+        node_footer = "this node"
+    else:
+        url, did = label
+        host = urlsplit(url).netloc or url
+        node_host = f'<span class="node" title="{_e(did)}">{_e(host)}</span>'
+        node_footer = f'the node at <a href="{_e(url)}/">{_e(url)}</a> ({_e(did)})'
     script = f"<script>{_LIVE_JS}</script>" if live else ""
     document = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
@@ -736,10 +753,11 @@ def _page(
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
         '<a class="skip" href="#main">Skip to content</a>'
         '<header class="bar"><div class="wrap"><a class="brand" href="/">skyfed</a>'
+        f"{node_host}"
         f'<nav aria-label="Site"><a href="/"{latest}>Latest</a> '
         '<a href="/settings/moderation">Moderation</a></nav></div></header>'
         f'<main id="main" class="wrap">{body}</main>'
-        '<footer class="foot wrap">A read-only view from this node. '
+        f'<footer class="foot wrap">A read-only view from {node_footer}. '
         "Posts live in their authors' signed repositories.</footer>"
         f"{script}</body></html>"
     )
@@ -802,12 +820,13 @@ async def profile_page(request: web.Request) -> web.Response:
     name = _str(profile, "displayName").strip()
     description = _str(profile, "description")
     bio = f'<p class="bio">{_e(description)}</p>' if description else ""
-    counts = (
-        f"<li><strong>{_int(profile, 'postsCount')}</strong> "
-        f"{'post' if _int(profile, 'postsCount') == 1 else 'posts'}</li>"
-        f"<li><strong>{_int(profile, 'followersCount')}</strong> "
-        f"{'follower' if _int(profile, 'followersCount') == 1 else 'followers'}</li>"
-        f"<li><strong>{_int(profile, 'followsCount')}</strong> following</li>"
+    counts = "".join(
+        "<li><strong>{}</strong> {}</li>".format(*count_parts(_int(profile, key), one, many))
+        for key, one, many in (
+            ("postsCount", "post", "posts"),
+            ("followersCount", "follower", "followers"),
+            ("followsCount", "following", "following"),
+        )
     )
     account = moderate(profile, prefs)
     if account.action != "show":
@@ -815,10 +834,14 @@ async def profile_page(request: web.Request) -> web.Response:
         bio = f'{bio}<p class="context">Your moderation settings {what} this account: ' + (
             f"{_e(account.reason())}</p>"
         )
+    # The handle once: it is the heading when there is no display name.
+    names = (
+        f'<h1>{_e(name)}</h1><p class="handle">@{_e(handle)}</p>'
+        if name
+        else f"<h1>@{_e(handle)}</h1>"
+    )
     header = (
-        f'<section class="profile" aria-label="Profile">'
-        f"<h1>{_e(name or handle)}</h1>"
-        f'<p class="handle">@{_e(handle)}</p>'
+        f'<section class="profile" aria-label="Profile">{names}'
         f'<p class="did">{_e(_str(profile, "did"))}</p>{bio}'
         f'<ul class="counts">{counts}</ul></section>'
     )
@@ -1014,6 +1037,9 @@ def _guard(kind: str, page: Page) -> Page:
     """Answer every failure as an HTML page: the app's own middleware speaks JSON."""
 
     async def handler(request: web.Request) -> web.Response:
+        label = request.app.get(NODE_LABEL_KEY)
+        if label is not None:
+            _NODE_LABEL.set(label())
         try:
             return await page(request)
         except RemoteProtocolError as e:
@@ -1046,9 +1072,17 @@ async def icon(request: web.Request) -> web.Response:
     )
 
 
-def add_web_routes(app: web.Application, views: ViewSource) -> None:
-    """Serve the web client from ``app``: ``/``, ``/profile/{actor}``, ``/post/{did}/{rkey}``."""
+def add_web_routes(
+    app: web.Application,
+    views: ViewSource,
+    *,
+    node_label: Callable[[], tuple[str, str]] | None = None,
+) -> None:
+    """Serve the web client from ``app``: ``/``, ``/profile/{actor}``, ``/post/{did}/{rkey}``.
+    ``node_label`` gives the node's URL and DID for the pages' header and footer."""
     app[VIEWS_KEY] = views
+    if node_label is not None:
+        app[NODE_LABEL_KEY] = node_label
     app.router.add_get("/favicon.svg", icon)
     app.router.add_get("/", _guard("Page", latest_page))
     app.router.add_get("/profile/{actor}", _guard("Profile", profile_page))

@@ -11,7 +11,15 @@ import pytest
 from aiohttp import web
 
 from node.app import Node
-from node.client import AtUri, Client, RecordRef, VerificationError, XrpcError
+from node.client import (
+    AtUri,
+    Client,
+    NotYourRecordError,
+    RecordNotFoundError,
+    RecordRef,
+    VerificationError,
+    XrpcError,
+)
 from node.config import NodeConfig
 from protocol.car import read_car, write_car
 from protocol.cid import CID, cid_for_msgpack
@@ -158,7 +166,7 @@ async def test_verbs_and_views(node: Node) -> None:
         assert post["likeCount"] == 0
         assert "like" not in post["viewer"]
         assert "following" not in (await bob.profile(alice.did))["viewer"]
-        with pytest.raises(ValueError, match="not a record of"):
+        with pytest.raises(NotYourRecordError, match="you can delete only your own records"):
             await bob.delete(hello.uri)
         with pytest.raises(InvalidSyntax):
             await bob.delete("at://not-a-record")
@@ -235,7 +243,8 @@ async def test_verify_record_on_a_node_that_is_not_home(two: tuple[Node, Node]) 
             return not await _held(b, gone)
 
         await until(deleted)
-        with pytest.raises(VerificationError, match="not in the signed repository"):
+        # Deleted is not tampered: the error says so, as its own kind.
+        with pytest.raises(RecordNotFoundError, match="not in its author's signed repository"):
             await reader.verify_record(gone.uri)
         # A repository the node does not hold at all is the node's error to report.
         with pytest.raises(XrpcError):
