@@ -705,7 +705,10 @@ async def test_a_node_fed_honest_and_forged_events_ends_on_the_honest_head(
     """Keyless peers relay alice's new commits to b, each shuffled among forgeries of
     it (wrapped as first, rebased on its grandparent, a no-op update added), so a
     forgery often arrives before the honest event under the same id."""
-    a, b = await start_nodes(tmp_path, 2)
+    # Many keyless peers, all from 127.0.0.1: admission must not cap or slow them.
+    a, b = await start_nodes(
+        tmp_path, 2, shared_networks=("127.0.0.0/8",), peer_accept_rate=1e6, peer_accept_burst=10**6
+    )
     rnd = random.Random(12)
     try:
         await link([a, b], [(1, 0)])

@@ -128,10 +128,16 @@ async def test_a_long_chain_by_the_node_key_cannot_lock_the_owner_out(tmp_path: 
                 await alice.submit_identity_op(
                     did, chain[-1].to_bytes(), log=[*log, *(op.to_bytes() for op in chain[:-1])]
                 )
-            # Its prev lies past the bound of the chain: rejected, not stored.
+            # Its prev lies past the bound of the chain: rejected, and a refused request
+            # changes nothing (the log sent with it is not stored either).
             assert err.value.error == "InvalidIdentity"
             assert "does not chain" in err.value.message
-            # The chain stopped at its bound; the rest was not stored.
+            assert await home.storage.identity_ops(did) == log
+            # The same chain cut at its bound is a valid submission: stored whole.
+            last = MAX_CHAIN_OPS - len(log) - 1
+            await alice.submit_identity_op(
+                did, chain[last].to_bytes(), log=[*log, *(op.to_bytes() for op in chain[:last])]
+            )
             held = await home.storage.identity_ops(did)
             assert len(held) == MAX_CHAIN_OPS
             full = resolve_log(did, held)

@@ -119,7 +119,7 @@ async def test_unsolicited_heads_flood_is_bounded_and_cuts_the_peer_off(
     assert rss.peak < CEILING, rss.peak / MB
     # Lines a peer causes are rate limited (node/logs.py): at most a burst, then one
     # summary per interval, however many messages came.
-    lines = [ln for ln in node.log_path.read_text().splitlines() if "heads" in ln]
+    lines = [ln for ln in node.log_path.read_text().splitlines() if "unsolicited heads" in ln]
     assert len(lines) <= DEFAULT_BURST + 1, lines[:10]
 
 

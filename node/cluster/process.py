@@ -20,6 +20,8 @@ from typing import Any
 
 import tomli_w
 
+from ..datadir import make_data_dir, write_private_text
+
 __all__ = ["NodeProcess", "NodeStartError", "node_process", "start_node"]
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -98,14 +100,15 @@ async def start_node(
     ``args`` go on the command line after it; ``command`` replaces
     ``python -m node.cli`` (e.g. to run the node under a profiler).
     """
-    data_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - set-up, before load
+    make_data_dir(data_dir)  # 0700, as the node would make it
     log_path = log_path or data_dir / "node.log"
     argv = shlex.split(command) if command else [sys.executable, "-m", "node.cli"]
     argv += ["node", "start", "--data-dir", str(data_dir)]
     settings = {**HARNESS_NODE_SETTINGS, **(settings or {})}
     if settings:
         config = data_dir / "node.toml"
-        config.write_text(tomli_w.dumps(dict(settings)))
+        config.unlink(missing_ok=True)  # a restart writes it again
+        write_private_text(config, tomli_w.dumps(dict(settings)))
         argv += ["--config", str(config)]
     if "--port" not in args and not (settings and "port" in settings):
         argv += ["--port", "0"]
