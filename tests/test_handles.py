@@ -9,8 +9,11 @@ leave nothing behind.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import signal
 import sqlite3
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,7 +31,7 @@ from protocol.keys import SigningKey
 from protocol.peerwire import encode_message
 from protocol.serviceauth import make_service_token
 
-from .test_cli import new_account, ok, skyfed
+from .test_cli import _env, new_account, ok, skyfed
 from .test_federation import FakePeer, link, start_nodes, until
 
 PASSWORD = "correct horse battery"
@@ -627,3 +630,48 @@ async def test_a_database_with_first_use_pins_drops_them_at_start(tmp_path: Path
         assert tables == []
     finally:
         await a.stop()
+
+
+async def test_tail_shows_only_a_handle_the_node_confirms(node: Node, tmp_path: Path) -> None:
+    """Issue 13 finding 1 (low): ``skyfed tail`` named a commit's author by the handle
+    its log claims. An account whose log now claims ``bsky.app`` (its owner's op;
+    no node confirms it) shows as ``@handle.invalid``, not ``@bsky.app``."""
+    key = new_key()
+    async with Client(node.url) as alice:
+        await alice.create_account("alice.skyfed.test", PASSWORD, recovery_key=key.did_key())
+        state = resolve_log(alice.did, await node.storage.identity_ops(alice.did)).state
+        renamed = IdentityOp.update(state, key, handle="bsky.app")
+        await alice.submit_identity_op(alice.did, renamed.to_bytes())
+
+        async def invalid() -> bool:
+            return (await alice.profile(alice.did))["handle"] == "handle.invalid"
+
+        await until(invalid)
+        cursor = node.firehose.last_seq
+        await alice.post("who am I")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "node.cli",
+        "tail",
+        "--cursor",
+        str(cursor),
+        "--node",
+        node.url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_env(tmp_path / "anon"),
+    )
+    assert proc.stdout is not None
+    line = ""
+    try:
+        async with asyncio.timeout(20):
+            while "#commit" not in line:
+                line = (await proc.stdout.readline()).decode()
+                assert line, "tail ended early"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        async with asyncio.timeout(20):
+            await proc.wait()
+    assert "@handle.invalid" in line
+    assert "bsky.app" not in line
