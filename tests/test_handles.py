@@ -675,3 +675,38 @@ async def test_tail_shows_only_a_handle_the_node_confirms(node: Node, tmp_path: 
             await proc.wait()
     assert "@handle.invalid" in line
     assert "bsky.app" not in line
+
+
+async def test_a_failed_account_write_leaves_no_identity_behind(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """createAccount with ``did`` stores the identity log it brought, then the
+    account. If the account write fails (here: made to fail; in life a concurrent
+    createAccount taking the handle), the log of a DID the node did not hold must
+    not stay behind."""
+    forger = Forger("mallory.skyfed.test")
+    real_rebind = node.handles.rebind
+
+    def failing_rebind(conn: sqlite3.Connection, did: str) -> None:
+        if (
+            did == forger.did
+            and conn.execute("SELECT 1 FROM accounts WHERE did = ?", (did,)).fetchone()
+        ):
+            raise sqlite3.IntegrityError("UNIQUE constraint failed: accounts.handle")
+        real_rebind(conn, did)
+
+    monkeypatch.setattr(node.handles, "rebind", failing_rebind)
+    before = await node.storage.account_count()
+    async with Client(node.url) as c:
+        with pytest.raises(XrpcError):
+            await c.create_account(
+                "mallory.skyfed.test",
+                PASSWORD,
+                did=forger.did,
+                service_token=forger.service_token(node.node_did),
+                identity_log=forger.log,
+            )
+    assert await node.storage.account_count() == before
+    assert await node.storage.identity(forger.did) is None
+    assert await node.storage.identity_ops(forger.did) == []
+    assert await node.storage.resolve_handle("mallory.skyfed.test") is None
