@@ -232,6 +232,7 @@ class Node:
         self._accounts: OrderedDict[str, tuple[str, SigningKey]] = OrderedDict()
         self.port: int | None = None
         self.federation = Federation(self)
+        self.handles.verified_keys = self.federation.verified_node_keys
         for name, doc, field in (
             ("skyfed_gossip_delivered", "Gossip messages delivered", "delivered"),
             ("skyfed_gossip_duplicates", "Redundant gossip copies received", "duplicates"),

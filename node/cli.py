@@ -1025,6 +1025,7 @@ async def _cmd_verify(ctx: Context) -> int:
 
 async def _cmd_tail(ctx: Context) -> int:
     from protocol.errors import SkyfedError
+    from protocol.handles import INVALID_HANDLE
 
     from .client import XrpcError
     from .render import event_json
@@ -1032,15 +1033,19 @@ async def _cmd_tail(ctx: Context) -> int:
     handles: dict[str, str] = {}
 
     async def handle_of(client: Any, did: object) -> None:
-        # Who wrote it reads better than a DID; the identity log is checked here, so
-        # the handle is the one the account's own signed log names.
+        # Who wrote it reads better than a DID, but only a handle the node confirms
+        # (docs/protocol.md §11.7): a log's claim alone is anyone's to make, so an
+        # unconfirmed one shows as handle.invalid (describeRepo answers so).
         if not isinstance(did, str) or did in handles:
             return
         if len(handles) >= TAIL_HANDLE_CACHE:
             handles.clear()
         try:
-            handles[did] = (await client.identity(did)).handle
-        except (XrpcError, SkyfedError, KeyError, ValueError):
+            out = await client.call(
+                "com.atproto.repo.describeRepo", params={"repo": did}, auth=None
+            )
+            handles[did] = str(out["handle"]) if out.get("handleIsCorrect") else INVALID_HANDLE
+        except (XrpcError, SkyfedError, KeyError, ValueError, TypeError, AttributeError):
             handles[did] = ""  # unknown here: the DID is shown
 
     async def run(client: Any) -> int:
@@ -1051,8 +1056,9 @@ async def _cmd_tail(ctx: Context) -> int:
             if ctx.args.json:
                 print(json.dumps(event_json(header, body), ensure_ascii=False), flush=True)
             else:
-                if header.get("t") == "#identity" and body.get("handle"):
-                    handles[str(body.get("did"))] = str(body["handle"])
+                if header.get("t") == "#identity":
+                    # The event names the handle only if the node confirms it.
+                    handles[str(body.get("did"))] = str(body.get("handle") or INVALID_HANDLE)
                 await handle_of(client, body.get("repo"))
                 ctx.render.event(header, body, handles=handles)
                 ctx.console.file.flush()

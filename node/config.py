@@ -52,11 +52,15 @@ class NodeConfig:
     handle_domains: tuple[str, ...] = (".skyfed.test",)
     #: Handle domains several nodes serve (a local harness's ``.skyfed.test``): a
     #: handle under one is confirmed by whichever node registered it, first seen
-    #: wins. A public node lists only domains it shares with nodes it trusts.
+    #: wins. A public node lists only domains it shares with nodes it trusts. The
+    #: default may stay ``.skyfed.test``: ``.test`` is reserved for testing (RFC
+    #: 6761) and can never be a real domain.
     shared_handle_domains: tuple[str, ...] = (".skyfed.test",)
     #: Issuers pinned in advance for other nodes' handle domains, each
-    #: ``"<domain>=<node did:key>"``: only that key confirms handles under the domain.
-    #: A domain not listed is pinned to the first issuer seen (trust on first use).
+    #: ``"<domain>=<node did:key>"``: that key confirms handles under the domain. A
+    #: domain not listed is confirmed only by a node this node dialled at the
+    #: domain's name (``.b.test``: ``http(s)://b.test[:port]``) and handshook with;
+    #: nothing is pinned on first use.
     pinned_handle_issuers: tuple[str, ...] = ()
     #: Firehose events kept for replay.
     replay_window: int = 100_000

@@ -44,6 +44,7 @@ import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -1044,6 +1045,16 @@ class Federation:
 
     def unblock(self, who: str) -> None:
         self._blocked.pop(who.rstrip("/"), None)
+
+    def verified_node_keys(self, host: str) -> frozenset[str]:
+        """Node keys that completed the signed handshake at an address this node
+        dialled whose host is ``host``: the node serving that name, for the handle
+        rule (node/handles.py). Read from the storage writer thread, so on a copy."""
+        try:
+            entries = list(self.verified.items())
+        except RuntimeError:  # pragma: no cover - changed while copied: none this time
+            return frozenset()
+        return frozenset(did for url, (did, _) in entries if urlsplit(url).hostname == host)
 
     def is_blocked(self, who: str) -> bool:
         until = self._blocked.get(who)

@@ -14,20 +14,27 @@ registry (its accounts table, under its own handle domains) wins; otherwise the 
 that held the handle first keeps it until its log stops claiming it. A forger
 cannot take part: without the authority's confirmation a claim is never confirmed.
 
-What it stores from the network is bounded: one confirmation per DID, only one that
-confirms the handle the DID's log claims now, and one pinned issuer per domain.
+What it stores from the network is bounded: one confirmation per DID, and only one
+that confirms the handle the DID's log claims now. It pins nothing on its own: which
+issuers it believes for a domain come from the operator (``pinned_handle_issuers``)
+and from the peer links this node dialled itself (:attr:`Handles.verified_keys`).
+Those links live in memory: a confirmation is judged when it arrives and whenever
+its DID's identity changes, so a binding learned from a node verified then stays
+until the DID's identity changes while no link to that node is verified.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Callable, Collection
 from typing import Final
 
 from protocol.errors import SkyfedError
 from protocol.handles import (
     HandleConfirmation,
     confirms,
+    domain_host,
     handle_domain,
     registration_error,
     under,
@@ -50,14 +57,13 @@ HANDLES_SCHEMA: Final = """
         data BLOB NOT NULL
     );
     CREATE INDEX IF NOT EXISTS handle_confirmations_handle ON handle_confirmations (handle);
-    CREATE TABLE IF NOT EXISTS handle_issuers (
-        domain TEXT PRIMARY KEY,
-        issuer TEXT NOT NULL
-    ) WITHOUT ROWID;
     INSERT OR IGNORE INTO handles (handle, did)
         SELECT a.handle, a.did FROM accounts a
         JOIN identities i ON i.did = a.did AND i.handle = a.handle AND i.tombstoned = 0;
 """
+#: Bumped when the rule changes, so every identity is judged again at the next start
+#: (2: no issuer is pinned on first use any more).
+_RULE_VERSION: Final = "2"
 #: Other claimants looked at when a handle is released, at most.
 _MAX_CLAIMANTS: Final = 16
 
@@ -95,6 +101,11 @@ class Handles:
         self.key = key
         #: Issuers pinned by configuration (``pinned_handle_issuers``), by domain.
         self.pins = parse_pins(pins)
+        #: Node keys (did:key) that completed the signed peer handshake at a URL this
+        #: node dialled whose host is the given one (the node sets it to the
+        #: federation's table, :meth:`Federation.verified_node_keys`). Called on
+        #: the storage writer thread. None verified until then.
+        self.verified_keys: Callable[[str], Collection[str]] = lambda host: ()
 
     # -- the rule ------------------------------------------------------------------
     def _registered(self, conn: sqlite3.Connection, handle: str) -> str | None:
@@ -112,14 +123,14 @@ class Handles:
         except SkyfedError:  # pragma: no cover - only valid ones are stored
             return None
 
-    def _pinned(self, conn: sqlite3.Connection, handle: str) -> str | None:
+    def _issuers(self, handle: str) -> Collection[str]:
+        """Whom this node believes for ``handle``'s domain: the operator's pin, and
+        nodes verified as serving it (dialled at the domain's host)."""
         domain = handle_domain(handle)
+        issuers = set(self.verified_keys(domain_host(domain)))
         if domain in self.pins:
-            return self.pins[domain]
-        row = conn.execute(
-            "SELECT issuer FROM handle_issuers WHERE domain = ?", (domain,)
-        ).fetchone()
-        return None if row is None else str(row[0])
+            issuers.add(self.pins[domain])
+        return issuers
 
     def _confirmed(
         self,
@@ -135,7 +146,7 @@ class Handles:
             shared_domains=self.shared_domains,
             registered=self._registered(conn, handle),
             confirmation=confirmation or self._confirmation(conn, did),
-            pinned_issuer=self._pinned(conn, handle),
+            issuers=self._issuers(handle),
         )
 
     def _claimed(self, conn: sqlite3.Connection, did: str) -> str | None:
@@ -218,8 +229,8 @@ class Handles:
 
     def take(self, conn: sqlite3.Connection, conf: HandleConfirmation) -> bool:
         """Keep a confirmation learned from the network if it confirms what the
-        DID's log claims now (pinning its issuer for the domain on first use);
-        True if anything changed."""
+        DID's log claims now (its issuer believed for the domain: nothing is pinned
+        here); True if anything changed."""
         if self._claimed(conn, conf.did) != conf.handle:
             return False
         data = conf.to_bytes()
@@ -232,12 +243,6 @@ class Handles:
             return False
         if held is not None and self._confirmed(conn, conf.handle, conf.did):
             return False  # the one held already confirms: keep it (first seen)
-        foreign = not under(conf.handle, (*self.own_domains, *self.shared_domains))
-        if foreign and self._pinned(conn, conf.handle) is None:
-            conn.execute(
-                "INSERT INTO handle_issuers VALUES (?, ?)",
-                (handle_domain(conf.handle), conf.issuer),
-            )
         conn.execute(
             "INSERT OR REPLACE INTO handle_confirmations VALUES (?, ?, ?, ?)",
             (conf.did, conf.handle, conf.issuer, data),
@@ -252,6 +257,7 @@ class Handles:
             ",".join(sorted(self.shared_domains)),
             ",".join(f"{d}={k}" for d, k in sorted(self.pins.items())),
             self.key.did_key(),
+            _RULE_VERSION,
         ]
         return "\n".join(parts).encode()
 
@@ -259,7 +265,10 @@ class Handles:
         """At start: sign confirmations for accounts registered here without one (a
         database from before confirmations), and judge every identity again if the
         rule's settings changed since the last start (domains, shared domains, pins),
-        so no handle stays bound under a rule the node no longer has."""
+        so no handle stays bound under a rule the node no longer has. Issuers a
+        database from before rule 2 pinned on first use are dropped with their table
+        (only the operator's pins count)."""
+        conn.execute("DROP TABLE IF EXISTS handle_issuers")
         row = conn.execute("SELECT value FROM meta WHERE key = 'handle_rule'").fetchone()
         if row is None or bytes(row[0]) != self.fingerprint():
             dids = conn.execute("SELECT did FROM identities").fetchall()

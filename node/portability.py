@@ -394,9 +394,18 @@ async def create_account_for_did(request: web.Request, body: dict[str, Any]) -> 
         )
         node.handles.rebind(conn, did)  # a handle registered here now, or kept
 
+    # The log first (the account's handle is judged from it), then the account; if
+    # the account write fails (a concurrent createAccount took the handle), a log
+    # this request brought for a DID the node did not hold is taken out again.
+    known = await node.storage.identity(did) is not None
     if log:
         await node.federation.ingest_identity(did, log)
-    await node.storage.write(w)
+    try:
+        await node.storage.write(w)
+    except Exception:
+        if log and not known:
+            await node.storage.write(lambda conn: _forget_identity(node, conn, did))
+        raise
     node.forget_account(did)
     if returning:
         await node.auth.revoke_all(did)  # the old password's sessions end here
@@ -411,6 +420,17 @@ async def create_account_for_did(request: web.Request, body: dict[str, Any]) -> 
             "active": False,
         }
     )
+
+
+def _forget_identity(node: Node, conn: Any, did: str) -> None:
+    """Undo the identity a failed createAccount stored (a DID with no account here):
+    its log, its handle confirmation and its handle binding."""
+    if conn.execute("SELECT 1 FROM accounts WHERE did = ?", (did,)).fetchone():
+        return
+    conn.execute("DELETE FROM identity_ops WHERE did = ?", (did,))
+    conn.execute("DELETE FROM identities WHERE did = ?", (did,))
+    conn.execute("DELETE FROM handle_confirmations WHERE did = ?", (did,))
+    node.handles.rebind(conn, did)  # drops its binding, gives the handle to the next
 
 
 async def _check_moving_handle(node: Node, did: str, handle: str) -> None:

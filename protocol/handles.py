@@ -20,9 +20,13 @@ Which issuers a node believes for which handle (:func:`confirms`):
   default ``.skyfed.test`` of a local harness): the node's registry first, else a
   confirmation by any issuer of a handle a node may register there (one label, not
   reserved);
-* any other domain: a confirmation by the issuer **pinned** for that domain. The
-  first valid confirmation a node sees for a domain pins its issuer (trust on first
-  use); an operator can pin one in advance.
+* any other domain ``D``: a confirmation by an issuer the node *believes for D*
+  (the ``issuers`` argument): a key the operator pinned for ``D``, or the node key
+  of a node this node has verified as serving ``D`` (it dialled a URL whose host is
+  :func:`domain_host` of ``D`` itself and completed the signed peer handshake
+  there: the peer network's ``/.well-known/atproto-did``). A confirmation by
+  anyone else is ignored, however valid its signature: there is no trust on first
+  use, so a stranger cannot claim a domain no node has vouched for.
 
 A handle's domain is the handle without its first label (``alice.b.test`` is under
 ``.b.test``): a node registers only one label under its domains.
@@ -36,7 +40,7 @@ signature. Sans-IO: no clock, no storage, no network.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -53,6 +57,7 @@ __all__ = [
     "RESERVED_LABELS",
     "HandleConfirmation",
     "confirms",
+    "domain_host",
     "handle_domain",
     "is_reserved",
     "registration_error",
@@ -97,6 +102,12 @@ def handle_domain(handle: str) -> str:
     with a leading dot (``alice.b.test`` -> ``.b.test``)."""
     _, dot, rest = handle.partition(".")
     return dot + rest
+
+
+def domain_host(domain: str) -> str:
+    """The host a node serving handle domain ``domain`` is dialled at: the domain
+    without its leading dot (``.b.test`` -> ``b.test``)."""
+    return domain.removeprefix(".")
 
 
 def under(handle: str, domains: Iterable[str]) -> bool:
@@ -212,15 +223,16 @@ def confirms(
     shared_domains: Iterable[str],
     registered: str | None,
     confirmation: HandleConfirmation | None,
-    pinned_issuer: str | None,
+    issuers: Collection[str],
 ) -> bool:
     """Whether a node may resolve ``handle`` to ``did`` (whose log claims it).
 
     ``registered`` is the DID the node's own registry gives ``handle`` (None: not
     registered here; it counts only under the node's own domains); ``confirmation``
     the one the node holds for ``did`` (any other handle or DID in it counts as
-    none); ``pinned_issuer`` the issuer pinned for the handle's domain (None: none
-    yet, so this one would be pinned).
+    none); ``issuers`` the keys the node believes for the handle's domain (its
+    operator's pin, node keys verified as serving the domain; empty: nobody, and
+    the handle stays unconfirmed).
     """
     if confirmation is not None and (confirmation.handle, confirmation.did) != (handle, did):
         confirmation = None
@@ -232,4 +244,4 @@ def confirms(
     if shared:
         # Any node of a shared domain may confirm, but only what a node may register.
         return registration_error(handle, shared_domains) is None
-    return pinned_issuer is None or confirmation.issuer == pinned_issuer
+    return confirmation.issuer in issuers

@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol.errors import SkyfedError
-from protocol.handles import HandleConfirmation, confirms, handle_domain, is_reserved, under
+from protocol.handles import (
+    HandleConfirmation,
+    confirms,
+    domain_host,
+    handle_domain,
+    is_reserved,
+    under,
+)
 
 from .seeds import seeded_key
 
@@ -47,7 +54,7 @@ def _confirms(
     *,
     registered: str | None = None,
     confirmation: HandleConfirmation | None = None,
-    pinned: str | None = None,
+    issuers: tuple[str, ...] = (),
     own: tuple[str, ...] = (".a.test",),
     shared: tuple[str, ...] = (".shared.test",),
 ) -> bool:
@@ -58,7 +65,7 @@ def _confirms(
         shared_domains=shared,
         registered=registered,
         confirmation=confirmation,
-        pinned_issuer=pinned,
+        issuers=issuers,
     )
 
 
@@ -69,14 +76,20 @@ def test_own_domain_only_the_registry_confirms() -> None:
     assert not _confirms("bob.a.test", MALLORY, confirmation=by_other)
 
 
-def test_foreign_domain_needs_the_pinned_issuer() -> None:
+def test_foreign_domain_needs_a_believed_issuer() -> None:
     assert not _confirms("alice.b.test", ALICE)  # a claim alone
-    assert _confirms("alice.b.test", ALICE, confirmation=CONF)  # first use pins
-    assert _confirms("alice.b.test", ALICE, confirmation=CONF, pinned=NODE.did_key())
-    assert not _confirms("alice.b.test", ALICE, confirmation=CONF, pinned=OTHER.did_key())
+    # No trust on first use: a valid confirmation by an issuer nobody vouched for
+    # (no operator pin, no node verified at the domain's host) confirms nothing.
+    assert not _confirms("alice.b.test", ALICE, confirmation=CONF)
+    assert _confirms("alice.b.test", ALICE, confirmation=CONF, issuers=(NODE.did_key(),))
+    assert not _confirms("alice.b.test", ALICE, confirmation=CONF, issuers=(OTHER.did_key(),))
+    both = (OTHER.did_key(), NODE.did_key())
+    assert _confirms("alice.b.test", ALICE, confirmation=CONF, issuers=both)
+    assert domain_host(handle_domain("alice.b.test")) == "b.test"
+    issuers = (NODE.did_key(),)
     # A confirmation names one handle and one DID.
-    assert not _confirms("alice.b.test", MALLORY, confirmation=CONF)
-    assert not _confirms("other.b.test", ALICE, confirmation=CONF)
+    assert not _confirms("alice.b.test", MALLORY, confirmation=CONF, issuers=issuers)
+    assert not _confirms("other.b.test", ALICE, confirmation=CONF, issuers=issuers)
     # The registry counts only under the node's own domains.
     assert not _confirms("alice.b.test", ALICE, registered=ALICE)
 
@@ -84,7 +97,7 @@ def test_foreign_domain_needs_the_pinned_issuer() -> None:
 def test_shared_domain_registry_first_then_any_issuer() -> None:
     conf = HandleConfirmation.issue("carol.shared.test", ALICE, OTHER)
     shared_own = (".a.test", ".shared.test")
-    assert _confirms("carol.shared.test", ALICE, confirmation=conf, pinned=NODE.did_key())
+    assert _confirms("carol.shared.test", ALICE, confirmation=conf)
     assert _confirms("carol.shared.test", ALICE, confirmation=conf, own=shared_own)
     assert not _confirms(
         "carol.shared.test", ALICE, confirmation=conf, own=shared_own, registered=MALLORY
