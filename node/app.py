@@ -467,7 +467,13 @@ class Node:
         try:
             conf = HandleConfirmation.from_bytes(data)
         except SkyfedError as e:
-            log.info("ignored a handle confirmation for %s: %s", did, e)
+            self.log_limit.log(
+                "confirmation",
+                logging.INFO,
+                "ignored a handle confirmation",
+                did=did,
+                why=str(e)[:200],
+            )
             return False
         if conf.did != did:
             return False
@@ -564,7 +570,14 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             # The client hung up mid-request (mid-body, or while we wrote the answer):
             # its fault, not ours, and nobody is left to answer. One line, no traceback,
             # counted as nginx's 499 "client closed request", not as a 500.
-            log.info("client %s went away during %s: %s", request.remote, nsid, e)
+            node.log_limit.log(
+                "client-gone",
+                logging.INFO,
+                "client went away",
+                client=request.remote,
+                nsid=nsid,
+                why=str(e)[:200],
+            )
             node.m_requests.labels(nsid if nsid in _ROUTES else "other", "499").inc()
             return _error(400, "InvalidRequest", "the connection closed mid-request")
     node.m_requests.labels(nsid if nsid in _ROUTES else "other", str(response.status)).inc()

@@ -8,6 +8,7 @@ import json
 import logging
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from node.client import Client, XrpcError
@@ -121,6 +122,26 @@ async def test_links_reconciliation_and_refusals_are_logged(
     finally:
         for node in nodes:
             await node.stop()
+
+
+async def test_a_flood_of_refused_inbound_links_is_logged_in_bounded_lines(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="skyfed")
+    (node,) = await start_nodes(tmp_path, 1)
+    try:
+        node.federation.max_inbound = 0  # every inbound link is refused
+        flood = 3 * DEFAULT_BURST
+        async with aiohttp.ClientSession() as http:
+            for _ in range(flood):
+                with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+                    await http.ws_connect(node.url + "/xrpc/skyfed.peer.connect")
+                assert err.value.status == 429
+        assert node.federation.links_refused == flood
+        refused = [r for r in caplog.records if r.getMessage().startswith("inbound peer link")]
+        assert 0 < len(refused) <= DEFAULT_BURST + 1
+    finally:
+        await node.stop()
 
 
 async def test_json_log_of_a_node_process_has_links_takedowns_and_rate_limits(
