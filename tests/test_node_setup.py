@@ -71,6 +71,29 @@ async def test_in_process_node_locks_its_data_dir(tmp_path: Path) -> None:
         pass
 
 
+async def test_a_node_makes_its_key_only_with_the_data_dir_locked(tmp_path: Path) -> None:
+    """Without a lock from its caller (the harness, benches, embedding), a Node takes
+    the data dir's lock to read or make its key: a second node made while the first
+    holds a new data dir makes no key of its own."""
+    data_dir = tmp_path / "new"
+    holder = DataDirLock(data_dir)
+    holder.acquire()
+    try:
+        with pytest.raises(DataDirInUse, match=f"in use by pid {os.getpid()}"):
+            Node(NodeConfig(data_dir=data_dir, port=0))
+        assert not (data_dir / "node.key").exists()
+    finally:
+        holder.release()
+    node = Node(NodeConfig(data_dir=data_dir, port=0))
+    assert (data_dir / "node.key").exists()
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    assert not node.lock.held  # made, not started: the lock is free until start()
+    async with node:
+        assert node.lock.held
+        with pytest.raises(DataDirInUse):
+            Node(NodeConfig(data_dir=data_dir, port=0))
+
+
 # -- item 8: a failed start leaves nothing behind --------------------------------------
 
 
