@@ -166,11 +166,13 @@ class Node:
     ):
         """``lock``: the data dir's lock, already held by the caller (who releases
         it); without one the node takes it in :meth:`start` and drops it in
-        :meth:`stop`."""
+        :meth:`stop`, and holds it here too while it reads or makes its key (raising
+        :class:`DataDirInUse` if another node holds it), so two nodes made at once on
+        a new data dir cannot each make a key of their own."""
         self.config = config
         self._own_lock = lock is None
         self.lock = lock or DataDirLock(config.data_dir)
-        self.secrets = secrets_ or load_or_create_secrets(config.data_dir)
+        self.secrets = secrets_ or self._load_secrets()
         # For lines a client can cause (rate-limit hits): bounded per interval.
         self.log_limit = LogLimiter(log)
         self.storage = SqliteStorage(config.db_path)
@@ -251,6 +253,16 @@ class Node:
         self.repos.on_commit = self.federation.publish_commit
         self.portability = Portability(self)
         self.moderation = Moderation(self)
+
+    def _load_secrets(self) -> NodeSecrets:
+        """The node key and token secret, read or made with the data dir locked."""
+        if self.lock.held:
+            return load_or_create_secrets(self.config.data_dir)
+        self.lock.acquire()
+        try:
+            return load_or_create_secrets(self.config.data_dir)
+        finally:
+            self.lock.release()  # taken again by start()
 
     def _gossip_stat(self, field: str) -> Callable[[], float]:
         return lambda: float(getattr(self.federation.plumtree.stats, field))
@@ -468,7 +480,13 @@ class Node:
         try:
             conf = HandleConfirmation.from_bytes(data)
         except SkyfedError as e:
-            log.info("ignored a handle confirmation for %s: %s", did, e)
+            self.log_limit.log(
+                "confirmation",
+                logging.INFO,
+                "ignored a handle confirmation",
+                did=did,
+                why=str(e)[:200],
+            )
             return False
         if conf.did != did:
             return False
@@ -565,7 +583,14 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             # The client hung up mid-request (mid-body, or while we wrote the answer):
             # its fault, not ours, and nobody is left to answer. One line, no traceback,
             # counted as nginx's 499 "client closed request", not as a 500.
-            log.info("client %s went away during %s: %s", request.remote, nsid, e)
+            node.log_limit.log(
+                "client-gone",
+                logging.INFO,
+                "client went away",
+                client=request.remote,
+                nsid=nsid,
+                why=str(e)[:200],
+            )
             node.m_requests.labels(nsid if nsid in _ROUTES else "other", "499").inc()
             return _error(400, "InvalidRequest", "the connection closed mid-request")
     node.m_requests.labels(nsid if nsid in _ROUTES else "other", str(response.status)).inc()

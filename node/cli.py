@@ -494,20 +494,47 @@ def _return_large_buffers() -> None:
 
 def _start_leftovers(data_dir: Path) -> Callable[[], None]:
     """A function that removes what a node start is about to create in ``data_dir``
-    (the directory itself if it is new, else only the new files in it)."""
+    (the directory itself if it is new, else only the new files in it). It is called
+    with the data dir's lock held, and never lets that lock go to a second start while
+    it still removes anything: the lock file stays in a data dir that existed (as
+    :meth:`DataDirLock.release` leaves it), and in a new one it is removed only after
+    everything else, and then the directories only if empty, so a start that takes a
+    fresh lock file at that moment keeps all it makes."""
     import shutil
 
+    from .datalock import LOCK_FILE
+
+    made: Path | None = None
+    before: set[str] = set()
     if not data_dir.exists():
         made = data_dir  # the outermost directory this start will create
         while not made.parent.exists():
             made = made.parent
-        return lambda: shutil.rmtree(made, ignore_errors=True)
-    before = {p.name for p in data_dir.iterdir()}
+    else:
+        before = {p.name for p in data_dir.iterdir()}
 
     def clean() -> None:
-        for p in data_dir.iterdir():
-            if p.name not in before and p.is_file():
+        if not data_dir.is_dir():
+            return
+        for p in list(data_dir.iterdir()):
+            if p.name in before or p.name == LOCK_FILE:
+                continue
+            if made is not None and p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            elif p.is_file() or p.is_symlink():
                 p.unlink(missing_ok=True)
+        if made is None:
+            return
+        (data_dir / LOCK_FILE).unlink(missing_ok=True)
+        d = data_dir
+        while True:
+            try:
+                d.rmdir()  # only if empty: never another start's files
+            except OSError:
+                return
+            if d == made:
+                return
+            d = d.parent
 
     return clean
 

@@ -8,7 +8,8 @@ so a crashed node never leaves a stale lock behind; the pid written into the fil
 only there to say who holds it.
 
 It refuses nothing but a second holder: it does not create the data directory's
-contents or check their permissions.
+contents or check their permissions (a missing data directory it makes 0700, like
+:func:`node.datadir.make_data_dir`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import fcntl
 import os
 from pathlib import Path
+
+from .datadir import DATA_DIR_MODE
 
 __all__ = ["LOCK_FILE", "DataDirInUse", "DataDirLock"]
 
@@ -52,7 +55,7 @@ class DataDirLock:
         """Take the lock or raise :class:`DataDirInUse` at once (never waits)."""
         if self._fd is not None:
             return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -88,7 +88,7 @@ from protocol.peerwire import (
 )
 from protocol.plumtree import Deliver, Plumtree, SendGraft, SendIHave, SendPrune, SendPush
 
-from .logs import LogLimiter, fields
+from .logs import LogLimiter
 from .netpolicy import AddressError, DialPolicy, PeerAddress, normalize_url
 from .ratelimit import RateLimited, RequestLimiter, client_key
 from .repos import iso_now
@@ -123,8 +123,6 @@ _HEADS_BACKLOG = 8
 _HEADS_DECODED = 4
 #: Heads items remembered per link as already considered (not considered again).
 _HEADS_SEEN = 16_384
-#: A link logs at most one line per this many seconds (plus how many it held back).
-_LOG_EVERY = 10.0
 #: How long a request (or a negentropy session) may take in all before it is given up.
 #: Within it, a request whose answer does not come within the link's round-trip based
 #: wait (node/rtt.py) is sent again, so one lost message costs about a second, not this.
@@ -252,8 +250,6 @@ class PeerLink:
         self.repo_requests = 0
         self.heads_backlog: asyncio.Queue[tuple[list[Any], int]] = asyncio.Queue(_HEADS_BACKLOG)
         self.heads_seen: OrderedDict[tuple[Any, ...], None] = OrderedDict()
-        self._log_at = 0.0
-        self._log_held = 0
         self.close_reason = "connection ended"
 
     def send(self, t: str, **fields: Any) -> None:
@@ -293,18 +289,6 @@ class PeerLink:
                 )
         if self.closed.is_set():
             raise PeerError("link closed")
-
-    def note(self, level: int, message: str, *args: Any) -> None:
-        """Log about this link, at most one line per ``_LOG_EVERY`` seconds: a peer
-        that misbehaves thousands of times a second must not flood the log."""
-        now = time.monotonic()
-        if now - self._log_at < _LOG_EVERY:
-            self._log_held += 1
-            return
-        if self._log_held:
-            message += f" (and {self._log_held} more like it held back)"
-        self._log_at, self._log_held = now, 0
-        log.log(level, message, *args)
 
     def close(self, why: str, *, level: int = logging.INFO) -> None:
         if not self.closed.is_set():
@@ -787,7 +771,13 @@ class Federation:
         refusal = self._admission_refusal(addr)
         if refusal is not None:
             self.links_refused += 1
-            log.info("inbound peer link from %s refused: %s", addr, refusal)
+            self.log_limit.log(
+                "refused-inbound",
+                logging.INFO,
+                "inbound peer link refused",
+                addr=addr,
+                why=refusal[:200],
+            )
             status = 403 if "cut off" in refusal else 429
             return web.Response(status=status, text=refusal)
         self.inbound += 1
@@ -1376,7 +1366,10 @@ class Federation:
         try:
             check_cts(label, iso_now(self.node.wall_clock()))
         except InvalidLabel as e:
-            log.info("dropped a label of %s: %s", label.src, e)
+            # Not marked seen, so the same label can come again at once: limited.
+            self.log_limit.log(
+                "label-ahead", logging.INFO, "dropped a label", labeler=label.src, why=str(e)[:200]
+            )
             return False
         return True
 
@@ -1482,14 +1475,19 @@ class Federation:
             )
         )
 
-    @staticmethod
-    def _whole_tree(event: CommitEvent, commit: Commit) -> bool:
+    def _whole_tree(self, event: CommitEvent, commit: Commit) -> bool:
         """A repo held for the first time must come with every tree node and record
         (a first commit's event always does: its ops build the tree from empty)."""
         try:
             check_tree_complete(MemoryBlockStore(event.block_map()), commit)
         except InvalidCommit as e:
-            log.info("first commit of %s lacks its tree: %s", event.repo, e)
+            self.log_limit.log(
+                "no-tree",
+                logging.INFO,
+                "first commit lacks its tree",
+                did=event.repo,
+                why=str(e)[:200],
+            )
             return False
         return True
 
@@ -1522,7 +1520,9 @@ class Federation:
             except SkyfedError as e:
                 # Held before it could be judged; whoever sent it is long gone, and the
                 # peer whose commit let us judge it is not at fault.
-                log.info("dropped a held commit of %s: %s", did, e)
+                self.log_limit.log(
+                    "held", logging.INFO, "dropped a held commit", did=did, why=str(e)[:200]
+                )
                 return
             if verdict is not Verdict.APPLY:
                 return
@@ -1884,15 +1884,15 @@ class Federation:
             )
             return
         # A round that found nothing to do is the common case: only at debug level.
-        log.log(
+        # Limited: a peer that relinks again and again starts a round each time.
+        self.log_limit.log(
+            "reconciled",
             logging.INFO if offered or asked else logging.DEBUG,
             "reconciled",
-            extra=fields(
-                peer=link.peer_did,
-                offered=offered,  # items the peer lacked: their heads sent to it
-                asked=asked,  # items we lacked: asked for and considered
-                seconds=round(time.monotonic() - started, 3),
-            ),
+            peer=link.peer_did,
+            offered=offered,  # items the peer lacked: their heads sent to it
+            asked=asked,  # items we lacked: asked for and considered
+            seconds=round(time.monotonic() - started, 3),
         )
 
     async def reconcile(self, link: PeerLink) -> tuple[int, int]:
@@ -1955,7 +1955,12 @@ class Federation:
                 need.extend(step.need_ids)
                 out = step.next_message
                 if neg.stopped_early:
-                    log.info("negentropy with %s stopped at its bound", link.peer_did)
+                    self.log_limit.log(
+                        "negentropy",
+                        logging.INFO,
+                        "negentropy stopped at its bound",
+                        peer=link.peer_did,
+                    )
         finally:
             link.neg_sessions.pop(-sid, None)
             self._neg_replies.pop((link.peer_did, sid), None)

@@ -160,7 +160,14 @@ class Portability:
     def _admission(self, did: str, held: list[bytes], ops: list[bytes]) -> OpAdmission:
         outcome = admit_ops(did, held, ops)
         for refused in outcome.refused:
-            log.warning("refused an identity op of %s: %s", did, refused.reason)
+            # The peer chooses the forks it sends: limited.
+            self.node.log_limit.log(
+                "refused-fork",
+                logging.WARNING,
+                "refused an identity op",
+                did=did,
+                why=refused.reason[:200],
+            )
             self.refused_forks[(did, refused.cid)] = refused
             self.refused_forks.move_to_end((did, refused.cid))
         while len(self.refused_forks) > _MAX_REFUSED_FORKS:

@@ -8,11 +8,16 @@ import json
 import logging
 from pathlib import Path
 
+import aiohttp
 import pytest
 
+from node.app import Node
 from node.client import Client, XrpcError
 from node.cluster.process import node_process
+from node.config import NodeConfig
 from node.logs import DEFAULT_BURST, JsonFormatter, LogLimiter, TextFormatter, fields
+from protocol.identity import IdentityOp, did_for_genesis, resolve_log
+from protocol.keys import SigningKey
 
 from .test_federation import link, start_nodes, until
 
@@ -123,6 +128,26 @@ async def test_links_reconciliation_and_refusals_are_logged(
             await node.stop()
 
 
+async def test_a_flood_of_refused_inbound_links_is_logged_in_bounded_lines(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="skyfed")
+    (node,) = await start_nodes(tmp_path, 1)
+    try:
+        node.federation.max_inbound = 0  # every inbound link is refused
+        flood = 3 * DEFAULT_BURST
+        async with aiohttp.ClientSession() as http:
+            for _ in range(flood):
+                with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+                    await http.ws_connect(node.url + "/xrpc/skyfed.peer.connect")
+                assert err.value.status == 429
+        assert node.federation.links_refused == flood
+        refused = [r for r in caplog.records if r.getMessage().startswith("inbound peer link")]
+        assert 0 < len(refused) <= DEFAULT_BURST + 1
+    finally:
+        await node.stop()
+
+
 async def test_json_log_of_a_node_process_has_links_takedowns_and_rate_limits(
     tmp_path: Path,
 ) -> None:
@@ -172,3 +197,28 @@ async def test_json_log_of_a_node_process_has_links_takedowns_and_rate_limits(
     assert hits[0]["nsid"] == "com.atproto.server.createSession"
     (takedown,) = [x for x in got if x["msg"] == "takedown"]
     assert (takedown["did"], takedown["reason"], takedown["level"]) == (did, "spam", "warning")
+
+
+async def test_a_flood_of_refused_identity_forks_is_logged_in_bounded_lines(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The peer chooses the forks it sends: one WARNING per refused fork would let it
+    write the log at will."""
+    caplog.set_level(logging.INFO, logger="skyfed")
+    owner = SigningKey.from_seed(bytes(32))
+    g = IdentityOp.create(
+        [owner.did_key()], owner.did_key(), "a.example.com", "http://127.0.0.1:1", None, owner
+    )
+    did = did_for_genesis(g)
+    first = resolve_log(did, [g.to_bytes()]).state
+    held = [g.to_bytes(), IdentityOp.update(first, owner, handle="b.example.com").to_bytes()]
+    # Siblings of the held second op, by a key of the same rank: each one refused.
+    forks = [
+        IdentityOp.update(first, owner, handle=f"fork{i}.example.com").to_bytes()
+        for i in range(3 * DEFAULT_BURST)
+    ]
+    node = Node(NodeConfig(data_dir=tmp_path / "node", port=0))
+    assert node.portability.admit(did, held, [*held, *forks]) == []
+    assert len(node.portability.refused_forks) == len(forks)
+    refused = [r for r in caplog.records if "refused an identity op" in r.getMessage()]
+    assert 0 < len(refused) <= DEFAULT_BURST + 1

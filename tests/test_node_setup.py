@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from node.app import Node, PortInUse
+from node.cli import _start_leftovers
 from node.cluster.process import NodeStartError, node_process
 from node.config import NodeConfig, load_config
-from node.datalock import DataDirInUse
+from node.datalock import DataDirInUse, DataDirLock
 
 from .test_cli import Run
 
@@ -70,6 +71,29 @@ async def test_in_process_node_locks_its_data_dir(tmp_path: Path) -> None:
         pass
 
 
+async def test_a_node_makes_its_key_only_with_the_data_dir_locked(tmp_path: Path) -> None:
+    """Without a lock from its caller (the harness, benches, embedding), a Node takes
+    the data dir's lock to read or make its key: a second node made while the first
+    holds a new data dir makes no key of its own."""
+    data_dir = tmp_path / "new"
+    holder = DataDirLock(data_dir)
+    holder.acquire()
+    try:
+        with pytest.raises(DataDirInUse, match=f"in use by pid {os.getpid()}"):
+            Node(NodeConfig(data_dir=data_dir, port=0))
+        assert not (data_dir / "node.key").exists()
+    finally:
+        holder.release()
+    node = Node(NodeConfig(data_dir=data_dir, port=0))
+    assert (data_dir / "node.key").exists()
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    assert not node.lock.held  # made, not started: the lock is free until start()
+    async with node:
+        assert node.lock.held
+        with pytest.raises(DataDirInUse):
+            Node(NodeConfig(data_dir=data_dir, port=0))
+
+
 # -- item 8: a failed start leaves nothing behind --------------------------------------
 
 
@@ -91,7 +115,44 @@ async def test_port_in_use_says_so_and_leaves_no_data_dir(tmp_path: Path) -> Non
         (existing / "notes.txt").write_text("mine")
         run = await skyfed("node", "start", "--data-dir", str(existing), "--port", str(port))
         assert run.rc == 1
-        assert sorted(p.name for p in existing.iterdir()) == ["notes.txt"]
+        # The lock file stays (it was held until the end: see the next test).
+        assert sorted(p.name for p in existing.iterdir()) == ["node.lock", "notes.txt"]
+
+
+def test_a_failed_start_never_gives_its_lock_away_while_it_cleans_up(tmp_path: Path) -> None:
+    """The clean-up after a failed start runs with the lock held: removing the lock
+    file then would let a second start lock a fresh one and make files that the
+    clean-up (still running) removes."""
+    # A data dir as `node init` leaves it: a key, no lock file yet.
+    existing = tmp_path / "initialized"
+    existing.mkdir()
+    (existing / "node.key").write_text("key")
+    clean = _start_leftovers(existing)
+    lock = DataDirLock(existing)
+    lock.acquire()
+    try:
+        (existing / "node.db").write_text("made by the failed start")
+        clean()
+        assert sorted(p.name for p in existing.iterdir()) == ["node.key", "node.lock"]
+        with pytest.raises(DataDirInUse):  # still ours: no second start in between
+            DataDirLock(existing).acquire()
+    finally:
+        lock.release()
+
+    # A brand-new dir: everything but the lock file goes while it is held; then the
+    # lock file, and the directories only if empty.
+    new = tmp_path / "new" / "node"
+    clean = _start_leftovers(new)
+    lock = DataDirLock(new)
+    lock.acquire()
+    try:
+        (new / "blobs").mkdir()
+        (new / "blobs" / "x").write_text("x")
+        (new / "node.db").write_text("db")
+        clean()
+    finally:
+        lock.release()
+    assert not (tmp_path / "new").exists()
 
 
 async def test_port_in_use_in_process_releases_everything(tmp_path: Path) -> None:
