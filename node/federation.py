@@ -108,7 +108,10 @@ _MAX_PENDING = 64
 _INBOX_BYTES = 16 * 1024 * 1024
 INBOX_BYTES_TOTAL = 48 * 1024 * 1024
 #: ``getrepo`` answers being built at once on this node (each up to a frame), and
-#: requests one link may have waiting for one; more are answered ``Busy``.
+#: requests one link may have waiting for one; more are answered ``Busy``. A request
+#: waits for room in its own link's send queue (one of the link's at a time) before
+#: it takes a slot, and is answered ``Busy`` at once when none is free: a peer that
+#: does not read holds no slot.
 REPO_ANSWERS_AT_ONCE = 2
 _REPO_REQUESTS_PER_LINK = 4
 #: Largest ``repo`` answer: a frame, less room for the message around the stream.
@@ -249,6 +252,9 @@ class PeerLink:
         #: Bytes received and not yet handled (inbox and pushes being checked).
         self.inbox_bytes = 0
         self.repo_requests = 0
+        #: Held while one of this link's getrepo answers waits for room and is built:
+        #: two of its answers never pass the room check together.
+        self.repo_answering = asyncio.Lock()
         self.heads_backlog: asyncio.Queue[tuple[list[Any], int]] = asyncio.Queue(_HEADS_BACKLOG)
         self.heads_seen: OrderedDict[tuple[Any, ...], None] = OrderedDict()
         self._log_at = 0.0
@@ -1714,11 +1720,20 @@ class Federation:
 
     async def _serve_repo(self, link: PeerLink, rid: int, did: str, since: str | None) -> None:
         """Answer a getrepo: a few at a time on the node, each built only when the
-        link has room to queue it, and refused when it would not fit in a frame."""
+        link has room to queue it, and refused when it would not fit in a frame.
+
+        One answer per link at a time; its wait for room comes first and holds no
+        node-wide slot: a link that asks and never reads waits alone (until
+        ``peer_send_timeout`` closes it), not in front of every other peer. With
+        room and no free slot: ``Busy`` at once."""
         try:
-            async with self.repo_answers:
+            async with link.repo_answering:
                 await link.wait_for_room(MAX_FRAME)
-                await self._answer_repo(link, rid, did, since)
+                if self.repo_answers.locked():
+                    link.send("error", rid=rid, error="Busy", message="repo answers busy")
+                    return
+                async with self.repo_answers:
+                    await self._answer_repo(link, rid, did, since)
         except PeerError:
             pass  # the link went away meanwhile
         finally:

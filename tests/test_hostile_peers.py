@@ -1,0 +1,95 @@
+"""Attacks by peers and strangers on one node's shared budgets (security review of
+issues 12 and 13): real nodes on 127.0.0.1, hand-driven fake peers."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bench.hostile_memory import FakePeer as NeverReads
+from node.app import Node
+from node.client import Client
+from protocol.peerwire import decode_message, encode_message
+
+from .test_federation import PASSWORD, start_nodes, until
+
+pytestmark = pytest.mark.timeout(60)
+
+MB = 1024 * 1024
+
+
+@pytest.fixture
+async def one(tmp_path: Path) -> AsyncIterator[Node]:
+    (node,) = await start_nodes(tmp_path, 1, shared_networks=("127.0.0.0/8",))
+    try:
+        yield node
+    finally:
+        await node.stop()
+
+
+async def _answer(peer: NeverReads, rid: int) -> dict[str, Any]:
+    while True:
+        msg = await peer.ws.receive()
+        assert msg.type == aiohttp.WSMsgType.BINARY, msg
+        decoded = decode_message(msg.data)
+        if decoded.get("rid") == rid:
+            return decoded
+
+
+async def test_peers_that_never_read_their_getrepo_answers_hold_no_repo_slot(
+    one: Node,
+) -> None:
+    """Three links ask for a 5.6 MB repo (four times each, the per-link most) and never
+    read: their answers wait for room in their own send queues, not in the node-wide
+    repo slots, so an honest peer's getrepo is answered at once."""
+    async with Client(one.url) as owner, contextlib.AsyncExitStack() as stack:
+        await owner.create_account("big.skyfed.test", PASSWORD)
+        assert owner.did is not None
+        for _ in range(7):
+            data = base64.b64encode(os.urandom(600_000)).decode()
+            await owner.create_record(
+                "com.example.blob", {"$type": "com.example.blob", "data": data}
+            )
+        hostile = [await stack.enter_async_context(NeverReads.connect(one.url)) for _ in range(3)]
+        for peer in hostile:
+            for rid in range(1, 5):
+                await peer.ws.send_bytes(
+                    encode_message("getrepo", rid=rid, did=owner.did, since=None)
+                )
+        links = [one.federation.links[p.key.did_key()] for p in hostile]
+
+        async def stuck() -> bool:
+            # Every link has an answer queued that its peer does not take, or has been
+            # answered (Busy, at once, when the slots were taken), or closed (the old
+            # code let two of a link's answers past the room check together, and
+            # closed the link for it, while its waiters kept their slots).
+            return any(lk.queued_bytes for lk in links) and all(
+                lk.queued_bytes or not lk.repo_requests or lk.closed.is_set() for lk in links
+            )
+
+        await until(stuck)
+        honest = await stack.enter_async_context(NeverReads.connect(one.url))  # it reads
+        # Answered at once: the repo, or Busy while a slot is in use (asked again,
+        # a bounded number of times); on the old code, nothing for peer_send_timeout.
+        answers = []
+        async with asyncio.timeout(5):
+            for rid in range(10, 60):
+                await honest.ws.send_bytes(
+                    encode_message("getrepo", rid=rid, did=owner.did, since=None)
+                )
+                answers.append(await _answer(honest, rid))
+                if answers[-1]["t"] == "repo":
+                    break
+                await asyncio.sleep(0.05)  # Busy: ask again shortly
+        assert answers[-1]["t"] == "repo", answers[-1]
+        assert all(a["t"] == "repo" or a["error"] == "Busy" for a in answers)
+        # Their requests wait, slot-less, one per link; none was sent past its room.
+        assert all(not lk.closed.is_set() for lk in links), [lk.close_reason for lk in links]
