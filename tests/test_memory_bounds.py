@@ -92,10 +92,13 @@ async def test_getrepo_streams_are_capped_and_readers_that_never_read_are_cut_of
 
 
 async def test_peer_that_never_reads_its_getrepo_answers_is_cut_off(node: NodeProcess) -> None:
-    """Finding 4: 20 getrepo requests for a 4 MB repo over one link, never read."""
+    """Finding 4: 20 getrepo requests for a 4 MB repo over one link, not read for
+    longer than ``peer_send_timeout`` (the link's answers go one at a time, each when
+    the one before has room, so it is the timeout that ends the link)."""
     owner = await make_repo(node.url, "big.skyfed.test", 5, 800_000)
     async with Rss(node.pid) as rss:
-        result = await peer_getrepo_never_read(node.url, owner.did, 20, hold=1.0)
+        hold = SMALL["peer_send_timeout"] + 1.5
+        result = await peer_getrepo_never_read(node.url, owner.did, 20, hold=hold)
     await owner.close()
     assert result.ended is not None, "the link is still up"
     assert result.other_client < OTHER_CLIENT_WITHIN
