@@ -210,6 +210,11 @@ def _normalized_or_none(url: str | None) -> str | None:
         return None
 
 
+class _NoContext(IdentityError):
+    """A pushed identity op cannot be judged from the ops sent with it (no genesis,
+    a missing link in its chain): the sender's fault, not the op's."""
+
+
 class PeerLink:
     """One authenticated WebSocket link to another node. ``addr`` is the remote IP
     address, ``url`` the address we dialled (None for an inbound link)."""
@@ -1248,7 +1253,13 @@ class Federation:
         fault); None: cannot be judged now (no identity to check it against), or a
         refused commit event: its id names only the commit block, and anyone can wrap
         an honest commit in a forged event (rewritten since, ops or blocks), so the id
-        must not be marked bad, or the real event under it would never get in."""
+        must not be marked bad, or the real event under it would never get in. An
+        identity push is the same: its id names one op, and the ops around it are the
+        relay's to change (drop the genesis, pad or garble them), so it is marked bad
+        only when the named op itself is: malformed, badly signed, or a refused fork;
+        a push that fails for lack of context (no genesis, a missing link in the
+        chain, junk around the op) costs the sender a penalty and is not marked."""
+        named_fault = False
         try:
             if kind == "commit":
                 event = CommitEvent.from_bytes(data)
@@ -1283,12 +1294,20 @@ class Federation:
                     return None  # the link's new-identity budget is spent: not even checked
                 if msg_id not in {cid_for_msgpack(op).to_bytes() for op in ops}:
                     raise DecodeError("push id is not one of the identity ops")
-                if not await self._check_named_op(did, ops, CID.from_bytes(msg_id)):
-                    return False  # a refused fork: not passed on, not the sender's fault
+                try:
+                    if not await self._check_named_op(did, ops, CID.from_bytes(msg_id)):
+                        return False  # a refused fork: not passed on, not the sender's fault
+                except _NoContext:
+                    raise
+                except SkyfedError:
+                    named_fault = True  # the named op itself is bad
+                    raise
                 await self.ingest_identity(did, ops, handle=handle, via=link)
         except SkyfedError as e:
             self.rejected += 1
             self.penalize(link, _FORGERY_PENALTY, f"rejected {kind}: {e}")
+            if kind == "identity":
+                return False if named_fault else None
             return None if kind == "commit" else False
         except (PeerError, TimeoutError) as e:
             self.log_limit.log(
@@ -1310,9 +1329,14 @@ class Federation:
         held = await self.node.storage.identity_ops(did)
         if self.node.portability.refuses(did, held, ops, named):
             return False
-        resolved = resolve_log(did, [*held, *ops])
+        try:
+            resolved = resolve_log(did, [*held, *ops])
+        except IdentityError as e:  # no genesis, or too many ops: the rest of the push
+            raise _NoContext(f"identity op {named}: {e.message}") from e
         for rejected in resolved.rejected:
             if rejected.cid == named:
+                if rejected.reason.startswith(("does not chain", "the log is full")):
+                    raise _NoContext(f"identity op {named}: {rejected.reason}")
                 if rejected.reason.startswith("not signed"):
                     raise InvalidSignature(f"identity op {named}: {rejected.reason}")
                 raise IdentityError(f"identity op {named}: {rejected.reason}")

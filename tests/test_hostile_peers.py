@@ -93,3 +93,50 @@ async def test_peers_that_never_read_their_getrepo_answers_hold_no_repo_slot(
         assert all(a["t"] == "repo" or a["error"] == "Busy" for a in answers)
         # Their requests wait, slot-less, one per link; none was sent past its room.
         assert all(not lk.closed.is_set() for lk in links), [lk.close_reason for lk in links]
+
+
+async def test_a_relay_cannot_poison_an_identity_op_by_cutting_its_log(tmp_path: Path) -> None:
+    """A relay pushes an honest op (the owner's recovery-key update) with its genesis
+    dropped: refused for lack of context, but not marked seen, so the honest full
+    copy that follows is taken and passed on."""
+    from protocol.identity import IdentityOp, resolve_log
+    from protocol.keys import SigningKey
+
+    from .test_federation import FakePeer, link
+    from .test_rotation import _identity_push
+
+    home, b, c = await start_nodes(tmp_path, 3)
+    try:
+        await link([home, b, c], [(1, 2)])  # home is not linked: b learns by pushes only
+        recovery = SigningKey.from_seed(os.urandom(32))
+        async with Client(home.url) as alice, aiohttp.ClientSession() as http:
+            await alice.create_account(
+                "alice.skyfed.test", PASSWORD, recovery_key=recovery.did_key()
+            )
+            assert alice.did is not None
+            log = await alice.identity_log()
+            new_signing = SigningKey.from_seed(os.urandom(32)).did_key()
+            op = IdentityOp.update(await alice.identity(), recovery, signing_key=new_signing)
+            op_id = op.cid.to_bytes()
+            relay, honest = await FakePeer.connect(http, b), await FakePeer.connect(http, b)
+            before = b.federation.rejected
+            await relay.ws.send_bytes(_identity_push(alice.did, [op.to_bytes()], op_id))
+
+            async def refused() -> bool:
+                return b.federation.rejected > before
+
+            await until(refused)
+            assert not b.federation.plumtree.has_seen(op_id)
+            await honest.ws.send_bytes(_identity_push(alice.did, [*log, op.to_bytes()], op_id))
+
+            async def everywhere() -> bool:
+                for node in (b, c):
+                    ops = await node.storage.identity_ops(alice.did)
+                    if not ops or resolve_log(alice.did, ops).state.signing_key != new_signing:
+                        return False
+                return True
+
+            await until(everywhere, limit=10.0)
+    finally:
+        for node in (home, b, c):
+            await node.stop()
