@@ -99,6 +99,14 @@ class NodeConfig:
     import_timeout: float = 120.0
     #: Repository imports an account may start per hour.
     imports_per_hour: int = 10
+    #: Identities new to this node (DIDs it holds no log for) that ``submitOp`` may
+    #: bring, node-wide, per ``submit_new_identities_window`` seconds (a token bucket:
+    #: this many at once, refilled evenly). Each is stored and gossiped, and peers
+    #: charge it to this node's link budget (``peer_new_identities``); past it,
+    #: 429 ``RateLimitExceeded`` and nothing is stored. Ops for DIDs the node holds,
+    #: and accounts it hosts (``createAccount``), are not charged.
+    submit_new_identities: int = 100
+    submit_new_identities_window: float = 3600.0
     access_token_ttl: int = 2 * 3600
     refresh_token_ttl: int = 90 * 86400
     #: Bearer token for the admin endpoints (node policy); None turns them off.

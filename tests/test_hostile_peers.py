@@ -17,6 +17,8 @@ import pytest
 from bench.hostile_memory import FakePeer as NeverReads
 from node.app import Node
 from node.client import Client
+from protocol.identity import IdentityOp, did_for_genesis, resolve_log
+from protocol.keys import SigningKey
 from protocol.peerwire import decode_message, encode_message
 
 from .test_federation import PASSWORD, start_nodes, until
@@ -99,9 +101,6 @@ async def test_a_relay_cannot_poison_an_identity_op_by_cutting_its_log(tmp_path:
     """A relay pushes an honest op (the owner's recovery-key update) with its genesis
     dropped: refused for lack of context, but not marked seen, so the honest full
     copy that follows is taken and passed on."""
-    from protocol.identity import IdentityOp, resolve_log
-    from protocol.keys import SigningKey
-
     from .test_federation import FakePeer, link
     from .test_rotation import _identity_push
 
@@ -140,3 +139,50 @@ async def test_a_relay_cannot_poison_an_identity_op_by_cutting_its_log(tmp_path:
     finally:
         for node in (home, b, c):
             await node.stop()
+
+
+def _next_op(did: str, log: list[bytes], key: SigningKey, handle: str) -> bytes:
+    state = resolve_log(did, log).state
+    return IdentityOp.update(state, key, handle=handle).to_bytes()
+
+
+def _new_identity(i: int, key: SigningKey) -> tuple[str, list[bytes], bytes]:
+    """A self-made identity: its DID, its log (the genesis) and an op that follows."""
+    genesis = IdentityOp.create(
+        [key.did_key()], key.did_key(), f"new{i}.example.com", "https://pds.example.com", None, key
+    )
+    did = did_for_genesis(genesis)
+    return did, [genesis.to_bytes()], _next_op(did, [genesis.to_bytes()], key, f"x{i}.example.com")
+
+
+async def test_submit_op_has_a_node_wide_budget_for_new_identities(tmp_path: Path) -> None:
+    """Strangers' submitOps may bring ``submit_new_identities`` new DIDs, then 429
+    with nothing stored; ops for DIDs the node holds, and hosted accounts, still go."""
+    from node.client import XrpcError
+
+    (node,) = await start_nodes(tmp_path, 1, submit_new_identities=3)
+    try:
+        async with Client(node.url) as stranger:
+            made, keys = [], []
+            for i in range(5):
+                key = SigningKey.from_seed(os.urandom(32))
+                made.append(_new_identity(i, key))
+                keys.append(key)
+            for did, log, op in made[:3]:
+                await stranger.submit_identity_op(did, op, log=log)
+            for did, log, op in made[3:]:
+                with pytest.raises(XrpcError) as err:
+                    await stranger.submit_identity_op(did, op, log=log)
+                assert err.value.error == "RateLimitExceeded"
+                assert not await node.storage.identity_ops(did)
+            # A DID it holds is not new: its next op is not charged.
+            did, log, op = made[0]
+            again = _next_op(did, [*log, op], keys[0], "again0.example.com")
+            await stranger.submit_identity_op(did, again)
+            assert len(await node.storage.identity_ops(did)) == 3
+        async with Client(node.url) as alice:
+            await alice.create_account("alice.skyfed.test", PASSWORD)
+            assert alice.did is not None
+            assert await node.storage.identity_ops(alice.did)
+    finally:
+        await node.stop()
