@@ -137,8 +137,10 @@ class NodeConfig:
     peer_send_timeout: float = 30.0
     #: The memory this node is built to stay under, in MiB: the sum of the bounds
     #: above at their defaults plus an idle node's working set (see
-    #: :func:`node.limits.memory_budget` and docs/security.md, "Memory bounds").
-    memory_ceiling_mb: int = 768
+    #: :func:`node.limits.memory_budget` and docs/security.md, "Memory bounds"). Most
+    #: of it is one 6 MiB frame (three copies) that every peer link may be sent,
+    #: before its handshake too: lower ``max_inbound_links`` to lower it.
+    memory_ceiling_mb: int = 1536
     # -- outbound connections and admission (docs/security.md) ---------------------
     #: Which addresses learned from the network may be dialled: "public" (globally
     #: routable only), "private" (also 10/8, 172.16/12, 192.168/16, 100.64/10,

@@ -39,7 +39,10 @@ pytestmark = pytest.mark.timeout(40)
 #: bounds add up to (node.limits.memory_budget, most of it the fixed baseline and
 #: the peer inboxes' fixed bound): an idle node is about 60 MiB.
 SMALL: dict[str, Any] = {
-    "memory_ceiling_mb": 360,
+    "memory_ceiling_mb": 460,
+    # Each peer link may be sent a 6 MiB frame (three copies): few links.
+    "max_inbound_links": 4,
+    "max_peers": 2,
     "max_repo_streams": 4,
     "max_repo_streams_per_addr": 2,
     "send_timeout": 2.0,
@@ -216,3 +219,19 @@ def test_the_bounds_add_up_to_less_than_the_stated_ceiling() -> None:
 
     for config in (NodeConfig(), NodeConfig(**SMALL)):
         assert sum(memory_budget(config).values()) <= config.memory_ceiling_mb * MB
+
+
+def test_the_budget_holds_a_frame_for_every_peer_link_before_its_handshake() -> None:
+    """Every link, the unauthenticated one sending its hello included, may be sent a
+    message of a frame, received and decoded before the inbox check: the budget
+    counts it for every link the caps allow, so raising a cap raises the sum."""
+    from node.config import NodeConfig
+    from node.limits import memory_budget
+    from protocol.peerwire import MAX_FRAME
+
+    config = NodeConfig()
+    links = config.max_inbound_links + config.max_peers
+    assert memory_budget(config)["peer link receives"] >= links * MAX_FRAME * 2
+    more = NodeConfig(max_inbound_links=config.max_inbound_links + 10, peers=("http://a.test",))
+    grown = sum(memory_budget(more).values()) - sum(memory_budget(config).values())
+    assert grown >= 11 * MAX_FRAME * 2
