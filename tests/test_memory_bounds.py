@@ -19,6 +19,7 @@ import pytest
 from bench.hostile_memory import (
     MB,
     Rss,
+    big_hellos,
     firehose_never_read,
     get_repo_never_read,
     heads_flood,
@@ -219,6 +220,18 @@ def test_the_bounds_add_up_to_less_than_the_stated_ceiling() -> None:
 
     for config in (NodeConfig(), NodeConfig(**SMALL)):
         assert sum(memory_budget(config).values()) <= config.memory_ceiling_mb * MB
+
+
+async def test_frame_sized_hellos_on_every_link_stay_under_the_ceiling(node: NodeProcess) -> None:
+    """As many links as the node admits each send a 6 MiB message as their hello:
+    each is received (the limit is a frame from the upgrade on), refused as no
+    hello, the link closed; the node stays under its ceiling, which counts them."""
+    async with Rss(node.pid) as rss:
+        result = await big_hellos(node.url, SMALL["max_inbound_links"] + 2, 6 * MB - 1024, 10.0)
+    assert result.answers["linked"] <= SMALL["max_inbound_links"]
+    assert result.answers["closed"] == result.answers["linked"]
+    assert result.other_client < OTHER_CLIENT_WITHIN
+    assert rss.peak < CEILING, rss.peak / MB
 
 
 def test_the_budget_holds_a_frame_for_every_peer_link_before_its_handshake() -> None:
