@@ -252,6 +252,33 @@ async def peer_getrepo_never_read(url: str, did: str, n: int, hold: float) -> Pe
         return PeerResult(ended, other)
 
 
+async def big_hellos(url: str, n: int, size: int, limit: float) -> PeerResult:
+    """``n`` peer connections at once, each sending a ``size``-byte message as its
+    hello (no handshake): what every link may be sent before it is authenticated."""
+    payload = secrets.token_bytes(size)
+    ended = 0
+    async with aiohttp.ClientSession() as http:
+        sockets = []
+        for _ in range(n):
+            try:
+                ws = await http.ws_connect(url + "/xrpc/skyfed.peer.connect", max_msg_size=0)
+            except aiohttp.WSServerHandshakeError:
+                continue  # refused before the upgrade: over a cap
+            sockets.append(ws)
+        await asyncio.gather(*(ws.send_bytes(payload) for ws in sockets), return_exceptions=True)
+        other = await served(url)
+        for ws in sockets:
+            try:
+                async with asyncio.timeout(limit):
+                    while (await ws.receive()).type == aiohttp.WSMsgType.BINARY:
+                        pass  # the node's own hello
+                ended += 1
+            except TimeoutError:
+                pass
+            await ws.close()
+    return PeerResult(None, other, {"linked": len(sockets), "closed": ended})
+
+
 def fake_heads(n: int) -> list[dict[str, Any]]:
     """``n`` identity heads no one holds: fresh DIDs, well-formed CIDs of nothing."""
     prefix = cid_for_msgpack(b"").to_bytes()[:-32]
@@ -518,6 +545,10 @@ async def run_all(node: NodeProcess, scale: float) -> None:
     )
     await mid.close()
     await attack("5 unsolicited heads x400 (4096 items)", heads_flood(node.url, 400, 4096, 60.0))
+    await attack(
+        "5b 32 links sending a 6 MiB hello",
+        big_hellos(node.url, config.max_inbound_links, 6 * MB - 1024, 20.0),
+    )
     writer = await make_repo(node.url, "writer.skyfed.test", 0, 0)
     await attack(
         "6 firehose x150 never read + 12 large writes",

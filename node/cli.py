@@ -124,7 +124,7 @@ def _node_options(p: argparse.ArgumentParser) -> None:
         "--memory-ceiling-mb",
         type=int,
         help="the memory (MiB) this node's bounds on buffers, queues and streams are "
-        "sized to stay under (default 768; the bounds and their sum are logged at start; "
+        "sized to stay under (default 1536; the bounds and their sum are logged at start; "
         "see docs/security.md, 'Memory bounds')",
     )
 

@@ -103,6 +103,14 @@ class NodeConfig:
     import_timeout: float = 120.0
     #: Repository imports an account may start per hour.
     imports_per_hour: int = 10
+    #: Identities new to this node (DIDs it holds no log for) that ``submitOp`` may
+    #: bring, node-wide, per ``submit_new_identities_window`` seconds (a token bucket:
+    #: this many at once, refilled evenly). Each is stored and gossiped, and peers
+    #: charge it to this node's link budget (``peer_new_identities``); past it,
+    #: 429 ``RateLimitExceeded`` and nothing is stored. Ops for DIDs the node holds,
+    #: and accounts it hosts (``createAccount``), are not charged.
+    submit_new_identities: int = 100
+    submit_new_identities_window: float = 3600.0
     access_token_ttl: int = 2 * 3600
     refresh_token_ttl: int = 90 * 86400
     #: Bearer token for the admin endpoints (node policy); None turns them off.
@@ -133,8 +141,10 @@ class NodeConfig:
     peer_send_timeout: float = 30.0
     #: The memory this node is built to stay under, in MiB: the sum of the bounds
     #: above at their defaults plus an idle node's working set (see
-    #: :func:`node.limits.memory_budget` and docs/security.md, "Memory bounds").
-    memory_ceiling_mb: int = 768
+    #: :func:`node.limits.memory_budget` and docs/security.md, "Memory bounds"). Most
+    #: of it is one 6 MiB frame (three copies) that every peer link may be sent,
+    #: before its handshake too: lower ``max_inbound_links`` to lower it.
+    memory_ceiling_mb: int = 1536
     # -- outbound connections and admission (docs/security.md) ---------------------
     #: Which addresses learned from the network may be dialled: "public" (globally
     #: routable only), "private" (also 10/8, 172.16/12, 192.168/16, 100.64/10,

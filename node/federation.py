@@ -109,7 +109,10 @@ _MAX_PENDING = 64
 _INBOX_BYTES = 16 * 1024 * 1024
 INBOX_BYTES_TOTAL = 48 * 1024 * 1024
 #: ``getrepo`` answers being built at once on this node (each up to a frame), and
-#: requests one link may have waiting for one; more are answered ``Busy``.
+#: requests one link may have waiting for one; more are answered ``Busy``. A request
+#: waits for room in its own link's send queue (one of the link's at a time) before
+#: it takes a slot, and is answered ``Busy`` at once when none is free: a peer that
+#: does not read holds no slot.
 REPO_ANSWERS_AT_ONCE = 2
 _REPO_REQUESTS_PER_LINK = 4
 #: Largest ``repo`` answer: a frame, less room for the message around the stream.
@@ -206,6 +209,11 @@ def _normalized_or_none(url: str | None) -> str | None:
         return None
 
 
+class _NoContext(IdentityError):
+    """A pushed identity op cannot be judged from the ops sent with it (no genesis,
+    a missing link in its chain): the sender's fault, not the op's."""
+
+
 class PeerLink:
     """One authenticated WebSocket link to another node. ``addr`` is the remote IP
     address, ``url`` the address we dialled (None for an inbound link)."""
@@ -248,6 +256,9 @@ class PeerLink:
         #: Bytes received and not yet handled (inbox and pushes being checked).
         self.inbox_bytes = 0
         self.repo_requests = 0
+        #: Held while one of this link's getrepo answers waits for room and is built:
+        #: two of its answers never pass the room check together.
+        self.repo_answering = asyncio.Lock()
         self.heads_backlog: asyncio.Queue[tuple[list[Any], int]] = asyncio.Queue(_HEADS_BACKLOG)
         self.heads_seen: OrderedDict[tuple[Any, ...], None] = OrderedDict()
         self.close_reason = "connection ended"
@@ -1243,7 +1254,13 @@ class Federation:
         fault); None: cannot be judged now (no identity to check it against), or a
         refused commit event: its id names only the commit block, and anyone can wrap
         an honest commit in a forged event (rewritten since, ops or blocks), so the id
-        must not be marked bad, or the real event under it would never get in."""
+        must not be marked bad, or the real event under it would never get in. An
+        identity push is the same: its id names one op, and the ops around it are the
+        relay's to change (drop the genesis, pad or garble them), so it is marked bad
+        only when the named op itself is: malformed, badly signed, or a refused fork;
+        a push that fails for lack of context (no genesis, a missing link in the
+        chain, junk around the op) costs the sender a penalty and is not marked."""
+        named_fault = False
         try:
             if kind == "commit":
                 event = CommitEvent.from_bytes(data)
@@ -1278,12 +1295,20 @@ class Federation:
                     return None  # the link's new-identity budget is spent: not even checked
                 if msg_id not in {cid_for_msgpack(op).to_bytes() for op in ops}:
                     raise DecodeError("push id is not one of the identity ops")
-                if not await self._check_named_op(did, ops, CID.from_bytes(msg_id)):
-                    return False  # a refused fork: not passed on, not the sender's fault
+                try:
+                    if not await self._check_named_op(did, ops, CID.from_bytes(msg_id)):
+                        return False  # a refused fork: not passed on, not the sender's fault
+                except _NoContext:
+                    raise
+                except SkyfedError:
+                    named_fault = True  # the named op itself is bad
+                    raise
                 await self.ingest_identity(did, ops, handle=handle, via=link)
         except SkyfedError as e:
             self.rejected += 1
             self.penalize(link, _FORGERY_PENALTY, f"rejected {kind}: {e}")
+            if kind == "identity":
+                return False if named_fault else None
             return None if kind == "commit" else False
         except (PeerError, TimeoutError) as e:
             self.log_limit.log(
@@ -1305,9 +1330,14 @@ class Federation:
         held = await self.node.storage.identity_ops(did)
         if self.node.portability.refuses(did, held, ops, named):
             return False
-        resolved = resolve_log(did, [*held, *ops])
+        try:
+            resolved = resolve_log(did, [*held, *ops])
+        except IdentityError as e:  # no genesis, or too many ops: the rest of the push
+            raise _NoContext(f"identity op {named}: {e.message}") from e
         for rejected in resolved.rejected:
             if rejected.cid == named:
+                if rejected.reason.startswith(("does not chain", "the log is full")):
+                    raise _NoContext(f"identity op {named}: {rejected.reason}")
                 if rejected.reason.startswith("not signed"):
                     raise InvalidSignature(f"identity op {named}: {rejected.reason}")
                 raise IdentityError(f"identity op {named}: {rejected.reason}")
@@ -1725,11 +1755,20 @@ class Federation:
 
     async def _serve_repo(self, link: PeerLink, rid: int, did: str, since: str | None) -> None:
         """Answer a getrepo: a few at a time on the node, each built only when the
-        link has room to queue it, and refused when it would not fit in a frame."""
+        link has room to queue it, and refused when it would not fit in a frame.
+
+        One answer per link at a time; its wait for room comes first and holds no
+        node-wide slot: a link that asks and never reads waits alone (until
+        ``peer_send_timeout`` closes it), not in front of every other peer. With
+        room and no free slot: ``Busy`` at once."""
         try:
-            async with self.repo_answers:
+            async with link.repo_answering:
                 await link.wait_for_room(MAX_FRAME)
-                await self._answer_repo(link, rid, did, since)
+                if self.repo_answers.locked():
+                    link.send("error", rid=rid, error="Busy", message="repo answers busy")
+                    return
+                async with self.repo_answers:
+                    await self._answer_repo(link, rid, did, since)
         except PeerError:
             pass  # the link went away meanwhile
         finally:

@@ -207,7 +207,18 @@ def memory_budget(config: NodeConfig) -> dict[str, int]:
         "peer inboxes": INBOX_BYTES_TOTAL * 2,
         # Gathered, copied out, then encoded into the message.
         "peer repo answers": REPO_ANSWERS_AT_ONCE * MAX_FRAME * 3,
+        # Every link may be sent a message of a frame, the hello included: one being
+        # assembled by aiohttp, one assembled and waiting, and the one received and
+        # decoded before the inbox check (peer inboxes, above) counts it.
+        "peer link receives": peer_links(config) * MAX_FRAME * 3,
     }
+
+
+def peer_links(config: NodeConfig) -> int:
+    """Peer links a node holds at most: inbound ones (``max_inbound_links``, counted
+    from before the handshake), the ones it dials (``max_peers``) and its static
+    ``peers``."""
+    return config.max_inbound_links + config.max_peers + len(config.peers)
 
 
 def budget_lines(config: NodeConfig) -> Iterator[str]:

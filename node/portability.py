@@ -146,6 +146,12 @@ class Portability:
         self.import_limits = RequestLimiter(
             rate=config.imports_per_hour / 3600, burst=max(1, config.imports_per_hour)
         )
+        #: New DIDs brought by submitOp, node-wide (one key): each is gossiped, and
+        #: peers charge this node's link budget for it.
+        self.new_identities = RequestLimiter(
+            rate=config.submit_new_identities / config.submit_new_identities_window,
+            burst=max(1, config.submit_new_identities),
+        )
 
     def admit(self, did: str, held: list[bytes], ops: list[bytes]) -> list[bytes]:
         """The ops of ``ops`` the first-seen rule lets into ``held`` (see
@@ -271,15 +277,20 @@ class Portability:
 
     async def submit(self, did: str, op: bytes, log: list[bytes]) -> IdentityState:
         """Check ``op`` against the held log (plus ``log``), store it and gossip it.
-        A refused op stores nothing, not even the ``log`` sent with it."""
+        A refused op stores nothing, not even the ``log`` sent with it. A DID new to
+        this node takes a token from the node-wide ``submit_new_identities`` budget
+        (RateLimited past it), once the op is found good."""
         validate_skyfed_did(did)
         fed = self.node.federation
         log = [item for item in log if item != op]  # the op is judged on its own below
+        new = not await self.node.storage.identity_ops(did)
         held = await self.merged_log(did, log)
         if not held:
             raise IdentityError(f"this node holds no identity log for {did}: send it as 'log'")
         self.admit(did, held, [op])  # a refused fork is kept as evidence ...
         resolved = check_new_op(did, held, op)  # ... and refused here, naming why
+        if new:
+            self.new_identities.check("submitOp")
         if not await fed.ingest_identity(did, [*held, op], publish=True):
             # Another path changed the log meanwhile (or brought this very op).
             now = await self.current_state(did)

@@ -19,6 +19,7 @@ import pytest
 from bench.hostile_memory import (
     MB,
     Rss,
+    big_hellos,
     firehose_never_read,
     get_repo_never_read,
     heads_flood,
@@ -39,7 +40,10 @@ pytestmark = pytest.mark.timeout(40)
 #: bounds add up to (node.limits.memory_budget, most of it the fixed baseline and
 #: the peer inboxes' fixed bound): an idle node is about 60 MiB.
 SMALL: dict[str, Any] = {
-    "memory_ceiling_mb": 360,
+    "memory_ceiling_mb": 460,
+    # Each peer link may be sent a 6 MiB frame (three copies): few links.
+    "max_inbound_links": 4,
+    "max_peers": 2,
     "max_repo_streams": 4,
     "max_repo_streams_per_addr": 2,
     "send_timeout": 2.0,
@@ -92,10 +96,13 @@ async def test_getrepo_streams_are_capped_and_readers_that_never_read_are_cut_of
 
 
 async def test_peer_that_never_reads_its_getrepo_answers_is_cut_off(node: NodeProcess) -> None:
-    """Finding 4: 20 getrepo requests for a 4 MB repo over one link, never read."""
+    """Finding 4: 20 getrepo requests for a 4 MB repo over one link, not read for
+    longer than ``peer_send_timeout`` (the link's answers go one at a time, each when
+    the one before has room, so it is the timeout that ends the link)."""
     owner = await make_repo(node.url, "big.skyfed.test", 5, 800_000)
     async with Rss(node.pid) as rss:
-        result = await peer_getrepo_never_read(node.url, owner.did, 20, hold=1.0)
+        hold = SMALL["peer_send_timeout"] + 1.5
+        result = await peer_getrepo_never_read(node.url, owner.did, 20, hold=hold)
     await owner.close()
     assert result.ended is not None, "the link is still up"
     assert result.other_client < OTHER_CLIENT_WITHIN
@@ -213,3 +220,31 @@ def test_the_bounds_add_up_to_less_than_the_stated_ceiling() -> None:
 
     for config in (NodeConfig(), NodeConfig(**SMALL)):
         assert sum(memory_budget(config).values()) <= config.memory_ceiling_mb * MB
+
+
+async def test_frame_sized_hellos_on_every_link_stay_under_the_ceiling(node: NodeProcess) -> None:
+    """As many links as the node admits each send a 6 MiB message as their hello:
+    each is received (the limit is a frame from the upgrade on), refused as no
+    hello, the link closed; the node stays under its ceiling, which counts them."""
+    async with Rss(node.pid) as rss:
+        result = await big_hellos(node.url, SMALL["max_inbound_links"] + 2, 6 * MB - 1024, 10.0)
+    assert result.answers["linked"] <= SMALL["max_inbound_links"]
+    assert result.answers["closed"] == result.answers["linked"]
+    assert result.other_client < OTHER_CLIENT_WITHIN
+    assert rss.peak < CEILING, rss.peak / MB
+
+
+def test_the_budget_holds_a_frame_for_every_peer_link_before_its_handshake() -> None:
+    """Every link, the unauthenticated one sending its hello included, may be sent a
+    message of a frame, received and decoded before the inbox check: the budget
+    counts it for every link the caps allow, so raising a cap raises the sum."""
+    from node.config import NodeConfig
+    from node.limits import memory_budget
+    from protocol.peerwire import MAX_FRAME
+
+    config = NodeConfig()
+    links = config.max_inbound_links + config.max_peers
+    assert memory_budget(config)["peer link receives"] >= links * MAX_FRAME * 2
+    more = NodeConfig(max_inbound_links=config.max_inbound_links + 10, peers=("http://a.test",))
+    grown = sum(memory_budget(more).values()) - sum(memory_budget(config).values())
+    assert grown >= 11 * MAX_FRAME * 2
