@@ -191,7 +191,7 @@ class PoisonSpec:
     #: Dials of one poisoned address (stripped to scheme, host and port) by one honest
     #: node that the verdict tolerates (0: none). A node whose dial policy permits
     #: loopback (the harness's) may try a learned loopback address once per back-off
-    #: window: 1 then. A dial that carries a poisoned path, query or userinfo, or one
+    #: window (15-45 s). A dial that carries a poisoned path, query or userinfo, or one
     #: by a node the hostile node never linked to (the URL was passed on), always
     #: fails the verdict.
     max_dials: int = 0
