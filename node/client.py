@@ -288,7 +288,7 @@ class Client:
                 try:
                     err = decode_json(body)
                     error, message = str(err["error"]), str(err.get("message", ""))
-                except (ValueError, AttributeError, KeyError, TypeError):
+                except (XrpcError, AttributeError, KeyError, TypeError):
                     # Every skyfed error is JSON naming the error: anything else is some
                     # other server.
                     raise NotANodeError(self.base_url, resp.status, resp.content_type) from None
@@ -1061,7 +1061,15 @@ def split_frame(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def decode_json(body: bytes) -> Any:
-    return json.loads(body)
+    """A node's JSON answer. An answer that is not JSON, or is nested past what
+    Python's parser takes (a hostile node can send either), is the node's fault:
+    :class:`XrpcError` ``InvalidResponse``, never a crash of the caller."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise XrpcError(502, "InvalidResponse", "the node's answer is nested too deeply") from None
+    except ValueError as e:
+        raise XrpcError(502, "InvalidResponse", f"the node's answer is not JSON: {e}") from None
 
 
 def _param(value: Any) -> str:

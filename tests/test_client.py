@@ -378,3 +378,39 @@ async def test_proof_from_another_repo_fails(node: Node) -> None:
         async with lying_node(node.url, substitute) as liar, Client(liar) as reader:
             with pytest.raises(VerificationError, match=f"commit is by {mallory.did}"):
                 await reader.verify_record(ref.uri)
+
+
+@contextlib.asynccontextmanager
+async def answering(body: bytes, status: int = 200) -> AsyncIterator[str]:
+    """A server that answers every XRPC call with ``body`` as JSON."""
+
+    async def xrpc(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=body, status=status, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/xrpc/{nsid}", xrpc)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"[" * 100_000 + b"]" * 100_000, id="nested-past-the-parser"),
+        pytest.param(b'{"feed": [', id="not-json"),
+    ],
+)
+async def test_a_hostile_nodes_answer_is_an_xrpc_error_not_a_crash(body: bytes) -> None:
+    # A node's answer comes from anyone running one: the client names the fault
+    # instead of raising RecursionError or a bare ValueError into the CLI.
+    async with answering(body) as url, Client(url) as client:
+        with pytest.raises(XrpcError) as err:
+            await client.call("app.bsky.feed.getTimeline", auth=None)
+    assert err.value.error == "InvalidResponse"
