@@ -200,6 +200,18 @@ class _Learned:
         self.next_try = 0.0
 
 
+def _in_force(blocks: dict[str, float], key: str) -> bool:
+    """Is the block on ``key`` (a monotonic deadline in ``blocks``) still in force? An
+    expired one is forgotten."""
+    until = blocks.get(key)
+    if until is None:
+        return False
+    if time.monotonic() > until:
+        del blocks[key]
+        return False
+    return True
+
+
 def _normalized_or_none(url: str | None) -> str | None:
     if url is None:
         return None
@@ -874,14 +886,7 @@ class Federation:
         """Is ``addr`` (an IP address; IPv6 by its /64) cut off?"""
         if not addr or self._shared(addr):
             return False
-        key = client_key(addr)
-        until = self._blocked_addrs.get(key)
-        if until is None:
-            return False
-        if time.monotonic() > until:
-            del self._blocked_addrs[key]
-            return False
-        return True
+        return _in_force(self._blocked_addrs, client_key(addr))
 
     def block_address(self, addr: str, seconds: float) -> None:
         """Refuse links with ``addr`` (its /64 for IPv6) for ``seconds``; not for an
@@ -1058,13 +1063,7 @@ class Federation:
         return frozenset(did for url, (did, _) in entries if urlsplit(url).hostname == host)
 
     def is_blocked(self, who: str) -> bool:
-        until = self._blocked.get(who)
-        if until is None:
-            return False
-        if time.monotonic() > until:
-            del self._blocked[who]
-            return False
-        return True
+        return _in_force(self._blocked, who)
 
     def penalize(self, link: PeerLink, points: int, why: str) -> None:
         link.score -= points

@@ -24,6 +24,7 @@ from node.app import Node
 from node.config import NodeConfig
 from node.counts import count_parts, format_count
 from tests.test_cli import PASSWORD, _env, ok, one_line_error, skyfed
+from tests.test_client import serving
 
 
 async def fetch(url: str) -> str:
@@ -157,15 +158,7 @@ async def test_a_server_that_is_not_a_node_is_named(tmp_path: Path) -> None:
         html = "<html><body>my blog</body></html>"
         return web.Response(text=html, content_type="text/html", status=status)
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", page)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        port = runner.addresses[0][1]
-        url = f"http://127.0.0.1:{port}"
+    async with serving(page, "/{tail:.*}") as url:
         for args in (
             ("feed", "--latest"),
             ("profile", "nowhere.skyfed.test"),
@@ -175,8 +168,6 @@ async def test_a_server_that_is_not_a_node_is_named(tmp_path: Path) -> None:
             assert f"{url} is not a skyfed node" in line
             assert "<html" not in line
             assert "None" not in line
-    finally:
-        await runner.cleanup()
 
 
 async def test_an_unreachable_node_says_what_to_do(tmp_path: Path) -> None:

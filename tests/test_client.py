@@ -292,6 +292,24 @@ def _drop_tree_node(
 
 
 @contextlib.asynccontextmanager
+async def serving(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]], route: str = "/xrpc/{nsid}"
+) -> AsyncIterator[str]:
+    """A local HTTP server on 127.0.0.1, a free port, answering GET ``route``."""
+    app = web.Application()
+    app.router.add_get(route, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
 async def lying_node(upstream: str, tamper: Tamper) -> AsyncIterator[str]:
     """A node that relays ``upstream`` but alters every record proof it serves."""
     async with Client(upstream) as up:
@@ -309,17 +327,8 @@ async def lying_node(upstream: str, tamper: Tamper) -> AsyncIterator[str]:
             body = b"".join(write_car(roots, blocks.items()))
             return web.Response(body=body, content_type="application/vnd.ipld.car")
 
-        app = web.Application()
-        app.router.add_get("/xrpc/{nsid}", xrpc)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        try:
-            host, port = runner.addresses[0][:2]
-            yield f"http://{host}:{port}"
-        finally:
-            await runner.cleanup()
+        async with serving(xrpc) as url:
+            yield url
 
 
 def _record_cid(roots: list[CID], blocks: dict[CID, bytes], path: str) -> CID:
@@ -387,17 +396,8 @@ async def answering(body: bytes, status: int = 200) -> AsyncIterator[str]:
     async def xrpc(request: web.Request) -> web.StreamResponse:
         return web.Response(body=body, status=status, content_type="application/json")
 
-    app = web.Application()
-    app.router.add_get("/xrpc/{nsid}", xrpc)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
+    async with serving(xrpc) as url:
+        yield url
 
 
 @pytest.mark.parametrize(

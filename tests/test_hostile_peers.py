@@ -90,7 +90,7 @@ async def test_peers_that_never_read_their_getrepo_answers_hold_no_repo_slot(
                 answers.append(await _answer(honest, rid))
                 if answers[-1]["t"] == "repo":
                     break
-                await asyncio.sleep(0.05)  # Busy: ask again shortly
+                await asyncio.sleep(0.05)  # poll: Busy, ask again shortly
         assert answers[-1]["t"] == "repo", answers[-1]
         assert all(a["t"] == "repo" or a["error"] == "Busy" for a in answers)
         # Their requests wait, slot-less, one per link; none was sent past its room.
