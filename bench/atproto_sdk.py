@@ -29,8 +29,8 @@ from atproto import Client, models
 # The project root first: this directory's protocol.py would shadow the package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from node.app import Node
 from node.config import NodeConfig
+from node.server.app import Node
 
 PASSWORD = "correct horse battery staple"
 

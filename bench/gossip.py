@@ -196,8 +196,8 @@ class InProcessCluster(Cluster):
         self.urls = []
 
     async def start(self, adj: list[set[int]], base: Path) -> None:
-        from node.app import Node
         from node.config import NodeConfig
+        from node.server.app import Node
 
         for i in range(len(adj)):
             peers = tuple(self.urls[j] for j in sorted(adj[i]) if j < i)

@@ -39,7 +39,7 @@ from protocol.ingest import rev_micros
 from protocol.negentropy import Negentropy, NegentropyStorageVector
 from protocol.syntax import TidClock, tid_from_parts
 
-NODE_FRAME_LIMIT = 500_000  # node/federation.py _NEG_FRAME_LIMIT
+NODE_FRAME_LIMIT = 500_000  # node/net/federation.py _NEG_FRAME_LIMIT
 Items = list[tuple[int, bytes]]
 
 # Reference figures (hoytech/negentropy JS, per REFERENCES.md): (round trips, up, down).
@@ -147,8 +147,8 @@ def protocol_part(cases: list[tuple[int, int]], seed: int) -> None:
 
 
 async def e2e_part(repos: int, missing: int, seed: int, limit: float) -> None:
-    from node.app import Node
     from node.config import NodeConfig
+    from node.server.app import Node
     from protocol.identity import IdentityOp, did_for_genesis
     from protocol.keys import SigningKey
     from protocol.mst import MemoryBlockStore

@@ -68,10 +68,10 @@ from node_writes import (
     summarize_profile,
 )
 
-from node.auth import hash_password
-from node.repos import RepoManager
-from node.storage import SqliteStorage
-from node.storage import _connect as _node_connect
+from node.server.auth import hash_password
+from node.store.repos import RepoManager
+from node.store.sqlite import SqliteStorage
+from node.store.sqlite import _connect as _node_connect
 from protocol.cid import cid_for_msgpack
 from protocol.encoding import encode
 from protocol.keys import SigningKey
@@ -257,7 +257,7 @@ def _build_connect(path: str, *, readonly: bool) -> sqlite3.Connection:
 
 async def build(data_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Write the data set through RepoManager into ``data_dir``; returns the manifest."""
-    with unittest.mock.patch("node.storage._connect", _build_connect):
+    with unittest.mock.patch("node.store.sqlite._connect", _build_connect):
         return await _build(data_dir, args)
 
 

@@ -25,10 +25,10 @@ from typing import Any
 
 import _venv  # noqa: F401  (re-runs this script with the project's .venv if need be)
 
-from node.app import Node
 from node.client import Client, RecordRef
 from node.config import NodeConfig
 from node.counts import format_count
+from node.server.app import Node
 
 PASSWORD = "demo-password-123"
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import _venv  # noqa: F401  (re-runs this script with the project's .venv if need be)
 
-from node.app import Node
 from node.config import NodeConfig
+from node.server.app import Node
 
 
 async def main(data_dir: Path | None, no_wait: bool) -> None:

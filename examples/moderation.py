@@ -22,9 +22,9 @@ from pathlib import Path
 
 import _venv  # noqa: F401  (re-runs this script with the project's .venv if need be)
 
-from node.app import Node
 from node.client import Client
 from node.config import NodeConfig
+from node.server.app import Node
 from protocol.moderation import ModerationPrefs
 
 PASSWORD = "moderation-demo-123"

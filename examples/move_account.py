@@ -24,9 +24,9 @@ from pathlib import Path
 
 import _venv  # noqa: F401  (re-runs this script with the project's .venv if need be)
 
-from node.app import Node
 from node.client import Client, migrate_account
 from node.config import NodeConfig
+from node.server.app import Node
 from protocol.keys import SigningKey
 
 PASSWORD = "example-password-123"

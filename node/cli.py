@@ -540,8 +540,8 @@ def _start_leftovers(data_dir: Path) -> Callable[[], None]:
 
 
 async def _run_node(cfg: NodeConfig) -> None:
-    from .app import Node
     from .datalock import DataDirLock
+    from .server.app import Node
 
     _return_large_buffers()
     clean = _start_leftovers(cfg.data_dir)
@@ -695,7 +695,7 @@ class Context:
 
     def __init__(self, args: argparse.Namespace):
         from .client import node_url
-        from .render import Renderer, make_console
+        from .client.render import Renderer, make_console
 
         self.args = args
         as_account = getattr(args, "as_account", None)
@@ -1055,7 +1055,7 @@ async def _cmd_tail(ctx: Context) -> int:
     from protocol.handles import INVALID_HANDLE
 
     from .client import XrpcError
-    from .render import event_json
+    from .client.render import event_json
 
     handles: dict[str, str] = {}
 

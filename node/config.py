@@ -149,7 +149,7 @@ class NodeConfig:
     #: Which addresses learned from the network may be dialled: "public" (globally
     #: routable only), "private" (also 10/8, 172.16/12, 192.168/16, 100.64/10,
     #: fc00::/7) or "loopback" (also 127/8 and ::1: a local harness). Link-local,
-    #: multicast and unspecified addresses never are. See node/netpolicy.py.
+    #: multicast and unspecified addresses never are. See node/net/netpolicy.py.
     dial_policy: str = "public"
     #: Extra networks (CIDR) that may be dialled whatever ``dial_policy`` says.
     dial_allow: tuple[str, ...] = ()

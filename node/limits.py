@@ -4,8 +4,8 @@ Every buffer a client or peer can fill has a limit in bytes and a deadline, and 
 number of things that hold one (request bodies being received, response streams,
 firehose subscribers, peer links) is capped in all and per client address. This
 module holds the HTTP side of that and the arithmetic that turns the bounds into
-the node's memory ceiling (``memory_ceiling_mb``); the firehose (node/firehose.py)
-and the peer links (node/federation.py) enforce their own with the settings named
+the node's memory ceiling (``memory_ceiling_mb``); the firehose (node/server/firehose.py)
+and the peer links (node/net/federation.py) enforce their own with the settings named
 here. docs/security.md, "Memory bounds", lists them all with their defaults.
 
 What it refuses: a body declared longer than its route accepts (413 before a byte
@@ -28,7 +28,7 @@ from aiohttp.typedefs import Middleware
 
 from protocol.errors import RemoteProtocolError
 
-from .ratelimit import client_key
+from .server.ratelimit import client_key
 
 if TYPE_CHECKING:
     from .config import NodeConfig
@@ -192,7 +192,7 @@ def memory_budget(config: NodeConfig) -> dict[str, int]:
     plus the idle working set: their sum is what ``memory_ceiling_mb`` must cover."""
     from protocol.peerwire import MAX_FRAME
 
-    from .federation import INBOX_BYTES_TOTAL, REPO_ANSWERS_AT_ONCE
+    from .net.federation import INBOX_BYTES_TOTAL, REPO_ANSWERS_AT_ONCE
 
     return {
         "baseline": BASELINE_MB * _MB,

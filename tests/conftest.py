@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from node.app import Node
 from node.client import Client
 from node.config import NodeConfig
+from node.server.app import Node
 from protocol.keys import SigningKey
 
 from .seeds import seeded_key

@@ -17,16 +17,16 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from node.app import Node
 from node.client import Client
 from node.config import NodeConfig
-from node.netpolicy import (
+from node.net.netpolicy import (
     AddressError,
     DialPolicy,
     DialRefused,
     PeerAddress,
     address_class,
 )
+from node.server.app import Node
 from protocol.identity import IdentityOp, did_for_genesis
 from protocol.keys import SigningKey
 from protocol.peerwire import auth_payload, decode_message, encode_message

@@ -26,10 +26,10 @@ from atproto_client.models.dot_dict import DotDict
 from atproto_client.models.utils import get_or_create
 from atproto_server.auth.jwt import get_jwt_payload
 
-from node.app import Node
 from node.client import Client as SkyfedClient
 from node.client import migrate_account
 from node.config import NodeConfig
+from node.server.app import Node
 
 from .test_federation import link, start_nodes, until
 

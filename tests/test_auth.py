@@ -1,4 +1,4 @@
-"""node.auth: argon2id passwords, HS256 session JWTs, rotation, revocation."""
+"""node.server.auth: argon2id passwords, HS256 session JWTs, rotation, revocation."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import jwt
 import pytest
 from argon2 import PasswordHasher
 
-import node.auth as auth_mod
-from node.auth import (
+import node.server.auth as auth_mod
+from node.server.auth import (
     ACCESS_SCOPE,
     REFRESH_SCOPE,
     Authenticator,

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from node.app import Node
 from node.cli import main
 from node.client import Client
-from node.render import Renderer, make_console, relative_time
+from node.client.render import Renderer, make_console, relative_time
+from node.server.app import Node
 
 PASSWORD = "correct horse battery staple"
 

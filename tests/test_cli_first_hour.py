@@ -20,9 +20,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from node.app import Node
 from node.config import NodeConfig
 from node.counts import count_parts, format_count
+from node.server.app import Node
 from tests.test_cli import PASSWORD, _env, ok, one_line_error, skyfed
 from tests.test_client import serving
 

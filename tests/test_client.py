@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from node.app import Node
 from node.client import (
     AtUri,
     Client,
@@ -21,6 +20,7 @@ from node.client import (
     XrpcError,
 )
 from node.config import NodeConfig
+from node.server.app import Node
 from protocol.car import read_car, write_car
 from protocol.cid import CID, cid_for_msgpack
 from protocol.commit import Commit

@@ -27,9 +27,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node.app import Node
 from node.client import Client
 from node.config import NodeConfig
+from node.server.app import Node
 from protocol.cid import CID, cid_for_msgpack
 from protocol.commit import (
     EMPTY_TREE,

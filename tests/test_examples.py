@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from node.app import Node
 from node.client import Client
+from node.server.app import Node
 
 ROOT = Path(__file__).resolve().parent.parent
 

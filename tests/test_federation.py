@@ -11,9 +11,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from node.app import Node
 from node.client import Client
 from node.config import NodeConfig
+from node.server.app import Node
 from protocol.commit import CommitEvent
 from protocol.ingest import Verdict
 from protocol.keys import SigningKey

@@ -40,9 +40,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from node import app as node_app
-from node.app import Node
 from node.client import Client
 from node.config import NodeConfig
+from node.server.app import Node
 from protocol import peerwire
 from protocol.encoding import encode
 from protocol.errors import SkyfedError

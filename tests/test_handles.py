@@ -21,9 +21,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from node.app import Node
 from node.client import Client, XrpcError
 from node.config import NodeConfig
+from node.server.app import Node
 from protocol.encoding import encode
 from protocol.handles import HandleConfirmation
 from protocol.identity import IdentityOp, did_for_genesis, resolve_log
@@ -546,7 +546,7 @@ async def test_a_pinned_issuer_is_believed_and_a_stranger_is_not(tmp_path: Path)
 
 
 def test_a_bad_pin_is_refused_at_start() -> None:
-    from node.handles import parse_pins
+    from node.accounts.handles import parse_pins
 
     key = new_key().did_key()
     assert parse_pins((f"b.test={key}", f".c.test = {key}")) == {".b.test": key, ".c.test": key}

@@ -15,8 +15,8 @@ import aiohttp
 import pytest
 
 from bench.hostile_memory import FakePeer as NeverReads
-from node.app import Node
 from node.client import Client
+from node.server.app import Node
 from protocol.identity import IdentityOp, did_for_genesis, resolve_log
 from protocol.keys import SigningKey
 from protocol.peerwire import decode_message, encode_message

@@ -10,9 +10,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from node.app import Node
 from node.client import Client, XrpcError
 from node.config import NodeConfig
+from node.server.app import Node
 from protocol.errors import DecodeError
 from protocol.heads import label_set_digest, labels_item
 from protocol.keys import SigningKey

@@ -14,10 +14,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from node.app import Node
 from node.client import Client
-from node.federation import PeerLink
-from node.rtt import RttEstimator
+from node.net.federation import PeerLink
+from node.net.rtt import RttEstimator
+from node.server.app import Node
 from protocol.keys import SigningKey
 from protocol.negentropy import Negentropy, NegentropyStorageVector
 from protocol.peerwire import MAX_FRAME, auth_payload, decode_message, encode_message
@@ -231,7 +231,7 @@ async def test_a_swallowed_request_is_asked_again_and_answered_well_before_30s(
 async def test_a_request_nobody_answers_is_given_up_after_the_budget(
     node: Node, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import node.federation as federation
+    import node.net.federation as federation
 
     monkeypatch.setattr(federation, "_REQUEST_TIMEOUT", 3.5)
     asked: list[int] = []

@@ -19,8 +19,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from node.app import Node
 from node.client import Client, MigrationError, XrpcError, migrate_account
+from node.server.app import Node
 from protocol.car import read_car
 from protocol.commit import Commit
 from protocol.identity import IdentityOp, IdentityState, resolve_log

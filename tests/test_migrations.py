@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from node.app import Node
 from node.client import Client
 from node.config import NodeConfig
-from node.storage import SCHEMA_VERSION
+from node.server.app import Node
+from node.store.sqlite import SCHEMA_VERSION
 
 PASSWORD = "correct horse battery staple"
 

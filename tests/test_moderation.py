@@ -10,9 +10,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from node.app import Node
 from node.client import Client
-from node.render import Renderer, make_console
+from node.client.render import Renderer, make_console
+from node.server.app import Node
 from protocol.moderation import ACCEPT_LABELERS, CONTENT_LABELERS, ModerationPrefs
 
 PASSWORD = "correct horse battery staple"

@@ -8,8 +8,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from node.app import Node
 from node.client import Client
+from node.server.app import Node
 from protocol.errors import InvalidSignature
 from protocol.keys import SigningKey
 from protocol.labels import Label
@@ -133,7 +133,7 @@ async def test_a_leaked_old_key_cannot_plant_a_takedown_that_outlasts_retraction
     dated inside the clock window is retracted at once by the labeler's current key
     (its negation ties the planted cts and wins the tie)."""
     from node.client import rotate_signing_key
-    from node.repos import iso_now
+    from node.store.repos import iso_now
 
     (a,) = await start_nodes(tmp_path, 1)
     try:

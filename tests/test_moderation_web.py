@@ -5,8 +5,8 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from node.app import Node
 from node.client import Client
+from node.server.app import Node
 
 PASSWORD = "correct horse battery staple"
 pytestmark = pytest.mark.timeout(60)

@@ -8,9 +8,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from node.app import Node
 from node.client import Client, XrpcError, split_frame
 from node.config import NodeConfig
+from node.server.app import Node
 from protocol.car import read_car
 from protocol.commit import Commit, CommitEvent, verify_commit_event
 from protocol.eventstream import encode_frame

@@ -17,10 +17,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from node.app import MAX_THREAD_DEPTH, MAX_THREAD_PARENT_HEIGHT, Node
 from node.client import Client
 from node.config import NodeConfig
-from node.inputs import MAX_JSON_DEPTH
+from node.server.app import MAX_THREAD_DEPTH, MAX_THREAD_PARENT_HEIGHT, Node
+from node.server.inputs import MAX_JSON_DEPTH
 from protocol.cid import cid_for_msgpack
 from protocol.encoding import encode
 from protocol.syntax import tid_from_parts

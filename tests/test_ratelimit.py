@@ -1,10 +1,10 @@
-"""node.ratelimit: write points over sliding hour/day windows, and per-client buckets."""
+"""node.server.ratelimit: write points over sliding hour/day windows, and per-client buckets."""
 
 from __future__ import annotations
 
 import pytest
 
-from node.ratelimit import (
+from node.server.ratelimit import (
     WRITE_POINTS,
     LimitState,
     LoginLimiter,

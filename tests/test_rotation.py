@@ -16,8 +16,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from node.app import Node
 from node.client import Client, XrpcError, rotate_signing_key
+from node.server.app import Node
 from protocol.car import read_car
 from protocol.commit import Commit
 from protocol.encoding import encode
@@ -295,7 +295,7 @@ async def test_v5_database_gains_the_identity_tables(tmp_path: Path) -> None:
     import sqlite3
 
     from node.config import NodeConfig
-    from node.storage import SCHEMA_VERSION
+    from node.store.sqlite import SCHEMA_VERSION
 
     config = NodeConfig(data_dir=tmp_path / "node", port=0)
     key = new_key()

@@ -9,8 +9,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from node.app import Node
 from node.client import Client, XrpcError
+from node.server.app import Node
 from tests.test_federation import PASSWORD, link, start_nodes, until
 
 TOKEN = "s3cret-admin-token-for-tests"

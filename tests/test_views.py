@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from node.app import Node
 from node.client import Client, XrpcError
+from node.server.app import Node
 
 PASSWORD = "correct horse battery staple"
 
@@ -198,7 +198,7 @@ async def test_pagination_and_quotes(people: tuple[Client, Client, Client]) -> N
 async def test_timelines_rebuilt_from_indexes_match(
     node: Node, people: tuple[Client, Client, Client]
 ) -> None:
-    from node.index import rebuild_feeds
+    from node.appview.index import rebuild_feeds
 
     alice, bob, carol = people
     await bob.follow(alice.did)

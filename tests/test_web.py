@@ -18,10 +18,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from node.app import Node
 from node.client import Client, RecordRef
 from node.config import NodeConfig
-from node.web import (
+from node.server.app import Node
+from node.server.web import (
     CONTENT_SECURITY_POLICY,
     post_path,
     relative_time,

@@ -58,7 +58,7 @@ from protocol.repo import Repo, Write
 from protocol.syntax import TidClock
 
 from ..client import Client
-from ..repos import iso_now
+from ..store.repos import iso_now
 from .process import NodeProcess, start_node
 from .proxy import LinkProxy
 from .topology import Edge, make_topology

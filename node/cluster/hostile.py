@@ -79,7 +79,7 @@ from protocol.repo import Repo, Write
 from protocol.syntax import TidClock
 
 from ..client import Client
-from ..repos import iso_now
+from ..store.repos import iso_now
 
 if TYPE_CHECKING:
     from .harness import Cluster

@@ -2006,7 +2006,7 @@ def gen_repo() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
 #: Node keys of the peer-link vectors: node A is seed 11, node B seed 12.
 NODE_A_SEED = 11
 NODE_B_SEED = 12
-#: Negentropy's frame size limit on a peer link (node/federation.py).
+#: Negentropy's frame size limit on a peer link (node/net/federation.py).
 NEG_FRAME_LIMIT = 500_000
 
 

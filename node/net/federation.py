@@ -19,7 +19,7 @@ scored down and, past a threshold, cut off for a cool-off period; it never takes
 node down.
 
 Admission (docs/security.md, "Outbound connections and admission"): a URL learned
-from the network is normalized to scheme, host and port (node/netpolicy.py) and
+from the network is normalized to scheme, host and port (node/net/netpolicy.py) and
 dialled only if the dial policy permits its address, checked on the address actually
 connected to; only addresses this node has dialled and shaken hands with are passed
 on; learned dials are rate-limited in total and back off per address, and the table
@@ -88,15 +88,15 @@ from protocol.peerwire import (
 )
 from protocol.plumtree import Deliver, Plumtree, SendGraft, SendIHave, SendPrune, SendPush
 
-from .logs import LogLimiter
+from ..logs import LogLimiter
+from ..server.ratelimit import RateLimited, RequestLimiter, client_key
+from ..store.repos import iso_now
+from ..store.sqlite import CommitBatch, EquivocationRow, LabelRow
 from .netpolicy import AddressError, DialPolicy, PeerAddress, normalize_url
-from .ratelimit import RateLimited, RequestLimiter, client_key
-from .repos import iso_now
 from .rtt import RttEstimator
-from .storage import CommitBatch, EquivocationRow, LabelRow
 
 if TYPE_CHECKING:
-    from .app import Node
+    from ..server.app import Node
 
 __all__ = ["Federation", "PeerLink", "label_row"]
 
@@ -128,7 +128,7 @@ _HEADS_DECODED = 4
 _HEADS_SEEN = 16_384
 #: How long a request (or a negentropy session) may take in all before it is given up.
 #: Within it, a request whose answer does not come within the link's round-trip based
-#: wait (node/rtt.py) is sent again, so one lost message costs about a second, not this.
+#: wait (node/net/rtt.py) is sent again, so one lost message costs about a second, not this.
 _REQUEST_TIMEOUT = 30.0
 #: Bounds of the per-link wait for one answer (seconds): the floor keeps a busy peer
 #: from being asked twice for everything, the ceiling is the whole budget.
@@ -601,7 +601,7 @@ class Federation:
         # interval, then one summary.
         self.log_limit = LogLimiter(log)
         self.links: dict[str, PeerLink] = {}
-        #: What learned addresses may be dialled (node/netpolicy.py).
+        #: What learned addresses may be dialled (node/net/netpolicy.py).
         self.policy = DialPolicy.from_config(cfg)
         self.shared_networks = tuple(
             ipaddress.ip_network(n, strict=False) for n in cfg.shared_networks
@@ -1055,7 +1055,7 @@ class Federation:
     def verified_node_keys(self, host: str) -> frozenset[str]:
         """Node keys that completed the signed handshake at an address this node
         dialled whose host is ``host``: the node serving that name, for the handle
-        rule (node/handles.py). Read from the storage writer thread, so on a copy."""
+        rule (node/accounts/handles.py). Read from the storage writer thread, so on a copy."""
         try:
             entries = list(self.verified.items())
         except RuntimeError:  # pragma: no cover - changed while copied: none this time
@@ -1158,7 +1158,7 @@ class Federation:
         self._run_actions(self.plumtree.broadcast(msg_id, payload, time.monotonic()))
 
     def _uncarried(self, did: str) -> bool:
-        """Node policy (node/moderation.py): this node does not carry ``did``'s repo
+        """Node policy (node/accounts/moderation.py): this node does not carry ``did``'s repo
         to or from peers."""
         return self.node.moderation.refuses("carry", did)
 
@@ -1806,7 +1806,7 @@ class Federation:
         """Merge ops into ``did``'s log; store if the resolved head changed (and with
         ``publish``, gossip the new log before anything follows from it). ``handle``
         is a handle confirmation sent along: kept if it confirms what the log claims
-        under this node's rule (node/handles.py), ignored otherwise. A DID this node
+        under this node's rule (node/accounts/handles.py), ignored otherwise. A DID this node
         has never seen, brought by link ``via``, takes one from that link's
         new-identity budget; with none left, PeerError (nothing is stored)."""
         lock = self._ident_locks.get(did)

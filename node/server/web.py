@@ -44,9 +44,9 @@ from protocol.errors import InvalidSyntax, RemoteProtocolError, SkyfedError
 from protocol.moderation import Decision, InvalidPrefs, ModerationPrefs, moderate
 from protocol.syntax import is_valid_at_identifier, is_valid_did, is_valid_record_key
 
+from ..accounts.moderation import MODERATION_KEY
+from ..counts import count_parts, format_count
 from . import inputs
-from .counts import count_parts, format_count
-from .moderation import MODERATION_KEY
 
 __all__ = [
     "CONTENT_SECURITY_POLICY",
@@ -79,7 +79,7 @@ _MISSING: Final = frozenset({"NotFound", "ProfileNotFound", "RepoNotFound", "Acc
 
 
 class ViewSource(Protocol):
-    """What the pages read: the node's ``Views`` (node/views.py) has this shape."""
+    """What the pages read: the node's ``Views`` (node/appview/views.py) has this shape."""
 
     async def latest(
         self, viewer: str | None, limit: int, cursor: str | None

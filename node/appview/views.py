@@ -9,7 +9,7 @@ batch each for records, authors, counts and the viewer's own likes and reposts.
 Blocks are enforced here: if either of viewer and author blocks the other, the
 author's posts are left out of feeds and shown as ``blockedPost`` in threads. Mutes
 (the viewer's own, private to this node) and this node's takedowns (scope ``serve``,
-node/moderation.py) leave accounts out the same way, shown as ``notFoundPost``.
+node/accounts/moderation.py) leave accounts out the same way, shown as ``notFoundPost``.
 Deleted records are gone from the indexes, so they are gone from every view.
 """
 
@@ -26,7 +26,7 @@ from protocol.errors import RemoteProtocolError, SkyfedError
 from protocol.jsondata import to_json
 from protocol.syntax import is_valid_did, is_valid_handle
 
-from .storage import SqliteStorage
+from ..store.sqlite import SqliteStorage
 
 __all__ = ["Views"]
 
@@ -75,7 +75,7 @@ class _Read:
             return self._served(actor)
         if not is_valid_handle(actor):
             raise RemoteProtocolError(f"{actor!r} is not a valid handle or DID")
-        # Confirmed handles only (node/handles.py): a log's claim is not enough.
+        # Confirmed handles only (node/accounts/handles.py): a log's claim is not enough.
         row = self.conn.execute(
             "SELECT did FROM handles WHERE handle = ?", (actor.lower(),)
         ).fetchone()
@@ -399,7 +399,7 @@ class Views:
         at, after = _cursor(cursor)
 
         def q(r: _Read) -> dict[str, Any]:
-            # Written at index time (node/index.py), so one range of one index.
+            # Written at index time (node/appview/index.py), so one range of one index.
             rows = r.conn.execute(
                 "SELECT subject, sort_at, actor, reposted_at, source FROM feed_items"
                 " WHERE viewer = ? AND (sort_at, source) < (?, ?)"

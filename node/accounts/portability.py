@@ -81,13 +81,13 @@ from protocol.keys import SigningKey, verify_key
 from protocol.serviceauth import UsedTokens, make_service_token, verify_service_token
 from protocol.syntax import normalize_handle, validate_nsid
 
-from .auth import hash_password, parse_bearer, verify_password
-from .ratelimit import RequestLimiter
-from .repos import iso_now
-from .storage import AccountRow
+from ..server.auth import hash_password, parse_bearer, verify_password
+from ..server.ratelimit import RequestLimiter
+from ..store.repos import iso_now
+from ..store.sqlite import AccountRow
 
 if TYPE_CHECKING:
-    from .app import Node
+    from ..server.app import Node
 
 __all__ = ["MAX_IMPORT_BYTES", "ROUTES", "Portability", "create_account_for_did"]
 
@@ -308,7 +308,7 @@ def _json(data: Any) -> web.Response:
 
 
 def _app() -> Any:
-    from . import app
+    from ..server import app
 
     return app
 

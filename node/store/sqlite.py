@@ -36,10 +36,10 @@ from protocol.eventstream import encode_frame
 from protocol.heads import label_set_digest
 from protocol.ingest import HeadState
 
-from .auth import SessionRow
-from .datadir import create_private_file, make_data_dir
-from .handles import HANDLES_SCHEMA, Handles
-from .index import FEED_SCHEMA, INDEX_SCHEMA, index_record, rebuild_feeds, unindex_record
+from ..accounts.handles import HANDLES_SCHEMA, Handles
+from ..appview.index import FEED_SCHEMA, INDEX_SCHEMA, index_record, rebuild_feeds, unindex_record
+from ..datadir import create_private_file, make_data_dir
+from ..server.auth import SessionRow
 
 __all__ = [
     "AccountRow",
@@ -147,7 +147,7 @@ _MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     """,
 ]
-_MIGRATIONS.append(INDEX_SCHEMA)  # v2: the app.bsky indexes (node/index.py)
+_MIGRATIONS.append(INDEX_SCHEMA)  # v2: the app.bsky indexes (node/appview/index.py)
 _MIGRATIONS.append(FEED_SCHEMA)  # v3: timelines written at index time
 _MIGRATIONS.append(  # v4: labels, and one digest per labeler for reconciliation
     """
@@ -170,7 +170,7 @@ _MIGRATIONS.append(  # v4: labels, and one digest per labeler for reconciliation
     ) WITHOUT ROWID;
     """
 )
-_MIGRATIONS.append(  # v5: node moderation (node/moderation.py): takedowns, per-reader mutes
+_MIGRATIONS.append(  # v5: node moderation (accounts/moderation.py): takedowns, per-reader mutes
     """
     CREATE TABLE takedowns (
         id INTEGER PRIMARY KEY,
@@ -191,7 +191,7 @@ _MIGRATIONS.append(  # v5: node moderation (node/moderation.py): takedowns, per-
     ) WITHOUT ROWID;
     """
 )
-# v6: identity (node/portability.py): signing keys reserved for a rotation, and the
+# v6: identity (node/accounts/portability.py): signing keys reserved for a rotation, and the
 # accounts this node hosts but may not write for (moving here, moved away, deactivated)
 _MIGRATIONS.append(
     """
@@ -228,7 +228,7 @@ _MIGRATIONS.append(
 #: The first schema whose commits sign prev (commit version 4): an older database
 #: that holds repositories holds version-3 commits, which no node accepts any more.
 _SIGNED_PREV_SCHEMA = len(_MIGRATIONS)
-# v8: confirmed handles (node/handles.py): one DID per handle, the confirmations
+# v8: confirmed handles (node/accounts/handles.py): one DID per handle, the confirmations
 # learned with identities, and the issuer pinned per handle domain
 _MIGRATIONS.append(HANDLES_SCHEMA)
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -1159,7 +1159,7 @@ def _apply_commit(conn: sqlite3.Connection, b: CommitBatch) -> _Published:
         [(cid.to_bytes(), data) for cid, data in b.blocks.items()],
     )
     indexed_at = b.indexed_at or _utc_now()
-    # A node that refuses to serve an account does not index it (node/moderation.py).
+    # A node that refuses to serve an account does not index it (node/accounts/moderation.py).
     unserved = conn.execute(
         "SELECT 1 FROM takedowns WHERE did = ? AND reversed_at IS NULL"
         " AND instr(scopes, 'serve') > 0",
@@ -1236,7 +1236,7 @@ def _put_identity(
 
 
 class SqliteSessionStore:
-    """:class:`node.auth.SessionStore` over a :class:`SqliteStorage`."""
+    """:class:`node.server.auth.SessionStore` over a :class:`SqliteStorage`."""
 
     def __init__(self, storage: SqliteStorage):
         self.storage = storage

@@ -26,7 +26,7 @@ from protocol.keys import SigningKey
 from protocol.repo import CommitResult, Repo, Write
 from protocol.syntax import TidClock
 
-from .storage import AccountRow, CommitBatch, HeadMoved, SqliteStorage
+from .sqlite import AccountRow, CommitBatch, HeadMoved, SqliteStorage
 
 __all__ = ["RepoManager", "WriteOutcome", "iso_now"]
 

@@ -55,16 +55,15 @@ from protocol.syntax import (
     validate_record_key,
 )
 
-from . import inputs
-from .auth import Authenticator, Principal, hash_password, parse_bearer, verify_password
-from .config import NodeConfig, NodeSecrets, load_or_create_secrets
-from .datadir import tighten
-from .datalock import DataDirLock
-from .federation import Federation, label_row
-from .firehose import Firehose
-from .handles import Handles
-from .inputs import InvalidRequest
-from .limits import (
+from ..accounts.handles import Handles
+from ..accounts.moderation import MODERATION_KEY, Moderation, labels_middleware, moderation_routes
+from ..accounts.portability import ROUTES as PORTABILITY_ROUTES
+from ..accounts.portability import Portability, create_account_for_did, same_url
+from ..appview.views import Views
+from ..config import NodeConfig, NodeSecrets, load_or_create_secrets
+from ..datadir import tighten
+from ..datalock import DataDirLock
+from ..limits import (
     LINGER,
     STREAM_CHUNK,
     AddressSlots,
@@ -73,14 +72,15 @@ from .limits import (
     memory_budget,
     stream_chunks,
 )
-from .logs import LogLimiter, fields
-from .moderation import MODERATION_KEY, Moderation, labels_middleware, moderation_routes
-from .portability import ROUTES as PORTABILITY_ROUTES
-from .portability import Portability, create_account_for_did, same_url
+from ..logs import LogLimiter, fields
+from ..net.federation import Federation, label_row
+from ..store.repos import RepoManager, iso_now
+from ..store.sqlite import SqliteSessionStore, SqliteStorage
+from . import inputs
+from .auth import Authenticator, Principal, hash_password, parse_bearer, verify_password
+from .firehose import Firehose
+from .inputs import InvalidRequest
 from .ratelimit import LoginLimiter, RateLimited, RequestLimiter, WriteLimiter, client_key
-from .repos import RepoManager, iso_now
-from .storage import SqliteSessionStore, SqliteStorage
-from .views import Views
 from .web import add_web_routes
 
 __all__ = ["VERSION", "Node", "PortInUse"]
@@ -111,7 +111,7 @@ def _bad(message: str) -> InvalidRequest:
     return InvalidRequest(message)
 
 
-# -- parameter helpers: node/inputs.py parses and bounds every one ---------------------
+# -- parameter helpers: node/server/inputs.py parses and bounds every one ---------------------
 
 _q_str = inputs.query_str
 _q_int = inputs.query_int
@@ -473,7 +473,7 @@ class Node:
 
     async def take_handle_confirmation(self, did: str, data: bytes) -> bool:
         """Keep a handle confirmation that came with ``did``'s identity, if the
-        handle rule accepts it (node/handles.py); anything else is ignored: a stale
+        handle rule accepts it (node/accounts/handles.py); anything else is ignored: a stale
         or forged confirmation only leaves the handle unconfirmed."""
         if await self.storage.handle_confirmation(did) == data:
             return False  # already held (a relayed copy): no write
@@ -748,7 +748,7 @@ async def create_session(request: web.Request) -> web.Response:
     client = _client_addr(request)
     if row is not None:
         # Guesses at one account spread over many addresses are limited too, but not
-        # from addresses that have logged in to it before (node/ratelimit.py).
+        # from addresses that have logged in to it before (node/server/ratelimit.py).
         await node.login_limits.check(row.did, client)
     # An unknown account costs the same time as a wrong password.
     ok = await verify_password(row.password_hash if row else None, password)

@@ -52,14 +52,14 @@ from protocol.moderation import (
 )
 from protocol.syntax import is_valid_did, validate_did
 
-from . import inputs
-from .index import index_record, unindex_record
-from .logs import fields
-from .ratelimit import RequestLimiter, client_key
-from .repos import iso_now
+from ..appview.index import index_record, unindex_record
+from ..logs import fields
+from ..server import inputs
+from ..server.ratelimit import RequestLimiter, client_key
+from ..store.repos import iso_now
 
 if TYPE_CHECKING:
-    from .app import Node
+    from ..server.app import Node
 
 __all__ = [
     "MODERATION_KEY",

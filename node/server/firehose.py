@@ -31,8 +31,8 @@ from aiohttp import WSCloseCode, web
 
 from protocol.eventstream import encode_error_frame, encode_frame
 
-from .limits import AddressSlots, TooBusy
-from .storage import SqliteStorage
+from ..limits import AddressSlots, TooBusy
+from ..store.sqlite import SqliteStorage
 
 __all__ = ["Firehose", "TooBusy", "ws_binary_frame"]
 

@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import aiohttp
 
 if TYPE_CHECKING:
-    from .config import NodeConfig
+    from ..config import NodeConfig
 
 __all__ = [
     "DIAL_LEVELS",

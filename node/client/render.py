@@ -32,7 +32,7 @@ from protocol.errors import SkyfedError
 from protocol.jsondata import to_json
 from protocol.moderation import ModerationPrefs, moderate
 
-from .counts import format_count
+from ..counts import format_count
 
 __all__ = [
     "Renderer",

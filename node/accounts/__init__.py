@@ -1,0 +1,1 @@
+"""Accounts beyond one node: portability (migration, rotation), moderation, handles."""

@@ -1,0 +1,1 @@
+"""The app's reading side: indexes and views over what the node holds."""

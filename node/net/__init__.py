@@ -1,0 +1,1 @@
+"""Peers: links, gossip, reconciliation, ingest, the dial policy."""
