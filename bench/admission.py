@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from node.client import Client
 from node.config import NodeConfig
-from node.server.app import Node
+from node.wiring import Node
 from protocol.peerwire import decode_message, encode_message
 from tests.test_admission import (
     _database_bytes,

@@ -30,7 +30,7 @@ from atproto import Client, models
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from node.config import NodeConfig
-from node.server.app import Node
+from node.wiring import Node
 
 PASSWORD = "correct horse battery staple"
 

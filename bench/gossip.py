@@ -197,7 +197,7 @@ class InProcessCluster(Cluster):
 
     async def start(self, adj: list[set[int]], base: Path) -> None:
         from node.config import NodeConfig
-        from node.server.app import Node
+        from node.wiring import Node
 
         for i in range(len(adj)):
             peers = tuple(self.urls[j] for j in sorted(adj[i]) if j < i)

@@ -148,7 +148,7 @@ def protocol_part(cases: list[tuple[int, int]], seed: int) -> None:
 
 async def e2e_part(repos: int, missing: int, seed: int, limit: float) -> None:
     from node.config import NodeConfig
-    from node.server.app import Node
+    from node.wiring import Node
     from protocol.identity import IdentityOp, did_for_genesis
     from protocol.keys import SigningKey
     from protocol.mst import MemoryBlockStore

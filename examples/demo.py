@@ -28,7 +28,7 @@ import _venv  # noqa: F401  (re-runs this script with the project's .venv if nee
 from node.client import Client, RecordRef
 from node.config import NodeConfig
 from node.counts import format_count
-from node.server.app import Node
+from node.wiring import Node
 
 PASSWORD = "demo-password-123"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import _venv  # noqa: F401  (re-runs this script with the project's .venv if need be)
 
 from node.config import NodeConfig
-from node.server.app import Node
+from node.wiring import Node
 
 
 async def main(data_dir: Path | None, no_wait: bool) -> None:

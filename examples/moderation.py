@@ -24,7 +24,7 @@ import _venv  # noqa: F401  (re-runs this script with the project's .venv if nee
 
 from node.client import Client
 from node.config import NodeConfig
-from node.server.app import Node
+from node.wiring import Node
 from protocol.moderation import ModerationPrefs
 
 PASSWORD = "moderation-demo-123"

@@ -26,7 +26,7 @@ import _venv  # noqa: F401  (re-runs this script with the project's .venv if nee
 
 from node.client import Client, migrate_account
 from node.config import NodeConfig
-from node.server.app import Node
+from node.wiring import Node
 from protocol.keys import SigningKey
 
 PASSWORD = "example-password-123"

@@ -541,7 +541,7 @@ def _start_leftovers(data_dir: Path) -> Callable[[], None]:
 
 async def _run_node(cfg: NodeConfig) -> None:
     from .datalock import DataDirLock
-    from .server.app import Node
+    from .wiring import Node
 
     _return_large_buffers()
     clean = _start_leftovers(cfg.data_dir)

@@ -9,7 +9,7 @@ import pytest
 
 from node.client import Client
 from node.config import NodeConfig
-from node.server.app import Node
+from node.wiring import Node
 from protocol.keys import SigningKey
 
 from .seeds import seeded_key

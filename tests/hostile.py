@@ -9,7 +9,7 @@ import hashlib
 import sqlite3
 from dataclasses import dataclass
 
-from node.server.app import Node
+from node.wiring import Node
 
 __all__ = ["RawResponse", "raw_request", "snapshot"]
 

@@ -26,7 +26,7 @@ from node.net.netpolicy import (
     PeerAddress,
     address_class,
 )
-from node.server.app import Node
+from node.wiring import Node
 from protocol.identity import IdentityOp, did_for_genesis
 from protocol.keys import SigningKey
 from protocol.peerwire import auth_payload, decode_message, encode_message

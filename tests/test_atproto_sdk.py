@@ -29,7 +29,7 @@ from atproto_server.auth.jwt import get_jwt_payload
 from node.client import Client as SkyfedClient
 from node.client import migrate_account
 from node.config import NodeConfig
-from node.server.app import Node
+from node.wiring import Node
 
 from .test_federation import link, start_nodes, until
 

@@ -20,7 +20,7 @@ import pytest
 from node.cli import main
 from node.client import Client
 from node.client.render import Renderer, make_console, relative_time
-from node.server.app import Node
+from node.wiring import Node
 
 PASSWORD = "correct horse battery staple"
 

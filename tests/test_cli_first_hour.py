@@ -22,7 +22,7 @@ from aiohttp import web
 
 from node.config import NodeConfig
 from node.counts import count_parts, format_count
-from node.server.app import Node
+from node.wiring import Node
 from tests.test_cli import PASSWORD, _env, ok, one_line_error, skyfed
 from tests.test_client import serving
 

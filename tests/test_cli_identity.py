@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from node.server.app import Node
+from node.wiring import Node
 from protocol.car import read_car
 from protocol.commit import Commit
 from protocol.identity import resolve_log

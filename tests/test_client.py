@@ -20,7 +20,7 @@ from node.client import (
     XrpcError,
 )
 from node.config import NodeConfig
-from node.server.app import Node
+from node.wiring import Node
 from protocol.car import read_car, write_car
 from protocol.cid import CID, cid_for_msgpack
 from protocol.commit import Commit

@@ -37,7 +37,7 @@ from node.cluster.proxy import FrameSplitter, LinkProxy
 from node.cluster.scenario import ScenarioError, load_scenario, parse_scenario
 from node.cluster.topology import is_connected, make_topology
 from node.config import NodeConfig
-from node.server.app import Node
+from node.wiring import Node
 from protocol.syntax import tid_to_parts
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from node.client import Client
 from node.config import NodeConfig
-from node.server.app import Node
+from node.wiring import Node
 from protocol.cid import CID, cid_for_msgpack
 from protocol.commit import (
     EMPTY_TREE,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from node.client import Client
-from node.server.app import Node
+from node.wiring import Node
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,7 +13,7 @@ import pytest
 
 from node.client import Client
 from node.config import NodeConfig
-from node.server.app import Node
+from node.wiring import Node
 from protocol.commit import CommitEvent
 from protocol.ingest import Verdict
 from protocol.keys import SigningKey

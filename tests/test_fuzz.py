@@ -39,10 +39,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node import app as node_app
 from node.client import Client
 from node.config import NodeConfig
-from node.server.app import Node
+from node.server import app as node_app
+from node.wiring import Node
 from protocol import peerwire
 from protocol.encoding import encode
 from protocol.errors import SkyfedError
@@ -882,7 +882,8 @@ def _view_values() -> st.SearchStrategy[Any]:
 def test_the_renderers_survive_any_view(view: dict[str, Any]) -> None:
     import io
 
-    from node import render, web
+    from node.client import render
+    from node.server import web
 
     console = render.make_console(io.StringIO())
     renderer = render.Renderer(console)

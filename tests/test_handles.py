@@ -23,7 +23,7 @@ import pytest
 
 from node.client import Client, XrpcError
 from node.config import NodeConfig
-from node.server.app import Node
+from node.wiring import Node
 from protocol.encoding import encode
 from protocol.handles import HandleConfirmation
 from protocol.identity import IdentityOp, did_for_genesis, resolve_log

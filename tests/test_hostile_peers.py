@@ -16,7 +16,7 @@ import pytest
 
 from bench.hostile_memory import FakePeer as NeverReads
 from node.client import Client
-from node.server.app import Node
+from node.wiring import Node
 from protocol.identity import IdentityOp, did_for_genesis, resolve_log
 from protocol.keys import SigningKey
 from protocol.peerwire import decode_message, encode_message

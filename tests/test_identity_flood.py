@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from node.client import Client, XrpcError
-from node.server.app import Node
+from node.wiring import Node
 from protocol.encoding import encode
 from protocol.identity import MAX_CHAIN_OPS, MAX_LOG_OPS, IdentityOp, resolve_log
 from protocol.keys import SigningKey

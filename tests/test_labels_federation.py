@@ -12,7 +12,7 @@ import pytest
 
 from node.client import Client, XrpcError
 from node.config import NodeConfig
-from node.server.app import Node
+from node.wiring import Node
 from protocol.errors import DecodeError
 from protocol.heads import label_set_digest, labels_item
 from protocol.keys import SigningKey

@@ -17,7 +17,7 @@ from aiohttp import web
 from node.client import Client
 from node.net.federation import PeerLink
 from node.net.rtt import RttEstimator
-from node.server.app import Node
+from node.wiring import Node
 from protocol.keys import SigningKey
 from protocol.negentropy import Negentropy, NegentropyStorageVector
 from protocol.peerwire import MAX_FRAME, auth_payload, decode_message, encode_message

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from node.client import Client, MigrationError, XrpcError, migrate_account
-from node.server.app import Node
+from node.wiring import Node
 from protocol.car import read_car
 from protocol.commit import Commit
 from protocol.identity import IdentityOp, IdentityState, resolve_log

@@ -9,8 +9,8 @@ import pytest
 
 from node.client import Client
 from node.config import NodeConfig
-from node.server.app import Node
 from node.store.sqlite import SCHEMA_VERSION
+from node.wiring import Node
 
 PASSWORD = "correct horse battery staple"
 

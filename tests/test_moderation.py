@@ -12,7 +12,7 @@ import pytest
 
 from node.client import Client
 from node.client.render import Renderer, make_console
-from node.server.app import Node
+from node.wiring import Node
 from protocol.moderation import ACCEPT_LABELERS, CONTENT_LABELERS, ModerationPrefs
 
 PASSWORD = "correct horse battery staple"

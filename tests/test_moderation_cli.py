@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from node.config import NodeConfig
-from node.server.app import Node
+from node.wiring import Node
 from tests.test_cli import new_account, ok, one_line_error, skyfed
 
 TOKEN = "cli-admin-token"

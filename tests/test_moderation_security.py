@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from node.client import Client
-from node.server.app import Node
+from node.wiring import Node
 from protocol.errors import InvalidSignature
 from protocol.keys import SigningKey
 from protocol.labels import Label

@@ -6,7 +6,7 @@ import aiohttp
 import pytest
 
 from node.client import Client
-from node.server.app import Node
+from node.wiring import Node
 
 PASSWORD = "correct horse battery staple"
 pytestmark = pytest.mark.timeout(60)

@@ -10,7 +10,7 @@ import pytest
 
 from node.client import Client, XrpcError, split_frame
 from node.config import NodeConfig
-from node.server.app import Node
+from node.wiring import Node
 from protocol.car import read_car
 from protocol.commit import Commit, CommitEvent, verify_commit_event
 from protocol.eventstream import encode_frame

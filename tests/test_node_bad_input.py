@@ -19,8 +19,9 @@ import pytest
 
 from node.client import Client
 from node.config import NodeConfig
-from node.server.app import MAX_THREAD_DEPTH, MAX_THREAD_PARENT_HEIGHT, Node
 from node.server.inputs import MAX_JSON_DEPTH
+from node.server.xrpc.app_bsky_feed import MAX_THREAD_DEPTH, MAX_THREAD_PARENT_HEIGHT
+from node.wiring import Node
 from protocol.cid import cid_for_msgpack
 from protocol.encoding import encode
 from protocol.syntax import tid_from_parts

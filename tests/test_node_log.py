@@ -15,7 +15,7 @@ from node.client import Client, XrpcError
 from node.cluster.process import node_process
 from node.config import NodeConfig
 from node.logs import DEFAULT_BURST, JsonFormatter, LogLimiter, TextFormatter, fields
-from node.server.app import Node
+from node.wiring import Node
 from protocol.identity import IdentityOp, did_for_genesis, resolve_log
 from protocol.keys import SigningKey
 

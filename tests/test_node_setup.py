@@ -21,7 +21,7 @@ from node.cli import _start_leftovers
 from node.cluster.process import NodeStartError, node_process
 from node.config import NodeConfig, load_config
 from node.datalock import DataDirInUse, DataDirLock
-from node.server.app import Node, PortInUse
+from node.wiring import Node, PortInUse
 
 from .test_cli import Run
 

@@ -98,6 +98,14 @@ def _fresh_clone(dest: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target)  # keeps the mode (+x) and mtimes (make's stamp)
     (dest / ".venv").symlink_to((ROOT / ".venv").resolve())
+    # The venv is shared: make in the copy must never reinstall the project into it
+    # (an editable install would then point at this temporary copy). Our own make has
+    # already brought the venv up to date, so the copy's pyproject is made older than
+    # the stamp whatever the edit times say.
+    stamp = ROOT / ".venv" / ".installed-stamp"
+    if stamp.exists():
+        before = stamp.stat().st_mtime - 1
+        os.utime(dest / "pyproject.toml", (before, before))
 
 
 async def _healthy(http: aiohttp.ClientSession, port: str) -> bool:

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from node.client import Client, XrpcError, rotate_signing_key
-from node.server.app import Node
+from node.wiring import Node
 from protocol.car import read_car
 from protocol.commit import Commit
 from protocol.encoding import encode

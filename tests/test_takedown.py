@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from node.client import Client, XrpcError
-from node.server.app import Node
+from node.wiring import Node
 from tests.test_federation import PASSWORD, link, start_nodes, until
 
 TOKEN = "s3cret-admin-token-for-tests"

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from node.client import Client, XrpcError
-from node.server.app import Node
+from node.wiring import Node
 
 PASSWORD = "correct horse battery staple"
 

@@ -20,13 +20,13 @@ import pytest
 
 from node.client import Client, RecordRef
 from node.config import NodeConfig
-from node.server.app import Node
 from node.server.web import (
     CONTENT_SECURITY_POLICY,
     post_path,
     relative_time,
     render_text,
 )
+from node.wiring import Node
 
 PASSWORD = "correct horse battery staple"
 CHROMIUM = Path("/usr/bin/chromium")

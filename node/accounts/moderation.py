@@ -59,7 +59,7 @@ from ..server.ratelimit import RequestLimiter, client_key
 from ..store.repos import iso_now
 
 if TYPE_CHECKING:
-    from ..server.app import Node
+    from ..wiring import Node
 
 __all__ = [
     "MODERATION_KEY",

@@ -79,15 +79,24 @@ from protocol.identity import (
 from protocol.ingest import head_wins
 from protocol.keys import SigningKey, verify_key
 from protocol.serviceauth import UsedTokens, make_service_token, verify_service_token
-from protocol.syntax import normalize_handle, validate_nsid
+from protocol.syntax import normalize_handle, validate_did, validate_nsid
 
 from ..server.auth import hash_password, parse_bearer, verify_password
 from ..server.ratelimit import RequestLimiter
+from ..server.xrpc.base import (
+    NODE_KEY,
+    b_str,
+    check_new_handle,
+    client_addr,
+    q_int,
+    q_str,
+    read_body,
+)
 from ..store.repos import iso_now
 from ..store.sqlite import AccountRow
 
 if TYPE_CHECKING:
-    from ..server.app import Node
+    from ..wiring import Node
 
 __all__ = ["MAX_IMPORT_BYTES", "ROUTES", "Portability", "create_account_for_did"]
 
@@ -300,22 +309,15 @@ class Portability:
 
 
 # -- handlers ------------------------------------------------------------------------
-# Imported lazily from app.py's namespace: app.py registers these routes at its end.
 
 
 def _json(data: Any) -> web.Response:
     return web.Response(body=orjson.dumps(data), content_type="application/json")
 
 
-def _app() -> Any:
-    from ..server import app
-
-    return app
-
-
 async def _account(request: web.Request) -> tuple[Node, AccountRow]:
     """The authenticated account, hosted here (active or not)."""
-    node: Node = request.app[_app().NODE_KEY]
+    node: Node = request.app[NODE_KEY]
     principal = await node.principal(request)
     row = await node.storage.account_by_did(principal.did)
     if row is None:
@@ -327,12 +329,11 @@ async def create_account_for_did(request: web.Request, body: dict[str, Any]) -> 
     """createAccount with ``did``: take in an existing identity, deactivated, for the
     account to move here. The caller proves control of the DID with a service token
     (``Authorization: Bearer``) signed by its signing key or a rotation key."""
-    a = _app()
-    node: Node = request.app[a.NODE_KEY]
+    node: Node = request.app[NODE_KEY]
     did = validate_skyfed_did(body.get("did"))
     node.moderation.check_host(did)  # refused to host: no row, no keys, no session
-    handle_raw, password = a._b_str(body, "handle"), a._b_str(body, "password")
-    email = a._b_str(body, "email", required=False)
+    handle_raw, password = b_str(body, "handle"), b_str(body, "password")
+    email = b_str(body, "email", required=False)
     # Everything is judged in memory first: a refused request stores nothing (not
     # the identity log it brought either).
     log = _b64_log(body.get("identityLog"), "identityLog")
@@ -467,16 +468,15 @@ async def _check_moving_handle(node: Node, did: str, handle: str) -> None:
             " handle to one this node or its domain's node confirms",
             error="InvalidHandle",
         )
-    _app().check_new_handle(node, handle)
+    check_new_handle(node, handle)
 
 
 async def submit_op(request: web.Request) -> web.Response:
     """skyfed.identity.submitOp: ``{did, operation, log?}``, ops as base64 msgpack."""
-    a = _app()
-    node: Node = request.app[a.NODE_KEY]
-    node.auth_limits.check(a._client_addr(request))
-    body = await a._body(request)
-    did = a._b_str(body, "did")
+    node: Node = request.app[NODE_KEY]
+    node.auth_limits.check(client_addr(request))
+    body = await read_body(request)
+    did = b_str(body, "did")
     op = _b64_op(body.get("operation"), "operation")
     log = _b64_log(body.get("log"), "log")
     state = await node.portability.submit(did, op, log)
@@ -564,9 +564,8 @@ async def sign_plc_operation(request: web.Request) -> web.Response:
     A session is not enough: unless the op only names a signing key this node
     reserved, the body must carry the account's ``password`` (atproto asks for a
     one-time ``token`` it emails; skyfed has no email)."""
-    a = _app()
     node, row = await _account(request)
-    body = await a._body(request)
+    body = await read_body(request)
     state = await node.portability.current_state(row.did)
     signer = SigningKey.from_str(row.rotation_key)
     if signer.did_key() not in state.rotation_keys:
@@ -576,7 +575,7 @@ async def sign_plc_operation(request: web.Request) -> web.Response:
     fields = _op_fields(body, state)
     reserved = await node.portability.reserved_key(row.did)
     if _needs_password(fields, state, None if reserved is None else reserved.did_key()):
-        client = a._client_addr(request)
+        client = client_addr(request)
         node.auth_limits.check(client)
         await node.login_limits.check(row.did, client)
         password = body.get("password")
@@ -596,20 +595,19 @@ async def sign_plc_operation(request: web.Request) -> web.Response:
 async def get_service_auth(request: web.Request) -> web.Response:
     """com.atproto.server.getServiceAuth: a token signed with the account's signing
     key, for ``aud`` (a node's DID) and one method ``lxm``."""
-    a = _app()
-    node: Node = request.app[a.NODE_KEY]
+    node: Node = request.app[NODE_KEY]
     principal = await node.principal(request)
     _, key = await node.local_account(principal.did)
-    aud = a._q_str(request, "aud")
-    lxm = a._q_str(request, "lxm")
+    aud = q_str(request, "aud")
+    lxm = q_str(request, "lxm")
     assert aud is not None
     assert lxm is not None
     if aud.startswith("did:key:"):
         verify_key(aud)  # a node's DID is its node key
     else:
-        a.validate_did(aud)
+        validate_did(aud)
     validate_nsid(lxm)
-    lifetime = a._q_int(request, "exp", 60, 1, 600)
+    lifetime = q_int(request, "exp", 60, 1, 600)
     token = make_service_token(
         did=principal.did,
         aud=aud,

@@ -96,7 +96,7 @@ from .netpolicy import AddressError, DialPolicy, PeerAddress, normalize_url
 from .rtt import RttEstimator
 
 if TYPE_CHECKING:
-    from ..server.app import Node
+    from ..wiring import Node
 
 __all__ = ["Federation", "PeerLink", "label_row"]
 

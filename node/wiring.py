@@ -1,0 +1,438 @@
+"""The node's wiring: one skyfed node built from its config (storage, accounts, repos,
+firehose, federation, moderation, HTTP server), started and stopped as one."""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+)
+
+from protocol.car import write_car
+from protocol.cid import CID
+from protocol.errors import RemoteProtocolError, RepoError, SkyfedError
+from protocol.handles import HandleConfirmation
+from protocol.identity import did_document, resolve_log
+from protocol.keys import SigningKey
+from protocol.mst import MST
+from protocol.syntax import (
+    normalize_handle,
+    validate_did,
+)
+
+from . import VERSION
+from .accounts.handles import Handles
+from .accounts.moderation import (
+    Moderation,
+)
+from .accounts.portability import Portability
+from .appview.views import Views
+from .config import NodeConfig, NodeSecrets, load_or_create_secrets
+from .datadir import tighten
+from .datalock import DataDirLock
+from .limits import (
+    LINGER,
+    STREAM_CHUNK,
+    budget_lines,
+    memory_budget,
+)
+from .logs import LogLimiter, fields
+from .net.federation import Federation
+from .server.app import ServerLog, _server_log, make_app
+from .server.auth import Authenticator, Principal, parse_bearer
+from .server.firehose import Firehose
+from .server.inputs import InvalidRequest
+from .server.ratelimit import LoginLimiter, RequestLimiter, WriteLimiter
+from .store.repos import RepoManager
+from .store.sqlite import SqliteSessionStore, SqliteStorage
+
+__all__ = ["VERSION", "Node", "PortInUse"]
+
+
+log = logging.getLogger("skyfed.node")
+
+
+class PortInUse(OSError):
+    """The address a node was told to listen on is taken."""
+
+    def __init__(self, host: str, port: int):
+        super().__init__(
+            errno.EADDRINUSE,
+            f"port {port} on {host} is already in use (another node?): "
+            "pick another with --port, or --port 0 for a free one",
+        )
+        self.host = host
+        self.port = port
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class Node:
+    """One skyfed node: storage, accounts, repos, firehose, HTTP server."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        secrets_: NodeSecrets | None = None,
+        *,
+        lock: DataDirLock | None = None,
+    ):
+        """``lock``: the data dir's lock, already held by the caller (who releases
+        it); without one the node takes it in :meth:`start` and drops it in
+        :meth:`stop`, and holds it here too while it reads or makes its key (raising
+        :class:`DataDirInUse` if another node holds it), so two nodes made at once on
+        a new data dir cannot each make a key of their own."""
+        self.config = config
+        self._own_lock = lock is None
+        self.lock = lock or DataDirLock(config.data_dir)
+        self.secrets = secrets_ or self._load_secrets()
+        # For lines a client can cause (rate-limit hits): bounded per interval.
+        self.log_limit = LogLimiter(log)
+        self.storage = SqliteStorage(config.db_path)
+        self.handles = Handles(
+            config.handle_domains,
+            config.shared_handle_domains,
+            self.secrets.node_key,
+            config.pinned_handle_issuers,
+        )
+        self.storage.handles = self.handles
+        self.repos = RepoManager(
+            self.storage, clock_id=secrets.randbelow(1024), now=self.wall_clock
+        )
+        self.firehose = Firehose(
+            self.storage,
+            buffer_limit=config.subscriber_buffer,
+            total_limit=config.firehose_buffer_total,
+            behind_timeout=config.subscriber_timeout,
+            max_subscribers=config.max_subscribers,
+            max_subscribers_per_addr=config.max_subscribers_per_addr,
+        )
+        self.auth = Authenticator(
+            self.secrets.token_secret,
+            SqliteSessionStore(self.storage),
+            audience=self.node_did,
+            access_ttl=config.access_token_ttl,
+            refresh_ttl=config.refresh_token_ttl,
+        )
+        self.write_limits = WriteLimiter(hourly=config.points_per_hour, daily=config.points_per_day)
+        self.auth_limits = RequestLimiter(rate=config.auth_rate, burst=config.auth_burst)
+        self.login_limits = LoginLimiter(
+            config.login_failures_per_account,
+            config.login_failure_refill,
+            secret=self.secrets.token_secret,
+            load=lambda did: self.storage.get_meta("login-known:" + did),
+            save=lambda did, known: self.storage.put_meta("login-known:" + did, known),
+        )
+        self.registry = CollectorRegistry()
+        self.m_requests = Counter(
+            "skyfed_requests", "XRPC requests", ["nsid", "status"], registry=self.registry
+        )
+        self.m_commits = Counter("skyfed_commits", "Commits stored", registry=self.registry)
+        sub_gauge = Gauge(
+            "skyfed_firehose_subscribers", "Firehose subscribers", registry=self.registry
+        )
+        sub_gauge.set_function(lambda: self.firehose.subscriber_count)
+        Gauge(
+            "skyfed_firehose_dropped_slow",
+            "Firehose subscribers dropped as too slow (ConsumerTooSlow)",
+            registry=self.registry,
+        ).set_function(lambda: float(self.firehose.dropped_slow))
+        queue_gauge = Gauge(
+            "skyfed_write_queue_depth", "Writes waiting for the writer", registry=self.registry
+        )
+        queue_gauge.set_function(lambda: self.storage.queue_depth)
+        self.started_at = time.time()
+        self._runner: web.AppRunner | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._accounts: OrderedDict[str, tuple[str, SigningKey]] = OrderedDict()
+        self.port: int | None = None
+        self.federation = Federation(self)
+        self.handles.verified_keys = self.federation.verified_node_keys
+        for name, doc, field in (
+            ("skyfed_gossip_delivered", "Gossip messages delivered", "delivered"),
+            ("skyfed_gossip_duplicates", "Redundant gossip copies received", "duplicates"),
+            ("skyfed_gossip_invalid", "Gossip messages refused as invalid", "invalid"),
+        ):
+            Gauge(name, doc, registry=self.registry).set_function(self._gossip_stat(field))
+        Gauge("skyfed_peer_links", "Peer links up", registry=self.registry).set_function(
+            lambda: len(self.federation.links)
+        )
+        Gauge(
+            "skyfed_peer_request_retries",
+            "Peer requests sent again after the link's round-trip wait ran out",
+            registry=self.registry,
+        ).set_function(lambda: float(self.federation.retries))
+        self.views = Views(self.storage)
+        self.repos.on_commit = self.federation.publish_commit
+        self.portability = Portability(self)
+        self.moderation = Moderation(self)
+
+    def _load_secrets(self) -> NodeSecrets:
+        """The node key and token secret, read or made with the data dir locked."""
+        if self.lock.held:
+            return load_or_create_secrets(self.config.data_dir)
+        self.lock.acquire()
+        try:
+            return load_or_create_secrets(self.config.data_dir)
+        finally:
+            self.lock.release()  # taken again by start()
+
+    def _gossip_stat(self, field: str) -> Callable[[], float]:
+        return lambda: float(getattr(self.federation.plumtree.stats, field))
+
+    def wall_clock(self) -> float:
+        """Seconds since the epoch, as this node believes (``clock_skew`` added)."""
+        return time.time() + self.config.clock_skew
+
+    @property
+    def node_did(self) -> str:
+        return self.secrets.node_key.did_key()
+
+    @property
+    def url(self) -> str:
+        if self.config.public_url:
+            return self.config.public_url
+        return f"http://{self.config.host}:{self.port or self.config.port}"
+
+    # -- life cycle --------------------------------------------------------------
+    async def start(self) -> str:
+        """Lock the data dir, open storage, bind, link to peers. On failure, undo it all.
+
+        Raises :class:`DataDirInUse` if another node runs on this data dir and
+        :class:`PortInUse` if the address is taken."""
+        self.lock.acquire()
+        try:
+            tighten(self.config.data_dir)  # an install from before 0700/0600: logs each change
+            await self.storage.open()
+            await self.storage.write(self.handles.confirm_registered)
+            await self.moderation.load()
+            await self.firehose.start()
+            app = make_app(self)
+            # keepalive_timeout also closes a connection that never sends a request.
+            self._runner = web.AppRunner(
+                app,
+                access_log=None,
+                handle_signals=False,
+                keepalive_timeout=self.config.idle_timeout,
+                lingering_time=LINGER,
+                logger=ServerLog(_server_log),
+            )
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, self.config.host, self.config.port)
+            try:
+                await site.start()
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    raise PortInUse(self.config.host, self.config.port) from e
+                raise
+            server = site._server
+            assert server is not None
+            sockets = getattr(server, "sockets", None) or []
+            self.port = sockets[0].getsockname()[1] if sockets else self.config.port
+            log.info(
+                "node listening",
+                extra=fields(node=self.node_did, url=self.url, data_dir=str(self.config.data_dir)),
+            )
+            lines = list(budget_lines(self.config))
+            log.info("memory bounds: %s", "; ".join(lines))
+            if self._budget_over():
+                log.warning(
+                    "the memory bounds add up to more than memory_ceiling_mb (%s): %s",
+                    self.config.memory_ceiling_mb,
+                    lines[-1],
+                )
+            await self.federation.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self.url
+
+    def _budget_over(self) -> bool:
+        return sum(memory_budget(self.config).values()) > self.config.memory_ceiling_mb * 2**20
+
+    async def stop(self) -> None:
+        try:
+            await self.federation.stop()
+            if self._runner is not None:
+                await self._runner.cleanup()
+                self._runner = None
+            if self._http is not None:
+                await self._http.close()
+                self._http = None
+            await self.storage.close()
+        finally:
+            if self._own_lock:
+                self.lock.release()
+
+    def http_session(self) -> aiohttp.ClientSession:
+        """The node's own client session (for peers), closed on stop."""
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+        return self._http
+
+    def iter_car(self, head: CID, root: CID, old_root: CID | None) -> Iterator[bytes]:
+        """A repo as a block stream, whole or only what changed since ``old_root``,
+        read from storage as it is consumed. Advance it only on a reader thread
+        (:meth:`car_chunks` does): every step may read blocks."""
+        source = self.storage
+        commit_block = source.read_block(head)
+        assert commit_block is not None
+        tree = MST.load(source, root)
+        if old_root is None:
+            # Tree nodes as the walk reaches them, then records in key order: what is
+            # held at once is the walk's stack and the loader's bounded node cache.
+            blocks: Iterable[tuple[CID, bytes]] = itertools.chain(
+                [(head, commit_block)],
+                tree.all_blocks(),
+                _records(source, (cid for _, cid in tree.items())),
+            )
+        else:
+            # A diff: the changed nodes and keys (CIDs, not blocks) are found first.
+            old = MST.load(source, old_root)
+            old_nodes = {cid for cid, _ in old.all_blocks()}
+            new_nodes = [c for c, _ in tree.all_blocks() if c not in old_nodes]
+            wanted = [d.new for d in old.diff(tree) if d.new is not None]
+            blocks = itertools.chain(
+                [(head, commit_block)], _records(source, itertools.chain(new_nodes, wanted))
+            )
+        yield from write_car([head], blocks)
+
+    async def car_chunks(
+        self, head: CID, root: CID, old_root: CID | None, *, chunk: int = STREAM_CHUNK
+    ) -> AsyncGenerator[bytes]:
+        """:meth:`iter_car` in pieces of about ``chunk`` bytes, each made on a reader
+        thread when the consumer asks for it (so a slow consumer holds one piece)."""
+        stream: Iterator[bytes] | None = None
+
+        def step() -> bytes:
+            nonlocal stream
+            if stream is None:
+                stream = self.iter_car(head, root, old_root)
+            parts: list[bytes] = []
+            size = 0
+            for part in stream:
+                parts.append(part)
+                size += len(part)
+                if size >= chunk:
+                    break
+            return b"".join(parts)
+
+        while True:
+            piece = await self.storage.run_in_reader(step)
+            if not piece:
+                return
+            yield piece
+
+    async def export_car(
+        self, head: CID, root: CID, old_root: CID | None, *, limit: int | None = None
+    ) -> bytes | None:
+        """A repo as one block stream in memory (for peers); None if it would pass
+        ``limit`` bytes, found before more than ``limit`` is held."""
+        out = bytearray()
+        async for piece in self.car_chunks(head, root, old_root):
+            out += piece
+            if limit is not None and len(out) > limit:
+                return None
+        return bytes(out)
+
+    async def __aenter__(self) -> Node:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- helpers -----------------------------------------------------------------
+    async def principal(self, request: web.Request) -> Principal:
+        token = parse_bearer(request.headers.get("Authorization"))
+        principal = await self.auth.verify_access(token)
+        self.moderation.check_host(principal.did)
+        return principal
+
+    async def resolve_repo(self, ident: str) -> str:
+        """A DID from a handle or DID naming an account this node knows."""
+        if ident.startswith("did:"):
+            validate_did(ident)
+            return ident
+        try:
+            handle = normalize_handle(ident)
+        except SkyfedError:
+            raise InvalidRequest(f"{ident!r} is not a valid handle or DID") from None
+        did = await self.storage.resolve_handle(handle)
+        if did is None:
+            raise RepoError(f"could not find repo: {ident}", error="RepoNotFound")
+        return did
+
+    async def local_account(self, did: str) -> tuple[str, SigningKey]:
+        """Handle and signing key of an account hosted here (cached: every write
+        needs them, and a lookup plus key derivation was a tenth of a write)."""
+        hit = self._accounts.get(did)
+        if hit is not None:
+            self._accounts.move_to_end(did)
+            return hit
+        row = await self.storage.account_by_did(did)
+        if row is None:
+            raise RepoError(f"could not find repo: {did}", error="RepoNotFound")
+        reason = await self.portability.deactivation(did)
+        if reason is not None:
+            raise RemoteProtocolError(
+                f"account {did} is not active here ({reason})", error="AccountDeactivated"
+            )
+        hit = (row.handle, SigningKey.from_str(row.signing_key))
+        self._accounts[did] = hit
+        while len(self._accounts) > 10_000:
+            self._accounts.popitem(last=False)
+        return hit
+
+    async def take_handle_confirmation(self, did: str, data: bytes) -> bool:
+        """Keep a handle confirmation that came with ``did``'s identity, if the
+        handle rule accepts it (node/accounts/handles.py); anything else is ignored: a stale
+        or forged confirmation only leaves the handle unconfirmed."""
+        if await self.storage.handle_confirmation(did) == data:
+            return False  # already held (a relayed copy): no write
+        try:
+            conf = HandleConfirmation.from_bytes(data)
+        except SkyfedError as e:
+            self.log_limit.log(
+                "confirmation",
+                logging.INFO,
+                "ignored a handle confirmation",
+                did=did,
+                why=str(e)[:200],
+            )
+            return False
+        if conf.did != did:
+            return False
+        handles = self.handles
+        return await self.storage.write(lambda conn: handles.take(conn, conf))
+
+    def forget_account(self, did: str) -> None:
+        """Drop cached account data (after a key rotation or handle change)."""
+        self._accounts.pop(did, None)
+
+    async def did_doc(self, did: str) -> dict[str, Any] | None:
+        ops = await self.storage.identity_ops(did)
+        if not ops:
+            return None
+        state = resolve_log(did, ops).state
+        return did_document(state)
+
+
+def _records(source: SqliteStorage, cids: Iterable[CID]) -> Iterator[tuple[CID, bytes]]:
+    for cid in cids:
+        block = source.read_block(cid)
+        if block is not None:
+            yield cid, block
