@@ -184,6 +184,17 @@ async function fetchImage(viewUrl, what) {
 // Helpers over the library
 
 const now = () => new Date().toISOString()
+
+// JSON with object keys sorted, to compare values whatever order their keys came in.
+function canonical(value) {
+  const sorted = (v) =>
+    Array.isArray(v)
+      ? v.map(sorted)
+      : v && typeof v === 'object'
+        ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, sorted(v[k])]))
+        : v
+  return JSON.stringify(sorted(value))
+}
 const ref = (made) => ({ uri: made.uri, cid: made.cid })
 const rkeyOf = (uri) => new AtUri(uri).rkey
 
@@ -274,8 +285,7 @@ await step('preferences put/get', async () => {
   ]
   await alice().app.bsky.actor.putPreferences({ preferences: given })
   const { data } = await alice().app.bsky.actor.getPreferences()
-  const key = (p) => JSON.stringify(p)
-  eq(data.preferences.map(key).sort(), given.map(key).sort(), 'getPreferences')
+  eq(data.preferences.map(canonical).sort(), given.map(canonical).sort(), 'getPreferences')
   const parsed = await alice().getPreferences()
   eq(parsed.moderationPrefs.adultContentEnabled, false, 'parsed adultContentEnabled')
   eq(parsed.savedFeeds.map((f) => f.value), ['following'], 'parsed savedFeeds')
