@@ -28,6 +28,7 @@ from atproto import Client, client_utils, models
 from atproto_client.exceptions import RequestErrorBase
 from atproto_client.models.blob_ref import BlobRef
 from atproto_client.models.dot_dict import DotDict
+from atproto_client.models.utils import get_or_create
 
 from node.wiring import Node
 
@@ -686,6 +687,7 @@ async def lists(s: Session) -> str:
     posts = [check_post_view(typed(i, Defs.FeedViewPost).post) for i in feed.feed]
     assert bob_plain.uri in [p.uri for p in posts]
     assert {p.author.did for p in posts} == {s.did("bob")}
+    s.made["list"] = made
     return f"{made.uri} with one member; list feed of {len(posts)}"
 
 
@@ -762,6 +764,77 @@ async def deleted_post(s: Session) -> str:
     return doomed.uri
 
 
+async def strict_formats(s: Session) -> str:
+    """The answers parsed again with the SDK's opt-in strict string formats (DIDs,
+    handles, AT-URIs, CIDs, datetimes, URIs: an avatar or image URL must be absolute)."""
+    plain = s.post("plain", "post text")
+    listed = need(s.made.get("list"), "lists")
+    alice, harbour = s.did("alice"), s.harbour
+    checks: list[tuple[str, str, Any, type]] = [
+        (
+            "bob",
+            "app.bsky.feed.getTimeline",
+            models.AppBskyFeedGetTimeline.Params(limit=100),
+            models.AppBskyFeedGetTimeline.Response,
+        ),
+        (
+            "bob",
+            "app.bsky.feed.getAuthorFeed",
+            models.AppBskyFeedGetAuthorFeed.Params(actor=alice),
+            models.AppBskyFeedGetAuthorFeed.Response,
+        ),
+        (
+            "bob",
+            "app.bsky.feed.getPostThread",
+            models.AppBskyFeedGetPostThread.Params(uri=plain.uri),
+            models.AppBskyFeedGetPostThread.Response,
+        ),
+        (
+            "bob",
+            "app.bsky.actor.getProfile",
+            models.AppBskyActorGetProfile.Params(actor=alice),
+            ActorDefs.ProfileViewDetailed,
+        ),
+        (
+            "bob",
+            "app.bsky.graph.getFollowers",
+            models.AppBskyGraphGetFollowers.Params(actor=alice),
+            models.AppBskyGraphGetFollowers.Response,
+        ),
+        (
+            "alice",
+            "app.bsky.notification.listNotifications",
+            models.AppBskyNotificationListNotifications.Params(limit=50),
+            models.AppBskyNotificationListNotifications.Response,
+        ),
+        (
+            "bob",
+            "app.bsky.feed.searchPosts",
+            models.AppBskyFeedSearchPosts.Params(q=harbour),
+            models.AppBskyFeedSearchPosts.Response,
+        ),
+        (
+            "bob",
+            "app.bsky.actor.searchActors",
+            models.AppBskyActorSearchActors.Params(q=f"alice-{s.token}"),
+            models.AppBskyActorSearchActors.Response,
+        ),
+        (
+            "bob",
+            "app.bsky.graph.getList",
+            models.AppBskyGraphGetList.Params(list=listed.uri),
+            models.AppBskyGraphGetList.Response,
+        ),
+    ]
+    for who, nsid, params, model in checks:
+        response = await call(s.client(who).invoke_query, nsid, params=params)
+        try:
+            typed(get_or_create(response.content, model, strict_string_format=True), model)
+        except Exception as e:
+            raise AssertionError(f"{nsid}: {e}") from e
+    return f"{len(checks)} answers"
+
+
 async def refresh_session(s: Session) -> str:
     alice = s.client("alice")
     before = alice.export_session_string().split(":::")
@@ -818,6 +891,7 @@ STEPS: list[tuple[str, Step]] = [
     ("threadgate refuses a reply", threadgate),
     ("report", report),
     ("deleted post gone from timeline and search", deleted_post),
+    ("strict string formats", strict_formats),
     ("refreshSession", refresh_session),
     ("deleteSession", delete_session),
 ]

@@ -43,7 +43,11 @@ function emit(name, ok, detail) {
 
 function describe(err) {
   if (err instanceof XRPCError) {
-    return `XRPC ${err.status} ${err.error}: ${err.message}`
+    // An answer the library's lexicon check refused: say which method and what.
+    const invalid = err.validationError
+      ? ` (${err.lexiconNsid}: ${err.validationError.message})`
+      : ''
+    return `XRPC ${err.status} ${err.error}: ${err.message}${invalid}`
   }
   if (err instanceof Error) return `${err.name}: ${err.message}`
   return String(err)
