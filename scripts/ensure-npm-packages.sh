@@ -2,7 +2,8 @@
 # Install the npm packages tests/test_atproto_api_js.py drives a node with (Bluesky's
 # @atproto/api, pinned with integrity hashes in tests/js/package-lock.json). Quiet and
 # quick when tests/js/node_modules already matches the lock file; otherwise `npm ci`
-# from the lock file, with npm's cache kept in tests/js/.npm-cache (ignored by git).
+# from the lock file (integrity-checked; no package install scripts run), with npm's
+# cache kept in tests/js/.npm-cache (ignored by git).
 # Node.js and npm come from the machine; where they are missing this installs
 # Debian's (needs root, as on CI), and exits non-zero if it cannot, so `make test`
 # fails loudly rather than skipping the test.
@@ -31,4 +32,4 @@ if [ node_modules/.package-lock.json -nt package-lock.json ]; then
     exit 0
 fi
 echo "ensure-npm-packages: npm ci in tests/js" >&2
-npm ci --cache .npm-cache --no-audit --no-fund --loglevel=error >/dev/null
+npm ci --ignore-scripts --cache .npm-cache --no-audit --no-fund --loglevel=error >/dev/null

@@ -83,7 +83,16 @@ def node_binary() -> str:
         )
     if not installed():
         done = subprocess.run(
-            [npm, "ci", "--cache", ".npm-cache", "--no-audit", "--no-fund", "--loglevel=error"],
+            [
+                npm,
+                "ci",
+                "--ignore-scripts",  # the lock file's packages need none: run no one's code
+                "--cache",
+                ".npm-cache",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+            ],
             cwd=JS_DIR,
             capture_output=True,
             text=True,
