@@ -141,7 +141,7 @@ def _cid_of(sub: Sub) -> CID | None:
 
 
 def _decode_node(block: bytes) -> tuple[CID | None, list[str], list[CID], list[CID | None]]:
-    value = dagcbor.decode(block, max_size=MAX_NODE, max_depth=4)
+    value = dagcbor.decode(block, max_size=MAX_NODE, shape_checked=True)
     if not isinstance(value, dict) or set(value) != {"l", "e"}:
         raise DecodeError("MST node must be exactly {l, e}")
     left, entries = value["l"], value["e"]
