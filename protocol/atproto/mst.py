@@ -197,10 +197,7 @@ class MST:
     def load(cls, store: Mapping[CID, bytes], root: CID) -> MST:
         """The tree whose root node is ``root``; nodes below load on demand."""
         tree = cls(store, Node(0, [], [], [None]))
-        node = tree._load(root, None, None, None)
-        if not node.keys and node.ptrs[0] is not None:
-            raise DecodeError("MST root is an empty bridge node (not trimmed)")
-        tree._root = node
+        tree._root = tree._load(root, None, None, None)
         return tree
 
     @classmethod
@@ -278,6 +275,8 @@ class MST:
             raise MissingBlock(cid)
         left, keys, vals, rights = _decode_node(block)
         if layer is None:  # the root: its layer is its keys'
+            if not keys and left is not None:
+                raise DecodeError("MST root is an empty bridge node (not trimmed)")
             layer = key_height(keys[0]) if keys else 0
         if layer < 0:
             raise DecodeError("MST subtree below layer 0")
