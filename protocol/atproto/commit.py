@@ -216,9 +216,9 @@ def verify_commit_event(
     car = read_car(event.blocks, max_total=MAX_EVENT_BLOCKS)
     commit = _commit_from_car(car, event.commit, event.repo, event.rev, key)
     _check_ops(event.ops, require_prev=event.prev_data is not None)
-    tree = MST.load(car.blocks, commit.data)
     records: dict[str, bytes] = {}
     try:
+        tree = MST.load(car.blocks, commit.data)
         for op in event.ops:
             if tree.get(op.path) != op.cid:
                 raise InvalidCommit(f"{op.action} {op.path}: the new tree disagrees")
