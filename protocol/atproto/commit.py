@@ -75,7 +75,8 @@ class Commit:
                 "data": self.data,
                 "rev": self.rev,
                 "prev": self.prev,
-            }
+            },
+            trusted=True,
         )
 
     def to_bytes(self) -> bytes:

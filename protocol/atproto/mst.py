@@ -32,6 +32,7 @@ carries, and compare the root with ``prevData``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from bisect import bisect_left
@@ -68,8 +69,10 @@ class MissingBlock(RepoError):
         self.cid = cid
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def key_height(key: str | bytes) -> int:
-    """Leading zero bits of sha-256(key), counted in 2-bit chunks."""
+    """Leading zero bits of sha-256(key), counted in 2-bit chunks (cached, bounded:
+    the keys of a repo's upper nodes come back in every commit event)."""
     raw = key.encode("utf-8") if isinstance(key, str) else key
     digest = hashlib.sha256(raw).digest()
     n = int.from_bytes(digest, "big")
@@ -80,10 +83,16 @@ def key_height(key: str | bytes) -> int:
 def common_prefix_len(a: str | bytes, b: str | bytes) -> int:
     """Length of the longest common prefix of two keys (in characters or bytes)."""
     n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # a[:lo] == b[:lo] and a[:hi] != b[:hi]: bisect with C compares
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def validate_key(key: str) -> None:
@@ -125,7 +134,7 @@ class Node:
             p = common_prefix_len(prev, key)
             entries.append({"p": p, "k": key[p:].encode("ascii"), "v": val, "t": _cid_of(ptr)})
             prev = key
-        return dagcbor.encode({"l": _cid_of(self.ptrs[0]), "e": entries})
+        return dagcbor.encode({"l": _cid_of(self.ptrs[0]), "e": entries}, trusted=True)
 
     def cid(self) -> CID:
         if self._cid is None:
@@ -169,7 +178,9 @@ def _decode_node(block: bytes) -> tuple[CID | None, list[str], list[CID], list[C
             raise DecodeError("MST key is not ASCII") from e
         key = prev[:p] + suffix
         validate_key(key)
-        if keys and (key <= prev or common_prefix_len(prev, key) != p):
+        # key = prev[:p] + suffix, so p is the whole shared prefix unless the
+        # suffix starts with the very byte of prev that follows it.
+        if keys and (key <= prev or (p < len(prev) and suffix[:1] == prev[p])):
             raise DecodeError("MST keys out of order or p is not the shared prefix")
         keys.append(key)
         vals.append(v)
@@ -182,11 +193,20 @@ class MST:
     """A (possibly partial) tree over a block map. Persistent: operations return a
     new :class:`MST`; :meth:`blocks` gives the encoded nodes a tree has created."""
 
-    __slots__ = ("_root", "_store")
+    __slots__ = ("_loaded", "_root", "_store")
 
-    def __init__(self, store: Mapping[CID, bytes], root: Node):
+    def __init__(
+        self,
+        store: Mapping[CID, bytes],
+        root: Node,
+        loaded: dict[tuple[CID, int | None, str | None, str | None], Node] | None = None,
+    ):
         self._store = store
         self._root = root
+        # Nodes already loaded and checked, by CID *and* position (layer, bounds):
+        # shared by the trees derived from this one, so a lookup and an edit of the
+        # same path decode each node once. Bounded by the blocks in the store.
+        self._loaded = loaded if loaded is not None else {}
 
     # -- construction ------------------------------------------------------------
     @classmethod
@@ -268,6 +288,10 @@ class MST:
 
     # -- loading -------------------------------------------------------------------
     def _load(self, cid: CID, layer: int | None, lo: str | None, hi: str | None) -> Node:
+        position = (cid, layer, lo, hi)
+        done = self._loaded.get(position)
+        if done is not None:
+            return done
         if cid.codec != CODEC_DAG_CBOR:
             raise DecodeError("an MST node link must be a dag-cbor CID")
         block = self._store.get(cid)
@@ -292,6 +316,7 @@ class MST:
             raise DecodeError("empty MST node below the root")
         node = Node(layer, keys, vals, ptrs, cid)
         node._block = block
+        self._loaded[position] = node
         return node
 
     def _resolve(self, sub: Sub, layer: int, lo: str | None, hi: str | None) -> Node | None:
@@ -306,19 +331,21 @@ class MST:
         h = key_height(key)
         root = self._root
         if not root.keys:
-            return MST(self._store, Node(h, [key], [value], [None, None]))
+            return MST(self._store, Node(h, [key], [value], [None, None]), self._loaded)
         if h > root.layer:
             left, right = self._split(root, key, root.layer, None, None)
             for layer in range(root.layer + 1, h):
                 left = Node(layer, [], [], [left]) if left is not None else None
                 right = Node(layer, [], [], [right]) if right is not None else None
-            return MST(self._store, Node(h, [key], [value], [left, right]))
-        return MST(self._store, self._insert(root, key, value, h, root.layer, None, None))
+            return MST(self._store, Node(h, [key], [value], [left, right]), self._loaded)
+        new = self._insert(root, key, value, h, root.layer, None, None)
+        return MST(self._store, new, self._loaded)
 
     def update(self, key: str, value: CID) -> MST:
         """A new tree with ``key`` set to ``value``; :class:`RepoError` if absent."""
         validate_key(key)
-        return MST(self._store, self._set(self._root, key, value, key_height(key), None, None))
+        new = self._set(self._root, key, value, key_height(key), None, None)
+        return MST(self._store, new, self._loaded)
 
     def delete(self, key: str) -> MST:
         """A new tree without ``key``; :class:`RepoError` if absent."""
@@ -326,7 +353,7 @@ class MST:
         root = self._delete(self._root, key, key_height(key), self._root.layer, None, None)
         while root is not None and not root.keys and root.ptrs[0] is not None:
             root = self._resolve(root.ptrs[0], root.layer - 1, None, None)  # trim
-        return MST(self._store, root if root is not None else Node(0, [], [], [None]))
+        return MST(self._store, root if root is not None else Node(0, [], [], [None]), self._loaded)
 
     def _insert(
         self, sub: Sub, key: str, value: CID, h: int, layer: int, lo: str | None, hi: str | None
