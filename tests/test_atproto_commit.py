@@ -292,6 +292,25 @@ def test_retired_flags_and_rev_order(mixed: CommitEvent) -> None:
             verify_commit_event(forged, KEY.public)
 
 
+def test_noop_update_refused(mixed: CommitEvent) -> None:
+    """An update whose cid is its prev changes nothing, so the proof cannot catch a
+    relay that adds one for any record: refused."""
+    fake = RepoOp("update", path(8), cid_for_dag_cbor(record(8)), cid_for_dag_cbor(record(8)))
+    with pytest.raises(InvalidCommit, match="equals prev"):
+        verify_commit_event(dataclasses.replace(mixed, ops=(*mixed.ops, fake)), KEY.public)
+
+
+def test_first_commit_without_prev_data_is_proved_against_empty_tree(
+    base: tuple[MST, CommitEvent],
+) -> None:
+    _, first = base
+    verify_commit_event(dataclasses.replace(first, prev_data=None), KEY.public)
+    # Leaving out one create no longer builds the tree from nothing.
+    short = dataclasses.replace(first, prev_data=None, ops=first.ops[1:])
+    with pytest.raises(InvalidCommit, match="prevData"):
+        verify_commit_event(short, KEY.public)
+
+
 def test_legacy_event_without_prev_data(mixed: CommitEvent) -> None:
     legacy = dataclasses.replace(mixed, prev_data=None)
     done = verify_commit_event(legacy, KEY.public, require_proof=False)

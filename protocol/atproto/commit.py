@@ -53,6 +53,7 @@ MAX_COMMIT = 10_000
 #: Default bound on a repository export read by :func:`verify_repo`.
 MAX_REPO = 1024 * 1024 * 1024
 _FIELDS = frozenset({"did", "version", "data", "rev", "prev", "sig"})
+_EMPTY_ROOT = MST.empty().root_cid()
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +174,10 @@ def _check_ops(ops: tuple[RepoOp, ...], require_prev: bool) -> None:
         elif op.action == "update":
             if op.cid is None or (require_prev and op.prev is None):
                 raise InvalidCommit(f"update {op.path}: needs cid and prev")
+            if op.cid == op.prev:
+                # A no-op the proof cannot see: anyone between the PDS and us could
+                # add one for any record and consumers would index a fake update.
+                raise InvalidCommit(f"update {op.path}: cid equals prev")
         elif op.cid is not None or (require_prev and op.prev is None):
             raise InvalidCommit(f"delete {op.path}: needs prev and no cid")
 
@@ -193,7 +198,7 @@ def verify_commit_event(
        (:class:`~protocol.errors.InvalidSignature` otherwise: the caller may
        re-resolve the DID once, as the key may have rotated).
     4. The ops: unique paths; a create has ``cid`` and no ``prev``; an update has
-       ``cid`` and ``prev``; a delete has ``prev`` and no ``cid``.
+       ``cid`` and ``prev``, and they differ; a delete has ``prev`` and no ``cid``.
     5. In the new tree (``commit.data``, loaded only from the CAR), every created or
        updated path holds its ``cid`` and every deleted path is absent; the record
        block of every create and update is in the CAR.
@@ -203,7 +208,9 @@ def verify_commit_event(
        that the CAR lacks fails the proof. A malformed or non-canonical tree node is
        a :class:`~protocol.errors.DecodeError`.
 
-    ``require_proof=False`` accepts an event without ``prevData`` (pre-1.1 hosts)
+    A first commit (``since`` null) without ``prevData`` is proved against the
+    empty tree: its ops must build the whole tree. ``require_proof=False`` accepts
+    any other event without ``prevData`` (pre-1.1 hosts)
     after checks 1-5 only (and ``prev`` on updates and deletes is then optional).
     """
     if event.too_big or event.rebase:
@@ -212,11 +219,14 @@ def verify_commit_event(
         raise InvalidCommit("since must be an earlier rev than rev")
     if len(event.blocks) > MAX_EVENT_BLOCKS:
         raise InvalidCommit("the event's blocks are over-size")
-    if event.prev_data is None and require_proof:
+    prev_data = event.prev_data
+    if prev_data is None and event.since is None:
+        prev_data = _EMPTY_ROOT  # a first commit builds its tree from nothing
+    if prev_data is None and require_proof:
         raise InvalidCommit("no prevData: the event cannot be verified inductively")
     car = read_car(event.blocks, max_total=MAX_EVENT_BLOCKS)
     commit = _commit_from_car(car, event.commit, event.repo, event.rev, key)
-    _check_ops(event.ops, require_prev=event.prev_data is not None)
+    _check_ops(event.ops, require_prev=prev_data is not None)
     records: dict[str, bytes] = {}
     try:
         tree = MST.load(car.blocks, commit.data)
@@ -228,7 +238,7 @@ def verify_commit_event(
                 if block is None:
                     raise InvalidCommit(f"{op.action} {op.path}: record block missing")
                 records[op.path] = block
-        if event.prev_data is not None:
+        if prev_data is not None:
             old = tree
             for op in event.ops:
                 if op.action == "create":
@@ -239,7 +249,7 @@ def verify_commit_event(
                 else:
                     assert op.prev is not None
                     old = old.add(op.path, op.prev)
-            if old.root_cid() != event.prev_data:
+            if old.root_cid() != prev_data:
                 raise InvalidCommit("undoing the ops does not give prevData")
     except MissingBlock as e:
         raise InvalidCommit(f"the proof is incomplete: {e.message}") from e
