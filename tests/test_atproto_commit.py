@@ -37,7 +37,7 @@ from protocol.atproto.firehose import (
     encode_frame,
 )
 from protocol.atproto.mst import MST
-from protocol.errors import DecodeError, InvalidCommit, InvalidSignature
+from protocol.errors import DecodeError, InvalidCommit, InvalidSignature, RemoteProtocolError
 
 from .atproto_vectors import example_keys
 
@@ -562,3 +562,26 @@ def test_keys_fixture_paths_are_valid_op_paths() -> None:
     event = decode_frame(_frame({"op": 1, "t": "#commit"}, body))
     assert isinstance(event, CommitEvent)
     assert [op.path for op in event.ops] == keys
+
+
+def test_every_flipped_or_cut_frame_fails_cleanly(mixed: CommitEvent) -> None:
+    """Whatever a byte flip or a truncation does to a frame, decoding and verifying
+    raise only our remote-error family, or accept a frame whose signed part is
+    intact (a flip in ``time`` or ``seq`` can leave a valid frame)."""
+    raw = encode_frame(mixed)
+    accepted = 0
+    variants = [raw[:n] for n in range(0, len(raw), 3)]
+    for i in range(0, len(raw), 2):
+        flipped = bytearray(raw)
+        flipped[i] ^= 0x20
+        variants.append(bytes(flipped))
+    for data in variants:
+        try:
+            frame = decode_frame(data)
+            if isinstance(frame, CommitEvent):
+                done = verify_commit_event(frame, KEY.public)
+                assert done.commit == _commit_of(mixed)
+                accepted += 1
+        except RemoteProtocolError:
+            continue
+    assert accepted < len(variants) // 10
