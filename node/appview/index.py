@@ -122,7 +122,7 @@ CREATE INDEX feed_items_actor ON feed_items (viewer, actor);
 # of a generator land in post_stats under its URI like those of a post. An account's
 # likes newest first (getActorLikes) read likes_actor_time.
 FEEDGEN_SCHEMA = """
-CREATE TABLE feed_generators (
+CREATE TABLE IF NOT EXISTS feed_generators (
     uri TEXT PRIMARY KEY,
     did TEXT NOT NULL,
     rkey TEXT NOT NULL,
@@ -130,9 +130,9 @@ CREATE TABLE feed_generators (
     service TEXT NOT NULL,
     indexed_at TEXT NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX feed_generators_creator ON feed_generators (did, rkey);
-CREATE INDEX feed_generators_service ON feed_generators (service, rkey);
-CREATE INDEX likes_actor_time ON likes (did, indexed_at);
+CREATE INDEX IF NOT EXISTS feed_generators_creator ON feed_generators (did, rkey);
+CREATE INDEX IF NOT EXISTS feed_generators_service ON feed_generators (service, rkey);
+CREATE INDEX IF NOT EXISTS likes_actor_time ON likes (did, indexed_at);
 """
 
 #: Posts and reposts copied into a timeline when its owner follows someone.
