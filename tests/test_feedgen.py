@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -28,6 +30,7 @@ from .test_atproto_sdk import call, typed
 from .test_federation import link, start_nodes, until
 
 PASSWORD = "correct horse battery staple"
+ROOT = Path(__file__).resolve().parent.parent
 GENERATOR = "app.bsky.feed.generator"
 
 
@@ -603,3 +606,25 @@ async def test_an_older_database_indexes_its_generator_records_on_upgrade(
         out = await reader.call("app.bsky.feed.getFeedGenerator", params={"feed": uri}, auth=None)
         assert out["view"]["displayName"] == "From before"
         assert out["isValid"] is True
+
+
+async def test_the_example_plugin_runs_as_a_user_would_run_it() -> None:
+    root = ROOT
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "examples/feed_plugin.py",
+        cwd=root,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 50)
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert "online=True, valid=True" in text
+    assert text.endswith(
+        "bob reads the Cats feed:\n"
+        "  @bob.skyfed.test: Two kittens on the balcony!\n"
+        "  @alice.skyfed.test: My cat knocked a glass off the table.\n"
+    )
