@@ -355,10 +355,15 @@ async def _skeleton(n: Node, feed_uri: str, token: str | None) -> tuple[int, Any
 # -- hostile generators on the network -------------------------------------------------
 
 Answer = Callable[[web.Request], Awaitable[web.StreamResponse]]
+DESCRIBED: web.AppKey[list[str]] = web.AppKey("described")
+#: The feeds the hostile server's describeFeedGenerator lists.
+DESCRIBED_FEEDS: list[str] = []
 
 
 @pytest.fixture
 async def hostile(tmp_path: Path) -> AsyncIterator[tuple[Node, Client, list[Answer], list[Any]]]:
+    """``seen`` gets the Authorization header of each skeleton request, and
+    ``"describe"`` for each describeFeedGenerator request."""
     """A node whose feed's service is a server under the test's control."""
     n = Node(
         NodeConfig(
@@ -371,13 +376,22 @@ async def hostile(tmp_path: Path) -> AsyncIterator[tuple[Node, Client, list[Answ
     )
     answers: list[Answer] = []
     seen: list[Any] = []
+    described = DESCRIBED_FEEDS
+    described.clear()
 
     async def skeleton(request: web.Request) -> web.StreamResponse:
         seen.append(request.headers.get("Authorization"))
         return await answers[0](request)
 
+    async def describe(request: web.Request) -> web.StreamResponse:
+        seen.append("describe")
+        feeds = [{"uri": u} for u in request.app[DESCRIBED]]
+        return web.json_response({"did": "did:key:z", "feeds": feeds})
+
     app = web.Application()
+    app[DESCRIBED] = described
     app.router.add_get("/xrpc/app.bsky.feed.getFeedSkeleton", skeleton)
+    app.router.add_get("/xrpc/app.bsky.feed.describeFeedGenerator", describe)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -628,3 +642,40 @@ async def test_the_example_plugin_runs_as_a_user_would_run_it() -> None:
         "  @bob.skyfed.test: Two kittens on the balcony!\n"
         "  @alice.skyfed.test: My cat knocked a glass off the table.\n"
     )
+
+
+async def test_a_remote_feeds_status_is_asked_once_a_minute(
+    hostile: tuple[Node, Client, list[Answer], list[Any]],
+) -> None:
+    _, alice, _, seen = hostile
+    uri = await declare(alice, seeded_key(7).did_key(), "remote")
+    DESCRIBED_FEEDS.append(uri)
+    for _ in range(3):
+        out = await alice.call("app.bsky.feed.getFeedGenerator", params={"feed": uri})
+        assert (out["isOnline"], out["isValid"]) == (True, True)
+    assert seen.count("describe") == 1
+
+
+async def test_labels_and_redaction_apply_to_feeds_and_the_new_views(
+    node: Node, accounts: list[Client]
+) -> None:
+    alice, bob, carol, mod = accounts
+    await alice.follow(bob.did)
+    await bob.follow(alice.did)
+    spam = await bob.post("buy now")
+    fine = await bob.post("a fine post")
+    await carol.post("quoting the spam", quote=spam)
+    await mod.label(spam.uri, "spam")
+    await mod.label(fine.uri, "!takedown")
+    uri = await declare(alice, node.node_did, "mutuals")
+    header = {"atproto-accept-labelers": mod.did}
+    out = await alice.call("app.bsky.feed.getFeed", params={"feed": uri}, headers=header)
+    labels = {
+        i["post"]["record"]["text"]: [lb["val"] for lb in i["post"]["labels"]] for i in out["feed"]
+    }
+    assert labels == {"buy now": ["spam"], "a fine post": ["!takedown"]}
+    redact = {"atproto-accept-labelers": f"{mod.did};redact"}
+    out = await alice.call("app.bsky.feed.getFeed", params={"feed": uri}, headers=redact)
+    assert texts(out) == ["buy now"]
+    quotes = await alice.call("app.bsky.feed.getQuotes", params={"uri": spam.uri}, headers=header)
+    assert quotes["posts"][0]["embed"]["record"]["labels"][0]["val"] == "spam"

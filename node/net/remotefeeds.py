@@ -23,6 +23,8 @@ than the bound), and the answer must parse as a skeleton of at most ``limit`` po
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -40,6 +42,11 @@ GET_SKELETON: Final = "app.bsky.feed.getFeedSkeleton"
 DESCRIBE: Final = "app.bsky.feed.describeFeedGenerator"
 #: Feeds a describeFeedGenerator answer may list (the rest are ignored).
 MAX_DESCRIBED: Final = 1000
+#: How long a describeFeedGenerator answer (or its absence) is reused, in seconds,
+#: and for how many services at most: getFeedGenerator is a reader's request, and
+#: each one must not become a request to another node.
+DESCRIBE_TTL: Final = 60.0
+MAX_DESCRIBED_SERVICES: Final = 1000
 
 Sign = Callable[[str, str, str], Awaitable[str]]
 
@@ -67,6 +74,7 @@ class RemoteFeeds:
         self.timeout = timeout
         self.max_bytes = max_bytes
         self._session: aiohttp.ClientSession | None = None
+        self._described: OrderedDict[str, tuple[float, list[str] | None]] = OrderedDict()
         #: Calls that failed (refused, timed out, bad answers), for tests and operators.
         self.failures = 0
 
@@ -102,7 +110,20 @@ class RemoteFeeds:
             raise
 
     async def describe(self, service: str) -> list[str] | None:
-        """The feed URIs the service says it serves, or None if it did not answer."""
+        """The feed URIs the service says it serves, or None if it did not answer
+        (either reused for :data:`DESCRIBE_TTL` seconds)."""
+        now = time.monotonic()
+        hit = self._described.get(service)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        found = await self._describe(service)
+        self._described[service] = (now + DESCRIBE_TTL, found)
+        self._described.move_to_end(service)
+        while len(self._described) > MAX_DESCRIBED_SERVICES:
+            self._described.popitem(last=False)
+        return found
+
+    async def _describe(self, service: str) -> list[str] | None:
         try:
             body = await self._get(service, DESCRIBE, {}, {})
             value: Any = orjson.loads(body)
