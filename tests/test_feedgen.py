@@ -679,3 +679,31 @@ async def test_labels_and_redaction_apply_to_feeds_and_the_new_views(
     assert texts(out) == ["buy now"]
     quotes = await alice.call("app.bsky.feed.getQuotes", params={"uri": spam.uri}, headers=header)
     assert quotes["posts"][0]["embed"]["record"]["labels"][0]["val"] == "spam"
+
+
+async def test_feed_context_reads_are_bounded_per_account(
+    node: Node, accounts: list[Client]
+) -> None:
+    alice, bob, carol, _ = accounts
+    posts = [await bob.post(f"p{i}") for i in range(3)]
+    for p in posts:
+        await alice.like(p)
+    await carol.like(posts[0])
+    ctx = node.feeds.host.ctx
+    # Only alice's newest like counts with per_account=1; carol's one like too.
+    ranked = await ctx.liked_by([alice.did, carol.did], per_account=1)
+    assert sorted(ranked) == sorted([(posts[2].uri, 1), (posts[0].uri, 1)])
+    everything = await ctx.liked_by([alice.did, carol.did])
+    assert everything[0] == (posts[0].uri, 2)
+    assert len(everything) == 3
+    # Text, counts and posts are read, bounded, through the same interface.
+    assert (await ctx.texts([posts[1].uri, "at://did:plc:x/app.bsky.feed.post/y"])) == {
+        posts[1].uri: "p1"
+    }
+    assert (await ctx.like_counts([posts[0].uri]))[posts[0].uri] == 2
+    assert (await ctx.post_counts([bob.did, carol.did])) == {bob.did: 3, carol.did: 0}
+    newest = await ctx.recent_posts([bob.did], limit=2)
+    assert [p.uri for p in newest] == [posts[2].uri, posts[1].uri]
+    older = await ctx.recent_posts([bob.did], limit=2, before=newest[-1].sort_at)
+    assert [p.uri for p in older] == [posts[0].uri]
+    assert await ctx.recent_posts(None, limit=0) == []

@@ -32,8 +32,10 @@ GENERATOR_VIEW: Final = "app.bsky.feed.defs#generatorView"
 REASON_PIN: Final = "app.bsky.feed.defs#reasonPin"
 #: Deepest page of suggestions, counted in accounts.
 MAX_SUGGESTION_OFFSET: Final = 500
-#: Accounts followed by the viewer that suggestions look through, at most.
-_SUGGEST_FROM: Final = 1000
+#: Accounts whose follows count as votes for a suggestion, at most, and the follows
+#: of each that count.
+_SUGGEST_FROM: Final = 100
+_VOTES_EACH: Final = 200
 
 BlobUrl = Callable[[str, str], str]
 
@@ -276,16 +278,14 @@ def _suggest(
         voters = []
     voters = [v for v in dict.fromkeys(voters) if v not in hidden]
     votes: dict[str, int] = {}
-    for i in range(0, len(voters), 500):
-        chunk = voters[i : i + 500]
-        for subject, n in r.conn.execute(
-            "SELECT subject, COUNT(DISTINCT did) FROM follows"
-            f" WHERE did IN ({_marks(len(chunk))}) GROUP BY subject"
-            " ORDER BY COUNT(DISTINCT did) DESC LIMIT ?",
-            [*chunk, MAX_SUGGESTION_OFFSET * 4],
+    for voter in voters:
+        # Each voter's follows, at most _VOTES_EACH of them: the work is bounded by
+        # _SUGGEST_FROM x _VOTES_EACH rows however many accounts they follow.
+        for (subject,) in r.conn.execute(
+            "SELECT DISTINCT subject FROM follows WHERE did = ? LIMIT ?", (voter, _VOTES_EACH)
         ):
             if subject not in excluded:
-                votes[subject] = votes.get(subject, 0) + n
+                votes[subject] = votes.get(subject, 0) + 1
     ranked = [d for d, _ in sorted(votes.items(), key=lambda kv: (-kv[1], kv[0]))]
     if fallback and len(ranked) < want:
         # Then the accounts with the most posts, the most followed first among equals.

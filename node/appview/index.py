@@ -132,7 +132,7 @@ CREATE TABLE IF NOT EXISTS feed_generators (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS feed_generators_creator ON feed_generators (did, rkey);
 CREATE INDEX IF NOT EXISTS feed_generators_service ON feed_generators (service, rkey);
-CREATE INDEX IF NOT EXISTS likes_actor_time ON likes (did, indexed_at);
+CREATE INDEX IF NOT EXISTS likes_actor_time ON likes (did, indexed_at, subject);
 """
 
 #: Posts and reposts copied into a timeline when its owner follows someone.

@@ -230,25 +230,34 @@ class FeedContext:
         return await self._q(q)
 
     async def liked_by(
-        self, dids: Sequence[str], *, since: str | None = None, limit: int = MAX_ROWS
+        self,
+        dids: Sequence[str],
+        *,
+        since: str | None = None,
+        limit: int = MAX_ROWS,
+        per_account: int = 20,
     ) -> list[tuple[str, int]]:
         """Posts liked by any of ``dids`` since ``since`` (by when the like was
-        indexed), with how many of them liked it, most liked first."""
+        indexed), with how many of them liked it, most liked first. Only each
+        account's newest ``per_account`` likes (at most 100) count, so the work is
+        bounded by the accounts asked about, not by how much they like."""
         n = _bound(limit)
         lo = since or ""
+        each = max(1, min(int(per_account), 100))
 
         def q(c: sqlite3.Connection) -> list[tuple[str, int]]:
             counts: dict[str, int] = {}
-            chosen = _authors(dids)
-            for i in range(0, len(chosen), 500):
-                chunk = chosen[i : i + 500]
-                for subject, count in c.execute(
-                    "SELECT subject, COUNT(DISTINCT did) FROM likes"
-                    f" WHERE did IN ({_marks(len(chunk))}) AND indexed_at >= ?"
-                    " GROUP BY subject ORDER BY COUNT(DISTINCT did) DESC LIMIT ?",
-                    [*chunk, lo, n * 4],
-                ):
-                    counts[subject] = counts.get(subject, 0) + count
+            for did in _authors(dids):
+                liked = {
+                    r[0]
+                    for r in c.execute(
+                        "SELECT subject FROM likes WHERE did = ? AND indexed_at >= ?"
+                        " ORDER BY indexed_at DESC LIMIT ?",
+                        (did, lo, each),
+                    )
+                }
+                for subject in liked:
+                    counts[subject] = counts.get(subject, 0) + 1
             ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
             return [(uri, count) for uri, count in ranked if "/app.bsky.feed.post/" in uri][:n]
 

@@ -5,7 +5,8 @@
   :data:`QUIET_MAX_POSTS` times in those 30 days, newest first. The people who post
   a lot fill a timeline; this is where the others are not drowned.
 - ``follows-popular``: posts the people you follow liked in the last 3 days, most
-  liked by them first.
+  liked by them first (each account's newest 20 likes count; the ranking is kept a
+  minute per reader, for 256 readers at most).
 - ``mutuals``: posts by accounts you follow that follow you back, newest first.
 
 Each needs a viewer (an anonymous reader gets an empty feed). Cursors are what the
@@ -15,6 +16,8 @@ trusted as SQL.
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from typing import Final
 
 from protocol.errors import RemoteProtocolError
@@ -30,6 +33,8 @@ QUIET_MAX_POSTS: Final = 10
 #: Likes ``follows-popular`` looks back over, in seconds, and the deepest page.
 POPULAR_WINDOW: Final = 3 * 86400
 POPULAR_MAX_OFFSET: Final = 900
+POPULAR_CACHE_SECONDS: Final = 60.0
+POPULAR_CACHE_READERS: Final = 256
 
 
 def _time_page(posts: list[PostRef], limit: int) -> Skeleton:
@@ -64,9 +69,32 @@ class QuietPosters(FeedGenerator):
 
 
 class FollowsPopular(FeedGenerator):
+    """The ranking is worked out once per reader and kept for
+    :data:`POPULAR_CACHE_SECONDS` (for :data:`POPULAR_CACHE_READERS` readers at most),
+    so the pages of one scroll come from one ranking and cost one computation."""
+
     name = "follows-popular"
     display_name = "Popular with your follows"
     description = "Posts the people you follow liked in the last three days, most liked first."
+
+    def __init__(self) -> None:
+        self._ranked: OrderedDict[str, tuple[float, list[str]]] = OrderedDict()
+
+    async def _ranking(self, ctx: FeedContext, viewer: str) -> list[str]:
+        now = time.monotonic()
+        hit = self._ranked.get(viewer)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        follows = await ctx.follows(viewer)
+        ranked = await ctx.liked_by(
+            follows, since=ctx.ago(POPULAR_WINDOW), limit=POPULAR_MAX_OFFSET
+        )
+        uris = [uri for uri, _ in ranked]
+        self._ranked[viewer] = (now + POPULAR_CACHE_SECONDS, uris)
+        self._ranked.move_to_end(viewer)
+        while len(self._ranked) > POPULAR_CACHE_READERS:
+            self._ranked.popitem(last=False)
+        return uris
 
     async def skeleton(
         self, ctx: FeedContext, viewer: str | None, limit: int, cursor: str | None
@@ -80,12 +108,11 @@ class FollowsPopular(FeedGenerator):
             offset = int(cursor)
         if offset >= POPULAR_MAX_OFFSET:
             return Skeleton(())
-        follows = await ctx.follows(viewer)
-        ranked = await ctx.liked_by(follows, since=ctx.ago(POPULAR_WINDOW), limit=offset + limit)
+        ranked = await self._ranking(ctx, viewer)
         page = ranked[offset : offset + limit]
         more = len(page) == limit and offset + limit < POPULAR_MAX_OFFSET
         return Skeleton(
-            tuple(SkeletonItem(uri) for uri, _ in page), str(offset + limit) if more else None
+            tuple(SkeletonItem(uri) for uri in page), str(offset + limit) if more else None
         )
 
 
