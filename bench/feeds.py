@@ -16,7 +16,8 @@ a warm-up pass, ``--requests`` requests of each method spread over the viewers:
   ``follows-popular`` and ``mutuals``, first pages;
 * ``getSuggestions`` (limit 25), ``getActorLikes`` (the viewer's own, limit 50),
   ``getQuotes`` of posts that were quoted (limit 50);
-* ``/xrpc/_health``: the same-run baseline.
+* ``/xrpc/_health`` and ``getTimeline`` (limit 30): same-run yardsticks (the
+  timeline is the view bench/views.py holds to the same target).
 
 Prints p50/p99/max. Target (as for timelines): p50 <= 10 ms and p99 <= 50 ms for
 every method (exit status 1 when missed).
@@ -105,6 +106,10 @@ async def measure(workdir: Path, manifest: dict[str, Any], args: argparse.Namesp
                 out: list[tuple[str, str, dict[str, Any], str]] = []
                 for i in range(args.requests):
                     v = viewers[i % len(viewers)]
+                    # The same-run yardstick: a timeline page of the same size.
+                    out.append(
+                        ("getTimeline (yardstick)", "app.bsky.feed.getTimeline", {"limit": 30}, v)
+                    )
                     for name, uri in feeds.items():
                         out.append(
                             (
@@ -161,6 +166,9 @@ async def measure(workdir: Path, manifest: dict[str, Any], args: argparse.Namesp
     print(health.line("  _health (baseline)", rate=False))
     met = True
     for name, s in samples.items():
+        if name.startswith("getTimeline"):
+            print(s.line(f"  {name}", rate=False))
+            continue
         mean_items = statistics.mean(items.get(name, [0]))
         print(s.line(f"  {name}", rate=False) + f"  ({mean_items:.0f} items/answer)")
         if s.errors or not s.latencies:
