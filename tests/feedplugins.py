@@ -98,6 +98,19 @@ class TooMany(FeedGenerator):
         )
 
 
+class Greedy(FeedGenerator):
+    """Asks for far more reads at once than a call may make."""
+
+    name = "greedy"
+    display_name = "Greedy"
+
+    async def skeleton(
+        self, ctx: FeedContext, viewer: str | None, limit: int, cursor: str | None
+    ) -> Skeleton:
+        await asyncio.gather(*(ctx.follows(viewer or "did:plc:x") for _ in range(500)))
+        return Skeleton(())
+
+
 ALL = (
     "tests.feedplugins:Everything",
     "tests.feedplugins:Raises",
@@ -106,4 +119,5 @@ ALL = (
     "tests.feedplugins:Garbage",
     "tests.feedplugins:NotASkeleton",
     "tests.feedplugins:TooMany",
+    "tests.feedplugins:Greedy",
 )

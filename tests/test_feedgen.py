@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jwt
 import orjson
@@ -26,12 +26,25 @@ from protocol.feedgen import Skeleton
 
 from . import feedplugins
 from .seeds import seeded_key
-from .test_atproto_sdk import call, typed
 from .test_federation import link, start_nodes, until
 
 PASSWORD = "correct horse battery staple"
 ROOT = Path(__file__).resolve().parent.parent
 GENERATOR = "app.bsky.feed.generator"
+
+
+T = TypeVar("T")
+
+
+async def call(fn: Callable[..., T], *args: Any) -> T:
+    """Run one blocking SDK call off the event loop the node serves on."""
+    return await asyncio.to_thread(fn, *args)
+
+
+def typed(value: object, cls: type[T]) -> T:
+    """``value`` is an instance of the SDK model ``cls`` (not an untyped fallback)."""
+    assert isinstance(value, cls), f"expected {cls.__qualname__}, got {type(value)!r}"
+    return value
 
 
 def _now() -> str:
@@ -206,12 +219,13 @@ async def test_a_plugin_feed_and_every_way_a_plugin_misbehaves(plugged: Node) ->
                 "garbage",
                 "not-a-skeleton",
                 "too-many",
+                "greedy",
             )
         }
         feedplugins.SEEN.clear()
         assert texts(await feed(alice, feeds["everything"])) == ["two", "one"]
         assert [alice.did] == feedplugins.SEEN
-        for name in ("raises", "garbage", "not-a-skeleton", "too-many"):
+        for name in ("raises", "garbage", "not-a-skeleton", "too-many", "greedy"):
             with pytest.raises(XrpcError) as e:
                 await feed(alice, feeds[name])
             assert (e.value.status, e.value.error) == (502, "UpstreamFailure"), name

@@ -10,12 +10,14 @@ a ``display_name`` and ``description``, and one coroutine::
 that answers which posts the feed shows, newest page first, as a
 :class:`protocol.feedgen.Skeleton` (post AT-URIs and a cursor). The generator never
 sees the database: :class:`FeedContext` is all it reads, every method bounded in
-rows (:data:`MAX_ROWS`) and run on a storage reader thread. It cannot write, and it
-never sees private data (sessions, passwords, mutes of other accounts).
+rows (:data:`MAX_ROWS`) and run on a storage reader thread; one skeleton call may
+read :data:`MAX_READS_PER_CALL` times, :data:`MAX_PARALLEL_READS` at once. It cannot
+write, and it never sees private data (sessions, passwords, mutes of other accounts).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import sqlite3
 from abc import ABC, abstractmethod
@@ -23,16 +25,27 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-from protocol.feedgen import Skeleton
+from protocol.feedgen import Skeleton, SkeletonError
 
 from ..views import _record_json
 
-__all__ = ["MAX_AUTHORS", "MAX_ROWS", "FeedContext", "FeedGenerator", "PostRef"]
+__all__ = [
+    "MAX_AUTHORS",
+    "MAX_PARALLEL_READS",
+    "MAX_READS_PER_CALL",
+    "MAX_ROWS",
+    "FeedContext",
+    "FeedGenerator",
+    "PostRef",
+]
 
 #: Most rows one FeedContext call answers.
 MAX_ROWS: Final = 1000
 #: Most authors one FeedContext call takes (more are ignored, in the order given).
 MAX_AUTHORS: Final = 5000
+#: Reads one skeleton call may make, and how many may wait on reader threads at once.
+MAX_READS_PER_CALL: Final = 64
+MAX_PARALLEL_READS: Final = 2
 
 T = TypeVar("T")
 
@@ -90,9 +103,26 @@ class FeedContext:
     so they compare as strings; ``before``/``since`` bound ``sort_at`` (when a post
     was made, or indexed if it claims a later time)."""
 
-    def __init__(self, read: Reader, clock: Callable[[], float]):
+    def __init__(
+        self,
+        read: Reader,
+        clock: Callable[[], float],
+        *,
+        max_reads: int | None = None,
+        parallel: int = MAX_PARALLEL_READS,
+    ):
         self._read = read
         self._clock = clock
+        self._max_reads = max_reads
+        self._reads = 0
+        self._parallel = parallel
+        self._gate: asyncio.Semaphore | None = None
+
+    def for_call(self, max_reads: int = MAX_READS_PER_CALL) -> FeedContext:
+        """A context for one skeleton call: at most ``max_reads`` reads, and at most
+        :data:`MAX_PARALLEL_READS` of them at once, so one call (however it gathers)
+        cannot occupy the node's reader threads."""
+        return FeedContext(self._read, self._clock, max_reads=max_reads, parallel=self._parallel)
 
     def now(self) -> str:
         """The node's current time, as a datetime string."""
@@ -105,7 +135,15 @@ class FeedContext:
         return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
     async def _q(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        result: T = await self._read(fn)
+        if self._max_reads is not None:
+            self._reads += 1
+            if self._reads > self._max_reads:
+                raise SkeletonError(f"a feed may read at most {self._max_reads} times per call")
+        if self._gate is None:
+            # Made on first use, in the loop the call runs on (a plugin has its own).
+            self._gate = asyncio.Semaphore(self._parallel)
+        async with self._gate:
+            result: T = await self._read(fn)
         return result
 
     async def follows(self, did: str, limit: int = MAX_ROWS) -> list[str]:

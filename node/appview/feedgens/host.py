@@ -151,8 +151,10 @@ class FeedHost:
         if gen is None:
             raise RemoteProtocolError(f"no feed {name!r} is hosted here", error="UnknownFeed")
 
+        ctx = self.ctx.for_call()
+
         def call() -> Awaitable[Any]:
-            result: Awaitable[Any] = gen.skeleton(self.ctx, viewer, limit, cursor)
+            result: Awaitable[Any] = gen.skeleton(ctx, viewer, limit, cursor)
             return result
 
         try:
