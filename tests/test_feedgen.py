@@ -721,3 +721,24 @@ async def test_feed_context_reads_are_bounded_per_account(
     older = await ctx.recent_posts([bob.did], limit=2, before=newest[-1].sort_at)
     assert [p.uri for p in older] == [posts[0].uri]
     assert await ctx.recent_posts(None, limit=0) == []
+
+
+async def test_the_command_line_reads_a_custom_feed(node: Node, tmp_path: Path) -> None:
+    from .test_cli import new_account, ok, skyfed
+
+    alice = await new_account(tmp_path, node, "alice")
+    async with Client(node.url) as bob:
+        await bob.create_account("bob.skyfed.test", PASSWORD)
+        await bob.post("bob writes rarely")
+        async with Client(node.url) as me:
+            await me.login("alice.skyfed.test", PASSWORD)
+            await me.follow(bob.did)
+            ref = await me.declare_feed(
+                "quiet-posters", service=node.node_did, display_name="Quiet"
+            )
+            assert (await me.custom_feed(ref.uri))["feed"][0]["post"]["author"]["did"] == bob.did
+    out = ok(await skyfed(alice, "feed", "--generator", ref.uri)).out
+    assert "@bob.skyfed.test" in out
+    assert "bob writes rarely" in out
+    as_json = ok(await skyfed(alice, "feed", "--generator", ref.uri, "--json")).json()
+    assert [i["post"]["record"]["text"] for i in as_json["feed"]] == ["bob writes rarely"]

@@ -24,7 +24,12 @@ import jwt
 
 from protocol.errors import RemoteProtocolError
 from protocol.feedgen import MAX_CURSOR, Skeleton, feed_uri_parts
-from protocol.serviceauth import ServiceAuthError, UsedTokens, verify_service_token
+from protocol.serviceauth import (
+    MAX_TOKEN_BYTES,
+    ServiceAuthError,
+    UsedTokens,
+    verify_service_token,
+)
 
 from ..feeds import FeedViews, UnknownFeed
 from .host import FeedHost
@@ -130,6 +135,8 @@ class Feeds:
 
     async def caller(self, token: str) -> str:
         """The reader a service token vouches for (see the module docstring)."""
+        if len(token) > MAX_TOKEN_BYTES:
+            raise ServiceAuthError(f"a service token is at most {MAX_TOKEN_BYTES} bytes")
         try:
             claims = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError as e:
