@@ -1276,14 +1276,14 @@ def _utc_now() -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 
-def _reindex(conn: sqlite3.Connection, collection: str | None = None) -> None:
+def _reindex(conn: sqlite3.Connection, only: str | None = None) -> None:
     """Build the indexes from the stored records (a database from before them), or
-    those of one ``collection`` (a database from before it was indexed)."""
+    those of the collection ``only`` (a database from before it was indexed)."""
     now = _utc_now()
     rows = conn.execute(
         "SELECT r.did, r.collection, r.rkey, r.cid, b.data FROM records r"
         " JOIN blocks b ON b.cid = r.cid WHERE ? IS NULL OR r.collection = ?",
-        (collection, collection),
+        (only, only),
     )
     for did, collection, rkey, cid, data in rows.fetchall():
         index_record(conn, did, collection, rkey, data, cid, now)
