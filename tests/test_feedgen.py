@@ -588,11 +588,13 @@ async def test_the_atproto_sdk_parses_feeds_and_the_new_views(node: Node) -> Non
                 f.get_quotes({"uri": original.uri}),
                 sdk.app.bsky.actor.get_suggestions(),
                 sdk.app.bsky.graph.get_suggested_follows_by_actor({"actor": "bob.skyfed.test"}),
+                f.get_actor_feeds({"actor": "alice.skyfed.test"}),
+                f.get_suggested_feeds(),
             )
         finally:
             sdk.request.close()
 
-    got, gen, gens, described, skel, likes, quotes, sugg, similar = await call(session)
+    got, gen, gens, described, skel, likes, quotes, sugg, similar, mine, liked = await call(session)
     Defs = models.AppBskyFeedDefs
     typed(got, models.AppBskyFeedGetFeed.Response)
     assert [typed(i, Defs.FeedViewPost).post.record.text for i in got.feed] == ["hello from bob"]
@@ -610,6 +612,8 @@ async def test_the_atproto_sdk_parses_feeds_and_the_new_views(node: Node) -> Non
     assert [typed(p, Defs.PostView).record.text for p in quotes.posts] == ["quoting bob"]
     typed(sugg, models.AppBskyActorGetSuggestions.Response)
     typed(similar, models.AppBskyGraphGetSuggestedFollowsByActor.Response)
+    assert [typed(v, Defs.GeneratorView).uri for v in mine.feeds] == [uri]
+    assert [typed(v, Defs.GeneratorView).like_count for v in liked.feeds] == [1]
 
 
 async def test_an_older_database_indexes_its_generator_records_on_upgrade(
@@ -742,3 +746,38 @@ async def test_the_command_line_reads_a_custom_feed(node: Node, tmp_path: Path) 
     assert "bob writes rarely" in out
     as_json = ok(await skyfed(alice, "feed", "--generator", ref.uri, "--json")).json()
     assert [i["post"]["record"]["text"] for i in as_json["feed"]] == ["bob writes rarely"]
+
+
+async def test_actor_feeds_suggested_feeds_and_handle_uris(
+    node: Node, accounts: list[Client]
+) -> None:
+    alice, bob, carol, _ = accounts
+    first = await declare(alice, node.node_did, "mutuals", "First")
+    second = await declare(alice, node.node_did, "quiet-posters", "Second")
+    other = await declare(bob, node.node_did, "follows-popular", "Bob's")
+    page = await carol.call(
+        "app.bsky.feed.getActorFeeds", params={"actor": "alice.skyfed.test", "limit": 1}
+    )
+    assert [f["uri"] for f in page["feeds"]] == [second]
+    rest = await carol.call(
+        "app.bsky.feed.getActorFeeds",
+        params={"actor": alice.did, "limit": 1, "cursor": page["cursor"]},
+    )
+    assert [f["uri"] for f in rest["feeds"]] == [first]
+    await bob.like(first)
+    await carol.like(first)
+    await carol.like(other)
+    suggested = await carol.call("app.bsky.feed.getSuggestedFeeds", params={"limit": 2})
+    assert [f["uri"] for f in suggested["feeds"]] == [first, other]
+    more = await carol.call(
+        "app.bsky.feed.getSuggestedFeeds", params={"limit": 2, "cursor": suggested["cursor"]}
+    )
+    assert [f["uri"] for f in more["feeds"]] == [second]
+    # A feed URI naming its creator by handle works as Bluesky's AppView allows.
+    by_handle = first.replace(alice.did, "alice.skyfed.test")
+    out = await carol.call("app.bsky.feed.getFeedGenerator", params={"feed": by_handle})
+    assert out["view"]["uri"] == first
+    # A creator who blocks the reader is hidden from its feed lists.
+    await alice.block(carol.did)
+    hidden = await carol.call("app.bsky.feed.getActorFeeds", params={"actor": alice.did})
+    assert hidden["feeds"] == []

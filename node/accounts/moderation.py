@@ -94,6 +94,8 @@ VIEW_METHODS: Final = frozenset(
         "app.bsky.feed.getFeed",
         "app.bsky.feed.getFeedGenerator",
         "app.bsky.feed.getFeedGenerators",
+        "app.bsky.feed.getActorFeeds",
+        "app.bsky.feed.getSuggestedFeeds",
         "app.bsky.actor.getSuggestions",
         "app.bsky.graph.getSuggestedFollowsByActor",
     }

@@ -159,6 +159,57 @@ class FeedViews:
         result: list[dict[str, Any]] = await self._run(viewer, q)
         return result
 
+    async def actor_feeds(
+        self, actor: str, viewer: str | None, limit: int, cursor: str | None
+    ) -> dict[str, Any]:
+        """getActorFeeds: the feeds ``actor`` declared, newest first."""
+        at, after = _cursor(cursor)
+
+        def q(r: _Read) -> dict[str, Any]:
+            did = r.resolve(actor)
+            if did in r.hidden():
+                return {"feeds": []}
+            rows = r.conn.execute(
+                "SELECT uri, indexed_at FROM feed_generators WHERE did = ?"
+                " AND (indexed_at, uri) < (?, ?) ORDER BY indexed_at DESC, uri DESC LIMIT ?",
+                (did, at, after or "\uffff", limit),
+            ).fetchall()
+            out: dict[str, Any] = {
+                "feeds": _generator_views(r, [u for u, _ in rows], self.blob_url)
+            }
+            if len(rows) == limit:
+                out["cursor"] = f"{rows[-1][1]}::{rows[-1][0]}"
+            return out
+
+        result: dict[str, Any] = await self._run(viewer, q)
+        return result
+
+    async def suggested_feeds(
+        self, viewer: str | None, limit: int, cursor: str | None
+    ) -> dict[str, Any]:
+        """getSuggestedFeeds: the feeds this node knows, most liked first (then the
+        newest), paged by offset up to :data:`MAX_SUGGESTION_OFFSET`."""
+        offset = _offset(cursor)
+
+        def q(r: _Read) -> dict[str, Any]:
+            if offset >= MAX_SUGGESTION_OFFSET:
+                return {"feeds": []}
+            want = min(limit, MAX_SUGGESTION_OFFSET - offset)
+            rows = r.conn.execute(
+                "SELECT g.uri FROM feed_generators g LEFT JOIN post_stats s ON s.uri = g.uri"
+                " ORDER BY COALESCE(s.likes, 0) DESC, g.indexed_at DESC, g.uri LIMIT ? OFFSET ?",
+                (want, offset),
+            ).fetchall()
+            out: dict[str, Any] = {
+                "feeds": _generator_views(r, [u for (u,) in rows], self.blob_url)
+            }
+            if len(rows) == want and offset + want < MAX_SUGGESTION_OFFSET:
+                out["cursor"] = str(offset + want)
+            return out
+
+        result: dict[str, Any] = await self._run(viewer, q)
+        return result
+
     async def generator_service(self, uri: str) -> tuple[str, str] | None:
         """(service DID, record key) of the feed declared at ``uri``, if held."""
 

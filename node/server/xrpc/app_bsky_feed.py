@@ -122,7 +122,7 @@ async def get_quotes(request: web.Request) -> web.Response:
 
 async def get_feed(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
-    feed = q_uri(request, "feed")
+    feed = await did_uri(node, q_uri(request, "feed"))
     limit = q_int(request, "limit", 50, 1, 100)
     cursor = q_str(request, "cursor", required=False)
     viewer = await viewer_of(request)
@@ -131,7 +131,7 @@ async def get_feed(request: web.Request) -> web.Response:
 
 async def get_feed_generator(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
-    feed = q_uri(request, "feed")
+    feed = await did_uri(node, q_uri(request, "feed"))
     return json_response(await node.feeds.generator(feed, await viewer_of(request)))
 
 
@@ -140,7 +140,26 @@ async def get_feed_generators(request: web.Request) -> web.Response:
     feeds = q_list(request, "feeds", 100)
     for feed in feeds:
         validate_at_uri(feed)
+    feeds = [await did_uri(node, feed) for feed in feeds]
     return json_response(await node.feeds.generators(feeds, await viewer_of(request)))
+
+
+async def get_actor_feeds(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    actor = q_str(request, "actor")
+    assert actor is not None
+    limit = q_int(request, "limit", 50, 1, 100)
+    cursor = q_str(request, "cursor", required=False)
+    viewer = await viewer_of(request)
+    return json_response(await node.feeds.views.actor_feeds(actor, viewer, limit, cursor))
+
+
+async def get_suggested_feeds(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    limit = q_int(request, "limit", 50, 1, 100)
+    cursor = q_str(request, "cursor", required=False)
+    viewer = await viewer_of(request)
+    return json_response(await node.feeds.views.suggested_feeds(viewer, limit, cursor))
 
 
 async def describe_feed_generator(request: web.Request) -> web.Response:
@@ -181,6 +200,8 @@ ROUTES: dict[str, tuple[str, Handler]] = {
     "app.bsky.feed.getFeed": ("GET", get_feed),
     "app.bsky.feed.getFeedGenerator": ("GET", get_feed_generator),
     "app.bsky.feed.getFeedGenerators": ("GET", get_feed_generators),
+    "app.bsky.feed.getActorFeeds": ("GET", get_actor_feeds),
+    "app.bsky.feed.getSuggestedFeeds": ("GET", get_suggested_feeds),
     "app.bsky.feed.describeFeedGenerator": ("GET", describe_feed_generator),
     "app.bsky.feed.getFeedSkeleton": ("GET", get_feed_skeleton),
 }
