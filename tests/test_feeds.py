@@ -119,6 +119,26 @@ async def test_quotes_of_a_post_with_cid_and_cursor(people: list[Client]) -> Non
         await alice.call("app.bsky.feed.getQuotes", params={"uri": original.uri, "cid": "nope"})
 
 
+async def test_quotes_sorted_by_likes(people: list[Client]) -> None:
+    alice, bob, carol, dave, erin = people
+    original = await alice.post("quote me")
+    quiet = await bob.post("nobody likes this quote", quote=original)
+    loved = await carol.post("everybody likes this quote", quote=original)
+    liked = await dave.post("one like", quote=original)
+    for c in (alice, bob, erin):
+        await c.like(loved)
+    await erin.like(liked)
+    params = {"uri": original.uri, "sort": "top", "limit": 2}
+    top = await alice.call("app.bsky.feed.getQuotes", params=params)
+    assert [p["uri"] for p in top["posts"]] == [loved.uri, liked.uri]
+    assert top["cursor"] == "2"
+    rest = await alice.call("app.bsky.feed.getQuotes", params={**params, "cursor": "2"})
+    assert [p["uri"] for p in rest["posts"]] == [quiet.uri]
+    with pytest.raises(XrpcError) as e:
+        await alice.call("app.bsky.feed.getQuotes", params={"uri": original.uri, "sort": "x"})
+    assert e.value.status == 400
+
+
 async def test_suggestions_are_friends_of_friends_then_active_accounts(
     people: list[Client],
 ) -> None:

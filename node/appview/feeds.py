@@ -88,16 +88,38 @@ class FeedViews:
         return result
 
     async def quotes(
-        self, uri: str, cid: str | None, viewer: str | None, limit: int, cursor: str | None
+        self,
+        uri: str,
+        cid: str | None,
+        viewer: str | None,
+        limit: int,
+        cursor: str | None,
+        sort: str = "latest",
     ) -> dict[str, Any]:
-        at, after = _cursor(cursor)
+        """getQuotes: ``sort`` ``latest`` (newest first, the default) or ``top`` (most
+        liked first, paged by offset up to :data:`MAX_SUGGESTION_OFFSET`)."""
+        if sort not in ("latest", "top"):
+            raise RemoteProtocolError("sort must be latest or top")
+        top = sort == "top"
+        offset = _offset(cursor) if top else 0
+        at, after = ("\uffff", "") if top else _cursor(cursor)
 
         def q(r: _Read) -> dict[str, Any]:
-            rows = r.conn.execute(
-                "SELECT uri, sort_at FROM posts WHERE quote = ? AND (sort_at, uri) < (?, ?)"
-                " ORDER BY sort_at DESC, uri DESC LIMIT ?",
-                (uri, at, after or "\uffff", limit),
-            ).fetchall()
+            if top:
+                want = max(0, min(limit, MAX_SUGGESTION_OFFSET - offset))
+                rows = r.conn.execute(
+                    "SELECT p.uri, p.sort_at FROM posts p LEFT JOIN post_stats s ON s.uri = p.uri"
+                    " WHERE p.quote = ? ORDER BY COALESCE(s.likes, 0) DESC, p.sort_at DESC,"
+                    " p.uri DESC LIMIT ? OFFSET ?",
+                    (uri, want, offset),
+                ).fetchall()
+            else:
+                want = limit
+                rows = r.conn.execute(
+                    "SELECT uri, sort_at FROM posts WHERE quote = ? AND (sort_at, uri) < (?, ?)"
+                    " ORDER BY sort_at DESC, uri DESC LIMIT ?",
+                    (uri, at, after or "\uffff", limit),
+                ).fetchall()
             views = r.post_views([u for u, _ in rows])
             posts = [views[u] for u, _ in rows if u in views]
             if cid is not None:
@@ -105,8 +127,11 @@ class FeedViews:
             out: dict[str, Any] = {"uri": uri, "posts": posts}
             if cid is not None:
                 out["cid"] = cid
-            if len(rows) == limit:
-                out["cursor"] = f"{rows[-1][1]}::{rows[-1][0]}"
+            if rows and len(rows) == want:
+                if not top:
+                    out["cursor"] = f"{rows[-1][1]}::{rows[-1][0]}"
+                elif offset + want < MAX_SUGGESTION_OFFSET:
+                    out["cursor"] = str(offset + want)
             return out
 
         result: dict[str, Any] = await self._run(viewer, q)

@@ -116,8 +116,9 @@ async def get_quotes(request: web.Request) -> web.Response:
         validate_cid(cid)
     limit = q_int(request, "limit", 50, 1, 100)
     cursor = q_str(request, "cursor", required=False)
+    sort = q_str(request, "sort", required=False) or "latest"
     viewer = await viewer_of(request)
-    return json_response(await node.feeds.views.quotes(uri, cid, viewer, limit, cursor))
+    return json_response(await node.feeds.views.quotes(uri, cid, viewer, limit, cursor, sort))
 
 
 async def get_feed(request: web.Request) -> web.Response:
