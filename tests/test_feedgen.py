@@ -590,11 +590,13 @@ async def test_the_atproto_sdk_parses_feeds_and_the_new_views(node: Node) -> Non
                 sdk.app.bsky.graph.get_suggested_follows_by_actor({"actor": "bob.skyfed.test"}),
                 f.get_actor_feeds({"actor": "alice.skyfed.test"}),
                 f.get_suggested_feeds(),
+                sdk.app.bsky.actor.get_profile({"actor": "alice.skyfed.test"}),
             )
         finally:
             sdk.request.close()
 
-    got, gen, gens, described, skel, likes, quotes, sugg, similar, mine, liked = await call(session)
+    answers = await call(session)
+    got, gen, gens, described, skel, likes, quotes, sugg, similar, mine, liked, me = answers
     Defs = models.AppBskyFeedDefs
     typed(got, models.AppBskyFeedGetFeed.Response)
     assert [typed(i, Defs.FeedViewPost).post.record.text for i in got.feed] == ["hello from bob"]
@@ -614,6 +616,8 @@ async def test_the_atproto_sdk_parses_feeds_and_the_new_views(node: Node) -> Non
     typed(similar, models.AppBskyGraphGetSuggestedFollowsByActor.Response)
     assert [typed(v, Defs.GeneratorView).uri for v in mine.feeds] == [uri]
     assert [typed(v, Defs.GeneratorView).like_count for v in liked.feeds] == [1]
+    profile = typed(me, models.AppBskyActorDefs.ProfileViewDetailed)
+    assert typed(profile.associated, models.AppBskyActorDefs.ProfileAssociated).feedgens == 1
 
 
 async def test_an_older_database_indexes_its_generator_records_on_upgrade(
@@ -773,6 +777,12 @@ async def test_actor_feeds_suggested_feeds_and_handle_uris(
         "app.bsky.feed.getSuggestedFeeds", params={"limit": 2, "cursor": suggested["cursor"]}
     )
     assert [f["uri"] for f in more["feeds"]] == [second]
+    # The profile says how many feeds its account declared (apps show a Feeds tab).
+    profile = await carol.call("app.bsky.actor.getProfile", params={"actor": alice.did})
+    assert profile["associated"] == {"feedgens": 2}
+    assert "associated" not in await carol.call(
+        "app.bsky.actor.getProfile", params={"actor": carol.did}
+    )
     # A feed URI naming its creator by handle works as Bluesky's AppView allows.
     by_handle = first.replace(alice.did, "alice.skyfed.test")
     out = await carol.call("app.bsky.feed.getFeedGenerator", params={"feed": by_handle})
