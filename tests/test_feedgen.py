@@ -791,3 +791,37 @@ async def test_actor_feeds_suggested_feeds_and_handle_uris(
     await alice.block(carol.did)
     hidden = await carol.call("app.bsky.feed.getActorFeeds", params={"actor": alice.did})
     assert hidden["feeds"] == []
+
+
+async def test_a_generator_node_that_dialled_us_is_reached_at_the_address_it_gave(
+    tmp_path: Path,
+) -> None:
+    # share_peers=False: a keeps b's address as b gave it, but does not dial it.
+    a, b = await start_nodes(tmp_path, 2, dial_policy="loopback", share_peers=False)
+    try:
+        await link([a, b], [(1, 0)])  # b dialled a: a never dialled b
+        assert not any(did == b.node_did for did, _ in a.federation.verified.values())
+        assert a.federation.address_of(b.node_did) == b.url
+        async with Client(a.url) as alice, Client(b.url) as carol:
+            await alice.create_account("alice.skyfed.test", PASSWORD)
+            await carol.create_account("carol.skyfed.test", PASSWORD)
+            await alice.follow(carol.did)
+            await carol.follow(alice.did)
+            await carol.post("from b")
+            uri = await declare(carol, b.node_did, "mutuals")
+
+            async def ready() -> bool:
+                if await a.feeds.views.generator_service(uri) is None:
+                    return False
+                try:
+                    return texts(await feed(alice, uri)) == ["from b"]
+                except XrpcError:
+                    return False  # b does not hold alice's follow or identity yet
+
+            await until(ready)
+        # A node cut off is not dialled for its feeds.
+        a.federation.block(b.node_did, 60)
+        assert a.federation.address_of(b.node_did) is None
+    finally:
+        await a.stop()
+        await b.stop()
