@@ -16,6 +16,7 @@ pages past :data:`MAX_SUGGESTION_OFFSET` suggestions.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -32,6 +33,10 @@ GENERATOR_VIEW: Final = "app.bsky.feed.defs#generatorView"
 REASON_PIN: Final = "app.bsky.feed.defs#reasonPin"
 #: Deepest page of suggestions, counted in accounts.
 MAX_SUGGESTION_OFFSET: Final = 500
+#: Active accounts kept for suggestions (after the ones from the reader's circle),
+#: and how long that list is reused, in seconds.
+ACTIVE_KEEP: Final = 2000
+ACTIVE_TTL: Final = 300.0
 #: Accounts whose follows count as votes for a suggestion, at most, and the follows
 #: of each that count.
 _SUGGEST_FROM: Final = 100
@@ -59,6 +64,7 @@ class FeedViews:
         self.storage = storage
         #: (did, cid) -> a URL serving that blob, for avatars.
         self.blob_url = blob_url
+        self._active: tuple[float, list[str]] | None = None
 
     async def _run(self, viewer: str | None, fn: Callable[[_Read], Any]) -> Any:
         return await self.storage.read(lambda conn: fn(_Read(conn, viewer)))
@@ -145,12 +151,13 @@ class FeedViews:
         first), then the most active accounts; never the viewer, anyone it follows,
         blocks either way, mutes or takedowns."""
         offset = _offset(cursor)
+        active = await self._active_accounts()
 
         def q(r: _Read) -> dict[str, Any]:
             if offset >= MAX_SUGGESTION_OFFSET:
                 return {"actors": []}
             want = min(offset + limit, MAX_SUGGESTION_OFFSET)
-            ranked = _suggest(r, viewer, None, want)
+            ranked = _suggest(r, viewer, None, want, active=active)
             page = ranked[offset:want]
             out: dict[str, Any] = {"actors": r.profile_views(page)}
             if len(page) == limit and want < MAX_SUGGESTION_OFFSET:
@@ -160,6 +167,28 @@ class FeedViews:
         result: dict[str, Any] = await self._run(viewer, q)
         return result
 
+    async def _active_accounts(self) -> list[str]:
+        """The accounts with the most posts (the most followed first among equals),
+        worked out at most every :data:`ACTIVE_TTL` seconds: a sort of every account
+        is not a per-request cost."""
+        now = time.monotonic()
+        if self._active is not None and self._active[0] > now:
+            return self._active[1]
+
+        def q(conn: sqlite3.Connection) -> list[str]:
+            return [
+                row[0]
+                for row in conn.execute(
+                    "SELECT s.did FROM actor_stats s JOIN identities i ON i.did = s.did"
+                    " WHERE s.posts > 0 ORDER BY s.posts DESC, s.followers DESC, s.did LIMIT ?",
+                    (ACTIVE_KEEP,),
+                )
+            ]
+
+        found: list[str] = await self.storage.read(q)
+        self._active = (now + ACTIVE_TTL, found)
+        return found
+
     async def suggested_follows(self, actor: str, viewer: str | None) -> dict[str, Any]:
         """Accounts like ``actor``: followed by ``actor`` and by its followers."""
 
@@ -167,7 +196,7 @@ class FeedViews:
             did = r.resolve(actor)
             if did in r.hidden():
                 return {"suggestions": [], "isFallback": False}
-            ranked = _suggest(r, viewer, did, 25, fallback=False)
+            ranked = _suggest(r, viewer, did, 25)
             return {"suggestions": r.profile_views(ranked), "isFallback": False}
 
         result: dict[str, Any] = await self._run(viewer, q)
@@ -322,7 +351,12 @@ def _quoted_cid(record: dict[str, Any]) -> str | None:
 
 
 def _suggest(
-    r: _Read, viewer: str | None, around: str | None, want: int, *, fallback: bool = True
+    r: _Read,
+    viewer: str | None,
+    around: str | None,
+    want: int,
+    *,
+    active: Sequence[str] = (),
 ) -> list[str]:
     """Up to ``want`` DIDs, best first (see :meth:`FeedViews.suggestions`).
     ``around``: suggest accounts like this one instead of the viewer's circle."""
@@ -363,14 +397,10 @@ def _suggest(
             if subject not in excluded:
                 votes[subject] = votes.get(subject, 0) + 1
     ranked = [d for d, _ in sorted(votes.items(), key=lambda kv: (-kv[1], kv[0]))]
-    if fallback and len(ranked) < want:
-        # Then the accounts with the most posts, the most followed first among equals.
+    if len(ranked) < want:
+        # Then the active accounts (most posts first), as the caller found them.
         seen = set(ranked) | excluded
-        for (did,) in r.conn.execute(
-            "SELECT s.did FROM actor_stats s JOIN identities i ON i.did = s.did"
-            " WHERE s.posts > 0 ORDER BY s.posts DESC, s.followers DESC, s.did LIMIT ?",
-            (want + len(seen),),
-        ):
+        for did in active:
             if did not in seen:
                 ranked.append(did)
                 seen.add(did)
