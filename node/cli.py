@@ -14,7 +14,7 @@
     skyfed post "text" [--reply URI] [--quote URI] [--lang LANG]
     skyfed like URI | repost URI | delete URI | verify URI
     skyfed follow HANDLE | block HANDLE
-    skyfed feed [--node URL] [--author HANDLE] [--latest] [--limit N] [--cursor C]
+    skyfed feed [--node URL] [--author HANDLE | --latest | --generator URI] [--limit N] [--cursor C]
     skyfed thread URI        skyfed profile [HANDLE]        skyfed tail [--cursor N]
     skyfed profile set [--display-name NAME] [--description TEXT]
 
@@ -295,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     which = feed.add_mutually_exclusive_group()
     which.add_argument("--author", metavar="HANDLE", help="one account's posts and reposts")
     which.add_argument("--latest", action="store_true", help="the network's latest posts")
+    which.add_argument(
+        "--generator", metavar="URI", help="a custom feed (its feed generator record's AT-URI)"
+    )
     feed.add_argument("--limit", type=int, default=30, help="how many (1-100, default 30)")
     feed.add_argument("--cursor", help="continue from here (printed under the last page)")
     feed.add_argument("--reveal", action="store_true", help="show the text of warned posts")
@@ -956,6 +959,8 @@ async def _cmd_feed(ctx: Context) -> int:
     async def run(client: Any) -> int:
         if a.author:
             page = await client.author_feed(a.author, limit=a.limit, cursor=a.cursor)
+        elif a.generator:
+            page = await client.custom_feed(a.generator, limit=a.limit, cursor=a.cursor)
         elif a.latest or client.session is None:
             page = await client.latest(limit=a.limit, cursor=a.cursor)
         else:

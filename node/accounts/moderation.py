@@ -117,6 +117,15 @@ VIEW_METHODS: Final = frozenset(
         "app.bsky.graph.getFollowers",
         "app.bsky.graph.getMutes",
         "skyfed.feed.getLatest",
+        "app.bsky.feed.getActorLikes",
+        "app.bsky.feed.getQuotes",
+        "app.bsky.feed.getFeed",
+        "app.bsky.feed.getFeedGenerator",
+        "app.bsky.feed.getFeedGenerators",
+        "app.bsky.feed.getActorFeeds",
+        "app.bsky.feed.getSuggestedFeeds",
+        "app.bsky.actor.getSuggestions",
+        "app.bsky.graph.getSuggestedFollowsByActor",
     }
 )
 _THREAD_VIEW: Final = "app.bsky.feed.defs#threadViewPost"

@@ -161,6 +161,7 @@ class _Read:
                 list(dids),
             ):
                 stats[did] = (posts, follows, followers)
+        feedgens = _feedgen_counts(self.conn, dids) if detailed else {}
         out = []
         for did in dids:
             b = dict(basics[did])
@@ -172,6 +173,9 @@ class _Read:
             if detailed:
                 posts, follows, followers = stats.get(did, (0, 0, 0))
                 b.update(followersCount=followers, followsCount=follows, postsCount=posts)
+                if feedgens.get(did):
+                    # Bluesky's apps show a profile's Feeds tab when this is set.
+                    b.setdefault("associated", {})["feedgens"] = feedgens[did]
             out.append(b)
         return out
 
@@ -598,6 +602,20 @@ def _posts_and_reposts(
         ).fetchall()
     out.sort(key=lambda row: (row[1], row[0]), reverse=True)
     return out[:limit]
+
+
+def _feedgen_counts(conn: sqlite3.Connection, dids: Sequence[str]) -> dict[str, int]:
+    """Feed generators each account declared (node/appview/feeds.py)."""
+    if not dids:
+        return {}
+    return {
+        did: n
+        for did, n in conn.execute(
+            f"SELECT did, COUNT(*) FROM feed_generators WHERE did IN ({_marks(len(dids))})"
+            " GROUP BY did",
+            list(dids),
+        )
+    }
 
 
 def _page(feed: list[dict[str, Any]], rows: Sequence[Any], limit: int) -> dict[str, Any]:

@@ -575,6 +575,28 @@ class Client:
         """``{feed: [FeedViewPost], cursor?}``: the newest posts this node holds."""
         return await self._view("skyfed.feed.getLatest", limit=limit, cursor=cursor)
 
+    async def custom_feed(
+        self, feed: str, *, limit: int = 50, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """``{feed: [FeedViewPost], cursor?}``: a feed generator's feed, named by the
+        AT-URI of its ``app.bsky.feed.generator`` record (docs/feed-generators.md)."""
+        return await self._view("app.bsky.feed.getFeed", feed=feed, limit=limit, cursor=cursor)
+
+    async def declare_feed(
+        self, name: str, *, service: str, display_name: str, description: str | None = None
+    ) -> RecordRef:
+        """Publish an ``app.bsky.feed.generator`` record: the feed ``name`` that the
+        node ``service`` (its DID) answers for."""
+        record: dict[str, Any] = {
+            "$type": "app.bsky.feed.generator",
+            "did": service,
+            "displayName": display_name,
+            "createdAt": _now(),
+        }
+        if description is not None:
+            record["description"] = description
+        return await self.create_record("app.bsky.feed.generator", record, rkey=name)
+
     async def thread(
         self, uri: str, *, depth: int | None = None, parent_height: int | None = None
     ) -> dict[str, Any]:

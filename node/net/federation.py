@@ -1099,6 +1099,21 @@ class Federation:
             return frozenset()
         return frozenset(did for url, (did, _) in entries if urlsplit(url).hostname == host)
 
+    def address_of(self, node_did: str) -> str | None:
+        """Where the node ``node_did`` serves HTTP, as this node's links know it: an
+        address this node dialled that answered the signed handshake with that key
+        (newest first), else the address a link authenticated by that key gave for
+        itself. None when no link vouches for one, or the node is cut off."""
+        if self.is_blocked(node_did):
+            return None
+        for url, (did, _) in reversed(self.verified.items()):
+            if did == node_did and not self.is_blocked(url):
+                return url
+        link = self.links.get(node_did)
+        if link is not None and link.peer_url and not self.is_blocked(link.peer_url):
+            return link.peer_url
+        return None
+
     def is_blocked(self, who: str) -> bool:
         return _in_force(self._blocked, who)
 

@@ -1,4 +1,4 @@
-"""app.bsky.graph: follows and followers."""
+"""app.bsky.graph: follows, followers and suggested follows."""
 
 from __future__ import annotations
 
@@ -39,7 +39,16 @@ async def get_followers(request: web.Request) -> web.Response:
     return await _follow_list(request, followers=True)
 
 
+async def get_suggested_follows_by_actor(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    actor = q_str(request, "actor")
+    assert actor is not None
+    viewer = await viewer_of(request)
+    return json_response(await node.feeds.views.suggested_follows(actor, viewer))
+
+
 ROUTES: dict[str, tuple[str, Handler]] = {
     "app.bsky.graph.getFollows": ("GET", get_follows),
     "app.bsky.graph.getFollowers": ("GET", get_followers),
+    "app.bsky.graph.getSuggestedFollowsByActor": ("GET", get_suggested_follows_by_actor),
 }
