@@ -16,6 +16,8 @@ from typing import Any
 from protocol.encoding import decode
 from protocol.errors import SkyfedError
 
+from .graph import GRAPH_COLLECTIONS, index_graph_record, unindex_graph_record
+
 __all__ = [
     "FEED_SCHEMA",
     "INDEX_SCHEMA",
@@ -242,6 +244,8 @@ def unindex_record(conn: sqlite3.Connection, did: str, collection: str, rkey: st
         conn.execute("DELETE FROM graph_blocks WHERE uri = ?", (uri,))
     elif collection == "app.bsky.actor.profile" and rkey == "self":
         conn.execute("DELETE FROM profiles WHERE did = ?", (did,))
+    elif collection in GRAPH_COLLECTIONS:
+        unindex_graph_record(conn, did, collection, rkey)
 
 
 def index_record(
@@ -329,3 +333,6 @@ def index_record(
                 indexed_at,
             ),
         )
+    elif collection in GRAPH_COLLECTIONS:
+        # lists, list items, listblocks, gates, labeler declarations: node/appview/graph.py
+        index_graph_record(conn, did, collection, rkey, value, cid, created, indexed_at)

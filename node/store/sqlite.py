@@ -37,6 +37,7 @@ from protocol.heads import label_set_digest
 from protocol.ingest import HeadState
 
 from ..accounts.handles import HANDLES_SCHEMA, Handles
+from ..appview.graph import GRAPH_SCHEMA, reindex_graph
 from ..appview.index import FEED_SCHEMA, INDEX_SCHEMA, index_record, rebuild_feeds, unindex_record
 from ..datadir import create_private_file, make_data_dir
 from ..server.auth import SessionRow
@@ -231,6 +232,10 @@ _SIGNED_PREV_SCHEMA = len(_MIGRATIONS)
 # v8: confirmed handles (node/accounts/handles.py): one DID per handle, the confirmations
 # learned with identities, and the issuer pinned per handle domain
 _MIGRATIONS.append(HANDLES_SCHEMA)
+# v9: lists, listblocks, gates, labeler declarations, and per-account private state
+# (list and thread mutes, preferences, the report queue): node/appview/graph.py
+_MIGRATIONS.append(GRAPH_SCHEMA)
+_GRAPH_SCHEMA = len(_MIGRATIONS)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -477,6 +482,8 @@ class SqliteStorage:
                 _reindex(conn)
             if 0 < version < 3:
                 rebuild_feeds(conn)
+            if 2 <= version < _GRAPH_SCHEMA:
+                reindex_graph(conn, _utc_now())
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute("COMMIT")
         finally:
