@@ -38,6 +38,9 @@ from .accounts.moderation import (
     Moderation,
 )
 from .accounts.portability import Portability
+from .accounts.preferences import Preferences
+from .accounts.reports import Reports
+from .appview.graph_views import GraphViews
 from .appview.views import Views
 from .config import NodeConfig, NodeSecrets, load_or_create_secrets
 from .datadir import tighten
@@ -179,6 +182,15 @@ class Node:
         self.repos.on_commit = self.federation.publish_commit
         self.portability = Portability(self)
         self.moderation = Moderation(self)
+        self.graph = GraphViews(self.storage)
+        self.preferences = Preferences(self.storage, config.max_preferences_bytes)
+        self.reports = Reports(
+            self.storage,
+            rate=config.report_rate,
+            burst=config.report_burst,
+            max_open_per_account=config.max_open_reports_per_account,
+            max_open=config.max_open_reports,
+        )
 
     def _load_secrets(self) -> NodeSecrets:
         """The node key and token secret, read or made with the data dir locked."""
