@@ -477,6 +477,46 @@ def gates(conn: sqlite3.Connection, posts: Sequence[str]) -> dict[str, Gate]:
     return out
 
 
+def _any(r: _Read, table: str, did: str | None = None) -> bool:
+    """Does ``table`` hold any row (of ``did``)? Asked once per view, so views on a
+    node without gates or thread mutes pay one query for them, not one per post."""
+    key = ("any", f"{table}:{did or ''}")
+    if key not in r.memo:
+        sql = f"SELECT 1 FROM {table}" + (" WHERE did = ?" if did else "") + " LIMIT 1"
+        r.memo[key] = r.conn.execute(sql, (did,) if did else ()).fetchone() is not None
+    return bool(r.memo[key])
+
+
+def _memo_gates(r: _Read, roots: Iterable[str]) -> dict[str, Gate]:
+    """:func:`gates`, remembered for the rest of one view (found or not)."""
+    if not _any(r, "threadgates"):
+        return {}
+    wanted = set(roots)
+    missing = [root for root in wanted if ("gate", root) not in r.memo]
+    if missing:
+        found = gates(r.conn, missing)
+        for root in missing:
+            r.memo["gate", root] = found.get(root)
+    out: dict[str, Gate] = {}
+    for root in wanted:
+        gate = r.memo["gate", root]
+        if gate is not None:
+            out[root] = gate
+    return out
+
+
+def _memo_muted(r: _Read, roots: Iterable[str]) -> set[str]:
+    if r.viewer is None or not _any(r, "thread_mutes", r.viewer):
+        return set()
+    wanted = set(roots)
+    missing = [root for root in wanted if ("muted", root) not in r.memo]
+    if missing:
+        found = muted_threads(r.conn, r.viewer, missing)
+        for root in missing:
+            r.memo["muted", root] = root in found
+    return {root for root in wanted if r.memo["muted", root]}
+
+
 def thread_root(uri: str, record: dict[str, Any]) -> str:
     """The URI of the thread root a post belongs to (itself when it is no reply)."""
     reply = record.get("reply")
@@ -593,6 +633,14 @@ def allowed_replies(conn: sqlite3.Connection, root: str, replies: Sequence[str])
         for uri in replies
         if uri in info and (info[uri][0] in ok or info[uri][1] < gate.created_at)
     ]
+
+
+def visible_replies(r: _Read, root: str, replies: Sequence[str]) -> list[str]:
+    """:func:`allowed_replies` for a view (the root's gate looked up once per view)."""
+    gate = _memo_gates(r, [root]).get(root)
+    if gate is None or gate.allow is None:
+        return list(replies)
+    return allowed_replies(r.conn, root, replies)
 
 
 def check_post(conn: sqlite3.Connection, author: str, record: dict[str, Any]) -> None:
@@ -757,8 +805,9 @@ def decorate_posts(r: _Read, views: dict[str, dict[str, Any]]) -> None:
     author detached it) or ``viewBlocked`` (a block either way)."""
     if not views:
         return
-    roots = {uri: thread_root(uri, v["record"]) for uri, v in views.items()}
-    found = gates(r.conn, list(set(roots.values())))
+    threads = _any(r, "threadgates") or (r.viewer is not None and _any(r, "thread_mutes", r.viewer))
+    roots = {uri: thread_root(uri, v["record"]) for uri, v in views.items()} if threads else {}
+    found = _memo_gates(r, roots.values())
     list_uris = [
         rule[len("list:") :]
         for g in found.values()
@@ -766,28 +815,36 @@ def decorate_posts(r: _Read, views: dict[str, dict[str, Any]]) -> None:
         if rule[:5] == "list:"
     ]
     lists = list_basics(r, list_uris) if list_uris else {}
-    muted = muted_threads(r.conn, r.viewer, set(roots.values()))
-    disabled = {
-        row[0]
-        for row in r.conn.execute(
-            f"SELECT post FROM postgates WHERE disabled = 1 AND post IN ({_marks(len(views))})",
-            list(views),
-        )
-    }
+    muted = _memo_muted(r, roots.values())
+    disabled: set[str] = set()
+    if _any(r, "postgates"):
+        disabled = {
+            row[0]
+            for row in r.conn.execute(
+                f"SELECT post FROM postgates WHERE disabled = 1 AND post IN ({_marks(len(views))})",
+                list(views),
+            )
+        }
+    # Whether the viewer may reply, once per gated thread (not once per post in it).
+    may_reply: dict[str, bool] = {}
+    if r.viewer is not None:
+        for root, rules in found.items():
+            if ("may-reply", root) in r.memo:
+                may_reply[root] = r.memo["may-reply", root]
+            elif rules.allow is not None:
+                record = views[root]["record"] if root in views else _root_record(r.conn, root)
+                may_reply[root] = r.viewer in allowed_authors(r.conn, rules, [r.viewer], record)
+                r.memo["may-reply", root] = may_reply[root]
     for uri, view in views.items():
-        root = roots[uri]
+        root = roots.get(uri, uri)
         gate = found.get(root)
         if gate is not None and root == uri:
             view["threadgate"] = gate_view(r, gate, lists)
         viewer = view["viewer"]
-        if r.viewer is not None:
-            if root in muted:
-                viewer["threadMuted"] = True
-            if gate is not None and gate.allow is not None:
-                record = view["record"] if root == uri else _root_record(r.conn, root)
-                viewer["replyDisabled"] = r.viewer not in allowed_authors(
-                    r.conn, gate, [r.viewer], record
-                )
+        if root in muted:
+            viewer["threadMuted"] = True
+        if root in may_reply:
+            viewer["replyDisabled"] = not may_reply[root]
         if uri in disabled:
             viewer["embeddingDisabled"] = True
     _fix_quote_embeds(r, views)
@@ -824,7 +881,7 @@ def _fix_quote_embeds(r: _Read, views: dict[str, dict[str, Any]]) -> None:
                 pairs.append((uri, target))
     if not pairs:
         return
-    detached = quote_states(r.conn, pairs)
+    detached = quote_states(r.conn, pairs) if _any(r, "postgates") else set()
     blocked = r.blocked()
     for uri, target in pairs:
         if uri in detached:

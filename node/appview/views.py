@@ -64,6 +64,9 @@ class _Read:
         self.viewer = viewer
         self._hidden: set[str] | None = None
         self._blocked: set[str] | None = None
+        # Per-view answers of node/appview/graph.py (a thread asks for its root's
+        # gate once per level otherwise).
+        self.memo: dict[tuple[str, str], Any] = {}
 
     # -- actors ------------------------------------------------------------------
     def resolve(self, actor: str) -> str:
@@ -624,8 +627,8 @@ def _thread_node(r: _Read, post: dict[str, Any], depth: int) -> dict[str, Any]:
     ).fetchall()
     # Replies the thread's gate does not allow are left out; a blocked author's reply
     # is a blockedPost (node/appview/graph.py).
-    uris = graph.allowed_replies(
-        r.conn, graph.thread_root(post["uri"], post["record"]), [row[0] for row in rows]
+    uris = graph.visible_replies(
+        r, graph.thread_root(post["uri"], post["record"]), [row[0] for row in rows]
     )
     children = r.post_views(uris)
     blocked = r.blocked()
