@@ -82,6 +82,38 @@ async def test_curate_list_views_and_list_feed(people: list[Client]) -> None:
     assert sorted(texts(feed["feed"])) == ["bob on the list", "carol on the list"]
 
 
+async def test_list_feed_pages_and_reads_a_bounded_number_of_members(
+    people: list[Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from node.appview import graph_views
+
+    alice, bob, carol, dave = people
+    lst = await make_list(alice, "pages", CURATELIST)
+    await add_item(alice, lst.uri, bob.did)
+    await add_item(alice, lst.uri, carol.did)
+    await add_item(alice, lst.uri, carol.did)  # twice on the list, once in the feed
+    for i in range(3):
+        await bob.post(f"bob {i}")
+        await carol.post(f"carol {i}")
+    await dave.post("dave is not on the list")
+    got: list[str] = []
+    cursor = None
+    for _ in range(10):
+        page = await dave.call(
+            "app.bsky.graph.getListFeed", params={"list": lst.uri, "limit": 4, "cursor": cursor}
+        )
+        got += texts(page["feed"])
+        cursor = page.get("cursor")
+        if not cursor:
+            break
+    assert got == [f"{who} {i}" for i in (2, 1, 0) for who in ("carol", "bob")]
+    # Only the most recently added members are read (a list of 100,000 accounts costs
+    # no more than one of MAX_LIST_FEED_MEMBERS).
+    monkeypatch.setattr(graph_views, "MAX_LIST_FEED_MEMBERS", 1)
+    page = await dave.call("app.bsky.graph.getListFeed", params={"list": lst.uri})
+    assert texts(page["feed"]) == ["carol 2", "carol 1", "carol 0"]
+
+
 async def test_mod_list_block_hides_both_ways(people: list[Client]) -> None:
     alice, bob, carol, _ = people
     mod = await make_list(alice, "trolls", MODLIST)

@@ -7,6 +7,9 @@ labeler getServices, each one read on a reader thread through the same
 takedowns hide the same way. Private settings: list mutes (muteActorList) and thread
 mutes (muteThread), kept on this node only and never in a repo.
 
+getListFeed reads the posts of at most :data:`MAX_LIST_FEED_MEMBERS` members of a
+list (those added last), one bounded index range each.
+
 What it refuses: a page over 100, a cursor that is not one it gave, muting a list
 that is not an indexed moderation list, and more than :data:`MAX_LIST_MUTES` list
 mutes or :data:`MAX_THREAD_MUTES` thread mutes per account.
@@ -14,6 +17,7 @@ mutes or :data:`MAX_THREAD_MUTES` thread mutes per account.
 
 from __future__ import annotations
 
+import heapq
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeVar
@@ -27,10 +31,12 @@ from ..store.sqlite import SqliteStorage
 from . import graph
 from .views import _cursor, _marks, _Read, _record_json
 
-__all__ = ["MAX_LIST_MUTES", "MAX_THREAD_MUTES", "GraphViews"]
+__all__ = ["MAX_LIST_FEED_MEMBERS", "MAX_LIST_MUTES", "MAX_THREAD_MUTES", "GraphViews"]
 
 T = TypeVar("T")
 
+#: Members of a list whose posts getListFeed reads (the most recently added).
+MAX_LIST_FEED_MEMBERS: Final = 1_000
 #: Lists one account may mute, and threads (per account, this node only).
 MAX_LIST_MUTES: Final = 1_000
 MAX_THREAD_MUTES: Final = 10_000
@@ -185,12 +191,22 @@ class GraphViews:
             r._served(graph._did_of(uri))
             if r.conn.execute("SELECT 1 FROM lists WHERE uri = ?", (uri,)).fetchone() is None:
                 raise ListNotFound(f"List not found: {uri}")
-            rows = r.conn.execute(
-                "SELECT p.uri, p.sort_at FROM list_items li JOIN posts p ON p.did = li.subject"
-                " WHERE li.list = ? AND (p.sort_at, p.uri) < (?, ?)"
-                " ORDER BY p.sort_at DESC, p.uri DESC LIMIT ?",
-                (uri, at, after or "\uffff", limit),
+            members = r.conn.execute(
+                "SELECT subject FROM list_items WHERE list = ?"
+                " GROUP BY subject ORDER BY MAX(uri) DESC LIMIT ?",
+                (uri, MAX_LIST_FEED_MEMBERS),
             ).fetchall()
+            # One index range per member, each at most a page long, then the newest
+            # page of them all: the work is bounded by members x page, not by how
+            # much the members ever posted.
+            found: list[tuple[str, str]] = []
+            for (member,) in members:
+                found += r.conn.execute(
+                    "SELECT uri, sort_at FROM posts WHERE did = ? AND (sort_at, uri) < (?, ?)"
+                    " ORDER BY sort_at DESC, uri DESC LIMIT ?",
+                    (member, at, after or "\uffff", limit),
+                ).fetchall()
+            rows = heapq.nlargest(limit, found, key=lambda row: (row[1], row[0]))
             out: dict[str, Any] = {"feed": r.feed([(u, s, None, None) for u, s in rows])}
             if len(rows) == limit:
                 out["cursor"] = f"{rows[-1][1]}::{rows[-1][0]}"
