@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -371,3 +372,39 @@ async def test_graph_answers_parse_as_the_atproto_sdk_models(people: list[Client
         await bob.call("app.bsky.graph.getListFeed", params={"list": lst.uri}),
         models.AppBskyFeedGetFeed.Response,
     )
+
+
+async def test_an_older_database_indexes_the_graph_records_it_already_holds(tmp_path: Path) -> None:
+    import sqlite3
+
+    from node.appview.graph import GRAPH_SCHEMA
+    from node.config import NodeConfig
+    from node.store.sqlite import _GRAPH_SCHEMA, SCHEMA_VERSION
+
+    config = NodeConfig(data_dir=tmp_path / "node", port=0)
+    async with Node(config) as node, Client(node.url) as alice, Client(node.url) as bob:
+        await alice.create_account("alice.skyfed.test", PASSWORD)
+        await bob.create_account("bob.skyfed.test", PASSWORD)
+        lst = await make_list(alice, "from before", MODLIST)
+        await add_item(alice, lst.uri, bob.did)
+        await block_list(alice, lst.uri)
+        await bob.post("bob before the upgrade")
+
+    # Back to the version before the graph tables (v8 when they came).
+    conn = sqlite3.connect(config.db_path)
+    for statement in GRAPH_SCHEMA.split(";"):
+        words = statement.split()
+        if words[:2] == ["CREATE", "TABLE"]:
+            conn.execute(f"DROP TABLE {words[5]}")
+    conn.execute(f"PRAGMA user_version = {_GRAPH_SCHEMA - 1}")
+    conn.commit()
+    conn.close()
+
+    async with Node(config) as node, Client(node.url) as alice:
+        await alice.login("alice.skyfed.test", PASSWORD)
+        out = await alice.call("app.bsky.graph.getList", params={"list": lst.uri})
+        assert [i["subject"]["did"] for i in out["items"]] == [bob.did]
+        assert "bob before the upgrade" not in await _latest(alice)  # the listblock holds
+    conn = sqlite3.connect(config.db_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
