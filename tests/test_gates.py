@@ -252,6 +252,18 @@ async def test_a_gossiped_reply_to_a_gated_thread_is_kept_but_hidden(two: list[N
             for reader in (reader_a, reader_b, alice):
                 thread = await _thread(reader, root.uri)
                 assert _reply_texts(thread) == ["friend replies"], reader.base_url
+            # Nor any feed: not the latest posts, not her author feed (but her own).
+            for reader in (reader_a, reader_b):
+                latest = await reader.call("skyfed.feed.getLatest")
+                assert "mallory barges in" not in [
+                    i["post"]["record"]["text"] for i in latest["feed"]
+                ]
+                theirs = await reader.call(
+                    "app.bsky.feed.getAuthorFeed", params={"actor": mallory.did}
+                )
+                assert theirs["feed"] == []
+            own = await mallory.call("app.bsky.feed.getAuthorFeed", params={"actor": mallory.did})
+            assert [i["post"]["uri"] for i in own["feed"]] == [bad.uri]
             # Now that B knows the gate, it refuses Mallory's next try.
             with pytest.raises(XrpcError) as e:
                 await mallory.post("again", reply_to=ref, root=ref)

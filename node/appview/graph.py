@@ -643,6 +643,24 @@ def visible_replies(r: _Read, root: str, replies: Sequence[str]) -> list[str]:
     return allowed_replies(r.conn, root, replies)
 
 
+def gated_out(r: _Read, views: dict[str, dict[str, Any]]) -> set[str]:
+    """The replies among ``views`` that their thread's gate does not allow (the
+    viewer's own excepted): feeds leave them out, as threads do."""
+    if not _any(r, "threadgates"):
+        return set()
+    by_root: dict[str, list[str]] = {}
+    for uri, view in views.items():
+        root = thread_root(uri, view["record"])
+        if root != uri and _did_of(uri) != r.viewer:
+            by_root.setdefault(root, []).append(uri)
+    out: set[str] = set()
+    for root, gate in _memo_gates(r, by_root).items():
+        if gate.allow is not None:
+            kept = set(allowed_replies(r.conn, root, by_root[root]))
+            out.update(u for u in by_root[root] if u not in kept)
+    return out
+
+
 def check_post(conn: sqlite3.Connection, author: str, record: dict[str, Any]) -> None:
     """Refuse a post that a hosted ``author`` may not make: a reply in a thread whose
     gate does not let it in, or a quote of a post whose postgate disables quotes."""

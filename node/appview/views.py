@@ -300,6 +300,8 @@ class _Read:
     def feed(self, items: list[tuple[str, str, str | None, str | None]]) -> list[dict[str, Any]]:
         """FeedViewPosts for (post uri, sort_at, reposted-by did, repost indexedAt)."""
         views = self.post_views([i[0] for i in items])
+        for uri in graph.gated_out(self, views):
+            del views[uri]  # a reply its thread's gate does not allow
         parents: list[str] = []
         for uri, *_ in items:
             view = views.get(uri)
