@@ -286,6 +286,10 @@ async def test_labeler_services_from_declarations(people: list[Client]) -> None:
     assert view["reasonTypes"] == [SPAM]
     assert view["viewer"] == {}
     parsed = models.AppBskyLabelerGetServices.Response.model_validate(detailed)
+    # A labeler one mutes is still one to look up (and unsubscribe from).
+    await alice.mute(mod.did)
+    muted = await alice.call("app.bsky.labeler.getServices", params={"dids": [mod.did]})
+    assert [v["uri"] for v in muted["views"]] == [decl.uri]
     assert parsed.views[0].policies.label_values == ["spam", "rude"]
     # A declaration under another key declares nothing; deleting it undeclares.
     await bob.put_record("app.bsky.labeler.service", "other", LABELER_RECORD)

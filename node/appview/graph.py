@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from protocol.errors import RemoteProtocolError
+from protocol.syntax import is_valid_did
 
 if TYPE_CHECKING:
     from .views import _Read
@@ -271,9 +272,7 @@ def index_graph_record(
     elif collection == LIST_ITEM:
         target = _uri_in(value.get("list"), did, LIST)
         subject = value.get("subject")
-        if target is None or not isinstance(subject, str) or not subject.startswith("did:"):
-            return
-        if len(subject) > 2048:
+        if target is None or not isinstance(subject, str) or not is_valid_did(subject):
             return
         conn.execute(
             "INSERT OR REPLACE INTO list_items VALUES (?, ?, ?, ?, ?)",

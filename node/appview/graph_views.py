@@ -300,8 +300,16 @@ class GraphViews:
                 f" JOIN blocks b ON b.cid = s.cid WHERE s.did IN ({_marks(len(wanted))})",
                 wanted,
             ).fetchall()
-            hidden = r.hidden()
-            rows = [row for row in rows if row[0] not in hidden]
+            # A labeler one mutes or blocks is still a labeler one may look up (to
+            # unsubscribe, say); one taken down here is not served.
+            gone = {
+                row[0]
+                for row in r.conn.execute(
+                    "SELECT did FROM takedowns WHERE reversed_at IS NULL"
+                    " AND instr(scopes, 'serve') > 0"
+                )
+            }
+            rows = [row for row in rows if row[0] not in gone]
             creators = {p["did"]: p for p in r.profile_views([row[0] for row in rows])}
             uris = [row[1] for row in rows]
             likes: dict[str, int] = {}
