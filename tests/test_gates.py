@@ -76,6 +76,14 @@ async def test_nobody_may_reply_but_the_author(people: list[Client]) -> None:
             },
         )
     assert e.value.error == "ReplyNotAllowed"
+    # Naming another thread's root, or the root by handle, changes nothing: the
+    # parent's thread and the DID behind the handle decide.
+    elsewhere = await bob.post("an ungated post of bob's")
+    by_handle = RecordRef(root.uri.replace(alice.did, "alice.skyfed.test"), root.cid)
+    for claimed_root, parent in ((elsewhere, root), (by_handle, by_handle), (elsewhere, early)):
+        with pytest.raises(XrpcError) as e:
+            await bob.post("false root", reply_to=parent, root=claimed_root)
+        assert e.value.error == "ReplyNotAllowed"
     await alice.post("the author may", reply_to=root)
 
     thread = await _thread(bob, root.uri)
@@ -229,12 +237,15 @@ async def test_a_gossiped_reply_to_a_gated_thread_is_kept_but_hidden(two: list[N
         # (a node that does not enforce gates would do the same at any time).
         ref = RecordRef(root.uri, root.cid)
         bad = await mallory.post("mallory barges in", reply_to=ref, root=ref)
+        # And once more naming a thread of her own as the root: the parent decides.
+        decoy = await mallory.post("mallory's decoy thread")
+        false_root = await mallory.post("mallory with a false root", reply_to=ref, root=decoy)
         good = await friend.post("friend replies", reply_to=ref, root=ref)
         await link(two, [(0, 1)])
 
         async def arrived() -> bool:
             return (
-                await a.storage.get_record(mallory.did, "app.bsky.feed.post", rkey(bad.uri))
+                await a.storage.get_record(mallory.did, "app.bsky.feed.post", rkey(false_root.uri))
                 is not None
                 and await a.storage.get_record(friend.did, "app.bsky.feed.post", rkey(good.uri))
                 is not None
@@ -255,15 +266,16 @@ async def test_a_gossiped_reply_to_a_gated_thread_is_kept_but_hidden(two: list[N
             # Nor any feed: not the latest posts, not her author feed (but her own).
             for reader in (reader_a, reader_b):
                 latest = await reader.call("skyfed.feed.getLatest")
-                assert "mallory barges in" not in [
-                    i["post"]["record"]["text"] for i in latest["feed"]
-                ]
+                shown = [i["post"]["record"]["text"] for i in latest["feed"]]
+                assert "mallory barges in" not in shown
+                assert "mallory with a false root" not in shown
+                assert "mallory's decoy thread" in shown
                 theirs = await reader.call(
                     "app.bsky.feed.getAuthorFeed", params={"actor": mallory.did}
                 )
-                assert theirs["feed"] == []
+                assert [i["post"]["uri"] for i in theirs["feed"]] == [decoy.uri]
             own = await mallory.call("app.bsky.feed.getAuthorFeed", params={"actor": mallory.did})
-            assert [i["post"]["uri"] for i in own["feed"]] == [bad.uri]
+            assert len(own["feed"]) == 3
             # Now that B knows the gate, it refuses Mallory's next try.
             with pytest.raises(XrpcError) as e:
                 await mallory.post("again", reply_to=ref, root=ref)

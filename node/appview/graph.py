@@ -57,6 +57,7 @@ __all__ = [
     "muted_threads",
     "reindex_graph",
     "reply_allowed",
+    "reply_roots",
     "thread_root",
     "unindex_graph_record",
 ]
@@ -642,6 +643,37 @@ def visible_replies(r: _Read, root: str, replies: Sequence[str]) -> list[str]:
     return allowed_replies(r.conn, root, replies)
 
 
+def _did_form(conn: sqlite3.Connection, uri: str) -> str:
+    """``uri`` with a handle authority replaced by the DID it is confirmed for here."""
+    authority, sep, path = uri[len("at://") :].partition("/")
+    if authority.startswith("did:"):
+        return uri
+    row = conn.execute("SELECT did FROM handles WHERE handle = ?", (authority.lower(),)).fetchone()
+    return uri if row is None else f"at://{row[0]}{sep}{path}"
+
+
+def reply_roots(conn: sqlite3.Connection, record: dict[str, Any]) -> list[str]:
+    """The thread roots whose gates bind a reply: the root it names and the root of
+    the post it answers, as indexed here (a reply that names a false root is still
+    in its parent's thread), each in DID form. Empty for a post that is no reply."""
+    reply = record.get("reply")
+    if not isinstance(reply, dict):
+        return []
+    refs = {}
+    for key in ("root", "parent"):
+        ref = reply.get(key)
+        uri = ref.get("uri") if isinstance(ref, dict) else None
+        if isinstance(uri, str) and uri.startswith("at://") and len(uri) < _MAX_URI:
+            refs[key] = _did_form(conn, uri)
+    out = [refs["root"]] if "root" in refs else []
+    parent = refs.get("parent")
+    if parent is not None:
+        row = conn.execute("SELECT reply_root FROM posts WHERE uri = ?", (parent,)).fetchone()
+        if row is not None:
+            out.append(_did_form(conn, row[0]) if row[0] else parent)
+    return list(dict.fromkeys(out))
+
+
 def gated_out(r: _Read, views: dict[str, dict[str, Any]]) -> set[str]:
     """The replies among ``views`` that their thread's gate does not allow (the
     viewer's own excepted): feeds leave them out, as threads do."""
@@ -649,9 +681,11 @@ def gated_out(r: _Read, views: dict[str, dict[str, Any]]) -> set[str]:
         return set()
     by_root: dict[str, list[str]] = {}
     for uri, view in views.items():
-        root = thread_root(uri, view["record"])
-        if root != uri and _did_of(uri) != r.viewer:
-            by_root.setdefault(root, []).append(uri)
+        if _did_of(uri) == r.viewer:
+            continue
+        for root in reply_roots(r.conn, view["record"]):
+            if root != uri:
+                by_root.setdefault(root, []).append(uri)
     out: set[str] = set()
     for root, gate in _memo_gates(r, by_root).items():
         if gate.allow is not None:
@@ -663,11 +697,8 @@ def gated_out(r: _Read, views: dict[str, dict[str, Any]]) -> set[str]:
 def check_post(conn: sqlite3.Connection, author: str, record: dict[str, Any]) -> None:
     """Refuse a post that a hosted ``author`` may not make: a reply in a thread whose
     gate does not let it in, or a quote of a post whose postgate disables quotes."""
-    reply = record.get("reply")
-    if isinstance(reply, dict):
-        root = reply.get("root")
-        root_uri = root.get("uri") if isinstance(root, dict) else None
-        if isinstance(root_uri, str) and not reply_allowed(conn, root_uri, author):
+    for root_uri in reply_roots(conn, record):
+        if not reply_allowed(conn, root_uri, author):
             raise ReplyNotAllowed(
                 f"the author of {root_uri} limits who may reply (threadgate), "
                 "and this account is not among them"
