@@ -170,6 +170,10 @@ async def test_postgate_disables_quotes_and_detaches_existing_ones(people: list[
     with pytest.raises(XrpcError) as e:
         await carol.post("carol quotes", quote=post)
     assert (e.value.status, e.value.error) == (400, "QuoteNotAllowed")
+    by_handle = RecordRef(post.uri.replace(alice.did, "alice.skyfed.test"), post.cid)
+    with pytest.raises(XrpcError) as e:
+        await carol.post("carol quotes by handle", quote=by_handle)
+    assert e.value.error == "QuoteNotAllowed"
     await alice.post("alice may quote herself", quote=post)
 
     views = await carol.call("app.bsky.feed.getPosts", params={"uris": [post.uri, quote.uri]})

@@ -704,6 +704,8 @@ def check_post(conn: sqlite3.Connection, author: str, record: dict[str, Any]) ->
                 "and this account is not among them"
             )
     quoted = _quoted_uri(record.get("embed"))
+    if quoted is not None and quoted.startswith("at://") and len(quoted) < _MAX_URI:
+        quoted = _did_form(conn, quoted)
     if quoted is not None and _did_of(quoted) != author:
         row = conn.execute("SELECT disabled FROM postgates WHERE post = ?", (quoted,)).fetchone()
         if row is not None and row[0]:
