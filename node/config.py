@@ -120,6 +120,14 @@ class NodeConfig:
     admin_burst: int = 10
     #: A statement of this node's moderation policy, published with its actions.
     moderation_policy: str | None = None
+    #: Bytes of JSON one account's app preferences (putPreferences) may take.
+    max_preferences_bytes: int = 64 * 1024
+    #: Reports (createReport) per account: rate per second and burst.
+    report_rate: float = 0.01
+    report_burst: int = 10
+    #: Open (unresolved) reports one account may have queued here, and the node.
+    max_open_reports_per_account: int = 100
+    max_open_reports: int = 100_000
     #: Peer node URLs to keep links to.
     peers: tuple[str, ...] = ()
     #: Tell peers about other peers (and accept being told about).

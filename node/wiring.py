@@ -39,9 +39,12 @@ from .accounts.moderation import (
     Moderation,
 )
 from .accounts.portability import Portability
+from .accounts.preferences import Preferences
+from .accounts.reports import Reports
 from .appview.feedgens import FeedContext, FeedHost
 from .appview.feedgens.service import Feeds
 from .appview.feeds import FeedViews
+from .appview.graph_views import GraphViews
 from .appview.views import Views
 from .config import NodeConfig, NodeSecrets, load_or_create_secrets
 from .datadir import tighten
@@ -206,6 +209,15 @@ class Node:
             signing_key_of=self._signing_key_of,
             used_tokens=self.portability.used_tokens,
             clock=time.time,
+        )
+        self.graph = GraphViews(self.storage)
+        self.preferences = Preferences(self.storage, config.max_preferences_bytes)
+        self.reports = Reports(
+            self.storage,
+            rate=config.report_rate,
+            burst=config.report_burst,
+            max_open_per_account=config.max_open_reports_per_account,
+            max_open=config.max_open_reports,
         )
 
     def _load_secrets(self) -> NodeSecrets:

@@ -116,6 +116,13 @@ VIEW_METHODS: Final = frozenset(
         "app.bsky.graph.getFollows",
         "app.bsky.graph.getFollowers",
         "app.bsky.graph.getMutes",
+        "app.bsky.graph.getBlocks",
+        "app.bsky.graph.getList",
+        "app.bsky.graph.getLists",
+        "app.bsky.graph.getListFeed",
+        "app.bsky.graph.getListMutes",
+        "app.bsky.graph.getListBlocks",
+        "app.bsky.labeler.getServices",
         "skyfed.feed.getLatest",
         "app.bsky.feed.getActorLikes",
         "app.bsky.feed.getQuotes",
@@ -488,7 +495,8 @@ def _walked(key: str, item: object) -> bool:
 
 def _subject(view: dict[str, Any]) -> str | None:
     uri = view.get("uri")
-    if isinstance(uri, str) and "author" in view:
+    # Posts have an author; lists and labeler services a creator.
+    if isinstance(uri, str) and ("author" in view or "creator" in view):
         return uri
     did = view.get("did")
     return did if isinstance(did, str) else None

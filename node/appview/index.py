@@ -17,6 +17,8 @@ from protocol.encoding import decode
 from protocol.errors import SkyfedError
 from protocol.feedgen import GENERATOR, GeneratorDecl
 
+from .graph import GRAPH_COLLECTIONS, index_graph_record, unindex_graph_record
+
 __all__ = [
     "FEEDGEN_SCHEMA",
     "FEED_SCHEMA",
@@ -264,6 +266,8 @@ def unindex_record(conn: sqlite3.Connection, did: str, collection: str, rkey: st
         conn.execute("DELETE FROM profiles WHERE did = ?", (did,))
     elif collection == GENERATOR:
         conn.execute("DELETE FROM feed_generators WHERE uri = ?", (uri,))
+    elif collection in GRAPH_COLLECTIONS:
+        unindex_graph_record(conn, did, collection, rkey)
 
 
 def index_record(
@@ -358,3 +362,6 @@ def index_record(
                 "INSERT OR REPLACE INTO feed_generators VALUES (?, ?, ?, ?, ?, ?)",
                 (uri, did, rkey, cid, decl.did, indexed_at),
             )
+    elif collection in GRAPH_COLLECTIONS:
+        # lists, list items, listblocks, gates, labeler declarations: node/appview/graph.py
+        index_graph_record(conn, did, collection, rkey, value, cid, created, indexed_at)

@@ -31,8 +31,10 @@ from .xrpc import (
     app_bsky_actor,
     app_bsky_feed,
     app_bsky_graph,
+    app_bsky_labeler,
     com_atproto_identity,
     com_atproto_label,
+    com_atproto_moderation,
     com_atproto_repo,
     com_atproto_server,
     com_atproto_sync,
@@ -147,6 +149,8 @@ for _namespace in (
     app_bsky_feed,
     app_bsky_actor,
     app_bsky_graph,
+    app_bsky_labeler,
+    com_atproto_moderation,
     skyfed,
 ):
     _ROUTES.update(_namespace.ROUTES)

@@ -37,6 +37,7 @@ from protocol.heads import label_set_digest
 from protocol.ingest import HeadState
 
 from ..accounts.handles import HANDLES_SCHEMA, Handles
+from ..appview.graph import GRAPH_SCHEMA, reindex_graph
 from ..appview.index import (
     FEED_SCHEMA,
     FEEDGEN_SCHEMA,
@@ -243,6 +244,10 @@ _MIGRATIONS.append(HANDLES_SCHEMA)
 _FEEDGEN_SCHEMA = len(_MIGRATIONS)
 # v9: feed generator declarations (node/appview/index.py, node/appview/feeds.py)
 _MIGRATIONS.append(FEEDGEN_SCHEMA)
+# v10: lists, listblocks, gates, labeler declarations, and per-account private state
+# (list and thread mutes, preferences, the report queue): node/appview/graph.py
+_MIGRATIONS.append(GRAPH_SCHEMA)
+_GRAPH_SCHEMA = len(_MIGRATIONS)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -491,6 +496,8 @@ class SqliteStorage:
                 rebuild_feeds(conn)
             if 2 <= version <= _FEEDGEN_SCHEMA:
                 _reindex(conn, "app.bsky.feed.generator")
+            if 2 <= version < _GRAPH_SCHEMA:
+                reindex_graph(conn, _utc_now())
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute("COMMIT")
         finally:
