@@ -49,12 +49,14 @@ from .limits import (
     memory_budget,
 )
 from .logs import LogLimiter, fields
+from .net.blobfetch import BlobFetcher
 from .net.federation import Federation
 from .server.app import ServerLog, _server_log, make_app
 from .server.auth import Authenticator, Principal, parse_bearer
 from .server.firehose import Firehose
 from .server.inputs import InvalidRequest
 from .server.ratelimit import LoginLimiter, RequestLimiter, WriteLimiter
+from .store.blobs import BlobStore
 from .store.repos import RepoManager
 from .store.sqlite import SqliteSessionStore, SqliteStorage
 
@@ -176,6 +178,14 @@ class Node:
             registry=self.registry,
         ).set_function(lambda: float(self.federation.retries))
         self.views = Views(self.storage)
+        self.views.base_url = lambda: self.url
+        self.blobs = BlobStore(
+            self.storage,
+            cache_bytes=config.blob_cache_bytes,
+            grace=config.blob_grace,
+            clock=self.wall_clock,
+        )
+        self.blob_fetch = BlobFetcher(self.blobs, self.federation, config, hosted=self._hosts)
         self.repos.on_commit = self.federation.publish_commit
         self.portability = Portability(self)
         self.moderation = Moderation(self)
@@ -189,6 +199,9 @@ class Node:
             return load_or_create_secrets(self.config.data_dir)
         finally:
             self.lock.release()  # taken again by start()
+
+    async def _hosts(self, did: str) -> bool:
+        return await self.storage.account_by_did(did) is not None
 
     def _gossip_stat(self, field: str) -> Callable[[], float]:
         return lambda: float(getattr(self.federation.plumtree.stats, field))

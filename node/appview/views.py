@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from protocol.cid import CID
@@ -27,6 +27,7 @@ from protocol.jsondata import to_json
 from protocol.syntax import is_valid_did, is_valid_handle
 
 from ..store.sqlite import SqliteStorage
+from . import media
 
 __all__ = ["Views"]
 
@@ -61,6 +62,8 @@ class _Read:
     def __init__(self, conn: sqlite3.Connection, viewer: str | None):
         self.conn = conn
         self.viewer = viewer
+        #: This node's URL, for the media URLs in views (node/appview/media.py).
+        self.base = ""
         self._hidden: set[str] | None = None
         self._blocked: set[str] | None = None
 
@@ -148,6 +151,15 @@ class _Read:
                     out[did]["displayName"] = name
                 if desc:
                     out[did]["_description"] = desc
+            for did, path, cid in self.conn.execute(
+                "SELECT did, path, cid FROM blob_refs"
+                f" WHERE did IN ({_marks(len(chunk))})"
+                " AND uri = 'at://' || did || '/app.bsky.actor.profile/self'"
+                " AND path IN ('avatar', 'banner') AND mime LIKE 'image/%'",
+                chunk,
+            ):
+                url = media.blob_url(self.base, did, str(CID.from_bytes(cid)))
+                out[did]["avatar" if path == "avatar" else "_banner"] = url
         return out
 
     def profile_views(self, dids: Sequence[str], *, detailed: bool = False) -> list[dict[str, Any]]:
@@ -167,6 +179,9 @@ class _Read:
             desc = b.pop("_description", None)
             if desc:
                 b["description"] = desc
+            banner = b.pop("_banner", None)
+            if banner and detailed:
+                b["banner"] = banner
             b["viewer"] = viewer_state.get(did, {})
             b["labels"] = []
             if detailed:
@@ -266,6 +281,9 @@ class _Read:
                 "viewer": viewer,
                 "labels": [],
             }
+            shown = media.media_view(self.base, did, record.get("embed"))
+            if shown is not None:
+                view["embed"] = shown
             out[uri] = view
         if embeds:
             self._embed_quotes(out)
@@ -275,6 +293,8 @@ class _Read:
         quoted: dict[str, str] = {}
         for uri, view in views.items():
             embed = view["record"].get("embed")
+            if isinstance(embed, dict) and embed.get("$type") == media.RECORD_WITH_MEDIA:
+                embed = embed.get("record")  # the quote half; media below
             if isinstance(embed, dict) and embed.get("$type") == "app.bsky.embed.record":
                 ref = embed.get("record")
                 if isinstance(ref, dict) and isinstance(ref.get("uri"), str):
@@ -288,7 +308,18 @@ class _Read:
                 "uri": target,
                 "notFound": True,
             }
-            views[uri]["embed"] = {"$type": "app.bsky.embed.record#view", "record": inner}
+            shown = {"$type": "app.bsky.embed.record#view", "record": inner}
+            view = views[uri]
+            outer = view["record"].get("embed")
+            if outer.get("$type") == media.RECORD_WITH_MEDIA:
+                extra = media.media_view(self.base, view["author"]["did"], outer.get("media"))
+                if extra is not None:
+                    shown = {
+                        "$type": media.RECORD_WITH_MEDIA + "#view",
+                        "record": shown,
+                        "media": extra,
+                    }
+            view["embed"] = shown
 
     def _quoted_records(self, uris: list[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -302,6 +333,8 @@ class _Read:
                 "indexedAt": view["indexedAt"],
                 "labels": [],
             }
+            if "embed" in view:
+                out[uri]["embeds"] = [view["embed"]]
         return out
 
     def feed(self, items: list[tuple[str, str, str | None, str | None]]) -> list[dict[str, Any]]:
@@ -348,9 +381,18 @@ class Views:
 
     def __init__(self, storage: SqliteStorage):
         self.storage = storage
+        #: This node's URL (set by the wiring once it is known), for media URLs.
+        self.base_url: Callable[[], str] = lambda: ""
 
     async def _run(self, viewer: str | None, fn: Any) -> Any:
-        return await self.storage.read(lambda conn: fn(_Read(conn, viewer)))
+        base = self.base_url()
+
+        def run(conn: sqlite3.Connection) -> Any:
+            read = _Read(conn, viewer)
+            read.base = base
+            return fn(read)
+
+        return await self.storage.read(run)
 
     # -- feeds -------------------------------------------------------------------
     async def latest(self, viewer: str | None, limit: int, cursor: str | None) -> dict[str, Any]:

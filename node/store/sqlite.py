@@ -40,6 +40,7 @@ from ..accounts.handles import HANDLES_SCHEMA, Handles
 from ..appview.index import FEED_SCHEMA, INDEX_SCHEMA, index_record, rebuild_feeds, unindex_record
 from ..datadir import create_private_file, make_data_dir
 from ..server.auth import SessionRow
+from .blobs import BLOBS_SCHEMA, backfill_refs, track_refs
 
 __all__ = [
     "AccountRow",
@@ -231,6 +232,10 @@ _SIGNED_PREV_SCHEMA = len(_MIGRATIONS)
 # v8: confirmed handles (node/accounts/handles.py): one DID per handle, the confirmations
 # learned with identities, and the issuer pinned per handle domain
 _MIGRATIONS.append(HANDLES_SCHEMA)
+# v9: blobs (node/store/blobs.py): uploads, which records point at which blobs, and
+# the cache of blobs fetched from peers
+_BLOBS_SCHEMA = len(_MIGRATIONS) + 1
+_MIGRATIONS.append(BLOBS_SCHEMA)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -477,6 +482,8 @@ class SqliteStorage:
                 _reindex(conn)
             if 0 < version < 3:
                 rebuild_feeds(conn)
+            if 0 < version < _BLOBS_SCHEMA:
+                backfill_refs(conn)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute("COMMIT")
         finally:
@@ -1172,6 +1179,7 @@ def _apply_commit(conn: sqlite3.Connection, b: CommitBatch) -> _Published:
                 "DELETE FROM records WHERE did = ? AND collection = ? AND rkey = ?",
                 (b.did, collection, rkey),
             )
+            track_refs(conn, b.did, b.rev, collection, rkey, None)
         else:
             raw = cid.to_bytes()
             conn.execute(
@@ -1184,6 +1192,7 @@ def _apply_commit(conn: sqlite3.Connection, b: CommitBatch) -> _Published:
                 block = None if row is None else row[0]
             if block is not None and unserved is None:
                 index_record(conn, b.did, collection, rkey, block, raw, indexed_at)
+            track_refs(conn, b.did, b.rev, collection, rkey, block)
     conn.execute(
         "INSERT INTO repos (did, head, rev, root, status, local) VALUES (?, ?, ?, ?, NULL, ?)"
         " ON CONFLICT (did) DO UPDATE SET head = excluded.head, rev = excluded.rev,"

@@ -1,4 +1,6 @@
-"""com.atproto.repo: record writes (create, put, delete, applyWrites) and reads."""
+"""com.atproto.repo: record writes (create, put, delete, applyWrites), reads, and blob
+uploads (uploadBlob: size and type limits in protocol/blobs.py, storage in
+node/store/blobs.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from protocol.cid import CID
+from protocol.blobs import BlobRef, BlobRefused, check_upload
+from protocol.cid import CID, cid_for_raw
 from protocol.commit import Action
 from protocol.encoding import decode
 from protocol.errors import RemoteProtocolError, RepoError
@@ -339,7 +342,40 @@ async def describe_repo(request: web.Request) -> web.Response:
     )
 
 
+async def _read_upload(request: web.Request, limit: int) -> bytes:
+    """The request body, refused as soon as it passes ``limit`` bytes (declared or not)."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise BlobRefused(
+            f"the blob is {declared} bytes, over the limit of {limit}",
+            error="BlobTooLarge",
+            status=413,
+        )
+    buf = bytearray()
+    while len(buf) <= limit:
+        chunk = await request.content.read(limit + 1 - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
+
+
+async def upload_blob(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    p = await node.principal(request)
+    await node.local_account(p.did)  # hosted here and active
+    state = node.write_limits.check_and_consume(p.did, _POINTS["create"])
+    limit = node.config.blob_max_bytes
+    data = await _read_upload(request, limit)
+    mime = check_upload(data, request.headers.get("Content-Type"), limit)
+    cid = cid_for_raw(data)
+    await node.blobs.put_upload(p.did, cid, mime, data)
+    ref = BlobRef(cid, mime, len(data))
+    return json_response({"blob": ref.to_value()}, headers=state.headers())
+
+
 ROUTES: dict[str, tuple[str, Handler]] = {
+    "com.atproto.repo.uploadBlob": ("POST", upload_blob),
     "com.atproto.repo.createRecord": ("POST", create_record),
     "com.atproto.repo.putRecord": ("POST", put_record),
     "com.atproto.repo.deleteRecord": ("POST", delete_record),
