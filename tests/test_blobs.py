@@ -21,7 +21,14 @@ from protocol.cid import CID, cid_for_msgpack, cid_for_raw
 from protocol.errors import DecodeError
 from protocol.peerwire import decode_message, encode_message
 
+from . import test_web
 from .test_federation import link, start_nodes, until
+
+# The web tests' fixtures: a node serving the page, and headless Chromium.
+site = test_web.site
+browser = test_web.browser
+chrome_paths = test_web.chrome_paths
+profile_dir = test_web.profile_dir
 
 PASSWORD = "correct horse battery staple"
 
@@ -503,3 +510,85 @@ async def test_fetches_are_bounded(pair: list[Node], http: aiohttp.ClientSession
 
 async def _true(value: bool) -> bool:
     return value
+
+
+# -- the web page and the CLI ------------------------------------------------------------
+
+
+def test_the_web_page_loads_images_only_from_this_node() -> None:
+    from node.server.web import blob_src
+
+    here = "http://127.0.0.1:1/xrpc/com.atproto.sync.getBlob?did=did:skyfed:x&cid=bafk"
+    assert blob_src(here) == "/xrpc/com.atproto.sync.getBlob?did=did:skyfed:x&cid=bafk"
+    assert blob_src("https://evil.example/cat.png") is None
+    assert blob_src("javascript:alert(1)") is None
+    assert blob_src("http://[::1") is None
+
+
+async def _picture_post(node: Node, http: aiohttp.ClientSession) -> tuple[str, str, bytes]:
+    api = Api(http, node.url)
+    did, token = await api.account("alice.skyfed.test")
+    data = png(seed=30)
+    avatar = (await api.upload(png(seed=31), token))["blob"]
+    profile = {"$type": "app.bsky.actor.profile", "displayName": "Alice", "avatar": avatar}
+    await api.create(did, token, "app.bsky.actor.profile", profile, rkey="self")
+    blob = (await api.upload(data, token))["blob"]
+    made = await api.create(did, token, "app.bsky.feed.post", image_post('a "red" <dot>', blob))
+    return made["uri"], blob["ref"]["$link"], data
+
+
+async def test_the_web_page_and_the_cli_show_images(
+    small: Node, http: aiohttp.ClientSession
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    from node.client.render import Renderer
+
+    uri, cid, _ = await _picture_post(small, http)
+    async with http.get(small.url + "/") as r:
+        page = await r.text()
+    assert f'cid={cid}" alt="picture 0"' in page
+    assert '<img class="av" src="/xrpc/com.atproto.sync.getBlob?' in page
+
+    posts = await Api(http, small.url).get("app.bsky.feed.getPosts", uris=uri)
+    out = io.StringIO()
+    Renderer(Console(file=out, width=200, color_system=None)).post(posts["posts"][0])
+    shown = out.getvalue()
+    assert "[picture 0]" in shown
+    assert f"{small.url}/xrpc/com.atproto.sync.getBlob?" in shown
+    assert cid in shown
+
+
+@pytest.mark.timeout(120)
+async def test_a_browser_draws_the_images(
+    site: Node, http: aiohttp.ClientSession, browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    await _picture_post(site, http)
+
+    def load() -> list[Any]:
+        browser.get(site.url + "/")
+        WebDriverWait(browser, 20).until(
+            ec.presence_of_element_located((By.CSS_SELECTOR, ".pics img"))
+        )
+        WebDriverWait(browser, 20).until(
+            lambda d: d.execute_script(
+                "return [...document.images].every(i => i.complete && i.naturalWidth > 0)"
+            )
+        )
+        return list(
+            browser.execute_script(
+                "return [...document.images].map(i => [i.className, i.alt, i.naturalWidth])"
+            )
+        )
+
+    drawn = await asyncio.to_thread(load)
+    # The post's picture (2 px wide, with its alt text) and the avatar, both drawn:
+    # the page's CSP lets this node's images in.
+    assert ["", "picture 0", 2] in drawn
+    assert ["av", "", 2] in drawn
