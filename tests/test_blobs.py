@@ -241,6 +241,15 @@ async def test_a_post_with_images_is_hydrated_and_served(
     # Uploaded but not yet in a record: not served.
     missing = await api.get("com.atproto.sync.getBlob", 400, did=did, cid=cid1)
     assert missing["error"] == "BlobNotFound"
+    # A record may only point at blobs its author uploaded here.
+    stray = BlobRef(cid_for_raw(b"never uploaded"), "image/png", 14).to_value()
+    refused = await api.post(
+        "com.atproto.repo.createRecord",
+        {"repo": did, "collection": "app.bsky.feed.post", "record": image_post("x", stray)},
+        token,
+        status=400,
+    )
+    assert refused["error"] == "BlobNotFound"
     made = await api.create(did, token, "app.bsky.feed.post", image_post("two pictures", b1, b2))
 
     # The blob refs round-trip: createRecord JSON -> stored record -> getRecord JSON.

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from protocol.blobs import BlobRef, BlobRefused, check_upload
+from protocol.blobs import BlobRef, BlobRefused, blob_refs_in, check_upload
 from protocol.cid import CID, cid_for_raw
 from protocol.commit import Action
 from protocol.encoding import decode
@@ -91,11 +91,23 @@ async def _commit(
     node = request.app[NODE_KEY]
     points = sum(_POINTS[w.action] for w in writes)
     state = node.write_limits.check_and_consume(did, points)
+    await _check_blobs(node, did, writes)
     outcome = await node.repos.write(
         did, writes, key, swap_commit=swap_commit, check=check, validate=validate
     )
     node.m_commits.inc()
     return outcome, state.headers()
+
+
+async def _check_blobs(node: Node, did: str, writes: list[Write]) -> None:
+    """Every blob a new record points at was uploaded here by its author (as
+    Bluesky's PDS requires): otherwise nobody could ever serve it."""
+    for w in writes:
+        for ref in blob_refs_in(w.record) if w.record is not None else ():
+            if await node.blobs.uploaded(did, ref.cid) is None:
+                raise RemoteProtocolError(
+                    f"could not find blob: {ref.cid} (upload it first)", error="BlobNotFound"
+                )
 
 
 def _swap_record_check(path: str, swap: CID | None, present: bool) -> Callable[[Repo], None]:
