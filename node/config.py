@@ -191,7 +191,7 @@ class NodeConfig:
     #: Seconds an upload may wait for a record to point at it, and an upload no record
     #: points at any longer is kept, before garbage collection deletes it.
     blob_grace: float = 3600.0
-    #: Seconds between garbage-collection passes (each deletes at most 500 uploads).
+    #: Seconds between garbage-collection passes (each looks at 500 candidates at most).
     blob_gc_interval: float = 60.0
     #: Bytes of other nodes' blobs kept on disk (least recently used go first).
     blob_cache_bytes: int = 256 * 1024 * 1024

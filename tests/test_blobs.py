@@ -365,9 +365,14 @@ async def test_unreferenced_blobs_are_collected(small: Node, http: aiohttp.Clien
     made = await api.create(did, token, "app.bsky.feed.post", image_post("keep", kept))
     lonely_cid = CID.from_str(lonely["ref"]["$link"])
     kept_cid = CID.from_str(kept["ref"]["$link"])
+    also = (await api.upload(png(seed=11), token))["blob"]
     assert await small.blobs.collect() == 0  # within the grace period: nothing goes
     small.blobs._clock = lambda: time.time() + small.config.blob_grace + 1
+    # Each pass looks at a bounded number of candidates (oldest first).
+    assert await small.blobs.collect(limit=1) == 1
     assert await small.blobs.collect() == 1
+    assert await small.blobs.collect() == 0
+    assert await small.blobs.uploaded(did, CID.from_str(also["ref"]["$link"])) is None
     assert await small.blobs.uploaded(did, lonely_cid) is None
     assert await small.blobs.uploaded(did, kept_cid) is not None
     # The post goes: nothing points at its picture any more, and it goes too.

@@ -151,12 +151,12 @@ class _Read:
                     out[did]["displayName"] = name
                 if desc:
                     out[did]["_description"] = desc
+            # By uri (its index): an author's other blob refs are never scanned.
             for did, path, cid in self.conn.execute(
                 "SELECT did, path, cid FROM blob_refs"
-                f" WHERE did IN ({_marks(len(chunk))})"
-                " AND uri = 'at://' || did || '/app.bsky.actor.profile/self'"
+                f" WHERE uri IN ({_marks(len(chunk))})"
                 " AND path IN ('avatar', 'banner') AND mime LIKE 'image/%'",
-                chunk,
+                [f"at://{d}/app.bsky.actor.profile/self" for d in chunk],
             ):
                 url = media.blob_url(self.base, did, str(CID.from_bytes(cid)))
                 out[did]["avatar" if path == "avatar" else "_banner"] = url

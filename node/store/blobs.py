@@ -14,7 +14,9 @@ Three tables (one migration, ``BLOBS_SCHEMA``):
 
 Garbage collection (:meth:`BlobStore.collect`): an upload no record points at is
 deleted once it is older than the grace period, whether it was never used or its
-last record went; each pass deletes a bounded number of rows.
+last record went. ``blob_gc`` lists the candidates (each upload, and each upload a
+record stopped pointing at, with the time it became one), so a pass looks at a
+bounded number of rows, never at every blob the node holds.
 """
 
 from __future__ import annotations
@@ -70,6 +72,13 @@ CREATE TABLE IF NOT EXISTS blob_cache (
     data BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS blob_cache_used ON blob_cache (used_at);
+CREATE TABLE IF NOT EXISTS blob_gc (
+    did TEXT NOT NULL,
+    cid BLOB NOT NULL,
+    since REAL NOT NULL,
+    PRIMARY KEY (did, cid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blob_gc_since ON blob_gc (since);
 """
 
 
@@ -83,6 +92,13 @@ def track_refs(
 ) -> None:
     """Replace the blob refs of one record (``block`` None: it was deleted)."""
     uri = f"at://{did}/{collection}/{rkey}"
+    # Uploads this record pointed at may now be unreferenced: candidates for collection.
+    conn.execute(
+        "INSERT OR REPLACE INTO blob_gc SELECT r.did, r.cid,"
+        " (julianday('now') - 2440587.5) * 86400.0 FROM blob_refs r"
+        " JOIN blobs b ON b.did = r.did AND b.cid = r.cid WHERE r.uri = ?",
+        (uri,),
+    )
     conn.execute("DELETE FROM blob_refs WHERE uri = ?", (uri,))
     if block is None:
         return
@@ -103,6 +119,11 @@ def backfill_refs(conn: sqlite3.Connection) -> None:
     )
     for did, collection, rkey, data, rev in rows:
         track_refs(conn, did, rev, collection, rkey, data)
+
+
+#: Candidates one garbage-collection pass looks at (then it runs again at once if
+#: there were that many).
+_GC_BATCH = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +162,9 @@ class BlobStore:
                 "INSERT INTO blobs VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (did, cid)"
                 " DO UPDATE SET created_at = excluded.created_at",
                 (did, cid.to_bytes(), mime, len(data), now, data),
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO blob_gc VALUES (?, ?, ?)", (did, cid.to_bytes(), now)
             )
 
         await self.storage.write(put)
@@ -236,20 +260,28 @@ class BlobStore:
         return await self.storage.read(q)
 
     # -- collection --------------------------------------------------------------
-    async def collect(self, limit: int = 500) -> int:
-        """Delete up to ``limit`` uploads that no record points at and that are past
-        the grace period; returns how many went."""
+    async def collect(self, limit: int = _GC_BATCH) -> int:
+        """Look at up to ``limit`` candidates past the grace period (uploads, and
+        uploads a record stopped pointing at) and delete those no record points at;
+        returns how many went. The work of a pass is bounded by ``limit`` however
+        many blobs the node holds."""
+        return (await self._collect(limit))[1]
+
+    async def _collect(self, limit: int) -> tuple[int, int]:
         cutoff = self._now() - self.grace
 
-        def gc(conn: sqlite3.Connection) -> int:
-            doomed = conn.execute(
-                "SELECT rowid FROM blobs b WHERE created_at < ? AND NOT EXISTS"
-                " (SELECT 1 FROM blob_refs r WHERE r.did = b.did AND r.cid = b.cid)"
-                " ORDER BY created_at LIMIT ?",
+        def gc(conn: sqlite3.Connection) -> tuple[int, int]:
+            due = conn.execute(
+                "SELECT did, cid FROM blob_gc WHERE since < ? ORDER BY since LIMIT ?",
                 (cutoff, limit),
             ).fetchall()
-            conn.executemany("DELETE FROM blobs WHERE rowid = ?", doomed)
-            return len(doomed)
+            deleted = 0
+            for did, cid in due:
+                conn.execute("DELETE FROM blob_gc WHERE did = ? AND cid = ?", (did, cid))
+                if not _is_referenced(conn, did, cid):
+                    conn.execute("DELETE FROM blobs WHERE did = ? AND cid = ?", (did, cid))
+                    deleted += 1
+            return len(due), deleted
 
         return await self.storage.write(gc)
 
@@ -261,7 +293,7 @@ class BlobStore:
             while True:
                 await asyncio.sleep(interval)
                 try:
-                    while await self.collect() == _GC_BATCH:
+                    while (await self._collect(_GC_BATCH))[0] == _GC_BATCH:
                         pass
                 except Exception:
                     log.exception("blob garbage collection failed")
@@ -274,9 +306,6 @@ class BlobStore:
                 await task
 
         return ctx
-
-
-_GC_BATCH = 500
 
 
 def _is_referenced(conn: sqlite3.Connection, did: str, raw: bytes) -> bool:
