@@ -183,9 +183,12 @@ class BlobFetcher:
         except SkyfedError:
             link.send("error", rid=rid, error="InvalidRequest", message="bad did or cid")
             return
-        row = await self.store.local(msg["did"], cid, referenced=True)
-        if row is None and await self.store.referenced(msg["did"], cid):
-            row = await self.store.cached(cid)
+        did = msg["did"]
+        row = None
+        if not self.fed._uncarried(did):  # node policy may refuse to carry an account
+            row = await self.store.local(did, cid, referenced=True)
+            if row is None and await self.store.referenced(did, cid):
+                row = await self.store.cached(cid)
         if row is None or len(row.data) > MAX_FRAME - 1024:
             link.send("error", rid=rid, error="BlobNotFound", message=cid.to_str())
             return
