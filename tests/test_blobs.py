@@ -14,7 +14,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from node.appview.media import blob_url as media_url
 from node.config import NodeConfig
+from node.net.blobfetch import FetchBusy
 from node.wiring import Node
 from protocol.blobs import BlobRef, blob_refs_in, check_upload, sniff_mime
 from protocol.cid import CID, cid_for_msgpack, cid_for_raw
@@ -31,6 +33,10 @@ chrome_paths = test_web.chrome_paths
 profile_dir = test_web.profile_dir
 
 PASSWORD = "correct horse battery staple"
+
+
+def blob_url(node: Node, did: str, blob: dict[str, Any]) -> str:
+    return media_url(node.url, did, blob["ref"]["$link"])
 
 
 def png(width: int = 2, height: int = 1, seed: int = 0) -> bytes:
@@ -459,6 +465,20 @@ async def test_images_of_a_post_made_elsewhere_are_fetched_and_checked(
     assert (await far.fetch(url))[2] == data
     assert other.blob_fetch.fetched == 1
 
+    # Bytes over this node's limit are refused even when they hash right.
+    other.blob_fetch.max_bytes = 10
+    big = (await api.upload(png(seed=12), token))["blob"]
+    made3 = await api.create(did, token, "app.bsky.feed.post", image_post("big", big))
+
+    async def arrived3() -> bool:
+        return bool((await far.get("app.bsky.feed.getPosts", uris=made3["uri"]))["posts"])
+
+    await until(arrived3)
+    status, _, _ = await far.fetch(blob_url(other, did, big))
+    assert status == 400
+    assert other.blob_fetch.refused == 1
+    other.blob_fetch.max_bytes = other.config.blob_max_bytes
+
     # A peer that answers other bytes is refused (and loses score); nothing is cached.
     async def lie(link: Any, msg: dict[str, Any]) -> None:
         link.send("blob", rid=msg["rid"], cid=msg["cid"], data=png(seed=99))
@@ -474,7 +494,7 @@ async def test_images_of_a_post_made_elsewhere_are_fetched_and_checked(
     view2 = (await far.get("app.bsky.feed.getPosts", uris=made2["uri"]))["posts"][0]
     status, _, body = await far.fetch(view2["embed"]["images"][0]["fullsize"])
     assert status == 400
-    assert other.blob_fetch.refused == 1
+    assert other.blob_fetch.refused == 2
     assert await other.blobs.cache_size() == len(data)
     assert other.federation.links[home.node_did].score < 0
 
@@ -516,6 +536,11 @@ async def test_fetches_are_bounded(pair: list[Node], http: aiohttp.ClientSession
     status, _, body = await far.fetch(urls[2])
     assert status == 503
     assert b"BlobFetchBusy" in body
+    # New fetches are also held to a rate (a token bucket).
+    other.blob_fetch.rate, other.blob_fetch._tokens = 0.0, 1.0
+    other.blob_fetch._take_token()
+    with pytest.raises(FetchBusy):
+        other.blob_fetch._take_token()
     stalled.set()
     for task in waiting:
         task.cancel()

@@ -154,11 +154,13 @@ class BlobFetcher:
 
     def _check(self, link: PeerLink, cid: CID, reply: dict[str, Any]) -> BlobRow | None:
         data: bytes = reply["data"]
+        if len(data) > self.max_bytes:
+            # Not checked further: the peer may allow bigger uploads than this node.
+            self.refused += 1
+            return None
         why = None
         if reply["cid"] != cid.to_bytes():
             why = "answered getblob for another CID"
-        elif len(data) > self.max_bytes:
-            why = f"blob of {len(data)} bytes, over the limit of {self.max_bytes}"
         elif cid_for_raw(data) != cid:
             why = "blob bytes do not hash to the CID asked for"
         if why is not None:
