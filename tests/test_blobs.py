@@ -631,3 +631,25 @@ async def test_a_browser_draws_the_images(
     # the page's CSP lets this node's images in.
     assert ["", "picture 0", 2] in drawn
     assert ["av", "", 2] in drawn
+
+
+async def test_posting_pictures_from_the_command_line(
+    node: Node, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    from .test_cli import new_account, ok, one_line_error, skyfed
+
+    cfg = await new_account(tmp_path, node, "carol")
+    picture, page = tmp_path / "dot.png", tmp_path / "page.png"
+    picture.write_bytes(png(seed=40))
+    page.write_bytes(HTML)
+    run = ok(await skyfed(cfg, "post", "look", "--image", str(picture), "--alt", "a dot"))
+    uri = run.out.split()[-1]
+    view = (await Api(http, node.url).get("app.bsky.feed.getPosts", uris=uri))["posts"][0]
+    assert view["embed"]["images"][0]["alt"] == "a dot"
+    status, _, body = await Api(http, node.url).fetch(view["embed"]["images"][0]["fullsize"])
+    assert (status, body) == (200, png(seed=40))
+    # What the node refuses, and a file that is not there, are one line each.
+    assert "InvalidMimeType" in one_line_error(await skyfed(cfg, "post", "x", "--image", str(page)))
+    assert "cannot read" in one_line_error(
+        await skyfed(cfg, "post", "x", "--image", str(tmp_path / "nope.png"))
+    )
