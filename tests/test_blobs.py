@@ -465,6 +465,19 @@ async def test_images_of_a_post_made_elsewhere_are_fetched_and_checked(
     assert (await far.fetch(url))[2] == data
     assert other.blob_fetch.fetched == 1
 
+    # Three readers of a new image at once: one fetch, all three served.
+    fourth = png(seed=13)
+    shared = (await api.upload(fourth, token))["blob"]
+    made4 = await api.create(did, token, "app.bsky.feed.post", image_post("shared", shared))
+
+    async def arrived4() -> bool:
+        return bool((await far.get("app.bsky.feed.getPosts", uris=made4["uri"]))["posts"])
+
+    await until(arrived4)
+    answers = await asyncio.gather(*(far.fetch(blob_url(other, did, shared)) for _ in range(3)))
+    assert [(a[0], a[2]) for a in answers] == [(200, fourth)] * 3
+    assert other.blob_fetch.fetched == 2
+
     # Bytes over this node's limit are refused even when they hash right.
     other.blob_fetch.max_bytes = 10
     big = (await api.upload(png(seed=12), token))["blob"]
@@ -495,13 +508,13 @@ async def test_images_of_a_post_made_elsewhere_are_fetched_and_checked(
     status, _, body = await far.fetch(view2["embed"]["images"][0]["fullsize"])
     assert status == 400
     assert other.blob_fetch.refused == 2
-    assert await other.blobs.cache_size() == len(data)
+    assert await other.blobs.cache_size() == len(data) + len(fourth)
     assert other.federation.links[home.node_did].score < 0
 
     # A blob no record there points at is never fetched (no open proxy for CIDs).
     stray = cid_for_raw(b"stray")
     await far.get("com.atproto.sync.getBlob", 400, did=did, cid=str(stray))
-    assert other.blob_fetch.fetched == 1
+    assert other.blob_fetch.fetched == 2
 
 
 async def test_fetches_are_bounded(pair: list[Node], http: aiohttp.ClientSession) -> None:

@@ -100,7 +100,9 @@ class BlobFetcher:
             return row
         pending = self._inflight.get(cid)
         if pending is not None:
-            return await asyncio.shield(pending)
+            # Wait for the fetch under way without taking it down if this asker goes.
+            await asyncio.wait({pending})
+            return None if pending.cancelled() else pending.result()
         if len(self._inflight) >= self.slots:
             raise FetchBusy(f"{self.slots} blob fetches under way: try again later")
         self._take_token()
@@ -110,7 +112,10 @@ class BlobFetcher:
             row = await self._fetch(did, cid)
             fut.set_result(row)
             return row
-        except BaseException as e:
+        except asyncio.CancelledError:
+            fut.cancel()  # the askers waiting on it find nothing, and may ask again
+            raise
+        except Exception as e:
             fut.set_exception(e)
             fut.exception()  # retrieved: no "never retrieved" warning if nobody waits
             raise
