@@ -281,6 +281,28 @@ async def test_a_post_with_images_is_hydrated_and_served(
         assert "sandbox" in headers["Content-Security-Policy"]
         assert "default-src 'none'" in headers["Content-Security-Policy"]
 
+    # getAuthorFeed's posts_with_media: the picture post only (not text, not reposts).
+    await api.create(
+        did,
+        token,
+        "app.bsky.feed.post",
+        {"$type": "app.bsky.feed.post", "text": "words", "createdAt": "2026-01-02T00:00:00Z"},
+    )
+    await api.create(
+        did,
+        token,
+        "app.bsky.feed.repost",
+        {
+            "$type": "app.bsky.feed.repost",
+            "subject": {"uri": made["uri"], "cid": made["cid"]},
+            "createdAt": "2026-01-03T00:00:00Z",
+        },
+    )
+    feed = await api.get("app.bsky.feed.getAuthorFeed", actor=did, filter="posts_with_media")
+    assert [(i["post"]["uri"], "reason" in i) for i in feed["feed"]] == [(made["uri"], False)]
+    everything = await api.get("app.bsky.feed.getAuthorFeed", actor=did)
+    assert len(everything["feed"]) == 3
+
     # listBlobs: the account's referenced blobs, paged by CID.
     listed = await api.get("com.atproto.sync.listBlobs", did=did)
     assert sorted(listed["cids"]) == sorted([cid1, b2["ref"]["$link"]])

@@ -430,7 +430,9 @@ class Views:
             did = r.resolve(actor)
             if did in r.hidden():
                 return {"feed": []}
-            rows = _posts_and_reposts(r.conn, [did], at, after, limit, where)
+            rows = _posts_and_reposts(
+                r.conn, [did], at, after, limit, where, reposts=filter_ != "posts_with_media"
+            )
             return _page(r.feed(rows), rows, limit)
 
         result: dict[str, Any] = await self._run(viewer, q)
@@ -599,9 +601,13 @@ class Views:
         return result
 
 
-# getAuthorFeed's filters, as SQL conditions on the posts table. The media filters
-# (posts_with_media, posts_with_video) would need embeds indexed, which they are not.
+# getAuthorFeed's filters, as SQL conditions on the posts table. posts_with_video
+# would need video, which this node does not take.
 AUTHOR_FEED_FILTERS: dict[str, str] = {
+    # Posts whose embed holds an image (node/store/blobs.py keeps where each ref sits);
+    # the author's own posts only, no reposts, as Bluesky's AppView does.
+    "posts_with_media": " AND EXISTS (SELECT 1 FROM blob_refs r WHERE r.uri = posts.uri"
+    " AND r.path LIKE 'embed.%' AND r.mime LIKE 'image/%')",
     "posts_with_replies": "",
     "posts_no_replies": " AND reply_parent IS NULL",
     # Replies stay when the thread's root is the author's own post.
@@ -617,6 +623,8 @@ def _posts_and_reposts(
     after: str,
     limit: int,
     where: str = "",
+    *,
+    reposts: bool = True,
 ) -> list[tuple[str, str, str | None, str | None]]:
     """The newest posts and reposts by ``authors`` before the cursor, merged;
     ``where`` narrows the posts (one of :data:`AUTHOR_FEED_FILTERS`)."""
@@ -632,6 +640,8 @@ def _posts_and_reposts(
             " ORDER BY sort_at DESC, uri DESC LIMIT ?",
             [*chunk, at, after or "\uffff", limit],
         ).fetchall()
+        if not reposts:
+            continue
         out += conn.execute(
             "SELECT subject, sort_at, did, indexed_at FROM reposts"
             f" WHERE did IN ({m}) AND (sort_at, uri) < (?, ?)"
