@@ -15,6 +15,7 @@ takes the sniffed type. The served type is always the sniffed one, never a claim
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import deque
 from collections.abc import Iterator
 from typing import Any, Final
@@ -117,13 +118,8 @@ class BlobRef:
             link, size = value.get("cid"), None  # the legacy form
         else:
             return None
-        if not isinstance(link, str):
-            return None
-        try:
-            cid = CID.from_str(link)
-        except SkyfedError:
-            return None
-        if cid.codec != CODEC_RAW:
+        cid = _raw_cid(link) if isinstance(link, str) else None
+        if cid is None:
             return None
         return cls(cid, _media_type(mime), size, path)
 
@@ -136,6 +132,17 @@ class BlobRef:
         }
 
 
+@functools.lru_cache(maxsize=4096)
+def _raw_cid(link: str) -> CID | None:
+    """A raw-codec CID from its string; cached, as the same blobs are seen again (a
+    record written, then indexed; a profile updated) and base32 is slow."""
+    try:
+        cid = CID.from_str(link)
+    except SkyfedError:
+        return None
+    return cid if cid.codec == CODEC_RAW else None
+
+
 def blob_refs_in(record: object) -> list[BlobRef]:
     """Every blob ref in a record (first :data:`MAX_REFS_PER_RECORD`, distinct by CID
     and path), found by walking it breadth first; at most ``_MAX_WALK`` values are
@@ -143,6 +150,8 @@ def blob_refs_in(record: object) -> list[BlobRef]:
     out: list[BlobRef] = []
     seen: set[tuple[CID, str]] = set()
     for path, value in _walk(record):
+        if "mimeType" not in value:
+            continue
         ref = BlobRef.from_value(value, path)
         if ref is None or (ref.cid, path) in seen:
             continue
@@ -153,7 +162,7 @@ def blob_refs_in(record: object) -> list[BlobRef]:
     return out
 
 
-def _walk(root: object) -> Iterator[tuple[str, object]]:
+def _walk(root: object) -> Iterator[tuple[str, dict[str, Any]]]:
     queue: deque[tuple[str, object]] = deque([("", root)])
     looked = 0
     while queue and looked < _MAX_WALK:

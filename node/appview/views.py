@@ -152,13 +152,13 @@ class _Read:
                 if desc:
                     out[did]["_description"] = desc
             # By uri (its index): an author's other blob refs are never scanned.
-            for did, path, cid in self.conn.execute(
-                "SELECT did, path, cid FROM blob_refs"
+            for did, path, link in self.conn.execute(
+                "SELECT did, path, link FROM blob_refs"
                 f" WHERE uri IN ({_marks(len(chunk))})"
                 " AND path IN ('avatar', 'banner') AND mime LIKE 'image/%'",
                 [f"at://{d}/app.bsky.actor.profile/self" for d in chunk],
             ):
-                url = media.blob_url(self.base, did, str(CID.from_bytes(cid)))
+                url = media.blob_url(self.base, did, link)
                 out[did]["avatar" if path == "avatar" else "_banner"] = url
         return out
 

@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS blob_refs (
     path TEXT NOT NULL,
     mime TEXT NOT NULL,
     rev TEXT NOT NULL,
+    link TEXT NOT NULL,
     PRIMARY KEY (did, cid, uri, path)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS blob_refs_uri ON blob_refs (uri);
@@ -92,23 +93,32 @@ def track_refs(
 ) -> None:
     """Replace the blob refs of one record (``block`` None: it was deleted)."""
     uri = f"at://{did}/{collection}/{rkey}"
-    # Uploads this record pointed at may now be unreferenced: candidates for collection.
-    conn.execute(
-        "INSERT OR REPLACE INTO blob_gc SELECT r.did, r.cid,"
-        " (julianday('now') - 2440587.5) * 86400.0 FROM blob_refs r"
-        " JOIN blobs b ON b.did = r.did AND b.cid = r.cid WHERE r.uri = ?",
-        (uri,),
-    )
-    conn.execute("DELETE FROM blob_refs WHERE uri = ?", (uri,))
-    if block is None:
+    had = conn.execute("SELECT 1 FROM blob_refs WHERE uri = ? LIMIT 1", (uri,)).fetchone()
+    if had is not None:
+        # Uploads this record pointed at may now be unreferenced: candidates for
+        # collection (if it still points at one, the collector finds the ref).
+        conn.execute(
+            "INSERT OR REPLACE INTO blob_gc SELECT r.did, r.cid,"
+            " (julianday('now') - 2440587.5) * 86400.0 FROM blob_refs r"
+            " JOIN blobs b ON b.did = r.did AND b.cid = r.cid WHERE r.uri = ?",
+            (uri,),
+        )
+        conn.execute("DELETE FROM blob_refs WHERE uri = ?", (uri,))
+    # Every blob ref has a "mimeType" key, spelled out in the encoded map: most
+    # records have none, and are not decoded and walked a second time for it.
+    if block is None or b"mimeType" not in block:
         return
     try:
         value = decode(block)
     except SkyfedError:
         return
-    rows = [(did, ref.cid.to_bytes(), uri, ref.path, ref.mime, rev) for ref in blob_refs_in(value)]
+    # ``link``: the CID's string, so views print URLs without encoding base32 again.
+    rows = [
+        (did, ref.cid.to_bytes(), uri, ref.path, ref.mime, rev, ref.cid.to_str())
+        for ref in blob_refs_in(value)
+    ]
     if rows:
-        conn.executemany("INSERT OR IGNORE INTO blob_refs VALUES (?, ?, ?, ?, ?, ?)", rows)
+        conn.executemany("INSERT OR IGNORE INTO blob_refs VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
 
 def backfill_refs(conn: sqlite3.Connection) -> None:
