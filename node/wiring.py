@@ -185,7 +185,7 @@ class Node:
             grace=config.blob_grace,
             clock=self.wall_clock,
         )
-        self.blob_fetch = BlobFetcher(self.blobs, self.federation, config, hosted=self._hosts)
+        self.blob_fetch = BlobFetcher(self.blobs, self.federation, config)
         self.repos.on_commit = self.federation.publish_commit
         self.portability = Portability(self)
         self.moderation = Moderation(self)
@@ -199,9 +199,6 @@ class Node:
             return load_or_create_secrets(self.config.data_dir)
         finally:
             self.lock.release()  # taken again by start()
-
-    async def _hosts(self, did: str) -> bool:
-        return await self.storage.account_by_did(did) is not None
 
     def _gossip_stat(self, field: str) -> Callable[[], float]:
         return lambda: float(getattr(self.federation.plumtree.stats, field))

@@ -538,6 +538,14 @@ async def test_images_of_a_post_made_elsewhere_are_fetched_and_checked(
     await far.get("com.atproto.sync.getBlob", 400, did=did, cid=str(stray))
     assert other.blob_fetch.fetched == 2
 
+    # An account whose records point at a blob its node no longer holds (as after a
+    # move): its node fetches it back from a peer that cached it (second hand).
+    raw = cid_for_raw(data).to_bytes()
+    await home.storage.write(lambda c: c.execute("DELETE FROM blobs WHERE cid = ?", (raw,)))
+    status, _, body = await api.fetch(url.replace(other.url, home.url))
+    assert (status, body) == (200, data)
+    assert home.blob_fetch.fetched == 1
+
 
 async def test_fetches_are_bounded(pair: list[Node], http: aiohttp.ClientSession) -> None:
     home, other = pair

@@ -61,11 +61,7 @@ class BlobFetcher:
         store: BlobStore,
         federation: Federation,
         config: NodeConfig,
-        *,
-        hosted: Any,
     ):
-        """``hosted(did)``: an awaitable saying whether ``did`` is hosted here (its
-        blobs are uploads, never fetched)."""
         self.store = store
         self.fed = federation
         self.max_bytes = config.blob_max_bytes
@@ -75,7 +71,6 @@ class BlobFetcher:
         self.burst = float(config.blob_fetch_burst)
         self._tokens = self.burst
         self._refilled = time.monotonic()
-        self._hosted = hosted
         self._inflight: dict[CID, asyncio.Future[BlobRow | None]] = {}
         self._answers = asyncio.Semaphore(ANSWERS_AT_ONCE)
         #: Blobs being sent to clients (com.atproto.sync.getBlob).
@@ -93,8 +88,10 @@ class BlobFetcher:
         row = await self.store.local(did, cid, referenced=True)
         if row is not None:
             return row
-        if not await self.store.referenced(did, cid) or await self._hosted(did):
+        if not await self.store.referenced(did, cid):
             return None
+        # Not uploaded here: an account hosted elsewhere, or one that moved here with
+        # records pointing at blobs its old node holds. Either way, from peers.
         row = await self.store.cached(cid)
         if row is not None:
             return row

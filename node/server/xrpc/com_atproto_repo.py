@@ -101,10 +101,15 @@ async def _commit(
 
 async def _check_blobs(node: Node, did: str, writes: list[Write]) -> None:
     """Every blob a new record points at was uploaded here by its author (as
-    Bluesky's PDS requires): otherwise nobody could ever serve it."""
+    Bluesky's PDS requires), or is one the account's records already point at (an
+    account moved here keeps its pictures in a profile it edits): otherwise nobody
+    could ever serve it."""
+    store = node.blobs
     for w in writes:
         for ref in blob_refs_in(w.record) if w.record is not None else ():
-            if await node.blobs.uploaded(did, ref.cid) is None:
+            if await store.uploaded(did, ref.cid) is None and not await store.referenced(
+                did, ref.cid
+            ):
                 raise RemoteProtocolError(
                     f"could not find blob: {ref.cid} (upload it first)", error="BlobNotFound"
                 )
