@@ -1,0 +1,359 @@
+"""The harness's namespace mode: each node a network host in its own Linux network
+namespace, faults done by the kernel (node/cluster/netns.py).
+
+The tests that make namespaces need root and a kernel that lets ``ip netns add``
+work; they skip, saying which, where the machine forbids it (found by trying). The
+refusals of what a mode cannot do need neither and always run. Every test that
+makes a run checks that nothing of it is left afterwards: no namespace, interface
+or nftables table with its prefix, also after a failure, a Ctrl-C or a kill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from node.cluster import netns
+from node.cluster.harness import Cluster
+from node.cluster.netns import NamespaceNet, leftovers
+from node.cluster.process import NodeStartError
+from node.cluster.report import build_report
+from node.cluster.scenario import (
+    ScenarioError,
+    check_machine,
+    load_scenario,
+    parse_scenario,
+    run_scenario,
+    with_network,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ROOT / "examples" / "scenarios"
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def machine() -> None:
+    """Skip unless this machine lets us make network namespaces (by trying)."""
+    reason = netns.unavailable()
+    if reason is not None:
+        pytest.skip(f"namespace mode cannot run on this machine: {reason}")
+
+
+async def run(*argv: str) -> subprocess.CompletedProcess[str]:
+    """A command's output (in a thread: the nodes' event loops are elsewhere, but the
+    harness's HTTP session is on this one)."""
+    return await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True)
+
+
+async def retransmits(c: Cluster) -> int:
+    """TCP segments the nodes' sockets have sent again (``ss -ti`` in each
+    namespace): what the kernel's loss made TCP do."""
+    assert c.net is not None
+    total = 0
+    for i in range(len(c.nodes)):
+        out = (await run(*c.net.exec_prefix(i), "ss", "-tin")).stdout
+        total += sum(int(m) for m in re.findall(r"retrans:\d+/(\d+)", out))
+    return total
+
+
+# -- what each mode refuses (no root needed) -------------------------------------------
+
+
+def test_a_scenario_says_which_faults_need_which_mode() -> None:
+    loss = load_scenario(SCENARIOS / "packet-loss.toml")
+    assert loss.cluster.network == "namespaces"
+    with pytest.raises(ScenarioError, match=r'loss \(of packets\) needs network = "namespaces"'):
+        with_network(loss, "proxy")
+    lossy = load_scenario(SCENARIOS / "lossy-links.toml")
+    with pytest.raises(ScenarioError, match=r'drop .* needs network = "proxy"'):
+        with_network(lossy, "namespaces")
+    hostile = load_scenario(SCENARIOS / "hostile-nodes.toml")
+    with pytest.raises(ScenarioError, match='hostile nodes need network = "proxy"'):
+        with_network(hostile, "namespaces")
+    # The plain scenarios run in both modes.
+    for name in ("partition-heal", "churn", "equivocation", "takedown-and-move"):
+        s = load_scenario(SCENARIOS / f"{name}.toml")
+        assert with_network(s, "namespaces").cluster.network == "namespaces"
+        assert with_network(s, "proxy").cluster.network == "proxy"
+    two = load_scenario(SCENARIOS / "two-hosts.toml")
+    assert two.cluster.hosts == 2
+    with pytest.raises(ScenarioError, match="hosts needs network"):
+        with_network(two, "proxy")
+    base = '[cluster]\nnodes = 3\nnetwork = "{net}"\n{more}\n'
+    with pytest.raises(ScenarioError, match=r"cluster\.network must be one of proxy, namespaces"):
+        parse_scenario(base.format(net="tunnels", more=""))
+    with pytest.raises(ScenarioError, match=r"cluster\.hosts must be at most 3"):
+        parse_scenario(base.format(net="namespaces", more="hosts = 4"))
+    shape = '[[schedule]]\nat = 1\naction = "shape"\nloss = 1.5\n'
+    with pytest.raises(ScenarioError, match="loss is a share of packets"):
+        parse_scenario(base.format(net="namespaces", more="") + shape)
+
+
+async def test_the_api_refuses_the_other_modes_faults(tmp_path: Path) -> None:
+    plain = Cluster(nodes=2, topology="ring", workdir=tmp_path)
+    with pytest.raises(ValueError, match=r"loss .* needs network='namespaces'"):
+        plain.shape("all", loss=0.1)
+    with pytest.raises(ValueError, match=r"hosts .* needs network='namespaces'"):
+        Cluster(nodes=2, hosts=2)
+    with pytest.raises(ValueError, match="network must be one of"):
+        Cluster(nodes=2, network="vlan")
+    kernel = Cluster(nodes=2, topology="ring", network="namespaces", workdir=tmp_path)
+    with pytest.raises(ValueError, match=r"drop .* needs network='proxy'"):
+        kernel.shape("all", drop=0.1)
+    with pytest.raises(ValueError, match="no link proxies"):
+        kernel.select("all")
+
+
+# -- namespaces (root) ---------------------------------------------------------------
+
+SMALL = """
+name = "small-namespaces"
+seed = 2
+duration = 14
+settle = 30
+
+[cluster]
+nodes = 3
+topology = "full"
+network = "namespaces"
+reconcile_interval = 0.5
+
+[workload]
+accounts = 3
+rate = 5.0
+
+[[schedule]]
+at = 1
+action = "shape"
+links = "all"
+loss = 0.1
+bandwidth = 65536
+
+[[schedule]]
+at = 4
+action = "partition"
+groups = [[0], [1, 2]]
+
+[[schedule]]
+at = 8
+action = "heal"
+
+[[schedule]]
+at = 10
+action = "kill"
+node = 2
+
+[[schedule]]
+at = 11
+action = "restart"
+node = 2
+"""
+
+
+@pytest.mark.timeout(120)
+async def test_namespace_scenario_passes_the_verdict(machine: None, tmp_path: Path) -> None:
+    """Three nodes, each its own host: packet loss and a bandwidth cap the kernel
+    makes, a partition and a heal, a node killed and restarted (on its own address);
+    every node converges, every acknowledged write is everywhere, and nothing of the
+    run is left on the machine."""
+    scenario = parse_scenario(SMALL, source="small-namespaces.toml")
+    result, close = await run_scenario(scenario, workdir=tmp_path / "nodes")
+    net = result.cluster.net
+    assert net is not None
+    try:
+        report = await build_report(result)
+        # While it runs: every node in its own namespace, on its own address.
+        ours = set((await run("ip", "netns", "list")).stdout.split())
+        assert {net.namespace(i) for i in range(3)} <= ours
+        assert [n.url for n in result.cluster.nodes] == [net.url(i) for i in range(3)]
+        # TCP saw real loss and sent segments again.
+        assert await retransmits(result.cluster) > 0
+    finally:
+        await close()
+    v = report.verdict
+    assert v.passed, v.problems
+    assert v.converged
+    assert v.complete
+    assert report.network == "namespaces"
+    assert report.writes_acked > 20
+    sides = {rec.home for rec in result.workload.acked if 4 <= rec.at < 8}
+    assert sides & {0}
+    assert sides & {1, 2}
+    assert [c["after"] for c in report.convergence] == ["heal", "restart node 2"]
+    assert all(c["seconds"] is not None for c in report.convergence)
+    # Bytes per link, counted by the kernel on the bridge.
+    assert len(report.links) == 3
+    assert all(lk["bytes_up"] > 0 and lk["bytes_down"] > 0 for lk in report.links)
+    assert leftovers(net.prefix) == []
+
+
+@pytest.mark.timeout(90)
+async def test_partition_is_the_kernels_and_heals(machine: None, tmp_path: Path) -> None:
+    async with Cluster(
+        nodes=3, topology="ring", workdir=tmp_path, network="namespaces", reconcile_interval=0.5
+    ) as c:
+        assert c.net is not None
+        prefix = c.net.prefix
+        alice = c.client(0)
+        await alice.create_account("alice.skyfed.test", PASSWORD)
+        await c.converged(timeout=20)
+        assert c.partition({0}, {1, 2}) == [(0, 1), (0, 2)]
+        await alice.post("only node 0 has this")
+        # No packet crosses: node 1 cannot even open a connection to node 0.
+        connect = f"import socket; socket.create_connection(({c.net.address(0)!r}, 2583), 1)"
+        probe = await run(*c.net.exec_prefix(1), sys.executable, "-c", connect)
+        assert probe.returncode != 0
+        assert "timed out" in probe.stderr
+        assert not await c.agree()
+        c.heal()
+        await c.converged(timeout=30)
+        # Sever aborts the connections (both ends get a reset); the nodes redial.
+        c.sever()
+        await alice.post("after the sever")
+        await c.converged(timeout=30)
+    assert leftovers(prefix) == []
+
+
+@pytest.mark.timeout(90)
+async def test_two_hosts_joined_by_a_tunnel_converge(machine: None, tmp_path: Path) -> None:
+    """Four nodes on two "hosts" (namespaces with a bridge each, joined by VXLAN):
+    every link of the ring crosses the tunnel; cutting the hosts apart and healing
+    ends with every node, on either host, agreeing."""
+    async with Cluster(
+        nodes=4,
+        topology="ring",
+        workdir=tmp_path,
+        network="namespaces",
+        hosts=2,
+        reconcile_interval=0.5,
+    ) as c:
+        assert c.net is not None
+        prefix = c.net.prefix
+        spaces = (await run("ip", "netns", "list")).stdout
+        assert f"{prefix}h0" in spaces
+        assert f"{prefix}h1" in spaces
+        assert [c.net.host_of(i) for i in range(4)] == [0, 1, 0, 1]
+        # Node 1's interface hangs off host 1's bridge; the tunnel is there too.
+        links = (await run("ip", "-n", f"{prefix}h1", "-o", "link")).stdout
+        assert "v1@" in links
+        assert "vx0" in links
+        alice, bob = c.client(0), c.client(1)
+        await alice.create_account("alice.skyfed.test", PASSWORD)
+        await bob.create_account("bob.skyfed.test", PASSWORD)
+        await c.converged(timeout=30)
+        c.partition({0, 2}, {1, 3})
+        await alice.post("on host 0")
+        await bob.post("on host 1")
+        assert not await c.agree()
+        c.heal()
+        await c.converged(timeout=30)
+        heads = await c.all_heads()
+        assert heads[0] == heads[1] == heads[2] == heads[3]
+        assert len(heads[0] or {}) == 2
+    assert leftovers(prefix) == []
+
+
+@pytest.mark.timeout(60)
+async def test_delay_without_netem_is_refused_clearly(machine: None) -> None:
+    text = SMALL.replace("loss = 0.1", "delay = 0.05")
+    scenario = parse_scenario(text, source="delay.toml")
+    if netns.capabilities().netem:
+        check_machine(scenario)  # the kernel can: nothing to refuse
+        return
+    with pytest.raises(ScenarioError, match="CONFIG_NET_SCH_NETEM"):
+        await run_scenario(scenario)
+
+
+@pytest.mark.timeout(60)
+async def test_nothing_is_left_after_a_failure(machine: None, tmp_path: Path) -> None:
+    # A node that cannot start: the start fails, and everything made so far goes.
+    broken = Cluster(
+        nodes=2, workdir=tmp_path / "a", network="namespaces", settings={"no_such_setting": 1}
+    )
+    with pytest.raises(NodeStartError):
+        async with broken:
+            pass
+    assert broken.net is not None
+    assert broken.net.prefix
+    assert leftovers(broken.net.prefix) == []
+    # An error inside the block.
+    c = Cluster(nodes=2, workdir=tmp_path / "b", network="namespaces")
+    with pytest.raises(RuntimeError, match="boom"):
+        async with c:
+            raise RuntimeError("boom")
+    assert c.net is not None
+    assert leftovers(c.net.prefix) == []
+
+
+@pytest.mark.timeout(60)
+async def test_ctrl_c_during_start_cleans_up(machine: None, tmp_path: Path) -> None:
+    c = Cluster(nodes=3, workdir=tmp_path, network="namespaces")
+    start = asyncio.create_task(c.start())
+    assert c.net is not None
+    async with asyncio.timeout(30):
+        while not (c.net.prefix and leftovers(c.net.prefix)):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # poll: another thread makes them
+    start.cancel()  # what asyncio.run does to the main task on Ctrl-C
+    with pytest.raises(asyncio.CancelledError):
+        await start
+    await c.close()
+    assert leftovers(c.net.prefix) == []
+
+
+KILLED_RUN = """
+import sys, time
+from node.cluster.netns import NamespaceNet
+net = NamespaceNet(2)
+net.create()
+print(net.prefix, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.timeout(60)
+async def test_a_killed_runs_set_is_swept_by_the_next_and_by_down(
+    machine: None, tmp_path: Path
+) -> None:
+    # A run of our own stays: its owner is alive.
+    mine = NamespaceNet(1)
+    await asyncio.to_thread(mine.create)
+    try:
+        for sweeper in ("next run", "cluster down"):
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", KILLED_RUN, stdout=asyncio.subprocess.PIPE, cwd=ROOT
+            )
+            assert child.stdout is not None
+            prefix = (await asyncio.wait_for(child.stdout.readline(), 30)).decode().strip()
+            assert leftovers(prefix)
+            child.kill()  # SIGKILL: no clean-up of its own
+            await child.wait()
+            assert leftovers(prefix)
+            if sweeper == "next run":
+                swept = await asyncio.to_thread(netns.sweep)
+                assert prefix in swept
+            else:
+                down = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "node.cli",
+                    "cluster",
+                    "down",
+                    "--dir",
+                    str(tmp_path / "none"),
+                    stdout=asyncio.subprocess.PIPE,
+                    cwd=ROOT,
+                )
+                out, _ = await asyncio.wait_for(down.communicate(), 30)
+                assert down.returncode == 0
+                assert f"dead run ({prefix}*)".encode() in out
+            assert leftovers(prefix) == []
+            assert leftovers(mine.prefix)
+    finally:
+        await asyncio.to_thread(mine.close)
+    assert leftovers(mine.prefix) == []
