@@ -124,6 +124,8 @@ def run_command(args: argparse.Namespace) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except asyncio.CancelledError:  # SIGTERM (see _run)
+        return 143
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -132,6 +134,9 @@ async def _run(args: argparse.Namespace) -> int:
     from .scenario import load_scenario, run_scenario, with_network
 
     scenario = with_network(load_scenario(args.scenario), args.net, args.hosts)
+    main = asyncio.current_task()
+    if main is not None:  # SIGTERM stops the run as Ctrl-C does (nodes, namespaces)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
     console = make_console()
     out: Path = args.out or Path(f"cluster-{scenario.name}")
     display = RunDisplay(console, scenario.duration)
@@ -174,6 +179,9 @@ def _interrupted(display: Any, workdir: Path | None) -> str:
         )
         if display.workload is not None:
             lines.append(f"so far: {display.status()}")
+    net = getattr(cluster, "net", None)
+    if net is not None and net.prefix:
+        lines.append(f"removed the nodes' namespaces, interfaces and rules ({net.prefix}*)")
     if workdir is not None:
         lines.append(f"the nodes' data dirs and logs are kept in {workdir}")
     else:
