@@ -1,10 +1,12 @@
 """Fifty node processes: idle memory, and convergence after a partition heals.
 
     python bench/cluster.py [--nodes 50] [--degree 4] [--writes 1000] [--seed 1]
-                            [--json OUT]
+                            [--net proxy|namespaces] [--json OUT]
 
 Starts ``--nodes`` real node processes (``skyfed node start``) wired as a seeded
-random graph of degree ``--degree`` through the harness's link proxies, then:
+random graph of degree ``--degree`` through the harness's link proxies (or, with
+``--net namespaces``, as root, each in its own network namespace with the kernel
+cutting the links: node/cluster/netns.py), then:
 
 1. idle memory: after every link is up and the nodes have sat idle a few seconds,
    each node's RSS (and USS, the memory only it uses: RSS also counts the pages of
@@ -82,7 +84,12 @@ async def parts_agree(cluster: Cluster, parts: list[list[int]]) -> bool:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {"nodes": args.nodes, "degree": args.degree, "writes": args.writes}
+    out: dict[str, Any] = {
+        "nodes": args.nodes,
+        "degree": args.degree,
+        "writes": args.writes,
+        "network": args.net,
+    }
     t = time.monotonic()
     cluster = Cluster(
         args.nodes,
@@ -91,6 +98,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
         reconcile_interval=args.reconcile_interval,
         start_concurrency=4,
+        network=args.net,
     )
     async with cluster:
         out["start_seconds"] = round(time.monotonic() - t, 1)
@@ -156,7 +164,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         rss, uss = memory(cluster)
         out["after_rss_mb"] = {"median": statistics.median(rss), "max": max(rss)}
         print(f"RSS per node after the run: {describe(rss)}")
-        total = sum(p.up.bytes + p.down.bytes for p in cluster.links.values())
+        total = sum(lk["bytes_up"] + lk["bytes_down"] for lk in cluster.link_traffic())
         out["peer_bytes"] = total
         print(f"peer traffic over the whole run: {total / 1e6:.1f} MB")
         peers = [await cluster.call(i, "skyfed.node.listPeers") for i in range(args.nodes)]
@@ -180,6 +188,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--idle", type=float, default=5.0, help="seconds idle before measuring")
     parser.add_argument("--reconcile-interval", type=float, default=2.0)
+    parser.add_argument("--net", choices=("proxy", "namespaces"), default="proxy")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     out = asyncio.run(run(args))
