@@ -1,7 +1,7 @@
 """Fifty node processes: idle memory, and convergence after a partition heals.
 
     python bench/cluster.py [--nodes 50] [--degree 4] [--writes 1000] [--seed 1]
-                            [--net proxy|namespaces] [--json OUT]
+                            [--net proxy|namespaces] [--sever-at-heal] [--json OUT]
 
 Starts ``--nodes`` real node processes (``skyfed node start``) wired as a seeded
 random graph of degree ``--degree`` through the harness's link proxies (or, with
@@ -89,6 +89,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "degree": args.degree,
         "writes": args.writes,
         "network": args.net,
+        "sever_at_heal": args.sever_at_heal,
     }
     t = time.monotonic()
     cluster = Cluster(
@@ -156,6 +157,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         differ = sum(1 for did in dids if len({v.get(did) for v in views}) > 1)
         out["repos_differing_at_heal"] = differ
         cluster.heal()
+        if args.sever_at_heal:
+            cluster.sever()  # the proxy closes connections when it cuts; do the same
         took = await cluster.converged(timeout=300, interval=0.1)
         out["converge_after_heal_seconds"] = round(took, 2)
         print(
@@ -189,6 +192,11 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=5.0, help="seconds idle before measuring")
     parser.add_argument("--reconcile-interval", type=float, default=2.0)
     parser.add_argument("--net", choices=("proxy", "namespaces"), default="proxy")
+    parser.add_argument(
+        "--sever-at-heal",
+        action="store_true",
+        help="abort every peer connection at the heal (namespaces: TCP's back-off is gone)",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     out = asyncio.run(run(args))

@@ -259,6 +259,77 @@ async def test_two_hosts_joined_by_a_tunnel_converge(machine: None, tmp_path: Pa
     assert leftovers(prefix) == []
 
 
+SEND = """
+import socket, sys
+server = socket.create_server((sys.argv[1], 9000))
+conn, _ = server.accept()
+conn.sendall(b"x" * int(sys.argv[2]))
+conn.close()
+"""
+RECEIVE = """
+import socket, sys, time
+deadline = time.monotonic() + 10
+while True:  # until the sender listens
+    try:
+        conn = socket.create_connection((sys.argv[1], 9000), timeout=30)
+        break
+    except ConnectionRefusedError:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.05)
+start, got = time.monotonic(), 0
+while chunk := conn.recv(65536):
+    got += len(chunk)
+print(got, time.monotonic() - start)
+"""
+
+
+async def transfer(net: NamespaceNet, size: int) -> tuple[int, float]:
+    """``size`` bytes from node 0 to node 1 over TCP: (bytes received, seconds)."""
+    send = await asyncio.create_subprocess_exec(
+        *net.exec_prefix(0), sys.executable, "-c", SEND, net.address(0), str(size)
+    )
+    receive = await run(*net.exec_prefix(1), sys.executable, "-c", RECEIVE, net.address(0))
+    await asyncio.wait_for(send.wait(), 10)
+    assert receive.returncode == 0, receive.stderr
+    got, seconds = receive.stdout.split()
+    return int(got), float(seconds)
+
+
+async def tcp_retransmits(net: NamespaceNet, i: int) -> int:
+    """RetransSegs of node ``i``'s namespace (/proc/net/snmp is per namespace)."""
+    snmp = (await run(*net.exec_prefix(i), "cat", "/proc/net/snmp")).stdout
+    head, values = [line.split() for line in snmp.splitlines() if line.startswith("Tcp:")]
+    return int(values[head.index("RetransSegs")])
+
+
+@pytest.mark.timeout(60)
+async def test_bandwidth_and_loss_are_the_kernels(machine: None) -> None:
+    """Without nodes: a TCP transfer between two namespaces is fast on a clean link,
+    held to the HTB rate on a shaped one, and arrives whole over a lossy one, with
+    the sender's TCP retransmitting."""
+    net = NamespaceNet(2)
+    await asyncio.to_thread(net.create)
+    try:
+        size = 300_000
+        got, clean = await transfer(net, size)
+        assert got == size
+        assert clean < 1.0
+        net.set_faults({(0, 1): netns.KernelFaults(bandwidth=100_000)})
+        got, shaped = await transfer(net, size)
+        assert got == size
+        assert shaped > 2.0  # 3 s at 100 KB/s, less the first burst
+        before = await tcp_retransmits(net, 0)
+        lossy = netns.KernelFaults(loss=0.2)
+        net.set_faults({(0, 1): lossy, (1, 0): lossy})
+        got, _ = await transfer(net, size)
+        assert got == size
+        assert await tcp_retransmits(net, 0) > before
+    finally:
+        await asyncio.to_thread(net.close)
+    assert leftovers(net.prefix) == []
+
+
 @pytest.mark.timeout(60)
 async def test_delay_without_netem_is_refused_clearly(machine: None) -> None:
     text = SMALL.replace("loss = 0.1", "delay = 0.05")

@@ -60,7 +60,7 @@ import secrets
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,7 +181,7 @@ def capabilities() -> Capabilities:
 
 
 @contextlib.contextmanager
-def _locked() -> Any:
+def _locked() -> Iterator[None]:
     STATE_DIR.mkdir(mode=0o700, exist_ok=True)
     with open(STATE_DIR / "lock", "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -216,6 +216,11 @@ def _alive(record: Mapping[str, Any]) -> bool:
 def sweep() -> list[str]:
     """Remove the namespaces, links and tables of every run whose owner is dead;
     the prefixes removed."""
+    # A probe of unavailable()/capabilities() cut short leaves an empty namespace.
+    for ns in _names("netns", "skyprobe"):
+        with contextlib.suppress(ValueError, psutil.Error):
+            if not psutil.pid_exists(int(ns.removeprefix("skyprobe"))):
+                _run(["ip", "netns", "del", ns], check=False)
     if not STATE_DIR.is_dir():
         return []
     with _locked():
@@ -273,19 +278,27 @@ def leftovers(prefix: str) -> list[str]:
     )
 
 
-def _subnet_in_use(x: int, taken: set[int]) -> bool:
-    if x in taken:
-        return True
-    net = ipaddress.ip_network(f"10.{x}.0.0/16")
+def _routes() -> list[ipaddress.IPv4Network]:
+    """Every IPv4 destination in the machine's routing tables (local ones too)."""
     out = _run(["ip", "-4", "-o", "route", "show", "table", "all"], check=False).stdout
+    nets = []
     for line in out.splitlines():
-        dest = line.split()[0] if line.split() else ""
-        if dest in ("default", "broadcast", "local", "unreachable", "blackhole"):
-            dest = line.split()[1] if len(line.split()) > 1 else ""
-        with contextlib.suppress(ValueError):
-            if dest != "default" and ipaddress.ip_network(dest, strict=False).overlaps(net):
-                return True
-    return False
+        words = line.split()
+        if words and words[0] in ("broadcast", "local", "unreachable", "blackhole", "prohibit"):
+            words = words[1:]
+        with contextlib.suppress(ValueError, IndexError):
+            nets.append(ipaddress.IPv4Network(words[0], strict=False))
+    return nets
+
+
+def _free_x(taken: set[int]) -> int | None:
+    """A second octet X whose 10.X.0.0/16 no live run and no route uses."""
+    routes = _routes()
+    for x in range(100, 255):
+        net = ipaddress.IPv4Network(f"10.{x}.0.0/16")
+        if x not in taken and not any(r.overlaps(net) for r in routes):
+            return x
+    return None
 
 
 # -- one run ------------------------------------------------------------------------
@@ -368,7 +381,7 @@ class NamespaceNet:
             prefix = f"sky{secrets.token_hex(2)}"
             while prefix in used or _names("netns", prefix) or _names("link", prefix):
                 prefix = f"sky{secrets.token_hex(2)}"
-            x = next((x for x in range(100, 255) if not _subnet_in_use(x, taken)), None)
+            x = _free_x(taken)
             if x is None:
                 raise NetnsError("no free 10.X.0.0/16 for the cluster (X in 100..254)")
             self.prefix = prefix
