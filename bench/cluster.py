@@ -1,7 +1,8 @@
 """Fifty node processes: idle memory, and convergence after a partition heals.
 
     python bench/cluster.py [--nodes 50] [--degree 4] [--writes 1000] [--seed 1]
-                            [--net proxy|namespaces] [--sever-at-heal] [--json OUT]
+                            [--net proxy|namespaces] [--hold S] [--sever-at-heal]
+                            [--json OUT]
 
 Starts ``--nodes`` real node processes (``skyfed node start``) wired as a seeded
 random graph of degree ``--degree`` through the harness's link proxies (or, with
@@ -130,6 +131,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         order = bfs_order(args.nodes, cluster.edges)
         left, right = sorted(order[: args.nodes // 2]), sorted(order[args.nodes // 2 :])
         cut = cluster.partition(set(left), set(right))
+        cut_at = time.monotonic()
         # A half of a random graph need not be connected itself: wait for each part.
         parts = components(args.nodes, [e for e in cluster.edges if e not in cut])
         out["parts"] = len(parts)
@@ -152,6 +154,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             while not await parts_agree(cluster, parts):  # noqa: ASYNC110
                 await asyncio.sleep(0.2)  # poll: fifty processes
         print(f"each part agrees within itself after {time.monotonic() - t:.1f} s more")
+        held = time.monotonic() - cut_at
+        if held < args.hold:
+            await asyncio.sleep(args.hold - held)  # the partition lasts --hold seconds
+        out["partition_seconds"] = round(time.monotonic() - cut_at, 1)
         views = [v for v in (await cluster.all_heads()).values() if v is not None]
         dids = set().union(*views)
         differ = sum(1 for did in dids if len({v.get(did) for v in views}) > 1)
@@ -192,6 +198,9 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=5.0, help="seconds idle before measuring")
     parser.add_argument("--reconcile-interval", type=float, default=2.0)
     parser.add_argument("--net", choices=("proxy", "namespaces"), default="proxy")
+    parser.add_argument(
+        "--hold", type=float, default=0.0, help="keep the partition at least this long (s)"
+    )
     parser.add_argument(
         "--sever-at-heal",
         action="store_true",

@@ -83,7 +83,7 @@ __all__ = [
 NODE_PORT = 2583
 STATE_DIR = Path("/run/skyfed-cluster")
 _PREFIX = re.compile(r"sky[0-9a-f]{4}")
-#: Longest run of commands given to one ``ip -batch``/``tc -batch``.
+#: Seconds one `ip`, `tc`, `nft` or `ss` command may take before the harness gives up.
 _TIMEOUT = 60.0
 #: Most hosts and nodes a namespace cluster may have (addresses and names fit).
 MAX_NODES = 30_000
