@@ -95,6 +95,18 @@ def test_a_scenario_says_which_faults_need_which_mode() -> None:
         parse_scenario(base.format(net="namespaces", more="") + shape)
 
 
+def test_unavailable_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the namespace tests' skip reason is made of, on machines that forbid it."""
+    monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
+    assert netns.unavailable() == "network namespaces need root (this process is not)"
+    monkeypatch.setattr(netns.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(netns.shutil, "which", lambda tool: None if tool == "nft" else tool)
+    reason = netns.unavailable()
+    assert reason is not None
+    assert "'nft' command is not installed" in reason
+    assert "scripts/ensure-nftables.sh" in reason
+
+
 async def test_the_api_refuses_the_other_modes_faults(tmp_path: Path) -> None:
     plain = Cluster(nodes=2, topology="ring", workdir=tmp_path)
     with pytest.raises(ValueError, match=r"loss .* needs network='namespaces'"):
