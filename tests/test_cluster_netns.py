@@ -11,6 +11,7 @@ or nftables table with its prefix, also after a failure, a Ctrl-C or a kill.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import subprocess
 import sys
@@ -440,3 +441,46 @@ async def test_a_killed_runs_set_is_swept_by_the_next_and_by_down(
     finally:
         await asyncio.to_thread(mine.close)
     assert leftovers(mine.prefix) == []
+
+
+@pytest.mark.timeout(90)
+async def test_cluster_up_and_down_in_namespaces(machine: None, tmp_path: Path) -> None:
+    """`skyfed cluster up --net namespaces --hosts 2` prints the nodes' own
+    addresses; `skyfed cluster down` stops it, and nothing of it is left."""
+    state = tmp_path / "c" / "cluster.json"
+    up = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "node.cli", "cluster", "up", "--nodes", "2"),
+        *("--net", "namespaces", "--hosts", "2", "--dir", str(tmp_path / "c")),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    try:
+        assert up.stdout is not None
+        lines: list[str] = []
+        async with asyncio.timeout(60):
+            while not lines or "links," not in lines[-1]:
+                line = (await up.stdout.readline()).decode()
+                assert line, f"cluster up exited: {lines}"
+                lines.append(line)
+        saved = json.loads(state.read_text())
+        prefix = saved["namespaces"]["prefix"]
+        assert saved["network"] == "namespaces"
+        assert [n["url"] for n in saved["nodes"]] == [
+            f"http://{saved['namespaces']['subnet'].split('.0.0/')[0]}.0.{10 + i}:2583"
+            for i in range(2)
+        ]
+        assert lines[0].startswith(f"node 0: {saved['nodes'][0]['url']}")
+        assert f"{prefix}h1" in (await run("ip", "netns", "list")).stdout
+        down = await run(
+            sys.executable, "-m", "node.cli", "cluster", "down", "--dir", str(tmp_path / "c")
+        )
+        assert down.returncode == 0, down.stderr
+        assert "stopped the cluster" in down.stdout
+        assert await asyncio.wait_for(up.wait(), 30) == 0
+        assert leftovers(prefix) == []
+        assert not state.exists()
+    finally:
+        if up.returncode is None:
+            up.kill()
+            await up.wait()
