@@ -3,8 +3,10 @@
 With ``network="namespaces"`` the harness gives every node a namespace of its own,
 with one interface (``eth0``) and one address, plugged into a Linux bridge through
 a veth pair; the node binds that address, on a fixed port, and dials its peers at
-theirs. The harness process (in the machine's own namespace) holds one more
-address on the bridge, so it reaches every node's API directly. There are no
+theirs. The bridge lives in a "host" namespace of its own (``<prefix>h0``), so no
+firewall of the machine sees the node traffic; the harness process (in the
+machine's namespace) holds one more address on the bridge, through a veth
+(``<prefix>hx``), so it reaches every node's API directly. There are no
 proxies: faults are the kernel's, applied to real packets, so TCP sees real loss,
 queues and retransmits.
 
@@ -25,7 +27,7 @@ Partitions and loss are applied where a packet leaves its sender's bridge; shapi
 where it enters its receiver's namespace. Traffic between the harness and a node is
 never touched (the harness is the observer, not part of the network).
 
-**Hosts.** With ``hosts=N > 1`` the nodes are spread over N "host" namespaces, each
+**Hosts.** With ``hosts=N > 1`` the nodes are spread over N host namespaces, each
 with its own bridge (as N machines would each have one); the bridges are joined by
 VXLAN over an underlay network (a bridge in the machine's namespace, one veth per
 host), so all nodes share one layer-2 subnet across the "hosts". This is the
@@ -34,7 +36,10 @@ qdiscs live in each host's namespace.
 
 **Names and clean-up.** Every namespace, interface and nftables table of a run is
 named ``sky<4 hex>...`` (the run's prefix; a node's namespace is ``<prefix>n<i>``,
-its veth ``<prefix>v<i>``, the bridge ``<prefix>br``). Before anything is made, the
+a host's ``<prefix>h<h>``, and only the harness's veth ``<prefix>hx`` and, with
+several hosts, the underlay ``<prefix>ul``/``<prefix>u<h>`` are in the machine's
+namespace; bridges, veths, qdiscs and nftables tables live in the host
+namespaces and go with them). Before anything is made, the
 run writes ``/run/skyfed-cluster/<prefix>.json`` with its pid; :meth:`close` removes
 everything with the prefix and then the file. A run that was killed leaves its file
 behind: the next run (and ``skyfed cluster down``) finds the owner dead and removes
@@ -346,22 +351,18 @@ class NamespaceNet:
         """Nodes are dealt to hosts round robin."""
         return i % self.hosts
 
-    def _host_ns(self, h: int) -> str | None:
-        return None if self.hosts == 1 else f"{self.prefix}h{h}"
+    def _host_ns(self, h: int) -> str:
+        return f"{self.prefix}h{h}"
 
     def _veth(self, i: int) -> str:
         """Node ``i``'s bridge-side interface (in its host's namespace)."""
-        return f"{self.prefix}v{i}" if self.hosts == 1 else f"v{i}"
-
-    def _bridge(self) -> str:
-        return f"{self.prefix}br" if self.hosts == 1 else "br0"
+        return f"v{i}"
 
     def _table(self) -> str:
         return self.prefix
 
     def _in_host(self, h: int, argv: Sequence[str]) -> list[str]:
-        ns = self._host_ns(h)
-        return list(argv) if ns is None else ["ip", "netns", "exec", ns, *argv]
+        return ["ip", "netns", "exec", self._host_ns(h), *argv]
 
     def exec_prefix(self, i: int) -> list[str]:
         """The command prefix that runs a program in node ``i``'s namespace."""
@@ -418,46 +419,42 @@ class NamespaceNet:
 
     def _build(self) -> None:
         p = self.prefix
-        root: list[str] = []
-        if self.hosts == 1:
-            root += [
-                f"link add {p}br type bridge",
-                f"link set {p}br up",
-                f"addr add {self.harness_address}/17 dev {p}br",
-            ]
-        else:
+        # Even one host is a namespace of its own: the node traffic crosses a bridge
+        # there, so no firewall of the machine's (say a FORWARD policy of DROP with
+        # bridge-nf-call-iptables) sees it, and nothing of ours but a few links with
+        # the run's prefix is in the machine's namespace.
+        root = [f"netns add {self._host_ns(h)}" for h in range(self.hosts)]
+        # The harness's leg into host 0's bridge: its address on the cluster subnet.
+        root += [
+            f"link add {p}hx type veth peer name hx netns {p}h0",
+            f"addr add {self.harness_address}/17 dev {p}hx",
+            f"link set {p}hx up",
+        ]
+        if self.hosts > 1:
             # The underlay: one bridge here, a veth to each host; VXLAN over it.
             root += [f"link add {p}ul type bridge", f"link set {p}ul up"]
             for h in range(self.hosts):
-                root.append(f"netns add {p}h{h}")
                 root += [
                     f"link add {p}u{h} mtu 1600 type veth peer name ul0 netns {p}h{h} mtu 1600",
                     f"link set {p}u{h} master {p}ul up",
                 ]
-            # The harness's leg into host 0's bridge.
-            root += [
-                f"link add {p}hx type veth peer name hx netns {p}h0",
-                f"addr add {self.harness_address}/17 dev {p}hx",
-                f"link set {p}hx up",
-            ]
         for i in range(self.nodes):
             root.append(f"netns add {self.namespace(i)}")
         self._batch(root)
-        if self.hosts > 1:
-            for h in range(self.hosts):
+        for h in range(self.hosts):
+            lines = ["link set lo up", "link add br0 type bridge", "link set br0 up"]
+            if h == 0:
+                lines.append("link set hx master br0 up")
+            if self.hosts > 1:
                 under = str(self.base + (128 << 8) + 1 + h)
-                lines = [
-                    "link set lo up",
-                    "link add br0 type bridge",
-                    "link set br0 up",
+                lines += [
                     f"addr add {under}/24 dev ul0",
                     "link set ul0 up",
                     f"link add vx0 type vxlan id 42 local {under} dev ul0 dstport 4789 learning",
                     "link set vx0 master br0 up",
                 ]
-                if h == 0:
-                    lines.append("link set hx master br0 up")
-                self._batch(lines, f"{p}h{h}")
+            self._batch(lines, self._host_ns(h))
+            if self.hosts > 1:
                 # Head-end replication: floods go to every other host's VTEP.
                 fdb = [
                     f"fdb append 00:00:00:00:00:00 dev vx0 dst {self.base + (128 << 8) + 1 + o}"
@@ -473,7 +470,7 @@ class NamespaceNet:
             per_host.setdefault(self.host_of(i), []).extend(
                 [
                     f"link add {v} type veth peer name eth0 netns {self.namespace(i)}",
-                    f"link set {v} master {self._bridge()} up",
+                    f"link set {v} master br0 up",
                 ]
             )
         for h, lines in per_host.items():
@@ -605,8 +602,7 @@ class NamespaceNet:
                     f"filter add dev {v} parent 1: protocol ip prio 1 u32 "
                     f"match ip src {self.address(sender)}/32 flowid 1:{k:x}"
                 )
-        ns = self._host_ns(self.host_of(receiver))
-        argv = ["tc"] + (["-n", ns] if ns else []) + ["-batch", "-"]
+        argv = ["tc", "-n", self._host_ns(self.host_of(receiver)), "-batch", "-"]
         _run(argv, stdin="\n".join(lines) + "\n")
         self._shaping[receiver] = dict(want)
 
