@@ -91,6 +91,13 @@ def test_a_scenario_says_which_faults_need_which_mode() -> None:
         parse_scenario(base.format(net="tunnels", more=""))
     with pytest.raises(ScenarioError, match=r"cluster\.hosts must be at most 3"):
         parse_scenario(base.format(net="namespaces", more="hosts = 4"))
+    # With share_peers the nodes link directly: the proxy has nothing to cut, the
+    # kernel cuts addresses whatever links the nodes made.
+    shared = base + 'share_peers = true\n[[schedule]]\nat = 1\naction = "partition"\n'
+    shared += "groups = [[0], [1, 2]]\n"
+    assert parse_scenario(shared.format(net="namespaces", more="")).cluster.share_peers
+    with pytest.raises(ScenarioError, match="needs the link proxies"):
+        parse_scenario(shared.format(net="proxy", more=""))
     shape = '[[schedule]]\nat = 1\naction = "shape"\nloss = 1.5\n'
     with pytest.raises(ScenarioError, match="loss is a share of packets"):
         parse_scenario(base.format(net="namespaces", more="") + shape)

@@ -53,6 +53,9 @@ naming the fault, before any node starts:
 - hostile nodes (``[[hostile]]``) need the proxy mode: their poisoned-URL listeners
   are on the harness's loopback, which a node in its own namespace cannot reach.
 - ``hosts`` (more than one) needs namespaces.
+- with ``share_peers`` the proxy mode refuses link faults, kills and restarts (the
+  nodes link directly, past the proxies); namespaces do them all (the kernel cuts
+  addresses, whatever links the nodes made).
 
 A partition differs in one way: the proxy cuts the topology's links between the
 groups (open connections are closed, new dials held); the kernel drops every packet
