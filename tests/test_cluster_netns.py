@@ -288,7 +288,7 @@ conn.close()
 """
 RECEIVE = """
 import socket, sys, time
-deadline = time.monotonic() + 10
+deadline = time.monotonic() + 30
 while True:  # until the sender listens
     try:
         conn = socket.create_connection((sys.argv[1], 9000), timeout=30)
@@ -310,7 +310,7 @@ async def transfer(net: NamespaceNet, size: int) -> tuple[int, float]:
         *net.exec_prefix(0), sys.executable, "-c", SEND, net.address(0), str(size)
     )
     receive = await run(*net.exec_prefix(1), sys.executable, "-c", RECEIVE, net.address(0))
-    await asyncio.wait_for(send.wait(), 10)
+    await asyncio.wait_for(send.wait(), 30)
     assert receive.returncode == 0, receive.stderr
     got, seconds = receive.stdout.split()
     return int(got), float(seconds)
@@ -323,7 +323,7 @@ async def tcp_retransmits(net: NamespaceNet, i: int) -> int:
     return int(values[head.index("RetransSegs")])
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 async def test_bandwidth_and_loss_are_the_kernels(machine: None) -> None:
     """Without nodes: a TCP transfer between two namespaces is fast on a clean link,
     held to the HTB rate on a shaped one, and arrives whole over a lossy one, with
@@ -334,11 +334,12 @@ async def test_bandwidth_and_loss_are_the_kernels(machine: None) -> None:
         size = 300_000
         got, clean = await transfer(net, size)
         assert got == size
-        assert clean < 1.0
         net.set_faults({(0, 1): netns.KernelFaults(bandwidth=100_000)})
         got, shaped = await transfer(net, size)
         assert got == size
-        assert shaped > 2.0  # 3 s at 100 KB/s, less the first burst
+        # 3 s at 100 KB/s, less the first burst; a clean link takes milliseconds
+        # (a loaded machine may stretch them, not to seconds).
+        assert clean < 2.0 < shaped, (clean, shaped)
         before = await tcp_retransmits(net, 0)
         lossy = netns.KernelFaults(loss=0.2)
         net.set_faults({(0, 1): lossy, (1, 0): lossy})
