@@ -208,7 +208,10 @@ async def test_namespace_scenario_passes_the_verdict(machine: None, tmp_path: Pa
     sides = {rec.home for rec in result.workload.acked if 4 <= rec.at < 8}
     assert sides & {0}, sides
     assert sides & {1, 2}, sides
-    assert [c["after"] for c in report.convergence] == ["heal", "restart node 2"]
+    # In the order they happened (a heal's measure can end after the restart's: the
+    # kernel's partition leaves TCP backing off, see bench/RESULTS.md).
+    after = [c["after"] for c in sorted(report.convergence, key=lambda c: c["t"])]
+    assert after == ["heal", "restart node 2"]
     assert all(c["seconds"] is not None for c in report.convergence), report.convergence
     # Bytes per link, counted by the kernel on the bridge.
     assert len(report.links) == 3
