@@ -226,7 +226,7 @@ async def build_report(r: RunResult) -> Report:
         not_seen=not_seen,
         convergence=[
             {"t": round(t, 2), "after": why, "seconds": None if x is None else round(x, 3)}
-            for t, why, x in r.convergence
+            for t, why, x in sorted(r.convergence, key=lambda m: m[0])  # by event time
         ],
         final_convergence=None if r.final_convergence is None else round(r.final_convergence, 3),
         links=links,
