@@ -19,11 +19,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict protocol node
 
-# The browser test needs Debian's chromium and chromedriver, and the @atproto/api test
-# the npm packages pinned in tests/js/package-lock.json; these install them if missing.
+# What the tests need from outside Python, installed if missing: Debian's chromium and
+# chromedriver (the browser tests), the npm packages pinned in tests/js/package-lock.json
+# (the @atproto/api session) and Debian's nftables (the harness's namespace mode).
 pytest: $(STAMP)
 	scripts/ensure-chromium.sh
 	scripts/ensure-npm-packages.sh
+	scripts/ensure-nftables.sh
 	$(BIN)/pytest
 
 test: lint typecheck pytest

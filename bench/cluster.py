@@ -1,10 +1,13 @@
 """Fifty node processes: idle memory, and convergence after a partition heals.
 
     python bench/cluster.py [--nodes 50] [--degree 4] [--writes 1000] [--seed 1]
+                            [--net proxy|namespaces] [--hold S] [--sever-at-heal]
                             [--json OUT]
 
 Starts ``--nodes`` real node processes (``skyfed node start``) wired as a seeded
-random graph of degree ``--degree`` through the harness's link proxies, then:
+random graph of degree ``--degree`` through the harness's link proxies (or, with
+``--net namespaces``, as root, each in its own network namespace with the kernel
+cutting the links: node/cluster/netns.py), then:
 
 1. idle memory: after every link is up and the nodes have sat idle a few seconds,
    each node's RSS (and USS, the memory only it uses: RSS also counts the pages of
@@ -82,7 +85,13 @@ async def parts_agree(cluster: Cluster, parts: list[list[int]]) -> bool:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {"nodes": args.nodes, "degree": args.degree, "writes": args.writes}
+    out: dict[str, Any] = {
+        "nodes": args.nodes,
+        "degree": args.degree,
+        "writes": args.writes,
+        "network": args.net,
+        "sever_at_heal": args.sever_at_heal,
+    }
     t = time.monotonic()
     cluster = Cluster(
         args.nodes,
@@ -91,6 +100,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
         reconcile_interval=args.reconcile_interval,
         start_concurrency=4,
+        network=args.net,
     )
     async with cluster:
         out["start_seconds"] = round(time.monotonic() - t, 1)
@@ -121,6 +131,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         order = bfs_order(args.nodes, cluster.edges)
         left, right = sorted(order[: args.nodes // 2]), sorted(order[args.nodes // 2 :])
         cut = cluster.partition(set(left), set(right))
+        cut_at = time.monotonic()
         # A half of a random graph need not be connected itself: wait for each part.
         parts = components(args.nodes, [e for e in cluster.edges if e not in cut])
         out["parts"] = len(parts)
@@ -143,11 +154,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             while not await parts_agree(cluster, parts):  # noqa: ASYNC110
                 await asyncio.sleep(0.2)  # poll: fifty processes
         print(f"each part agrees within itself after {time.monotonic() - t:.1f} s more")
+        held = time.monotonic() - cut_at
+        if held < args.hold:
+            await asyncio.sleep(args.hold - held)  # the partition lasts --hold seconds
+        out["partition_seconds"] = round(time.monotonic() - cut_at, 1)
         views = [v for v in (await cluster.all_heads()).values() if v is not None]
         dids = set().union(*views)
         differ = sum(1 for did in dids if len({v.get(did) for v in views}) > 1)
         out["repos_differing_at_heal"] = differ
         cluster.heal()
+        if args.sever_at_heal:
+            cluster.sever()  # the proxy closes connections when it cuts; do the same
         took = await cluster.converged(timeout=300, interval=0.1)
         out["converge_after_heal_seconds"] = round(took, 2)
         print(
@@ -156,7 +173,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         rss, uss = memory(cluster)
         out["after_rss_mb"] = {"median": statistics.median(rss), "max": max(rss)}
         print(f"RSS per node after the run: {describe(rss)}")
-        total = sum(p.up.bytes + p.down.bytes for p in cluster.links.values())
+        total = sum(lk["bytes_up"] + lk["bytes_down"] for lk in cluster.link_traffic())
         out["peer_bytes"] = total
         print(f"peer traffic over the whole run: {total / 1e6:.1f} MB")
         peers = [await cluster.call(i, "skyfed.node.listPeers") for i in range(args.nodes)]
@@ -180,6 +197,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--idle", type=float, default=5.0, help="seconds idle before measuring")
     parser.add_argument("--reconcile-interval", type=float, default=2.0)
+    parser.add_argument("--net", choices=("proxy", "namespaces"), default="proxy")
+    parser.add_argument(
+        "--hold", type=float, default=0.0, help="keep the partition at least this long (s)"
+    )
+    parser.add_argument(
+        "--sever-at-heal",
+        action="store_true",
+        help="abort every peer connection at the heal (namespaces: TCP's back-off is gone)",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     out = asyncio.run(run(args))

@@ -1,9 +1,16 @@
 """``skyfed cluster``: run a scenario, or hold a cluster up for interactive use.
 
     skyfed cluster run SCENARIO.toml [--out DIR] [--workdir DIR]
+                       [--net proxy|namespaces] [--hosts N]
     skyfed cluster up [--nodes N] [--topology full|ring|star|random] [--degree K]
-                      [--seed S] [--dir DIR]
+                      [--seed S] [--dir DIR] [--net proxy|namespaces] [--hosts N]
     skyfed cluster down [--dir DIR]
+
+``--net namespaces`` (root) makes each node a network host in its own Linux
+network namespace, with the kernel doing the faults (node/cluster/netns.py); the
+default ``proxy`` wires them through the harness's relays on 127.0.0.1. ``down``
+also removes the namespaces, interfaces and rules of any namespace run whose
+process is gone (a run that was killed).
 
 ``run`` exits 0 when the verdict passes, 1 when it fails (and 2 for a bad file, 130
 on Ctrl-C, after stopping every node it started and saying so).
@@ -51,6 +58,7 @@ def add_commands(sub: Any) -> None:
     run.add_argument("scenario", type=Path, metavar="SCENARIO.toml")
     run.add_argument("--out", type=Path, help="where report.json and the plots go")
     run.add_argument("--workdir", type=Path, help="keep the nodes' data dirs here")
+    _network_options(run, default=None)
     up = actions.add_parser(
         "up",
         help="start a cluster and keep it up until Ctrl-C or `cluster down`",
@@ -65,6 +73,7 @@ def add_commands(sub: Any) -> None:
     )
     up.add_argument("--degree", type=int, default=3, help="links per node for random")
     up.add_argument("--seed", type=int, default=0, help="seed for the random topology")
+    _network_options(up, default="proxy")
     default_dir = default_cluster_dir()
     up.add_argument(
         "--dir",
@@ -80,7 +89,25 @@ def add_commands(sub: Any) -> None:
     )
 
 
+def _network_options(parser: Any, *, default: str | None) -> None:
+    parser.add_argument(
+        "--net",
+        choices=("proxy", "namespaces"),
+        default=default,
+        help="proxy: relays on 127.0.0.1 (default"
+        + (", or the scenario's cluster.network" if default is None else "")
+        + "); namespaces: each node its own network host, kernel faults (root)",
+    )
+    parser.add_argument(
+        "--hosts",
+        type=int,
+        default=None,
+        help="namespaces: spread the nodes over N host namespaces joined by VXLAN",
+    )
+
+
 def run_command(args: argparse.Namespace) -> int:
+    from .netns import NetnsError
     from .scenario import ScenarioError
 
     try:
@@ -92,16 +119,24 @@ def run_command(args: argparse.Namespace) -> int:
     except ScenarioError as e:
         print(f"skyfed: error: {e}", file=sys.stderr)
         return 2
+    except NetnsError as e:  # the machine refused a namespace, link or rule
+        print(f"skyfed: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
+    except asyncio.CancelledError:  # SIGTERM (see _run)
+        return 143
 
 
 async def _run(args: argparse.Namespace) -> int:
     from .console import RunDisplay, make_console, print_summary
     from .report import build_report
-    from .scenario import load_scenario, run_scenario
+    from .scenario import load_scenario, run_scenario, with_network
 
-    scenario = load_scenario(args.scenario)
+    scenario = with_network(load_scenario(args.scenario), args.net, args.hosts)
+    main = asyncio.current_task()
+    if main is not None:  # SIGTERM stops the run as Ctrl-C does (nodes, namespaces)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
     console = make_console()
     out: Path = args.out or Path(f"cluster-{scenario.name}")
     display = RunDisplay(console, scenario.duration)
@@ -144,6 +179,9 @@ def _interrupted(display: Any, workdir: Path | None) -> str:
         )
         if display.workload is not None:
             lines.append(f"so far: {display.status()}")
+    net = getattr(cluster, "net", None)
+    if net is not None and net.prefix:
+        lines.append(f"removed the nodes' namespaces, interfaces and rules ({net.prefix}*)")
     if workdir is not None:
         lines.append(f"the nodes' data dirs and logs are kept in {workdir}")
     else:
@@ -167,31 +205,74 @@ async def _tick(display: Any) -> None:
 
 async def _up(args: argparse.Namespace) -> int:
     from .harness import Cluster
+    from .netns import NetnsError, unavailable
 
+    if args.net == "namespaces":
+        reason = await asyncio.to_thread(unavailable)
+        if reason is not None:
+            print(f"skyfed: error: --net namespaces cannot run here: {reason}", file=sys.stderr)
+            return 2
+    elif args.hosts is not None:
+        print("skyfed: error: --hosts needs --net namespaces", file=sys.stderr)
+        return 2
     args.dir.mkdir(parents=True, exist_ok=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    cluster = Cluster(
-        args.nodes, args.topology, degree=args.degree, seed=args.seed, workdir=args.dir.resolve()
-    )
-    async with cluster:
+    try:
+        cluster = Cluster(
+            args.nodes,
+            args.topology,
+            degree=args.degree,
+            seed=args.seed,
+            workdir=args.dir.resolve(),
+            network=args.net,
+            hosts=args.hosts or 1,
+        )
+    except ValueError as e:
+        print(f"skyfed: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        await cluster.start()
+    except BaseException as e:
+        await cluster.close()
+        if isinstance(e, NetnsError):
+            print(f"skyfed: error: {e}", file=sys.stderr)
+            return 1
+        raise
+    try:
+        links: list[dict[str, Any]] = [
+            {"link": f"{a}->{b}", "proxy": p.url} for (a, b), p in cluster.links.items()
+        ]
+        if cluster.net is not None:
+            links = [{"link": f"{a}->{b}"} for a, b in cluster.edges]
         state = {
             "pid": os.getpid(),
             "started": time.time(),
+            "network": cluster.network,
             "nodes": [{"index": n.index, "url": n.url, "pid": n.pid} for n in cluster.nodes],
-            "links": [{"link": f"{a}->{b}", "proxy": p.url} for (a, b), p in cluster.links.items()],
+            "links": links,
             "admin_token": cluster.admin_token,
         }
+        if cluster.net is not None:
+            state["namespaces"] = cluster.net.describe()
         (args.dir / "cluster.json").write_text(json.dumps(state, indent=2) + "\n")
         for n in cluster.nodes:
             print(f"node {n.index}: {n.url}  (pid {n.pid}, data {n.data_dir})", flush=True)
-        print(f"{len(cluster.links)} links, {args.topology}; Ctrl-C or `skyfed cluster down` stops")
+        if cluster.net is not None:
+            d = cluster.net.describe()
+            print(
+                f"namespaces {d['prefix']}n0..; the harness is {d['harness']} on {d['subnet']}; "
+                f"`ip netns exec {cluster.net.namespace(0)} ...` runs a command beside node 0"
+            )
+        print(f"{len(cluster.edges)} links, {args.topology}; Ctrl-C or `skyfed cluster down` stops")
         config = args.dir / "nodeN" / "node.toml"
         print(f"node policy: skyfed admin ... --node-config {config} (its admin_token)")
         await stop.wait()
         print("stopping the cluster", flush=True)
+    finally:
+        await cluster.close()
     (args.dir / "cluster.json").unlink(missing_ok=True)
     return 0
 
@@ -202,6 +283,9 @@ def _down(args: argparse.Namespace) -> int:
         state = json.loads(path.read_text())
         pid = int(state["pid"])
     except (OSError, ValueError, KeyError) as e:
+        swept = _sweep()
+        if swept:
+            return 0
         print(f"skyfed: error: no running cluster recorded in {path} ({e})", file=sys.stderr)
         return 1
     try:
@@ -209,6 +293,7 @@ def _down(args: argparse.Namespace) -> int:
     except ProcessLookupError:
         path.unlink(missing_ok=True)
         print(f"the cluster (pid {pid}) was not running; forgot {path}")
+        _sweep()
         return 0
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -216,7 +301,24 @@ def _down(args: argparse.Namespace) -> int:
             os.kill(pid, 0)
         except ProcessLookupError:
             print(f"stopped the cluster (pid {pid})")
+            _sweep()
             return 0
         time.sleep(0.2)  # poll: another process, no handle to wait on
     print(f"skyfed: error: the cluster (pid {pid}) is still running after 30 s", file=sys.stderr)
     return 1
+
+
+def _sweep() -> list[str]:
+    """Remove what namespace runs whose process is gone left behind; say so."""
+    from .netns import NetnsError, sweep
+
+    if os.geteuid() != 0:
+        return []
+    try:
+        swept = sweep()
+    except (NetnsError, OSError) as e:
+        print(f"skyfed: error: removing stale namespaces: {e}", file=sys.stderr)
+        return []
+    for prefix in swept:
+        print(f"removed the namespaces, interfaces and rules of a dead run ({prefix}*)")
+    return swept

@@ -147,6 +147,13 @@ def _s(x: float | None) -> str:
     return "did not converge" if x is None else f"{x:.2f} s"
 
 
+def _network(report: Report) -> str:
+    if report.network != "namespaces":
+        return ""
+    hosts = report.network_detail.get("hosts", 1)
+    return "each node its own namespace" + (f" on {hosts} hosts" if hosts > 1 else "") + ", "
+
+
 def print_summary(console: Console, report: Report, out_dir: str | None = None) -> None:
     v = report.verdict
     if console.is_terminal:
@@ -157,7 +164,8 @@ def print_summary(console: Console, report: Report, out_dir: str | None = None) 
         console.print(" ".join(report.description.split()))
     console.print(
         f"{report.nodes} nodes, {report.topology} topology ({report.edges} links), "
-        f"seed {report.seed}, {report.duration:.0f} s of workload "
+        + _network(report)
+        + f"seed {report.seed}, {report.duration:.0f} s of workload "
         f"(setup {report.setup_seconds:.1f} s, wall {report.wall_seconds:.1f} s)"
     )
     kinds = ", ".join(f"{n} {k}" for k, n in sorted(report.writes_by_kind.items()))

@@ -20,6 +20,16 @@ nodes scenario) there are no proxies: nodes start one after another, each dialli
 its neighbours' own URLs, and then link to whatever peers they hear of. Link faults,
 kills and restarts need the proxies and are not available then.
 
+With ``network="namespaces"`` (root only) there are no proxies either: each node
+is a network host, alone in a Linux network namespace with its own address on a
+bridge, and links faults are the kernel's, on real packets (see :mod:`.netns`):
+``partition`` and ``cut`` drop packets (TCP retransmits into the void until the
+heal), ``shape(loss=...)`` loses a share of packets, ``bandwidth`` is an HTB class
+and ``delay``/``jitter`` a netem qdisc (where the kernel has netem). ``drop`` (whole
+WebSocket messages) is the proxy's alone, ``loss`` the namespaces' alone. A node
+keeps its address and port across a restart. ``hosts=N`` spreads the nodes over N
+"host" namespaces joined by VXLAN (docs/cluster-hosts.md).
+
 The harness also plays a misbehaving author: :meth:`Cluster.equivocate` signs two
 conflicting commits with an account's real key (read from its home node's database)
 and hands one to each of two nodes over the peer wire; :meth:`Cluster.forge` hands a
@@ -36,9 +46,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import secrets
+import shlex
 import sqlite3
+import sys
 import tempfile
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -59,11 +72,16 @@ from protocol.syntax import TidClock
 
 from ..client import Client
 from ..store.repos import iso_now
+from .netns import NODE_PORT, KernelFaults, NamespaceNet
 from .process import NodeProcess, start_node
 from .proxy import LinkProxy
 from .topology import Edge, make_topology
 
-__all__ = ["Cluster", "ClusterNode", "WirePeer"]
+__all__ = ["NETWORKS", "Cluster", "ClusterNode", "WirePeer"]
+
+#: How nodes are wired: through the harness's proxies on 127.0.0.1 (the default),
+#: or each in its own network namespace with the kernel's faults (root only).
+NETWORKS = ("proxy", "namespaces")
 
 #: Settings every cluster node gets: links exactly as the topology says, and no
 #: write or login throttle (the workload must not measure the rate limiter). Every
@@ -84,6 +102,18 @@ BASE_SETTINGS: dict[str, Any] = {
     "peer_accept_rate": 100_000.0,
     "peer_accept_burst": 100_000,
 }
+
+
+def namespace_settings(net: NamespaceNet) -> dict[str, Any]:
+    """What a node in namespace mode gets instead of the loopback settings: it may
+    dial the cluster's subnet (and nothing private or loopback beyond it), and only
+    the harness's address is shared by many (every client and observer); each node
+    has an address of its own and is judged by it, as on a real network."""
+    return {
+        "dial_policy": "public",
+        "dial_allow": [net.subnet],
+        "shared_networks": [f"{net.harness_address}/32"],
+    }
 
 
 @dataclass(slots=True)
@@ -119,7 +149,21 @@ class Cluster:
         settings: Mapping[str, Any] | None = None,
         clock_skew: Mapping[int, float] | None = None,
         start_concurrency: int = 8,
+        network: str = "proxy",
+        hosts: int = 1,
     ):
+        if network not in NETWORKS:
+            raise ValueError(f"network must be one of {', '.join(NETWORKS)}, not {network!r}")
+        if hosts != 1 and network != "namespaces":
+            raise ValueError("hosts (several host namespaces) needs network='namespaces'")
+        self.network = network
+        #: The namespaces, bridge and kernel rules (namespace mode only).
+        self.net: NamespaceNet | None = (
+            NamespaceNet(nodes, hosts=hosts) if network == "namespaces" else None
+        )
+        #: Namespace mode: what the kernel does to each (sender, receiver) pair.
+        self._kernel: dict[Edge, KernelFaults] = {}
+        self._creating: asyncio.Future[None] | None = None
         if isinstance(topology, str):
             self.edges: list[Edge] = make_topology(topology, nodes, degree=degree, seed=seed)
             self.topology = topology
@@ -141,6 +185,7 @@ class Cluster:
             "admin_token": self.admin_token,
         }
         self.settings.update(settings or {})
+        self._chosen = set(settings or {})
         self.admin_token = str(self.settings["admin_token"])
         #: (node, did) -> the scopes of that node's active takedown of the account.
         self.takedowns: dict[tuple[int, str], frozenset[str]] = {}
@@ -177,11 +222,31 @@ class Cluster:
         """Nodes that share peers link directly, without proxies: a node reachable
         under two URLs (its proxy's and its own, which its hello announces) gets two
         links to one peer, and today's node can then stall on that pair (seen: a node
-        that took nothing in for 15 s with every link up)."""
-        return bool(self.settings.get("share_peers"))
+        that took nothing in for 15 s with every link up). (In namespace mode every
+        node has one URL and there are no proxies: nothing changes.)"""
+        return self.net is None and bool(self.settings.get("share_peers"))
 
     async def start(self, *, wait_linked: float = 60.0) -> None:
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+        if self.net is not None:
+            # A thread (a hundred nodes take a few hundred `ip` calls); close() waits
+            # for it, so a Ctrl-C here still removes whatever it made.
+            self._creating = asyncio.ensure_future(asyncio.to_thread(self.net.create))
+            await asyncio.shield(self._creating)
+            for k, v in namespace_settings(self.net).items():
+                if k not in self._chosen:  # what the caller set stands
+                    self.settings[k] = v
+            self.net.count([e for a, b in self.edges for e in ((a, b), (b, a))])
+            for n in self.nodes:
+                n.url = self.net.url(n.index)
+            # Last first: node a dials node b > a, and a dial to an address where
+            # nothing listens yet is refused and backs off (up to 10 s); started in
+            # this order, most dials find their node up.
+            await asyncio.gather(*(self._launch(n) for n in reversed(self.nodes)))
+            self.started_at = time.monotonic()
+            if wait_linked:
+                await self.linked(wait_linked)
+            return
         if self.direct:
             # In order: each node dials its neighbours started before it, by their URL.
             for n in self.nodes:
@@ -209,6 +274,11 @@ class Cluster:
         )
         for proxy in self.links.values():
             await proxy.close()
+        if self.net is not None:
+            if self._creating is not None:
+                with contextlib.suppress(Exception):
+                    await self._creating
+            await asyncio.to_thread(self.net.close)
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -217,7 +287,13 @@ class Cluster:
             self._tmp = None
 
     def _node_settings(self, node: ClusterNode) -> dict[str, Any]:
-        if self.direct:
+        net_settings: dict[str, Any] = {}
+        if self.net is not None:
+            i = node.index
+            peers = [self.net.url(b) for a, b in self.edges if a == i]
+            inbound = sum(1 for e in self.edges if e[1] == i)
+            net_settings = {"host": self.net.address(i), "port": NODE_PORT}
+        elif self.direct:
             i = node.index
             near = {b for a, b in self.edges if a == i} | {a for a, b in self.edges if b == i}
             peers = [self.nodes[j].url for j in sorted(near) if j < i and self.nodes[j].url]
@@ -226,7 +302,12 @@ class Cluster:
             peers = [self.links[e].url for e in self.edges if e[0] == node.index]
             inbound = sum(1 for e in self.edges if e[1] == node.index)
         room = int(self.settings.get("max_peers", 8))
-        out = {**self.settings, "peers": peers, "max_peers": max(room, len(peers))}
+        out = {
+            **self.settings,
+            **net_settings,
+            "peers": peers,
+            "max_peers": max(room, len(peers)),
+        }
         # A full mesh of many nodes dials the last ones more than a node takes by
         # default; the fake peers a scenario adds need room too.
         out.setdefault("max_inbound_links", max(32, inbound + 16))
@@ -235,8 +316,14 @@ class Cluster:
         return out
 
     async def _launch(self, node: ClusterNode) -> None:
+        command = ""
+        if self.net is not None:
+            argv = [*self.net.exec_prefix(node.index), sys.executable, "-m", "node.cli"]
+            command = shlex.join(argv)
         async with self._start_slots:
-            node.process = await start_node(node.data_dir, settings=self._node_settings(node))
+            node.process = await start_node(
+                node.data_dir, settings=self._node_settings(node), command=command
+            )
         node.url = node.process.url
         for (_, b), proxy in self.links.items():
             if b == node.index:
@@ -259,46 +346,168 @@ class Cluster:
             for i in g:
                 self._check(i)
         cut = [e for e in self.edges if self._between(e, groups)]
+        if self.net is not None:
+            # A real partition: no packet crosses, on a topology link or not.
+            pairs = [
+                (a, b)
+                for a in range(len(self.nodes))
+                for b in range(len(self.nodes))
+                if a != b and self._between((a, b), groups)
+            ]
+            self._kernel_change(pairs, cut=True)
+            return cut
         for e in cut:
             self.links[e].cut()
         return cut
 
     def heal(self) -> None:
         """Restore every cut link (shaping stays as it is)."""
+        if self.net is not None:
+            self._kernel_change(list(self._kernel), cut=False)
+            return
         for proxy in self.links.values():
             proxy.restore()
 
-    def select(self, links: str | Iterable[Sequence[int]] | None = None) -> list[LinkProxy]:
-        """Proxies by ``"all"``/None or a list of node pairs (either order)."""
+    def edges_of(self, links: str | Iterable[Sequence[int]] | None = None) -> list[Edge]:
+        """Topology links by ``"all"``/None or a list of node pairs (either order)."""
         if links is None or links == "all":
-            return list(self.links.values())
+            return list(self.edges)
         if isinstance(links, str):
             raise ValueError(f"links must be 'all' or a list of node pairs, not {links!r}")
         out = []
+        known = set(self.edges)
         for pair in links:
             a, b = (int(x) for x in pair)
             edge = (a, b) if a < b else (b, a)
-            if edge not in self.links:
+            if edge not in known:
                 raise ValueError(f"there is no link between nodes {a} and {b}")
-            out.append(self.links[edge])
+            out.append(edge)
         return out
 
+    def select(self, links: str | Iterable[Sequence[int]] | None = None) -> list[LinkProxy]:
+        """Proxies by ``"all"``/None or a list of node pairs (either order)."""
+        if self.net is not None:
+            raise ValueError("this cluster has no link proxies (its faults are the kernel's)")
+        if links is None or links == "all":
+            return list(self.links.values())  # none with share_peers
+        edges = self.edges_of(links)
+        if any(e not in self.links for e in edges):
+            raise ValueError("this cluster has no link proxies (share_peers links directly)")
+        return [self.links[e] for e in edges]
+
     def shape(self, links: str | Iterable[Sequence[int]] | None = None, **faults: Any) -> None:
-        """Delay, jitter, bandwidth, drop (see :meth:`LinkProxy.shape`)."""
-        for proxy in self.select(links):
-            proxy.shape(**faults)
+        """Delay, jitter, bandwidth, and drop (proxy: whole WebSocket messages) or
+        loss (namespaces: packets); see :meth:`LinkProxy.shape` and :mod:`.netns`.
+        Each direction of each link gets the same."""
+        if self.net is None:
+            if faults.get("loss"):
+                raise ValueError(
+                    "loss (of packets) needs network='namespaces': the proxy relays a TCP "
+                    "stream and cannot lose packets (drop loses whole messages)"
+                )
+            faults.pop("loss", None)
+            for proxy in self.select(links):
+                proxy.shape(**faults)
+            return
+        if faults.get("drop"):
+            raise ValueError(
+                "drop (whole WebSocket messages) needs network='proxy': the kernel loses "
+                "packets, not messages (use loss)"
+            )
+        faults.pop("drop", None)
+        pairs = [p for a, b in self.edges_of(links) for p in ((a, b), (b, a))]
+        self._kernel_change(pairs, **faults)
 
     def sever(self, links: str | Iterable[Sequence[int]] | None = None) -> None:
+        if self.net is not None:
+            self.net.sever(self.edges_of(links))
+            return
         for proxy in self.select(links):
             proxy.sever()
 
     def cut(self, links: str | Iterable[Sequence[int]] | None = None) -> None:
+        if self.net is not None:
+            pairs = [p for a, b in self.edges_of(links) for p in ((a, b), (b, a))]
+            self._kernel_change(pairs, cut=True)
+            return
         for proxy in self.select(links):
             proxy.cut()
 
     def restore(self, links: str | Iterable[Sequence[int]] | None = None) -> None:
+        if self.net is not None:
+            pairs = [p for a, b in self.edges_of(links) for p in ((a, b), (b, a))]
+            self._kernel_change(pairs, cut=False)
+            return
         for proxy in self.select(links):
             proxy.restore()
+
+    def _kernel_change(
+        self,
+        pairs: Iterable[Edge],
+        *,
+        cut: bool | None = None,
+        delay: float | None = None,
+        jitter: float | None = None,
+        bandwidth: float | None = None,
+        loss: float | None = None,
+        clear: bool = False,
+    ) -> None:
+        """Change the kernel's faults on these (sender, receiver) pairs and apply
+        them at once (one ``nft`` and a ``tc`` per changed veth: this blocks for
+        some milliseconds, so the fault is in force when the call returns)."""
+        assert self.net is not None
+        if (delay is not None and delay < 0) or (jitter is not None and jitter < 0):
+            raise ValueError("delay and jitter must not be negative")
+        if bandwidth is not None and bandwidth <= 0:
+            raise ValueError("bandwidth must be positive")
+        if loss is not None and not 0.0 <= loss <= 1.0:
+            raise ValueError("loss must be between 0 and 1")
+        new = dict(self._kernel)
+        for pair in pairs:
+            f = new.get(pair, KernelFaults())
+            if clear:
+                f = KernelFaults(cut=f.cut)
+            changes: dict[str, Any] = {
+                k: v
+                for k, v in (
+                    ("cut", cut),
+                    ("delay", delay),
+                    ("jitter", jitter),
+                    ("bandwidth", bandwidth),
+                    ("loss", loss),
+                )
+                if v is not None
+            }
+            new[pair] = dataclasses.replace(f, **changes)
+        self.net.set_faults(new)
+        self._kernel = {k: v for k, v in new.items() if v != KernelFaults()}
+
+    def link_traffic(self) -> list[dict[str, Any]]:
+        """Bytes each way on each topology link (``a->b``: ``a`` dials ``b``) and
+        messages the proxy dropped; empty for a share_peers cluster (no proxies)."""
+        out = []
+        if self.net is not None:
+            counted = self.net.counters()
+            for a, b in self.edges:
+                out.append(
+                    {
+                        "link": f"{a}->{b}",
+                        "bytes_up": counted.get((a, b), 0),
+                        "bytes_down": counted.get((b, a), 0),
+                        "dropped_frames": 0,
+                    }
+                )
+            return out
+        for (a, b), p in sorted(self.links.items()):
+            out.append(
+                {
+                    "link": f"{a}->{b}",
+                    "bytes_up": p.up.bytes,
+                    "bytes_down": p.down.bytes,
+                    "dropped_frames": p.up.dropped_frames + p.down.dropped_frames,
+                }
+            )
+        return out
 
     async def kill(self, i: int) -> None:
         """SIGKILL node ``i``; its links hold dials until it restarts."""
@@ -312,7 +521,8 @@ class Cluster:
         await node.process.proc.wait()
 
     async def restart(self, i: int, *, clock_skew: float | None = None) -> None:
-        """Start node ``i`` again on its data dir (a new port)."""
+        """Start node ``i`` again on its data dir (a new port; in namespace mode the
+        same address and port)."""
         node = self._check(i)
         if node.alive:
             raise ValueError(f"node {i} is running")

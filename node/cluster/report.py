@@ -36,6 +36,7 @@ every head's whole tree can be fetched. Two more checks, each reported on its ow
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import statistics
@@ -133,6 +134,10 @@ class Report:
     #: What each hostile node did and saw (:meth:`HostileNode.to_json`).
     hostile: list[dict[str, Any]] = field(default_factory=list)
     memory_ceiling_mb: float | None = None
+    #: How the nodes were wired: "proxy", or "namespaces" (with the run's subnet,
+    #: hosts and whether the kernel had netem: ``network_detail``).
+    network: str = "proxy"
+    network_detail: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -175,16 +180,7 @@ async def build_report(r: RunResult) -> Report:
         kinds[rec.kind] = kinds.get(rec.kind, 0) + 1
 
     # -- links and nodes -----------------------------------------------------------
-    links = []
-    for (a, b), p in sorted(c.links.items()):
-        links.append(
-            {
-                "link": f"{a}->{b}",
-                "bytes_up": p.up.bytes,
-                "bytes_down": p.down.bytes,
-                "dropped_frames": p.up.dropped_frames + p.down.dropped_frames,
-            }
-        )
+    links = await asyncio.to_thread(c.link_traffic)  # namespaces: asks nft
     per_node = []
     for n in c.nodes:
         cpu = [smp.cpu[n.index] for smp in o.samples if n.index in smp.cpu]
@@ -230,7 +226,7 @@ async def build_report(r: RunResult) -> Report:
         not_seen=not_seen,
         convergence=[
             {"t": round(t, 2), "after": why, "seconds": None if x is None else round(x, 3)}
-            for t, why, x in r.convergence
+            for t, why, x in sorted(r.convergence, key=lambda m: m[0])  # by event time
         ],
         final_convergence=None if r.final_convergence is None else round(r.final_convergence, 3),
         links=links,
@@ -242,6 +238,8 @@ async def build_report(r: RunResult) -> Report:
         events=[{"t": round(e.t, 2), "what": e.what, "action": e.action} for e in r.events],
         equivocations=r.equivocations,
         verdict=verdict,
+        network=c.network,
+        network_detail=c.net.describe() if c.net is not None else {},
         checks=[check.to_json() for check in r.checks],
         hostile=[h.to_json() for h in r.hostiles],
         memory_ceiling_mb=s.memory_ceiling_mb,

@@ -14,6 +14,8 @@ A scenario names a cluster, a workload and a schedule of faults::
     # edges = [[0, 1], [1, 2]]
     reconcile_interval = 1.0
     clock_skew = { "4" = 90.0 }
+    network = "proxy"    # proxy | namespaces (root: each node a network host)
+    hosts = 1            # namespaces only: host namespaces joined by VXLAN
 
     [workload]
     accounts = 10
@@ -32,8 +34,33 @@ A scenario names a cluster, a workload and a schedule of faults::
 
 Actions: ``partition`` (groups), ``heal``, ``kill`` (node), ``restart`` (node,
 optional clock_skew), ``shape`` (links = "all" or pairs; delay, jitter, bandwidth,
-drop), ``clear`` (links: shaping off), ``cut`` / ``restore`` / ``sever`` (links),
+drop, loss), ``clear`` (links: shaping off), ``cut`` / ``restore`` / ``sever`` (links),
 ``equivocate`` (account, nodes: two or more), ``forge`` (account, node).
+
+**Which network.** ``network = "proxy"`` (the default) wires the nodes through the
+harness's relays on 127.0.0.1; ``network = "namespaces"`` makes each node a network
+host with its own address in its own Linux namespace, and the kernel does the
+faults (see :mod:`.netns`; needs root). ``skyfed cluster run --net`` overrides the
+file. Most of a scenario runs the same in both; what only one can do is refused,
+naming the fault, before any node starts:
+
+- ``drop`` (a share of whole WebSocket messages) is the proxy's alone: the kernel
+  loses packets, not messages.
+- ``loss`` (a share of packets, each direction; TCP retransmits them) is the
+  namespaces' alone: the proxy relays a byte stream and has no packets to lose.
+- ``delay`` and ``jitter`` in namespaces need the kernel's netem qdisc; a kernel
+  without it (``CONFIG_NET_SCH_NETEM``) refuses them when the run starts.
+- hostile nodes (``[[hostile]]``) need the proxy mode: their poisoned-URL listeners
+  are on the harness's loopback, which a node in its own namespace cannot reach.
+- ``hosts`` (more than one) needs namespaces.
+- with ``share_peers`` the proxy mode refuses link faults, kills and restarts (the
+  nodes link directly, past the proxies); namespaces do them all (the kernel cuts
+  addresses, whatever links the nodes made).
+
+A partition differs in one way: the proxy cuts the topology's links between the
+groups (open connections are closed, new dials held); the kernel drops every packet
+between the groups' addresses, so open connections stall and retransmit until the
+heal, as on a real network.
 
 Story steps (played by :mod:`.steps`; accounts are workload account numbers, and
 account ``k`` starts on node ``k % nodes``):
@@ -123,6 +150,7 @@ link faults, kills or restarts is refused.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -133,7 +161,8 @@ from typing import Any
 from protocol.labels import MAX_VAL_BYTES as MAX_LABEL_VAL
 from protocol.moderation import MAX_REASON_CHARS, SCOPES
 
-from .harness import Cluster
+from . import netns
+from .harness import NETWORKS, Cluster
 from .hostile import (
     BEHAVIOURS,
     FORGE_KINDS,
@@ -146,6 +175,7 @@ from .hostile import (
     PoisonSpec,
     ReplaySpec,
 )
+from .netns import MAX_HOSTS
 from .observer import Observer
 from .steps import STEPS, Check, Steps
 from .topology import TOPOLOGIES, make_topology
@@ -159,9 +189,12 @@ __all__ = [
     "RunResult",
     "Scenario",
     "ScenarioError",
+    "check_machine",
+    "check_network",
     "load_scenario",
     "parse_scenario",
     "run_scenario",
+    "with_network",
 ]
 
 
@@ -175,7 +208,7 @@ ACTIONS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "heal": (frozenset(), frozenset()),
     "kill": (frozenset({"node"}), frozenset()),
     "restart": (frozenset({"node"}), frozenset({"clock_skew"})),
-    "shape": (frozenset(), frozenset({"links", "delay", "jitter", "bandwidth", "drop"})),
+    "shape": (frozenset(), frozenset({"links", "delay", "jitter", "bandwidth", "drop", "loss"})),
     "clear": (frozenset(), frozenset({"links"})),
     "cut": (frozenset({"links"}), frozenset()),
     "restore": (frozenset({"links"}), frozenset()),
@@ -315,6 +348,10 @@ class ClusterSpec:
     share_peers: bool = False
     #: Links a node dials at most (None: the harness's 8, or its static peers).
     max_peers: int | None = None
+    #: "proxy" or "namespaces" (see the module docstring).
+    network: str = "proxy"
+    #: Host namespaces the nodes are spread over (namespaces only).
+    hosts: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +382,8 @@ class Scenario:
             workdir=workdir,
             reconcile_interval=c.reconcile_interval,
             clock_skew=c.clock_skew,
+            network=c.network,
+            hosts=c.hosts,
             settings={
                 **({"share_peers": True} if c.share_peers else {}),
                 **({"max_peers": c.max_peers} if c.max_peers is not None else {}),
@@ -400,6 +439,8 @@ def parse_scenario(text: str, *, source: str = "<scenario>") -> Scenario:
             "clock_skew",
             "share_peers",
             "max_peers",
+            "network",
+            "hosts",
         }
     )
     nodes = c.whole("nodes", 5, low=1, high=500)
@@ -431,7 +472,11 @@ def parse_scenario(text: str, *, source: str = "<scenario>") -> Scenario:
         skew,
         c.flag("share_peers") if "share_peers" in c.raw else False,
         c.whole("max_peers", None, low=1, high=1000) if "max_peers" in c.raw else None,
+        c.text("network", "proxy"),
+        c.whole("hosts", 1, low=1, high=min(nodes, MAX_HOSTS)),
     )
+    if cluster.network not in NETWORKS:
+        raise c.error("network", f"must be one of {', '.join(NETWORKS)}, not {cluster.network!r}")
 
     w = _Fields(p.table("workload"), source, "workload.")
     w.only({"accounts", "rate", "mix", "burst", "concurrency", "quiet"})
@@ -476,13 +521,6 @@ def parse_scenario(text: str, *, source: str = "<scenario>") -> Scenario:
     parsed.sort(key=lambda pair: pair[0].at)  # stable: file order at equal times
     _check_story(parsed, source, nodes)
     schedule = [a for a, _ in parsed]
-    if cluster.share_peers:
-        for a, where in parsed:
-            if a.action in _NEEDS_PROXIES:
-                raise ScenarioError(
-                    f"{source}: {where}action {a.action} needs the link proxies, which a "
-                    "cluster with share_peers = true does not have"
-                )
     hostile = tuple(
         _parse_hostile(item, source, f"hostile[{n}].", nodes, duration)
         for n, item in enumerate(p.list_of_tables("hostile"))
@@ -490,6 +528,7 @@ def parse_scenario(text: str, *, source: str = "<scenario>") -> Scenario:
     ceiling = None
     if "memory_ceiling_mb" in raw:
         ceiling = p.number("memory_ceiling_mb", None, low=16.0)
+    check_network(cluster, parsed, hostile, source)
     return Scenario(
         name,
         description,
@@ -503,6 +542,89 @@ def parse_scenario(text: str, *, source: str = "<scenario>") -> Scenario:
         hostile,
         ceiling,
     )
+
+
+def check_network(
+    cluster: ClusterSpec,
+    schedule: Sequence[tuple[Action, str]],
+    hostile: Sequence[HostileSpec],
+    source: str,
+    *,
+    where_network: str = "cluster.network",
+) -> None:
+    """Refuse what ``cluster.network`` cannot do (see the module docstring)."""
+    net = cluster.network
+    if cluster.hosts > 1 and net != "namespaces":
+        raise ScenarioError(f'{source}: cluster.hosts needs network = "namespaces"')
+    if net == "proxy" and cluster.share_peers:
+        for a, where in schedule:
+            if a.action in _NEEDS_PROXIES:
+                raise ScenarioError(
+                    f"{source}: {where}action {a.action} needs the link proxies, which a "
+                    "cluster with share_peers = true does not have"
+                )
+    for a, where in schedule:
+        if net == "proxy" and "loss" in a.args:
+            raise ScenarioError(
+                f'{source}: {where}loss (of packets) needs network = "namespaces" '
+                f'({where_network} is "proxy"): the proxy relays a byte stream and has no '
+                "packets to lose; drop loses whole messages"
+            )
+        if net == "namespaces" and "drop" in a.args:
+            raise ScenarioError(
+                f"{source}: {where}drop (of whole WebSocket messages) needs network = "
+                f'"proxy" ({where_network} is "namespaces"): the kernel loses packets, '
+                "not messages; loss is the kernel's"
+            )
+    if net == "namespaces" and hostile:
+        raise ScenarioError(
+            f'{source}: hostile nodes need network = "proxy" ({where_network} is '
+            '"namespaces"): their poisoned-URL listeners are on the harness\'s loopback, '
+            "which a node in its own namespace cannot reach"
+        )
+
+
+def check_machine(scenario: Scenario) -> None:
+    """Refuse a namespace scenario this machine cannot run (not root, no ``ip
+    netns``, no nftables; delay or jitter without netem; sever without socket
+    aborts), before any node starts. Found by trying."""
+    if scenario.cluster.network != "namespaces":
+        return
+    reason = netns.unavailable()
+    if reason is not None:
+        raise ScenarioError(f'{scenario.source}: network = "namespaces" cannot run here: {reason}')
+    caps = netns.capabilities()
+    for n, a in enumerate(scenario.schedule):
+        if not caps.netem and ("delay" in a.args or "jitter" in a.args):
+            raise ScenarioError(
+                f"{scenario.source}: {a.describe()} (at {a.at:g} s): delay and jitter in "
+                'network = "namespaces" need the kernel\'s netem qdisc '
+                "(CONFIG_NET_SCH_NETEM), which this kernel does not have; run it with "
+                "--net proxy, or without them"
+            )
+        if not caps.sever and a.action == "sever":
+            raise ScenarioError(
+                f"{scenario.source}: schedule item {n} (sever) needs socket aborts "
+                "(`ss -K`, CONFIG_INET_DIAG_DESTROY), which this kernel does not have"
+            )
+
+
+def with_network(scenario: Scenario, network: str | None, hosts: int | None = None) -> Scenario:
+    """``scenario`` on another network (``--net``, ``--hosts``), checked again."""
+    if network is None and hosts is None:
+        return scenario
+    net = network or scenario.cluster.network
+    if net not in NETWORKS:
+        raise ScenarioError(f"--net must be one of {', '.join(NETWORKS)}, not {net!r}")
+    many = hosts if hosts is not None else scenario.cluster.hosts
+    if not 1 <= many <= min(scenario.cluster.nodes, MAX_HOSTS):
+        raise ScenarioError(
+            f"--hosts must be between 1 and {min(scenario.cluster.nodes, MAX_HOSTS)}"
+        )
+    cluster = dataclasses.replace(scenario.cluster, network=net, hosts=many)
+    schedule = [(a, f"schedule ({a.describe()}): ") for a in scenario.schedule]
+    check_network(cluster, schedule, scenario.hostile, scenario.source, where_network="--net")
+    return dataclasses.replace(scenario, cluster=cluster)
 
 
 def _parse_hostile(
@@ -641,6 +763,10 @@ def _parse_action(
         args["drop"] = f.number("drop", None, low=0.0)
         if args["drop"] > 1:
             raise f.error("drop", "is a share of frames, between 0 and 1")
+    if "loss" in item:
+        args["loss"] = f.number("loss", None, low=0.0)
+        if args["loss"] > 1:
+            raise f.error("loss", "is a share of packets, between 0 and 1")
     return Action(at, action, args)
 
 
@@ -861,6 +987,7 @@ async def run_scenario(
     """Play ``scenario``; returns the result and a closer for the cluster (the
     report reads from the live cluster before it is closed)."""
     say: Progress = progress or (lambda kind, info: None)
+    await asyncio.to_thread(check_machine, scenario)
     started = time.monotonic()
     cluster = scenario.make_cluster(workdir)
     hostiles = [
@@ -997,7 +1124,7 @@ async def _apply(cluster: Cluster, workload: Workload, a: Action, forks: list[li
     elif a.action == "restart":
         await cluster.restart(args["node"], clock_skew=args.get("clock_skew"))
     elif a.action == "shape":
-        faults = {k: args[k] for k in ("delay", "jitter", "bandwidth", "drop") if k in args}
+        faults = {k: args[k] for k in ("delay", "jitter", "bandwidth", "drop", "loss") if k in args}
         cluster.shape(args.get("links"), **faults)
     elif a.action == "clear":
         cluster.shape(args.get("links"), clear=True)
