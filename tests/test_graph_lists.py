@@ -79,7 +79,7 @@ async def test_curate_list_views_and_list_feed(people: list[Client]) -> None:
     )
     assert only_mod["lists"] == []
 
-    feed = await dave.call("app.bsky.graph.getListFeed", params={"list": lst.uri})
+    feed = await dave.call("app.bsky.feed.getListFeed", params={"list": lst.uri})
     assert sorted(texts(feed["feed"])) == ["bob on the list", "carol on the list"]
 
 
@@ -101,7 +101,7 @@ async def test_list_feed_pages_and_reads_a_bounded_number_of_members(
     cursor = None
     for _ in range(10):
         page = await dave.call(
-            "app.bsky.graph.getListFeed", params={"list": lst.uri, "limit": 4, "cursor": cursor}
+            "app.bsky.feed.getListFeed", params={"list": lst.uri, "limit": 4, "cursor": cursor}
         )
         got += texts(page["feed"])
         cursor = page.get("cursor")
@@ -111,7 +111,7 @@ async def test_list_feed_pages_and_reads_a_bounded_number_of_members(
     # Only the most recently added members are read (a list of 100,000 accounts costs
     # no more than one of MAX_LIST_FEED_MEMBERS).
     monkeypatch.setattr(graph_views, "MAX_LIST_FEED_MEMBERS", 1)
-    page = await dave.call("app.bsky.graph.getListFeed", params={"list": lst.uri})
+    page = await dave.call("app.bsky.feed.getListFeed", params={"list": lst.uri})
     assert texts(page["feed"]) == ["carol 2", "carol 1", "carol 0"]
 
 
@@ -369,7 +369,7 @@ async def test_graph_answers_parse_as_the_atproto_sdk_models(people: list[Client
     )
     assert prof.viewer.blocking is not None
     _sdk_parses(
-        await bob.call("app.bsky.graph.getListFeed", params={"list": lst.uri}),
+        await bob.call("app.bsky.feed.getListFeed", params={"list": lst.uri}),
         models.AppBskyFeedGetFeed.Response,
     )
 

@@ -329,14 +329,14 @@ async def test_accept_labelers_header_chooses_labels_for_one_request(people: lis
         out = await alice.call(nsid, params=params, headers=headers)
         return out, alice.content_labelers
 
-    feed, applied = await fetch("app.bsky.graph.getListFeed", {"list": lst.uri}, mod.did)
+    feed, applied = await fetch("app.bsky.feed.getListFeed", {"list": lst.uri}, mod.did)
     assert applied == mod.did
     assert [lb["val"] for lb in feed["feed"][0]["post"]["labels"]] == ["rude"]
     assert [lb["val"] for lb in feed["feed"][0]["post"]["author"]["labels"]] == ["spam"]
     got, applied = await fetch("app.bsky.graph.getList", {"list": lst.uri}, mod.did)
     assert [lb["val"] for lb in got["items"][0]["subject"]["labels"]] == ["spam"]
     # Another request, no labelers named: no labels, and no header.
-    feed, applied = await fetch("app.bsky.graph.getListFeed", {"list": lst.uri}, None)
+    feed, applied = await fetch("app.bsky.feed.getListFeed", {"list": lst.uri}, None)
     assert feed["feed"][0]["post"]["labels"] == []
     assert applied is None
 

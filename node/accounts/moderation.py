@@ -119,7 +119,7 @@ VIEW_METHODS: Final = frozenset(
         "app.bsky.graph.getBlocks",
         "app.bsky.graph.getList",
         "app.bsky.graph.getLists",
-        "app.bsky.graph.getListFeed",
+        "app.bsky.feed.getListFeed",
         "app.bsky.graph.getListMutes",
         "app.bsky.graph.getListBlocks",
         "app.bsky.labeler.getServices",

@@ -184,7 +184,7 @@ class GraphViews:
     async def list_feed(
         self, uri: str, viewer: str | None, limit: int, cursor: str | None
     ) -> dict[str, Any]:
-        """app.bsky.graph.getListFeed: posts by the list's members, newest first."""
+        """app.bsky.feed.getListFeed: posts by the list's members, newest first."""
         at, after = _cursor(cursor)
 
         def q(r: _Read) -> dict[str, Any]:

@@ -189,7 +189,18 @@ async def get_feed_skeleton(request: web.Request) -> web.Response:
     return json_response(await node.feeds.skeleton(feed, viewer, limit, cursor))
 
 
+async def get_list_feed(request: web.Request) -> web.Response:
+    """app.bsky.feed.getListFeed: {feed: [FeedViewPost], cursor?}, posts by the
+    members of a list (node/appview/graph_views.py)."""
+    node = request.app[NODE_KEY]
+    uri = await did_uri(node, q_uri(request, "list"))
+    limit = q_int(request, "limit", 50, 1, 100)
+    cursor = q_str(request, "cursor", required=False)
+    return json_response(await node.graph.list_feed(uri, await viewer_of(request), limit, cursor))
+
+
 ROUTES: dict[str, tuple[str, Handler]] = {
+    "app.bsky.feed.getListFeed": ("GET", get_list_feed),
     "app.bsky.feed.getTimeline": ("GET", get_timeline),
     "app.bsky.feed.getAuthorFeed": ("GET", get_author_feed),
     "app.bsky.feed.getPostThread": ("GET", get_post_thread),

@@ -96,15 +96,6 @@ async def get_lists(request: web.Request) -> web.Response:
     )
 
 
-async def get_list_feed(request: web.Request) -> web.Response:
-    """app.bsky.graph.getListFeed: {feed: [FeedViewPost], cursor?}, posts by the
-    list's members."""
-    node = request.app[NODE_KEY]
-    uri = await _list_param(request)
-    limit, cursor = _page(request)
-    return json_response(await node.graph.list_feed(uri, await viewer_of(request), limit, cursor))
-
-
 async def get_list_mutes(request: web.Request) -> web.Response:
     viewer = await _session(request)
     limit, cursor = _page(request)
@@ -160,7 +151,6 @@ ROUTES: dict[str, tuple[str, Handler]] = {
     "app.bsky.graph.getBlocks": ("GET", get_blocks),
     "app.bsky.graph.getList": ("GET", get_list),
     "app.bsky.graph.getLists": ("GET", get_lists),
-    "app.bsky.graph.getListFeed": ("GET", get_list_feed),
     "app.bsky.graph.getListMutes": ("GET", get_list_mutes),
     "app.bsky.graph.getListBlocks": ("GET", get_list_blocks),
     "app.bsky.graph.muteActorList": ("POST", mute_actor_list),
