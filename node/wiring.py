@@ -205,9 +205,11 @@ class Node:
             timeout=config.feed_timeout,
             max_bytes=config.feed_remote_bytes,
         )
+        feed_views = FeedViews(self.storage, blob_url=self._blob_url)
+        feed_views.base_url = lambda: self.url
         self.feeds = Feeds(
             node_did=self.node_did,
-            views=FeedViews(self.storage, blob_url=self._blob_url),
+            views=feed_views,
             host=FeedHost.from_settings(
                 FeedContext(self.storage.read, time.time),
                 builtin=config.builtin_feeds,
@@ -221,6 +223,7 @@ class Node:
             clock=time.time,
         )
         self.graph = GraphViews(self.storage)
+        self.graph.base_url = lambda: self.url
         self.preferences = Preferences(self.storage, config.max_preferences_bytes)
         self.reports = Reports(
             self.storage,

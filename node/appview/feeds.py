@@ -64,10 +64,13 @@ class FeedViews:
         self.storage = storage
         #: (did, cid) -> a URL serving that blob, for avatars.
         self.blob_url = blob_url
+        #: This node's URL (set by the wiring once it is known), for media URLs.
+        self.base_url: Callable[[], str] = lambda: ""
         self._active: tuple[float, list[str]] | None = None
 
     async def _run(self, viewer: str | None, fn: Callable[[_Read], Any]) -> Any:
-        return await self.storage.read(lambda conn: fn(_Read(conn, viewer)))
+        base = self.base_url()
+        return await self.storage.read(lambda conn: fn(_Read(conn, viewer, base)))
 
     # -- likes and quotes ----------------------------------------------------------
     async def actor_likes(

@@ -84,9 +84,12 @@ class GraphViews:
 
     def __init__(self, storage: SqliteStorage):
         self.storage = storage
+        #: This node's URL (set by the wiring once it is known), for media URLs.
+        self.base_url: Callable[[], str] = lambda: ""
 
     async def _run(self, viewer: str | None, fn: Callable[[_Read], T]) -> T:
-        return await self.storage.read(lambda conn: fn(_Read(conn, viewer)))
+        base = self.base_url()
+        return await self.storage.read(lambda conn: fn(_Read(conn, viewer, base)))
 
     # -- blocks ---------------------------------------------------------------------
     async def blocks(self, viewer: str, limit: int, cursor: str | None) -> dict[str, Any]:

@@ -59,11 +59,12 @@ def _marks(n: int) -> str:
 class _Read:
     """One view's worth of queries on one connection."""
 
-    def __init__(self, conn: sqlite3.Connection, viewer: str | None):
+    def __init__(self, conn: sqlite3.Connection, viewer: str | None, base: str = ""):
         self.conn = conn
         self.viewer = viewer
-        #: This node's URL, for the media URLs in views (node/appview/media.py).
-        self.base = ""
+        #: This node's URL, for the media URLs in views (node/appview/media.py):
+        #: every view class passes it (clients refuse a relative avatar URL).
+        self.base = base
         self._hidden: set[str] | None = None
         self._blocked: set[str] | None = None
         # Per-view answers of node/appview/graph.py (a thread asks for its root's
@@ -386,9 +387,7 @@ class Views:
         base = self.base_url()
 
         def run(conn: sqlite3.Connection) -> Any:
-            read = _Read(conn, viewer)
-            read.base = base
-            return fn(read)
+            return fn(_Read(conn, viewer, base))
 
         return await self.storage.read(run)
 
