@@ -38,6 +38,8 @@ from .accounts.moderation import (
     Moderation,
 )
 from .accounts.portability import Portability
+from .appview.notifications import Notifications
+from .appview.search import Search
 from .appview.views import Views
 from .config import NodeConfig, NodeSecrets, load_or_create_secrets
 from .datadir import tighten
@@ -176,6 +178,8 @@ class Node:
             registry=self.registry,
         ).set_function(lambda: float(self.federation.retries))
         self.views = Views(self.storage)
+        self.notifications = Notifications(self.storage)
+        self.search = Search(self.storage)
         self.repos.on_commit = self.federation.publish_commit
         self.portability = Portability(self)
         self.moderation = Moderation(self)

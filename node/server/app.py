@@ -31,6 +31,7 @@ from .xrpc import (
     app_bsky_actor,
     app_bsky_feed,
     app_bsky_graph,
+    app_bsky_notification,
     com_atproto_identity,
     com_atproto_label,
     com_atproto_repo,
@@ -147,6 +148,7 @@ for _namespace in (
     app_bsky_feed,
     app_bsky_actor,
     app_bsky_graph,
+    app_bsky_notification,
     skyfed,
 ):
     _ROUTES.update(_namespace.ROUTES)

@@ -38,6 +38,8 @@ from protocol.ingest import HeadState
 
 from ..accounts.handles import HANDLES_SCHEMA, Handles
 from ..appview.index import FEED_SCHEMA, INDEX_SCHEMA, index_record, rebuild_feeds, unindex_record
+from ..appview.notifications import NOTIFICATIONS_SCHEMA, rebuild_notifications
+from ..appview.search import SEARCH_SCHEMA, rebuild_search
 from ..datadir import create_private_file, make_data_dir
 from ..server.auth import SessionRow
 
@@ -231,6 +233,10 @@ _SIGNED_PREV_SCHEMA = len(_MIGRATIONS)
 # v8: confirmed handles (node/accounts/handles.py): one DID per handle, the confirmations
 # learned with identities, and the issuer pinned per handle domain
 _MIGRATIONS.append(HANDLES_SCHEMA)
+# v9: notifications written at index time, and full-text search (node/appview/
+# notifications.py, search.py); an older database has both built from its records
+_NOTIFY_SEARCH_SCHEMA = len(_MIGRATIONS)
+_MIGRATIONS.append(NOTIFICATIONS_SCHEMA + SEARCH_SCHEMA)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -470,13 +476,21 @@ class SqliteStorage:
             # back-fills, which index with code that expects the newest schema.
             conn.execute("BEGIN IMMEDIATE")
             for i in range(version, SCHEMA_VERSION):
-                for statement in _MIGRATIONS[i].split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                # Split at the ";" that end statements (a trigger body holds more).
+                statement = ""
+                for piece in _MIGRATIONS[i].split(";"):
+                    statement += piece + ";"
+                    if sqlite3.complete_statement(statement):
+                        if statement.strip(" \n;"):
+                            conn.execute(statement)
+                        statement = ""
             if 0 < version < 2:
                 _reindex(conn)
             if 0 < version < 3:
                 rebuild_feeds(conn)
+            if 0 < version <= _NOTIFY_SEARCH_SCHEMA:
+                rebuild_search(conn)
+                rebuild_notifications(conn)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute("COMMIT")
         finally:
