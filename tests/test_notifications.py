@@ -236,3 +236,26 @@ async def test_a_reply_and_like_on_another_node_notify_the_author_here(
     finally:
         await here.stop()
         await there.stop()
+
+
+async def test_the_command_line_shows_and_marks_notifications(node: Node, tmp_path: Path) -> None:
+    from .test_cli import new_account, ok, skyfed
+
+    alice = await new_account(tmp_path, node, "alice")
+    bob = await new_account(tmp_path, node, "bob")
+    hello = ok(await skyfed(alice, "post", "hello notifications", "--json")).json()
+    ok(await skyfed(bob, "like", hello["uri"]))
+    ok(await skyfed(bob, "follow", "alice.skyfed.test"))
+    ok(await skyfed(bob, "post", "hi back", "--reply", hello["uri"]))
+    assert ok(await skyfed(alice, "notifications", "--unread")).out == "3 unread\n"
+    text = ok(await skyfed(alice, "notifications", "--mark-read")).out
+    lines = [line.rsplit(" · ", 1)[0] for line in text.splitlines()]  # without the time
+    assert lines.index("● @bob.skyfed.test replied to you") < lines.index("hi back")
+    assert "● @bob.skyfed.test followed you" in lines
+    liked = lines.index("● @bob.skyfed.test liked your post")
+    assert lines[liked + 1] == hello["uri"]
+    assert ok(await skyfed(alice, "notifications", "--unread", "--json")).json() == {"count": 0}
+    data = ok(await skyfed(alice, "notifications", "--json", "--reason", "like")).json()
+    assert [n["reason"] for n in data["notifications"]] == ["like"]
+    assert data["notifications"][0]["isRead"] is True
+    assert "(no notifications)" in ok(await skyfed(bob, "notifications")).out

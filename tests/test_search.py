@@ -316,3 +316,135 @@ async def test_an_older_database_gets_its_search_and_notifications_built(tmp_pat
         assert [a["did"] for a in ahead["actors"]] == [alice.did]
         page = await alice.call("app.bsky.notification.listNotifications")
         assert sorted(n["reason"] for n in page["notifications"]) == ["follow", "like"]
+
+
+async def test_the_command_line_searches_posts_and_people(node: Node, tmp_path: Path) -> None:
+    from .test_cli import new_account, ok, skyfed
+
+    alice = await new_account(tmp_path, node, "alice")
+    ok(await skyfed(alice, "post", "searching from the shell"))
+    ok(await skyfed(alice, "profile", "set", "--display-name", "Alice Shell"))
+    anon = tmp_path / "anon"
+    text = ok(await skyfed(anon, "search", "shell", "--node", node.url)).out
+    assert "searching from the shell" in text
+    assert "Alice Shell @alice.skyfed.test" in text
+    found = ok(await skyfed(anon, "search", "shell -searching", "--node", node.url, "--json"))
+    assert found.json()["posts"] == []
+    people = ok(await skyfed(anon, "search", "--actors", "ali", "--node", node.url)).out
+    assert people.startswith("Alice Shell @alice.skyfed.test")
+    none = ok(await skyfed(anon, "search", "nothing-like-it", "--node", node.url)).out
+    assert none == "(no posts found)\n"
+
+
+# -- the web pages -------------------------------------------------------------------
+
+
+async def test_web_search_page_and_box(node: Node) -> None:
+    import aiohttp
+
+    async with Client(node.url) as alice, aiohttp.ClientSession() as http:
+        await alice.create_account("alice.skyfed.test", PASSWORD)
+        await alice.set_profile(display_name="Alice <b>Web</b>")
+        await alice.post("a <script>findable</script> post")
+
+        async def get(path: str, **params: str) -> tuple[int, str]:
+            async with http.get(node.url + path, params=params) as resp:
+                return resp.status, await resp.text()
+
+        status, home = await get("/")
+        assert status == 200
+        assert '<form class="search" role="search" method="get" action="/search">' in home
+        status, page = await get("/search", q="findable")
+        assert status == 200
+        assert "a &lt;script&gt;findable&lt;/script&gt; post" in page
+        assert "<script>findable" not in page
+        status, page = await get("/search", q="alice")
+        assert "Alice &lt;b&gt;Web&lt;/b&gt;" in page  # people above the posts
+        assert 'value="alice"' in page
+        status, page = await get("/search", q='"><script>x</script>')
+        assert status == 200
+        assert 'value="&quot;&gt;&lt;script&gt;x&lt;/script&gt;"' in page
+        assert "<script>x" not in page
+        status, page = await get("/search", q="*")
+        assert status == 400
+        assert "could not be run" in page
+        status, page = await get("/search", q="x" * 5000)
+        assert status == 400
+        status, page = await get("/search")
+        assert (status, "Type words to look for." in page) == (200, True)
+        status, page = await get("/search", q="findable", cursor="not-a-number")
+        assert status == 400
+
+
+async def test_web_activity_page(node: Node, tmp_path: Path) -> None:
+    import aiohttp
+
+    async with (
+        Client(node.url) as alice,
+        Client(node.url) as bob,
+        aiohttp.ClientSession() as http,
+    ):
+        await alice.create_account("alice.skyfed.test", PASSWORD)
+        await bob.create_account("bob.skyfed.test", PASSWORD)
+        first = await alice.post("notice me")
+        await bob.like(first)
+        await bob.post("<i>replying</i>", reply_to=first)
+        await alice.mute(bob.did)  # private: the public page does not apply it
+        async with http.get(node.url + "/notifications/alice.skyfed.test") as resp:
+            assert resp.status == 200
+            page = await resp.text()
+        assert "@bob.skyfed.test</span></a> liked" in page
+        assert "replied to" in page
+        assert "&lt;i&gt;replying&lt;/i&gt;" in page
+        assert "isRead" not in page
+        async with http.get(node.url + "/notifications/nobody.skyfed.test") as resp:
+            assert resp.status == 404
+        async with http.get(node.url + "/notifications/%3Cx%3E") as resp:
+            assert resp.status == 404
+
+
+@pytest.mark.timeout(180)
+async def test_browser_search_box_works_without_javascript(tmp_path: Path) -> None:
+    """Headless Chromium with the pages' scripts turned off (a content setting): type in
+    the header's box, press Enter, read the results."""
+    import asyncio
+
+    from .test_web import CHROMEDRIVER, CHROMIUM
+
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.skip("Chromium and chromedriver are not installed here")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    async with (
+        Node(NodeConfig(data_dir=tmp_path / "node", port=0)) as node,
+        Client(node.url) as alice,
+    ):
+        await alice.create_account("alice.skyfed.test", PASSWORD)
+        await alice.post("the quick brown fox")
+        options = webdriver.ChromeOptions()
+        options.binary_location = str(CHROMIUM)
+        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+            options.add_argument(flag)
+        options.add_argument(f"--user-data-dir={tmp_path / 'chromium'}")
+        options.add_experimental_option(
+            "prefs", {"profile.managed_default_content_settings.javascript": 2}
+        )
+        service = Service(executable_path=str(CHROMEDRIVER))
+        driver = await asyncio.to_thread(webdriver.Chrome, options=options, service=service)
+        try:
+
+            def search() -> str:
+                driver.get(node.url + "/")
+                box = driver.find_element(By.CSS_SELECTOR, "header form.search input[name=q]")
+                box.send_keys("brown fox", Keys.ENTER)
+                WebDriverWait(driver, 20).until(ec.url_contains("/search?q=brown+fox"))
+                return str(driver.find_element(By.TAG_NAME, "main").text)
+
+            assert "the quick brown fox" in await asyncio.to_thread(search)
+        finally:
+            await asyncio.to_thread(driver.quit)

@@ -225,7 +225,12 @@ class Notifications:
         limit: int,
         cursor: str | None,
         reasons: Sequence[str] = (),
+        *,
+        public: bool = False,
     ) -> dict[str, Any]:
+        """A page of ``viewer``'s notifications. ``public``: as anyone may see them
+        (the web page): no read state, and hidden only what this node hides from
+        everyone, since applying the account's own mutes would show whom it mutes."""
         from .views import _marks, _Read, _record_json
 
         at, after = _cursor(cursor)
@@ -235,7 +240,7 @@ class Notifications:
             return {"notifications": []}
 
         def q(conn: sqlite3.Connection) -> dict[str, Any]:
-            r = _Read(conn, viewer)
+            r = _Read(conn, None if public else viewer)
             cols = "sort_at, uri, reason, reason_subject, author, cid"
             if not wanted:
                 rows = conn.execute(
@@ -254,7 +259,7 @@ class Notifications:
                     ).fetchall()
                 rows.sort(key=lambda row: (row[0], row[1]), reverse=True)
                 rows = rows[:limit]
-            seen = _seen_at(conn, viewer)
+            seen = None if public else _seen_at(conn, viewer)
             hidden = r.hidden()
             shown = [row for row in rows if row[4] not in hidden]
             records: dict[bytes, bytes] = {}
@@ -283,6 +288,8 @@ class Notifications:
                     "indexedAt": sort_at,
                     "labels": [],
                 }
+                if public:
+                    del item["isRead"]
                 if reason_subject is not None:
                     item["reasonSubject"] = reason_subject
                 out_list.append(item)

@@ -27,6 +27,7 @@ from ..limits import (
 )
 from .ratelimit import RateLimited
 from .web import add_web_routes
+from .web_search import add_search_routes
 from .xrpc import (
     app_bsky_actor,
     app_bsky_feed,
@@ -203,6 +204,7 @@ def make_app(node: Node) -> web.Application:
     app[MODERATION_KEY] = node.moderation
     app.router.add_route("*", "/xrpc/{nsid}", _dispatch)
     add_web_routes(app, node.views, node_label=lambda: (node.url, node.node_did))
+    add_search_routes(app, node.search, node.notifications, node.storage)
     app.router.add_get("/metrics", metrics)
     app.cleanup_ctx.append(_background)
     app.on_shutdown.append(_close_streams)
