@@ -259,3 +259,16 @@ async def test_the_command_line_shows_and_marks_notifications(node: Node, tmp_pa
     assert [n["reason"] for n in data["notifications"]] == ["like"]
     assert data["notifications"][0]["isRead"] is True
     assert "(no notifications)" in ok(await skyfed(bob, "notifications")).out
+
+
+async def test_unread_count_stops_at_its_cap(
+    people: tuple[Client, Client, Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import node.appview.notifications as notifications
+
+    alice, bob, _ = people
+    for i in range(3):
+        await bob.like(await alice.post(f"post {i}"))
+    assert (await alice.call(UNREAD))["count"] == 3
+    monkeypatch.setattr(notifications, "MAX_UNREAD_COUNT", 2)
+    assert (await alice.call(UNREAD))["count"] == 2

@@ -448,3 +448,36 @@ async def test_browser_search_box_works_without_javascript(tmp_path: Path) -> No
             assert "the quick brown fox" in await asyncio.to_thread(search)
         finally:
             await asyncio.to_thread(driver.quit)
+
+
+def test_a_crowded_millisecond_spills_over_in_a_few_lookups() -> None:
+    """Anyone can date posts to one millisecond: the 65,537th still gets a row id,
+    found without probing the 65,536 taken ones."""
+    from node.appview.search import SEARCH_SCHEMA, index_post, time_rowid
+
+    conn = sqlite3.connect(":memory:")
+    conn.executescript(
+        "CREATE TABLE handles (handle TEXT PRIMARY KEY, did TEXT NOT NULL UNIQUE);"
+        "CREATE TABLE profiles (did TEXT PRIMARY KEY, display_name TEXT, description TEXT,"
+        " indexed_at TEXT NOT NULL);" + SEARCH_SCHEMA
+    )
+    at = "2020-01-01T00:00:00.000Z"
+    base = time_rowid(at)
+    conn.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 65535)"
+        " INSERT INTO post_search SELECT ? + i, 'at://x/p/' || i, 'did:x', '', '', '', '', ''"
+        " FROM n",
+        (base,),
+    )
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    index_post(conn, "at://did:plc:a/app.bsky.feed.post/1", "did:plc:a", {"text": "crowd"}, at)
+    conn.set_trace_callback(None)
+    assert len([s for s in statements if s.startswith("SELECT")]) <= 4
+    row = conn.execute("SELECT id FROM post_search WHERE text = 'crowd'").fetchone()
+    assert row[0] == base + 65536
+    assert conn.execute("SELECT rowid FROM post_fts WHERE post_fts MATCH 'crowd'").fetchall() == [
+        (base + 65536,)
+    ]
+    index_post(conn, "at://did:plc:a/app.bsky.feed.post/2", "did:plc:a", {"text": "crowd"}, at)
+    assert conn.execute("SELECT count(*) FROM post_search WHERE text = 'crowd'").fetchone()[0] == 2

@@ -237,19 +237,34 @@ def _searchable_text(value: dict[str, Any]) -> str:
     return "\n".join(p[:10_000] for p in parts)
 
 
+def _taken(conn: sqlite3.Connection, rowid: int) -> bool:
+    return conn.execute("SELECT 1 FROM post_search WHERE id = ?", (rowid,)).fetchone() is not None
+
+
+def _free_rowid(conn: sqlite3.Connection, base: int, uri: str) -> int:
+    """A free row id in (or just after) the millisecond starting at ``base``, in at
+    most four look-ups: anyone can date posts to one millisecond, so a crowded one
+    spills into the next (a millisecond late in "latest") instead of costing a probe
+    per post already there."""
+    low = int.from_bytes(hashlib.blake2b(uri.encode(), digest_size=2).digest(), "big")
+    if not _taken(conn, base | low):
+        return base | low
+    row = conn.execute(
+        "SELECT max(id) FROM post_search WHERE id >= ? AND id < ?", (base, base + (1 << 16))
+    ).fetchone()
+    candidate = int(row[0]) + 1
+    if not _taken(conn, candidate):
+        return candidate
+    row = conn.execute("SELECT max(id) FROM post_search").fetchone()
+    return int(row[0]) + 1
+
+
 def index_post(
     conn: sqlite3.Connection, uri: str, did: str, value: dict[str, Any], sort_at: str
 ) -> None:
     """Make a stored post searchable (in the indexing transaction)."""
     mentions, hosts = _facet_targets(value)
-    base = time_rowid(sort_at)
-    low = int.from_bytes(hashlib.blake2b(uri.encode(), digest_size=2).digest(), "big")
-    rowid = base | low
-    # Two posts in one millisecond with the same 16-bit hash: take the next free id.
-    for i in range(1 << 16):
-        rowid = base | ((low + i) & 0xFFFF)
-        if conn.execute("SELECT 1 FROM post_search WHERE id = ?", (rowid,)).fetchone() is None:
-            break
+    rowid = _free_rowid(conn, time_rowid(sort_at), uri)
     conn.execute(
         "INSERT INTO post_search VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (
