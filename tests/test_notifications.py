@@ -272,3 +272,79 @@ async def test_unread_count_stops_at_its_cap(
     assert (await alice.call(UNREAD))["count"] == 3
     monkeypatch.setattr(notifications, "MAX_UNREAD_COUNT", 2)
     assert (await alice.call(UNREAD))["count"] == 2
+
+
+async def test_the_atproto_sdk_parses_notifications_and_search(node: Node) -> None:
+    """The stock Python SDK's own models, not a dict fallback, for every answer."""
+    from atproto import AsyncClient, models
+    from atproto_client.exceptions import RequestErrorBase
+
+    from .test_atproto_sdk import typed
+
+    alice, bob = AsyncClient(base_url=node.url), AsyncClient(base_url=node.url)
+    try:
+        for sdk, handle in ((alice, "alice.skyfed.test"), (bob, "bob.skyfed.test")):
+            await sdk.com.atproto.server.create_account(
+                models.ComAtprotoServerCreateAccount.Data(handle=handle, password=PASSWORD)
+            )
+            await sdk.login(handle, PASSWORD)
+        assert alice.me is not None
+        post = await alice.send_post("sdk searchable words")
+        await bob.like(post.uri, post.cid)
+        await bob.follow(alice.me.did)
+        ref = models.create_strong_ref(post)
+        reply_ref = models.AppBskyFeedPost.ReplyRef(root=ref, parent=ref)
+        await bob.send_post("sdk reply", reply_to=reply_ref)
+        page = typed(
+            await alice.app.bsky.notification.list_notifications(),
+            models.AppBskyNotificationListNotifications.Response,
+        )
+        assert sorted(n.reason for n in page.notifications) == ["follow", "like", "reply"]
+        for n in page.notifications:
+            typed(n, models.AppBskyNotificationListNotifications.Notification)
+            typed(n.author, models.AppBskyActorDefs.ProfileView)
+            assert n.is_read is False
+        liked = next(n for n in page.notifications if n.reason == "like")
+        typed(liked.record, models.AppBskyFeedLike.Record)
+        assert liked.reason_subject == post.uri
+        unread = await alice.app.bsky.notification.get_unread_count()
+        assert typed(unread, models.AppBskyNotificationGetUnreadCount.Response).count == 3
+        await alice.app.bsky.notification.update_seen(
+            models.AppBskyNotificationUpdateSeen.Data(seen_at=alice.get_current_time_iso())
+        )
+        assert (await alice.app.bsky.notification.get_unread_count()).count == 0
+        filtered = await alice.app.bsky.notification.list_notifications(
+            models.AppBskyNotificationListNotifications.Params(reasons=["like"])
+        )
+        assert [n.reason for n in filtered.notifications] == ["like"]
+        found = typed(
+            await bob.app.bsky.feed.search_posts(
+                models.AppBskyFeedSearchPosts.Params(q="searchable", sort="top")
+            ),
+            models.AppBskyFeedSearchPosts.Response,
+        )
+        assert [typed(p, models.AppBskyFeedDefs.PostView).uri for p in found.posts] == [post.uri]
+        people = typed(
+            await bob.app.bsky.actor.search_actors(models.AppBskyActorSearchActors.Params(q="ali")),
+            models.AppBskyActorSearchActors.Response,
+        )
+        assert [typed(a, models.AppBskyActorDefs.ProfileView).did for a in people.actors] == [
+            alice.me.did
+        ]
+        ahead = await bob.app.bsky.actor.search_actors_typeahead(
+            models.AppBskyActorSearchActorsTypeahead.Params(q="ali")
+        )
+        assert [typed(a, models.AppBskyActorDefs.ProfileViewBasic).did for a in ahead.actors] == [
+            alice.me.did
+        ]
+        with pytest.raises(RequestErrorBase) as e:
+            await alice.app.bsky.notification.register_push(
+                models.AppBskyNotificationRegisterPush.Data(
+                    app_id="x", platform="web", service_did="did:web:push.example", token="t"
+                )
+            )
+        assert e.value.response is not None
+        assert e.value.response.status_code == 501
+    finally:
+        for sdk in (alice, bob):
+            await sdk.request.close()

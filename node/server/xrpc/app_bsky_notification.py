@@ -63,7 +63,7 @@ async def update_seen(request: web.Request) -> web.Response:
     # Not past now: a client must not mark notifications that have not come yet read.
     seen_at = min(_datetime(seen, "seenAt"), iso_now(node.wall_clock()))
     await node.notifications.update_seen(viewer, seen_at)
-    return web.Response(status=200)
+    return json_response({})
 
 
 async def register_push(request: web.Request) -> web.Response:
