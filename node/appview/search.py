@@ -62,7 +62,7 @@ MAX_TERMS = 16
 #: Characters of one word at most (a longer one cannot be in a post's 3,000 bytes anyway).
 MAX_TERM_CHARS = 100
 #: Newest matches that "top" ranks by engagement (and pages through).
-TOP_WINDOW = 1000
+TOP_WINDOW = 500
 #: Matches an actor search ranks (and pages through) at most.
 ACTOR_WINDOW = 1000
 #: Mentions and linked domains indexed per post at most.
@@ -150,6 +150,13 @@ _WORD = re.compile(r"[^\W_]+")
 def _words(text: str) -> list[str]:
     """Runs of letters and digits: what unicode61 would make tokens of."""
     return _WORD.findall(text)
+
+
+def did_token(did: str) -> str:
+    """One FTS5 token standing for ``did`` in the author and mentions columns. A DID
+    tokenized as text ("did", "plc", ...) shares its first tokens with every post, so
+    ``from:`` would walk the whole index; a hash is one rare token."""
+    return "d" + hashlib.blake2b(did.encode(), digest_size=10).hexdigest()
 
 
 def time_rowid(sort_at: str) -> int:
@@ -272,9 +279,9 @@ def index_post(
             uri,
             did,
             _searchable_text(value),
-            did,
+            did_token(did),
             " ".join(_strings(value.get("langs"), 3)),
-            " ".join(dict.fromkeys(mentions)),
+            " ".join(did_token(m) for m in dict.fromkeys(mentions)),
             " ".join(hosts),
         ),
     )
@@ -366,9 +373,9 @@ def post_match(query: PostQuery, *, author: str | None, mentions: str | None) ->
     """The FTS5 MATCH expression for ``query`` (author and mentions already DIDs)."""
     parts = [f"text : {_phrase(p)}" for p in query.phrases]
     if author is not None:
-        parts.append(f"author : {_phrase(_words(author))}")
+        parts.append(f"author : {_phrase([did_token(author)])}")
     if mentions is not None:
-        parts.append(f"mentions : {_phrase(_words(mentions))}")
+        parts.append(f"mentions : {_phrase([did_token(mentions)])}")
     if query.lang:
         words = _words(query.lang)[:2]
         if not words:
@@ -447,7 +454,7 @@ class Search:
         until: str | None = None,
         domain: str | None = None,
     ) -> dict[str, Any]:
-        from .views import ProfileNotFound, _marks, _Read
+        from .views import ProfileNotFound, _Read
 
         if sort not in _SORTS:
             raise BadQueryString(f"sort must be one of {', '.join(_SORTS)}")
@@ -481,40 +488,39 @@ class Search:
             except (ProfileNotFound, RemoteProtocolError):
                 return {"posts": []}  # nobody by that name here: nothing they wrote
             match = post_match(query, author=author_did, mentions=mention_did)
-            window = limit if sort == "latest" else TOP_WINDOW
+            matches = (
+                "SELECT rowid FROM post_fts WHERE post_fts MATCH ?"
+                " AND rowid >= ? AND rowid < ? ORDER BY rowid DESC LIMIT ?"
+            )
             try:
-                ids = [
-                    row[0]
-                    for row in conn.execute(
-                        "SELECT rowid FROM post_fts WHERE post_fts MATCH ?"
-                        " AND rowid >= ? AND rowid < ? ORDER BY rowid DESC LIMIT ?",
-                        (match, lo, hi, window),
-                    )
-                ]
+                if sort == "latest":
+                    rows = conn.execute(
+                        f"SELECT s.id, s.uri, s.did FROM ({matches}) f"
+                        " JOIN post_search s ON s.id = f.rowid ORDER BY s.id DESC",
+                        (match, lo, hi, limit),
+                    ).fetchall()
+                    total = len(rows)
+                else:
+                    # The newest TOP_WINDOW matches, by engagement (a repost counts
+                    # twice), then newest first.
+                    rows = conn.execute(
+                        f"SELECT s.id, s.uri, s.did, count(*) OVER () FROM ({matches}) f"
+                        " JOIN post_search s ON s.id = f.rowid"
+                        " LEFT JOIN post_stats st ON st.uri = s.uri"
+                        " ORDER BY coalesce(st.likes + 2 * st.reposts + st.replies + st.quotes, 0)"
+                        " DESC, s.id DESC LIMIT ? OFFSET ?",
+                        (match, lo, hi, TOP_WINDOW, limit, offset),
+                    ).fetchall()
+                    total = int(rows[0][3]) if rows else 0
             except sqlite3.OperationalError as e:  # never expected: the query is ours
                 raise BadQueryString(f"query could not be run: {e}") from None
-            found: dict[int, tuple[str, str]] = {}
-            for i in range(0, len(ids), 500):
-                chunk = ids[i : i + 500]
-                for rowid, uri, did in conn.execute(
-                    f"SELECT id, uri, did FROM post_search WHERE id IN ({_marks(len(chunk))})",
-                    chunk,
-                ):
-                    found[rowid] = (uri, did)
-            ordered = [i for i in ids if i in found]
-            if sort == "top":
-                score = _engagement(conn, [found[i][0] for i in ordered], _marks)
-                ordered.sort(key=lambda i: (score.get(found[i][0], 0), i), reverse=True)
-                page = ordered[offset : offset + limit]
-            else:
-                page = ordered
             hidden = r.hidden()
-            uris = [found[i][0] for i in page if found[i][1] not in hidden]
+            uris = [row[1] for row in rows if row[2] not in hidden]
             views = r.post_views(uris)
             out: dict[str, Any] = {"posts": [views[u] for u in uris if u in views]}
-            if sort == "latest" and len(ids) == limit:
-                out["cursor"] = str(ids[-1])
-            elif sort == "top" and offset + limit < len(ordered):
+            if sort == "latest" and total == limit:
+                out["cursor"] = str(rows[-1][0])
+            elif sort == "top" and offset + limit < total:
                 out["cursor"] = str(offset + limit)
             return out
 
@@ -574,16 +580,3 @@ class Search:
 
         result: dict[str, Any] = await self.storage.read(run)
         return result
-
-
-def _engagement(conn: sqlite3.Connection, uris: list[str], marks: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for i in range(0, len(uris), 500):
-        chunk = uris[i : i + 500]
-        for uri, score in conn.execute(
-            "SELECT uri, likes + 2 * reposts + replies + quotes FROM post_stats"
-            f" WHERE uri IN ({marks(len(chunk))})",
-            chunk,
-        ):
-            out[uri] = int(score)
-    return out
