@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS notifications (
     reason_subject TEXT,
     author TEXT NOT NULL,
     cid BLOB NOT NULL,
+    cid_text TEXT NOT NULL,
     PRIMARY KEY (recipient, sort_at, uri)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS notifications_reason ON notifications (recipient, reason, sort_at);
@@ -116,15 +117,18 @@ def notify(
             wanted.append((_did_of(quote) or "", "quote", quote))
         wanted.extend((m, "mention", None) for m in mentioned_dids(value))
     done: set[str] = set()
+    text = ""
     for recipient, reason, reason_subject in wanted:
         if not recipient or recipient == did or recipient in done:
             continue
         done.add(recipient)
         if not _hosted(conn, recipient):
             continue
+        # Its text once, here: base32 in Python costs more than the rest of a page.
+        text = text or CID.from_bytes(cid).to_str()
         conn.execute(
-            "INSERT OR IGNORE INTO notifications VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (recipient, sort_at, uri, reason, reason_subject, did, cid),
+            "INSERT OR IGNORE INTO notifications VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (recipient, sort_at, uri, reason, reason_subject, did, cid, text),
         )
 
 
@@ -241,7 +245,7 @@ class Notifications:
 
         def q(conn: sqlite3.Connection) -> dict[str, Any]:
             r = _Read(conn, None if public else viewer)
-            cols = "sort_at, uri, reason, reason_subject, author, cid"
+            cols = "sort_at, uri, reason, reason_subject, author, cid, cid_text"
             if not wanted:
                 rows = conn.execute(
                     f"SELECT {cols} FROM notifications WHERE recipient = ?"
@@ -273,14 +277,14 @@ class Notifications:
                 )
             authors = {p["did"]: p for p in r.profile_views([row[4] for row in shown])}
             out_list = []
-            for sort_at, uri, reason, reason_subject, author, cid in shown:
+            for sort_at, uri, reason, reason_subject, author, cid, cid_text in shown:
                 data = records.get(cid)
                 record = _record_json(cid, data) if data is not None else None
                 if record is None:
                     continue
                 item: dict[str, Any] = {
                     "uri": uri,
-                    "cid": str(CID.from_bytes(cid)),
+                    "cid": cid_text,
                     "author": authors[author],
                     "reason": reason,
                     "record": record,
