@@ -481,3 +481,44 @@ def test_a_crowded_millisecond_spills_over_in_a_few_lookups() -> None:
     ]
     index_post(conn, "at://did:plc:a/app.bsky.feed.post/2", "did:plc:a", {"text": "crowd"}, at)
     assert conn.execute("SELECT count(*) FROM post_search WHERE text = 'crowd'").fetchone()[0] == 2
+
+
+async def test_labelers_the_reader_names_label_and_redact_results(node: Node) -> None:
+    """atproto-accept-labelers works on search and notifications as on every view."""
+    import aiohttp
+
+    from protocol.moderation import ACCEPT_LABELERS
+
+    async with (
+        Client(node.url) as mod,
+        Client(node.url) as author,
+        Client(node.url) as reader,
+        aiohttp.ClientSession() as http,
+    ):
+        await mod.create_account("mod.skyfed.test", PASSWORD)
+        await author.create_account("author.skyfed.test", PASSWORD)
+        await reader.create_account("reader.skyfed.test", PASSWORD)
+        gone = await author.post("labelled unicorn")
+        kept = await author.post("plain unicorn")
+        await mod.label(gone.uri, "!takedown")
+        await mod.label(author.did, "bot")
+        await author.like(await reader.post("reader's own"))
+        assert reader.session is not None
+        token = {"Authorization": f"Bearer {reader.session.access_jwt}"}
+
+        async def get(nsid: str, header: str, **params: str) -> Any:
+            headers = {ACCEPT_LABELERS: header, **token}
+            async with http.get(f"{node.url}/xrpc/{nsid}", params=params, headers=headers) as r:
+                assert r.status == 200
+                return await r.json()
+
+        found = await get(POSTS, mod.did, q="unicorn")
+        labels = {p["uri"]: [lb["val"] for lb in p["labels"]] for p in found["posts"]}
+        assert labels == {gone.uri: ["!takedown"], kept.uri: []}
+        assert [lb["val"] for lb in found["posts"][0]["author"]["labels"]] == ["bot"]
+        found = await get(POSTS, f"{mod.did};redact", q="unicorn")
+        assert [p["uri"] for p in found["posts"]] == [kept.uri]
+        actors = await get(ACTORS, mod.did, q="author")
+        assert [lb["val"] for lb in actors["actors"][0]["labels"]] == ["bot"]
+        page = await get("app.bsky.notification.listNotifications", mod.did)
+        assert [lb["val"] for lb in page["notifications"][0]["author"]["labels"]] == ["bot"]

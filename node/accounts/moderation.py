@@ -89,6 +89,11 @@ VIEW_METHODS: Final = frozenset(
         "app.bsky.graph.getFollowers",
         "app.bsky.graph.getMutes",
         "skyfed.feed.getLatest",
+        # node/appview/notifications.py and search.py
+        "app.bsky.notification.listNotifications",
+        "app.bsky.feed.searchPosts",
+        "app.bsky.actor.searchActors",
+        "app.bsky.actor.searchActorsTypeahead",
     }
 )
 _THREAD_VIEW: Final = "app.bsky.feed.defs#threadViewPost"
