@@ -390,6 +390,8 @@ async def test_web_activity_page(node: Node, tmp_path: Path) -> None:
         await bob.like(first)
         await bob.post("<i>replying</i>", reply_to=first)
         await alice.mute(bob.did)  # private: the public page does not apply it
+        async with http.get(node.url + "/profile/alice.skyfed.test") as resp:
+            assert '<a href="/notifications/alice.skyfed.test">Activity →</a>' in await resp.text()
         async with http.get(node.url + "/notifications/alice.skyfed.test") as resp:
             assert resp.status == 200
             page = await resp.text()

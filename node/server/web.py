@@ -866,7 +866,10 @@ async def profile_page(request: web.Request) -> web.Response:
     header = (
         f'<section class="profile" aria-label="Profile">{names}'
         f'<p class="did">{_e(_str(profile, "did"))}</p>{bio}'
-        f'<ul class="counts">{counts}</ul></section>'
+        f'<ul class="counts">{counts}</ul>'
+        # Its notifications, if this node hosts it (node/server/web_search.py).
+        f'<p class="context"><a href="/notifications/{_e(quote(actor, safe=":"))}">'
+        "Activity →</a></p></section>"
     )
     base = profile_path(profile) if profile else "/profile/" + quote(actor, safe=":")
     body = (
