@@ -19,9 +19,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict protocol node
 
-# The browser test needs Debian's chromium and chromedriver; this installs them if missing.
+# The browser test needs Debian's chromium and chromedriver, and the @atproto/api test
+# the npm packages pinned in tests/js/package-lock.json; these install them if missing.
 pytest: $(STAMP)
 	scripts/ensure-chromium.sh
+	scripts/ensure-npm-packages.sh
 	$(BIN)/pytest
 
 test: lint typecheck pytest

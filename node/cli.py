@@ -14,14 +14,16 @@
     skyfed post "text" [--reply URI] [--quote URI] [--lang LANG]
     skyfed like URI | repost URI | delete URI | verify URI
     skyfed follow HANDLE | block HANDLE
-    skyfed feed [--node URL] [--author HANDLE] [--latest] [--limit N] [--cursor C]
+    skyfed feed [--node URL] [--author HANDLE | --latest | --generator URI] [--limit N] [--cursor C]
     skyfed thread URI        skyfed profile [HANDLE]        skyfed tail [--cursor N]
     skyfed profile set [--display-name NAME] [--description TEXT]
 
     skyfed labelers list | add DID [--redact] | remove DID | set LABEL hide|warn|show
     skyfed label URI VALUE [--neg]       skyfed mute HANDLE | unmute HANDLE | mutes
+    skyfed report URI|HANDLE [--reason-type spam] [--reason TEXT] [--labeler HANDLE]
     skyfed admin takedown HANDLE --reason TEXT [--scope host,serve,carry]
     skyfed admin reverse HANDLE --reason TEXT        skyfed admin list [--did DID]
+    skyfed admin reports [--labeler DID] [--resolved]  skyfed admin resolve ID --note TEXT
 
 Every client command takes ``--node URL`` (default: the node you logged in at, else
 ``$SKYFED_NODE``, else http://127.0.0.1:2583; ``127.0.0.1:2583`` without a scheme
@@ -295,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     which = feed.add_mutually_exclusive_group()
     which.add_argument("--author", metavar="HANDLE", help="one account's posts and reposts")
     which.add_argument("--latest", action="store_true", help="the network's latest posts")
+    which.add_argument(
+        "--generator", metavar="URI", help="a custom feed (its feed generator record's AT-URI)"
+    )
     feed.add_argument("--limit", type=int, default=30, help="how many (1-100, default 30)")
     feed.add_argument("--cursor", help="continue from here (printed under the last page)")
     feed.add_argument("--reveal", action="store_true", help="show the text of warned posts")
@@ -957,6 +962,8 @@ async def _cmd_feed(ctx: Context) -> int:
     async def run(client: Any) -> int:
         if a.author:
             page = await client.author_feed(a.author, limit=a.limit, cursor=a.cursor)
+        elif a.generator:
+            page = await client.custom_feed(a.generator, limit=a.limit, cursor=a.cursor)
         elif a.latest or client.session is None:
             page = await client.latest(limit=a.limit, cursor=a.cursor)
         else:
@@ -1387,6 +1394,8 @@ _CLIENT_COMMANDS: dict[str, Callable[[Context], Coroutine[Any, Any, int]]] = {
 # the node's admin token (from $SKYFED_ADMIN_TOKEN, --token-file or the node's TOML).
 
 MODERATION_FILE = "moderation.json"
+#: createReport's reason types (com.atproto.moderation.defs#reason...).
+REPORT_REASONS = ("spam", "violation", "misleading", "sexual", "rude", "other")
 
 
 def load_moderation() -> Any:
@@ -1442,6 +1451,15 @@ def _moderation_parsers(sub: Any, common: list[argparse.ArgumentParser]) -> None
             "actor", metavar="HANDLE", help="handle or DID"
         )
     sub.add_parser("mutes", help="list the accounts you mute", parents=common)
+    report = sub.add_parser(
+        "report",
+        help="report a post or an account to the node's admin (or a labeler hosted there)",
+        parents=common,
+    )
+    report.add_argument("target", metavar="TARGET", help="a post's AT-URI, or a handle or DID")
+    report.add_argument("--reason-type", choices=REPORT_REASONS, default="spam")
+    report.add_argument("--reason", help="what is wrong, in your words")
+    report.add_argument("--labeler", help="send it to this labeler (hosted on the node)")
 
     admin = sub.add_parser(
         "admin",
@@ -1470,6 +1488,19 @@ def _moderation_parsers(sub: Any, common: list[argparse.ArgumentParser]) -> None
     )
     listing.add_argument("--did", help="only actions on this account")
     listing.add_argument("--limit", type=int, default=50, help="how many (1-500)")
+    reports = asub.add_parser(
+        "reports", help="the reports queued for this node's admin and its labelers", parents=common
+    )
+    reports.add_argument("--labeler", help="only this hosted labeler's queue (a DID)")
+    reports.add_argument("--node-only", action="store_true", help="only the node admin's own queue")
+    reports.add_argument("--resolved", action="store_true", help="include resolved reports")
+    reports.add_argument("--limit", type=int, default=50, help="how many (1-500)")
+    resolve = asub.add_parser("resolve", help="close a report with a note", parents=common)
+    resolve.add_argument("id", type=int, metavar="ID", help="the report's number")
+    resolve.add_argument("--note", required=True, help="what was done")
+    for p in (reports, resolve):
+        p.add_argument("--token-file", type=Path, help="a file holding the admin token")
+        p.add_argument("--node-config", type=Path, help="the node's TOML (its admin_token)")
 
 
 def _admin_token(args: argparse.Namespace) -> str:
@@ -1656,6 +1687,76 @@ async def _cmd_admin_list(ctx: Context) -> int:
     return await _with_client(ctx, run)
 
 
+async def _cmd_report(ctx: Context) -> int:
+    ctx.require_login()
+
+    async def run(client: Any) -> int:
+        labeler = ctx.args.labeler
+        if labeler is not None:
+            labeler = await client._did(labeler)
+        r = await client.report(
+            ctx.args.target,
+            "com.atproto.moderation.defs#reason" + ctx.args.reason_type.capitalize(),
+            reason=ctx.args.reason,
+            labeler=labeler,
+        )
+        ctx.output(r, lambda: print(f"reported as #{r['id']} to {labeler or 'the node admin'}"))
+        return 0
+
+    return await _with_client(ctx, run)
+
+
+def _report_line(r: dict[str, Any]) -> str:
+    subject = r.get("subject", {})
+    what = subject.get("uri") or subject.get("did") or "?"
+    queue = r.get("labeler") or "node admin"
+    state = f"resolved {r['resolvedAt']}: {r.get('resolution')}" if r.get("resolvedAt") else "open"
+    line = f"#{r['id']} {r['reasonType'].rsplit('#', 1)[-1]} {what} by {r['reportedBy']}"
+    line += f" {r['createdAt']} [{queue}] ({state})"
+    if r.get("reason"):
+        line += f"\n    {r['reason']}"
+    return line
+
+
+async def _cmd_admin_reports(ctx: Context) -> int:
+    token = _admin_token(ctx.args)
+    if not 1 <= ctx.args.limit <= 500:
+        raise CliError("--limit must be between 1 and 500")
+
+    async def run(client: Any) -> int:
+        client.session = None
+        page = await client.reports(
+            admin_token=token,
+            limit=ctx.args.limit,
+            labeler=ctx.args.labeler,
+            queue="node" if ctx.args.node_only else None,
+            resolved=ctx.args.resolved,
+        )
+
+        def plain() -> None:
+            if not page.get("reports"):
+                print("no reports")
+            for r in page.get("reports", []):
+                print(_report_line(r))
+
+        ctx.output(page, plain)
+        return 0
+
+    return await _with_client(ctx, run)
+
+
+async def _cmd_admin_resolve(ctx: Context) -> int:
+    token = _admin_token(ctx.args)
+
+    async def run(client: Any) -> int:
+        client.session = None
+        r = await client.resolve_report(ctx.args.id, ctx.args.note, admin_token=token)
+        ctx.output(r, lambda: print("resolved " + _report_line(r)))
+        return 0
+
+    return await _with_client(ctx, run)
+
+
 _MODERATION_COMMANDS: dict[str, Callable[[Context], Coroutine[Any, Any, int]]] = {
     "labelers list": _cmd_labelers_list,
     "labelers add": _cmd_labelers_add,
@@ -1668,6 +1769,9 @@ _MODERATION_COMMANDS: dict[str, Callable[[Context], Coroutine[Any, Any, int]]] =
     "admin takedown": _cmd_admin_takedown,
     "admin reverse": _cmd_admin_reverse,
     "admin list": _cmd_admin_list,
+    "report": _cmd_report,
+    "admin reports": _cmd_admin_reports,
+    "admin resolve": _cmd_admin_resolve,
 }
 _CLIENT_COMMANDS.update(_MODERATION_COMMANDS)
 

@@ -120,6 +120,14 @@ class NodeConfig:
     admin_burst: int = 10
     #: A statement of this node's moderation policy, published with its actions.
     moderation_policy: str | None = None
+    #: Bytes of JSON one account's app preferences (putPreferences) may take.
+    max_preferences_bytes: int = 64 * 1024
+    #: Reports (createReport) per account: rate per second and burst.
+    report_rate: float = 0.01
+    report_burst: int = 10
+    #: Open (unresolved) reports one account may have queued here, and the node.
+    max_open_reports_per_account: int = 100
+    max_open_reports: int = 100_000
     #: Peer node URLs to keep links to.
     peers: tuple[str, ...] = ()
     #: Tell peers about other peers (and accept being told about).
@@ -188,6 +196,19 @@ class NodeConfig:
     #: Seconds added to the wall clock wherever the node reads it for revs and the
     #: future-rev check (the cluster harness studies nodes with skewed clocks).
     clock_skew: float = 0.0
+    # -- feed generators (docs/feed-generators.md) ------------------------------------
+    #: Host the built-in feeds (quiet-posters, follows-popular, mutuals).
+    builtin_feeds: bool = True
+    #: Feed generator plugins to host, each a dotted path to a class or object
+    #: (``"mypkg.feeds:Cats"``), loaded at start.
+    feed_plugins: tuple[str, ...] = ()
+    #: Seconds one skeleton may take, from a hosted generator or another node's.
+    feed_timeout: float = 2.0
+    #: Plugin calls running at once (each on its own thread); a plugin that never
+    #: returns keeps its slot, so at most this many threads are ever stuck.
+    feed_plugin_slots: int = 4
+    #: Largest skeleton answer read from another node, in bytes.
+    feed_remote_bytes: int = 256 * 1024
 
     @property
     def url(self) -> str:
@@ -220,7 +241,7 @@ def load_config(path: Path | None, **overrides: Any) -> NodeConfig:
     for name in ("handle_domains", "shared_handle_domains"):
         if name in values:
             values[name] = tuple(d if d.startswith(".") else "." + d for d in values[name])
-    for name in ("dial_allow", "shared_networks"):
+    for name in ("dial_allow", "shared_networks", "feed_plugins"):
         if name in values:
             values[name] = tuple(str(n) for n in values[name])
     return NodeConfig(**values)

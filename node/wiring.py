@@ -27,6 +27,7 @@ from protocol.handles import HandleConfirmation
 from protocol.identity import did_document, resolve_log
 from protocol.keys import SigningKey
 from protocol.mst import MST
+from protocol.serviceauth import make_service_token
 from protocol.syntax import (
     normalize_handle,
     validate_did,
@@ -38,6 +39,12 @@ from .accounts.moderation import (
     Moderation,
 )
 from .accounts.portability import Portability
+from .accounts.preferences import Preferences
+from .accounts.reports import Reports
+from .appview.feedgens import FeedContext, FeedHost
+from .appview.feedgens.service import Feeds
+from .appview.feeds import FeedViews
+from .appview.graph_views import GraphViews
 from .appview.notifications import Notifications
 from .appview.search import Search
 from .appview.views import Views
@@ -52,6 +59,8 @@ from .limits import (
 )
 from .logs import LogLimiter, fields
 from .net.federation import Federation
+from .net.netpolicy import DialPolicy
+from .net.remotefeeds import RemoteFeeds
 from .server.app import ServerLog, _server_log, make_app
 from .server.auth import Authenticator, Principal, parse_bearer
 from .server.firehose import Firehose
@@ -183,6 +192,37 @@ class Node:
         self.repos.on_commit = self.federation.publish_commit
         self.portability = Portability(self)
         self.moderation = Moderation(self)
+        self.remote_feeds = RemoteFeeds(
+            address_of=self.federation.address_of,
+            policy=DialPolicy.from_config(config),
+            sign=self._service_token,
+            timeout=config.feed_timeout,
+            max_bytes=config.feed_remote_bytes,
+        )
+        self.feeds = Feeds(
+            node_did=self.node_did,
+            views=FeedViews(self.storage, blob_url=self._blob_url),
+            host=FeedHost.from_settings(
+                FeedContext(self.storage.read, time.time),
+                builtin=config.builtin_feeds,
+                plugins=config.feed_plugins,
+                timeout=config.feed_timeout,
+                plugin_slots=config.feed_plugin_slots,
+            ),
+            remote=self.remote_feeds,
+            signing_key_of=self._signing_key_of,
+            used_tokens=self.portability.used_tokens,
+            clock=time.time,
+        )
+        self.graph = GraphViews(self.storage)
+        self.preferences = Preferences(self.storage, config.max_preferences_bytes)
+        self.reports = Reports(
+            self.storage,
+            rate=config.report_rate,
+            burst=config.report_burst,
+            max_open_per_account=config.max_open_reports_per_account,
+            max_open=config.max_open_reports,
+        )
 
     def _load_secrets(self) -> NodeSecrets:
         """The node key and token secret, read or made with the data dir locked."""
@@ -193,6 +233,34 @@ class Node:
             return load_or_create_secrets(self.config.data_dir)
         finally:
             self.lock.release()  # taken again by start()
+
+    async def _service_token(self, did: str, aud: str, lxm: str) -> str:
+        """A one-minute service token by which hosted account ``did`` vouches for one
+        call of ``lxm`` at the node ``aud`` (a feed skeleton it reads)."""
+        _, key = await self.local_account(did)
+        return make_service_token(
+            did=did,
+            aud=aud,
+            lxm=lxm,
+            key=key,
+            now=int(time.time()),
+            lifetime=60,
+            jti=secrets.token_hex(16),
+        )
+
+    async def _signing_key_of(self, did: str) -> str | None:
+        """``did``'s current signing key from the identity log held here, if any."""
+        ops = await self.storage.identity_ops(did)
+        if not ops:
+            return None
+        try:
+            state = resolve_log(did, ops).state
+        except SkyfedError:
+            return None
+        return None if state.tombstoned else state.signing_key
+
+    def _blob_url(self, did: str, cid: str) -> str:
+        return f"{self.url}/xrpc/com.atproto.sync.getBlob?did={did}&cid={cid}"
 
     def _gossip_stat(self, field: str) -> Callable[[], float]:
         return lambda: float(getattr(self.federation.plumtree.stats, field))
@@ -276,6 +344,7 @@ class Node:
             if self._http is not None:
                 await self._http.close()
                 self._http = None
+            await self.remote_feeds.close()
             await self.storage.close()
         finally:
             if self._own_lock:

@@ -247,6 +247,14 @@ QUERY_NAMES = [
     "lxm",
     "exp",
     "cid",
+    # graph, labeler and report views (node/server/xrpc/app_bsky_graph.py, ...)
+    "list",
+    "purposes",
+    "dids",
+    "detailed",
+    "labeler",
+    "queue",
+    "resolved",
 ]
 BODY_KEYS = [
     "repo",
@@ -273,6 +281,13 @@ BODY_KEYS = [
     "ops",
     "token",
     "$type",
+    "list",
+    "root",
+    "preferences",
+    "reasonType",
+    "subject",
+    "id",
+    "resolution",
 ]
 
 

@@ -656,3 +656,36 @@ def test_handle_confirmation_invalid(v: dict[str, Any]) -> None:
     from protocol.handles import HandleConfirmation
 
     assert_refused(v, lambda: HandleConfirmation.from_bytes(h(v["hex"])))
+
+
+# -- feedgen.json ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("v", cases("feedgen.json", "valid"))
+def test_feed_skeleton_valid(v: dict[str, Any]) -> None:
+    from protocol.feedgen import Skeleton
+
+    doc = load("feedgen.json")
+    parsed = Skeleton.from_bytes(
+        v["json"].encode(), max_items=doc["limit"], max_bytes=doc["max_bytes"]
+    )
+    assert parsed.to_json() == v["kept"]
+
+
+@pytest.mark.parametrize("v", cases("feedgen.json", "invalid"))
+def test_feed_skeleton_invalid(v: dict[str, Any]) -> None:
+    from protocol.errors import RemoteProtocolError
+    from protocol.feedgen import Skeleton
+
+    doc = load("feedgen.json")
+    with pytest.raises(RemoteProtocolError) as e:
+        Skeleton.from_bytes(v["json"].encode(), max_items=doc["limit"], max_bytes=doc["max_bytes"])
+    assert type(e.value).__name__ == v["error"]
+    assert (e.value.error, e.value.status) == (v["xrpc_error"], v["status"])
+
+
+@pytest.mark.parametrize("v", cases("feedgen.json", "declarations"))
+def test_feed_declaration(v: dict[str, Any]) -> None:
+    from protocol.feedgen import GeneratorDecl
+
+    assert (GeneratorDecl.from_record(v["record"]) is not None) is v["is_feed"]

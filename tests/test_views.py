@@ -133,7 +133,9 @@ async def test_blocks_hide_both_ways(people: tuple[Client, Client, Client]) -> N
     feed = await alice.call("app.bsky.feed.getAuthorFeed", params={"actor": bob.did})
     assert feed["feed"] == []
     thread = (await alice.call("app.bsky.feed.getPostThread", params={"uri": root.uri}))["thread"]
-    assert thread.get("replies") == []
+    # A blocked author's reply is a blockedPost in the thread (ThreadViewPost's union).
+    assert [r["$type"] for r in thread["replies"]] == ["app.bsky.feed.defs#blockedPost"]
+    assert thread["replies"][0]["uri"] == reply.uri
     seen = (await bob.call("app.bsky.feed.getPostThread", params={"uri": reply.uri}))["thread"]
     assert seen["parent"]["$type"] == "app.bsky.feed.defs#blockedPost"
     # Carol, who blocks no one, sees both.

@@ -31,7 +31,7 @@ import logging
 import sqlite3
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import orjson
 from aiohttp import web
@@ -59,7 +59,35 @@ from ..server.ratelimit import RequestLimiter, client_key
 from ..store.repos import iso_now
 
 if TYPE_CHECKING:
-    from ..wiring import Node
+    from ..appview.views import Views
+    from ..config import NodeConfig
+    from ..net.federation import Federation
+    from ..server.auth import Principal
+    from ..store.repos import RepoManager
+    from ..store.sqlite import SqliteStorage
+
+
+class ModerationHost(Protocol):
+    """What moderation asks of the rest of the node: the services a takedown has to
+    bring into line (storage, repos, federation), views for its admin pages, and who
+    is asking."""
+
+    @property
+    def config(self) -> NodeConfig: ...
+    @property
+    def storage(self) -> SqliteStorage: ...
+    @property
+    def repos(self) -> RepoManager: ...
+    @property
+    def federation(self) -> Federation: ...
+    @property
+    def views(self) -> Views: ...
+    @property
+    def node_did(self) -> str: ...
+    def forget_account(self, did: str) -> None: ...
+    async def resolve_repo(self, ident: str) -> str: ...
+    async def principal(self, request: web.Request) -> Principal: ...
+
 
 __all__ = [
     "MODERATION_KEY",
@@ -88,7 +116,23 @@ VIEW_METHODS: Final = frozenset(
         "app.bsky.graph.getFollows",
         "app.bsky.graph.getFollowers",
         "app.bsky.graph.getMutes",
+        "app.bsky.graph.getBlocks",
+        "app.bsky.graph.getList",
+        "app.bsky.graph.getLists",
+        "app.bsky.graph.getListFeed",
+        "app.bsky.graph.getListMutes",
+        "app.bsky.graph.getListBlocks",
+        "app.bsky.labeler.getServices",
         "skyfed.feed.getLatest",
+        "app.bsky.feed.getActorLikes",
+        "app.bsky.feed.getQuotes",
+        "app.bsky.feed.getFeed",
+        "app.bsky.feed.getFeedGenerator",
+        "app.bsky.feed.getFeedGenerators",
+        "app.bsky.feed.getActorFeeds",
+        "app.bsky.feed.getSuggestedFeeds",
+        "app.bsky.actor.getSuggestions",
+        "app.bsky.graph.getSuggestedFollowsByActor",
         # node/appview/notifications.py and search.py
         "app.bsky.notification.listNotifications",
         "app.bsky.feed.searchPosts",
@@ -122,7 +166,7 @@ class Moderation:
     """Takedowns (cached in memory: every write and every peer message asks), mutes,
     and labels for views."""
 
-    def __init__(self, node: Node):
+    def __init__(self, node: ModerationHost):
         self.node = node
         cfg = node.config
         self.admin_limits = RequestLimiter(rate=cfg.admin_rate, burst=cfg.admin_burst)
@@ -456,7 +500,8 @@ def _walked(key: str, item: object) -> bool:
 
 def _subject(view: dict[str, Any]) -> str | None:
     uri = view.get("uri")
-    if isinstance(uri, str) and "author" in view:
+    # Posts have an author; lists and labeler services a creator.
+    if isinstance(uri, str) and ("author" in view or "creator" in view):
         return uri
     did = view.get("did")
     return did if isinstance(did, str) else None

@@ -46,7 +46,7 @@ import tempfile
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -96,7 +96,37 @@ from ..store.repos import iso_now
 from ..store.sqlite import AccountRow
 
 if TYPE_CHECKING:
+    import prometheus_client
+
+    from ..config import NodeConfig
+    from ..logs import LogLimiter
+    from ..net.federation import Federation
+    from ..store.repos import RepoManager
+    from ..store.sqlite import SqliteStorage
     from ..wiring import Node
+
+
+class PortabilityHost(Protocol):
+    """What the portability service asks of the rest of the node (its handlers,
+    below, are the server's and see the whole node)."""
+
+    @property
+    def config(self) -> NodeConfig: ...
+    @property
+    def storage(self) -> SqliteStorage: ...
+    @property
+    def repos(self) -> RepoManager: ...
+    @property
+    def federation(self) -> Federation: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def log_limit(self) -> LogLimiter: ...
+    @property
+    def m_commits(self) -> prometheus_client.Counter: ...
+    async def local_account(self, did: str) -> tuple[str, SigningKey]: ...
+    def forget_account(self, did: str) -> None: ...
+
 
 __all__ = ["MAX_IMPORT_BYTES", "ROUTES", "Portability", "create_account_for_did"]
 
@@ -141,7 +171,7 @@ def _b64_log(raw: object, what: str) -> list[bytes]:
 class Portability:
     """Per-node state and rules for accounts that re-key or move."""
 
-    def __init__(self, node: Node):
+    def __init__(self, node: PortabilityHost):
         self.node = node
         config = node.config
         #: Service tokens already used (``jti``), until they expire.

@@ -15,11 +15,14 @@ from typing import Any
 
 from protocol.encoding import decode
 from protocol.errors import SkyfedError
+from protocol.feedgen import GENERATOR, GeneratorDecl
 
+from .graph import GRAPH_COLLECTIONS, index_graph_record, unindex_graph_record
 from .notifications import forget, notify
 from .search import index_post, unindex_post
 
 __all__ = [
+    "FEEDGEN_SCHEMA",
     "FEED_SCHEMA",
     "INDEX_SCHEMA",
     "index_record",
@@ -116,6 +119,24 @@ CREATE TABLE feed_items (
 ) WITHOUT ROWID;
 CREATE INDEX feed_items_source ON feed_items (source);
 CREATE INDEX feed_items_actor ON feed_items (viewer, actor);
+"""
+
+# Feed generator declarations (node/appview/feeds.py): one row per record, keyed by
+# its AT-URI; ``service`` is the DID of the service that answers for the feed. Likes
+# of a generator land in post_stats under its URI like those of a post. An account's
+# likes newest first (getActorLikes) read likes_actor_time.
+FEEDGEN_SCHEMA = """
+CREATE TABLE IF NOT EXISTS feed_generators (
+    uri TEXT PRIMARY KEY,
+    did TEXT NOT NULL,
+    rkey TEXT NOT NULL,
+    cid BLOB NOT NULL,
+    service TEXT NOT NULL,
+    indexed_at TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS feed_generators_creator ON feed_generators (did, rkey);
+CREATE INDEX IF NOT EXISTS feed_generators_service ON feed_generators (service, rkey);
+CREATE INDEX IF NOT EXISTS likes_actor_time ON likes (did, indexed_at, subject);
 """
 
 #: Posts and reposts copied into a timeline when its owner follows someone.
@@ -248,6 +269,10 @@ def unindex_record(conn: sqlite3.Connection, did: str, collection: str, rkey: st
         conn.execute("DELETE FROM graph_blocks WHERE uri = ?", (uri,))
     elif collection == "app.bsky.actor.profile" and rkey == "self":
         conn.execute("DELETE FROM profiles WHERE did = ?", (did,))
+    elif collection == GENERATOR:
+        conn.execute("DELETE FROM feed_generators WHERE uri = ?", (uri,))
+    elif collection in GRAPH_COLLECTIONS:
+        unindex_graph_record(conn, did, collection, rkey)
 
 
 def index_record(
@@ -368,3 +393,13 @@ def index_record(
                 indexed_at,
             ),
         )
+    elif collection == GENERATOR:
+        decl = GeneratorDecl.from_record(value)
+        if decl is not None:
+            conn.execute(
+                "INSERT OR REPLACE INTO feed_generators VALUES (?, ?, ?, ?, ?, ?)",
+                (uri, did, rkey, cid, decl.did, indexed_at),
+            )
+    elif collection in GRAPH_COLLECTIONS:
+        # lists, list items, listblocks, gates, labeler declarations: node/appview/graph.py
+        index_graph_record(conn, did, collection, rkey, value, cid, created, indexed_at)

@@ -27,6 +27,7 @@ from protocol.jsondata import to_json
 from protocol.syntax import is_valid_did, is_valid_handle
 
 from ..store.sqlite import SqliteStorage
+from . import graph
 
 __all__ = ["Views"]
 
@@ -63,6 +64,9 @@ class _Read:
         self.viewer = viewer
         self._hidden: set[str] | None = None
         self._blocked: set[str] | None = None
+        # Per-view answers of node/appview/graph.py (a thread asks for its root's
+        # gate once per level otherwise).
+        self.memo: dict[tuple[str, str], Any] = {}
 
     # -- actors ------------------------------------------------------------------
     def resolve(self, actor: str) -> str:
@@ -96,16 +100,9 @@ class _Read:
         return did
 
     def blocked(self) -> set[str]:
-        """Accounts the viewer blocks or is blocked by."""
+        """Accounts the viewer blocks or is blocked by (directly or by list)."""
         if self._blocked is None:
-            self._blocked = set()
-            if self.viewer is not None:
-                rows = self.conn.execute(
-                    "SELECT subject FROM graph_blocks WHERE did = ?"
-                    " UNION SELECT did FROM graph_blocks WHERE subject = ?",
-                    (self.viewer, self.viewer),
-                ).fetchall()
-                self._blocked = {r[0] for r in rows}
+            self._blocked = graph.blocked_either_way(self.conn, self.viewer)
         return self._blocked
 
     def hidden(self) -> set[str]:
@@ -120,13 +117,7 @@ class _Read:
                     " AND instr(scopes, 'serve') > 0"
                 )
             )
-            if self.viewer is not None:
-                self._hidden.update(
-                    r[0]
-                    for r in self.conn.execute(
-                        "SELECT subject FROM mutes WHERE did = ?", (self.viewer,)
-                    )
-                )
+            self._hidden.update(graph.muted_by(self.conn, self.viewer))
         return self._hidden
 
     def basics(self, dids: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -161,6 +152,7 @@ class _Read:
                 list(dids),
             ):
                 stats[did] = (posts, follows, followers)
+        feedgens = _feedgen_counts(self.conn, dids) if detailed else {}
         out = []
         for did in dids:
             b = dict(basics[did])
@@ -172,6 +164,9 @@ class _Read:
             if detailed:
                 posts, follows, followers = stats.get(did, (0, 0, 0))
                 b.update(followersCount=followers, followsCount=follows, postsCount=posts)
+                if feedgens.get(did):
+                    # Bluesky's apps show a profile's Feeds tab when this is set.
+                    b.setdefault("associated", {})["feedgens"] = feedgens[did]
             out.append(b)
         return out
 
@@ -201,6 +196,7 @@ class _Read:
             f"SELECT subject FROM mutes WHERE did = ? AND subject IN ({m})", [v, *dids]
         ):
             out[subject]["muted"] = True
+        graph.add_list_relationships(self, dids, out)
         return out
 
     # -- posts -------------------------------------------------------------------
@@ -269,6 +265,7 @@ class _Read:
             out[uri] = view
         if embeds:
             self._embed_quotes(out)
+            graph.decorate_posts(self, out)
         return out
 
     def _embed_quotes(self, views: dict[str, dict[str, Any]]) -> None:
@@ -307,6 +304,8 @@ class _Read:
     def feed(self, items: list[tuple[str, str, str | None, str | None]]) -> list[dict[str, Any]]:
         """FeedViewPosts for (post uri, sort_at, reposted-by did, repost indexedAt)."""
         views = self.post_views([i[0] for i in items])
+        for uri in graph.gated_out(self, views):
+            del views[uri]  # a reply its thread's gate does not allow
         parents: list[str] = []
         for uri, *_ in items:
             view = views.get(uri)
@@ -451,7 +450,11 @@ class Views:
                 up = {"$type": THREAD_VIEW, "post": parent}
                 child["parent"] = up
                 child, current = up, parent
-            return {"thread": node}
+            out: dict[str, Any] = {"thread": node}
+            gate = graph.thread_gate(r, anchor)
+            if gate is not None:
+                out["threadgate"] = gate
+            return out
 
         result: dict[str, Any] = await self._run(viewer, q)
         return result
@@ -600,6 +603,20 @@ def _posts_and_reposts(
     return out[:limit]
 
 
+def _feedgen_counts(conn: sqlite3.Connection, dids: Sequence[str]) -> dict[str, int]:
+    """Feed generators each account declared (node/appview/feeds.py)."""
+    if not dids:
+        return {}
+    return {
+        did: n
+        for did, n in conn.execute(
+            f"SELECT did, COUNT(*) FROM feed_generators WHERE did IN ({_marks(len(dids))})"
+            " GROUP BY did",
+            list(dids),
+        )
+    }
+
+
 def _page(feed: list[dict[str, Any]], rows: Sequence[Any], limit: int) -> dict[str, Any]:
     out: dict[str, Any] = {"feed": feed}
     if len(rows) == limit and rows:
@@ -628,9 +645,17 @@ def _thread_node(r: _Read, post: dict[str, Any], depth: int) -> dict[str, Any]:
         "SELECT uri FROM posts WHERE reply_parent = ? ORDER BY sort_at ASC LIMIT 500",
         (post["uri"],),
     ).fetchall()
-    children = r.post_views([row[0] for row in rows])
+    # Replies the thread's gate does not allow are left out; a blocked author's reply
+    # is a blockedPost (node/appview/graph.py).
+    uris = graph.visible_replies(
+        r, graph.thread_root(post["uri"], post["record"]), [row[0] for row in rows]
+    )
+    children = r.post_views(uris)
+    blocked = r.blocked()
     node["replies"] = [
-        _thread_node(r, children[row[0]], depth - 1) for row in rows if row[0] in children
+        _thread_node(r, children[uri], depth - 1) if uri in children else _missing(r, uri)
+        for uri in uris
+        if uri in children or uri[len("at://") :].split("/", 1)[0] in blocked
     ]
     return node
 

@@ -575,6 +575,28 @@ class Client:
         """``{feed: [FeedViewPost], cursor?}``: the newest posts this node holds."""
         return await self._view("skyfed.feed.getLatest", limit=limit, cursor=cursor)
 
+    async def custom_feed(
+        self, feed: str, *, limit: int = 50, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """``{feed: [FeedViewPost], cursor?}``: a feed generator's feed, named by the
+        AT-URI of its ``app.bsky.feed.generator`` record (docs/feed-generators.md)."""
+        return await self._view("app.bsky.feed.getFeed", feed=feed, limit=limit, cursor=cursor)
+
+    async def declare_feed(
+        self, name: str, *, service: str, display_name: str, description: str | None = None
+    ) -> RecordRef:
+        """Publish an ``app.bsky.feed.generator`` record: the feed ``name`` that the
+        node ``service`` (its DID) answers for."""
+        record: dict[str, Any] = {
+            "$type": "app.bsky.feed.generator",
+            "did": service,
+            "displayName": display_name,
+            "createdAt": _now(),
+        }
+        if description is not None:
+            record["description"] = description
+        return await self.create_record("app.bsky.feed.generator", record, rkey=name)
+
     async def thread(
         self, uri: str, *, depth: int | None = None, parent_height: int | None = None
     ) -> dict[str, Any]:
@@ -787,6 +809,67 @@ class Client:
             headers={"Authorization": f"Bearer {admin_token}"},
         )
         return out["takedown"]  # type: ignore[no-any-return]
+
+    async def report(
+        self,
+        subject: str,
+        reason_type: str = "com.atproto.moderation.defs#reasonSpam",
+        *,
+        reason: str | None = None,
+        labeler: str | None = None,
+    ) -> dict[str, Any]:
+        """Report an account (a DID) or a record (an AT-URI) to this node's admin, or
+        to a labeler hosted here (``labeler``: its DID)."""
+        if subject.startswith("at://"):
+            ref = await self.ref(subject)
+            target: dict[str, Any] = {"$type": "com.atproto.repo.strongRef", **ref.to_json()}
+        else:
+            target = {"$type": "com.atproto.admin.defs#repoRef", "did": await self._did(subject)}
+        data: dict[str, Any] = {"reasonType": reason_type, "subject": target}
+        if reason is not None:
+            data["reason"] = reason
+        headers = {"atproto-proxy": f"{labeler}#atproto_labeler"} if labeler else None
+        out: dict[str, Any] = await self.call(
+            "com.atproto.moderation.createReport", data=data, headers=headers
+        )
+        return out
+
+    async def reports(
+        self,
+        *,
+        admin_token: str,
+        limit: int = 50,
+        cursor: str | None = None,
+        labeler: str | None = None,
+        queue: str | None = None,
+        resolved: bool = False,
+    ) -> dict[str, Any]:
+        """The node's report queues (admin only): ``{reports, cursor?}``."""
+        out: dict[str, Any] = await self.call(
+            "skyfed.admin.listReports",
+            params={
+                "limit": limit,
+                "cursor": cursor,
+                "labeler": labeler,
+                "queue": queue,
+                "resolved": "true" if resolved else None,
+            },
+            auth=None,
+            headers={"Authorization": f"Bearer {admin_token}"},
+        )
+        return out
+
+    async def resolve_report(
+        self, report_id: int, resolution: str, *, admin_token: str
+    ) -> dict[str, Any]:
+        """Close a report (admin only)."""
+        out: dict[str, Any] = await self.call(
+            "skyfed.admin.resolveReport",
+            data={"id": report_id, "resolution": resolution},
+            auth=None,
+            headers={"Authorization": f"Bearer {admin_token}"},
+        )
+        return out["report"]  # type: ignore[no-any-return]
 
     # -- verification --------------------------------------------------------------
     async def verify_record(self, uri: str, *, cid: str | None = None) -> RecordRef:

@@ -43,7 +43,7 @@ import time
 import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -96,9 +96,46 @@ from .netpolicy import AddressError, DialPolicy, PeerAddress, normalize_url
 from .rtt import RttEstimator
 
 if TYPE_CHECKING:
-    from ..wiring import Node
+    from ..accounts.moderation import Moderation
+    from ..accounts.portability import Portability
+    from ..config import NodeConfig, NodeSecrets
+    from ..server.firehose import Firehose
+    from ..store.repos import RepoManager
+    from ..store.sqlite import SqliteStorage
 
-__all__ = ["Federation", "PeerLink", "label_row"]
+
+class FederationHost(Protocol):
+    """What federation asks of the rest of the node, and nothing more: the services
+    it shares (storage, repos, firehose, identity and carry policy) and a few facts
+    and actions. The node (node/wiring.py) is one; a test can pass a small fake."""
+
+    @property
+    def config(self) -> NodeConfig: ...
+    @property
+    def secrets(self) -> NodeSecrets: ...
+    @property
+    def storage(self) -> SqliteStorage: ...
+    @property
+    def repos(self) -> RepoManager: ...
+    @property
+    def firehose(self) -> Firehose: ...
+    @property
+    def portability(self) -> Portability: ...
+    @property
+    def moderation(self) -> Moderation: ...
+    @property
+    def node_did(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+    def wall_clock(self) -> float: ...
+    def http_session(self) -> aiohttp.ClientSession: ...
+    async def export_car(
+        self, head: CID, root: CID, since_root: CID | None, *, limit: int | None = None
+    ) -> bytes | None: ...
+    async def take_handle_confirmation(self, did: str, data: bytes) -> bool: ...
+
+
+__all__ = ["Federation", "FederationHost", "PeerLink", "label_row"]
 
 log = logging.getLogger("skyfed.federation")
 
@@ -576,7 +613,7 @@ class PeerLink:
 class Federation:
     """A node's peers and everything that travels between them."""
 
-    def __init__(self, node: Node):
+    def __init__(self, node: FederationHost):
         self.node = node
         cfg = node.config
         #: The operator's own peers: dialled whatever their address class, for ever.
@@ -1061,6 +1098,21 @@ class Federation:
         except RuntimeError:  # pragma: no cover - changed while copied: none this time
             return frozenset()
         return frozenset(did for url, (did, _) in entries if urlsplit(url).hostname == host)
+
+    def address_of(self, node_did: str) -> str | None:
+        """Where the node ``node_did`` serves HTTP, as this node's links know it: an
+        address this node dialled that answered the signed handshake with that key
+        (newest first), else the address a link authenticated by that key gave for
+        itself. None when no link vouches for one, or the node is cut off."""
+        if self.is_blocked(node_did):
+            return None
+        for url, (did, _) in reversed(self.verified.items()):
+            if did == node_did and not self.is_blocked(url):
+                return url
+        link = self.links.get(node_did)
+        if link is not None and link.peer_url and not self.is_blocked(link.peer_url):
+            return link.peer_url
+        return None
 
     def is_blocked(self, who: str) -> bool:
         return _in_force(self._blocked, who)

@@ -37,7 +37,15 @@ from protocol.heads import label_set_digest
 from protocol.ingest import HeadState
 
 from ..accounts.handles import HANDLES_SCHEMA, Handles
-from ..appview.index import FEED_SCHEMA, INDEX_SCHEMA, index_record, rebuild_feeds, unindex_record
+from ..appview.graph import GRAPH_SCHEMA, reindex_graph
+from ..appview.index import (
+    FEED_SCHEMA,
+    FEEDGEN_SCHEMA,
+    INDEX_SCHEMA,
+    index_record,
+    rebuild_feeds,
+    unindex_record,
+)
 from ..appview.notifications import NOTIFICATIONS_SCHEMA, rebuild_notifications
 from ..appview.search import SEARCH_SCHEMA, rebuild_search
 from ..datadir import create_private_file, make_data_dir
@@ -233,7 +241,16 @@ _SIGNED_PREV_SCHEMA = len(_MIGRATIONS)
 # v8: confirmed handles (node/accounts/handles.py): one DID per handle, the confirmations
 # learned with identities, and the issuer pinned per handle domain
 _MIGRATIONS.append(HANDLES_SCHEMA)
-# v9: notifications written at index time, and full-text search (node/appview/
+#: The first schema with feed generator declarations indexed: an older database's
+#: generator records are indexed when it is upgraded.
+_FEEDGEN_SCHEMA = len(_MIGRATIONS)
+# v9: feed generator declarations (node/appview/index.py, node/appview/feeds.py)
+_MIGRATIONS.append(FEEDGEN_SCHEMA)
+# v10: lists, listblocks, gates, labeler declarations, and per-account private state
+# (list and thread mutes, preferences, the report queue): node/appview/graph.py
+_MIGRATIONS.append(GRAPH_SCHEMA)
+_GRAPH_SCHEMA = len(_MIGRATIONS)
+# v11: notifications written at index time, and full-text search (node/appview/
 # notifications.py, search.py); an older database has both built from its records
 _NOTIFY_SEARCH_SCHEMA = len(_MIGRATIONS)
 _MIGRATIONS.append(NOTIFICATIONS_SCHEMA + SEARCH_SCHEMA)
@@ -488,6 +505,10 @@ class SqliteStorage:
                 _reindex(conn)
             if 0 < version < 3:
                 rebuild_feeds(conn)
+            if 2 <= version <= _FEEDGEN_SCHEMA:
+                _reindex(conn, "app.bsky.feed.generator")
+            if 2 <= version < _GRAPH_SCHEMA:
+                reindex_graph(conn, _utc_now())
             if 0 < version <= _NOTIFY_SEARCH_SCHEMA:
                 rebuild_search(conn)
                 rebuild_notifications(conn)
@@ -1276,12 +1297,14 @@ def _utc_now() -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 
-def _reindex(conn: sqlite3.Connection) -> None:
-    """Build the indexes from the stored records (a database from before them)."""
+def _reindex(conn: sqlite3.Connection, only: str | None = None) -> None:
+    """Build the indexes from the stored records (a database from before them), or
+    those of the collection ``only`` (a database from before it was indexed)."""
     now = _utc_now()
     rows = conn.execute(
         "SELECT r.did, r.collection, r.rkey, r.cid, b.data FROM records r"
-        " JOIN blocks b ON b.cid = r.cid"
+        " JOIN blocks b ON b.cid = r.cid WHERE ? IS NULL OR r.collection = ?",
+        (only, only),
     )
     for did, collection, rkey, cid, data in rows.fetchall():
         index_record(conn, did, collection, rkey, data, cid, now)

@@ -3,7 +3,8 @@
 Run ``python tests/vectors/generate.py`` from anywhere: it rewrites ``keys.json``,
 ``encoding.json``, ``cids.json``, ``tids.json``, ``records.json``, ``mst.json``,
 ``commits.json``, ``commit_events.json``, ``car.json``, ``identity.json``,
-``labels.json``, ``ingest.json``, ``handles.json`` and ``peerwire.json``. Nothing
+``labels.json``, ``ingest.json``, ``handles.json``, ``feedgen.json`` and
+``peerwire.json``. Nothing
 here reads the clock or a random source: keys come from
 ``SigningKey.from_seed(bytes([n]) * 32)``, times and TIDs are constants, so two runs
 write identical bytes.
@@ -2677,6 +2678,103 @@ def _car_header(value: Value) -> bytes:
     return _raw_header(encode(value))
 
 
+def gen_feedgen() -> dict[str, Any]:
+    """Feed skeletons (protocol/feedgen.py): answers a node accepts from a generator,
+    with what it keeps, and answers it refuses whole (limit 3, 8192 bytes)."""
+    from protocol.feedgen import GeneratorDecl, Skeleton
+
+    limit, max_bytes = 3, 8192
+    did = "did:skyfed:" + "a" * 24
+    post = f"at://{did}/app.bsky.feed.post/3kabcdefgh222"
+    other = f"at://{did}/app.bsky.feed.post/3kabcdefgh333"
+    repost = f"at://{did}/app.bsky.feed.repost/3kabcdefgh444"
+    repost_reason = {"$type": "app.bsky.feed.defs#skeletonReasonRepost", "repost": repost}
+    pin = {"$type": "app.bsky.feed.defs#skeletonReasonPin"}
+    good: list[tuple[str, Any]] = [
+        ("empty", {"feed": []}),
+        ("posts-and-cursor", {"feed": [{"post": post}, {"post": other}], "cursor": "c1"}),
+        (
+            "repost-pin-context",
+            {
+                "feed": [
+                    {"post": post, "reason": repost_reason, "feedContext": "ctx"},
+                    {"post": other, "reason": pin},
+                ]
+            },
+        ),
+        ("unknown-reason-ignored", {"feed": [{"post": post, "reason": {"$type": "x.y#z"}}]}),
+        ("duplicate-kept-once", {"feed": [{"post": post}, {"post": other}, {"post": post}]}),
+        ("empty-cursor-is-none", {"feed": [], "cursor": ""}),
+    ]
+    bad: list[tuple[str, bytes]] = [
+        ("not-json", b"<html>"),
+        ("not-an-object", b"[]"),
+        ("no-feed", b'{"cursor": "x"}'),
+        ("feed-not-a-list", b'{"feed": {}}'),
+        ("too-many", json.dumps({"feed": [{"post": post}] * (limit + 1)}).encode()),
+        ("too-large", b'{"feed": [], "pad": "' + b"x" * max_bytes + b'"}'),
+        ("entry-not-an-object", b'{"feed": ["at://x"]}'),
+        ("post-not-an-at-uri", b'{"feed": [{"post": "javascript:alert(1)"}]}'),
+        ("post-not-a-post", json.dumps({"feed": [{"post": repost}]}).encode()),
+        ("post-handle-authority", b'{"feed": [{"post": "at://a.test/app.bsky.feed.post/x"}]}'),
+        (
+            "repost-not-a-repost",
+            json.dumps(
+                {
+                    "feed": [
+                        {
+                            "post": post,
+                            "reason": {
+                                "$type": "app.bsky.feed.defs#skeletonReasonRepost",
+                                "repost": post,
+                            },
+                        }
+                    ]
+                }
+            ).encode(),
+        ),
+        (
+            "context-too-long",
+            json.dumps({"feed": [{"post": post, "feedContext": "c" * 2001}]}).encode(),
+        ),
+        ("cursor-not-a-string", b'{"feed": [], "cursor": 5}'),
+        ("cursor-too-long", json.dumps({"feed": [], "cursor": "c" * 1025}).encode()),
+        ("deep", b'{"feed": ' + b"[" * 2000 + b"]" * 2000 + b"}"),
+    ]
+    valid = []
+    for vid, value in good:
+        raw = json.dumps(value).encode()
+        parsed = Skeleton.from_bytes(raw, max_items=limit, max_bytes=max_bytes)
+        valid.append({"id": vid, "json": raw.decode(), "kept": parsed.to_json()})
+    invalid = []
+    for vid, raw in bad:
+        entry: dict[str, Any] = {"id": vid, "json": raw.decode()}
+        entry.update(
+            refusal(lambda d=raw: Skeleton.from_bytes(d, max_items=limit, max_bytes=max_bytes))  # type: ignore[misc]
+        )
+        invalid.append(entry)
+    decls = []
+    for vid, record, is_feed in (
+        ("declaration", {"did": "did:key:z6Mk", "displayName": "Cats"}, True),
+        ("no-display-name", {"did": "did:key:z6Mk"}, False),
+        ("did-not-a-did", {"did": "https://example.com", "displayName": "Cats"}, False),
+        ("name-too-long", {"did": "did:key:z6Mk", "displayName": "n" * 241}, False),
+    ):
+        assert (GeneratorDecl.from_record(record) is not None) is is_feed
+        decls.append({"id": vid, "record": record, "is_feed": is_feed})
+    return {
+        "description": "feed generator skeletons (getFeedSkeleton answers) parsed with "
+        f"limit {limit} and max_bytes {max_bytes}: what is kept of the valid ones "
+        "(Skeleton.to_json), the refusals of the invalid ones; and which "
+        "app.bsky.feed.generator records declare a feed.",
+        "limit": limit,
+        "max_bytes": max_bytes,
+        "valid": valid,
+        "invalid": invalid,
+        "declarations": decls,
+    }
+
+
 def main() -> None:
     write("encoding.json", gen_encoding())
     write("cids.json", gen_cids())
@@ -2699,6 +2797,7 @@ def main() -> None:
     ingest, heads = gen_ingest()
     write("ingest.json", ingest)
     write("handles.json", gen_handles())
+    write("feedgen.json", gen_feedgen())
     ident_heads = (
         [] if identity is None else [(ACCOUNT_DID, CID.from_str(identity["ops"][0]["cid"]))]
     )

@@ -1,8 +1,6 @@
-"""app.bsky.actor: profiles."""
+"""app.bsky.actor: profiles, suggested accounts and preferences."""
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -14,11 +12,9 @@ from .base import (
     q_int,
     q_list,
     q_str,
+    read_body,
     viewer_of,
 )
-
-if TYPE_CHECKING:
-    pass
 
 
 async def _search_actors(request: web.Request, *, typeahead: bool) -> web.Response:
@@ -57,9 +53,37 @@ async def get_profiles(request: web.Request) -> web.Response:
     return json_response(await node.views.profiles(actors, await viewer_of(request)))
 
 
+async def get_suggestions(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    limit = q_int(request, "limit", 50, 1, 100)
+    cursor = q_str(request, "cursor", required=False)
+    viewer = await viewer_of(request)
+    return json_response(await node.feeds.views.suggestions(viewer, limit, cursor))
+
+
+async def get_preferences(request: web.Request) -> web.Response:
+    """app.bsky.actor.getPreferences: the session's own account's, and no one else's."""
+    node = request.app[NODE_KEY]
+    did = (await node.principal(request)).did
+    return json_response({"preferences": await node.preferences.get(did)})
+
+
+async def put_preferences(request: web.Request) -> web.Response:
+    """app.bsky.actor.putPreferences {preferences}: replaces them all."""
+    node = request.app[NODE_KEY]
+    did = (await node.principal(request)).did
+    # The body is the preferences plus a few bytes of wrapping.
+    body = await read_body(request, max_bytes=node.preferences.max_bytes + 1024)
+    await node.preferences.put(did, body.get("preferences"))
+    return json_response({})
+
+
 ROUTES: dict[str, tuple[str, Handler]] = {
     "app.bsky.actor.searchActors": ("GET", search_actors),
     "app.bsky.actor.searchActorsTypeahead": ("GET", search_actors_typeahead),
     "app.bsky.actor.getProfile": ("GET", get_profile),
     "app.bsky.actor.getProfiles": ("GET", get_profiles),
+    "app.bsky.actor.getSuggestions": ("GET", get_suggestions),
+    "app.bsky.actor.getPreferences": ("GET", get_preferences),
+    "app.bsky.actor.putPreferences": ("POST", put_preferences),
 }

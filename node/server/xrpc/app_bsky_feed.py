@@ -1,17 +1,21 @@
-"""app.bsky.feed: timelines, author feeds, threads, posts, likes, reposts."""
+"""app.bsky.feed: timelines, author feeds, threads, posts, likes, reposts, quotes, and
+feeds from feed generators (node/appview/feedgens/)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import jwt
 from aiohttp import web
 
 from protocol.errors import RemoteProtocolError
 from protocol.syntax import (
     validate_at_uri,
+    validate_cid,
 )
 
 from ...appview.search import MAX_SEARCH_CHARS
+from ..auth import parse_bearer
 from .base import (
     NODE_KEY,
     Handler,
@@ -21,6 +25,7 @@ from .base import (
     q_list,
     q_post_uri,
     q_str,
+    q_uri,
     viewer_of,
 )
 
@@ -122,6 +127,98 @@ async def get_reposted_by(request: web.Request) -> web.Response:
     return json_response(await node.views.reposted_by(uri, await viewer_of(request), limit, cursor))
 
 
+async def get_actor_likes(request: web.Request) -> web.Response:
+    """Likes are shown only to the account that made them (as Bluesky's AppView)."""
+    node = request.app[NODE_KEY]
+    viewer = (await node.principal(request)).did
+    actor = q_str(request, "actor")
+    assert actor is not None
+    limit = q_int(request, "limit", 50, 1, 100)
+    cursor = q_str(request, "cursor", required=False)
+    return json_response(await node.feeds.views.actor_likes(actor, viewer, limit, cursor))
+
+
+async def get_quotes(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    uri = await q_post_uri(request)
+    cid = q_str(request, "cid", required=False)
+    if cid is not None:
+        validate_cid(cid)
+    limit = q_int(request, "limit", 50, 1, 100)
+    cursor = q_str(request, "cursor", required=False)
+    sort = q_str(request, "sort", required=False) or "latest"
+    viewer = await viewer_of(request)
+    return json_response(await node.feeds.views.quotes(uri, cid, viewer, limit, cursor, sort))
+
+
+async def get_feed(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    feed = await did_uri(node, q_uri(request, "feed"))
+    limit = q_int(request, "limit", 50, 1, 100)
+    cursor = q_str(request, "cursor", required=False)
+    viewer = await viewer_of(request)
+    return json_response(await node.feeds.get_feed(feed, viewer, limit, cursor))
+
+
+async def get_feed_generator(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    feed = await did_uri(node, q_uri(request, "feed"))
+    return json_response(await node.feeds.generator(feed, await viewer_of(request)))
+
+
+async def get_feed_generators(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    feeds = q_list(request, "feeds", 100)
+    for feed in feeds:
+        validate_at_uri(feed)
+    feeds = [await did_uri(node, feed) for feed in feeds]
+    return json_response(await node.feeds.generators(feeds, await viewer_of(request)))
+
+
+async def get_actor_feeds(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    actor = q_str(request, "actor")
+    assert actor is not None
+    limit = q_int(request, "limit", 50, 1, 100)
+    cursor = q_str(request, "cursor", required=False)
+    viewer = await viewer_of(request)
+    return json_response(await node.feeds.views.actor_feeds(actor, viewer, limit, cursor))
+
+
+async def get_suggested_feeds(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    limit = q_int(request, "limit", 50, 1, 100)
+    cursor = q_str(request, "cursor", required=False)
+    viewer = await viewer_of(request)
+    return json_response(await node.feeds.views.suggested_feeds(viewer, limit, cursor))
+
+
+async def describe_feed_generator(request: web.Request) -> web.Response:
+    return json_response(await request.app[NODE_KEY].feeds.describe())
+
+
+async def get_feed_skeleton(request: web.Request) -> web.Response:
+    """Served for the feeds this node hosts. The caller is another node vouching for
+    its reader with a service token, or a reader of this node with its session."""
+    node = request.app[NODE_KEY]
+    feed = q_uri(request, "feed")
+    limit = q_int(request, "limit", 50, 1, 100)
+    cursor = q_str(request, "cursor", required=False)
+    viewer = None
+    header = request.headers.get("Authorization")
+    if header is not None:
+        token = parse_bearer(header)
+        try:
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            claims = {}
+        if isinstance(claims, dict) and "lxm" in claims:
+            viewer = await node.feeds.caller(token)
+        else:
+            viewer = await viewer_of(request)
+    return json_response(await node.feeds.skeleton(feed, viewer, limit, cursor))
+
+
 ROUTES: dict[str, tuple[str, Handler]] = {
     "app.bsky.feed.searchPosts": ("GET", search_posts),
     "app.bsky.feed.getTimeline": ("GET", get_timeline),
@@ -130,4 +227,13 @@ ROUTES: dict[str, tuple[str, Handler]] = {
     "app.bsky.feed.getPosts": ("GET", get_posts),
     "app.bsky.feed.getLikes": ("GET", get_likes),
     "app.bsky.feed.getRepostedBy": ("GET", get_reposted_by),
+    "app.bsky.feed.getActorLikes": ("GET", get_actor_likes),
+    "app.bsky.feed.getQuotes": ("GET", get_quotes),
+    "app.bsky.feed.getFeed": ("GET", get_feed),
+    "app.bsky.feed.getFeedGenerator": ("GET", get_feed_generator),
+    "app.bsky.feed.getFeedGenerators": ("GET", get_feed_generators),
+    "app.bsky.feed.getActorFeeds": ("GET", get_actor_feeds),
+    "app.bsky.feed.getSuggestedFeeds": ("GET", get_suggested_feeds),
+    "app.bsky.feed.describeFeedGenerator": ("GET", describe_feed_generator),
+    "app.bsky.feed.getFeedSkeleton": ("GET", get_feed_skeleton),
 }

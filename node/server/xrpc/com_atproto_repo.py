@@ -14,13 +14,14 @@ from protocol.errors import RemoteProtocolError, RepoError
 from protocol.handles import INVALID_HANDLE
 from protocol.jsondata import from_json, to_json
 from protocol.keys import SigningKey
-from protocol.records import PROFILE
+from protocol.records import POST, PROFILE
 from protocol.repo import Repo, Write
 from protocol.syntax import (
     validate_nsid,
     validate_record_key,
 )
 
+from ...appview.graph import check_posts
 from .base import (
     NODE_KEY,
     Handler,
@@ -86,6 +87,10 @@ async def _commit(
     validate: bool = True,
 ) -> tuple[Any, dict[str, str]]:
     node = request.app[NODE_KEY]
+    # Threadgates and postgates bind the accounts hosted here (node/appview/graph.py).
+    posts = [dict(w.record) for w in writes if w.collection == POST and w.record is not None]
+    if posts:
+        await node.storage.read(lambda conn: check_posts(conn, did, posts))
     points = sum(_POINTS[w.action] for w in writes)
     state = node.write_limits.check_and_consume(did, points)
     outcome = await node.repos.write(
