@@ -270,6 +270,20 @@ def build_parser() -> argparse.ArgumentParser:
     post.add_argument("--reply", metavar="URI", help="reply to this post (AT-URI)")
     post.add_argument("--quote", metavar="URI", help="quote this post (AT-URI)")
     post.add_argument(
+        "--image",
+        action="append",
+        dest="images",
+        metavar="FILE",
+        help="attach a PNG, JPEG, GIF or WebP image (repeatable, at most 4)",
+    )
+    post.add_argument(
+        "--alt",
+        action="append",
+        dest="alts",
+        metavar="TEXT",
+        help="alt text for the images, in the same order (repeatable)",
+    )
+    post.add_argument(
         "--lang",
         action="append",
         dest="langs",
@@ -921,12 +935,38 @@ async def _cmd_post(ctx: Context) -> int:
     if not a.text.strip():
         raise CliError('the post is empty: give its text, e.g. skyfed post "hello"')
 
+    images = _read_images(a.images or [], a.alts or [])
+
     async def run(client: Any) -> int:
-        ref = await client.post(a.text, reply_to=a.reply, quote=a.quote, langs=a.langs)
+        ref = await client.post(
+            a.text, reply_to=a.reply, quote=a.quote, langs=a.langs, images=images
+        )
         _ref_out(ctx, "posted", ref)
         return 0
 
     return await _with_client(ctx, run)
+
+
+#: Largest image file the CLI reads (a node refuses more than its own limit anyway).
+_MAX_IMAGE_FILE = 16 * 1024 * 1024
+
+
+def _read_images(paths: list[str], alts: list[str]) -> list[tuple[bytes, str]]:
+    if len(paths) > 4:
+        raise CliError("a post holds at most 4 images")
+    if len(alts) > len(paths):
+        raise CliError("more --alt texts than --image files")
+    out = []
+    for i, name in enumerate(paths):
+        path = Path(name).expanduser()
+        try:
+            if path.stat().st_size > _MAX_IMAGE_FILE:
+                raise CliError(f"{name}: over {_MAX_IMAGE_FILE // 2**20} MiB")
+            data = path.read_bytes()
+        except OSError as e:
+            raise CliError(f"cannot read {name}: {e.strerror or e}") from None
+        out.append((data, alts[i] if i < len(alts) else ""))
+    return out
 
 
 def _write(verb: str, method: str, attr: str) -> Callable[[Context], Coroutine[Any, Any, int]]:

@@ -193,6 +193,27 @@ class NodeConfig:
     #: before are not held to it, so an attacker cannot lock the owner out.
     login_failures_per_account: int = 10
     login_failure_refill: float = 60.0
+    # -- blobs (images): node/store/blobs.py, node/net/blobfetch.py ----------------
+    #: Largest blob an account may upload, in bytes (Bluesky's image limit).
+    blob_max_bytes: int = 1_000_000
+    #: Seconds an upload may wait for a record to point at it, and an upload no record
+    #: points at any longer is kept, before garbage collection deletes it.
+    blob_grace: float = 3600.0
+    #: Seconds between garbage-collection passes (each looks at 500 candidates at most).
+    blob_gc_interval: float = 60.0
+    #: Bytes of other nodes' blobs kept on disk (least recently used go first).
+    blob_cache_bytes: int = 256 * 1024 * 1024
+    #: Blob fetches from peers at once (each holds one blob in memory), and fetches
+    #: started per second with their burst: past them, a view's image answers 503.
+    blob_fetches: int = 8
+    blob_fetch_rate: float = 20.0
+    blob_fetch_burst: int = 40
+    #: Seconds a blob fetch from one peer may take.
+    blob_fetch_timeout: float = 10.0
+    #: Blobs being sent to clients at once (each held whole while it is sent): in all,
+    #: and to one client address; more are answered 503 / 429 at once.
+    max_blob_answers: int = 16
+    max_blob_answers_per_addr: int = 4
     #: Seconds added to the wall clock wherever the node reads it for revs and the
     #: future-rev check (the cluster harness studies nodes with skewed clocks).
     clock_skew: float = 0.0

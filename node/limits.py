@@ -211,6 +211,9 @@ def memory_budget(config: NodeConfig) -> dict[str, int]:
         # assembled by aiohttp, one assembled and waiting, and the one received and
         # decoded before the inbox check (peer inboxes, above) counts it.
         "peer link receives": peer_links(config) * MAX_FRAME * 3,
+        # A blob held whole while it is sent, or while a fetched one is checked and
+        # stored (an upload is a request body, above).
+        "blobs": (config.max_blob_answers + config.blob_fetches) * config.blob_max_bytes,
     }
 
 

@@ -58,6 +58,7 @@ from .limits import (
     memory_budget,
 )
 from .logs import LogLimiter, fields
+from .net.blobfetch import BlobFetcher
 from .net.federation import Federation
 from .net.netpolicy import DialPolicy
 from .net.remotefeeds import RemoteFeeds
@@ -66,6 +67,7 @@ from .server.auth import Authenticator, Principal, parse_bearer
 from .server.firehose import Firehose
 from .server.inputs import InvalidRequest
 from .server.ratelimit import LoginLimiter, RequestLimiter, WriteLimiter
+from .store.blobs import BlobStore
 from .store.repos import RepoManager
 from .store.sqlite import SqliteSessionStore, SqliteStorage
 
@@ -187,6 +189,14 @@ class Node:
             registry=self.registry,
         ).set_function(lambda: float(self.federation.retries))
         self.views = Views(self.storage)
+        self.views.base_url = lambda: self.url
+        self.blobs = BlobStore(
+            self.storage,
+            cache_bytes=config.blob_cache_bytes,
+            grace=config.blob_grace,
+            clock=self.wall_clock,
+        )
+        self.blob_fetch = BlobFetcher(self.blobs, self.federation, config)
         self.notifications = Notifications(self.storage)
         self.search = Search(self.storage)
         self.repos.on_commit = self.federation.publish_commit

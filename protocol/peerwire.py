@@ -31,6 +31,9 @@ Types (fields besides ``t``):
   ``handle`` (the confirmation of the log's handle, :mod:`protocol.handles`, or null).
 - ``getlabels``: ``rid``, ``src`` -> ``labels``: ``rid``, ``src``, ``labels`` (list of
   label bytes, at most :data:`MAX_LABELS_PER_ANSWER`).
+- ``getblob``: ``rid``, ``did``, ``cid`` (binary CID) -> ``blob``: ``rid``, ``cid``,
+  ``data`` (the blob's bytes; the asker checks them against ``cid``) | ``error``.
+  Asked only of peers whose ``hello`` caps hold ``"blobs-v1"``.
 - ``error``: ``rid``, ``error``, ``message``.
 - ``peers``: ``urls`` (list of strings).
 """
@@ -43,6 +46,7 @@ from .encoding import decode, encode
 from .errors import DecodeError
 
 __all__ = [
+    "CAP_BLOBS",
     "MAX_FRAME",
     "MAX_LABELS_PER_ANSWER",
     "PROTOCOL_VERSION",
@@ -52,6 +56,8 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION = 1
+#: The ``hello`` capability of a node that answers ``getblob``.
+CAP_BLOBS = "blobs-v1"
 #: Largest peer message accepted (a commit event's blocks are at most 2 MB).
 MAX_FRAME = 6 * 1024 * 1024
 _MAX_IDS = 4096
@@ -86,6 +92,8 @@ _SCHEMAS: dict[str, dict[str, tuple[type, ...]]] = {
     "ident": {"rid": (_INT,), "did": (_STR,), "ops": (_LIST,), "handle": (_BYTES, _NONE)},
     "getlabels": {"rid": (_INT,), "src": (_STR,)},
     "labels": {"rid": (_INT,), "src": (_STR,), "labels": (_LIST,)},
+    "getblob": {"rid": (_INT,), "did": (_STR,), "cid": (_BYTES,)},
+    "blob": {"rid": (_INT,), "cid": (_BYTES,), "data": (_BYTES,)},
     "error": {"rid": (_INT, _NONE), "error": (_STR,), "message": (_STR,)},
     "peers": {"urls": (_LIST,)},
 }
@@ -154,4 +162,6 @@ def decode_message(data: bytes) -> dict[str, Any]:
         _list_of(msg["labels"], bytes, MAX_LABELS_PER_ANSWER, "labels.labels")
     if t == "heads":
         _list_of(msg["items"], dict, _MAX_ITEMS, "heads.items")
+    if t in ("getblob", "blob") and len(msg["cid"]) > 64:
+        raise DecodeError(f"{t}.cid is too long")
     return msg

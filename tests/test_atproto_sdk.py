@@ -312,8 +312,9 @@ async def test_author_feed_pages_and_filters(node: Node, sdk_clients: list[Clien
     assert await uris("posts_with_replies") == [answer.uri, own.uri, top.uri]
     assert await uris("posts_no_replies") == [top.uri]
     assert await uris("posts_and_author_threads") == [own.uri, top.uri]
+    assert await uris("posts_with_media") == []  # none of fay's posts has a picture
     with pytest.raises(BadRequestError):
-        await uris("posts_with_media")  # refused, not answered with the wrong posts
+        await uris("posts_with_video")  # refused, not answered with the wrong posts
 
     # getRecord through the SDK's record namespace comes back typed.
     got = await call(fay.get_post, own.uri.rsplit("/", 1)[1], fay.me.did if fay.me else None)

@@ -625,7 +625,7 @@ async def test_an_older_database_indexes_its_generator_records_on_upgrade(
 ) -> None:
     import sqlite3
 
-    from node.store.sqlite import SCHEMA_VERSION
+    from node.store.sqlite import _FEEDGEN_SCHEMA
 
     config = NodeConfig(data_dir=tmp_path / "node", port=0)
     async with Node(config) as n, Client(n.url) as alice:
@@ -635,7 +635,7 @@ async def test_an_older_database_indexes_its_generator_records_on_upgrade(
     conn = sqlite3.connect(config.db_path)
     conn.execute("DROP TABLE feed_generators")
     conn.execute("DROP INDEX likes_actor_time")
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+    conn.execute(f"PRAGMA user_version = {_FEEDGEN_SCHEMA}")
     conn.commit()
     conn.close()
     async with Node(config) as n, Client(n.url) as reader:

@@ -63,6 +63,9 @@ SMALL: dict[str, Any] = {
     "peer_send_buffer": 7 * MB,
     "peer_buffer_total": 8 * MB,
     "peer_send_timeout": 2.0,
+    "blob_fetches": 1,
+    "max_blob_answers": 1,
+    "max_blob_answers_per_addr": 1,
 }
 CEILING = SMALL["memory_ceiling_mb"] * MB
 #: Seconds within which another client is answered during an attack (generous: the

@@ -54,6 +54,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "ident": {"rid": 4, "did": DID, "ops": [b"op"], "handle": None},
     "getlabels": {"rid": 5, "src": DID},
     "labels": {"rid": 5, "src": DID, "labels": [b"label"]},
+    "getblob": {"rid": 6, "did": DID, "cid": bytes.fromhex("01551220") + bytes(32)},
+    "blob": {"rid": 6, "cid": bytes.fromhex("01551220") + bytes(32), "data": b"\x89PNG"},
     "error": {"rid": None, "error": "RepoNotFound", "message": DID},
     "peers": {"urls": ["https://b.example.com"]},
 }

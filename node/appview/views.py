@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from protocol.cid import CID
@@ -27,7 +27,7 @@ from protocol.jsondata import to_json
 from protocol.syntax import is_valid_did, is_valid_handle
 
 from ..store.sqlite import SqliteStorage
-from . import graph
+from . import graph, media
 
 __all__ = ["Views"]
 
@@ -62,6 +62,8 @@ class _Read:
     def __init__(self, conn: sqlite3.Connection, viewer: str | None):
         self.conn = conn
         self.viewer = viewer
+        #: This node's URL, for the media URLs in views (node/appview/media.py).
+        self.base = ""
         self._hidden: set[str] | None = None
         self._blocked: set[str] | None = None
         # Per-view answers of node/appview/graph.py (a thread asks for its root's
@@ -139,6 +141,15 @@ class _Read:
                     out[did]["displayName"] = name
                 if desc:
                     out[did]["_description"] = desc
+            # By uri (its index): an author's other blob refs are never scanned.
+            for did, path, link in self.conn.execute(
+                "SELECT did, path, link FROM blob_refs"
+                f" WHERE uri IN ({_marks(len(chunk))})"
+                " AND path IN ('avatar', 'banner') AND mime LIKE 'image/%'",
+                [f"at://{d}/app.bsky.actor.profile/self" for d in chunk],
+            ):
+                url = media.blob_url(self.base, did, link)
+                out[did]["avatar" if path == "avatar" else "_banner"] = url
         return out
 
     def profile_views(self, dids: Sequence[str], *, detailed: bool = False) -> list[dict[str, Any]]:
@@ -159,6 +170,9 @@ class _Read:
             desc = b.pop("_description", None)
             if desc:
                 b["description"] = desc
+            banner = b.pop("_banner", None)
+            if banner and detailed:
+                b["banner"] = banner
             b["viewer"] = viewer_state.get(did, {})
             b["labels"] = []
             if detailed:
@@ -262,6 +276,9 @@ class _Read:
                 "viewer": viewer,
                 "labels": [],
             }
+            shown = media.media_view(self.base, did, record.get("embed"))
+            if shown is not None:
+                view["embed"] = shown
             out[uri] = view
         if embeds:
             self._embed_quotes(out)
@@ -272,6 +289,8 @@ class _Read:
         quoted: dict[str, str] = {}
         for uri, view in views.items():
             embed = view["record"].get("embed")
+            if isinstance(embed, dict) and embed.get("$type") == media.RECORD_WITH_MEDIA:
+                embed = embed.get("record")  # the quote half; media below
             if isinstance(embed, dict) and embed.get("$type") == "app.bsky.embed.record":
                 ref = embed.get("record")
                 if isinstance(ref, dict) and isinstance(ref.get("uri"), str):
@@ -285,7 +304,18 @@ class _Read:
                 "uri": target,
                 "notFound": True,
             }
-            views[uri]["embed"] = {"$type": "app.bsky.embed.record#view", "record": inner}
+            shown = {"$type": "app.bsky.embed.record#view", "record": inner}
+            view = views[uri]
+            outer = view["record"].get("embed")
+            if outer.get("$type") == media.RECORD_WITH_MEDIA:
+                extra = media.media_view(self.base, view["author"]["did"], outer.get("media"))
+                if extra is not None:
+                    shown = {
+                        "$type": media.RECORD_WITH_MEDIA + "#view",
+                        "record": shown,
+                        "media": extra,
+                    }
+            view["embed"] = shown
 
     def _quoted_records(self, uris: list[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -299,6 +329,8 @@ class _Read:
                 "indexedAt": view["indexedAt"],
                 "labels": [],
             }
+            if "embed" in view:
+                out[uri]["embeds"] = [view["embed"]]
         return out
 
     def feed(self, items: list[tuple[str, str, str | None, str | None]]) -> list[dict[str, Any]]:
@@ -347,9 +379,18 @@ class Views:
 
     def __init__(self, storage: SqliteStorage):
         self.storage = storage
+        #: This node's URL (set by the wiring once it is known), for media URLs.
+        self.base_url: Callable[[], str] = lambda: ""
 
     async def _run(self, viewer: str | None, fn: Any) -> Any:
-        return await self.storage.read(lambda conn: fn(_Read(conn, viewer)))
+        base = self.base_url()
+
+        def run(conn: sqlite3.Connection) -> Any:
+            read = _Read(conn, viewer)
+            read.base = base
+            return fn(read)
+
+        return await self.storage.read(run)
 
     # -- feeds -------------------------------------------------------------------
     async def latest(self, viewer: str | None, limit: int, cursor: str | None) -> dict[str, Any]:
@@ -387,7 +428,9 @@ class Views:
             did = r.resolve(actor)
             if did in r.hidden():
                 return {"feed": []}
-            rows = _posts_and_reposts(r.conn, [did], at, after, limit, where)
+            rows = _posts_and_reposts(
+                r.conn, [did], at, after, limit, where, reposts=filter_ != "posts_with_media"
+            )
             return _page(r.feed(rows), rows, limit)
 
         result: dict[str, Any] = await self._run(viewer, q)
@@ -560,9 +603,13 @@ class Views:
         return result
 
 
-# getAuthorFeed's filters, as SQL conditions on the posts table. The media filters
-# (posts_with_media, posts_with_video) would need embeds indexed, which they are not.
+# getAuthorFeed's filters, as SQL conditions on the posts table. posts_with_video
+# would need video, which this node does not take.
 AUTHOR_FEED_FILTERS: dict[str, str] = {
+    # Posts whose embed holds an image (node/store/blobs.py keeps where each ref sits);
+    # the author's own posts only, no reposts, as Bluesky's AppView does.
+    "posts_with_media": " AND EXISTS (SELECT 1 FROM blob_refs r WHERE r.uri = posts.uri"
+    " AND r.path LIKE 'embed.%' AND r.mime LIKE 'image/%')",
     "posts_with_replies": "",
     "posts_no_replies": " AND reply_parent IS NULL",
     # Replies stay when the thread's root is the author's own post.
@@ -578,6 +625,8 @@ def _posts_and_reposts(
     after: str,
     limit: int,
     where: str = "",
+    *,
+    reposts: bool = True,
 ) -> list[tuple[str, str, str | None, str | None]]:
     """The newest posts and reposts by ``authors`` before the cursor, merged;
     ``where`` narrows the posts (one of :data:`AUTHOR_FEED_FILTERS`)."""
@@ -593,6 +642,8 @@ def _posts_and_reposts(
             " ORDER BY sort_at DESC, uri DESC LIMIT ?",
             [*chunk, at, after or "\uffff", limit],
         ).fetchall()
+        if not reposts:
+            continue
         out += conn.execute(
             "SELECT subject, sort_at, did, indexed_at FROM reposts"
             f" WHERE did IN ({m}) AND (sort_at, uri) < (?, ?)"

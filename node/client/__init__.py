@@ -450,9 +450,13 @@ class Client:
         quote: RecordRef | str | None = None,
         langs: list[str] | None = None,
         facets: bool = True,
+        images: Sequence[tuple[bytes, str]] = (),
     ) -> RecordRef:
         """Post ``text``. Links, ``@handle`` mentions that resolve here, and ``#tags``
         become facets (UTF-8 byte offsets) unless ``facets`` is False.
+
+        ``images``: up to 4 (bytes, alt text), uploaded first (:meth:`upload_blob`) and
+        embedded (with a quote: ``app.bsky.embed.recordWithMedia``).
 
         ``reply_to`` and ``quote`` take a RecordRef or an AT-URI. A reply's ``root``
         is the parent's own root when the parent is itself a reply (looked up on this
@@ -469,9 +473,39 @@ class Client:
         if quote is not None:
             quoted = await self.ref(quote)
             record["embed"] = {"$type": "app.bsky.embed.record", "record": quoted.to_json()}
+        if images:
+            if len(images) > 4:
+                raise ValueError("a post holds at most 4 images")
+            pictures = {
+                "$type": "app.bsky.embed.images",
+                "images": [
+                    {"image": await self.upload_blob(data), "alt": alt} for data, alt in images
+                ],
+            }
+            quoted_embed = record.get("embed")
+            record["embed"] = (
+                pictures
+                if quoted_embed is None
+                else {
+                    "$type": "app.bsky.embed.recordWithMedia",
+                    "record": quoted_embed,
+                    "media": pictures,
+                }
+            )
         if langs:
             record["langs"] = langs
         return await self.create_record("app.bsky.feed.post", record)
+
+    async def upload_blob(self, data: bytes, mime: str = "*/*") -> dict[str, Any]:
+        """Upload an image; returns the blob ref to put in a record (the node names its
+        type from its bytes; ``mime``, when given, must agree)."""
+        out = await self.call(
+            "com.atproto.repo.uploadBlob", raw=data, headers={"Content-Type": mime}
+        )
+        blob = out.get("blob") if isinstance(out, dict) else None
+        if not isinstance(blob, dict):
+            raise XrpcError(502, "InvalidResponse", "uploadBlob answered without a blob")
+        return blob
 
     async def detect_facets(self, text: str) -> list[dict[str, Any]]:
         """Facets for ``text``, with mentions resolved through this node."""

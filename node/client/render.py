@@ -95,6 +95,9 @@ def relative_time(value: object, now: datetime.datetime) -> str:
     return day if t.year == now.year else f"{day}, {t.year}"
 
 
+_RECORD_WITH_MEDIA_VIEW = "app.bsky.embed.recordWithMedia#view"
+
+
 def _clean(text: object) -> str:
     """User text without control characters (newlines and tabs kept)."""
     s = text if isinstance(text, str) else ""
@@ -199,7 +202,15 @@ class Renderer:
         if text:
             body.append(text, style="bold" if anchor else "")
             body.append("\n")
-        quote = self._quote(view.get("embed"))
+        embed = view.get("embed")
+        if isinstance(embed, dict) and embed.get("$type") == _RECORD_WITH_MEDIA_VIEW:
+            media, embed = self.media(embed.get("media")), embed.get("record")
+        else:
+            media = self.media(embed)
+        if media is not None:
+            body.append_text(media)
+            body.append("\n")
+        quote = self._quote(embed)
         if quote is not None:
             body.append_text(quote)
             body.append("\n")
@@ -225,6 +236,30 @@ class Renderer:
         mine = [w for w, key in (("liked", "like"), ("reposted", "repost")) if viewer.get(key)]
         if mine:
             out.append("  (you " + " and ".join(mine) + ")", style="magenta")
+        return out
+
+    def media(self, embed: object) -> Text | None:
+        """Images (alt text and the URL that serves each) and link cards, as lines."""
+        if not isinstance(embed, dict):
+            return None
+        kind = embed.get("$type")
+        out = Text()
+        if kind == "app.bsky.embed.images#view":
+            for image in _maps(embed.get("images"))[:4]:
+                alt = _clean(image.get("alt"))[:300]
+                out.append("🖼  ", style="dim")
+                out.append(f"[{alt}] " if alt else "[image, no alt text] ", style="italic")
+                out.append(_clean(image.get("fullsize"))[:2048], style="blue underline")
+                out.append("\n")
+        elif kind == "app.bsky.embed.external#view":
+            ext = _map(embed.get("external"))
+            out.append("🔗 ", style="dim")
+            out.append(_clean(ext.get("title"))[:300] + " ", style="bold")
+            out.append(_clean(ext.get("uri"))[:2048], style="blue underline")
+            out.append("\n")
+        if not out.plain:
+            return None
+        out.rstrip()
         return out
 
     def _quote(self, embed: object) -> Text | None:

@@ -79,6 +79,7 @@ from protocol.labels import Label, check_cts
 from protocol.mst import MST, MemoryBlockStore, MissingBlock
 from protocol.negentropy import Negentropy, NegentropyStorageVector
 from protocol.peerwire import (
+    CAP_BLOBS,
     MAX_FRAME,
     MAX_LABELS_PER_ANSWER,
     PROTOCOL_VERSION,
@@ -102,6 +103,7 @@ if TYPE_CHECKING:
     from ..server.firehose import Firehose
     from ..store.repos import RepoManager
     from ..store.sqlite import SqliteStorage
+    from .blobfetch import BlobFetcher
 
 
 class FederationHost(Protocol):
@@ -152,6 +154,8 @@ INBOX_BYTES_TOTAL = 48 * 1024 * 1024
 #: does not read holds no slot.
 REPO_ANSWERS_AT_ONCE = 2
 _REPO_REQUESTS_PER_LINK = 4
+#: getblob requests one link may have waiting for their answers.
+BLOB_REQUESTS_PER_LINK = 4
 #: Largest ``repo`` answer: a frame, less room for the message around the stream.
 _REPO_ANSWER_BYTES = MAX_FRAME - 64 * 1024
 #: Unsolicited ``heads`` messages one link may have waiting to be considered (one is
@@ -305,6 +309,10 @@ class PeerLink:
         #: Bytes received and not yet handled (inbox and pushes being checked).
         self.inbox_bytes = 0
         self.repo_requests = 0
+        #: What the peer said it can do (its hello's caps), and its getblob requests
+        #: being answered.
+        self.caps: frozenset[str] = frozenset()
+        self.blob_requests = 0
         #: Held while one of this link's getrepo answers waits for room and is built:
         #: two of its answers never pass the room check together.
         self.repo_answering = asyncio.Lock()
@@ -417,7 +425,7 @@ class PeerLink:
                 node=fed.node.node_did,
                 url=fed.node.url,
                 challenge=challenge,
-                caps=["plumtree", "negentropy-v1"],
+                caps=["plumtree", "negentropy-v1", CAP_BLOBS],
                 share=fed.share_peers,
             )
         )
@@ -450,6 +458,7 @@ class PeerLink:
         if self.peer_url is None and hello["url"] is not None:
             fed.addresses_refused += 1
         self.share = hello["share"]
+        self.caps = frozenset(hello["caps"])
 
     async def run(self) -> None:
         sender = asyncio.create_task(self._sender())
@@ -638,6 +647,8 @@ class Federation:
         # interval, then one summary.
         self.log_limit = LogLimiter(log)
         self.links: dict[str, PeerLink] = {}
+        #: Answers getblob and fetches blobs (node/net/blobfetch.py); None: no blobs.
+        self.blobs: BlobFetcher | None = None
         #: What learned addresses may be dialled (node/net/netpolicy.py).
         self.policy = DialPolicy.from_config(cfg)
         self.shared_networks = tuple(
@@ -1228,7 +1239,9 @@ class Federation:
     def answer(self, link: PeerLink, msg: dict[str, Any]) -> bool:
         """Handle replies inline (they resolve a waiting request); True if handled."""
         t = msg["t"]
-        if t in ("repo", "ident", "labels", "error") or (t == "heads" and msg["rid"] is not None):
+        if t in ("repo", "ident", "labels", "blob", "error") or (
+            t == "heads" and msg["rid"] is not None
+        ):
             fut = link.pending.get(msg["rid"]) if msg["rid"] is not None else None
             if fut is not None and not fut.done():
                 fut.set_result(msg)
@@ -1289,6 +1302,18 @@ class Federation:
             link.send("ident", rid=msg["rid"], did=msg["did"], ops=ops, handle=handle)
         elif t == "getlabels":
             self._spawn(self._serve_labels(link, msg["rid"], msg["src"]))
+        elif t == "getblob":
+            if self.blobs is None or link.blob_requests >= BLOB_REQUESTS_PER_LINK:
+                busy = self.blobs is not None
+                link.send(
+                    "error",
+                    rid=msg["rid"],
+                    error="Busy" if busy else "BlobNotFound",
+                    message="too many getblob" if busy else "this node serves no blobs",
+                )
+                return
+            link.blob_requests += 1
+            self._spawn(self._serve_blob(link, msg))
         elif t == "peers":
             if self.share_peers:
                 for url in msg["urls"][:_URLS_PER_MESSAGE]:
@@ -2173,6 +2198,15 @@ class Federation:
             )
         finally:
             self._label_fetches.discard(src)
+
+    async def _serve_blob(self, link: PeerLink, msg: dict[str, Any]) -> None:
+        try:
+            if self.blobs is not None:
+                await self.blobs.serve(link, msg)
+        except PeerError:
+            pass  # the link went away meanwhile
+        finally:
+            link.blob_requests -= 1
 
     async def _serve_labels(self, link: PeerLink, rid: int, src: str) -> None:
         found = await self.node.storage.labels_for(src, MAX_LABELS_PER_ANSWER)

@@ -211,6 +211,7 @@ def make_app(node: Node) -> web.Application:
     add_search_routes(app, node.search, node.notifications, node.storage)
     app.router.add_get("/metrics", metrics)
     app.cleanup_ctx.append(_background)
+    app.cleanup_ctx.append(node.blobs.gc_context(node.config.blob_gc_interval))
     app.on_shutdown.append(_close_streams)
     return app
 

@@ -161,6 +161,10 @@ place-items:center;color:#fff;font-weight:700;font-size:1.1rem;text-transform:up
 .embed{margin:.5rem 0 0;padding:.5rem .65rem;border:1px solid var(--line);border-radius:.5rem;
 font-size:.9rem;overflow-wrap:anywhere}
 .embed p{margin:0}
+.pics{display:grid;grid-template-columns:repeat(auto-fit,minmax(8rem,1fr));gap:.35rem}
+.pics img{display:block;width:100%;height:auto;max-height:30rem;object-fit:contain;
+border-radius:.4rem;background:var(--line)}
+img.av{object-fit:cover}
 .stats{display:flex;flex-wrap:wrap;gap:0 1.25rem;margin:.35rem 0 0;padding:0;
 list-style:none;color:var(--muted);font-size:.85rem}
 .stats a{color:var(--muted)}
@@ -493,7 +497,39 @@ def render_text(text: str, facets: Iterable[Any] = ()) -> str:
 # -- posts ---------------------------------------------------------------------------
 
 
+def blob_src(url: str) -> str | None:
+    """A view's image URL as a path on this node (so the page's ``img-src 'self'``
+    allows it, whatever host name the reader used); None unless it is this node's
+    getBlob, so a view can never make the page load from elsewhere."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.path != "/xrpc/com.atproto.sync.getBlob" or not parts.query:
+        return None
+    return f"{parts.path}?{parts.query}"
+
+
+def _images_html(embed: dict[str, Any]) -> str:
+    """An images view as pictures with their alt text (alt, and a caption when long)."""
+    pics = []
+    for image in _list(embed, "images")[:4]:
+        alt = _str(image, "alt")
+        src = blob_src(_str(image, "fullsize")) or blob_src(_str(image, "thumb"))
+        if src is None:
+            pics.append(f"<p>[image{': ' + _e(alt) if alt else ''}]</p>")
+            continue
+        pics.append(
+            f'<a href="{_e(src)}"><img src="{_e(blob_src(_str(image, "thumb")) or src)}"'
+            f' alt="{_e(alt)}" title="{_e(alt[:300])}" loading="lazy"></a>'
+        )
+    return f'<div class="pics">{"".join(pics)}</div>' if pics else ""
+
+
 def _avatar(actor: dict[str, Any]) -> str:
+    src = blob_src(_str(actor, "avatar"))
+    if src is not None:
+        return f'<img class="av" src="{_e(src)}" alt="" loading="lazy">'
     did = _str(actor, "did")
     name = _str(actor, "displayName").strip() or _str(actor, "handle") or "?"
     hue = hashlib.sha256(did.encode("utf-8")).digest()[0] % 8
@@ -511,14 +547,16 @@ def _author_link(actor: dict[str, Any]) -> str:
 
 
 def _embed_html(post: dict[str, Any], prefs: ModerationPrefs | None = None) -> str:
-    """Quotes and link cards, as links; images only by their alt text (no blobs here).
+    """Quotes and link cards as links, images as pictures served by this node with
+    their alt text (an un-viewed record: the alt text only).
 
     A quoted post is moderated like any other: hidden, or behind a warning."""
     embed = _map(post, "embed") or _map(_map(post, "record"), "embed")
     kind = _str(embed, "$type").split("#")[0]
     if kind == "app.bsky.embed.recordWithMedia":
-        embed = _map(embed, "record")
-        kind = "app.bsky.embed.record"
+        media = _embed_html({"embed": _map(embed, "media")}, prefs)
+        quote = _embed_html({"embed": _map(embed, "record")}, prefs)
+        return media + quote
     if kind == "app.bsky.embed.record":
         quoted = _map(embed, "record")
         if "record" in quoted and "uri" not in quoted:  # the un-viewed record shape
@@ -556,6 +594,9 @@ def _embed_html(post: dict[str, Any], prefs: ModerationPrefs | None = None) -> s
             f'<div class="embed"><a href="{_e(uri)}" rel="nofollow ugc noopener noreferrer">'
             f"{_e(title)}</a>{desc_html}</div>"
         )
+    if kind == "app.bsky.embed.images" and _str(embed, "$type").endswith("#view"):
+        pictures = _images_html(embed)
+        return f'<div class="embed">{pictures}</div>' if pictures else ""
     if kind == "app.bsky.embed.images":
         alts = [_str(image, "alt") for image in _list(embed, "images")]
         if not alts:

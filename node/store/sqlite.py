@@ -50,6 +50,7 @@ from ..appview.notifications import NOTIFICATIONS_SCHEMA, rebuild_notifications
 from ..appview.search import SEARCH_SCHEMA, rebuild_search
 from ..datadir import create_private_file, make_data_dir
 from ..server.auth import SessionRow
+from .blobs import BLOBS_SCHEMA, backfill_refs, track_refs
 
 __all__ = [
     "AccountRow",
@@ -250,7 +251,11 @@ _MIGRATIONS.append(FEEDGEN_SCHEMA)
 # (list and thread mutes, preferences, the report queue): node/appview/graph.py
 _MIGRATIONS.append(GRAPH_SCHEMA)
 _GRAPH_SCHEMA = len(_MIGRATIONS)
-# v11: notifications written at index time, and full-text search (node/appview/
+# v11: blobs (node/store/blobs.py): uploads, which records point at which blobs, and
+# the cache of blobs fetched from peers
+_BLOBS_SCHEMA = len(_MIGRATIONS) + 1
+_MIGRATIONS.append(BLOBS_SCHEMA)
+# v12: notifications written at index time, and full-text search (node/appview/
 # notifications.py, search.py); an older database has both built from its records
 _NOTIFY_SEARCH_SCHEMA = len(_MIGRATIONS)
 _MIGRATIONS.append(NOTIFICATIONS_SCHEMA + SEARCH_SCHEMA)
@@ -509,6 +514,8 @@ class SqliteStorage:
                 _reindex(conn, "app.bsky.feed.generator")
             if 2 <= version < _GRAPH_SCHEMA:
                 reindex_graph(conn, _utc_now())
+            if 0 < version < _BLOBS_SCHEMA:
+                backfill_refs(conn)
             if 0 < version <= _NOTIFY_SEARCH_SCHEMA:
                 rebuild_search(conn)
                 rebuild_notifications(conn)
@@ -1207,6 +1214,7 @@ def _apply_commit(conn: sqlite3.Connection, b: CommitBatch) -> _Published:
                 "DELETE FROM records WHERE did = ? AND collection = ? AND rkey = ?",
                 (b.did, collection, rkey),
             )
+            track_refs(conn, b.did, b.rev, collection, rkey, None)
         else:
             raw = cid.to_bytes()
             conn.execute(
@@ -1219,6 +1227,7 @@ def _apply_commit(conn: sqlite3.Connection, b: CommitBatch) -> _Published:
                 block = None if row is None else row[0]
             if block is not None and unserved is None:
                 index_record(conn, b.did, collection, rkey, block, raw, indexed_at)
+            track_refs(conn, b.did, b.rev, collection, rkey, block)
     conn.execute(
         "INSERT INTO repos (did, head, rev, root, status, local) VALUES (?, ?, ?, ?, NULL, ?)"
         " ON CONFLICT (did) DO UPDATE SET head = excluded.head, rev = excluded.rev,"

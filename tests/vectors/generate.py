@@ -2142,6 +2142,16 @@ def gen_peerwire(
         ("getlabels", "getlabels", {"rid": 12, "src": ACCOUNT_DID}),
         ("labels", "labels", {"rid": 12, "src": ACCOUNT_DID, "labels": [b"<label 1>"]}),
         ("labels-none", "labels", {"rid": 13, "src": ACCOUNT_DID, "labels": []}),
+        (
+            "getblob",
+            "getblob",
+            {"rid": 14, "did": ACCOUNT_DID, "cid": cid_for_raw(b"<image>").to_bytes()},
+        ),
+        (
+            "blob",
+            "blob",
+            {"rid": 14, "cid": cid_for_raw(b"<image>").to_bytes(), "data": b"<image>"},
+        ),
         ("error", "error", {"rid": 8, "error": "UnknownRev", "message": heads[0][2]}),
         ("error-no-rid", "error", {"rid": None, "error": "Oops", "message": ""}),
         ("peers", "peers", {"urls": ["https://a.example.com", "http://127.0.0.1:2583"]}),
@@ -2199,6 +2209,10 @@ def gen_peerwire(
         ("whatis-4097-ids", encode({"t": "whatis", "rid": 1, "ids": [b""] * 4097})),
         ("heads-item-not-a-map", encode({"t": "heads", "rid": None, "items": [cid1]})),
         ("heads-4097-items", encode({"t": "heads", "rid": None, "items": [{}] * 4097})),
+        (
+            "getblob-cid-65-bytes",
+            encode({"t": "getblob", "rid": 1, "did": ACCOUNT_DID, "cid": bytes(65)}),
+        ),
         (
             "ident-op-not-bytes",
             encode({"t": "ident", "rid": 1, "did": ACCOUNT_DID, "ops": ["op"], "handle": None}),

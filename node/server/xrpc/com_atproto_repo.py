@@ -1,4 +1,6 @@
-"""com.atproto.repo: record writes (create, put, delete, applyWrites) and reads."""
+"""com.atproto.repo: record writes (create, put, delete, applyWrites), reads, and blob
+uploads (uploadBlob: size and type limits in protocol/blobs.py, storage in
+node/store/blobs.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from protocol.cid import CID
+from protocol.blobs import BlobRef, BlobRefused, blob_refs_in, check_upload
+from protocol.cid import CID, cid_for_raw
 from protocol.commit import Action
 from protocol.encoding import decode
 from protocol.errors import RemoteProtocolError, RepoError
@@ -93,11 +96,28 @@ async def _commit(
         await node.storage.read(lambda conn: check_posts(conn, did, posts))
     points = sum(_POINTS[w.action] for w in writes)
     state = node.write_limits.check_and_consume(did, points)
+    await _check_blobs(node, did, writes)
     outcome = await node.repos.write(
         did, writes, key, swap_commit=swap_commit, check=check, validate=validate
     )
     node.m_commits.inc()
     return outcome, state.headers()
+
+
+async def _check_blobs(node: Node, did: str, writes: list[Write]) -> None:
+    """Every blob a new record points at was uploaded here by its author (as
+    Bluesky's PDS requires), or is one the account's records already point at (an
+    account moved here keeps its pictures in a profile it edits): otherwise nobody
+    could ever serve it."""
+    store = node.blobs
+    for w in writes:
+        for ref in blob_refs_in(w.record) if w.record is not None else ():
+            if await store.uploaded(did, ref.cid) is None and not await store.referenced(
+                did, ref.cid
+            ):
+                raise RemoteProtocolError(
+                    f"could not find blob: {ref.cid} (upload it first)", error="BlobNotFound"
+                )
 
 
 def _swap_record_check(path: str, swap: CID | None, present: bool) -> Callable[[Repo], None]:
@@ -344,7 +364,40 @@ async def describe_repo(request: web.Request) -> web.Response:
     )
 
 
+async def _read_upload(request: web.Request, limit: int) -> bytes:
+    """The request body, refused as soon as it passes ``limit`` bytes (declared or not)."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise BlobRefused(
+            f"the blob is {declared} bytes, over the limit of {limit}",
+            error="BlobTooLarge",
+            status=413,
+        )
+    buf = bytearray()
+    while len(buf) <= limit:
+        chunk = await request.content.read(limit + 1 - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
+
+
+async def upload_blob(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    p = await node.principal(request)
+    await node.local_account(p.did)  # hosted here and active
+    state = node.write_limits.check_and_consume(p.did, _POINTS["create"])
+    limit = node.config.blob_max_bytes
+    data = await _read_upload(request, limit)
+    mime = check_upload(data, request.headers.get("Content-Type"), limit)
+    cid = cid_for_raw(data)
+    await node.blobs.put_upload(p.did, cid, mime, data)
+    ref = BlobRef(cid, mime, len(data))
+    return json_response({"blob": ref.to_value()}, headers=state.headers())
+
+
 ROUTES: dict[str, tuple[str, Handler]] = {
+    "com.atproto.repo.uploadBlob": ("POST", upload_blob),
     "com.atproto.repo.createRecord": ("POST", create_record),
     "com.atproto.repo.putRecord": ("POST", put_record),
     "com.atproto.repo.deleteRecord": ("POST", delete_record),

@@ -1,14 +1,16 @@
-"""com.atproto.sync: repos as CAR files, latest commits, repo listings, the firehose."""
+"""com.atproto.sync: repos as CAR files, latest commits, repo listings, the firehose,
+and blobs (getBlob, listBlobs)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from protocol.car import write_car
 from protocol.cid import CID
-from protocol.errors import RepoError
+from protocol.errors import RemoteProtocolError, RepoError
 from protocol.mst import MST
 from protocol.syntax import (
     validate_did,
@@ -162,7 +164,76 @@ async def subscribe_repos(request: web.Request) -> web.StreamResponse:
     return await node.firehose.serve(request, cursor)
 
 
+#: Headers on every blob: the bytes are whatever an account uploaded, so a browser must
+#: never run them (no sniffing into HTML, no scripts, no plugins, a sandboxed origin).
+BLOB_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; img-src 'self'; sandbox",
+    "Cross-Origin-Resource-Policy": "cross-origin",
+    "Cache-Control": "public, max-age=3600",
+}
+
+
+async def sync_get_blob(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+    did = q_str(request, "did")
+    raw_cid = q_str(request, "cid")
+    assert did is not None
+    assert raw_cid is not None
+    validate_did(did)
+    cid = CID.from_str(raw_cid)
+    node.moderation.check_serve(did)
+    # A blob is held whole from storage until it is sent: a bounded number at once,
+    # and a reader that does not read is cut off after send_timeout.
+    slots = node.blob_fetch.answers
+    key = slots.acquire(request.remote)
+    try:
+        row = await node.blob_fetch.get(did, cid)
+        if row is None:
+            raise RemoteProtocolError(f"blob not found: {raw_cid}", error="BlobNotFound")
+        headers = {
+            **BLOB_HEADERS,
+            "Content-Type": row.mime,  # the sniffed type, never a claim
+            "ETag": f'"{raw_cid}"',
+            "Content-Disposition": f'inline; filename="{raw_cid}"',
+        }
+        response = web.StreamResponse(headers=headers)
+        response.content_length = len(row.data)
+        await response.prepare(request)
+        if request.method != "HEAD":
+            pieces = (row.data[i : i + 65536] for i in range(0, len(row.data), 65536))
+            await stream_chunks(request, response, _aiter(pieces), node.config.send_timeout)
+        return response
+    finally:
+        slots.release(key)
+
+
+async def _aiter(items: Iterable[bytes]) -> AsyncIterator[bytes]:
+    for item in items:
+        yield item
+
+
+async def sync_list_blobs(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    did = q_str(request, "did")
+    assert did is not None
+    await _head_or_404(node, did)
+    since = q_str(request, "since", required=False)
+    if since is not None:
+        validate_record_key(since)  # a TID is a valid record key; anything longer is not
+    cursor = q_str(request, "cursor", required=False)
+    after = None if cursor is None else CID.from_str(cursor).to_bytes()
+    limit = q_int(request, "limit", 500, 1, 1000)
+    cids = await node.blobs.list_refs(did, since, after, limit)
+    out: dict[str, Any] = {"cids": [str(c) for c in cids]}
+    if len(cids) == limit:
+        out["cursor"] = str(cids[-1])
+    return json_response(out)
+
+
 ROUTES: dict[str, tuple[str, Handler]] = {
+    "com.atproto.sync.getBlob": ("GET", sync_get_blob),
+    "com.atproto.sync.listBlobs": ("GET", sync_list_blobs),
     "com.atproto.sync.getRepo": ("GET", sync_get_repo),
     "com.atproto.sync.getLatestCommit": ("GET", sync_get_latest_commit),
     "com.atproto.sync.listRepos": ("GET", sync_list_repos),
