@@ -348,3 +348,23 @@ async def test_the_atproto_sdk_parses_notifications_and_search(node: Node) -> No
     finally:
         for sdk in (alice, bob):
             await sdk.request.close()
+
+
+async def test_a_muted_thread_sends_no_notifications(
+    people: tuple[Client, Client, Client],
+) -> None:
+    alice, bob, carol = people
+    root = await alice.post("a thread I will mute")
+    other = await alice.post("a thread I keep")
+    reply = await bob.post("in the muted thread", reply_to=root)
+    await carol.like(root)
+    await carol.like(reply)  # not alice's post: no notification anyway
+    await carol.post("deep in it @alice.skyfed.test", reply_to=reply)
+    await bob.like(other)
+    await alice.call("app.bsky.graph.muteThread", data={"root": root.uri})
+    page = await alice.call(LIST)
+    assert [(n["reason"], n.get("reasonSubject")) for n in page["notifications"]] == [
+        ("like", other.uri)
+    ]
+    await alice.call("app.bsky.graph.unmuteThread", data={"root": root.uri})
+    assert len((await alice.call(LIST))["notifications"]) == 4

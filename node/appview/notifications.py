@@ -17,6 +17,11 @@ and accounts taken down here, are left out when the page is read (so an unblock
 shows them again). ``sort_at`` is the record's own time or when it was indexed,
 whichever is earlier, so a backfilled old like does not show up as new.
 
+A thread the reader muted (``muteThread``, node/appview/graph.py) is left out of
+listNotifications: replies and mentions in it, likes, reposts and quotes of its posts.
+getUnreadCount does not look at thread mutes (it counts in SQL only), so it can count
+a few more than the list shows.
+
 The read state is one ``seenAt`` per account (``updateSeen``), clamped to the node's
 clock so a client cannot mark the future as read. ``getUnreadCount`` counts at most
 :data:`MAX_UNREAD_COUNT`.
@@ -277,10 +282,11 @@ class Notifications:
                 )
             authors = {p["did"]: p for p in r.profile_views([row[4] for row in shown])}
             out_list = []
+            muted = set() if public else _in_muted_threads(conn, viewer, shown, records)
             for sort_at, uri, reason, reason_subject, author, cid, cid_text in shown:
                 data = records.get(cid)
                 record = _record_json(cid, data) if data is not None else None
-                if record is None:
+                if record is None or uri in muted:
                     continue
                 item: dict[str, Any] = {
                     "uri": uri,
@@ -333,6 +339,40 @@ class Notifications:
             )
 
         await self.storage.write(w)
+
+
+def _in_muted_threads(
+    conn: sqlite3.Connection,
+    viewer: str,
+    rows: list[Any],
+    records: dict[bytes, bytes],
+) -> set[str]:
+    """The notifications (by URI) about threads ``viewer`` muted (muteThread,
+    node/appview/graph.py): a reply or mention in one, or a like, repost or quote of a
+    post in one."""
+    from .graph import muted_threads, thread_root
+    from .views import _marks, _record_json
+
+    if not conn.execute("SELECT 1 FROM thread_mutes WHERE did = ? LIMIT 1", (viewer,)).fetchone():
+        return set()
+    subjects = [row[3] for row in rows if row[2] in ("like", "repost", "quote") and row[3]]
+    subject_root: dict[str, str] = {}
+    for i in range(0, len(subjects), 500):
+        chunk = subjects[i : i + 500]
+        for uri, root in conn.execute(
+            f"SELECT uri, reply_root FROM posts WHERE uri IN ({_marks(len(chunk))})", chunk
+        ):
+            subject_root[uri] = root or uri
+    root_of: dict[str, str] = {}
+    for _, uri, reason, subject, _, cid, _ in rows:
+        if reason in ("like", "repost", "quote") and subject:
+            root_of[uri] = subject_root.get(subject, subject)
+        elif reason in ("reply", "mention"):
+            data = records.get(cid)
+            record = _record_json(cid, data) if data is not None else None
+            root_of[uri] = thread_root(uri, record or {})
+    muted = muted_threads(conn, viewer, root_of.values())
+    return {uri for uri, root in root_of.items() if root in muted}
 
 
 def _seen_at(conn: sqlite3.Connection, did: str) -> str | None:
