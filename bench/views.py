@@ -1,4 +1,5 @@
-"""Read views over HTTP: getTimeline and getPostThread latency on a populated node.
+"""Read views over HTTP: getTimeline, getPostThread, listNotifications and searchPosts
+latency on a populated node.
 
     python bench/views.py [--accounts 1000] [--posts 100000] [--follows 200]
                           [--viewers 100] [--clients 4] [--seconds 8]
@@ -22,11 +23,23 @@ one warm-up pass:
 * ``/xrpc/_health``: the same-run baseline (HTTP round trip, no database);
 * ``getTimeline`` (limit 50) for each viewer: the first page and three cursor pages;
 * ``getPostThread`` (default depth 6, parentHeight 80) of thread roots, posts in
-  the middle or at the end of a thread, and plain posts.
+  the middle or at the end of a thread, and plain posts;
+* ``listNotifications`` (limit 50) for each viewer: the first page and three cursor
+  pages (every account is hosted, so likes, reposts, replies, quotes and follows of
+  their posts all notify them);
+* ``searchPosts`` (limit 25) over a mix of queries: one word, two words, a phrase,
+  ``from:`` an author, a ``since``/``until`` window, a word no post has, sort "top",
+  and a cursor page of each.
+
+Before the node starts, the same first notification page is also read straight from
+SQLite both ways: from the ``notifications`` table written at index time, and derived
+by query from likes, reposts, replies, quotes and follows (no mentions: they are not
+indexed otherwise), to compare the two designs on the same data.
 
 First with one client (one request at a time), then with ``--clients`` concurrent
 clients for ``--seconds`` each. Prints p50/p99/max, requests/s and node CPU. Target:
-timeline p50 <= 10 ms, p99 <= 50 ms (exit status 1 when missed).
+timeline, listNotifications and searchPosts p50 <= 10 ms, p99 <= 50 ms with one
+client (exit status 1 when missed).
 
 ``--data-dir DIR`` keeps the built data set in DIR and reuses it on the next run if
 it was built with the same sizes (the default set is ~230k records, ~430 MB).
@@ -429,6 +442,44 @@ class Bench:
             return
         out.latencies.append(dt)
 
+    async def notification_pages(
+        self, viewer: str, pages: int, first: Samples, later: Samples
+    ) -> None:
+        cursor = None
+        for page in range(pages):
+            params: dict[str, Any] = {"limit": 50}
+            if cursor:
+                params["cursor"] = cursor
+            try:
+                dt, body = await self.get(
+                    "app.bsky.notification.listNotifications", params, self.tokens[viewer]
+                )
+            except (RuntimeError, aiohttp.ClientError):
+                (first if page == 0 else later).errors += 1
+                return
+            (first if page == 0 else later).latencies.append(dt)
+            cursor = json.loads(body).get("cursor")
+            if not cursor:
+                return
+
+    async def search(self, params: dict[str, Any], viewer: str, out: Samples) -> int:
+        """One searchPosts page and, if there is one, the next; returns the hits."""
+        hits = 0
+        query = dict(params)
+        for _ in range(2):
+            try:
+                dt, body = await self.get("app.bsky.feed.searchPosts", query, self.tokens[viewer])
+            except (RuntimeError, aiohttp.ClientError):
+                out.errors += 1
+                return hits
+            out.latencies.append(dt)
+            page = json.loads(body)
+            hits += len(page["posts"])
+            if not page.get("cursor"):
+                break
+            query["cursor"] = page["cursor"]
+        return hits
+
     async def health(self, out: Samples) -> None:
         try:
             dt, _ = await self.get("_health", {}, None)
@@ -462,6 +513,65 @@ async def concurrently(
     await asyncio.gather(*(loop(i) for i in range(clients)))
 
 
+def search_queries(rng: random.Random, handles: list[str], n: int) -> list[dict[str, Any]]:
+    """``n`` searchPosts parameter sets, a mix of the kinds a client sends."""
+    end = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
+    out: list[dict[str, Any]] = []
+    for i in range(n):
+        kind = i % 7
+        w = rng.sample(WORDS, 2)
+        if kind == 0:
+            out.append({"q": w[0]})
+        elif kind == 1:
+            out.append({"q": f"{w[0]} {w[1]}"})
+        elif kind == 2:
+            out.append({"q": f'"{w[0]} {w[1]}"'})
+        elif kind == 3:
+            out.append({"q": f"{w[0]} from:{rng.choice(handles)}"})
+        elif kind == 4:
+            day = end - datetime.timedelta(days=rng.randint(1, 29))
+            out.append({"q": w[0], "since": day.date().isoformat(), "until": day.isoformat()})
+        elif kind == 5:
+            out.append({"q": f"zz{rng.randrange(10**6)}nothing"})
+        else:
+            out.append({"q": w[0], "sort": "top"})
+    return out
+
+
+def derived_vs_table(db: Path, viewers: list[str]) -> tuple[Samples, Samples]:
+    """The first 50 notifications of each viewer, straight from SQLite: from the
+    ``notifications`` table, and derived by query from the other indexes."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    table, derived = Samples(), Samples()
+    for did in viewers:
+        t0 = time.perf_counter()
+        conn.execute(
+            "SELECT sort_at, uri, reason FROM notifications WHERE recipient = ?"
+            " ORDER BY sort_at DESC, uri DESC LIMIT 50",
+            (did,),
+        ).fetchall()
+        table.latencies.append(time.perf_counter() - t0)
+        lo, hi = f"at://{did}/app.bsky.feed.post/", f"at://{did}/app.bsky.feed.post0"
+        t0 = time.perf_counter()
+        conn.execute(
+            "SELECT * FROM ("
+            " SELECT min(created_at, indexed_at) AS t, uri, 'like' FROM likes"
+            "  WHERE subject >= ? AND subject < ? AND did != ?"
+            " UNION ALL SELECT min(created_at, indexed_at), uri, 'repost' FROM reposts"
+            "  WHERE subject >= ? AND subject < ? AND did != ?"
+            " UNION ALL SELECT sort_at, uri, 'reply' FROM posts"
+            "  WHERE reply_parent >= ? AND reply_parent < ? AND did != ?"
+            " UNION ALL SELECT sort_at, uri, 'quote' FROM posts"
+            "  WHERE quote >= ? AND quote < ? AND did != ?"
+            " UNION ALL SELECT created_at, uri, 'follow' FROM follows WHERE subject = ?"
+            ") ORDER BY t DESC, uri DESC LIMIT 50",
+            (lo, hi, did) * 4 + (did,),
+        ).fetchall()
+        derived.latencies.append(time.perf_counter() - t0)
+    conn.close()
+    return table, derived
+
+
 async def measure(workdir: Path, manifest: dict[str, Any], args: argparse.Namespace) -> bool:
     viewers = [d for d, _ in manifest["viewers"]]
     handles = dict(manifest["viewers"])
@@ -471,6 +581,10 @@ async def measure(workdir: Path, manifest: dict[str, Any], args: argparse.Namesp
         "in thread": manifest["thread_inner"],
         "plain": manifest["plain"],
     }
+    table, derived = derived_vs_table(workdir / "data" / "node.sqlite3", viewers)
+    print("first notification page (50) straight from SQLite, per viewer:")
+    print(table.line("  written at index time (table)", rate=False))
+    print(derived.line("  derived by query (no mentions)", rate=False))
     async with node_process(workdir, args.node_cmd) as (pid, url):
         connector = aiohttp.TCPConnector(limit=0)
         timeout = aiohttp.ClientTimeout(total=60)
@@ -551,6 +665,37 @@ async def measure(workdir: Path, manifest: dict[str, Any], args: argparse.Namesp
                 await timed(pid, [s], thread_seq)
                 print(s.line(f"  getPostThread ({kind})"), flush=True)
 
+            nf1_first, nf1_later = Samples(), Samples()
+
+            async def notifications_seq() -> None:
+                for v in viewers:
+                    await b.notification_pages(v, 1 + args.cursor_pages, nf1_first, nf1_later)
+
+            await timed(pid, [nf1_first, nf1_later], notifications_seq)
+            nf1 = Samples(
+                nf1_first.latencies + nf1_later.latencies,
+                elapsed=nf1_first.elapsed,
+                cpu=nf1_first.cpu,
+            )
+            print(nf1.line("  listNotifications all pages (50)"))
+            print(nf1_first.line("    of which page 1", rate=False))
+            print(
+                nf1_later.line(f"    of which pages 2-{1 + args.cursor_pages}", rate=False),
+                flush=True,
+            )
+
+            sr1 = Samples()
+            queries = search_queries(rng, list(handles.values()), args.search_requests)
+            hits = [0]
+
+            async def search_seq() -> None:
+                for params in queries:
+                    hits[0] += await b.search(params, rng.choice(viewers), sr1)
+
+            await timed(pid, [sr1], search_seq)
+            print(sr1.line("  searchPosts (mix, 2 pages of 25)"))
+            print(f"    {len(queries)} queries, {hits[0]:,} posts returned", flush=True)
+
             print(f"\n{args.clients} concurrent clients, {args.seconds:g} s each:")
             healthc = Samples()
 
@@ -607,8 +752,13 @@ async def measure(workdir: Path, manifest: dict[str, Any], args: argparse.Namesp
     print(node_log_summary(workdir))
 
     met = True
-    print("\ntarget: getTimeline p50 <= 10 ms, p99 <= 50 ms (all pages)")
-    for name, s in (("one client", all1), (f"{args.clients} clients", allc)):
+    print("\ntarget: p50 <= 10 ms, p99 <= 50 ms (all pages)")
+    for name, s in (
+        ("getTimeline, one client", all1),
+        (f"getTimeline, {args.clients} clients", allc),
+        ("listNotifications, one client", nf1),
+        ("searchPosts, one client", sr1),
+    ):
         if not s.latencies:
             met = False
             continue
@@ -616,7 +766,7 @@ async def measure(workdir: Path, manifest: dict[str, Any], args: argparse.Namesp
         ok = p50 <= TIMELINE_TARGET_P50 and p99 <= TIMELINE_TARGET_P99
         met = met and ok
         print(
-            f"  {name:12s} p50 {1e3 * p50:7.2f} ms  p99 {1e3 * p99:7.2f} ms  "
+            f"  {name:34s} p50 {1e3 * p50:7.2f} ms  p99 {1e3 * p99:7.2f} ms  "
             f"{'met' if ok else 'NOT met'}"
         )
     base = statistics.median(health1.latencies) if health1.latencies else float("nan")
@@ -678,6 +828,7 @@ def main() -> None:
     parser.add_argument("--cursor-pages", type=int, default=3, help="pages after the first")
     parser.add_argument("--thread-requests", type=int, default=100, help="per kind, one client")
     parser.add_argument("--health-requests", type=int, default=500)
+    parser.add_argument("--search-requests", type=int, default=350, help="searchPosts queries")
     parser.add_argument("--data-dir", help="keep (and reuse) the built data set here")
     parser.add_argument("--profile", help="py-spy collapsed-stack output file for the node")
     parser.add_argument("--profile-mode", choices=("gil", "active"), default="gil")

@@ -354,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail = command("tail", "follow the node's live firehose (Ctrl-C ends)")
     tail.add_argument("--cursor", type=int, help="replay from this sequence number first")
     _moderation_parsers(sub, common)
+    _notification_search_parsers(sub, common)
 
     # skyfed cluster run|up|down: the multi-node harness (node/cluster/commands.py).
     from .cluster.commands import add_commands as add_cluster_commands
@@ -1813,6 +1814,90 @@ _MODERATION_COMMANDS: dict[str, Callable[[Context], Coroutine[Any, Any, int]]] =
     "admin resolve": _cmd_admin_resolve,
 }
 _CLIENT_COMMANDS.update(_MODERATION_COMMANDS)
+
+
+# -- notifications and search ------------------------------------------------------
+
+
+def _notification_search_parsers(sub: Any, common: list[argparse.ArgumentParser]) -> None:
+    notes = sub.add_parser(
+        "notifications",
+        help="show who liked, reposted, followed, replied to, mentioned or quoted you",
+        description="Your notifications, newest first (● marks unread ones). "
+        "--mark-read marks everything shown so far read.",
+        parents=common,
+    )
+    notes.add_argument("--limit", type=int, default=30, help="how many (1-100, default 30)")
+    notes.add_argument("--cursor", help="continue from here (printed under the last page)")
+    notes.add_argument(
+        "--reason",
+        action="append",
+        dest="reasons",
+        choices=("like", "repost", "follow", "reply", "mention", "quote"),
+        help="only these (repeatable)",
+    )
+    notes.add_argument("--unread", action="store_true", help="only print how many are unread")
+    notes.add_argument("--mark-read", action="store_true", help="mark them all read")
+    search = sub.add_parser(
+        "search",
+        help="search posts (or, with --actors, people)",
+        description='Search every post the node holds: words, "exact phrases", -word, '
+        "from:HANDLE, mentions:HANDLE, lang:en, since:2025-01-01, until:..., domain:example.com. "
+        "With --actors, search handles, display names and bios.",
+        parents=common,
+    )
+    search.add_argument("query", metavar="QUERY", help="what to look for")
+    search.add_argument("--actors", action="store_true", help="search people, not posts")
+    search.add_argument("--top", action="store_true", help="most engaged first (default newest)")
+    search.add_argument("--limit", type=int, default=25, help="how many (1-100, default 25)")
+    search.add_argument("--cursor", help="continue from here (printed under the last page)")
+    search.add_argument("--reveal", action="store_true", help="show the text of warned posts")
+
+
+async def _cmd_notifications(ctx: Context) -> int:
+    a = ctx.args
+    if not 1 <= a.limit <= 100:
+        raise CliError("--limit must be between 1 and 100")
+    ctx.require_login()
+
+    async def run(client: Any) -> int:
+        if a.unread:
+            count = await client.unread_count()
+            ctx.output({"count": count}, lambda: print(f"{count} unread"))
+            return 0
+        page = await client.notifications(limit=a.limit, cursor=a.cursor, reasons=a.reasons)
+        ctx.output(page, lambda: ctx.render.notifications(page))
+        if a.mark_read:
+            await client.update_seen()
+        return 0
+
+    return await _with_client(ctx, run)
+
+
+async def _cmd_search(ctx: Context) -> int:
+    a = ctx.args
+    if not 1 <= a.limit <= 100:
+        raise CliError("--limit must be between 1 and 100")
+    if not a.query.strip():
+        raise CliError('say what to look for, e.g. skyfed search "hello world"')
+
+    async def run(client: Any) -> int:
+        if a.actors:
+            page = await client.search_actors(a.query, limit=a.limit, cursor=a.cursor)
+            ctx.output(page, lambda: ctx.render.actors(page.get("actors", [])))
+            if page.get("cursor") and not ctx.args.json:
+                print(f"more: --cursor {page['cursor']}")
+            return 0
+        sort = "top" if a.top else None
+        page = await client.search_posts(a.query, limit=a.limit, cursor=a.cursor, sort=sort)
+        ctx.output(page, lambda: ctx.render.search_posts(page))
+        return 0
+
+    return await _with_client(ctx, run)
+
+
+_CLIENT_COMMANDS["notifications"] = _cmd_notifications
+_CLIENT_COMMANDS["search"] = _cmd_search
 
 
 def _run_client_command(name: str, args: argparse.Namespace) -> int:

@@ -45,6 +45,8 @@ from .appview.feedgens import FeedContext, FeedHost
 from .appview.feedgens.service import Feeds
 from .appview.feeds import FeedViews
 from .appview.graph_views import GraphViews
+from .appview.notifications import Notifications
+from .appview.search import Search
 from .appview.views import Views
 from .config import NodeConfig, NodeSecrets, load_or_create_secrets
 from .datadir import tighten
@@ -195,6 +197,10 @@ class Node:
             clock=self.wall_clock,
         )
         self.blob_fetch = BlobFetcher(self.blobs, self.federation, config)
+        self.notifications = Notifications(self.storage)
+        self.notifications.base_url = lambda: self.url
+        self.search = Search(self.storage)
+        self.search.base_url = lambda: self.url
         self.repos.on_commit = self.federation.publish_commit
         self.portability = Portability(self)
         self.moderation = Moderation(self)

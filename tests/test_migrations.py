@@ -45,7 +45,7 @@ async def test_v1_database_upgrades_and_backfills(tmp_path: Path) -> None:
     tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
     for table in tables:
         if table not in _V1_TABLES:
-            conn.execute(f"DROP TABLE {table}")
+            conn.execute(f"DROP TABLE IF EXISTS {table}")  # an FTS5 table takes its own
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()

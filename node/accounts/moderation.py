@@ -133,6 +133,11 @@ VIEW_METHODS: Final = frozenset(
         "app.bsky.feed.getSuggestedFeeds",
         "app.bsky.actor.getSuggestions",
         "app.bsky.graph.getSuggestedFollowsByActor",
+        # node/appview/notifications.py and search.py
+        "app.bsky.notification.listNotifications",
+        "app.bsky.feed.searchPosts",
+        "app.bsky.actor.searchActors",
+        "app.bsky.actor.searchActorsTypeahead",
     }
 )
 _THREAD_VIEW: Final = "app.bsky.feed.defs#threadViewPost"

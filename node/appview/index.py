@@ -18,6 +18,8 @@ from protocol.errors import SkyfedError
 from protocol.feedgen import GENERATOR, GeneratorDecl
 
 from .graph import GRAPH_COLLECTIONS, index_graph_record, unindex_graph_record
+from .notifications import forget, notify
+from .search import index_post, unindex_post
 
 __all__ = [
     "FEEDGEN_SCHEMA",
@@ -232,7 +234,10 @@ def _ref_uri(value: Any) -> str | None:
 def unindex_record(conn: sqlite3.Connection, did: str, collection: str, rkey: str) -> None:
     """Remove a record's index rows (delete, or before an update re-indexes it)."""
     uri = f"at://{did}/{collection}/{rkey}"
+    # Notifications and search leave with the record, in this transaction.
+    forget(conn, uri)
     if collection == "app.bsky.feed.post":
+        unindex_post(conn, uri)
         row = conn.execute("SELECT reply_parent, quote FROM posts WHERE uri = ?", (uri,)).fetchone()
         if row is not None:
             conn.execute("DELETE FROM posts WHERE uri = ?", (uri,))
@@ -309,6 +314,19 @@ def index_record(
         )
         _bump(conn, "actor_stats", "did", did, "posts", 1)
         _fan_out(conn, did, sort_at, uri, uri, None)
+        index_post(conn, uri, did, value, sort_at)
+        notify(
+            conn,
+            did=did,
+            collection=collection,
+            uri=uri,
+            cid=cid,
+            sort_at=sort_at,
+            value=value,
+            parent=parent,
+            root=root,
+            quote=quote,
+        )
         if parent:
             _bump(conn, "post_stats", "uri", parent, "replies", 1)
         if quote:
@@ -330,6 +348,16 @@ def index_record(
             )
             _bump(conn, "post_stats", "uri", subject, "reposts", 1)
             _fan_out(conn, did, sort_at, uri, subject, indexed_at)
+        notify(
+            conn,
+            did=did,
+            collection=collection,
+            uri=uri,
+            cid=cid,
+            sort_at=sort_at,
+            value=value,
+            subject=subject,
+        )
     elif collection in ("app.bsky.graph.follow", "app.bsky.graph.block"):
         target = value.get("subject")
         if not isinstance(target, str) or not target.startswith("did:") or len(target) > 2048:
@@ -341,6 +369,16 @@ def index_record(
             _bump(conn, "actor_stats", "did", did, "follows", 1)
             _bump(conn, "actor_stats", "did", target, "followers", 1)
             _backfill(conn, did, target)
+            notify(
+                conn,
+                did=did,
+                collection=collection,
+                uri=uri,
+                cid=cid,
+                sort_at=sort_at,
+                value=value,
+                subject=target,
+            )
         else:
             conn.execute("INSERT OR REPLACE INTO graph_blocks VALUES (?, ?, ?)", (uri, did, target))
     elif collection == "app.bsky.actor.profile" and rkey == "self":

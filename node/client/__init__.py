@@ -705,6 +705,51 @@ class Client:
             "app.bsky.graph.getFollowers", actor=actor, limit=limit, cursor=cursor
         )
 
+    # -- notifications and search ---------------------------------------------------
+    async def notifications(
+        self,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        reasons: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """``{notifications: [...], cursor?, seenAt?}``: this account's, newest first."""
+        return await self._view(
+            "app.bsky.notification.listNotifications",
+            limit=limit,
+            cursor=cursor,
+            reasons=list(reasons) if reasons else None,
+        )
+
+    async def unread_count(self) -> int:
+        out = await self._view("app.bsky.notification.getUnreadCount")
+        return int(out["count"])
+
+    async def update_seen(self, seen_at: str | None = None) -> None:
+        """Mark every notification up to ``seen_at`` (default: now) read."""
+        await self.call("app.bsky.notification.updateSeen", data={"seenAt": seen_at or _now()})
+
+    async def search_posts(
+        self,
+        q: str,
+        *,
+        limit: int = 25,
+        cursor: str | None = None,
+        sort: str | None = None,
+        **filters: str | None,
+    ) -> dict[str, Any]:
+        """``{posts: [PostView], cursor?}``; ``filters``: author, mentions, lang,
+        since, until, domain (as app.bsky.feed.searchPosts names them)."""
+        return await self._view(
+            "app.bsky.feed.searchPosts", q=q, limit=limit, cursor=cursor, sort=sort, **filters
+        )
+
+    async def search_actors(
+        self, q: str, *, limit: int = 25, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """``{actors: [ProfileView], cursor?}`` whose handle, name or bio match ``q``."""
+        return await self._view("app.bsky.actor.searchActors", q=q, limit=limit, cursor=cursor)
+
     async def _view(self, nsid: str, **params: Any) -> dict[str, Any]:
         out: dict[str, Any] = await self.call(nsid, params=params)
         return out

@@ -117,6 +117,18 @@ def _maps(value: object) -> list[Mapping[str, Any]]:
 
 _count = format_count
 
+#: What a notification's reason says after its author's name.
+_REASON_TEXT = {
+    "like": "liked your post",
+    "repost": "reposted your post",
+    "follow": "followed you",
+    "reply": "replied to you",
+    "mention": "mentioned you",
+    "quote": "quoted your post",
+}
+#: Reasons whose record is a post (its text is shown).
+_HAS_TEXT = ("reply", "mention", "quote")
+
 
 class Renderer:
     """Prints views to a rich console. ``now`` is fixed per renderer (for tests);
@@ -388,6 +400,43 @@ class Renderer:
         if flags:
             out.append("\n" + " · ".join(flags), style="magenta")
         self.console.print(out)
+
+    def notifications(self, page: Mapping[str, Any]) -> None:
+        """A listNotifications page: who did what, newest first, unread marked ●."""
+        page = _map(page)
+        items = _maps(page.get("notifications"))
+        if not items:
+            self.console.print("(no notifications)", style="dim")
+        for item in items:
+            out = Text("● " if item.get("isRead") is False else "  ", style="bold blue")
+            out.append_text(self.author(item.get("author", {})))
+            reason = str(item.get("reason", ""))
+            out.append(f" {_REASON_TEXT.get(reason, _clean(reason)[:40])}")
+            out.append(f" · {relative_time(item.get('indexedAt'), self.now)}", style="dim")
+            record = _map(item.get("record"))
+            text = _clean(record.get("text", "")).strip() if reason in _HAS_TEXT else ""
+            if text:
+                out.append("\n" + text)
+            subject = item.get("reasonSubject")
+            link = subject if reason in ("like", "repost") else item.get("uri")
+            if isinstance(link, str) and reason != "follow":
+                out.append("\n" + _clean(link), style="dim")
+            self._emit(out, 0)
+        cursor = page.get("cursor")
+        if cursor:
+            self.console.print(Text(f"more: --cursor {cursor}", style="dim"), soft_wrap=True)
+
+    def search_posts(self, page: Mapping[str, Any]) -> None:
+        """A searchPosts page of PostViews."""
+        page = _map(page)
+        posts = _maps(page.get("posts"))
+        if not posts:
+            self.console.print("(no posts found)", style="dim")
+        for view in posts:
+            self.post(view)
+        cursor = page.get("cursor")
+        if cursor:
+            self.console.print(Text(f"more: --cursor {cursor}", style="dim"), soft_wrap=True)
 
     def actors(self, actors: list[Mapping[str, Any]]) -> None:
         """A list of ProfileViews, one a line."""

@@ -27,11 +27,13 @@ from ..limits import (
 )
 from .ratelimit import RateLimited
 from .web import add_web_routes
+from .web_search import add_search_routes
 from .xrpc import (
     app_bsky_actor,
     app_bsky_feed,
     app_bsky_graph,
     app_bsky_labeler,
+    app_bsky_notification,
     com_atproto_identity,
     com_atproto_label,
     com_atproto_moderation,
@@ -151,6 +153,7 @@ for _namespace in (
     app_bsky_graph,
     app_bsky_labeler,
     com_atproto_moderation,
+    app_bsky_notification,
     skyfed,
 ):
     _ROUTES.update(_namespace.ROUTES)
@@ -205,6 +208,7 @@ def make_app(node: Node) -> web.Application:
     app[MODERATION_KEY] = node.moderation
     app.router.add_route("*", "/xrpc/{nsid}", _dispatch)
     add_web_routes(app, node.views, node_label=lambda: (node.url, node.node_did))
+    add_search_routes(app, node.search, node.notifications, node.storage)
     app.router.add_get("/metrics", metrics)
     app.cleanup_ctx.append(_background)
     app.cleanup_ctx.append(node.blobs.gc_context(node.config.blob_gc_interval))

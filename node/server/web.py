@@ -129,6 +129,12 @@ a:focus-visible{outline:2px solid var(--focus);outline-offset:2px;border-radius:
 .bar .node{color:var(--muted);font-size:.85rem;overflow-wrap:anywhere}
 .bar nav a{color:var(--muted)}
 .bar nav a[aria-current]{color:var(--fg);font-weight:600}
+.search{display:flex;gap:.35rem;margin-left:auto}
+.search input{min-width:0;width:11rem;font:inherit;padding:.2rem .45rem;
+border:1px solid var(--line);border-radius:.4rem;background:var(--bg);color:var(--fg)}
+.search button{font:inherit;padding:.2rem .6rem}
+#main .search{margin:0 0 1rem}
+#main .search input{width:100%}
 #main{padding:1rem .75rem 1rem}
 h1{font-size:1.25rem;margin:.25rem 0 .75rem}
 .feed,.replies,.parents{list-style:none;margin:0;padding:0}
@@ -766,6 +772,22 @@ def _thread_replies(node: dict[str, Any], now: float, prefs: ModerationPrefs | N
 # -- pages ---------------------------------------------------------------------------
 
 
+#: Longest search query the box sends (node/appview/search.py refuses longer).
+_SEARCH_CHARS: Final = 1000
+
+
+def search_form(q: str = "", sort: str = "latest") -> str:
+    """The search box: a GET form to /search (node/server/web_search.py), no script."""
+    top = '<input type="hidden" name="sort" value="top">' if sort == "top" else ""
+    return (
+        '<form class="search" role="search" method="get" action="/search">'
+        '<label class="skip" for="q">Search</label>'
+        f'<input id="q" type="search" name="q" value="{_e(q)}" maxlength="{_SEARCH_CHARS}"'
+        ' placeholder="Search posts and people">'
+        f'{top}<button type="submit">Search</button></form>'
+    )
+
+
 def _page(
     title: str,
     body: str,
@@ -796,7 +818,8 @@ def _page(
         '<header class="bar"><div class="wrap"><a class="brand" href="/">skyfed</a>'
         f"{node_host}"
         f'<nav aria-label="Site"><a href="/"{latest}>Latest</a> '
-        '<a href="/settings/moderation">Moderation</a></nav></div></header>'
+        '<a href="/settings/moderation">Moderation</a></nav>'
+        f"{search_form()}</div></header>"
         f'<main id="main" class="wrap">{body}</main>'
         f'<footer class="foot wrap">A read-only view from {node_footer}. '
         "Posts live in their authors' signed repositories.</footer>"
@@ -884,7 +907,10 @@ async def profile_page(request: web.Request) -> web.Response:
     header = (
         f'<section class="profile" aria-label="Profile">{names}'
         f'<p class="did">{_e(_str(profile, "did"))}</p>{bio}'
-        f'<ul class="counts">{counts}</ul></section>'
+        f'<ul class="counts">{counts}</ul>'
+        # Its notifications, if this node hosts it (node/server/web_search.py).
+        f'<p class="context"><a href="/notifications/{_e(quote(actor, safe=":"))}">'
+        "Activity →</a></p></section>"
     )
     base = profile_path(profile) if profile else "/profile/" + quote(actor, safe=":")
     body = (

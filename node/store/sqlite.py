@@ -46,6 +46,8 @@ from ..appview.index import (
     rebuild_feeds,
     unindex_record,
 )
+from ..appview.notifications import NOTIFICATIONS_SCHEMA, rebuild_notifications
+from ..appview.search import SEARCH_SCHEMA, rebuild_search
 from ..datadir import create_private_file, make_data_dir
 from ..server.auth import SessionRow
 from .blobs import BLOBS_SCHEMA, backfill_refs, track_refs
@@ -253,6 +255,10 @@ _GRAPH_SCHEMA = len(_MIGRATIONS)
 # the cache of blobs fetched from peers
 _BLOBS_SCHEMA = len(_MIGRATIONS) + 1
 _MIGRATIONS.append(BLOBS_SCHEMA)
+# v12: notifications written at index time, and full-text search (node/appview/
+# notifications.py, search.py); an older database has both built from its records
+_NOTIFY_SEARCH_SCHEMA = len(_MIGRATIONS)
+_MIGRATIONS.append(NOTIFICATIONS_SCHEMA + SEARCH_SCHEMA)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -492,9 +498,14 @@ class SqliteStorage:
             # back-fills, which index with code that expects the newest schema.
             conn.execute("BEGIN IMMEDIATE")
             for i in range(version, SCHEMA_VERSION):
-                for statement in _MIGRATIONS[i].split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                # Split at the ";" that end statements (a trigger body holds more).
+                statement = ""
+                for piece in _MIGRATIONS[i].split(";"):
+                    statement += piece + ";"
+                    if sqlite3.complete_statement(statement):
+                        if statement.strip(" \n;"):
+                            conn.execute(statement)
+                        statement = ""
             if 0 < version < 2:
                 _reindex(conn)
             if 0 < version < 3:
@@ -505,6 +516,9 @@ class SqliteStorage:
                 reindex_graph(conn, _utc_now())
             if 0 < version < _BLOBS_SCHEMA:
                 backfill_refs(conn)
+            if 0 < version <= _NOTIFY_SEARCH_SCHEMA:
+                rebuild_search(conn)
+                rebuild_notifications(conn)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute("COMMIT")
         finally:

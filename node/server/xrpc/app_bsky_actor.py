@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ...appview.search import MAX_SEARCH_CHARS
 from .base import (
     NODE_KEY,
     Handler,
@@ -14,6 +15,29 @@ from .base import (
     read_body,
     viewer_of,
 )
+
+
+async def _search_actors(request: web.Request, *, typeahead: bool) -> web.Response:
+    node = request.app[NODE_KEY]
+    # ``term`` is the lexicon's deprecated name for ``q``.
+    q = q_str(request, "q", required=False, max_chars=MAX_SEARCH_CHARS)
+    q = q or q_str(request, "term", required=False, max_chars=MAX_SEARCH_CHARS) or ""
+    limit = q_int(request, "limit", 10 if typeahead else 25, 1, 100)
+    cursor = None if typeahead else q_str(request, "cursor", required=False, max_chars=64)
+    viewer = await viewer_of(request)
+    return json_response(
+        await node.search.actors(q, viewer, limit=limit, cursor=cursor, typeahead=typeahead)
+    )
+
+
+async def search_actors(request: web.Request) -> web.Response:
+    """app.bsky.actor.searchActors over handles, display names and descriptions."""
+    return await _search_actors(request, typeahead=False)
+
+
+async def search_actors_typeahead(request: web.Request) -> web.Response:
+    """app.bsky.actor.searchActorsTypeahead: every word a prefix, ProfileViewBasic."""
+    return await _search_actors(request, typeahead=True)
 
 
 async def get_profile(request: web.Request) -> web.Response:
@@ -55,6 +79,8 @@ async def put_preferences(request: web.Request) -> web.Response:
 
 
 ROUTES: dict[str, tuple[str, Handler]] = {
+    "app.bsky.actor.searchActors": ("GET", search_actors),
+    "app.bsky.actor.searchActorsTypeahead": ("GET", search_actors_typeahead),
     "app.bsky.actor.getProfile": ("GET", get_profile),
     "app.bsky.actor.getProfiles": ("GET", get_profiles),
     "app.bsky.actor.getSuggestions": ("GET", get_suggestions),

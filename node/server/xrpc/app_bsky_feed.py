@@ -14,6 +14,7 @@ from protocol.syntax import (
     validate_cid,
 )
 
+from ...appview.search import MAX_SEARCH_CHARS
 from ..auth import parse_bearer
 from .base import (
     NODE_KEY,
@@ -30,6 +31,35 @@ from .base import (
 
 if TYPE_CHECKING:
     pass
+
+
+async def search_posts(request: web.Request) -> web.Response:
+    """app.bsky.feed.searchPosts over every post this node holds (node/appview/search.py)."""
+    node = request.app[NODE_KEY]
+    q = q_str(request, "q", max_chars=MAX_SEARCH_CHARS)
+    assert q is not None
+    limit = q_int(request, "limit", 25, 1, 100)
+    opt = {
+        name: q_str(request, name, required=False, max_chars=2048)
+        for name in ("cursor", "author", "mentions", "lang", "since", "until", "domain")
+    }
+    sort = q_str(request, "sort", required=False, max_chars=16) or "latest"
+    viewer = await viewer_of(request)
+    return json_response(
+        await node.search.posts(
+            q,
+            viewer,
+            limit=limit,
+            sort=sort,
+            cursor=opt["cursor"],
+            author=opt["author"],
+            mentions=opt["mentions"],
+            lang=opt["lang"],
+            since=opt["since"],
+            until=opt["until"],
+            domain=opt["domain"],
+        )
+    )
 
 
 async def get_timeline(request: web.Request) -> web.Response:
@@ -201,6 +231,7 @@ async def get_list_feed(request: web.Request) -> web.Response:
 
 ROUTES: dict[str, tuple[str, Handler]] = {
     "app.bsky.feed.getListFeed": ("GET", get_list_feed),
+    "app.bsky.feed.searchPosts": ("GET", search_posts),
     "app.bsky.feed.getTimeline": ("GET", get_timeline),
     "app.bsky.feed.getAuthorFeed": ("GET", get_author_feed),
     "app.bsky.feed.getPostThread": ("GET", get_post_thread),
