@@ -49,7 +49,7 @@ import msgspec
 
 from .cid import CID, CODEC_MSGPACK, cid_for_msgpack
 from .cid import from_bytes as _cid
-from .errors import DecodeError, InvalidCommit, RepoError
+from .errors import DecodeError, InvalidCommit, LocalProtocolError, RepoError
 
 __all__ = [
     "MAX_KEY_LENGTH",
@@ -161,6 +161,7 @@ class _Node:
         "_cid",
         "base",
         "entries",
+        "gen",
         "keys",
         "layer",
         "left",
@@ -193,6 +194,9 @@ class _Node:
         self.entries: list[_EntryData] | None = None
         #: (loaded node, gap) when this node is that node with one subtree replaced.
         self.base: tuple[_Node, int] | None = None
+        #: The generation of the first tree that held this node (built nodes only;
+        #: -1 until a tree takes it): MST.new_blocks(since) stops below it.
+        self.gen = -1
 
     def is_empty(self) -> bool:
         return not self.keys and self.left is None
@@ -390,7 +394,7 @@ def _node_cid(node: _Node) -> CID:
 class MST:
     """An immutable Merkle Search Tree. Build with :meth:`empty` or :meth:`load`."""
 
-    __slots__ = ("_lifted", "_loader", "_origin", "_root", "_writes")
+    __slots__ = ("_gen", "_lifted", "_loader", "_origin", "_root", "_writes")
 
     def __init__(
         self,
@@ -399,9 +403,17 @@ class MST:
         origin: MST | None = None,
         writes: int = 0,
         lifted: bool = False,
+        gen: int = 0,
     ):
         self._loader = loader
         self._root = root
+        # Generations: a loaded or empty tree is 0, each write one more. Every node
+        # built by a write is stamped with the generation of the tree it was built
+        # for (a tree's nodes were all built at or before its generation), so the
+        # nodes one tree has and an earlier tree of its lineage lacks are found from
+        # the root without reading the rest (see new_blocks).
+        self._gen = gen
+        _stamp(root, gen)
         # Lineage, for verify_against: the tree this one was written from (None: it
         # was loaded or made empty), how many writes since, and whether a delete
         # lifted a subtree to the top (reading it in a wider range than before).
@@ -411,7 +423,9 @@ class MST:
 
     def _derived(self, root: _Node, lifted: bool = False) -> MST:
         origin = self if self._origin is None else self._origin  # (not `or`: __len__ walks)
-        return MST(self._loader, root, origin, self._writes + 1, self._lifted or lifted)
+        return MST(
+            self._loader, root, origin, self._writes + 1, self._lifted or lifted, self._gen + 1
+        )
 
     # -- construction ------------------------------------------------------------
     @classmethod
@@ -674,13 +688,26 @@ class MST:
         return tree
 
     # -- blocks ------------------------------------------------------------------
-    def new_blocks(self) -> dict[CID, bytes]:
-        """Blocks of every node built since the tree was loaded and still reachable."""
+    def new_blocks(self, since: MST | None = None) -> dict[CID, bytes]:
+        """Blocks of every node built since the tree was loaded (or made empty) and
+        still reachable.
+
+        With ``since``, a tree this one was written from (by any number of
+        ``set``/``delete``), only the nodes built after ``since``: what this tree
+        holds that ``since`` does not. Only those nodes are visited, so the cost is
+        that of the writes in between, not of every write since loading (a repo kept
+        in memory across commits would otherwise hand back, and store again, every
+        node any earlier commit built)."""
+        floor = -1
+        if since is not None:
+            if since._loader is not self._loader or since._gen > self._gen:
+                raise LocalProtocolError("new_blocks(since): not a tree this one was written from")
+            floor = since._gen
         out: dict[CID, bytes] = {}
         stack: list[_Node] = [self._root]
         while stack:
             node = stack.pop()
-            if node.loaded:
+            if node.loaded or node.gen <= floor:
                 continue
             cid = _node_cid(node)
             assert node._block is not None
@@ -892,6 +919,12 @@ class MST:
         above it)."""
         return _diff(_Cursor(self, self._root), _Cursor(other, other._root))
 
+    def block_source(self) -> BlockSource:
+        """A block source holding this tree's nodes, those built in memory included,
+        over the tree's own source (to load this tree afresh by its root, e.g. to
+        record which nodes a walk reads)."""
+        return _TreeSource(self)
+
     # -- proofs ------------------------------------------------------------------
     def proof(self, key: str) -> dict[CID, bytes]:
         """The nodes on the path to ``key``: enough to show that the key is in the
@@ -955,16 +988,28 @@ def _diff(a: _Cursor, b: _Cursor) -> list[DiffEntry]:
 
 
 class _TreeSource:
-    """A block source over one in-memory tree (its built nodes and its loader)."""
+    """A block source over one in-memory tree: its nodes by CID, then its source.
+
+    A node held in memory is found as a walk from the root reaches it: reading a node
+    makes its in-memory children known (a walk asks for a node only after reading
+    the one above it). So only the nodes read are visited, however many the tree has
+    built since it was loaded; what is not in memory (below a loaded node) is read
+    from the tree's own source."""
 
     def __init__(self, tree: MST):
         self.tree = tree
-        self.built = tree.new_blocks()
+        root = tree._root
+        self.known: dict[CID, _Node] = {_node_cid(root): root}
 
     def get_block(self, cid: CID) -> bytes | None:
-        block = self.built.get(cid)
-        if block is None:
-            block = self.tree.source.get_block(cid)
+        node = self.known.get(cid)
+        if node is None:
+            return self.tree.source.get_block(cid)
+        for ref in (node.left, *node.rights):
+            if isinstance(ref, _Node):
+                self.known[_node_cid(ref)] = ref
+        block = node._block
+        assert block is not None  # _node_cid set it
         return block
 
 
@@ -1110,6 +1155,22 @@ def _expand_pair(a: _Cursor, b: _Cursor) -> None:
             items_b.append((keys[j], vals_b[j]))
     a.stack.extend(reversed(items_a))
     b.stack.extend(reversed(items_b))
+
+
+def _stamp(root: _Node, gen: int) -> None:
+    """Stamp the nodes a tree of generation ``gen`` built (those no tree has taken
+    yet: they hang together from the root, since a node pointing to a new node is
+    itself new) with ``gen``."""
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if node.loaded or node.gen != -1:
+            continue
+        node.gen = gen
+        left = node.left
+        if isinstance(left, _Node):
+            stack.append(left)
+        stack.extend(r for r in node.rights if isinstance(r, _Node))
 
 
 def _prune(node: _Node) -> _Node | None:
