@@ -237,6 +237,62 @@ class _Loader:
         return node
 
 
+class _MemoryLoader(_Loader):
+    """The loader of :meth:`MST.reloaded`: finds the nodes of a tree held in memory
+    by CID, as a walk from the root reaches them (reading a node makes its children
+    in memory known; a walk asks for a node only after reading the one above it).
+    A node built in memory is read as a twin with its subtrees as CIDs (so the walk
+    reads them through here too); a node loaded before, or decoded by the tree's
+    own loader, is shared as it is. Records every block read."""
+
+    __slots__ = ("held", "known", "read")
+
+    def __init__(self, tree: MST):
+        super().__init__(tree.source)
+        root = tree._root
+        self.known: dict[CID, _Node] = {_node_cid(root): root}
+        self.held = tree._loader.cache
+        self.read: dict[CID, bytes] = {}
+
+    def load(self, cid: CID, layer: int | None) -> _Node:
+        node = self.cache.get(cid)
+        if node is not None:
+            if layer is not None and node.layer != layer:
+                raise InvalidCommit(f"tree node {cid} appears at the wrong layer")
+            return node
+        node = self.known.get(cid) or self.held.get(cid)
+        if node is None:
+            node = super().load(cid, layer)
+        else:
+            if layer is not None and node.layer != layer:
+                raise InvalidCommit(f"tree node {cid} appears at the wrong layer")
+            if not node.loaded:
+                node = self._twin(node, cid)
+            self.cache[cid] = node
+            if len(self.cache) > _CACHE_NODES:
+                self.cache.popitem(last=False)
+        assert node._block is not None
+        self.read[cid] = node._block
+        return node
+
+    def _twin(self, node: _Node, cid: CID) -> _Node:
+        known = self.known
+        left: CID | _Node | None = node.left
+        if isinstance(left, _Node):
+            left_node = left
+            left = _node_cid(left_node)
+            known[left] = left_node
+        rights: list[CID | None] = []
+        for ref in node.rights:
+            if isinstance(ref, _Node):
+                ref_cid = _node_cid(ref)
+                known[ref_cid] = ref
+                rights.append(ref_cid)
+            else:
+                rights.append(ref)
+        return _Node(node.layer, left, node.keys, node.vals, tuple(rights), cid, node._block)
+
+
 class _EntryData(msgspec.Struct):
     """A node entry as encoded: fields in canonical key order."""
 
@@ -919,19 +975,26 @@ class MST:
         above it)."""
         return _diff(_Cursor(self, self._root), _Cursor(other, other._root))
 
-    def block_source(self) -> BlockSource:
-        """A block source holding this tree's nodes, those built in memory included,
-        over the tree's own source (to load this tree afresh by its root, e.g. to
-        record which nodes a walk reads)."""
-        return _TreeSource(self)
+    def reloaded(self) -> tuple[MST, dict[CID, bytes]]:
+        """This tree as if loaded afresh by its root: a tree of its own lineage whose
+        every node is read by CID through its loader as a walk reaches it (key ranges
+        checked on the way, as on any load), and the dict that collects the blocks
+        of the nodes read, in the order they are read (to build proofs and commit
+        events: the blocks a receiver's walk will need).
+
+        Nodes held in memory are taken as they are, not decoded again (this tree is
+        trusted: built here, or loaded and checked); only what lies below a node
+        never read into memory comes from the tree's source."""
+        loader = _MemoryLoader(self)
+        return MST(loader, loader.load(self.root(), None)), loader.read
 
     # -- proofs ------------------------------------------------------------------
     def proof(self, key: str) -> dict[CID, bytes]:
         """The nodes on the path to ``key``: enough to show that the key is in the
         tree with its value, or that it is not."""
-        source = RecordingSource(_TreeSource(self))
-        MST.load(source, self.root()).get(key)
-        return source.read
+        tree, read = self.reloaded()
+        tree.get(key)
+        return read
 
 
 def _diff(a: _Cursor, b: _Cursor) -> list[DiffEntry]:
@@ -985,32 +1048,6 @@ def _diff(a: _Cursor, b: _Cursor) -> list[DiffEntry]:
                 out.append(DiffEntry(ka.decode("ascii"), va, vb))
             a.pop()
             b.pop()
-
-
-class _TreeSource:
-    """A block source over one in-memory tree: its nodes by CID, then its source.
-
-    A node held in memory is found as a walk from the root reaches it: reading a node
-    makes its in-memory children known (a walk asks for a node only after reading
-    the one above it). So only the nodes read are visited, however many the tree has
-    built since it was loaded; what is not in memory (below a loaded node) is read
-    from the tree's own source."""
-
-    def __init__(self, tree: MST):
-        self.tree = tree
-        root = tree._root
-        self.known: dict[CID, _Node] = {_node_cid(root): root}
-
-    def get_block(self, cid: CID) -> bytes | None:
-        node = self.known.get(cid)
-        if node is None:
-            return self.tree.source.get_block(cid)
-        for ref in (node.left, *node.rights):
-            if isinstance(ref, _Node):
-                self.known[_node_cid(ref)] = ref
-        block = node._block
-        assert block is not None  # _node_cid set it
-        return block
 
 
 class _Sub:

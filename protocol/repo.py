@@ -197,7 +197,7 @@ class Repo:
         blocks = {**new_nodes, **record_blocks, commit_cid: commit_block}
 
         # The event carries exactly the nodes a receiver's inversion reads.
-        needed = blocks_for_ops(tree, tree.block_source(), ops)
+        needed = blocks_for_ops(tree, None, ops)
         op_records = [record_blocks[op.cid] for op in ops if op.cid is not None]
         event = CommitEvent(
             repo=self.did,
