@@ -420,6 +420,11 @@ def _encode_node(node: _Node) -> bytes:
             right = node.rights[gap - 1]
             t = None if right is None else _ref_cid(right).to_bytes()
             entries[gap - 1] = _EntryData(old.k, old.p, t, old.v)
+        if not src.loaded:
+            # Keep no chain of built nodes alive through base (one per commit): this
+            # node's own entries now serve a node derived from it.
+            node.base = None
+        node.entries = entries
         return _ENCODER.encode(_NodeData(entries, left))
     entries = []
     prev = b""
@@ -429,6 +434,9 @@ def _encode_node(node: _Node) -> bytes:
         entries.append(_EntryData(key[p:], p, t, val.to_bytes()))
         prev = key
     left = None if node.left is None else _ref_cid(node.left).to_bytes()
+    # Kept, as a loaded node keeps what it decoded: a node derived from this one
+    # by replacing one subtree (the path of the next write) copies them.
+    node.entries = entries
     # Built here from typed fields in canonical order: the encoding is canonical.
     return _ENCODER.encode(_NodeData(entries, left))
 
