@@ -194,8 +194,8 @@ class _Node:
         self.entries: list[_EntryData] | None = None
         #: (loaded node, gap) when this node is that node with one subtree replaced.
         self.base: tuple[_Node, int] | None = None
-        #: The generation of the first tree that held this node (built nodes only;
-        #: -1 until a tree takes it): MST.new_blocks(since) stops below it.
+        #: The generation of the tree whose new_blocks first handed out this node
+        #: (built nodes only; -1 until then): MST.new_blocks(since) stops below it.
         self.gen = -1
 
     def is_empty(self) -> bool:
@@ -471,13 +471,9 @@ class MST:
     ):
         self._loader = loader
         self._root = root
-        # Generations: a loaded or empty tree is 0, each write one more. Every node
-        # built by a write is stamped with the generation of the tree it was built
-        # for (a tree's nodes were all built at or before its generation), so the
-        # nodes one tree has and an earlier tree of its lineage lacks are found from
-        # the root without reading the rest (see new_blocks).
+        # Generations: a loaded or empty tree is 0, each write one more (see
+        # new_blocks).
         self._gen = gen
-        _stamp(root, gen)
         # Lineage, for verify_against: the tree this one was written from (None: it
         # was loaded or made empty), how many writes since, and whether a delete
         # lifted a subtree to the top (reading it in a wider range than before).
@@ -757,22 +753,32 @@ class MST:
         still reachable.
 
         With ``since``, a tree this one was written from (by any number of
-        ``set``/``delete``), only the nodes built after ``since``: what this tree
+        ``set``/``delete``) whose new blocks were taken before (as each commit of a
+        repo takes its own), only the nodes built after ``since``: what this tree
         holds that ``since`` does not. Only those nodes are visited, so the cost is
         that of the writes in between, not of every write since loading (a repo kept
         in memory across commits would otherwise hand back, and store again, every
-        node any earlier commit built)."""
+        node any earlier commit built).
+
+        Each call stamps the nodes it returns with this tree's generation; a node
+        a tree of generation ``since``'s or below handed out is one ``since`` holds
+        (a node built on one branch of a lineage is never in another, and one that
+        leaves a tree never comes back). A node of ``since`` that no call stamped is
+        returned again: more than needed, never less."""
         floor = -1
         if since is not None:
             if since._loader is not self._loader or since._gen > self._gen:
                 raise LocalProtocolError("new_blocks(since): not a tree this one was written from")
             floor = since._gen
+        gen = self._gen
         out: dict[CID, bytes] = {}
         stack: list[_Node] = [self._root]
         while stack:
             node = stack.pop()
-            if node.loaded or node.gen <= floor:
+            if node.loaded or -1 < node.gen <= floor:
                 continue
+            if node.gen == -1:
+                node.gen = gen
             cid = _node_cid(node)
             assert node._block is not None
             out[cid] = node._block
@@ -1200,22 +1206,6 @@ def _expand_pair(a: _Cursor, b: _Cursor) -> None:
             items_b.append((keys[j], vals_b[j]))
     a.stack.extend(reversed(items_a))
     b.stack.extend(reversed(items_b))
-
-
-def _stamp(root: _Node, gen: int) -> None:
-    """Stamp the nodes a tree of generation ``gen`` built (those no tree has taken
-    yet: they hang together from the root, since a node pointing to a new node is
-    itself new) with ``gen``."""
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if node.loaded or node.gen != -1:
-            continue
-        node.gen = gen
-        left = node.left
-        if isinstance(left, _Node):
-            stack.append(left)
-        stack.extend(r for r in node.rights if isinstance(r, _Node))
 
 
 def _prune(node: _Node) -> _Node | None:
