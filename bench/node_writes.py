@@ -1,6 +1,7 @@
 """Durable writes through a real node: createRecord over HTTP on loopback.
 
     python bench/node_writes.py [--clients 32] [--seconds 10] [--writes N]
+                                [--history N [--rounds 2]]
                                 [--profile OUT] [--profile-mode gil|active]
 
 The node runs as its own process (``python -m node.cli node start``), so the load
@@ -13,6 +14,14 @@ acknowledged write is a signed commit that the node has fsynced (group commit).
 Prints: durable writes/s, p50/p99/max latency, and raw ed25519 signs/s measured in
 this run (the floor cost of a commit) with the ratio of writes/s to it. Target:
 >= 1,000 durable writes/s on a 2-core machine.
+
+``--history N`` (issue #16: write cost must not grow with an account's history)
+measures the accounts once, writes N more commits into the same accounts, then
+measures them again, alternating rounds with as many fresh accounts made on the same
+node after the history (same database, same run). It prints the rate before and
+after and the ratio "writes/s after history : writes/s on fresh accounts" (target
+>= 0.9). With ``--profile OUT`` the first round of each side is sampled into
+``OUT.after`` and ``OUT.fresh``.
 
 ``--profile OUT`` samples the node with py-spy for the measured period (``--format
 raw``: collapsed stacks, one line per stack with its sample count) and prints
@@ -36,6 +45,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -165,6 +175,80 @@ def _short(frame: str) -> str:
     return f"{func} (/{short})"
 
 
+@dataclass(slots=True)
+class Measured:
+    """One measured period: acknowledged writes, their latencies, node CPU."""
+
+    writes: int
+    elapsed: float
+    latencies: list[float]
+    node_cpu: float
+    gen_cpu: float
+
+    @property
+    def rate(self) -> float:
+        return self.writes / self.elapsed
+
+
+async def make_clients(http: aiohttp.ClientSession, url: str, n: int, prefix: str) -> list[Client]:
+    """``n`` accounts, each with one warm-up post (fills the node's repo cache)."""
+    clients = [Client(url, session=http) for _ in range(n)]
+    # Accounts: argon2 hashing is deliberately slow; a few at a time.
+    sem = asyncio.Semaphore(4)
+
+    async def make(i: int, c: Client) -> None:
+        async with sem:
+            await c.create_account(f"{prefix}{i}.skyfed.test", PASSWORD)
+
+    await asyncio.gather(*(make(i, c) for i, c in enumerate(clients)))
+    await asyncio.gather(*(c.post("warm up") for c in clients))
+    return clients
+
+
+async def measure(
+    pid: int, clients: list[Client], seconds: float, writes: int = 0, label: str = "bench"
+) -> Measured:
+    """Every client loops createRecord until ``seconds`` pass (or ``writes`` are done)."""
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+    remaining = [writes if writes else -1]
+
+    async def loop(c: Client) -> None:
+        i = 0
+        while time.perf_counter() < deadline and remaining[0] != 0:
+            remaining[0] -= 1
+            t0 = time.perf_counter()
+            await c.post(f"{label} post {i}: the quick brown fox jumps over the dog")
+            latencies.append(time.perf_counter() - t0)
+            i += 1
+
+    cpu0 = node_cpu_seconds(pid)
+    gen0 = time.process_time()
+    start = time.perf_counter()
+    await asyncio.gather(*(loop(c) for c in clients))
+    elapsed = time.perf_counter() - start
+    return Measured(
+        len(latencies),
+        elapsed,
+        latencies,
+        node_cpu_seconds(pid) - cpu0,
+        time.process_time() - gen0,
+    )
+
+
+async def profiled(
+    args: argparse.Namespace, pid: int, clients: list[Client], out: str | None
+) -> Measured:
+    """:func:`measure` for ``args.seconds``, sampled by py-spy into ``out`` if given."""
+    profiler = start_profiler(pid, Path(out), args.seconds, args.profile_mode) if out else None
+    m = await measure(pid, clients, args.seconds, args.writes)
+    if profiler is not None:
+        _, err = await asyncio.to_thread(profiler.communicate)
+        if profiler.returncode != 0:
+            print(f"py-spy failed: {err.decode().strip()}")
+    return m
+
+
 async def run(args: argparse.Namespace) -> None:
     signs = signs_per_second()
     print(f"raw ed25519 signs/s (this run)       {signs:12,.0f}")
@@ -172,70 +256,100 @@ async def run(args: argparse.Namespace) -> None:
         async with node_process(Path(tmp), args.node_cmd) as (pid, url):
             connector = aiohttp.TCPConnector(limit=0)
             async with aiohttp.ClientSession(connector=connector) as http:
-                clients = [Client(url, session=http) for _ in range(args.clients)]
-                # Accounts: argon2 hashing is deliberately slow; a few at a time.
-                sem = asyncio.Semaphore(4)
-
-                async def make(n: int, c: Client) -> None:
-                    async with sem:
-                        await c.create_account(f"bench{n}.skyfed.test", PASSWORD)
-
-                await asyncio.gather(*(make(n, c) for n, c in enumerate(clients)))
-                # Warm up: one write each (fills the node's repo cache, opens sockets).
-                await asyncio.gather(*(c.post("warm up") for c in clients))
+                clients = await make_clients(http, url, args.clients, "bench")
+                if args.history:
+                    await run_history(args, pid, http, url, clients, signs)
+                    print(node_log_summary(Path(tmp)))
+                    return
                 commits_before = await node_metric(http, url, "skyfed_commits")
-
-                latencies: list[float] = []
-                deadline = time.perf_counter() + args.seconds
-                remaining = [args.writes if args.writes else -1]
-
-                async def loop(c: Client) -> None:
-                    i = 0
-                    while time.perf_counter() < deadline and remaining[0] != 0:
-                        remaining[0] -= 1
-                        t0 = time.perf_counter()
-                        await c.post(f"bench post {i}: the quick brown fox jumps over the dog")
-                        latencies.append(time.perf_counter() - t0)
-                        i += 1
-
-                profiler = None
-                if args.profile:
-                    profiler = start_profiler(
-                        pid, Path(args.profile), args.seconds, args.profile_mode
-                    )
-                cpu0 = node_cpu_seconds(pid)
-                gen0 = time.process_time()
-                start = time.perf_counter()
-                await asyncio.gather(*(loop(c) for c in clients))
-                elapsed = time.perf_counter() - start
-                cpu1 = node_cpu_seconds(pid)
-                gen1 = time.process_time()
+                m = await profiled(args, pid, clients, args.profile)
                 commits_after = await node_metric(http, url, "skyfed_commits")
-                if profiler is not None:
-                    _, err = await asyncio.to_thread(profiler.communicate)
-                    if profiler.returncode != 0:
-                        print(f"py-spy failed: {err.decode().strip()}")
         log_summary = node_log_summary(Path(tmp))
 
-    n = len(latencies)
-    latencies.sort()
-    rate = n / elapsed
-    print(f"clients (one account each)           {args.clients:12d}")
-    print(f"durable writes acknowledged          {n:12,d}  in {elapsed:.2f} s")
+    report(m, args.clients, signs)
     print(f"node commits counted (/metrics)      {commits_after - commits_before:12,.0f}")
-    print(f"durable writes/s                     {rate:12,.0f}   (target >= 1,000)")
-    print(f"latency p50                          {1e3 * statistics.median(latencies):9.1f} ms")
-    print(f"latency p99                          {1e3 * latencies[int(0.99 * (n - 1))]:9.1f} ms")
-    print(f"latency max                          {1e3 * latencies[-1]:9.1f} ms")
-    print(f"node CPU while measuring             {(cpu1 - cpu0) / elapsed:12.2f} cores")
-    print(f"node CPU per write                   {1e6 * (cpu1 - cpu0) / max(n, 1):9.0f} µs")
-    # The clients share one interpreter: near 1.00 here, they, not the node, set the pace.
-    print(f"load generator CPU (this process)    {(gen1 - gen0) / elapsed:12.2f} cores")
-    print(f"  ratio writes/s : signs/s           {rate / signs:12.3f}")
-    print(f"  target met                         {'yes' if rate >= 1000 else 'NO':>12}")
+    print(f"  target met                         {'yes' if m.rate >= 1000 else 'NO':>12}")
     print(log_summary)
     if args.profile:
         summarize_profile(Path(args.profile))
+
+
+def report(m: Measured, clients: int, signs: float, label: str = "") -> None:
+    n = m.writes
+    lat = sorted(m.latencies)
+    if label:
+        print(f"-- {label}")
+    print(f"clients (one account each)           {clients:12d}")
+    print(f"durable writes acknowledged          {n:12,d}  in {m.elapsed:.2f} s")
+    print(f"durable writes/s                     {m.rate:12,.0f}   (target >= 1,000)")
+    print(f"latency p50                          {1e3 * statistics.median(lat):9.1f} ms")
+    print(f"latency p99                          {1e3 * lat[int(0.99 * (n - 1))]:9.1f} ms")
+    print(f"latency max                          {1e3 * lat[-1]:9.1f} ms")
+    print(f"node CPU while measuring             {m.node_cpu / m.elapsed:12.2f} cores")
+    print(f"node CPU per write                   {1e6 * m.node_cpu / max(n, 1):9.0f} µs")
+    # The clients share one interpreter: near 1.00 here, they, not the node, set the pace.
+    print(f"load generator CPU (this process)    {m.gen_cpu / m.elapsed:12.2f} cores")
+    print(f"  ratio writes/s : signs/s           {m.rate / signs:12.3f}")
+
+
+async def run_history(
+    args: argparse.Namespace,
+    pid: int,
+    http: aiohttp.ClientSession,
+    url: str,
+    clients: list[Client],
+    signs: float,
+) -> None:
+    """--history N: the same accounts before and after N commits, against fresh
+    accounts on the same node (same database size), alternating in rounds so load on
+    the machine falls on both sides alike."""
+    before = await measure(pid, clients, args.seconds, label="before")
+    report(before, args.clients, signs, "history accounts, before history")
+    t0 = time.perf_counter()
+    filled = await measure(pid, clients, 1e9, writes=args.history, label="history")
+    fill_s = time.perf_counter() - t0
+    print(
+        f"-- wrote {filled.writes:,} commits into the same {args.clients} accounts in"
+        f" {fill_s:.1f} s ({filled.rate:,.0f}/s, {filled.writes / args.clients:,.0f} each)"
+    )
+    fresh_clients = await make_clients(http, url, args.clients, "fresh")
+    after: list[Measured] = []
+    fresh: list[Measured] = []
+    for r in range(args.rounds):
+        out = f"{args.profile}.after" if args.profile and r == 0 else None
+        after.append(await profiled(args, pid, clients, out))
+        out = f"{args.profile}.fresh" if args.profile and r == 0 else None
+        fresh.append(await profiled(args, pid, fresh_clients, out))
+        print(
+            f"   round {r + 1}: after history {after[-1].rate:8,.0f}/s"
+            f"   fresh accounts {fresh[-1].rate:8,.0f}/s"
+        )
+    a, f = _merge(after), _merge(fresh)
+    report(a, args.clients, signs, f"history accounts, after {args.history:,} commits")
+    report(f, args.clients, signs, "fresh accounts, same node, same run")
+    ratio = a.rate / f.rate
+    print(f"writes/s after history : fresh       {ratio:12.2f}   (target >= 0.9)")
+    print(f"writes/s after history : before      {a.rate / before.rate:12.2f}")
+    # The same ratio from the node's CPU per write: on a machine shared with other
+    # work, wall-clock rates swing with the load, CPU per write much less.
+    cost_a, cost_f = (m.node_cpu / max(m.writes, 1) for m in (a, f))
+    print(f"node CPU/write fresh : after history {cost_f / cost_a:12.2f}   (1.0: no growth)")
+    print(f"  target met                         {'yes' if ratio >= 0.9 else 'NO':>12}")
+    if args.profile:
+        print("\n== profile: history accounts, after history (round 1)")
+        summarize_profile(Path(f"{args.profile}.after"))
+        print("\n== profile: fresh accounts (round 1)")
+        summarize_profile(Path(f"{args.profile}.fresh"))
+
+
+def _merge(ms: list[Measured]) -> Measured:
+    return Measured(
+        sum(m.writes for m in ms),
+        sum(m.elapsed for m in ms),
+        [x for m in ms for x in m.latencies],
+        sum(m.node_cpu for m in ms),
+        sum(m.gen_cpu for m in ms),
+    )
 
 
 def main() -> None:
@@ -243,6 +357,15 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients/accounts")
     parser.add_argument("--seconds", type=float, default=10.0, help="how long to measure")
     parser.add_argument("--writes", type=int, default=0, help="stop after N writes (0: no cap)")
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        help="first write N commits into the accounts; compare with fresh accounts",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="with --history: after/fresh rounds, alternating"
+    )
     parser.add_argument("--profile", help="py-spy collapsed-stack output file for the node")
     parser.add_argument("--profile-mode", choices=("gil", "active"), default="gil")
     parser.add_argument(

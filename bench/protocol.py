@@ -1,10 +1,13 @@
 """Protocol-core speed, each figure as a ratio to a baseline measured in the same run.
 
-    python bench/protocol.py [--events N] [--keys N]
+    python bench/protocol.py [--events N] [--keys N] [--history N]
 
 Prints: raw ed25519 verifies/s; full commit-event verifications/s (decode, signature,
 inversion check) and their ratio (target >= 0.5); canonical msgpack decode+encode of
-typical records against plain msgpack (target ratio >= 0.5); MST inserts of 100k keys.
+typical records against plain msgpack (target ratio >= 0.5); MST inserts of 100k keys;
+and (issue #16) the CPU cost of a one-post commit on a repo kept in memory for
+``--history`` commits, against the same repo loaded afresh from its blocks (same
+tree, same depth: only the history differs; target ratio 1.0).
 """
 
 from __future__ import annotations
@@ -74,6 +77,54 @@ def make_events(n: int, key: SigningKey, repo_size: int) -> list[bytes]:
     return events
 
 
+def history_cost(key: SigningKey, history: int, commits: int = 300) -> None:
+    """µs of CPU and blocks per one-post commit: the repo as a node keeps it in
+    memory after ``history`` commits, and the same head loaded afresh."""
+    store = MemoryBlockStore()
+    clock = TidClock(1)
+    micros = 1_700_000_000_000_000
+    did = "did:skyfed:benchbenchbenchbenchbenc"
+    result = Repo.create(did, key, rev=clock.next(micros), time=TIME, source=store)
+    store.update(result.blocks)
+    kept = result.repo
+    for i in range(history):
+        w = Write("create", "app.bsky.feed.post", clock.next(micros + 1 + i), _post(i))
+        result = kept.apply_writes([w], key, rev=clock.next(micros + 1 + i), time=TIME)
+        store.update(result.blocks)
+        kept = result.repo
+    loaded = Repo.load(store, kept.commit_cid)
+    base = micros + history + 10
+
+    def run(repo: Repo, offset: int) -> tuple[float, float]:
+        blocks = 0
+        start = time.process_time()
+        for j in range(commits):
+            t = base + offset + j
+            w = Write("create", "app.bsky.feed.post", clock.next(t), _post(j))
+            result = repo.apply_writes([w], key, rev=clock.next(t), time=TIME)
+            store.update(result.blocks)
+            blocks += len(result.blocks)
+            repo = result.repo
+        return 1e6 * (time.process_time() - start) / commits, blocks / commits
+
+    # Both continue from the same head (their blocks are content-addressed, so one
+    # store serves both); alternate so a change in machine load falls on both.
+    costs: dict[str, list[float]] = {"kept": [], "loaded": []}
+    blocks: dict[str, float] = {}
+    for r in range(3):
+        for name, repo in (("kept", kept), ("loaded", loaded)):
+            us, blocks[name] = run(repo, 1_000_000 * (2 * r + (name == "kept")))
+            costs[name].append(us)
+    kept_us, loaded_us = min(costs["kept"]), min(costs["loaded"])
+    print(f"one-post commit, repo kept in memory for {history:,} commits:")
+    for label, name, us in (
+        ("kept in memory", "kept", kept_us),
+        ("loaded afresh", "loaded", loaded_us),
+    ):
+        print(f"  {label:28s}{us:9.0f} µs  {blocks[name]:6.1f} blocks/commit")
+    print(f"  ratio loaded : kept (target 1.0) {loaded_us / kept_us:9.2f}")
+
+
 def _post(i: int) -> dict[str, object]:
     return {
         "$type": "app.bsky.feed.post",
@@ -88,7 +139,16 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=300, help="commit events to verify")
     parser.add_argument("--repo-size", type=int, default=2000, help="posts already in the repo")
     parser.add_argument("--keys", type=int, default=100_000, help="MST keys to insert")
+    parser.add_argument(
+        "--history", type=int, default=3000, help="commits before the kept/loaded comparison"
+    )
+    parser.add_argument(
+        "--only-history", action="store_true", help="print only the kept/loaded comparison"
+    )
     args = parser.parse_args()
+    if args.only_history:
+        history_cost(SigningKey.from_seed(bytes(range(32))), args.history)
+        return
 
     key = SigningKey.from_seed(bytes(range(32)))
     sig = key.sign(b"x" * 200)
@@ -146,6 +206,7 @@ def main() -> None:
         f"MST inserts of {args.keys:,} keys      {elapsed:9.2f} s"
         f"  ({elapsed / args.keys * 1e6:.1f} µs/op)"
     )
+    history_cost(key, args.history)
 
 
 if __name__ == "__main__":

@@ -330,14 +330,19 @@ def invert_ops(tree: MST, ops: Sequence[RepoOp]) -> MST:
     return tree
 
 
-def blocks_for_ops(tree: MST, source: BlockSource, ops: Sequence[RepoOp]) -> dict[CID, bytes]:
-    """The nodes of ``tree`` (whose blocks are all in ``source``) that checking and
-    inverting ``ops``, then checking the new tree's key ranges, reads: the tree
-    part of a commit event's blocks."""
-    recording = RecordingSource(source)
-    after = MST.load(recording, tree.root())
+def blocks_for_ops(
+    tree: MST, source: BlockSource | None, ops: Sequence[RepoOp]
+) -> dict[CID, bytes]:
+    """The nodes of ``tree`` that checking and inverting ``ops``, then checking the
+    new tree's key ranges, reads: the tree part of a commit event's blocks. They are
+    read from ``source``, or with None from the tree in memory (and its source)."""
+    if source is None:
+        after, read = tree.reloaded()
+    else:
+        recording = RecordingSource(source)
+        after, read = MST.load(recording, tree.root()), recording.read
     after.verify_against(invert_ops(after, ops))
-    return recording.read
+    return read
 
 
 def verify_commit_event(

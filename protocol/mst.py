@@ -49,7 +49,7 @@ import msgspec
 
 from .cid import CID, CODEC_MSGPACK, cid_for_msgpack
 from .cid import from_bytes as _cid
-from .errors import DecodeError, InvalidCommit, RepoError
+from .errors import DecodeError, InvalidCommit, LocalProtocolError, RepoError
 
 __all__ = [
     "MAX_KEY_LENGTH",
@@ -161,6 +161,7 @@ class _Node:
         "_cid",
         "base",
         "entries",
+        "gen",
         "keys",
         "layer",
         "left",
@@ -193,6 +194,9 @@ class _Node:
         self.entries: list[_EntryData] | None = None
         #: (loaded node, gap) when this node is that node with one subtree replaced.
         self.base: tuple[_Node, int] | None = None
+        #: The generation of the tree whose new_blocks first handed out this node
+        #: (built nodes only; -1 until then): MST.new_blocks(since) stops below it.
+        self.gen = -1
 
     def is_empty(self) -> bool:
         return not self.keys and self.left is None
@@ -231,6 +235,62 @@ class _Loader:
         if len(self.cache) > _CACHE_NODES:
             self.cache.popitem(last=False)
         return node
+
+
+class _MemoryLoader(_Loader):
+    """The loader of :meth:`MST.reloaded`: finds the nodes of a tree held in memory
+    by CID, as a walk from the root reaches them (reading a node makes its children
+    in memory known; a walk asks for a node only after reading the one above it).
+    A node built in memory is read as a twin with its subtrees as CIDs (so the walk
+    reads them through here too); a node loaded before, or decoded by the tree's
+    own loader, is shared as it is. Records every block read."""
+
+    __slots__ = ("held", "known", "read")
+
+    def __init__(self, tree: MST):
+        super().__init__(tree.source)
+        root = tree._root
+        self.known: dict[CID, _Node] = {_node_cid(root): root}
+        self.held = tree._loader.cache
+        self.read: dict[CID, bytes] = {}
+
+    def load(self, cid: CID, layer: int | None) -> _Node:
+        node = self.cache.get(cid)
+        if node is not None:
+            if layer is not None and node.layer != layer:
+                raise InvalidCommit(f"tree node {cid} appears at the wrong layer")
+            return node
+        node = self.known.get(cid) or self.held.get(cid)
+        if node is None:
+            node = super().load(cid, layer)
+        else:
+            if layer is not None and node.layer != layer:
+                raise InvalidCommit(f"tree node {cid} appears at the wrong layer")
+            if not node.loaded:
+                node = self._twin(node, cid)
+            self.cache[cid] = node
+            if len(self.cache) > _CACHE_NODES:
+                self.cache.popitem(last=False)
+        assert node._block is not None
+        self.read[cid] = node._block
+        return node
+
+    def _twin(self, node: _Node, cid: CID) -> _Node:
+        known = self.known
+        left: CID | _Node | None = node.left
+        if isinstance(left, _Node):
+            left_node = left
+            left = _node_cid(left_node)
+            known[left] = left_node
+        rights: list[CID | None] = []
+        for ref in node.rights:
+            if isinstance(ref, _Node):
+                ref_cid = _node_cid(ref)
+                known[ref_cid] = ref
+                rights.append(ref_cid)
+            else:
+                rights.append(ref)
+        return _Node(node.layer, left, node.keys, node.vals, tuple(rights), cid, node._block)
 
 
 class _EntryData(msgspec.Struct):
@@ -360,6 +420,11 @@ def _encode_node(node: _Node) -> bytes:
             right = node.rights[gap - 1]
             t = None if right is None else _ref_cid(right).to_bytes()
             entries[gap - 1] = _EntryData(old.k, old.p, t, old.v)
+        if not src.loaded:
+            # Keep no chain of built nodes alive through base (one per commit): this
+            # node's own entries now serve a node derived from it.
+            node.base = None
+        node.entries = entries
         return _ENCODER.encode(_NodeData(entries, left))
     entries = []
     prev = b""
@@ -369,6 +434,9 @@ def _encode_node(node: _Node) -> bytes:
         entries.append(_EntryData(key[p:], p, t, val.to_bytes()))
         prev = key
     left = None if node.left is None else _ref_cid(node.left).to_bytes()
+    # Kept, as a loaded node keeps what it decoded: a node derived from this one
+    # by replacing one subtree (the path of the next write) copies them.
+    node.entries = entries
     # Built here from typed fields in canonical order: the encoding is canonical.
     return _ENCODER.encode(_NodeData(entries, left))
 
@@ -390,7 +458,7 @@ def _node_cid(node: _Node) -> CID:
 class MST:
     """An immutable Merkle Search Tree. Build with :meth:`empty` or :meth:`load`."""
 
-    __slots__ = ("_lifted", "_loader", "_origin", "_root", "_writes")
+    __slots__ = ("_gen", "_lifted", "_loader", "_origin", "_root", "_writes")
 
     def __init__(
         self,
@@ -399,9 +467,13 @@ class MST:
         origin: MST | None = None,
         writes: int = 0,
         lifted: bool = False,
+        gen: int = 0,
     ):
         self._loader = loader
         self._root = root
+        # Generations: a loaded or empty tree is 0, each write one more (see
+        # new_blocks).
+        self._gen = gen
         # Lineage, for verify_against: the tree this one was written from (None: it
         # was loaded or made empty), how many writes since, and whether a delete
         # lifted a subtree to the top (reading it in a wider range than before).
@@ -411,7 +483,9 @@ class MST:
 
     def _derived(self, root: _Node, lifted: bool = False) -> MST:
         origin = self if self._origin is None else self._origin  # (not `or`: __len__ walks)
-        return MST(self._loader, root, origin, self._writes + 1, self._lifted or lifted)
+        return MST(
+            self._loader, root, origin, self._writes + 1, self._lifted or lifted, self._gen + 1
+        )
 
     # -- construction ------------------------------------------------------------
     @classmethod
@@ -674,14 +748,37 @@ class MST:
         return tree
 
     # -- blocks ------------------------------------------------------------------
-    def new_blocks(self) -> dict[CID, bytes]:
-        """Blocks of every node built since the tree was loaded and still reachable."""
+    def new_blocks(self, since: MST | None = None) -> dict[CID, bytes]:
+        """Blocks of every node built since the tree was loaded (or made empty) and
+        still reachable.
+
+        With ``since``, a tree this one was written from (by any number of
+        ``set``/``delete``) whose new blocks were taken before (as each commit of a
+        repo takes its own), only the nodes built after ``since``: what this tree
+        holds that ``since`` does not. Only those nodes are visited, so the cost is
+        that of the writes in between, not of every write since loading (a repo kept
+        in memory across commits would otherwise hand back, and store again, every
+        node any earlier commit built).
+
+        Each call stamps the nodes it returns with this tree's generation; a node
+        a tree of generation ``since``'s or below handed out is one ``since`` holds
+        (a node built on one branch of a lineage is never in another, and one that
+        leaves a tree never comes back). A node of ``since`` that no call stamped is
+        returned again: more than needed, never less."""
+        floor = -1
+        if since is not None:
+            if since._loader is not self._loader or since._gen > self._gen:
+                raise LocalProtocolError("new_blocks(since): not a tree this one was written from")
+            floor = since._gen
+        gen = self._gen
         out: dict[CID, bytes] = {}
         stack: list[_Node] = [self._root]
         while stack:
             node = stack.pop()
-            if node.loaded:
+            if node.loaded or -1 < node.gen <= floor:
                 continue
+            if node.gen == -1:
+                node.gen = gen
             cid = _node_cid(node)
             assert node._block is not None
             out[cid] = node._block
@@ -892,13 +989,26 @@ class MST:
         above it)."""
         return _diff(_Cursor(self, self._root), _Cursor(other, other._root))
 
+    def reloaded(self) -> tuple[MST, dict[CID, bytes]]:
+        """This tree as if loaded afresh by its root: a tree of its own lineage whose
+        every node is read by CID through its loader as a walk reaches it (key ranges
+        checked on the way, as on any load), and the dict that collects the blocks
+        of the nodes read, in the order they are read (to build proofs and commit
+        events: the blocks a receiver's walk will need).
+
+        Nodes held in memory are taken as they are, not decoded again (this tree is
+        trusted: built here, or loaded and checked); only what lies below a node
+        never read into memory comes from the tree's source."""
+        loader = _MemoryLoader(self)
+        return MST(loader, loader.load(self.root(), None)), loader.read
+
     # -- proofs ------------------------------------------------------------------
     def proof(self, key: str) -> dict[CID, bytes]:
         """The nodes on the path to ``key``: enough to show that the key is in the
         tree with its value, or that it is not."""
-        source = RecordingSource(_TreeSource(self))
-        MST.load(source, self.root()).get(key)
-        return source.read
+        tree, read = self.reloaded()
+        tree.get(key)
+        return read
 
 
 def _diff(a: _Cursor, b: _Cursor) -> list[DiffEntry]:
@@ -952,20 +1062,6 @@ def _diff(a: _Cursor, b: _Cursor) -> list[DiffEntry]:
                 out.append(DiffEntry(ka.decode("ascii"), va, vb))
             a.pop()
             b.pop()
-
-
-class _TreeSource:
-    """A block source over one in-memory tree (its built nodes and its loader)."""
-
-    def __init__(self, tree: MST):
-        self.tree = tree
-        self.built = tree.new_blocks()
-
-    def get_block(self, cid: CID) -> bytes | None:
-        block = self.built.get(cid)
-        if block is None:
-            block = self.tree.source.get_block(cid)
-        return block
 
 
 class _Sub:

@@ -70,18 +70,6 @@ class CommitResult:
     written: tuple[CID | None, ...] = ()
 
 
-class _Overlay:
-    """New blocks first, then the caller's source."""
-
-    def __init__(self, new: Mapping[CID, bytes], base: BlockSource):
-        self.new = new
-        self.base = base
-
-    def get_block(self, cid: CID) -> bytes | None:
-        block = self.new.get(cid)
-        return block if block is not None else self.base.get_block(cid)
-
-
 @dataclass(frozen=True, slots=True)
 class Repo:
     """An account's repository at one commit."""
@@ -201,14 +189,15 @@ class Repo:
                 raise RepoError(f"unknown action {w.action!r}")
             tree = tree.set(path, cid)
 
-        new_nodes = tree.new_blocks()
+        # Only what this commit built: the nodes of earlier commits are stored already.
+        new_nodes = tree.new_blocks(since=self.tree)
         commit = Commit.sign(self.did, tree.root(), rev, key, prev=self.commit_cid)
         commit_block = commit.to_bytes()
         commit_cid = cid_for_msgpack(commit_block)
         blocks = {**new_nodes, **record_blocks, commit_cid: commit_block}
 
         # The event carries exactly the nodes a receiver's inversion reads.
-        needed = blocks_for_ops(tree, _Overlay(new_nodes, self.tree.source), ops)
+        needed = blocks_for_ops(tree, None, ops)
         op_records = [record_blocks[op.cid] for op in ops if op.cid is not None]
         event = CommitEvent(
             repo=self.did,

@@ -12,7 +12,7 @@ from protocol.car import read_car, write_car
 from protocol.commit import Commit, CommitEvent, RepoOp, verify_commit_event
 from protocol.errors import DecodeError, InvalidCommit, InvalidSignature, RepoError, SkyfedError
 from protocol.keys import SigningKey
-from protocol.mst import MST, MemoryBlockStore
+from protocol.mst import MST, MemoryBlockStore, key_height
 from protocol.repo import Repo, Write
 from protocol.syntax import TidClock
 
@@ -205,3 +205,62 @@ def test_repo_op_shape_is_checked() -> None:
         RepoOp("create", "a.b/c", None)
     with pytest.raises(DecodeError):
         RepoOp.from_value({"action": "explode", "path": "a.b/c"})
+
+
+def test_commit_blocks_are_only_what_the_commit_built(chain: Chain) -> None:
+    """Issue 16: a repo kept in memory across commits (as the node caches it) hands
+    back only the nodes its own commit built, not every node built since it was
+    loaded, and the store still ends up holding the whole tree."""
+    chain.write(*(post(f"3k{i:011d}") for i in range(150)))
+    for i in range(300):
+        before = {cid for cid, _ in chain.repo.tree.all_blocks()}
+        result = chain.repo.apply_writes(
+            [post(f"3l{i:011d}")], chain.key, rev=chain.rev(), time=TIME, validate=False
+        )
+        after = dict(result.repo.tree.all_blocks())
+        nodes = {cid for cid in result.blocks if cid in after}
+        # Every node the new tree has and the old one lacks (and a node rebuilt with
+        # the bytes it had, which storing again does not change).
+        assert nodes >= set(after) - before
+        assert set(result.blocks) == nodes | {result.commit_cid, *(op.cid for op in result.ops)}
+        # Bounded by the tree's depth (the path to the key, and the two sides of a
+        # split on each layer below it), not by the commits before it.
+        depth = 1 + max(key_height(k) for k, _ in result.repo.tree.items())
+        assert len(nodes) <= 2 * depth
+        chain.store.update(result.blocks)
+        chain.repo = result.repo
+    stored = MST.load(chain.store, chain.repo.tree.root())
+    assert stored.verify_structure() == 450
+    assert dict(stored.all_blocks()) == dict(chain.repo.tree.all_blocks())
+
+
+def test_repo_without_a_store_keeps_committing(key: SigningKey) -> None:
+    """A repo whose caller keeps no store (it reads back only its own tree, as the
+    hostile-node harness does) can still build commit events after many commits:
+    the event's nodes come from the tree in memory."""
+    clock = TidClock(1)
+    created = Repo.create(DID, key, rev=clock.next(1), time=TIME)
+    repo, prev = created.repo, created.commit.data
+    for i in range(60):
+        result = repo.apply_writes(
+            [post(f"3k{i:011d}")], key, rev=clock.next(2 + i), time=TIME, validate=False
+        )
+        commit = verify_commit_event(result.event, key.public, prev_data=prev)
+        repo, prev = result.repo, commit.data
+    assert len(repo.tree) == 60
+
+
+def test_new_blocks_since_needs_an_earlier_tree_of_the_lineage() -> None:
+    from protocol.cid import cid_for_msgpack
+    from protocol.errors import LocalProtocolError
+
+    value = cid_for_msgpack(b"\x80")
+    a = MST.empty().set("app.bsky.feed.post/aaa", value)
+    b = a.set("app.bsky.feed.post/bbb", value)
+    assert set(b.new_blocks(since=a)) <= set(b.new_blocks())
+    assert b.root() in b.new_blocks(since=a)
+    assert b.new_blocks(since=b) == {}
+    with pytest.raises(LocalProtocolError):
+        a.new_blocks(since=b)
+    with pytest.raises(LocalProtocolError):
+        b.new_blocks(since=MST.empty())
