@@ -39,6 +39,8 @@ from .accounts.moderation import (
 )
 from .accounts.portability import Portability
 from .appview.views import Views
+from .atproto.bridge import AtprotoBridge
+from .atproto.identity import DidResolver
 from .config import NodeConfig, NodeSecrets, load_or_create_secrets
 from .datadir import tighten
 from .datalock import DataDirLock
@@ -50,6 +52,7 @@ from .limits import (
 )
 from .logs import LogLimiter, fields
 from .net.federation import Federation
+from .net.netpolicy import DialPolicy
 from .server.app import ServerLog, _server_log, make_app
 from .server.auth import Authenticator, Principal, parse_bearer
 from .server.firehose import Firehose
@@ -157,6 +160,7 @@ class Node:
         self.started_at = time.time()
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._guarded: aiohttp.ClientSession | None = None
         self._accounts: OrderedDict[str, tuple[str, SigningKey]] = OrderedDict()
         self.port: int | None = None
         self.federation = Federation(self)
@@ -179,6 +183,29 @@ class Node:
         self.repos.on_commit = self.federation.publish_commit
         self.portability = Portability(self)
         self.moderation = Moderation(self)
+        self.atproto = AtprotoBridge(
+            self.storage,
+            config.atproto_sources,
+            DidResolver(
+                self.guarded_session,
+                config.plc_directory,
+                max_entries=config.atproto_did_cache,
+                ttl=config.atproto_did_ttl,
+            ),
+            self.guarded_session,
+            self.log_limit,
+            wall_clock=self.wall_clock,
+            max_accounts=config.atproto_max_accounts,
+            max_repo_bytes=config.atproto_max_repo_bytes,
+            reconnect_min=config.atproto_reconnect_min,
+            reconnect_max=config.atproto_reconnect_max,
+        )
+        for name, doc, stat in (
+            ("skyfed_atproto_commits", "atproto commits verified and applied", "commits"),
+            ("skyfed_atproto_refused", "atproto frames refused", "refused"),
+            ("skyfed_atproto_resyncs", "atproto repos fetched again (getRepo)", "resyncs"),
+        ):
+            Gauge(name, doc, registry=self.registry).set_function(self._atproto_stat(stat))
 
     def _load_secrets(self) -> NodeSecrets:
         """The node key and token secret, read or made with the data dir locked."""
@@ -189,6 +216,16 @@ class Node:
             return load_or_create_secrets(self.config.data_dir)
         finally:
             self.lock.release()  # taken again by start()
+
+    def _atproto_stat(self, field: str) -> Callable[[], float]:
+        return lambda: float(getattr(self.atproto.stats, field))
+
+    def guarded_session(self) -> aiohttp.ClientSession:
+        """A client session under the node's dial policy (for atproto fetches), closed
+        on stop."""
+        if self._guarded is None:
+            self._guarded = DialPolicy.from_config(self.config).session()
+        return self._guarded
 
     def _gossip_stat(self, field: str) -> Callable[[], float]:
         return lambda: float(getattr(self.federation.plumtree.stats, field))
@@ -255,6 +292,7 @@ class Node:
                     lines[-1],
                 )
             await self.federation.start()
+            await self.atproto.start()
         except BaseException:
             await self.stop()
             raise
@@ -265,6 +303,7 @@ class Node:
 
     async def stop(self) -> None:
         try:
+            await self.atproto.stop()
             await self.federation.stop()
             if self._runner is not None:
                 await self._runner.cleanup()
@@ -272,6 +311,9 @@ class Node:
             if self._http is not None:
                 await self._http.close()
                 self._http = None
+            if self._guarded is not None:
+                await self._guarded.close()
+                self._guarded = None
             await self.storage.close()
         finally:
             if self._own_lock:

@@ -38,6 +38,7 @@ from protocol.ingest import HeadState
 
 from ..accounts.handles import HANDLES_SCHEMA, Handles
 from ..appview.index import FEED_SCHEMA, INDEX_SCHEMA, index_record, rebuild_feeds, unindex_record
+from ..atproto.store import ATPROTO_SCHEMA
 from ..datadir import create_private_file, make_data_dir
 from ..server.auth import SessionRow
 
@@ -231,6 +232,9 @@ _SIGNED_PREV_SCHEMA = len(_MIGRATIONS)
 # v8: confirmed handles (node/accounts/handles.py): one DID per handle, the confirmations
 # learned with identities, and the issuer pinned per handle domain
 _MIGRATIONS.append(HANDLES_SCHEMA)
+# v9: the atproto bridge (node/atproto/, docs/atproto-bridge.md "Node side"): cursors
+# per upstream, accounts followed there, and their records (DAG-CBOR, as signed)
+_MIGRATIONS.append(ATPROTO_SCHEMA)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
