@@ -202,6 +202,9 @@ class NodeConfig:
     atproto_did_ttl: float = 3600.0
     #: Largest repository fetched to resync an atproto account (getRepo), in bytes.
     atproto_max_repo_bytes: int = 64 * 1024 * 1024
+    #: Seconds between two resyncs (getRepo) of one atproto account: a hostile host
+    #: can cause gaps on purpose. A resync asked for sooner runs when this has passed.
+    atproto_resync_interval: float = 30.0
     #: Seconds before the first reconnect to an atproto source; doubled after each
     #: failure (with jitter) up to ``atproto_reconnect_max``.
     atproto_reconnect_min: float = 1.0

@@ -199,6 +199,7 @@ class Node:
             max_repo_bytes=config.atproto_max_repo_bytes,
             reconnect_min=config.atproto_reconnect_min,
             reconnect_max=config.atproto_reconnect_max,
+            resync_interval=config.atproto_resync_interval,
         )
         for name, doc, stat in (
             ("skyfed_atproto_commits", "atproto commits verified and applied", "commits"),

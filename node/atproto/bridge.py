@@ -18,7 +18,8 @@ Per source (docs/atproto-bridge.md, "Node side"):
   the stored ``(rev, data)``: NEXT is applied, STALE dropped, GAP (and an account
   first seen mid-history) fetches ``com.atproto.sync.getRepo`` from the account's
   PDS and checks it with ``verify_repo`` (at most ``atproto_max_repo_bytes``;
-  one resync per account per :data:`RESYNC_INTERVAL` seconds);
+  one resync per account per ``atproto_resync_interval`` seconds: one asked for
+  sooner waits in a pending set, bounded like the accounts, and runs when due);
 * ``#sync``: verified; a ``data`` other than ours resyncs; ``#identity``: the DID
   document is fetched again and the handle checked again; ``#account``: an
   inactive account is hidden (``takendown``, ``suspended``, ``deactivated``) or
@@ -80,7 +81,7 @@ log = logging.getLogger("skyfed.atproto")
 
 #: A commit whose rev is further ahead of the clock than this (seconds) is refused.
 FUTURE_REV = 300.0
-#: Seconds between two resyncs (getRepo) of one account.
+#: Seconds between two resyncs (getRepo) of one account (default).
 RESYNC_INTERVAL = 30.0
 #: A connection up this long (seconds) resets the reconnect backoff.
 HEALTHY_AFTER = 60.0
@@ -132,6 +133,7 @@ class AtprotoBridge:
         max_repo_bytes: int = 64 * 1024 * 1024,
         reconnect_min: float = 1.0,
         reconnect_max: float = 60.0,
+        resync_interval: float = RESYNC_INTERVAL,
     ):
         self.storage = storage
         self.sources = sources
@@ -146,6 +148,10 @@ class AtprotoBridge:
         self.stats = BridgeStats()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_resync: dict[str, float] = {}
+        self.resync_interval = resync_interval
+        # Resyncs asked for too soon after the last one: did -> (source, identity).
+        self._pending: dict[str, tuple[str, ResolvedIdentity]] = {}
+        self._pending_set = asyncio.Event()
         #: Set for each source while a connection to it is up (tests wait on it).
         self.connected: dict[str, asyncio.Event] = {s: asyncio.Event() for s in sources}
 
@@ -153,6 +159,27 @@ class AtprotoBridge:
         for source in self.sources:
             stream_url(source, None)  # refuse a bad URL at start
             self._tasks.append(asyncio.create_task(self._run(source), name=f"atproto {source}"))
+        if self.sources:
+            self._tasks.append(asyncio.create_task(self._resync_later(), name="atproto resync"))
+
+    async def _resync_later(self) -> None:
+        """Run the resyncs that were asked for too soon, once their interval is over
+        (a gap is repaired late, never forgotten)."""
+        while True:
+            await self._pending_set.wait()
+            self._pending_set.clear()
+            while self._pending:
+                now = time.monotonic()
+                due = [
+                    did
+                    for did in self._pending
+                    if now - self._last_resync.get(did, 0.0) >= self.resync_interval
+                ]
+                for did in due:
+                    source, res = self._pending.pop(did)
+                    await self.resync(source, did, res)
+                if self._pending:
+                    await asyncio.sleep(min(1.0, self.resync_interval))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -318,8 +345,13 @@ class AtprotoBridge:
     async def resync(self, source: str, did: str, res: ResolvedIdentity) -> bool:
         """Fetch and verify ``did``'s whole repo from its PDS and replace what is held."""
         now = time.monotonic()
-        if now - self._last_resync.get(did, -RESYNC_INTERVAL) < RESYNC_INTERVAL:
+        if now - self._last_resync.get(did, -self.resync_interval) < self.resync_interval:
+            # Too soon: done later by the resync task (one pending entry per account).
+            if did in self._pending or len(self._pending) < self.max_accounts:
+                self._pending[did] = (source, res)
+                self._pending_set.set()
             return False
+        self._pending.pop(did, None)
         self._last_resync[did] = now
         while len(self._last_resync) > self.max_accounts:
             self._last_resync.pop(next(iter(self._last_resync)))
