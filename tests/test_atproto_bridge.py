@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -431,3 +432,53 @@ async def test_commit_from_the_future_is_refused(tmp_path: Path) -> None:
             await node.atproto.handle_message(host.url, frame)
             assert node.atproto.stats.refused == 1
             assert node.atproto.stats.commits == 0
+
+
+def test_bridged_posts_are_marked_on_the_web_and_in_the_cli() -> None:
+    import datetime
+    import io
+
+    from node.client.render import Renderer, make_console
+    from node.server.web import render_post
+
+    view: dict[str, Any] = {
+        "uri": f"at://{_did(1)}/app.bsky.feed.post/3kaaaaaaaaa22",
+        "cid": "bafyreib",
+        "author": {"did": _did(1), "handle": "handle.invalid"},
+        "record": {"text": "bridged", "createdAt": "2026-11-23T11:57:00Z"},
+        "indexedAt": "2026-11-23T11:57:00Z",
+        "via": {"protocol": "atproto", "host": "pds.example.com<b>"},
+    }
+    html = render_post(view, time.time())
+    assert "via atproto pds.example.com&lt;b&gt;" in html
+    out = io.StringIO()
+    Renderer(make_console(out), now=datetime.datetime.now(datetime.UTC)).post(view)
+    assert "via atproto pds.example.com<b>" in out.getvalue()
+    del view["via"]
+    assert "via atproto" not in render_post(view, time.time())
+
+
+async def test_a_resync_asked_for_too_soon_runs_when_due(tmp_path: Path) -> None:
+    async with FakeHost() as host:
+        alice = host.account(1)
+        cfg = config(tmp_path, host).replace(atproto_resync_interval=2.0)
+        async with Node(cfg) as node, follower(node, alice.did) as sam:
+            await asyncio.wait_for(node.atproto.connected[host.url].wait(), WAIT)
+
+            async def shows(*want: str) -> bool:
+                return texts(await sam.timeline()) >= set(want)
+
+            alice.post("3kaaaaaaaaa22", "first")
+            host.new_frame.set()
+            await until("first", lambda: shows("first"))
+            for n, (hidden, shown) in enumerate([("h1", "s1"), ("h2", "s2")]):
+                alice.post(f"3kaaaaaaaab{n}2", hidden)
+                host.frames.pop()  # never sent: the next commit is a gap
+                alice.post(f"3kaaaaaaaac{n}2", shown)
+                host.new_frame.set()
+                began = time.monotonic()
+                await until(f"{shown} after a gap", functools.partial(shows, shown, hidden))
+            # The second gap came within the interval: repaired when it was over.
+            assert time.monotonic() - began > 1.0
+            assert node.atproto.stats.resyncs == 2
+            assert host.get_repos == 2
