@@ -482,3 +482,22 @@ async def test_a_resync_asked_for_too_soon_runs_when_due(tmp_path: Path) -> None
             assert time.monotonic() - began > 1.0
             assert node.atproto.stats.resyncs == 2
             assert host.get_repos == 2
+
+
+async def test_accounts_followed_are_bounded(tmp_path: Path) -> None:
+    async with FakeHost() as host:
+        alice, bob, carol = host.account(1), host.account(2), host.account(3)
+        cfg = config(tmp_path, host, sources=False).replace(atproto_max_accounts=1)
+        async with Node(cfg) as node:
+            bridge = node.atproto
+            # An #identity for an account not followed does not take a place.
+            await bridge.handle_message(
+                host.url, encode_frame(IdentityEvent(host.next_seq(), carol.did, _now()))
+            )
+            await bridge.handle_message(host.url, alice.post("3kaaaaaaaaa22", "alice"))
+            await bridge.handle_message(host.url, bob.post("3kaaaaaaaaa22", "bob"))
+            assert (bridge.stats.commits, bridge.stats.ignored, bridge.stats.refused) == (1, 1, 0)
+            dids = await node.storage.read(
+                lambda c: [r[0] for r in c.execute("SELECT did FROM atproto_accounts")]
+            )
+            assert dids == [alice.did]

@@ -40,6 +40,7 @@ import logging
 import random
 import sqlite3
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -89,6 +90,10 @@ HEALTHY_AFTER = 60.0
 
 class _Reconnect(Exception):
     """The upstream sent an error frame: end this connection."""
+
+
+class _TooManyAccounts(IdentityError):
+    """``atproto_max_accounts`` are followed: a new account is ignored."""
 
 
 @dataclass(slots=True)
@@ -148,6 +153,8 @@ class AtprotoBridge:
         self.stats = BridgeStats()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_resync: dict[str, float] = {}
+        # (host, handle) last stored per account, so a commit costs no identity write.
+        self._written: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
         self.resync_interval = resync_interval
         # Resyncs asked for too soon after the last one: did -> (source, identity).
         self._pending: dict[str, tuple[str, ResolvedIdentity]] = {}
@@ -284,6 +291,9 @@ class AtprotoBridge:
         unless ``atproto_max_accounts`` are followed: then IdentityError)."""
         res = await self.resolver.resolve(did, fresh=fresh)
         host = urlsplit(res.ident.pds).netloc if res.ident.pds else urlsplit(source).netloc
+        if self._written.get(did) == (host, res.handle):
+            self._written.move_to_end(did)
+            return res  # stored already: no write per commit
         limit = self.max_accounts
 
         def write(c: sqlite3.Connection) -> bool:
@@ -294,7 +304,10 @@ class AtprotoBridge:
 
         if not await self.storage.write(write):
             self.stats.ignored += 1
-            raise IdentityError(f"already following {limit} atproto accounts")
+            raise _TooManyAccounts(f"already following {limit} atproto accounts")
+        self._written[did] = (host, res.handle)
+        while len(self._written) > self.max_accounts:
+            self._written.popitem(last=False)
         return res
 
     async def _commit(self, source: str, ev: CommitEvent) -> None:
@@ -309,6 +322,8 @@ class AtprotoBridge:
             except InvalidSignature:
                 res = await self._identify(source, ev.repo, fresh=True)  # the key may have rotated
                 done = verify_commit_event(ev, res.ident.signing_key)
+        except _TooManyAccounts:
+            return await self._cursor(source, ev.seq)  # counted in ``ignored``
         except SkyfedError as e:
             self._refuse(source, ev.repo, e)
             return await self._cursor(source, ev.seq)
@@ -402,15 +417,21 @@ class AtprotoBridge:
 
     async def _identity(self, source: str, did: str, seq: int) -> None:
         self.resolver.forget(did)
-        try:
-            await self._identify(source, did, fresh=True)
-        except SkyfedError as e:
-            self._refuse(source, did, e)
+        # Only accounts already followed: a relay's #identity events for everyone
+        # must not fill atproto_max_accounts.
+        if await self._known(did) is not None:
+            try:
+                await self._identify(source, did, fresh=True)
+            except SkyfedError as e:
+                self._refuse(source, did, e)
         await self._cursor(source, seq)
 
     async def _account(self, source: str, ev: AccountEvent) -> None:
         did, seq = ev.did, ev.seq
         status = "active" if ev.active else (ev.status or "deactivated")
+
+        if status == "deleted":
+            self._written.pop(did, None)
 
         def write(c: sqlite3.Connection) -> None:
             if status == "deleted":
