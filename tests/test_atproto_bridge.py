@@ -501,3 +501,30 @@ async def test_accounts_followed_are_bounded(tmp_path: Path) -> None:
                 lambda c: [r[0] for r in c.execute("SELECT did FROM atproto_accounts")]
             )
             assert dids == [alice.did]
+
+
+async def test_a_v8_database_gains_the_bridge_tables(tmp_path: Path) -> None:
+    import sqlite3
+
+    from node.store.sqlite import SCHEMA_VERSION
+
+    cfg = NodeConfig(data_dir=tmp_path / "node", port=0)
+    async with Node(cfg):
+        pass
+    conn = sqlite3.connect(cfg.db_path)
+    for table in ("atproto_cursors", "atproto_accounts", "atproto_records"):
+        conn.execute(f"DROP TABLE {table}")
+    conn.execute("PRAGMA user_version = 8")
+    conn.commit()
+    conn.close()
+    async with Node(cfg) as node:
+        assert await node.storage.read(lambda c: store_cursor(c)) is None
+    conn = sqlite3.connect(cfg.db_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
+    conn.close()
+
+
+def store_cursor(conn: Any) -> int | None:
+    from node.atproto.store import get_cursor
+
+    return get_cursor(conn, "https://pds.example")

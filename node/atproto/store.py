@@ -35,11 +35,11 @@ __all__ = [
 ]
 
 ATPROTO_SCHEMA = """
-CREATE TABLE atproto_cursors (
+CREATE TABLE IF NOT EXISTS atproto_cursors (
     source TEXT PRIMARY KEY,
     seq INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE atproto_accounts (
+CREATE TABLE IF NOT EXISTS atproto_accounts (
     did TEXT PRIMARY KEY,
     host TEXT NOT NULL,
     handle TEXT,
@@ -47,13 +47,13 @@ CREATE TABLE atproto_accounts (
     rev TEXT,
     data BLOB
 ) WITHOUT ROWID;
-CREATE TABLE atproto_records (
+CREATE TABLE IF NOT EXISTS atproto_records (
     uri TEXT PRIMARY KEY,
     did TEXT NOT NULL,
     cid BLOB NOT NULL,
     data BLOB NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX atproto_records_did ON atproto_records (did);
+CREATE INDEX IF NOT EXISTS atproto_records_did ON atproto_records (did);
 """
 
 
