@@ -528,3 +528,45 @@ def store_cursor(conn: Any) -> int | None:
     from node.atproto.store import get_cursor
 
     return get_cursor(conn, "https://pds.example")
+
+
+async def test_a_captured_firehose_replays_to_a_node(tmp_path: Path) -> None:
+    import aiohttp
+
+    from node.cluster.atproto_replay import ReplayServer, capture, read_frames
+
+    async with FakeHost() as host:
+        alice = host.account(1)
+        for i in range(5):
+            alice.post(f"3kaaaaaaaa{i}22", f"replayed {i}")
+        out = tmp_path / "frames.bin"
+        async with aiohttp.ClientSession() as http:
+            assert await capture(http, host.url, out, count=5, cursor=0) == 5
+    frames = read_frames(out)
+    assert [f.seq for f in frames] == [1, 2, 3, 4, 5]
+    server = ReplayServer(frames, speed=0)
+    url = await server.start()
+    try:
+        cfg = NodeConfig(
+            data_dir=tmp_path / "node",
+            port=0,
+            dial_policy="loopback",
+            atproto_sources=(url,),
+            plc_directory=host.url,
+        )
+        # The host (its PLC directory) is gone: identities come from a second one.
+        async with FakeHost() as plc:
+            plc.accounts[alice.did] = alice
+            cfg = cfg.replace(plc_directory=plc.url)
+            async with Node(cfg) as node, follower(node, alice.did) as sam:
+
+                async def all_five() -> bool:
+                    return len(texts(await sam.timeline())) == 5
+
+                await until("the replayed posts", all_five)
+                assert node.atproto.stats.refused == 0
+    finally:
+        await server.stop()
+    (tmp_path / "bad.bin").write_bytes(b"\x00\x00\x00\x05abc")
+    with pytest.raises(ValueError, match="truncated"):
+        read_frames(tmp_path / "bad.bin")
