@@ -12,8 +12,9 @@ skipped), and the gaps between the events' ``time`` fields are kept, divided by
 loaded, and one over ``MAX_FRAME`` ends the load: the file is the operator's, but a
 capture is a stranger's bytes.
 
-A replay has no getRepo: a node that finds a gap (an account first seen mid-history)
-logs a failed resync and goes on, which is what a study of a lossy stream wants.
+A replay serves no getRepo: a node that finds a gap (an account first seen
+mid-history) resyncs from the PDS the account's DID document names, as when live,
+and where it cannot reach it, counts and logs a failed resync and goes on.
 """
 
 from __future__ import annotations
