@@ -99,6 +99,15 @@ def _node_options(p: argparse.ArgumentParser) -> None:
         help="a peer node to keep a link to (repeatable)",
     )
     p.add_argument(
+        "--atproto-source",
+        action="append",
+        dest="atproto_sources",
+        metavar="URL",
+        help="an atproto PDS or relay to follow: its posts are verified and shown "
+        "(repeatable; docs/atproto-bridge.md)",
+    )
+    p.add_argument("--plc-directory", metavar="URL", help="PLC directory for did:plc")
+    p.add_argument(
         "--dial-policy",
         choices=("public", "private", "loopback"),
         help="which addresses learned from peers may be dialled: public only (default), "
@@ -144,6 +153,8 @@ def _config(args: argparse.Namespace) -> NodeConfig:
         memory_ceiling_mb=args.memory_ceiling_mb,
         dial_policy=args.dial_policy,
         dial_allow=args.dial_allow,
+        atproto_sources=args.atproto_sources,
+        plc_directory=args.plc_directory,
     )
 
 
@@ -368,7 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
 _INIT_SETTINGS = ("data_dir", "host", "port", "handle_domains", "dial_policy")
 
 
-_FLAGS = {"peers": "--peer", "handle_domains": "--handle-domain"}
+_FLAGS = {
+    "peers": "--peer",
+    "atproto_sources": "--atproto-source",
+    "handle_domains": "--handle-domain",
+}
 
 
 def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -381,6 +396,8 @@ def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
         "handle_domains": args.handle_domains,
         "peers": args.peers,
         "reconcile_interval": args.reconcile_interval,
+        "atproto_sources": args.atproto_sources,
+        "plc_directory": args.plc_directory,
     }
     return {k: _toml_value(v) for k, v in given.items() if v is not None}
 

@@ -230,6 +230,27 @@ class NodeConfig:
     feed_plugin_slots: int = 4
     #: Largest skeleton answer read from another node, in bytes.
     feed_remote_bytes: int = 256 * 1024
+    # -- the atproto bridge (docs/atproto-bridge.md, "Node side") --------------------
+    #: atproto PDSes or relays to follow (http(s) URLs): the node reads each one's
+    #: com.atproto.sync.subscribeRepos, verifies every commit and shows the posts.
+    #: Every fetch follows ``dial_policy``.
+    atproto_sources: tuple[str, ...] = ()
+    #: The PLC directory did:plc identities are resolved at.
+    plc_directory: str = "https://plc.directory"
+    #: atproto accounts followed at most (commits of others are dropped and counted).
+    atproto_max_accounts: int = 10_000
+    #: atproto DID documents cached, and for how many seconds.
+    atproto_did_cache: int = 10_000
+    atproto_did_ttl: float = 3600.0
+    #: Largest repository fetched to resync an atproto account (getRepo), in bytes.
+    atproto_max_repo_bytes: int = 64 * 1024 * 1024
+    #: Seconds between two resyncs (getRepo) of one atproto account: a hostile host
+    #: can cause gaps on purpose. A resync asked for sooner runs when this has passed.
+    atproto_resync_interval: float = 30.0
+    #: Seconds before the first reconnect to an atproto source; doubled after each
+    #: failure (with jitter) up to ``atproto_reconnect_max``.
+    atproto_reconnect_min: float = 1.0
+    atproto_reconnect_max: float = 60.0
 
     @property
     def url(self) -> str:
@@ -257,6 +278,8 @@ def load_config(path: Path | None, **overrides: Any) -> NodeConfig:
     values.update({k: v for k, v in overrides.items() if v is not None})
     if "data_dir" in values:
         values["data_dir"] = Path(values["data_dir"]).expanduser()
+    if "atproto_sources" in values:
+        values["atproto_sources"] = tuple(str(p).rstrip("/") for p in values["atproto_sources"])
     if "peers" in values:
         values["peers"] = tuple(str(p).rstrip("/") for p in values["peers"])
     for name in ("handle_domains", "shared_handle_domains"):

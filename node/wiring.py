@@ -48,6 +48,8 @@ from .appview.graph_views import GraphViews
 from .appview.notifications import Notifications
 from .appview.search import Search
 from .appview.views import Views
+from .atproto.bridge import AtprotoBridge
+from .atproto.identity import DidResolver
 from .config import NodeConfig, NodeSecrets, load_or_create_secrets
 from .datadir import tighten
 from .datalock import DataDirLock
@@ -170,6 +172,7 @@ class Node:
         self.started_at = time.time()
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._guarded: aiohttp.ClientSession | None = None
         self._accounts: OrderedDict[str, tuple[str, SigningKey]] = OrderedDict()
         self.port: int | None = None
         self.federation = Federation(self)
@@ -238,6 +241,30 @@ class Node:
             max_open_per_account=config.max_open_reports_per_account,
             max_open=config.max_open_reports,
         )
+        self.atproto = AtprotoBridge(
+            self.storage,
+            config.atproto_sources,
+            DidResolver(
+                self.guarded_session,
+                config.plc_directory,
+                max_entries=config.atproto_did_cache,
+                ttl=config.atproto_did_ttl,
+            ),
+            self.guarded_session,
+            self.log_limit,
+            wall_clock=self.wall_clock,
+            max_accounts=config.atproto_max_accounts,
+            max_repo_bytes=config.atproto_max_repo_bytes,
+            reconnect_min=config.atproto_reconnect_min,
+            reconnect_max=config.atproto_reconnect_max,
+            resync_interval=config.atproto_resync_interval,
+        )
+        for name, doc, stat in (
+            ("skyfed_atproto_commits", "atproto commits verified and applied", "commits"),
+            ("skyfed_atproto_refused", "atproto frames refused", "refused"),
+            ("skyfed_atproto_resyncs", "atproto repos fetched again (getRepo)", "resyncs"),
+        ):
+            Gauge(name, doc, registry=self.registry).set_function(self._atproto_stat(stat))
 
     def _load_secrets(self) -> NodeSecrets:
         """The node key and token secret, read or made with the data dir locked."""
@@ -276,6 +303,16 @@ class Node:
 
     def _blob_url(self, did: str, cid: str) -> str:
         return f"{self.url}/xrpc/com.atproto.sync.getBlob?did={did}&cid={cid}"
+
+    def _atproto_stat(self, field: str) -> Callable[[], float]:
+        return lambda: float(getattr(self.atproto.stats, field))
+
+    def guarded_session(self) -> aiohttp.ClientSession:
+        """A client session under the node's dial policy (for atproto fetches), closed
+        on stop."""
+        if self._guarded is None:
+            self._guarded = DialPolicy.from_config(self.config).session()
+        return self._guarded
 
     def _gossip_stat(self, field: str) -> Callable[[], float]:
         return lambda: float(getattr(self.federation.plumtree.stats, field))
@@ -342,6 +379,7 @@ class Node:
                     lines[-1],
                 )
             await self.federation.start()
+            await self.atproto.start()
         except BaseException:
             await self.stop()
             raise
@@ -352,6 +390,7 @@ class Node:
 
     async def stop(self) -> None:
         try:
+            await self.atproto.stop()
             await self.federation.stop()
             if self._runner is not None:
                 await self._runner.cleanup()
@@ -360,6 +399,9 @@ class Node:
                 await self._http.close()
                 self._http = None
             await self.remote_feeds.close()
+            if self._guarded is not None:
+                await self._guarded.close()
+                self._guarded = None
             await self.storage.close()
         finally:
             if self._own_lock:

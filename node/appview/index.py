@@ -26,6 +26,7 @@ __all__ = [
     "FEED_SCHEMA",
     "INDEX_SCHEMA",
     "index_record",
+    "index_value",
     "normalize_time",
     "rebuild_feeds",
     "unindex_record",
@@ -289,6 +290,21 @@ def index_record(
         value = decode(block)
     except SkyfedError:
         return
+    index_value(conn, did, collection, rkey, value, cid, indexed_at)
+
+
+def index_value(
+    conn: sqlite3.Connection,
+    did: str,
+    collection: str,
+    rkey: str,
+    value: Any,
+    cid: bytes,
+    indexed_at: str,
+) -> None:
+    """Index one decoded record: a map whose text fields (``text``, ``createdAt``,
+    ``subject``, strong refs' ``uri``) are ``str``; links and bytes are not read, so
+    skyfed's msgpack values and the JSON form of atproto's DAG-CBOR both do."""
     if not isinstance(value, dict):
         return
     uri = f"at://{did}/{collection}/{rkey}"

@@ -20,12 +20,14 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from protocol.atproto.cid import CID as AtprotoCID
 from protocol.cid import CID
 from protocol.encoding import decode
 from protocol.errors import RemoteProtocolError, SkyfedError
 from protocol.jsondata import to_json
 from protocol.syntax import is_valid_did, is_valid_handle
 
+from ..atproto.store import record_json
 from ..store.sqlite import SqliteStorage
 from . import graph, media
 
@@ -76,7 +78,11 @@ class _Read:
         if actor.startswith("did:"):
             if not is_valid_did(actor):
                 raise RemoteProtocolError(f"{actor!r} is not a valid DID")
-            row = self.conn.execute("SELECT 1 FROM identities WHERE did = ?", (actor,)).fetchone()
+            row = self.conn.execute(
+                "SELECT 1 FROM identities WHERE did = ?"
+                " UNION ALL SELECT 1 FROM atproto_accounts WHERE did = ?",
+                (actor, actor),
+            ).fetchone()
             if row is None:
                 raise ProfileNotFound(f"profile not found: {actor}")
             return self._served(actor)
@@ -84,7 +90,9 @@ class _Read:
             raise RemoteProtocolError(f"{actor!r} is not a valid handle or DID")
         # Confirmed handles only (node/accounts/handles.py): a log's claim is not enough.
         row = self.conn.execute(
-            "SELECT did FROM handles WHERE handle = ?", (actor.lower(),)
+            "SELECT did FROM handles WHERE handle = ?"
+            " UNION ALL SELECT did FROM atproto_accounts WHERE handle = ?",
+            (actor.lower(), actor.lower()),
         ).fetchone()
         if row is None:
             raise ProfileNotFound(f"profile not found: {actor}")
@@ -113,6 +121,14 @@ class _Read:
         or taken down (not served) on this node."""
         if self._hidden is None:
             self._hidden = set(self.blocked())
+            # Bridged atproto accounts their host says are not active (takendown,
+            # suspended, deactivated): hidden until an #account event says active.
+            self._hidden.update(
+                r[0]
+                for r in self.conn.execute(
+                    "SELECT did FROM atproto_accounts WHERE status != 'active'"
+                )
+            )
             self._hidden.update(
                 r[0]
                 for r in self.conn.execute(
@@ -130,6 +146,13 @@ class _Read:
             chunk = wanted[i : i + 500]
             for did, handle in self.conn.execute(
                 f"SELECT did, handle FROM handles WHERE did IN ({_marks(len(chunk))})", chunk
+            ):
+                if handle:
+                    out[did]["handle"] = handle
+            # Bridged atproto accounts: a handle only once checked both ways.
+            for did, handle in self.conn.execute(
+                f"SELECT did, handle FROM atproto_accounts WHERE did IN ({_marks(len(chunk))})",
+                chunk,
             ):
                 if handle:
                     out[did]["handle"] = handle
@@ -225,16 +248,19 @@ class _Read:
         for i in range(0, len(wanted), 500):
             chunk = wanted[i : i + 500]
             rows += self.conn.execute(
-                "SELECT p.uri, p.did, p.cid, p.indexed_at, b.data,"
+                # A post is a skyfed block or a bridged atproto record (node/atproto/).
+                "SELECT p.uri, p.did, p.cid, p.indexed_at, COALESCE(b.data, ar.data),"
                 " COALESCE(s.replies, 0), COALESCE(s.reposts, 0), COALESCE(s.likes, 0),"
-                " COALESCE(s.quotes, 0)"
-                " FROM posts p JOIN blocks b ON b.cid = p.cid"
+                " COALESCE(s.quotes, 0), aa.host"
+                " FROM posts p LEFT JOIN blocks b ON b.cid = p.cid"
+                " LEFT JOIN atproto_records ar ON ar.uri = p.uri AND b.cid IS NULL"
+                " LEFT JOIN atproto_accounts aa ON aa.did = p.did AND b.cid IS NULL"
                 " LEFT JOIN post_stats s ON s.uri = p.uri"
                 f" WHERE p.uri IN ({_marks(len(chunk))})",
                 chunk,
             ).fetchall()
         hidden = self.hidden()
-        rows = [r for r in rows if r[1] not in hidden]
+        rows = [r for r in rows if r[1] not in hidden and r[4] is not None]
         authors = self.basics(r[1] for r in rows)
         likes: dict[str, str] = {}
         reposts: dict[str, str] = {}
@@ -252,8 +278,13 @@ class _Read:
             ):
                 reposts[subject] = uri
         out: dict[str, dict[str, Any]] = {}
-        for uri, did, cid, indexed_at, data, replies, n_reposts, n_likes, quotes in rows:
-            record = _record_json(cid, data)
+        for uri, did, cid, indexed_at, data, replies, n_reposts, n_likes, quotes, via in rows:
+            if via is None:
+                record = _record_json(cid, data)
+                cid_text = str(CID.from_bytes(cid)) if record is not None else ""
+            else:
+                record = _atproto_record_json(cid, data)
+                cid_text = AtprotoCID.from_bytes(cid).to_str() if record is not None else ""
             if record is None:
                 continue
             author = {k: v for k, v in authors[did].items() if not k.startswith("_")}
@@ -266,7 +297,7 @@ class _Read:
             view: dict[str, Any] = {
                 "$type": POST_VIEW,
                 "uri": uri,
-                "cid": str(CID.from_bytes(cid)),
+                "cid": cid_text,
                 "author": author,
                 "record": record,
                 "replyCount": replies,
@@ -280,6 +311,9 @@ class _Read:
             shown = media.media_view(self.base, did, record.get("embed"))
             if shown is not None:
                 view["embed"] = shown
+            if via is not None:
+                # Where a bridged post comes from (not a lexicon field; clients skip it).
+                view["via"] = {"protocol": "atproto", "host": via}
             out[uri] = view
         if embeds:
             self._embed_quotes(out)
@@ -719,3 +753,10 @@ def _record_json(cid: bytes, data: bytes) -> dict[str, Any] | None:
     except SkyfedError:
         return None
     return value if isinstance(value, dict) else None
+
+
+@functools.lru_cache(maxsize=10_000)
+def _atproto_record_json(cid: bytes, data: bytes) -> dict[str, Any] | None:
+    """A bridged atproto record (DAG-CBOR) in its JSON form; cached like
+    :func:`_record_json`."""
+    return record_json(data)

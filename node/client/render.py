@@ -197,6 +197,11 @@ class Renderer:
         body.append_text(self.author(view.get("author", {})))
         when = view.get("indexedAt") or record.get("createdAt")
         body.append(f" · {relative_time(when, self.now)}", style="dim")
+        via = _map(view.get("via"))
+        if via.get("protocol") == "atproto":  # bridged (docs/atproto-bridge.md)
+            body.append(
+                f" · via atproto {_clean(via.get('host', '')).replace(chr(10), ' ')}", style="dim"
+            )
         body.append("\n")
         text = _clean(record.get("text", ""))
         if text:

@@ -81,6 +81,31 @@ def add_commands(sub: Any) -> None:
         default=default_dir,
         help=f"the nodes' data and cluster.json (default {default_dir})",
     )
+    replay = actions.add_parser(
+        "atproto-replay",
+        help="serve a captured atproto firehose to nodes (--atproto-source its URL)",
+        description="Serve a capture file as com.atproto.sync.subscribeRepos, at a speed.",
+    )
+    replay.add_argument("file", type=Path, metavar="FRAMES")
+    replay.add_argument(
+        "--speed", type=float, default=1.0, help="times real time (default 1; 0: at once)"
+    )
+    replay.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    cap = actions.add_parser(
+        "atproto-capture",
+        help="record a PDS's or relay's firehose into a file for atproto-replay",
+        description="Append COUNT frames of URL's subscribeRepos to FRAMES.",
+    )
+    cap.add_argument("url", metavar="URL")
+    cap.add_argument("--out", type=Path, required=True, metavar="FRAMES")
+    cap.add_argument("--count", type=int, default=1000, help="frames (default 1000)")
+    cap.add_argument("--cursor", type=int, help="start at this seq (default: live)")
+    cap.add_argument(
+        "--dial-policy",
+        default="public",
+        choices=("public", "private", "loopback"),
+        help="which addresses may be dialled (default public)",
+    )
     down = actions.add_parser(
         "down", help="stop a cluster started with `cluster up`", description="Stop it."
     )
@@ -115,6 +140,10 @@ def run_command(args: argparse.Namespace) -> int:
             return asyncio.run(_run(args))
         if args.cluster_command == "up":
             return asyncio.run(_up(args))
+        if args.cluster_command == "atproto-replay":
+            return asyncio.run(_replay(args))
+        if args.cluster_command == "atproto-capture":
+            return asyncio.run(_capture(args))
         return _down(args)
     except ScenarioError as e:
         print(f"skyfed: error: {e}", file=sys.stderr)
@@ -126,6 +155,34 @@ def run_command(args: argparse.Namespace) -> int:
         return 130
     except asyncio.CancelledError:  # SIGTERM (see _run)
         return 143
+
+
+async def _replay(args: argparse.Namespace) -> int:
+    from .atproto_replay import ReplayServer, read_frames
+
+    try:
+        frames = read_frames(args.file)
+    except (OSError, ValueError) as e:
+        print(f"skyfed: error: {e}", file=sys.stderr)
+        return 2
+    server = ReplayServer(frames, speed=args.speed)
+    url = await server.start(args.port)
+    print(f"replaying {len(frames)} frames at {url} (speed {args.speed}); Ctrl-C stops", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.stop()
+    return 0
+
+
+async def _capture(args: argparse.Namespace) -> int:
+    from ..net.netpolicy import DialPolicy
+    from .atproto_replay import capture
+
+    async with DialPolicy.from_settings(args.dial_policy).session() as session:
+        n = await capture(session, args.url, args.out, count=args.count, cursor=args.cursor)
+    print(f"wrote {n} frames to {args.out}")
+    return 0
 
 
 async def _run(args: argparse.Namespace) -> int:

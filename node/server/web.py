@@ -704,8 +704,19 @@ def _render_post(
     classes = "post main-post" if main else "post"
     return (
         f'<article class="{classes}">{above}{_avatar(author)}'
-        f'<div class="meta">{_author_link(author)}{when_html}</div>{below}'
+        f'<div class="meta">{_author_link(author)}{when_html}{_via_html(post)}</div>{below}'
         f"{text_html}{_embed_html(post, prefs)}{stamp_html}{stats}</article>"
+    )
+
+
+def _via_html(post: dict[str, Any]) -> str:
+    """The mark on a post bridged from atproto: where it comes from."""
+    via = _map(post, "via")
+    if _str(via, "protocol") != "atproto":
+        return ""
+    return (
+        '<span class="dot" aria-hidden="true">·</span>'
+        f'<span class="via">via atproto {_e(_str(via, "host"))}</span>'
     )
 
 

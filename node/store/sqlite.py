@@ -48,6 +48,7 @@ from ..appview.index import (
 )
 from ..appview.notifications import NOTIFICATIONS_SCHEMA, rebuild_notifications
 from ..appview.search import SEARCH_SCHEMA, rebuild_search
+from ..atproto.store import ATPROTO_SCHEMA
 from ..datadir import create_private_file, make_data_dir
 from ..server.auth import SessionRow
 from .blobs import BLOBS_SCHEMA, backfill_refs, track_refs
@@ -259,6 +260,9 @@ _MIGRATIONS.append(BLOBS_SCHEMA)
 # notifications.py, search.py); an older database has both built from its records
 _NOTIFY_SEARCH_SCHEMA = len(_MIGRATIONS)
 _MIGRATIONS.append(NOTIFICATIONS_SCHEMA + SEARCH_SCHEMA)
+# v13: the atproto bridge (node/atproto/, docs/atproto-bridge.md "Node side"): cursors
+# per upstream, accounts followed there, and their records (DAG-CBOR, as signed)
+_MIGRATIONS.append(ATPROTO_SCHEMA)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 

@@ -1,0 +1,1 @@
+"""The node half of the atproto bridge (docs/atproto-bridge.md, "Node side")."""
