@@ -10,7 +10,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -48,8 +48,6 @@ from .appview.graph_views import GraphViews
 from .appview.notifications import Notifications
 from .appview.search import Search
 from .appview.views import Views
-from .atproto.bridge import AtprotoBridge
-from .atproto.identity import DidResolver
 from .config import NodeConfig, NodeSecrets, load_or_create_secrets
 from .datadir import tighten
 from .datalock import DataDirLock
@@ -72,6 +70,9 @@ from .server.ratelimit import LoginLimiter, RequestLimiter, WriteLimiter
 from .store.blobs import BlobStore
 from .store.repos import RepoManager
 from .store.sqlite import SqliteSessionStore, SqliteStorage
+
+if TYPE_CHECKING:
+    from .atproto.bridge import AtprotoBridge
 
 __all__ = ["VERSION", "Node", "PortInUse"]
 
@@ -241,7 +242,23 @@ class Node:
             max_open_per_account=config.max_open_reports_per_account,
             max_open=config.max_open_reports,
         )
-        self.atproto = AtprotoBridge(
+        # The atproto bridge is made when first used (at start on a node that follows
+        # atproto sources): its libraries then load, and an idle node stays small.
+        self._atproto: AtprotoBridge | None = None
+
+    @property
+    def atproto(self) -> AtprotoBridge:
+        """The atproto bridge (docs/atproto-bridge.md, "Node side")."""
+        if self._atproto is None:
+            self._atproto = self._make_atproto_bridge()
+        return self._atproto
+
+    def _make_atproto_bridge(self) -> AtprotoBridge:
+        from .atproto.bridge import AtprotoBridge
+        from .atproto.identity import DidResolver
+
+        config = self.config
+        bridge = AtprotoBridge(
             self.storage,
             config.atproto_sources,
             DidResolver(
@@ -264,7 +281,8 @@ class Node:
             ("skyfed_atproto_refused", "atproto frames refused", "refused"),
             ("skyfed_atproto_resyncs", "atproto repos fetched again (getRepo)", "resyncs"),
         ):
-            Gauge(name, doc, registry=self.registry).set_function(self._atproto_stat(stat))
+            Gauge(name, doc, registry=self.registry).set_function(self._atproto_stat(bridge, stat))
+        return bridge
 
     def _load_secrets(self) -> NodeSecrets:
         """The node key and token secret, read or made with the data dir locked."""
@@ -304,8 +322,9 @@ class Node:
     def _blob_url(self, did: str, cid: str) -> str:
         return f"{self.url}/xrpc/com.atproto.sync.getBlob?did={did}&cid={cid}"
 
-    def _atproto_stat(self, field: str) -> Callable[[], float]:
-        return lambda: float(getattr(self.atproto.stats, field))
+    @staticmethod
+    def _atproto_stat(bridge: AtprotoBridge, field: str) -> Callable[[], float]:
+        return lambda: float(getattr(bridge.stats, field))
 
     def guarded_session(self) -> aiohttp.ClientSession:
         """A client session under the node's dial policy (for atproto fetches), closed
@@ -379,7 +398,8 @@ class Node:
                     lines[-1],
                 )
             await self.federation.start()
-            await self.atproto.start()
+            if self.config.atproto_sources:
+                await self.atproto.start()
         except BaseException:
             await self.stop()
             raise
@@ -390,7 +410,8 @@ class Node:
 
     async def stop(self) -> None:
         try:
-            await self.atproto.stop()
+            if self._atproto is not None:
+                await self._atproto.stop()
             await self.federation.stop()
             if self._runner is not None:
                 await self._runner.cleanup()

@@ -20,14 +20,12 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from protocol.atproto.cid import CID as AtprotoCID
 from protocol.cid import CID
 from protocol.encoding import decode
 from protocol.errors import RemoteProtocolError, SkyfedError
 from protocol.jsondata import to_json
 from protocol.syntax import is_valid_did, is_valid_handle
 
-from ..atproto.store import record_json
 from ..store.sqlite import SqliteStorage
 from . import graph, media
 
@@ -284,6 +282,8 @@ class _Read:
                 cid_text = str(CID.from_bytes(cid)) if record is not None else ""
             else:
                 record = _atproto_record_json(cid, data)
+                from protocol.atproto.cid import CID as AtprotoCID  # a bridged post
+
                 cid_text = AtprotoCID.from_bytes(cid).to_str() if record is not None else ""
             if record is None:
                 continue
@@ -759,4 +759,6 @@ def _record_json(cid: bytes, data: bytes) -> dict[str, Any] | None:
 def _atproto_record_json(cid: bytes, data: bytes) -> dict[str, Any] | None:
     """A bridged atproto record (DAG-CBOR) in its JSON form; cached like
     :func:`_record_json`."""
+    from ..atproto.store import record_json  # loaded with the first bridged post
+
     return record_json(data)

@@ -13,7 +13,6 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from protocol.atproto import dagcbor
 from protocol.errors import SkyfedError
 
 from ..appview.index import index_value, unindex_record
@@ -117,6 +116,8 @@ def _drop_record(conn: sqlite3.Connection, did: str, collection: str, rkey: str)
 
 def record_json(block: bytes) -> dict[str, object] | None:
     """A record block as its JSON form, or None if it is not an atproto record."""
+    from protocol.atproto import dagcbor  # only where bridged records are read
+
     try:
         value = dagcbor.decode(block)
         dagcbor.check_data_model(value)
