@@ -23,7 +23,7 @@ from .cid import CID
 from .encoding import decode, encode
 from .errors import DecodeError
 
-__all__ = ["MAX_BLOCK", "MAX_STREAM", "read_car", "varint", "write_car"]
+__all__ = ["MAX_BLOCK", "MAX_STREAM", "read_car", "read_varint", "varint", "write_car"]
 
 _MAX_HEADER = 4096
 #: Default bound on one block (§10: 2 MiB, the bound on a commit's blocks).
@@ -47,7 +47,9 @@ def varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _read_varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
+def read_varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
+    """An unsigned LEB128 at ``pos``, minimally encoded, at most 9 bytes: (value,
+    position after it)."""
     n = shift = 0
     for i in range(pos, min(pos + 9, len(data))):
         byte = data[i]
@@ -76,7 +78,7 @@ def read_car(
     if len(data) > max_total:
         raise DecodeError(f"block stream exceeds {max_total} bytes")
     view = memoryview(data)
-    hlen, pos = _read_varint(view, 0)
+    hlen, pos = read_varint(view, 0)
     if hlen > _MAX_HEADER or pos + hlen > len(data):
         raise DecodeError("bad block stream header length")
     header = decode(bytes(view[pos : pos + hlen]))
@@ -98,7 +100,7 @@ def read_car(
         roots.append(CID.from_bytes(r))
     blocks: dict[CID, bytes] = {}
     while pos < len(data):
-        size, pos = _read_varint(view, pos)
+        size, pos = read_varint(view, pos)
         # The frame holds the CID too: bound it by the largest block plus CID first,
         # then the block itself once its CID's length is known.
         if size > max_block + _MAX_CID or pos + size > len(data):

@@ -25,6 +25,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ..car import read_varint, varint
 from ..errors import DecodeError
 from . import dagcbor
 from .cid import CID
@@ -55,32 +56,6 @@ class Car:
         return self.roots[0]
 
 
-def varint(n: int) -> bytes:
-    """Unsigned LEB128."""
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    n = shift = 0
-    for i in range(pos, min(pos + 9, len(data))):
-        byte = data[i]
-        n |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            if byte == 0 and i > pos:
-                raise DecodeError("CAR varint is not minimally encoded")
-            return n, i + 1
-        shift += 7
-    raise DecodeError("CAR varint is truncated or over-long")
-
-
 def read_car(
     data: bytes,
     *,
@@ -93,7 +68,7 @@ def read_car(
         raise DecodeError("CAR input must be bytes")
     if len(data) > max_total:
         raise DecodeError(f"CAR of {len(data)} bytes is over {max_total}")
-    hlen, pos = _read_varint(data, 0)
+    hlen, pos = read_varint(data, 0)
     if hlen == 0 or hlen > _MAX_HEADER or pos + hlen > len(data):
         raise DecodeError("bad CAR header length")
     header = dagcbor.decode(data[pos : pos + hlen], max_depth=3)
@@ -115,7 +90,7 @@ def read_car(
         count += 1
         if count > max_blocks:
             raise DecodeError(f"CAR has more than {max_blocks} blocks")
-        size, pos = _read_varint(data, pos)
+        size, pos = read_varint(data, pos)
         if size < _CID_LENGTH or size - _CID_LENGTH > max_block or pos + size > len(data):
             raise DecodeError("CAR block is short, over-size or truncated")
         cid = CID.from_bytes(bytes(view[pos : pos + _CID_LENGTH]))
