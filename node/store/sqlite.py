@@ -431,15 +431,38 @@ class SqliteStorage:
         self.handles: Handles | None = None
 
     # -- life cycle --------------------------------------------------------------
+    #: What a failed transaction raises (the group fails as a whole on these).
+    _db_errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+    #: Names the reader and writer threads.
+    _thread_prefix = "sqlite"
+
     async def open(self) -> None:
+        await asyncio.to_thread(self._prepare)
+        await asyncio.to_thread(self._migrate)
+        self._read_pool = ThreadPoolExecutor(
+            self._readers, thread_name_prefix=f"{self._thread_prefix}-read"
+        )
+        self._writer = threading.Thread(
+            target=self._write_loop, name=f"{self._thread_prefix}-write", daemon=True
+        )
+        self._writer.start()
+
+    def _prepare(self) -> None:
         make_data_dir(Path(self.path).parent)
         # Created 0600 before SQLite opens it: the database holds signing keys and
         # password hashes, and SQLite gives its -wal and -shm files the same mode.
         create_private_file(Path(self.path))
-        await asyncio.to_thread(self._migrate)
-        self._read_pool = ThreadPoolExecutor(self._readers, thread_name_prefix="sqlite-read")
-        self._writer = threading.Thread(target=self._write_loop, name="sqlite-write", daemon=True)
-        self._writer.start()
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        return _connect(self.path, readonly=True)
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        conn = _connect(self.path, readonly=False)
+        _tune_writer(conn)
+        return conn
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -490,7 +513,7 @@ class SqliteStorage:
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = _connect(self.path, readonly=True)
+            conn = self._connect_reader()
             self._local.conn = conn
             with self._conns_lock:
                 self._conns.append(conn)
@@ -519,8 +542,7 @@ class SqliteStorage:
             return await job.future  # type: ignore[no-any-return]
 
     def _write_loop(self) -> None:
-        conn = _connect(self.path, readonly=False)
-        _tune_writer(conn)
+        conn = self._connect_writer()
         try:
             while True:
                 first = self._queue.get()
@@ -546,7 +568,7 @@ class SqliteStorage:
     def _run_group(self, conn: sqlite3.Connection, jobs: list[_WriteJob]) -> None:
         results: list[tuple[Any, BaseException | None]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
             for job in jobs:
                 conn.execute("SAVEPOINT job")
                 try:
@@ -559,8 +581,8 @@ class SqliteStorage:
                     conn.execute("RELEASE job")
                     results.append((result, None))
             conn.execute("COMMIT")
-        except sqlite3.Error as e:
-            with contextlib.suppress(sqlite3.Error):
+        except self._db_errors as e:
+            with contextlib.suppress(*self._db_errors):
                 conn.execute("ROLLBACK")
             results = [(None, e) for _ in jobs]
         self.group_sizes.append(len(jobs))
@@ -1187,8 +1209,8 @@ def _apply_commit(conn: sqlite3.Connection, b: CommitBatch) -> _Published:
     conn.execute(
         "INSERT INTO repos (did, head, rev, root, status, local) VALUES (?, ?, ?, ?, NULL, ?)"
         " ON CONFLICT (did) DO UPDATE SET head = excluded.head, rev = excluded.rev,"
-        " root = excluded.root, status = CASE WHEN status = 'desynchronized' THEN NULL"
-        " ELSE status END",
+        " root = excluded.root, status = CASE WHEN repos.status = 'desynchronized'"
+        " THEN NULL ELSE repos.status END",
         (b.did, b.commit_cid.to_bytes(), b.rev, b.root.to_bytes(), int(b.local)),
     )
     conn.execute(

@@ -1,0 +1,126 @@
+"""A throwaway PostgreSQL server for the tests, from the machine's packages.
+
+``initdb`` in a temporary directory, the server listening on a Unix socket in that
+directory only (``listen_addresses = ''``: no TCP port), ``fsync = on`` (the crash
+test depends on it), trust authentication for the one local user. Stopped and
+removed when the session ends. scripts/ensure-postgresql.sh installs the server
+binaries where they are missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+__all__ = ["PgServer", "find_bindir", "start_server"]
+
+
+def find_bindir() -> Path:
+    """The directory with initdb and pg_ctl (PG_BINDIR, pg_config, or Debian's path)."""
+    if env := os.environ.get("PG_BINDIR"):
+        return Path(env)
+    if shutil.which("initdb"):
+        return Path(str(shutil.which("initdb"))).parent
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
+    if not candidates:
+        raise RuntimeError("no PostgreSQL server binaries: run scripts/ensure-postgresql.sh")
+    return candidates[0].parent
+
+
+@dataclass
+class PgServer:
+    socket_dir: Path
+    user: str
+    _made: set[str] = field(default_factory=set)
+
+    def url(self, dbname: str) -> str:
+        return f"postgresql:///{dbname}?host={self.socket_dir}&user={self.user}"
+
+    def database_for(self, key: str) -> str:
+        """The URL of a database of its own for ``key`` (made empty the first time)."""
+        name = "t_" + hashlib.sha256(key.encode()).hexdigest()[:20]
+        if name not in self._made:
+            with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+                conn.execute(f'CREATE DATABASE "{name}"')
+            self._made.add(name)
+        return self.url(name)
+
+
+@contextlib.contextmanager
+def start_server() -> Iterator[PgServer]:
+    bindir = find_bindir()
+    # Short: a Unix socket path must fit in 107 bytes.
+    base = Path(tempfile.mkdtemp(prefix="skyfed-pg-"))
+    data = base / "data"
+    user = getpass.getuser()
+    run_as: list[str] = []
+    if os.geteuid() == 0:
+        # The server refuses to run as root: hand it to Debian's postgres user.
+        import pwd
+
+        owner = pwd.getpwnam("postgres")
+        os.chown(base, owner.pw_uid, owner.pw_gid)
+        run_as = ["runuser", "-u", "postgres", "--"]
+        user = "postgres"
+    try:
+        subprocess.run(
+            [
+                *run_as,
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                user,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",  # initdb's own files only; the server below fsyncs
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        options = (
+            f"-k {base} -c listen_addresses='' -c fsync=on -c synchronous_commit=on"
+            " -c max_connections=300 -c shared_buffers=32MB"
+        )
+        subprocess.run(
+            [
+                *run_as,
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-o",
+                options,
+                "-l",
+                str(base / "log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=90,
+        )
+        try:
+            yield PgServer(base, user)
+        finally:
+            subprocess.run(
+                [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+                capture_output=True,
+                timeout=60,
+            )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
