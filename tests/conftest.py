@@ -9,7 +9,7 @@ restarted on the same data dir finds its data again).
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ from node.store.sqlite import SqliteStorage
 from node.wiring import Node
 from protocol.keys import SigningKey
 
-from .pg import PgServer, start_server
+from .pg import PgServer, RawDb, start_server
 from .seeds import seeded_key
 
 #: "sqlite" (the default) or "postgresql".
@@ -78,3 +78,16 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
 async def client(node: Node) -> AsyncIterator[Client]:
     async with Client(node.url) as c:
         yield c
+
+
+@pytest.fixture
+def raw_db(request: pytest.FixtureRequest) -> Callable[[NodeConfig], RawDb]:
+    """Direct access to the database of a node made with a config (either backend)."""
+
+    def open_raw(config: NodeConfig) -> RawDb:
+        if TEST_STORAGE == "sqlite":
+            return RawDb(sqlite_path=config.db_path)
+        server: PgServer = request.getfixturevalue("pg_server")
+        return RawDb(url=server.database_for(str(config.data_dir.resolve())))
+
+    return open_raw

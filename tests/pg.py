@@ -124,3 +124,45 @@ def start_server() -> Iterator[PgServer]:
             )
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+class RawDb:
+    """Schema surgery on a node's database, whichever backend holds it (the migration
+    tests turn a database back into an older version this way)."""
+
+    def __init__(self, sqlite_path: Path | None = None, url: str | None = None):
+        self.sqlite_path = sqlite_path
+        self.url = url
+
+    def _run(self, sql: str) -> list[tuple[object, ...]]:
+        if self.url is not None:
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                cur = conn.execute(sql)
+                return list(cur.fetchall()) if cur.description is not None else []
+        import sqlite3
+
+        assert self.sqlite_path is not None
+        with contextlib.closing(sqlite3.connect(self.sqlite_path)) as conn:
+            rows = conn.execute(sql).fetchall()
+            conn.commit()
+            return rows
+
+    def tables(self) -> set[str]:
+        if self.url is not None:
+            sql = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            return {str(r[0]) for r in self._run(sql)} - {"skyfed_schema"}
+        return {str(r[0]) for r in self._run("SELECT name FROM sqlite_master WHERE type='table'")}
+
+    def drop(self, table: str) -> None:
+        self._run(f"DROP TABLE {table}")
+
+    def version(self) -> int:
+        if self.url is not None:
+            return int(str(self._run("SELECT version FROM skyfed_schema")[0][0]))
+        return int(str(self._run("PRAGMA user_version")[0][0]))
+
+    def set_version(self, version: int) -> None:
+        if self.url is not None:
+            self._run(f"UPDATE skyfed_schema SET version = {int(version)}")
+        else:
+            self._run(f"PRAGMA user_version = {int(version)}")
