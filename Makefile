@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test lint typecheck pytest fuzz demo demo-serve bench clean
+.PHONY: test lint typecheck pytest pytest-postgresql fuzz demo demo-serve bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,9 +20,20 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict protocol node
 
 # The browser test needs Debian's chromium and chromedriver; this installs them if missing.
+# Then the storage-facing tests again on PostgreSQL (a throwaway server from the
+# machine's packages, installed if missing; tests/pg.py, docs/postgresql.md).
+PG_TESTS ?= tests/test_node_api.py tests/test_federation.py tests/test_crash.py \
+	tests/test_migrations.py tests/test_postgres.py
 pytest: $(STAMP)
 	scripts/ensure-chromium.sh
 	$(BIN)/pytest
+	scripts/ensure-postgresql.sh
+	SKYFED_TEST_STORAGE=postgresql $(BIN)/pytest $(PG_TESTS)
+
+# Only the PostgreSQL half of the above.
+pytest-postgresql: $(STAMP)
+	scripts/ensure-postgresql.sh
+	SKYFED_TEST_STORAGE=postgresql $(BIN)/pytest $(PG_TESTS)
 
 test: lint typecheck pytest
 
