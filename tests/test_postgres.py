@@ -7,6 +7,7 @@ server and run when ``SKYFED_TEST_STORAGE=postgresql`` (``make test`` does).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -138,5 +139,44 @@ async def test_two_storages_on_one_database(pg_server: PgServer) -> None:
         events = await b.events_after(0, 1000)
         seqs = [seq for seq, _ in events]
         assert seqs == list(range(1, wins + 60 + 1))
+    finally:
+        await asyncio.gather(a.close(), b.close())
+
+
+@needs_server
+@pytest.mark.timeout(60)
+async def test_each_process_publishes_every_process_events_in_order(pg_server: PgServer) -> None:
+    """LISTEN/NOTIFY: a storage's firehose hook hears the other storage's commits
+    too, every event once, in seq order, interleaved with its own."""
+    from node.store.postgres import PostgresStorage
+
+    url = pg_server.database_for("fan-out")
+    a, b = PostgresStorage(url), PostgresStorage(url)
+    await a.open()
+    await b.open()
+    heard: dict[str, list[int]] = {"a": [], "b": []}
+    total = 80
+    done = {name: asyncio.Event() for name in heard}
+
+    def hook(name: str) -> Callable[[list[tuple[int, bytes]]], None]:
+        def on_events(events: list[tuple[int, bytes]]) -> None:
+            heard[name].extend(seq for seq, _ in events)
+            if len(heard[name]) >= total:
+                done[name].set()
+
+        return on_events
+
+    a.on_events, b.on_events = hook("a"), hook("b")
+    try:
+        await asyncio.gather(
+            *(a.apply_commit(_batch(f"did:plc:x{i}", None, i)) for i in range(total // 2)),
+            *(b.apply_commit(_batch(f"did:plc:y{i}", None, i)) for i in range(total // 2)),
+        )
+        # Idle after: the last events reach the other side by notification alone.
+        await asyncio.wait_for(asyncio.gather(done["a"].wait(), done["b"].wait()), 20)
+        stored = [seq for seq, _ in await a.events_after(0, 1000)]
+        assert stored == list(range(1, total + 1))
+        assert heard["a"] == stored
+        assert heard["b"] == stored
     finally:
         await asyncio.gather(a.close(), b.close())

@@ -27,7 +27,10 @@ lock, so processes started together upgrade once.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
+import threading
 from typing import Any, Final, cast
 
 import psycopg
@@ -43,11 +46,32 @@ from .sqlite import (
     _reindex,
 )
 
-__all__ = ["MIGRATE_LOCK", "PG_MIGRATIONS", "WRITE_LOCK", "PostgresStorage"]
+__all__ = ["CHANNEL", "MIGRATE_LOCK", "PG_MIGRATIONS", "WRITE_LOCK", "PostgresStorage"]
 
 #: Advisory lock keys (any bigint; these spell "skyfedW" / "skyfedM").
 WRITE_LOCK: Final = 0x736B79666564_57
 MIGRATE_LOCK: Final = 0x736B79666564_4D
+
+#: The LISTEN/NOTIFY channel on which a committed write group announces the newest seq.
+CHANNEL: Final = "skyfed_events"
+#: Events read at once when catching up with other processes' writes.
+_CATCH_UP_MAX: Final = 10_000
+
+
+def _last_seq(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _events_between(conn: sqlite3.Connection, after: int, upto: int) -> list[tuple[int, bytes]]:
+    """Stored events with after < seq <= upto (the newest _CATCH_UP_MAX of them: a
+    subscriber further behind than that reconnects with a cursor and replays)."""
+    rows = conn.execute(
+        "SELECT seq, frame FROM events WHERE seq > ? AND seq <= ? ORDER BY seq DESC LIMIT ?",
+        (after, upto, _CATCH_UP_MAX),
+    ).fetchall()
+    return [(int(seq), bytes(frame)) for seq, frame in reversed(rows)]
+
 
 #: PostgreSQL-only statements run after the shared step of the same version (1-based):
 #: what SQLite has built in and PostgreSQL lacks.
@@ -74,6 +98,99 @@ class PostgresStorage(SqliteStorage):
         super().__init__("", readers=readers)
         self.dsn = dsn
         self.tables: TableInfo = {}
+        #: The newest seq whose events this process has published (its own writers'
+        #: and, through LISTEN/NOTIFY, other processes'): always published in order.
+        self._published_seq = 0
+        #: The seq before this process's current write group (read under the lock).
+        self._group_start_seq = 0
+        self._listener: threading.Thread | None = None
+        self._stop_listening = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def open(self) -> None:
+        await super().open()
+        self._loop = asyncio.get_running_loop()
+        self._published_seq = await self.read(_last_seq)
+        self._stop_listening.clear()
+        ready = threading.Event()
+        self._listener = threading.Thread(
+            target=self._listen, args=(ready,), name="pg-listen", daemon=True
+        )
+        self._listener.start()
+        # LISTEN is in place before open returns: no notification falls between.
+        await asyncio.to_thread(ready.wait, 30)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._stop_listening.set()
+            await asyncio.to_thread(self._listener.join)
+            self._listener = None
+        await super().close()
+
+    # -- events from other processes (LISTEN/NOTIFY) --------------------------------
+    def _before_commit(self, conn: sqlite3.Connection) -> None:
+        # Delivered at COMMIT, only if it commits: "the sequence moved, to this".
+        conn.execute(
+            "SELECT pg_notify(?, convert_from(value, 'UTF8')) FROM meta WHERE key = 'last_seq'",
+            (CHANNEL,),
+        )
+
+    def _committed_events(
+        self, conn: sqlite3.Connection, events: list[tuple[int, bytes]]
+    ) -> list[tuple[int, bytes]]:
+        # Seqs are handed out under WRITE_LOCK, so every seq up to the one this group
+        # started from is committed: other processes' events before ours are read
+        # here and published first, keeping the firehose in seq order. (Called with
+        # _publish_lock held.)
+        out: list[tuple[int, bytes]] = []
+        if self._group_start_seq > self._published_seq:
+            with contextlib.suppress(*self._db_errors):
+                out = _events_between(conn, self._published_seq, self._group_start_seq)
+            self._published_seq = max(self._published_seq, self._group_start_seq)
+        out += [e for e in events if e[0] > self._published_seq]
+        if out:
+            self._published_seq = max(self._published_seq, out[-1][0])
+        return out
+
+    def _listen(self, ready: threading.Event) -> None:
+        raw: psycopg.Connection[Any] | None = None
+        try:
+            while not self._stop_listening.is_set():
+                try:
+                    if raw is None or raw.closed:
+                        raw = self._raw(readonly=True)
+                        raw.execute(f"LISTEN {CHANNEL}")
+                        ready.set()
+                        self._catch_up(raw)  # what was missed while not listening
+                    newest = 0
+                    for note in raw.notifies(timeout=0.5, stop_after=64):
+                        with contextlib.suppress(ValueError):
+                            newest = max(newest, int(note.payload))
+                    if newest > self._published_seq:
+                        self._catch_up(raw)
+                except psycopg.OperationalError:
+                    # The server went away: try again shortly, from where we were.
+                    ready.set()
+                    if raw is not None:
+                        raw.close()
+                    raw = None
+                    self._stop_listening.wait(1.0)
+        finally:
+            ready.set()
+            if raw is not None:
+                raw.close()
+
+    def _catch_up(self, raw: psycopg.Connection[Any]) -> None:
+        conn = cast(sqlite3.Connection, PgConnection(raw, self.tables))
+        with self._publish_lock:
+            newest = _last_seq(conn)
+            if newest <= self._published_seq:
+                return
+            events = _events_between(conn, self._published_seq, newest)
+            self._published_seq = newest
+            if events and self._loop is not None:
+                with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+                    self._loop.call_soon_threadsafe(self._deliver, [], events)
 
     def _prepare(self) -> None:
         with psycopg.connect(self.dsn, autocommit=True) as raw:
@@ -102,6 +219,7 @@ class PostgresStorage(SqliteStorage):
     def _begin(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN")
         conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
+        self._group_start_seq = _last_seq(conn)
 
     def _migrate(self) -> None:
         raw = self._raw(readonly=False)

@@ -421,6 +421,7 @@ class SqliteStorage:
         self._writer: threading.Thread | None = None
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
+        self._publish_lock = threading.Lock()
         #: Called on the event loop after each durable group, with (seq, frame) pairs.
         self.on_events: Callable[[list[tuple[int, bytes]]], None] | None = None
         self.group_sizes: list[int] = []
@@ -580,6 +581,7 @@ class SqliteStorage:
                 else:
                     conn.execute("RELEASE job")
                     results.append((result, None))
+            self._before_commit(conn)
             conn.execute("COMMIT")
         except self._db_errors as e:
             with contextlib.suppress(*self._db_errors):
@@ -595,9 +597,24 @@ class SqliteStorage:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_WriteJob, Any, Any]]] = {}
         for job, (result, error) in zip(jobs, results, strict=True):
             by_loop.setdefault(job.loop, []).append((job, result, error))
-        for loop, items in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # loop closed during shutdown
-                loop.call_soon_threadsafe(self._deliver, items, events)
+        # Held while the events are picked and handed to the loop (which runs the
+        # callbacks in the order they were handed over): events reach the firehose in
+        # seq order even when another thread also publishes (node/store/postgres.py).
+        with self._publish_lock:
+            events = self._committed_events(conn, events)
+            for loop, items in by_loop.items():
+                with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+                    loop.call_soon_threadsafe(self._deliver, items, events)
+
+    def _before_commit(self, conn: sqlite3.Connection) -> None:
+        """Last statements of a write group's transaction (none on SQLite)."""
+
+    def _committed_events(
+        self, conn: sqlite3.Connection, events: list[tuple[int, bytes]]
+    ) -> list[tuple[int, bytes]]:
+        """The events to publish after a group committed (on SQLite, the group's own:
+        this process is the only writer)."""
+        return events
 
     def _deliver(
         self, items: list[tuple[_WriteJob, Any, Any]], events: list[tuple[int, bytes]]
