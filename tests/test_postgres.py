@@ -7,6 +7,7 @@ server and run when ``SKYFED_TEST_STORAGE=postgresql`` (``make test`` does).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 import pytest
@@ -180,3 +181,39 @@ async def test_each_process_publishes_every_process_events_in_order(pg_server: P
         assert heard["b"] == stored
     finally:
         await asyncio.gather(a.close(), b.close())
+
+
+@needs_server
+@pytest.mark.timeout(60)
+async def test_connections_dropped_by_the_server_are_reopened(pg_server: PgServer) -> None:
+    """A server restart or an operator's pg_terminate_backend fails what was in
+    flight (never acknowledged), and the next reads and writes connect again."""
+    import psycopg
+
+    from node.store.postgres import PostgresStorage
+
+    url = pg_server.database_for("dropped")
+    storage = PostgresStorage(url)
+    await storage.open()
+    try:
+        await storage.apply_commit(_batch("did:plc:one", None, 0))
+        assert await storage.get_head("did:plc:one") is not None
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        # The first use of each dropped connection may fail; none after it.
+        for _ in range(2):
+            with contextlib.suppress(psycopg.OperationalError):
+                await storage.apply_commit(_batch("did:plc:two", None, 1))
+        for _ in range(8):  # every reader thread's connection
+            with contextlib.suppress(psycopg.OperationalError):
+                await storage.get_head("did:plc:two")
+        head = await storage.get_head("did:plc:two")
+        assert head is not None
+        await storage.apply_commit(_batch("did:plc:three", None, 2))
+        held = {did for did, _, _ in await storage.all_heads()}
+        assert held == {"did:plc:one", "did:plc:two", "did:plc:three"}
+    finally:
+        await storage.close()

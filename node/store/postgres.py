@@ -216,6 +216,9 @@ class PostgresStorage(SqliteStorage):
     def _connect_writer(self) -> sqlite3.Connection:
         return cast(sqlite3.Connection, PgConnection(self._raw(readonly=False), self.tables))
 
+    def _usable(self, conn: sqlite3.Connection) -> bool:
+        return not cast(PgConnection, conn).raw.closed
+
     def _begin(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN")
         conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))

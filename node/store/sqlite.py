@@ -513,6 +513,12 @@ class SqliteStorage:
     # -- plumbing ----------------------------------------------------------------
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and not self._usable(conn):
+            with self._conns_lock:
+                self._conns.remove(conn)
+            with contextlib.suppress(*self._db_errors):
+                conn.close()
+            conn = None
         if conn is None:
             conn = self._connect_reader()
             self._local.conn = conn
@@ -543,7 +549,7 @@ class SqliteStorage:
             return await job.future  # type: ignore[no-any-return]
 
     def _write_loop(self) -> None:
-        conn = self._connect_writer()
+        conn: sqlite3.Connection | None = self._connect_writer()
         try:
             while True:
                 first = self._queue.get()
@@ -560,11 +566,31 @@ class SqliteStorage:
                         stop = True
                         break
                     jobs.append(nxt)
+                if conn is None:  # lost after an earlier group: connect again
+                    try:
+                        conn = self._connect_writer()
+                    except self._db_errors as e:
+                        self._fail(jobs, e)
+                        continue
                 self._run_group(conn, jobs)
+                if not self._usable(conn):
+                    with contextlib.suppress(*self._db_errors):
+                        conn.close()
+                    conn = None
                 if stop:
                     return
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
+
+    def _usable(self, conn: sqlite3.Connection) -> bool:
+        """Whether a connection still works (a server's can be dropped; a file's not)."""
+        return True
+
+    def _fail(self, jobs: list[_WriteJob], error: BaseException) -> None:
+        for job in jobs:
+            with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+                job.loop.call_soon_threadsafe(_settle, job, None, error)
 
     def _run_group(self, conn: sqlite3.Connection, jobs: list[_WriteJob]) -> None:
         results: list[tuple[Any, BaseException | None]] = []
