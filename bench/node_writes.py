@@ -2,6 +2,7 @@
 
     python bench/node_writes.py [--clients 32] [--seconds 10] [--writes N]
                                 [--profile OUT] [--profile-mode gil|active]
+                                [--storage sqlite|postgresql|URL] [--processes N]
 
 The node runs as its own process (``python -m node.cli node start``), so the load
 generator does not share its GIL, with a TOML config that lifts the write-point and
@@ -13,6 +14,11 @@ acknowledged write is a signed commit that the node has fsynced (group commit).
 Prints: durable writes/s, p50/p99/max latency, and raw ed25519 signs/s measured in
 this run (the floor cost of a commit) with the ratio of writes/s to it. Target:
 >= 1,000 durable writes/s on a 2-core machine.
+
+``--storage`` picks the node's database: ``sqlite`` (default), ``postgresql`` (a
+throwaway server started from the machine's packages, tests/pg.py) or a
+``postgresql://`` URL of a database you made. ``--processes N`` (PostgreSQL only)
+starts N node processes on the one database, the clients spread over them.
 
 ``--profile OUT`` samples the node with py-spy for the measured period (``--format
 raw``: collapsed stacks, one line per stack with its sample count) and prints
@@ -35,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -72,20 +78,37 @@ def signs_per_second(seconds: float = 1.0) -> float:
 
 
 @contextlib.asynccontextmanager
-async def node_process(workdir: Path, node_cmd: str = "") -> AsyncIterator[tuple[int, str]]:
+async def node_process(
+    workdir: Path, node_cmd: str = "", storage: str = "sqlite", name: str = "node"
+) -> AsyncIterator[tuple[int, str]]:
     """Start a node with the bench settings; yields (pid, url); SIGTERM then SIGKILL on exit."""
+    settings = dict(BENCH_SETTINGS)
+    if storage != "sqlite":
+        settings["storage"] = storage
     async with cluster_node(
-        workdir / "data",
-        settings=BENCH_SETTINGS,
-        log_path=workdir / "node.log",
+        workdir / f"data-{name}",
+        settings=settings,
+        log_path=workdir / f"{name}.log",
         command=node_cmd,
     ) as node:
         yield node.pid, node.url
 
 
+@contextlib.contextmanager
+def storage_url(kind: str) -> Iterator[str]:
+    """The nodes' storage setting for ``--storage``."""
+    if kind == "postgresql":
+        from tests.pg import start_server
+
+        with start_server() as server:
+            yield server.database_for("bench")
+    else:
+        yield kind
+
+
 def node_log_summary(workdir: Path) -> str:
-    """How much the node wrote to stderr (errors, tracebacks) during the run."""
-    text = (workdir / "node.log").read_text(errors="replace")
+    """How much the nodes wrote to stderr (errors, tracebacks) during the run."""
+    text = "".join(p.read_text(errors="replace") for p in sorted(workdir.glob("*.log")))
     errors = text.count("ERROR")
     tracebacks = text.count("Traceback")
     last = next((ln for ln in reversed(text.splitlines()) if "Error" in ln), "")
@@ -168,58 +191,72 @@ def _short(frame: str) -> str:
 async def run(args: argparse.Namespace) -> None:
     signs = signs_per_second()
     print(f"raw ed25519 signs/s (this run)       {signs:12,.0f}")
-    with tempfile.TemporaryDirectory(prefix="skyfed-bench-") as tmp:
-        async with node_process(Path(tmp), args.node_cmd) as (pid, url):
+    if args.processes > 1 and args.storage == "sqlite":
+        raise SystemExit("--processes needs --storage postgresql (SQLite is one process's)")
+    with (
+        tempfile.TemporaryDirectory(prefix="skyfed-bench-") as tmp,
+        storage_url(args.storage) as storage,
+    ):
+        async with contextlib.AsyncExitStack() as stack:
+            nodes = [
+                await stack.enter_async_context(
+                    node_process(Path(tmp), args.node_cmd, storage, f"node{i}")
+                )
+                for i in range(args.processes)
+            ]
+            pids = [pid for pid, _ in nodes]
+            urls = [url for _, url in nodes]
+            pid = pids[0]
             connector = aiohttp.TCPConnector(limit=0)
-            async with aiohttp.ClientSession(connector=connector) as http:
-                clients = [Client(url, session=http) for _ in range(args.clients)]
-                # Accounts: argon2 hashing is deliberately slow; a few at a time.
-                sem = asyncio.Semaphore(4)
+            http = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
+            clients = [Client(urls[i % len(urls)], session=http) for i in range(args.clients)]
+            # Accounts: argon2 hashing is deliberately slow; a few at a time.
+            sem = asyncio.Semaphore(4)
 
-                async def make(n: int, c: Client) -> None:
-                    async with sem:
-                        await c.create_account(f"bench{n}.skyfed.test", PASSWORD)
+            async def make(n: int, c: Client) -> None:
+                async with sem:
+                    await c.create_account(f"bench{n}.skyfed.test", PASSWORD)
 
-                await asyncio.gather(*(make(n, c) for n, c in enumerate(clients)))
-                # Warm up: one write each (fills the node's repo cache, opens sockets).
-                await asyncio.gather(*(c.post("warm up") for c in clients))
-                commits_before = await node_metric(http, url, "skyfed_commits")
+            await asyncio.gather(*(make(n, c) for n, c in enumerate(clients)))
+            # Warm up: one write each (fills the node's repo cache, opens sockets).
+            await asyncio.gather(*(c.post("warm up") for c in clients))
+            commits_before = sum([await node_metric(http, url, "skyfed_commits") for url in urls])
 
-                latencies: list[float] = []
-                deadline = time.perf_counter() + args.seconds
-                remaining = [args.writes if args.writes else -1]
+            latencies: list[float] = []
+            deadline = time.perf_counter() + args.seconds
+            remaining = [args.writes if args.writes else -1]
 
-                async def loop(c: Client) -> None:
-                    i = 0
-                    while time.perf_counter() < deadline and remaining[0] != 0:
-                        remaining[0] -= 1
-                        t0 = time.perf_counter()
-                        await c.post(f"bench post {i}: the quick brown fox jumps over the dog")
-                        latencies.append(time.perf_counter() - t0)
-                        i += 1
+            async def loop(c: Client) -> None:
+                i = 0
+                while time.perf_counter() < deadline and remaining[0] != 0:
+                    remaining[0] -= 1
+                    t0 = time.perf_counter()
+                    await c.post(f"bench post {i}: the quick brown fox jumps over the dog")
+                    latencies.append(time.perf_counter() - t0)
+                    i += 1
 
-                profiler = None
-                if args.profile:
-                    profiler = start_profiler(
-                        pid, Path(args.profile), args.seconds, args.profile_mode
-                    )
-                cpu0 = node_cpu_seconds(pid)
-                gen0 = time.process_time()
-                start = time.perf_counter()
-                await asyncio.gather(*(loop(c) for c in clients))
-                elapsed = time.perf_counter() - start
-                cpu1 = node_cpu_seconds(pid)
-                gen1 = time.process_time()
-                commits_after = await node_metric(http, url, "skyfed_commits")
-                if profiler is not None:
-                    _, err = await asyncio.to_thread(profiler.communicate)
-                    if profiler.returncode != 0:
-                        print(f"py-spy failed: {err.decode().strip()}")
+            profiler = None
+            if args.profile:
+                profiler = start_profiler(pid, Path(args.profile), args.seconds, args.profile_mode)
+            cpu0 = sum(node_cpu_seconds(p) for p in pids)
+            gen0 = time.process_time()
+            start = time.perf_counter()
+            await asyncio.gather(*(loop(c) for c in clients))
+            elapsed = time.perf_counter() - start
+            cpu1 = sum(node_cpu_seconds(p) for p in pids)
+            gen1 = time.process_time()
+            commits_after = sum([await node_metric(http, url, "skyfed_commits") for url in urls])
+            if profiler is not None:
+                _, err = await asyncio.to_thread(profiler.communicate)
+                if profiler.returncode != 0:
+                    print(f"py-spy failed: {err.decode().strip()}")
         log_summary = node_log_summary(Path(tmp))
 
     n = len(latencies)
     latencies.sort()
     rate = n / elapsed
+    print(f"storage                              {args.storage:>12}")
+    print(f"node processes                       {args.processes:12d}")
     print(f"clients (one account each)           {args.clients:12d}")
     print(f"durable writes acknowledged          {n:12,d}  in {elapsed:.2f} s")
     print(f"node commits counted (/metrics)      {commits_after - commits_before:12,.0f}")
@@ -245,6 +282,14 @@ def main() -> None:
     parser.add_argument("--writes", type=int, default=0, help="stop after N writes (0: no cap)")
     parser.add_argument("--profile", help="py-spy collapsed-stack output file for the node")
     parser.add_argument("--profile-mode", choices=("gil", "active"), default="gil")
+    parser.add_argument(
+        "--storage",
+        default="sqlite",
+        help="sqlite, postgresql (a throwaway server), or a postgresql:// URL",
+    )
+    parser.add_argument(
+        "--processes", type=int, default=1, help="node processes on one database (PostgreSQL)"
+    )
     parser.add_argument(
         "--node-cmd", default="", help="run the node with this instead of 'python -m node.cli'"
     )
