@@ -23,7 +23,9 @@ typecheck: $(STAMP)
 # Then the storage-facing tests again on PostgreSQL (a throwaway server from the
 # machine's packages, installed if missing; tests/pg.py, docs/postgresql.md).
 PG_TESTS ?= tests/test_node_api.py tests/test_federation.py tests/test_crash.py \
-	tests/test_migrations.py tests/test_postgres.py
+	tests/test_migrations.py tests/test_postgres.py tests/test_views.py \
+	tests/test_moderation.py tests/test_takedown.py tests/test_rotation.py \
+	tests/test_labels.py tests/test_portable_identity.py
 pytest: $(STAMP)
 	scripts/ensure-chromium.sh
 	$(BIN)/pytest

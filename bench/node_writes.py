@@ -41,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from node.client import Client
 from node.cluster.process import node_process as cluster_node
 from protocol.keys import SigningKey
+from tests.pg import bench_storage
 
 PASSWORD = "correct horse battery staple"
 # bench: lift the per-account write points and the login limiter
@@ -82,7 +83,7 @@ async def node_process(
     workdir: Path, node_cmd: str = "", storage: str = "sqlite", name: str = "node"
 ) -> AsyncIterator[tuple[int, str]]:
     """Start a node with the bench settings; yields (pid, url); SIGTERM then SIGKILL on exit."""
-    settings = dict(BENCH_SETTINGS)
+    settings: dict[str, object] = dict(BENCH_SETTINGS)
     if storage != "sqlite":
         settings["storage"] = storage
     async with cluster_node(
@@ -92,18 +93,6 @@ async def node_process(
         command=node_cmd,
     ) as node:
         yield node.pid, node.url
-
-
-@contextlib.contextmanager
-def storage_url(kind: str) -> Iterator[str]:
-    """The nodes' storage setting for ``--storage``."""
-    if kind == "postgresql":
-        from tests.pg import start_server
-
-        with start_server() as server:
-            yield server.database_for("bench")
-    else:
-        yield kind
 
 
 def node_log_summary(workdir: Path) -> str:
@@ -195,7 +184,7 @@ async def run(args: argparse.Namespace) -> None:
         raise SystemExit("--processes needs --storage postgresql (SQLite is one process's)")
     with (
         tempfile.TemporaryDirectory(prefix="skyfed-bench-") as tmp,
-        storage_url(args.storage) as storage,
+        bench_storage(args.storage) as storage,
     ):
         async with contextlib.AsyncExitStack() as stack:
             nodes = [

@@ -166,3 +166,16 @@ class RawDb:
             self._run(f"UPDATE skyfed_schema SET version = {int(version)}")
         else:
             self._run(f"PRAGMA user_version = {int(version)}")
+
+
+@contextlib.contextmanager
+def bench_storage(kind: str) -> Iterator[str]:
+    """A node's ``storage`` setting for a benchmark's ``--storage``: ``sqlite``, a
+    ``postgresql://`` URL as given, or ``postgresql``: a throwaway server for the run."""
+    if kind == "postgresql":
+        with start_server() as server:
+            yield server.database_for("bench")
+    elif kind == "sqlite" or kind.startswith(("postgresql://", "postgres://")):
+        yield kind
+    else:
+        raise ValueError(f"--storage: sqlite, postgresql or a postgresql:// URL, not {kind!r}")
