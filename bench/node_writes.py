@@ -80,16 +80,17 @@ def signs_per_second(seconds: float = 1.0) -> float:
 
 @contextlib.asynccontextmanager
 async def node_process(
-    workdir: Path, node_cmd: str = "", storage: str = "sqlite", name: str = "node"
+    workdir: Path, node_cmd: str = "", storage: str = "sqlite", name: str = ""
 ) -> AsyncIterator[tuple[int, str]]:
-    """Start a node with the bench settings; yields (pid, url); SIGTERM then SIGKILL on exit."""
+    """Start a node with the bench settings on ``workdir/data<name>`` (its log:
+    ``node<name>.log``); yields (pid, url); SIGTERM then SIGKILL on exit."""
     settings: dict[str, object] = dict(BENCH_SETTINGS)
     if storage != "sqlite":
         settings["storage"] = storage
     async with cluster_node(
-        workdir / f"data-{name}",
+        workdir / f"data{name}",
         settings=settings,
-        log_path=workdir / f"{name}.log",
+        log_path=workdir / f"node{name}.log",
         command=node_cmd,
     ) as node:
         yield node.pid, node.url
@@ -189,7 +190,7 @@ async def run(args: argparse.Namespace) -> None:
         async with contextlib.AsyncExitStack() as stack:
             nodes = [
                 await stack.enter_async_context(
-                    node_process(Path(tmp), args.node_cmd, storage, f"node{i}")
+                    node_process(Path(tmp), args.node_cmd, storage, str(i) if i else "")
                 )
                 for i in range(args.processes)
             ]

@@ -69,6 +69,7 @@ from node_writes import (
 )
 
 from node.server.auth import hash_password
+from node.store.postgres import PostgresStorage
 from node.store.repos import RepoManager
 from node.store.sqlite import SqliteStorage
 from node.store.sqlite import _connect as _node_connect
@@ -77,6 +78,7 @@ from protocol.encoding import encode
 from protocol.keys import SigningKey
 from protocol.repo import Write
 from protocol.syntax import tid_from_parts
+from tests.pg import bench_storage
 
 DAY = 86_400.0
 _TEXT = (
@@ -255,15 +257,17 @@ def _build_connect(path: str, *, readonly: bool) -> sqlite3.Connection:
     return conn
 
 
-async def build(data_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Write the data set through RepoManager into ``data_dir``; returns the manifest."""
+async def build(data_dir: Path, args: argparse.Namespace, storage: str) -> dict[str, Any]:
+    """Write the data set through RepoManager into ``data_dir`` (or the PostgreSQL
+    database ``storage`` names); returns the manifest."""
+    if storage != "sqlite":
+        return await _build(PostgresStorage(storage), args)
     with unittest.mock.patch("node.store.sqlite._connect", _build_connect):
-        return await _build(data_dir, args)
+        return await _build(SqliteStorage(data_dir / "node.sqlite3"), args)
 
 
-async def _build(data_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+async def _build(storage: SqliteStorage, args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
-    storage = SqliteStorage(data_dir / "node.sqlite3")
     await storage.open()
     try:
         repos = RepoManager(storage, clock_id=rng.randrange(1024))
@@ -462,7 +466,9 @@ async def concurrently(
     await asyncio.gather(*(loop(i) for i in range(clients)))
 
 
-async def measure(workdir: Path, manifest: dict[str, Any], args: argparse.Namespace) -> bool:
+async def measure(
+    workdir: Path, manifest: dict[str, Any], args: argparse.Namespace, storage: str
+) -> bool:
     viewers = [d for d, _ in manifest["viewers"]]
     handles = dict(manifest["viewers"])
     rng = random.Random(args.seed + 1)
@@ -471,7 +477,7 @@ async def measure(workdir: Path, manifest: dict[str, Any], args: argparse.Namesp
         "in thread": manifest["thread_inner"],
         "plain": manifest["plain"],
     }
-    async with node_process(workdir, args.node_cmd) as (pid, url):
+    async with node_process(workdir, args.node_cmd, storage) as (pid, url):
         connector = aiohttp.TCPConnector(limit=0)
         timeout = aiohttp.ClientTimeout(total=60)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
@@ -628,7 +634,12 @@ async def measure(workdir: Path, manifest: dict[str, Any], args: argparse.Namesp
 
 async def run(args: argparse.Namespace) -> bool:
     keep = Path(args.data_dir) if args.data_dir else None
-    with tempfile.TemporaryDirectory(prefix="skyfed-views-") as tmp:
+    if keep is not None and args.storage != "sqlite":
+        raise SystemExit("--data-dir keeps a SQLite data set only")
+    with (
+        tempfile.TemporaryDirectory(prefix="skyfed-views-") as tmp,
+        bench_storage(args.storage) as storage,
+    ):
         workdir = keep or Path(tmp)
         data = workdir / "data"
         manifest_path = workdir / MANIFEST
@@ -648,14 +659,17 @@ async def run(args: argparse.Namespace) -> bool:
                 flush=True,
             )
             t0 = time.perf_counter()
-            manifest = await build(data, args)
+            manifest = await build(data, args, storage)
             manifest_path.write_text(json.dumps(manifest))
             print(f"  built in {time.perf_counter() - t0:.1f} s")
         else:
             print(f"reusing the data set in {workdir}: {manifest['counts']}")
-        size = (data / "node.sqlite3").stat().st_size
-        print(f"  database: {size / 1e6:,.0f} MB")
-        return await measure(workdir, manifest, args)
+        if storage == "sqlite":
+            size = (data / "node.sqlite3").stat().st_size
+            print(f"  database: {size / 1e6:,.0f} MB")
+        else:
+            print(f"  database: PostgreSQL ({args.storage})")
+        return await measure(workdir, manifest, args, storage)
 
 
 def main() -> None:
@@ -683,6 +697,11 @@ def main() -> None:
     parser.add_argument("--profile-mode", choices=("gil", "active"), default="gil")
     parser.add_argument(
         "--node-cmd", default="", help="run the node with this instead of 'python -m node.cli'"
+    )
+    parser.add_argument(
+        "--storage",
+        default="sqlite",
+        help="sqlite, postgresql (a throwaway server), or a postgresql:// URL",
     )
     args = parser.parse_args()
     met = asyncio.run(run(args))
