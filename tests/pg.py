@@ -41,7 +41,45 @@ def find_bindir() -> Path:
 class PgServer:
     socket_dir: Path
     user: str
+    #: What restarts it: the server binaries, its data dir, the runuser prefix.
+    bindir: Path = Path()
+    data: Path = Path()
+    run_as: list[str] = field(default_factory=list)
     _made: set[str] = field(default_factory=set)
+
+    def _pg_ctl(self, *args: str) -> list[str]:
+        return [*self.run_as, str(self.bindir / "pg_ctl"), "-D", str(self.data), *args]
+
+    def start(self) -> None:
+        options = (
+            f"-k {self.socket_dir} -c listen_addresses='' -c fsync=on"
+            " -c synchronous_commit=on -c max_connections=300 -c shared_buffers=32MB"
+        )
+        log = str(self.socket_dir / "log")
+        subprocess.run(
+            self._pg_ctl("-o", options, "-l", log, "-w", "-t", "60", "start"),
+            check=True,
+            capture_output=True,
+            timeout=90,
+        )
+
+    def stop(self) -> None:
+        subprocess.run(
+            self._pg_ctl("-m", "immediate", "-w", "stop"), capture_output=True, timeout=60
+        )
+
+    def kill_9(self) -> None:
+        """SIGKILL the postmaster and every server process: a power cut, as far as
+        the server can tell (what it acknowledged must be in its fsynced WAL)."""
+        import psutil
+
+        pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+        for proc in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        psutil.wait_procs(procs, timeout=30)
 
     def url(self, dbname: str) -> str:
         return f"postgresql:///{dbname}?host={self.socket_dir}&user={self.user}"
@@ -91,37 +129,12 @@ def start_server() -> Iterator[PgServer]:
             capture_output=True,
             timeout=120,
         )
-        options = (
-            f"-k {base} -c listen_addresses='' -c fsync=on -c synchronous_commit=on"
-            " -c max_connections=300 -c shared_buffers=32MB"
-        )
-        subprocess.run(
-            [
-                *run_as,
-                str(bindir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-o",
-                options,
-                "-l",
-                str(base / "log"),
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=90,
-        )
+        server = PgServer(base, user, bindir, data, run_as)
+        server.start()
         try:
-            yield PgServer(base, user)
+            yield server
         finally:
-            subprocess.run(
-                [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-                capture_output=True,
-                timeout=60,
-            )
+            server.stop()
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
