@@ -146,10 +146,15 @@ async def test_two_storages_on_one_database(pg_server: PgServer) -> None:
 
 @needs_server
 @pytest.mark.timeout(60)
-async def test_each_process_publishes_every_process_events_in_order(pg_server: PgServer) -> None:
+async def test_each_process_publishes_every_process_events_in_order(
+    pg_server: PgServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """LISTEN/NOTIFY: a storage's firehose hook hears the other storage's commits
     too, every event once, in seq order, interleaved with its own."""
+    from node.store import postgres
     from node.store.postgres import PostgresStorage
+
+    monkeypatch.setattr(postgres, "_CATCH_UP_MAX", 7)  # catch-ups come in several chunks
 
     url = pg_server.database_for("fan-out")
     a, b = PostgresStorage(url), PostgresStorage(url)

@@ -64,13 +64,13 @@ def _last_seq(conn: sqlite3.Connection) -> int:
 
 
 def _events_between(conn: sqlite3.Connection, after: int, upto: int) -> list[tuple[int, bytes]]:
-    """Stored events with after < seq <= upto (the newest _CATCH_UP_MAX of them: a
-    subscriber further behind than that reconnects with a cursor and replays)."""
+    """Stored events with after < seq <= upto, oldest first, _CATCH_UP_MAX at most
+    (call again from the last one for more)."""
     rows = conn.execute(
-        "SELECT seq, frame FROM events WHERE seq > ? AND seq <= ? ORDER BY seq DESC LIMIT ?",
+        "SELECT seq, frame FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
         (after, upto, _CATCH_UP_MAX),
     ).fetchall()
-    return [(int(seq), bytes(frame)) for seq, frame in reversed(rows)]
+    return [(int(seq), bytes(frame)) for seq, frame in rows]
 
 
 #: PostgreSQL-only statements run after the shared step of the same version (1-based):
@@ -144,8 +144,11 @@ class PostgresStorage(SqliteStorage):
         # _publish_lock held.)
         out: list[tuple[int, bytes]] = []
         if self._group_start_seq > self._published_seq:
+            after = self._published_seq
             with contextlib.suppress(*self._db_errors):
-                out = _events_between(conn, self._published_seq, self._group_start_seq)
+                while chunk := _events_between(conn, after, self._group_start_seq):
+                    out += chunk
+                    after = chunk[-1][0]
             self._published_seq = max(self._published_seq, self._group_start_seq)
         out += [e for e in events if e[0] > self._published_seq]
         if out:
@@ -186,11 +189,13 @@ class PostgresStorage(SqliteStorage):
             newest = _last_seq(conn)
             if newest <= self._published_seq:
                 return
-            events = _events_between(conn, self._published_seq, newest)
+            # In chunks, each handed over in order: a long absence costs time, not memory.
+            while events := _events_between(conn, self._published_seq, newest):
+                self._published_seq = events[-1][0]
+                if self._loop is not None:
+                    with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+                        self._loop.call_soon_threadsafe(self._deliver, [], events)
             self._published_seq = newest
-            if events and self._loop is not None:
-                with contextlib.suppress(RuntimeError):  # loop closed during shutdown
-                    self._loop.call_soon_threadsafe(self._deliver, [], events)
 
     def _prepare(self) -> None:
         with psycopg.connect(self.dsn, autocommit=True) as raw:
