@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 import threading
 from typing import Any, Final, cast
@@ -47,6 +48,8 @@ from .sqlite import (
 )
 
 __all__ = ["CHANNEL", "MIGRATE_LOCK", "PG_MIGRATIONS", "WRITE_LOCK", "PostgresStorage"]
+
+log = logging.getLogger(__name__)
 
 #: Advisory lock keys (any bigint; these spell "skyfedW" / "skyfedM").
 WRITE_LOCK: Final = 0x736B79666564_57
@@ -145,10 +148,14 @@ class PostgresStorage(SqliteStorage):
         out: list[tuple[int, bytes]] = []
         if self._group_start_seq > self._published_seq:
             after = self._published_seq
-            with contextlib.suppress(*self._db_errors):
+            try:
                 while chunk := _events_between(conn, after, self._group_start_seq):
                     out += chunk
                     after = chunk[-1][0]
+            except self._db_errors:
+                # Publishing ours now would skip theirs: leave all of it to the
+                # listener's catch-up, which reads everything from the table in order.
+                return []
             self._published_seq = max(self._published_seq, self._group_start_seq)
         out += [e for e in events if e[0] > self._published_seq]
         if out:
@@ -171,8 +178,10 @@ class PostgresStorage(SqliteStorage):
                             newest = max(newest, int(note.payload))
                     if newest > self._published_seq:
                         self._catch_up(raw)
-                except psycopg.OperationalError:
-                    # The server went away: try again shortly, from where we were.
+                except psycopg.Error as e:
+                    # The server went away (or a query failed): try again shortly, from
+                    # where we were, on a new connection.
+                    log.warning("LISTEN %s: %s; reconnecting", CHANNEL, e)
                     ready.set()
                     if raw is not None:
                         raw.close()
