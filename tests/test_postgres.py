@@ -71,6 +71,19 @@ def test_sqlite_only_statements() -> None:
     )
 
 
+def test_parameters_as_sqlite_takes_them() -> None:
+    from node.store.dialect import _params
+
+    assert _params([True, False, 3, b"\x00", "a\x00b", None]) == [
+        1,
+        0,
+        3,
+        b"\x00",  # bytes go to BYTEA as they are
+        "a\ufffdb",  # PostgreSQL text cannot hold NUL
+        None,
+    ]
+
+
 def test_schema_rewrite() -> None:
     out = ddl_to_postgres(
         """

@@ -154,8 +154,18 @@ class _Cursor:
 
 
 def _params(params: Sequence[Any]) -> list[Any]:
-    # SQLite stores a bool as the integer it is; PostgreSQL would type it boolean.
-    return [int(p) if isinstance(p, bool) else p for p in params]
+    """Parameters as SQLite would take them: a bool is the integer it is (PostgreSQL
+    would type it boolean), and a NUL in a string, which SQLite stores and PostgreSQL's
+    text refuses (an error, so a peer's record with one could never be indexed here),
+    becomes U+FFFD, in stored values and lookups alike."""
+    out: list[Any] = []
+    for p in params:
+        if isinstance(p, bool):
+            p = int(p)
+        elif isinstance(p, str) and "\x00" in p:
+            p = p.replace("\x00", "\ufffd")
+        out.append(p)
+    return out
 
 
 class PgConnection:
