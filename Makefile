@@ -27,7 +27,8 @@ typecheck: $(STAMP)
 PG_TESTS ?= tests/test_node_api.py tests/test_federation.py tests/test_crash.py \
 	tests/test_migrations.py tests/test_postgres.py tests/test_views.py \
 	tests/test_moderation.py tests/test_takedown.py tests/test_rotation.py \
-	tests/test_labels.py tests/test_portable_identity.py
+	tests/test_labels.py tests/test_portable_identity.py \
+	tests/test_notifications.py tests/test_blobs.py
 pytest: $(STAMP)
 	scripts/ensure-chromium.sh
 	scripts/ensure-npm-packages.sh

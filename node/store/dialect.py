@@ -12,7 +12,8 @@ for the ``sqlite3.Connection`` and rewrites each statement once (cached) with
 * ``x IS NOT ?`` becomes ``x IS DISTINCT FROM %s``; ``BEGIN IMMEDIATE``, ``BEGIN``.
 
 Schema steps go through :func:`ddl_to_postgres`: ``BLOB`` is ``BYTEA``, ``INTEGER``
-is ``BIGINT`` (SQLite integers are 64-bit), ``TEXT`` sorts bytewise (``COLLATE "C"``,
+is ``BIGINT`` (SQLite integers are 64-bit), ``REAL`` is ``DOUBLE PRECISION`` (so is
+SQLite's), ``TEXT`` sorts bytewise (``COLLATE "C"``,
 as SQLite compares), ``INTEGER PRIMARY KEY`` is an identity column, ``WITHOUT ROWID``
 goes, and a table SQLite gives a hidden ``rowid`` gets a real one (last, so
 ``INSERT ... VALUES`` of the declared columns still fits).
@@ -123,6 +124,8 @@ def ddl_to_postgres(script: str, tables: TableInfo) -> list[str]:
         )
         body = re.sub(r"\bINTEGER\b", "BIGINT", body, flags=re.IGNORECASE)
         body = re.sub(r"\bBLOB\b", "BYTEA", body, flags=re.IGNORECASE)
+        # SQLite's REAL is 8 bytes; PostgreSQL's is 4 (a Unix time to 128 s).
+        body = re.sub(r"\bREAL\b", "DOUBLE PRECISION", body, flags=re.IGNORECASE)
         body = re.sub(r"\bTEXT\b", 'TEXT COLLATE "C"', body, flags=re.IGNORECASE)
         if m.group(4) is None and not has_alias:
             # SQLite's hidden rowid, made real: some queries page by it.

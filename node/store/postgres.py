@@ -36,15 +36,16 @@ from typing import Any, Final, cast
 
 import psycopg
 
-from ..appview.index import rebuild_feeds
 from .dialect import PgConnection, TableInfo, ddl_to_postgres, read_tables
 from .sqlite import (
     _MIGRATIONS,
+    _NOTIFY_SEARCH_SCHEMA,
     _SIGNED_PREV_SCHEMA,
+    PG_STEP_INSTEAD,
     SCHEMA_VERSION,
     SqliteStorage,
+    _backfill,
     _refuse_old_commits,
-    _reindex,
 )
 
 __all__ = ["CHANNEL", "MIGRATE_LOCK", "PG_MIGRATIONS", "WRITE_LOCK", "PostgresStorage"]
@@ -88,6 +89,14 @@ PG_MIGRATIONS: Final[dict[int, list[str]]] = {
         "CREATE OR REPLACE FUNCTION min(bigint, bigint) RETURNS bigint"
         " LANGUAGE sql IMMUTABLE STRICT AS 'SELECT LEAST($1, $2)'",
     ],
+    # v12 (notifications) takes min() of two timestamps in text; compared bytewise,
+    # as SQLite compares (and as the "C" collation of every text column here).
+    _NOTIFY_SEARCH_SCHEMA + 1: [
+        "CREATE OR REPLACE FUNCTION min(text, text) RETURNS text"
+        """ LANGUAGE sql IMMUTABLE STRICT AS 'SELECT LEAST($1 COLLATE "C", $2 COLLATE "C")'""",
+        "CREATE OR REPLACE FUNCTION max(text, text) RETURNS text"
+        """ LANGUAGE sql IMMUTABLE STRICT AS 'SELECT GREATEST($1 COLLATE "C", $2 COLLATE "C")'""",
+    ],
 }
 
 
@@ -96,6 +105,7 @@ class PostgresStorage(SqliteStorage):
 
     _db_errors = (psycopg.Error,)
     _thread_prefix = "pg"
+    full_text_search = False
 
     def __init__(self, dsn: str, *, readers: int = 4):
         super().__init__("", readers=readers)
@@ -254,11 +264,9 @@ class PostgresStorage(SqliteStorage):
             if 0 < version < _SIGNED_PREV_SCHEMA:
                 _refuse_old_commits(cast(sqlite3.Connection, conn))
             for i in range(version, SCHEMA_VERSION):
-                self._step(conn, _MIGRATIONS[i], PG_MIGRATIONS.get(i + 1, []))
-            if 0 < version < 2:
-                _reindex(cast(sqlite3.Connection, conn))
-            if 0 < version < 3:
-                rebuild_feeds(cast(sqlite3.Connection, conn))
+                shared = PG_STEP_INSTEAD.get(i, _MIGRATIONS[i])
+                self._step(conn, shared, PG_MIGRATIONS.get(i + 1, []))
+            _backfill(cast(sqlite3.Connection, conn), version, search=False)
             raw.execute("DELETE FROM skyfed_schema")
             raw.execute("INSERT INTO skyfed_schema VALUES (%s)", (SCHEMA_VERSION,))
             raw.execute("COMMIT")

@@ -260,6 +260,10 @@ _MIGRATIONS.append(BLOBS_SCHEMA)
 # notifications.py, search.py); an older database has both built from its records
 _NOTIFY_SEARCH_SCHEMA = len(_MIGRATIONS)
 _MIGRATIONS.append(NOTIFICATIONS_SCHEMA + SEARCH_SCHEMA)
+#: Steps PostgreSQL runs instead of the shared one of the same index: SQLite FTS5 has no
+#: translation, so a PostgreSQL node has no search tables (searchPosts and
+#: searchActors answer MethodNotImplemented there; docs/postgresql.md).
+PG_STEP_INSTEAD: dict[int, str] = {_NOTIFY_SEARCH_SCHEMA: NOTIFICATIONS_SCHEMA}
 # v13: the atproto bridge (node/atproto/, docs/atproto-bridge.md "Node side"): cursors
 # per upstream, accounts followed there, and their records (DAG-CBOR, as signed)
 _MIGRATIONS.append(ATPROTO_SCHEMA)
@@ -468,6 +472,8 @@ class SqliteStorage:
     _db_errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
     #: Names the reader and writer threads.
     _thread_prefix = "sqlite"
+    #: Whether the search tables exist (SQLite FTS5; not on PostgreSQL).
+    full_text_search = True
 
     async def open(self) -> None:
         await asyncio.to_thread(self._prepare)
@@ -534,19 +540,7 @@ class SqliteStorage:
                         if statement.strip(" \n;"):
                             conn.execute(statement)
                         statement = ""
-            if 0 < version < 2:
-                _reindex(conn)
-            if 0 < version < 3:
-                rebuild_feeds(conn)
-            if 2 <= version <= _FEEDGEN_SCHEMA:
-                _reindex(conn, "app.bsky.feed.generator")
-            if 2 <= version < _GRAPH_SCHEMA:
-                reindex_graph(conn, _utc_now())
-            if 0 < version < _BLOBS_SCHEMA:
-                backfill_refs(conn)
-            if 0 < version <= _NOTIFY_SEARCH_SCHEMA:
-                rebuild_search(conn)
-                rebuild_notifications(conn)
+            _backfill(conn, version)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute("COMMIT")
         finally:
@@ -1375,14 +1369,35 @@ def _utc_now() -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 
+def _backfill(conn: sqlite3.Connection, version: int, *, search: bool = True) -> None:
+    """After the schema steps from ``version`` up: index what an older database holds
+    into the tables made since (both backends; ``search=False`` where the full-text
+    tables do not exist, PostgreSQL)."""
+    if 0 < version < 2:
+        _reindex(conn)
+    if 0 < version < 3:
+        rebuild_feeds(conn)
+    if 2 <= version <= _FEEDGEN_SCHEMA:
+        _reindex(conn, "app.bsky.feed.generator")
+    if 2 <= version < _GRAPH_SCHEMA:
+        reindex_graph(conn, _utc_now())
+    if 0 < version < _BLOBS_SCHEMA:
+        backfill_refs(conn)
+    if 0 < version <= _NOTIFY_SEARCH_SCHEMA:
+        if search:
+            rebuild_search(conn)
+        rebuild_notifications(conn)
+
+
 def _reindex(conn: sqlite3.Connection, only: str | None = None) -> None:
     """Build the indexes from the stored records (a database from before them), or
     those of the collection ``only`` (a database from before it was indexed)."""
     now = _utc_now()
-    rows = conn.execute(
-        "SELECT r.did, r.collection, r.rkey, r.cid, b.data FROM records r"
-        " JOIN blocks b ON b.cid = r.cid WHERE ? IS NULL OR r.collection = ?",
-        (only, only),
-    )
+    # Two statements, not "? IS NULL OR ...": PostgreSQL cannot type a bare NULL parameter.
+    select = "SELECT r.did, r.collection, r.rkey, r.cid, b.data FROM records r JOIN blocks b"
+    if only is None:
+        rows = conn.execute(f"{select} ON b.cid = r.cid")
+    else:
+        rows = conn.execute(f"{select} ON b.cid = r.cid WHERE r.collection = ?", (only,))
     for did, collection, rkey, cid, data in rows.fetchall():
         index_record(conn, did, collection, rkey, data, cid, now)
