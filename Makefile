@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test lint typecheck pytest fuzz demo demo-serve bench clean
+.PHONY: test lint typecheck pytest pytest-postgresql fuzz demo demo-serve bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,11 +22,25 @@ typecheck: $(STAMP)
 # What the tests need from outside Python, installed if missing: Debian's chromium and
 # chromedriver (the browser tests), the npm packages pinned in tests/js/package-lock.json
 # (the @atproto/api session) and Debian's nftables (the harness's namespace mode).
+# Then the storage-facing tests again on PostgreSQL (a throwaway server from the
+# machine's packages, installed if missing; tests/pg.py, docs/postgresql.md).
+PG_TESTS ?= tests/test_node_api.py tests/test_federation.py tests/test_crash.py \
+	tests/test_migrations.py tests/test_postgres.py tests/test_views.py \
+	tests/test_moderation.py tests/test_takedown.py tests/test_rotation.py \
+	tests/test_labels.py tests/test_portable_identity.py \
+	tests/test_notifications.py tests/test_blobs.py
 pytest: $(STAMP)
 	scripts/ensure-chromium.sh
 	scripts/ensure-npm-packages.sh
 	scripts/ensure-nftables.sh
 	$(BIN)/pytest
+	scripts/ensure-postgresql.sh
+	SKYFED_TEST_STORAGE=postgresql $(BIN)/pytest $(PG_TESTS)
+
+# Only the PostgreSQL half of the above.
+pytest-postgresql: $(STAMP)
+	scripts/ensure-postgresql.sh
+	SKYFED_TEST_STORAGE=postgresql $(BIN)/pytest $(PG_TESTS)
 
 test: lint typecheck pytest
 

@@ -48,6 +48,7 @@ from protocol.mst import MemoryBlockStore
 from protocol.peerwire import auth_payload, decode_message, encode_message
 from protocol.repo import Repo, Write
 from protocol.syntax import TidClock
+from tests.pg import bench_storage
 
 STAMP = "2026-11-23T12:00:00.000Z"
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,17 +124,18 @@ def raw_verify_rate(seconds: float = 1.5) -> float:
 # -- node B ------------------------------------------------------------------------------
 
 
-def write_config(data_dir: Path) -> Path:
+def write_config(data_dir: Path, storage: str) -> Path:
     config = data_dir.with_suffix(".toml")
     data_dir.mkdir(parents=True)
     config.write_text(
         f'data_dir = "{data_dir}"\nport = 0\nreconcile_interval = 3600.0\nshare_peers = false\n'
+        f'storage = "{storage}"\n'
     )
     return config
 
 
-async def start_node(data_dir: Path) -> tuple[asyncio.subprocess.Process, str]:
-    config = await asyncio.to_thread(write_config, data_dir)
+async def start_node(data_dir: Path, storage: str) -> tuple[asyncio.subprocess.Process, str]:
+    config = await asyncio.to_thread(write_config, data_dir, storage)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -264,7 +266,20 @@ async def run(args: argparse.Namespace) -> None:
     print(f"raw ed25519 verifies/s (1 core, this process)  {raw:10,.0f}", flush=True)
 
     tmp = Path(tempfile.mkdtemp(prefix="skyfed-ingest-"))
-    proc, url = await start_node(tmp / "b")
+    with bench_storage(args.storage) as storage:
+        await _measure(args, authors, total, raw, tmp, storage)
+
+
+async def _measure(
+    args: argparse.Namespace,
+    authors: list[Author],
+    total: int,
+    raw: float,
+    tmp: Path,
+    storage: str,
+) -> None:
+    print(f"storage {args.storage}", flush=True)
+    proc, url = await start_node(tmp / "b", storage)
     spy: asyncio.subprocess.Process | None = None
     try:
         counter: collections.Counter[str] = collections.Counter()
@@ -368,6 +383,11 @@ def main() -> int:
     ap.add_argument("--links", type=int, default=1, help="fake peers feeding B")
     ap.add_argument("--window", type=int, default=512, help="commits outstanding at most")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--storage",
+        default="sqlite",
+        help="node B's database: sqlite, postgresql (a throwaway server) or a URL",
+    )
     ap.add_argument("--timeout", type=float, default=300.0, help="give up after (seconds)")
     ap.add_argument("--profile", type=Path, help="py-spy node B into this file (raw)")
     ap.add_argument("--top", type=int, default=15, help="profile lines to print")

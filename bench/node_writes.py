@@ -3,6 +3,7 @@
     python bench/node_writes.py [--clients 32] [--seconds 10] [--writes N]
                                 [--history N [--rounds 2]]
                                 [--profile OUT] [--profile-mode gil|active]
+                                [--storage sqlite|postgresql|URL] [--processes N]
 
 The node runs as its own process (``python -m node.cli node start``), so the load
 generator does not share its GIL, with a TOML config that lifts the write-point and
@@ -22,6 +23,11 @@ node after the history (same database, same run). It prints the rate before and
 after and the ratio "writes/s after history : writes/s on fresh accounts" (target
 >= 0.9). With ``--profile OUT`` the first round of each side is sampled into
 ``OUT.after`` and ``OUT.fresh``.
+
+``--storage`` picks the node's database: ``sqlite`` (default), ``postgresql`` (a
+throwaway server started from the machine's packages, tests/pg.py) or a
+``postgresql://`` URL of a database you made. ``--processes N`` (PostgreSQL only)
+starts N node processes on the one database, the clients spread over them.
 
 ``--profile OUT`` samples the node with py-spy for the measured period (``--format
 raw``: collapsed stacks, one line per stack with its sample count) and prints
@@ -55,6 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from node.client import Client
 from node.cluster.process import node_process as cluster_node
 from protocol.keys import SigningKey
+from tests.pg import bench_storage
 
 PASSWORD = "correct horse battery staple"
 # bench: lift the per-account write points and the login limiter
@@ -82,20 +89,26 @@ def signs_per_second(seconds: float = 1.0) -> float:
 
 
 @contextlib.asynccontextmanager
-async def node_process(workdir: Path, node_cmd: str = "") -> AsyncIterator[tuple[int, str]]:
-    """Start a node with the bench settings; yields (pid, url); SIGTERM then SIGKILL on exit."""
+async def node_process(
+    workdir: Path, node_cmd: str = "", storage: str = "sqlite", name: str = ""
+) -> AsyncIterator[tuple[int, str]]:
+    """Start a node with the bench settings on ``workdir/data<name>`` (its log:
+    ``node<name>.log``); yields (pid, url); SIGTERM then SIGKILL on exit."""
+    settings: dict[str, object] = dict(BENCH_SETTINGS)
+    if storage != "sqlite":
+        settings["storage"] = storage
     async with cluster_node(
-        workdir / "data",
-        settings=BENCH_SETTINGS,
-        log_path=workdir / "node.log",
+        workdir / f"data{name}",
+        settings=settings,
+        log_path=workdir / f"node{name}.log",
         command=node_cmd,
     ) as node:
         yield node.pid, node.url
 
 
 def node_log_summary(workdir: Path) -> str:
-    """How much the node wrote to stderr (errors, tracebacks) during the run."""
-    text = (workdir / "node.log").read_text(errors="replace")
+    """How much the nodes wrote to stderr (errors, tracebacks) during the run."""
+    text = "".join(p.read_text(errors="replace") for p in sorted(workdir.glob("*.log")))
     errors = text.count("ERROR")
     tracebacks = text.count("Traceback")
     last = next((ln for ln in reversed(text.splitlines()) if "Error" in ln), "")
@@ -190,9 +203,12 @@ class Measured:
         return self.writes / self.elapsed
 
 
-async def make_clients(http: aiohttp.ClientSession, url: str, n: int, prefix: str) -> list[Client]:
-    """``n`` accounts, each with one warm-up post (fills the node's repo cache)."""
-    clients = [Client(url, session=http) for _ in range(n)]
+async def make_clients(
+    http: aiohttp.ClientSession, urls: list[str], n: int, prefix: str
+) -> list[Client]:
+    """``n`` accounts spread over the nodes at ``urls``, each with one warm-up post
+    (fills the node's repo cache)."""
+    clients = [Client(urls[i % len(urls)], session=http) for i in range(n)]
     # Accounts: argon2 hashing is deliberately slow; a few at a time.
     sem = asyncio.Semaphore(4)
 
@@ -206,7 +222,7 @@ async def make_clients(http: aiohttp.ClientSession, url: str, n: int, prefix: st
 
 
 async def measure(
-    pid: int, clients: list[Client], seconds: float, writes: int = 0, label: str = "bench"
+    pids: list[int], clients: list[Client], seconds: float, writes: int = 0, label: str = "bench"
 ) -> Measured:
     """Every client loops createRecord until ``seconds`` pass (or ``writes`` are done)."""
     latencies: list[float] = []
@@ -222,7 +238,7 @@ async def measure(
             latencies.append(time.perf_counter() - t0)
             i += 1
 
-    cpu0 = node_cpu_seconds(pid)
+    cpu0 = sum(node_cpu_seconds(pid) for pid in pids)
     gen0 = time.process_time()
     start = time.perf_counter()
     await asyncio.gather(*(loop(c) for c in clients))
@@ -231,17 +247,18 @@ async def measure(
         len(latencies),
         elapsed,
         latencies,
-        node_cpu_seconds(pid) - cpu0,
+        sum(node_cpu_seconds(pid) for pid in pids) - cpu0,
         time.process_time() - gen0,
     )
 
 
 async def profiled(
-    args: argparse.Namespace, pid: int, clients: list[Client], out: str | None
+    args: argparse.Namespace, pids: list[int], clients: list[Client], out: str | None
 ) -> Measured:
-    """:func:`measure` for ``args.seconds``, sampled by py-spy into ``out`` if given."""
-    profiler = start_profiler(pid, Path(out), args.seconds, args.profile_mode) if out else None
-    m = await measure(pid, clients, args.seconds, args.writes)
+    """:func:`measure` for ``args.seconds``, the first node sampled by py-spy into
+    ``out`` if given."""
+    profiler = start_profiler(pids[0], Path(out), args.seconds, args.profile_mode) if out else None
+    m = await measure(pids, clients, args.seconds, args.writes)
     if profiler is not None:
         _, err = await asyncio.to_thread(profiler.communicate)
         if profiler.returncode != 0:
@@ -252,20 +269,35 @@ async def profiled(
 async def run(args: argparse.Namespace) -> None:
     signs = signs_per_second()
     print(f"raw ed25519 signs/s (this run)       {signs:12,.0f}")
-    with tempfile.TemporaryDirectory(prefix="skyfed-bench-") as tmp:
-        async with node_process(Path(tmp), args.node_cmd) as (pid, url):
+    if args.processes > 1 and args.storage == "sqlite":
+        raise SystemExit("--processes needs --storage postgresql (SQLite is one process's)")
+    with (
+        tempfile.TemporaryDirectory(prefix="skyfed-bench-") as tmp,
+        bench_storage(args.storage) as storage,
+    ):
+        async with contextlib.AsyncExitStack() as stack:
+            nodes = [
+                await stack.enter_async_context(
+                    node_process(Path(tmp), args.node_cmd, storage, str(i) if i else "")
+                )
+                for i in range(args.processes)
+            ]
+            pids = [pid for pid, _ in nodes]
+            urls = [url for _, url in nodes]
             connector = aiohttp.TCPConnector(limit=0)
-            async with aiohttp.ClientSession(connector=connector) as http:
-                clients = await make_clients(http, url, args.clients, "bench")
-                if args.history:
-                    await run_history(args, pid, http, url, clients, signs)
-                    print(node_log_summary(Path(tmp)))
-                    return
-                commits_before = await node_metric(http, url, "skyfed_commits")
-                m = await profiled(args, pid, clients, args.profile)
-                commits_after = await node_metric(http, url, "skyfed_commits")
+            http = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
+            clients = await make_clients(http, urls, args.clients, "bench")
+            if args.history:
+                await run_history(args, pids, http, urls, clients, signs)
+                print(node_log_summary(Path(tmp)))
+                return
+            commits_before = sum([await node_metric(http, u, "skyfed_commits") for u in urls])
+            m = await profiled(args, pids, clients, args.profile)
+            commits_after = sum([await node_metric(http, u, "skyfed_commits") for u in urls])
         log_summary = node_log_summary(Path(tmp))
 
+    print(f"storage                              {args.storage:>12}")
+    print(f"node processes                       {args.processes:12d}")
     report(m, args.clients, signs)
     print(f"node commits counted (/metrics)      {commits_after - commits_before:12,.0f}")
     print(f"  target met                         {'yes' if m.rate >= 1000 else 'NO':>12}")
@@ -294,32 +326,32 @@ def report(m: Measured, clients: int, signs: float, label: str = "") -> None:
 
 async def run_history(
     args: argparse.Namespace,
-    pid: int,
+    pids: list[int],
     http: aiohttp.ClientSession,
-    url: str,
+    urls: list[str],
     clients: list[Client],
     signs: float,
 ) -> None:
     """--history N: the same accounts before and after N commits, against fresh
     accounts on the same node (same database size), alternating in rounds so load on
     the machine falls on both sides alike."""
-    before = await measure(pid, clients, args.seconds, label="before")
+    before = await measure(pids, clients, args.seconds, label="before")
     report(before, args.clients, signs, "history accounts, before history")
     t0 = time.perf_counter()
-    filled = await measure(pid, clients, 1e9, writes=args.history, label="history")
+    filled = await measure(pids, clients, 1e9, writes=args.history, label="history")
     fill_s = time.perf_counter() - t0
     print(
         f"-- wrote {filled.writes:,} commits into the same {args.clients} accounts in"
         f" {fill_s:.1f} s ({filled.rate:,.0f}/s, {filled.writes / args.clients:,.0f} each)"
     )
-    fresh_clients = await make_clients(http, url, args.clients, "fresh")
+    fresh_clients = await make_clients(http, urls, args.clients, "fresh")
     after: list[Measured] = []
     fresh: list[Measured] = []
     for r in range(args.rounds):
         out = f"{args.profile}.after" if args.profile and r == 0 else None
-        after.append(await profiled(args, pid, clients, out))
+        after.append(await profiled(args, pids, clients, out))
         out = f"{args.profile}.fresh" if args.profile and r == 0 else None
-        fresh.append(await profiled(args, pid, fresh_clients, out))
+        fresh.append(await profiled(args, pids, fresh_clients, out))
         print(
             f"   round {r + 1}: after history {after[-1].rate:8,.0f}/s"
             f"   fresh accounts {fresh[-1].rate:8,.0f}/s"
@@ -368,6 +400,14 @@ def main() -> None:
     )
     parser.add_argument("--profile", help="py-spy collapsed-stack output file for the node")
     parser.add_argument("--profile-mode", choices=("gil", "active"), default="gil")
+    parser.add_argument(
+        "--storage",
+        default="sqlite",
+        help="sqlite, postgresql (a throwaway server), or a postgresql:// URL",
+    )
+    parser.add_argument(
+        "--processes", type=int, default=1, help="node processes on one database (PostgreSQL)"
+    )
     parser.add_argument(
         "--node-cmd", default="", help="run the node with this instead of 'python -m node.cli'"
     )

@@ -43,6 +43,10 @@ class NodeConfig:
     """Everything a node can be told. Field names are the TOML keys."""
 
     data_dir: Path = field(default_factory=default_data_dir)
+    #: Where the node's database lives: "sqlite" (``node.sqlite3`` in the data
+    #: directory), or a PostgreSQL URL, ``"postgresql://user@host/dbname"`` (see
+    #: docs/postgresql.md; a password is better kept in ``~/.pgpass`` than here).
+    storage: str = "sqlite"
     host: str = "127.0.0.1"
     port: int = 2583
     #: The URL clients and peers reach this node at (default: http://host:port).

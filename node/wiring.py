@@ -117,7 +117,7 @@ class Node:
         self.secrets = secrets_ or self._load_secrets()
         # For lines a client can cause (rate-limit hits): bounded per interval.
         self.log_limit = LogLimiter(log)
-        self.storage = SqliteStorage(config.db_path)
+        self.storage = make_storage(config)
         self.handles = Handles(
             config.handle_domains,
             config.shared_handle_domains,
@@ -580,6 +580,19 @@ class Node:
             return None
         state = resolve_log(did, ops).state
         return did_document(state)
+
+
+def make_storage(config: NodeConfig) -> SqliteStorage:
+    """The storage ``config.storage`` names: SQLite in the data dir, or PostgreSQL."""
+    if config.storage.startswith(("postgresql://", "postgres://")):
+        # Imported here: psycopg is needed only by nodes on PostgreSQL (pip extra
+        # ``skyfed[postgresql]``).
+        from .store.postgres import PostgresStorage
+
+        return PostgresStorage(config.storage)
+    if config.storage != "sqlite":
+        raise ValueError(f"storage must be 'sqlite' or a postgresql:// URL, not {config.storage!r}")
+    return SqliteStorage(config.db_path)
 
 
 def _records(source: SqliteStorage, cids: Iterable[CID]) -> Iterator[tuple[CID, bytes]]:

@@ -9,6 +9,9 @@ import hashlib
 import sqlite3
 from dataclasses import dataclass
 
+import psycopg
+
+from node.store.postgres import PostgresStorage
 from node.wiring import Node
 
 __all__ = ["RawResponse", "raw_request", "snapshot"]
@@ -49,6 +52,8 @@ async def raw_request(node: Node, request: bytes) -> RawResponse:
 def snapshot(node: Node) -> str:
     """A digest of every row of every table in the node's database (read on the side,
     from the committed state), plus its repo heads: equal digests, nothing changed."""
+    if isinstance(node.storage, PostgresStorage):
+        return _pg_snapshot(node.storage.dsn)
     conn = sqlite3.connect(f"file:{node.config.db_path}?mode=ro", uri=True)
     try:
         digest = hashlib.sha256()
@@ -65,3 +70,16 @@ def snapshot(node: Node) -> str:
         return digest.hexdigest()
     finally:
         conn.close()
+
+
+def _pg_snapshot(url: str) -> str:
+    with psycopg.connect(url) as conn:
+        digest = hashlib.sha256()
+        tables = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename"
+        ).fetchall()
+        for (table,) in tables:
+            digest.update(str(table).encode())
+            for row in conn.execute(f'SELECT * FROM "{table}" ORDER BY 1').fetchall():
+                digest.update(repr(row).encode())
+        return digest.hexdigest()

@@ -47,10 +47,12 @@ class Acked:
 
 @contextlib.asynccontextmanager
 async def node_process(
-    data_dir: Path, log: Path
+    data_dir: Path, log: Path, storage: str
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """A node started with the CLI; yields (process, url). Always killed on the way out."""
-    async with cluster_node(data_dir, log_path=log, kill=True) as node:
+    """A node started with the CLI; yields (process, url). Always killed on the way out.
+    ``storage`` is its storage setting (SQLite, or a PostgreSQL database: conftest)."""
+    settings = {} if storage == "sqlite" else {"storage": storage}
+    async with cluster_node(data_dir, settings=settings, log_path=log, kill=True) as node:
         assert node.url.startswith("http://127.0.0.1:"), node.url
         yield node.proc, node.url
 
@@ -104,14 +106,14 @@ async def replay(c: Client, last_seq: int) -> list[tuple[int, CommitEvent]]:
 
 
 @pytest.mark.timeout(45)
-async def test_kill_9_loses_no_acknowledged_write(tmp_path: Path) -> None:
+async def test_kill_9_loses_no_acknowledged_write(tmp_path: Path, storage_url: str) -> None:
     data_dir = tmp_path / "node"
     log = tmp_path / "node.log"
     acked: list[Acked] = []
     sessions: list[Session] = []
 
     # -- phase 1: write, and kill -9 mid-flight -------------------------------------
-    async with node_process(data_dir, log) as (proc, url):
+    async with node_process(data_dir, log, storage_url) as (proc, url):
         clients = [Client(url) for _ in range(ACCOUNTS)]
         try:
             for n, c in enumerate(clients):
@@ -136,8 +138,11 @@ async def test_kill_9_loses_no_acknowledged_write(tmp_path: Path) -> None:
     assert len(acked) >= KILL_AFTER
     dids = {s.did for s in sessions}
 
+    # The writes went where the storage setting says (no SQLite file beside a server).
+    assert (data_dir / "node.sqlite3").exists() == (storage_url == "sqlite")
+
     # -- phase 2: restart on the same data dir and check everything ------------------
-    async with node_process(data_dir, log) as (_, url), Client(url) as reader:
+    async with node_process(data_dir, log, storage_url) as (_, url), Client(url) as reader:
         # Every acknowledged write is there, with the same CID.
         async def stored_cid(a: Acked) -> str | None:
             try:

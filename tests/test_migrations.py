@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,8 @@ from node.client import Client
 from node.config import NodeConfig
 from node.store.sqlite import SCHEMA_VERSION
 from node.wiring import Node
+
+from .pg import RawDb
 
 PASSWORD = "correct horse battery staple"
 
@@ -30,7 +32,9 @@ _V1_TABLES = {
 }
 
 
-async def test_v1_database_upgrades_and_backfills(tmp_path: Path) -> None:
+async def test_v1_database_upgrades_and_backfills(
+    tmp_path: Path, raw_db: Callable[[NodeConfig], RawDb]
+) -> None:
     config = NodeConfig(data_dir=tmp_path / "node", port=0)
     async with Node(config) as node, Client(node.url) as alice, Client(node.url) as bob:
         await alice.create_account("alice.skyfed.test", PASSWORD)
@@ -41,14 +45,13 @@ async def test_v1_database_upgrades_and_backfills(tmp_path: Path) -> None:
         before = await bob.call("app.bsky.feed.getTimeline")
 
     # Turn the database back into a v1 one: drop every later table and index.
-    conn = sqlite3.connect(config.db_path)
-    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-    for table in tables:
+    db = raw_db(config)
+    # Sorted: an FTS5 table before its shadow tables (actor_fts, actor_fts_data, ...),
+    # which dropping it drops.
+    for table in sorted(db.tables()):
         if table not in _V1_TABLES:
-            conn.execute(f"DROP TABLE IF EXISTS {table}")  # an FTS5 table takes its own
-    conn.execute("PRAGMA user_version = 1")
-    conn.commit()
-    conn.close()
+            db.drop(table)
+    db.set_version(1)
 
     async with Node(config) as node, Client(node.url) as bob:
         await bob.login("bob.skyfed.test", PASSWORD)
@@ -59,19 +62,16 @@ async def test_v1_database_upgrades_and_backfills(tmp_path: Path) -> None:
         assert after["feed"][0]["post"]["likeCount"] == 1
         profile = await bob.call("app.bsky.actor.getProfile", params={"actor": "alice.skyfed.test"})
         assert (profile["postsCount"], profile["followersCount"]) == (1, 1)
-    conn = sqlite3.connect(config.db_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    conn.close()
+    assert db.version() == SCHEMA_VERSION
 
 
-async def test_a_newer_database_is_refused(tmp_path: Path) -> None:
+async def test_a_newer_database_is_refused(
+    tmp_path: Path, raw_db: Callable[[NodeConfig], RawDb]
+) -> None:
     config = NodeConfig(data_dir=tmp_path / "node", port=0)
     async with Node(config):
         pass
-    conn = sqlite3.connect(config.db_path)
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    conn.commit()
-    conn.close()
+    raw_db(config).set_version(SCHEMA_VERSION + 1)
     node = Node(config)
     try:
         with pytest.raises(RuntimeError, match="newer"):
@@ -80,21 +80,21 @@ async def test_a_newer_database_is_refused(tmp_path: Path) -> None:
         await node.stop()
 
 
-async def test_v4_database_gains_moderation_tables(tmp_path: Path) -> None:
+async def test_v4_database_gains_moderation_tables(
+    tmp_path: Path, raw_db: Callable[[NodeConfig], RawDb]
+) -> None:
     config = NodeConfig(data_dir=tmp_path / "node", port=0)
     async with Node(config) as node, Client(node.url) as alice:
         await alice.create_account("alice.skyfed.test", PASSWORD)
         post = await alice.post("written before moderation existed")
 
     # Back to v4: no takedowns, no mutes.
-    conn = sqlite3.connect(config.db_path)
-    conn.execute("DROP TABLE takedowns")
-    conn.execute("DROP TABLE mutes")
-    conn.execute("DROP TABLE reserved_keys")  # v6
-    conn.execute("DROP TABLE account_deactivations")
-    conn.execute("PRAGMA user_version = 4")
-    conn.commit()
-    conn.close()
+    db = raw_db(config)
+    db.drop("takedowns")
+    db.drop("mutes")
+    db.drop("reserved_keys")  # v6
+    db.drop("account_deactivations")
+    db.set_version(4)
 
     async with Node(config) as node, Client(node.url) as bob:
         await bob.create_account("bob.skyfed.test", PASSWORD)
@@ -104,8 +104,5 @@ async def test_v4_database_gains_moderation_tables(tmp_path: Path) -> None:
         assert node.moderation.active() == []
         async with Client(node.url) as anyone:
             assert [i["post"]["uri"] for i in (await anyone.latest())["feed"]] == [post.uri]
-    conn = sqlite3.connect(config.db_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"takedowns", "mutes"} <= tables
-    conn.close()
+    assert db.version() == SCHEMA_VERSION
+    assert {"takedowns", "mutes"} <= db.tables()

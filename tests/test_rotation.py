@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from node.client import Client, XrpcError, rotate_signing_key
+from node.config import NodeConfig
 from node.wiring import Node
 from protocol.car import read_car
 from protocol.commit import Commit
@@ -27,6 +28,7 @@ from protocol.keys import SigningKey, verify_key
 from protocol.repo import Write
 from protocol.syntax import TidClock
 
+from .pg import RawDb
 from .test_federation import PASSWORD, FakePeer, all_agree, link, start_nodes, until
 
 pytestmark = pytest.mark.timeout(90)
@@ -291,10 +293,9 @@ async def test_submit_teaches_a_node_a_log_it_does_not_hold(tmp_path: Path) -> N
         await stranger.stop()
 
 
-async def test_v5_database_gains_the_identity_tables(tmp_path: Path) -> None:
-    import sqlite3
-
-    from node.config import NodeConfig
+async def test_v5_database_gains_the_identity_tables(
+    tmp_path: Path, raw_db: Callable[[NodeConfig], RawDb]
+) -> None:
     from node.store.sqlite import SCHEMA_VERSION
 
     config = NodeConfig(data_dir=tmp_path / "node", port=0)
@@ -303,12 +304,10 @@ async def test_v5_database_gains_the_identity_tables(tmp_path: Path) -> None:
         await alice.create_account("alice.skyfed.test", PASSWORD, recovery_key=key.did_key())
         first = await alice.post("written before rotation existed")
 
-    conn = sqlite3.connect(config.db_path)
-    conn.execute("DROP TABLE reserved_keys")
-    conn.execute("DROP TABLE account_deactivations")
-    conn.execute("PRAGMA user_version = 5")
-    conn.commit()
-    conn.close()
+    db = raw_db(config)
+    db.drop("reserved_keys")
+    db.drop("account_deactivations")
+    db.set_version(5)
 
     # (The node comes back on another port, so a rotation now would rightly find
     # the identity naming another home: only the tables are exercised here.)
@@ -320,6 +319,4 @@ async def test_v5_database_gains_the_identity_tables(tmp_path: Path) -> None:
         assert (await node.portability.reserved_key(alice.did)) is not None
         assert reserved != (await alice.identity()).signing_key
         assert (await alice.verify_record(first.uri)).cid == first.cid
-    conn = sqlite3.connect(config.db_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    conn.close()
+    assert db.version() == SCHEMA_VERSION

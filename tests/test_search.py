@@ -12,7 +12,7 @@ import pytest
 from node.appview.search import MAX_TERMS, BadQueryString, parse_post_query, post_match
 from node.client import Client, XrpcError
 from node.config import NodeConfig
-from node.store.sqlite import SCHEMA_VERSION
+from node.store.sqlite import _NOTIFY_SEARCH_SCHEMA
 from node.wiring import Node
 
 from .test_federation import link, start_nodes, until
@@ -306,7 +306,8 @@ async def test_an_older_database_gets_its_search_and_notifications_built(tmp_pat
         conn.execute(f"DROP TABLE IF EXISTS {name}")
     for (trigger,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'"):
         conn.execute(f"DROP TRIGGER {trigger}")
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+    # The version before search (a later step, v13, came since).
+    conn.execute(f"PRAGMA user_version = {_NOTIFY_SEARCH_SCHEMA}")
     conn.commit()
     conn.close()
     async with Node(config) as node, Client(node.url) as alice:

@@ -211,9 +211,11 @@ class Moderation:
                 (now, "replaced by a new takedown", did),
             )
             cur = conn.execute(
-                "INSERT INTO takedowns (did, scopes, reason, created_at) VALUES (?, ?, ?, ?)",
+                "INSERT INTO takedowns (did, scopes, reason, created_at) VALUES (?, ?, ?, ?)"
+                " RETURNING id",
                 (did, ",".join(s for s in SCOPES if s in wanted), reason, now),
             )
+            new_id = int(cur.fetchone()[0])
             if "serve" in wanted and not was_unserved:
                 _unindex_account(conn, did)
                 # Out of the firehose's replay window too (the #account event that
@@ -221,7 +223,7 @@ class Moderation:
                 conn.execute("DELETE FROM events WHERE did = ?", (did,))
             elif "serve" not in wanted and was_unserved:
                 _reindex_account(conn, did, now)
-            return int(cur.lastrowid or 0)
+            return new_id
 
         row_id = await self.node.storage.write(w)
         takedown = Takedown(id=row_id, did=did, scopes=wanted, reason=reason, created_at=now)

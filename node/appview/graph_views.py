@@ -101,13 +101,18 @@ class GraphViews:
                 " ORDER BY uri DESC LIMIT ?",
                 (viewer, cursor or "\uffff", limit),
             ).fetchall()
-            known = {
-                row[0]
-                for row in r.conn.execute(
-                    f"SELECT did FROM identities WHERE did IN ({_marks(len(rows))})",
-                    [s for s, _ in rows],
-                )
-            }
+            # Not asked with no rows: PostgreSQL refuses an empty "IN ()".
+            known = (
+                {
+                    row[0]
+                    for row in r.conn.execute(
+                        f"SELECT did FROM identities WHERE did IN ({_marks(len(rows))})",
+                        [s for s, _ in rows],
+                    )
+                }
+                if rows
+                else set()
+            )
             out: dict[str, Any] = {"blocks": r.profile_views([s for s, _ in rows if s in known])}
             if len(rows) == limit:
                 out["cursor"] = rows[-1][1]

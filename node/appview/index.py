@@ -182,13 +182,13 @@ def _backfill(conn: sqlite3.Connection, viewer: str, actor: str) -> None:
         return
     conn.execute(
         "INSERT OR IGNORE INTO feed_items SELECT ?, sort_at, uri, uri, did, NULL FROM"
-        " (SELECT sort_at, uri, did FROM posts WHERE did = ? ORDER BY sort_at DESC LIMIT ?)",
+        " (SELECT sort_at, uri, did FROM posts WHERE did = ? ORDER BY sort_at DESC LIMIT ?) AS p",
         (viewer, actor, BACKFILL),
     )
     conn.execute(
         "INSERT OR IGNORE INTO feed_items SELECT ?, sort_at, uri, subject, did, indexed_at FROM"
         " (SELECT sort_at, uri, subject, did, indexed_at FROM reposts WHERE did = ?"
-        " ORDER BY sort_at DESC LIMIT ?)",
+        " ORDER BY sort_at DESC LIMIT ?) AS r",
         (viewer, actor, BACKFILL),
     )
 

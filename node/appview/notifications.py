@@ -323,10 +323,12 @@ class Notifications:
             seen = seen_at or _seen_at(conn, viewer) or ""
             hidden = sorted(_Read(conn, viewer).hidden())
             # The hidden set is small (blocks, mutes, takedowns); counted in SQL.
+            # The subquery named and no empty "NOT IN ()": PostgreSQL takes neither.
+            unhidden = f" WHERE author NOT IN ({_marks(len(hidden))})" if hidden else ""
             row = conn.execute(
                 "SELECT count(*) FROM (SELECT author FROM notifications"
-                " WHERE recipient = ? AND sort_at > ? ORDER BY sort_at DESC LIMIT ?)"
-                f" WHERE author NOT IN ({_marks(len(hidden))})",
+                " WHERE recipient = ? AND sort_at > ? ORDER BY sort_at DESC LIMIT ?) AS recent"
+                + unhidden,
                 (viewer, seen, MAX_UNREAD_COUNT, *hidden),
             ).fetchone()
             return int(row[0])

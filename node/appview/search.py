@@ -47,6 +47,7 @@ __all__ = [
     "BadQueryString",
     "PostQuery",
     "Search",
+    "SearchUnavailable",
     "actor_match",
     "index_post",
     "parse_post_query",
@@ -141,6 +142,16 @@ class BadQueryString(RemoteProtocolError):
     """searchPosts' own error for a query it cannot run."""
 
     error = "BadQueryString"
+
+
+class SearchUnavailable(RemoteProtocolError):
+    """This node's storage has no full-text search (PostgreSQL: FTS5 is SQLite's)."""
+
+    error = "MethodNotImplemented"
+    status = 501
+
+    def __init__(self) -> None:
+        super().__init__("search needs the SQLite backend on this node")
 
 
 # -- indexing ------------------------------------------------------------------------
@@ -267,10 +278,17 @@ def _free_rowid(conn: sqlite3.Connection, base: int, uri: str) -> int:
     return int(row[0]) + 1
 
 
+def _no_search(conn: sqlite3.Connection) -> bool:
+    """A PostgreSQL connection (node/store/dialect.py): no search tables there."""
+    return getattr(conn, "dialect", "sqlite") == "postgresql"
+
+
 def index_post(
     conn: sqlite3.Connection, uri: str, did: str, value: dict[str, Any], sort_at: str
 ) -> None:
     """Make a stored post searchable (in the indexing transaction)."""
+    if _no_search(conn):
+        return
     mentions, hosts = _facet_targets(value)
     rowid = _free_rowid(conn, time_rowid(sort_at), uri)
     conn.execute(
@@ -290,6 +308,8 @@ def index_post(
 
 def unindex_post(conn: sqlite3.Connection, uri: str) -> None:
     """Take a post out of search (its delete trigger updates the FTS index)."""
+    if _no_search(conn):
+        return
     conn.execute("DELETE FROM post_search WHERE uri = ?", (uri,))
 
 
@@ -459,6 +479,8 @@ class Search:
     ) -> dict[str, Any]:
         from .views import ProfileNotFound, _Read
 
+        if not self.storage.full_text_search:
+            raise SearchUnavailable()
         if sort not in _SORTS:
             raise BadQueryString(f"sort must be one of {', '.join(_SORTS)}")
         query = parse_post_query(q)
@@ -542,6 +564,8 @@ class Search:
     ) -> dict[str, Any]:
         from .views import _marks, _Read
 
+        if not self.storage.full_text_search:
+            raise SearchUnavailable()
         match = actor_match(q)
         offset = 0 if typeahead else _offset(cursor, ACTOR_WINDOW)
         if match is None:

@@ -96,7 +96,7 @@ async def search_page(request: web.Request) -> web.Response:
         posts = await search.posts(q, None, limit=PAGE_SIZE, cursor=cursor, sort=sort)
     except RemoteProtocolError as e:
         body = head + f'<p class="empty">This search could not be run: {_e(e.message)}</p>'
-        return _page("Search · skyfed", body, status=400)
+        return _page("Search · skyfed", body, status=e.status)
     actors = {"actors": []} if cursor else await search.actors(q, None, limit=PEOPLE_SHOWN)
     prefs = await _labelled(request, {"posts": posts, "actors": actors})
     now = time.time()

@@ -97,11 +97,11 @@ def track_refs(
     if had is not None:
         # Uploads this record pointed at may now be unreferenced: candidates for
         # collection (if it still points at one, the collector finds the ref).
+        # The time from here, not SQL's julianday('now'): PostgreSQL has none.
         conn.execute(
-            "INSERT OR REPLACE INTO blob_gc SELECT r.did, r.cid,"
-            " (julianday('now') - 2440587.5) * 86400.0 FROM blob_refs r"
+            "INSERT OR REPLACE INTO blob_gc SELECT r.did, r.cid, ? FROM blob_refs r"
             " JOIN blobs b ON b.did = r.did AND b.cid = r.cid WHERE r.uri = ?",
-            (uri,),
+            (time.time(), uri),
         )
         conn.execute("DELETE FROM blob_refs WHERE uri = ?", (uri,))
     # Every blob ref has a "mimeType" key, spelled out in the encoded map: most

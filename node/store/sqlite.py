@@ -260,6 +260,10 @@ _MIGRATIONS.append(BLOBS_SCHEMA)
 # notifications.py, search.py); an older database has both built from its records
 _NOTIFY_SEARCH_SCHEMA = len(_MIGRATIONS)
 _MIGRATIONS.append(NOTIFICATIONS_SCHEMA + SEARCH_SCHEMA)
+#: Steps PostgreSQL runs instead of the shared one of the same index: SQLite FTS5 has no
+#: translation, so a PostgreSQL node has no search tables (searchPosts and
+#: searchActors answer MethodNotImplemented there; docs/postgresql.md).
+PG_STEP_INSTEAD: dict[int, str] = {_NOTIFY_SEARCH_SCHEMA: NOTIFICATIONS_SCHEMA}
 # v13: the atproto bridge (node/atproto/, docs/atproto-bridge.md "Node side"): cursors
 # per upstream, accounts followed there, and their records (DAG-CBOR, as signed)
 _MIGRATIONS.append(ATPROTO_SCHEMA)
@@ -453,6 +457,7 @@ class SqliteStorage:
         self._writer: threading.Thread | None = None
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
+        self._publish_lock = threading.Lock()
         #: Called on the event loop after each durable group, with (seq, frame) pairs.
         self.on_events: Callable[[list[tuple[int, bytes]]], None] | None = None
         self.group_sizes: list[int] = []
@@ -463,15 +468,40 @@ class SqliteStorage:
         self.handles: Handles | None = None
 
     # -- life cycle --------------------------------------------------------------
+    #: What a failed transaction raises (the group fails as a whole on these).
+    _db_errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+    #: Names the reader and writer threads.
+    _thread_prefix = "sqlite"
+    #: Whether the search tables exist (SQLite FTS5; not on PostgreSQL).
+    full_text_search = True
+
     async def open(self) -> None:
+        await asyncio.to_thread(self._prepare)
+        await asyncio.to_thread(self._migrate)
+        self._read_pool = ThreadPoolExecutor(
+            self._readers, thread_name_prefix=f"{self._thread_prefix}-read"
+        )
+        self._writer = threading.Thread(
+            target=self._write_loop, name=f"{self._thread_prefix}-write", daemon=True
+        )
+        self._writer.start()
+
+    def _prepare(self) -> None:
         make_data_dir(Path(self.path).parent)
         # Created 0600 before SQLite opens it: the database holds signing keys and
         # password hashes, and SQLite gives its -wal and -shm files the same mode.
         create_private_file(Path(self.path))
-        await asyncio.to_thread(self._migrate)
-        self._read_pool = ThreadPoolExecutor(self._readers, thread_name_prefix="sqlite-read")
-        self._writer = threading.Thread(target=self._write_loop, name="sqlite-write", daemon=True)
-        self._writer.start()
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        return _connect(self.path, readonly=True)
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        conn = _connect(self.path, readonly=False)
+        _tune_writer(conn)
+        return conn
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -510,19 +540,7 @@ class SqliteStorage:
                         if statement.strip(" \n;"):
                             conn.execute(statement)
                         statement = ""
-            if 0 < version < 2:
-                _reindex(conn)
-            if 0 < version < 3:
-                rebuild_feeds(conn)
-            if 2 <= version <= _FEEDGEN_SCHEMA:
-                _reindex(conn, "app.bsky.feed.generator")
-            if 2 <= version < _GRAPH_SCHEMA:
-                reindex_graph(conn, _utc_now())
-            if 0 < version < _BLOBS_SCHEMA:
-                backfill_refs(conn)
-            if 0 < version <= _NOTIFY_SEARCH_SCHEMA:
-                rebuild_search(conn)
-                rebuild_notifications(conn)
+            _backfill(conn, version)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute("COMMIT")
         finally:
@@ -535,8 +553,14 @@ class SqliteStorage:
     # -- plumbing ----------------------------------------------------------------
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and not self._usable(conn):
+            with self._conns_lock:
+                self._conns.remove(conn)
+            with contextlib.suppress(*self._db_errors):
+                conn.close()
+            conn = None
         if conn is None:
-            conn = _connect(self.path, readonly=True)
+            conn = self._connect_reader()
             self._local.conn = conn
             with self._conns_lock:
                 self._conns.append(conn)
@@ -565,8 +589,7 @@ class SqliteStorage:
             return await job.future  # type: ignore[no-any-return]
 
     def _write_loop(self) -> None:
-        conn = _connect(self.path, readonly=False)
-        _tune_writer(conn)
+        conn: sqlite3.Connection | None = self._connect_writer()
         try:
             while True:
                 first = self._queue.get()
@@ -583,16 +606,36 @@ class SqliteStorage:
                         stop = True
                         break
                     jobs.append(nxt)
+                if conn is None:  # lost after an earlier group: connect again
+                    try:
+                        conn = self._connect_writer()
+                    except self._db_errors as e:
+                        self._fail(jobs, e)
+                        continue
                 self._run_group(conn, jobs)
+                if not self._usable(conn):
+                    with contextlib.suppress(*self._db_errors):
+                        conn.close()
+                    conn = None
                 if stop:
                     return
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
+
+    def _usable(self, conn: sqlite3.Connection) -> bool:
+        """Whether a connection still works (a server's can be dropped; a file's not)."""
+        return True
+
+    def _fail(self, jobs: list[_WriteJob], error: BaseException) -> None:
+        for job in jobs:
+            with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+                job.loop.call_soon_threadsafe(_settle, job, None, error)
 
     def _run_group(self, conn: sqlite3.Connection, jobs: list[_WriteJob]) -> None:
         results: list[tuple[Any, BaseException | None]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
             for job in jobs:
                 conn.execute("SAVEPOINT job")
                 try:
@@ -604,9 +647,10 @@ class SqliteStorage:
                 else:
                     conn.execute("RELEASE job")
                     results.append((result, None))
+            self._before_commit(conn)
             conn.execute("COMMIT")
-        except sqlite3.Error as e:
-            with contextlib.suppress(sqlite3.Error):
+        except self._db_errors as e:
+            with contextlib.suppress(*self._db_errors):
                 conn.execute("ROLLBACK")
             results = [(None, e) for _ in jobs]
         self.group_sizes.append(len(jobs))
@@ -619,9 +663,24 @@ class SqliteStorage:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_WriteJob, Any, Any]]] = {}
         for job, (result, error) in zip(jobs, results, strict=True):
             by_loop.setdefault(job.loop, []).append((job, result, error))
-        for loop, items in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # loop closed during shutdown
-                loop.call_soon_threadsafe(self._deliver, items, events)
+        # Held while the events are picked and handed to the loop (which runs the
+        # callbacks in the order they were handed over): events reach the firehose in
+        # seq order even when another thread also publishes (node/store/postgres.py).
+        with self._publish_lock:
+            events = self._committed_events(conn, events)
+            for loop, items in by_loop.items():
+                with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+                    loop.call_soon_threadsafe(self._deliver, items, events)
+
+    def _before_commit(self, conn: sqlite3.Connection) -> None:
+        """Last statements of a write group's transaction (none on SQLite)."""
+
+    def _committed_events(
+        self, conn: sqlite3.Connection, events: list[tuple[int, bytes]]
+    ) -> list[tuple[int, bytes]]:
+        """The events to publish after a group committed (on SQLite, the group's own:
+        this process is the only writer)."""
+        return events
 
     def _deliver(
         self, items: list[tuple[_WriteJob, Any, Any]], events: list[tuple[int, bytes]]
@@ -1235,8 +1294,8 @@ def _apply_commit(conn: sqlite3.Connection, b: CommitBatch) -> _Published:
     conn.execute(
         "INSERT INTO repos (did, head, rev, root, status, local) VALUES (?, ?, ?, ?, NULL, ?)"
         " ON CONFLICT (did) DO UPDATE SET head = excluded.head, rev = excluded.rev,"
-        " root = excluded.root, status = CASE WHEN status = 'desynchronized' THEN NULL"
-        " ELSE status END",
+        " root = excluded.root, status = CASE WHEN repos.status = 'desynchronized'"
+        " THEN NULL ELSE repos.status END",
         (b.did, b.commit_cid.to_bytes(), b.rev, b.root.to_bytes(), int(b.local)),
     )
     conn.execute(
@@ -1310,14 +1369,35 @@ def _utc_now() -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 
+def _backfill(conn: sqlite3.Connection, version: int, *, search: bool = True) -> None:
+    """After the schema steps from ``version`` up: index what an older database holds
+    into the tables made since (both backends; ``search=False`` where the full-text
+    tables do not exist, PostgreSQL)."""
+    if 0 < version < 2:
+        _reindex(conn)
+    if 0 < version < 3:
+        rebuild_feeds(conn)
+    if 2 <= version <= _FEEDGEN_SCHEMA:
+        _reindex(conn, "app.bsky.feed.generator")
+    if 2 <= version < _GRAPH_SCHEMA:
+        reindex_graph(conn, _utc_now())
+    if 0 < version < _BLOBS_SCHEMA:
+        backfill_refs(conn)
+    if 0 < version <= _NOTIFY_SEARCH_SCHEMA:
+        if search:
+            rebuild_search(conn)
+        rebuild_notifications(conn)
+
+
 def _reindex(conn: sqlite3.Connection, only: str | None = None) -> None:
     """Build the indexes from the stored records (a database from before them), or
     those of the collection ``only`` (a database from before it was indexed)."""
     now = _utc_now()
-    rows = conn.execute(
-        "SELECT r.did, r.collection, r.rkey, r.cid, b.data FROM records r"
-        " JOIN blocks b ON b.cid = r.cid WHERE ? IS NULL OR r.collection = ?",
-        (only, only),
-    )
+    # Two statements, not "? IS NULL OR ...": PostgreSQL cannot type a bare NULL parameter.
+    select = "SELECT r.did, r.collection, r.rkey, r.cid, b.data FROM records r JOIN blocks b"
+    if only is None:
+        rows = conn.execute(f"{select} ON b.cid = r.cid")
+    else:
+        rows = conn.execute(f"{select} ON b.cid = r.cid WHERE r.collection = ?", (only,))
     for did, collection, rkey, cid, data in rows.fetchall():
         index_record(conn, did, collection, rkey, data, cid, now)
