@@ -83,6 +83,28 @@ def test_sqlite_only_statements() -> None:
     )
 
 
+def test_an_empty_in_list_means_what_it_means_in_sqlite() -> None:
+    """A query built for zero values (``IN ()``): SQLite takes it, PostgreSQL's
+    grammar does not; the rewrite keeps SQLite's meaning."""
+    assert to_postgres("SELECT a FROM t WHERE b IN () AND c NOT IN ( )", {}) == (
+        "SELECT a FROM t WHERE b = ANY('{}') AND c <> ALL('{}')"
+    )
+
+
+@needs_server
+@pytest.mark.timeout(60)
+def test_an_empty_in_list_runs_on_the_server(pg_server: PgServer) -> None:
+    import psycopg
+
+    from node.store.dialect import PgConnection
+
+    with psycopg.connect(pg_server.database_for("empty_in"), autocommit=True) as raw:
+        conn = PgConnection(raw, {})
+        assert conn.execute("SELECT 1 WHERE 1 IN ()").fetchall() == []
+        assert conn.execute("SELECT 1 WHERE 1 NOT IN ()").fetchall() == [(1,)]
+        assert conn.execute("SELECT 1 WHERE 'a' NOT IN () AND ? IN ()", ["b"]).fetchall() == []
+
+
 def test_parameters_as_sqlite_takes_them() -> None:
     from node.store.dialect import _params
 

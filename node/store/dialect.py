@@ -9,7 +9,10 @@ for the ``sqlite3.Connection`` and rewrites each statement once (cached) with
 * ``INSERT OR IGNORE`` becomes ``INSERT ... ON CONFLICT DO NOTHING``;
 * ``INSERT OR REPLACE INTO t`` becomes ``INSERT ... ON CONFLICT (primary key) DO
   UPDATE SET`` every other column (the key is read from the database's catalog);
-* ``x IS NOT ?`` becomes ``x IS DISTINCT FROM %s``; ``BEGIN IMMEDIATE``, ``BEGIN``.
+* ``x IS NOT ?`` becomes ``x IS DISTINCT FROM %s``; ``BEGIN IMMEDIATE``, ``BEGIN``;
+* an empty list (a query built for zero values, which SQLite takes): ``x IN ()``
+  becomes ``x = ANY('{}')`` (false) and ``x NOT IN ()`` becomes ``x <> ALL('{}')``
+  (true), as in SQLite; the empty array takes ``x``'s type.
 
 Schema steps go through :func:`ddl_to_postgres`: ``BLOB`` is ``BYTEA``, ``INTEGER``
 is ``BIGINT`` (SQLite integers are 64-bit), ``REAL`` is ``DOUBLE PRECISION`` (so is
@@ -43,6 +46,8 @@ _OR_REPLACE = re.compile(
     r"^\s*INSERT\s+OR\s+REPLACE\s+INTO\s+(\w+)\s*(\(([^)]*)\))?", re.IGNORECASE
 )
 _IS_NOT_PARAM = re.compile(r"\bIS\s+NOT\s+\?", re.IGNORECASE)
+_EMPTY_NOT_IN = re.compile(r"\bNOT\s+IN\s*\(\s*\)", re.IGNORECASE)
+_EMPTY_IN = re.compile(r"\bIN\s*\(\s*\)", re.IGNORECASE)
 _BEGIN = re.compile(r"^\s*BEGIN\s+(IMMEDIATE|EXCLUSIVE|DEFERRED)\s*$", re.IGNORECASE)
 
 
@@ -74,6 +79,8 @@ def to_postgres(sql: str, tables: TableInfo) -> str:
     if _BEGIN.match(sql):
         return "BEGIN"
     sql = _IS_NOT_PARAM.sub("IS DISTINCT FROM ?", sql)
+    sql = _EMPTY_NOT_IN.sub("<> ALL('{}')", sql)
+    sql = _EMPTY_IN.sub("= ANY('{}')", sql)
     body = sql.rstrip().rstrip(";")
     if m := _OR_IGNORE.match(body):
         body = "INSERT INTO " + body[m.end() :] + " ON CONFLICT DO NOTHING"
