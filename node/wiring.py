@@ -215,7 +215,7 @@ class Node:
             timeout=config.feed_timeout,
             max_bytes=config.feed_remote_bytes,
         )
-        feed_views = FeedViews(self.storage, blob_url=self._blob_url)
+        feed_views = FeedViews(self.storage)
         feed_views.base_url = lambda: self.url
         self.feeds = Feeds(
             node_did=self.node_did,
@@ -318,9 +318,6 @@ class Node:
         except SkyfedError:
             return None
         return None if state.tombstoned else state.signing_key
-
-    def _blob_url(self, did: str, cid: str) -> str:
-        return f"{self.url}/xrpc/com.atproto.sync.getBlob?did={did}&cid={cid}"
 
     @staticmethod
     def _atproto_stat(bridge: AtprotoBridge, field: str) -> Callable[[], float]:

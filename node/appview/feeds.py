@@ -25,6 +25,7 @@ from protocol.errors import RemoteProtocolError
 from protocol.feedgen import Skeleton
 
 from ..store.sqlite import SqliteStorage
+from . import media
 from .views import ProfileNotFound, _cursor, _marks, _Read, _record_json
 
 __all__ = ["GENERATOR_VIEW", "MAX_SUGGESTION_OFFSET", "FeedViews", "UnknownFeed"]
@@ -42,8 +43,6 @@ ACTIVE_TTL: Final = 300.0
 _SUGGEST_FROM: Final = 100
 _VOTES_EACH: Final = 200
 
-BlobUrl = Callable[[str, str], str]
-
 
 class UnknownFeed(RemoteProtocolError):
     error = "UnknownFeed"
@@ -60,10 +59,8 @@ def _offset(cursor: str | None) -> int:
 class FeedViews:
     """The views of this module (each runs one read on a reader thread)."""
 
-    def __init__(self, storage: SqliteStorage, blob_url: BlobUrl | None = None):
+    def __init__(self, storage: SqliteStorage):
         self.storage = storage
-        #: (did, cid) -> a URL serving that blob, for avatars.
-        self.blob_url = blob_url
         #: This node's URL (set by the wiring once it is known), for media URLs.
         self.base_url: Callable[[], str] = lambda: ""
         self._active: tuple[float, list[str]] | None = None
@@ -211,7 +208,7 @@ class FeedViews:
         and hidden left out)."""
 
         def q(r: _Read) -> list[dict[str, Any]]:
-            return _generator_views(r, list(uris), self.blob_url)
+            return _generator_views(r, list(uris))
 
         result: list[dict[str, Any]] = await self._run(viewer, q)
         return result
@@ -231,9 +228,7 @@ class FeedViews:
                 " AND (indexed_at, uri) < (?, ?) ORDER BY indexed_at DESC, uri DESC LIMIT ?",
                 (did, at, after or "\uffff", limit),
             ).fetchall()
-            out: dict[str, Any] = {
-                "feeds": _generator_views(r, [u for u, _ in rows], self.blob_url)
-            }
+            out: dict[str, Any] = {"feeds": _generator_views(r, [u for u, _ in rows])}
             if len(rows) == limit:
                 out["cursor"] = f"{rows[-1][1]}::{rows[-1][0]}"
             return out
@@ -257,9 +252,7 @@ class FeedViews:
                 " ORDER BY COALESCE(s.likes, 0) DESC, g.indexed_at DESC, g.uri LIMIT ? OFFSET ?",
                 (want, offset),
             ).fetchall()
-            out: dict[str, Any] = {
-                "feeds": _generator_views(r, [u for (u,) in rows], self.blob_url)
-            }
+            out: dict[str, Any] = {"feeds": _generator_views(r, [u for (u,) in rows])}
             if len(rows) == want and offset + want < MAX_SUGGESTION_OFFSET:
                 out["cursor"] = str(offset + want)
             return out
@@ -418,7 +411,7 @@ def _suggest(
     return served
 
 
-def _generator_views(r: _Read, uris: list[str], blob_url: BlobUrl | None) -> list[dict[str, Any]]:
+def _generator_views(r: _Read, uris: list[str]) -> list[dict[str, Any]]:
     wanted = list(dict.fromkeys(uris))
     if not wanted:
         return []
@@ -461,8 +454,8 @@ def _generator_views(r: _Read, uris: list[str], blob_url: BlobUrl | None) -> lis
         if isinstance(desc, str):
             view["description"] = desc
         avatar = _blob_cid(record.get("avatar"))
-        if avatar is not None and blob_url is not None:
-            view["avatar"] = blob_url(did, avatar)
+        if avatar is not None:
+            view["avatar"] = media.blob_url(r.base, did, avatar)
         views[uri] = view
     return [views[u] for u in wanted if u in views]
 
