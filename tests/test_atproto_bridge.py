@@ -249,7 +249,7 @@ async def until(what: str, check: Callable[[], Awaitable[bool]]) -> None:
     try:
         async with asyncio.timeout(WAIT):
             while not await check():  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # poll
     except TimeoutError:
         raise AssertionError(f"not within {WAIT} s: {what}") from None
 

@@ -158,7 +158,7 @@ async def until(what: str, check: Callable[[], Awaitable[bool]]) -> None:
     try:
         async with asyncio.timeout(WAIT):
             while not await check():  # noqa: ASYNC110 (a state in another process)
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.1)  # poll
     except TimeoutError:
         raise AssertionError(f"not within {WAIT} s: {what}") from None
 

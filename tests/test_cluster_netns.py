@@ -302,7 +302,7 @@ while True:  # until the sender listens
     except ConnectionRefusedError:
         if time.monotonic() > deadline:
             raise
-        time.sleep(0.05)
+        time.sleep(0.05)  # poll: until the sender listens
 start, got = time.monotonic(), 0
 while chunk := conn.recv(65536):
     got += len(chunk)
@@ -407,7 +407,7 @@ from node.cluster.netns import NamespaceNet
 net = NamespaceNet(2)
 net.create()
 print(net.prefix, flush=True)
-time.sleep(60)
+time.sleep(60)  # poll: held until the test kills this process
 """
 
 

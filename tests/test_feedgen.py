@@ -439,7 +439,7 @@ async def test_hostile_skeletons_are_refused(
     post = await alice.post("held here")
 
     async def slow(request: web.Request) -> web.StreamResponse:
-        await asyncio.sleep(2)  # past the 0.5 s bound; short, so teardown is quick
+        await asyncio.sleep(2)  # poll: a slow generator, past the 0.5 s bound
         return web.Response()
 
     async def huge_declared(request: web.Request) -> web.StreamResponse:
