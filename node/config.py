@@ -157,6 +157,14 @@ class NodeConfig:
     #: of it is one 6 MiB frame (three copies) that every peer link may be sent,
     #: before its handshake too: lower ``max_inbound_links`` to lower it.
     memory_ceiling_mb: int = 1536
+    # -- worker processes (node/workers.py) ------------------------------------------
+    #: Worker processes for CPU work off the event loop (verifying commits that peers
+    #: send, rendering read views): at most this many; unset means the machine's
+    #: core count, 0 none (all work in the node's own process). None start before
+    #: there is work, and they exit after ``worker_idle_seconds`` without any; each
+    #: process may have 64 tasks waiting for it at most.
+    workers: int | None = None
+    worker_idle_seconds: float = 60.0
     # -- outbound connections and admission (docs/security.md) ---------------------
     #: Which addresses learned from the network may be dialled: "public" (globally
     #: routable only), "private" (also 10/8, 172.16/12, 192.168/16, 100.64/10,

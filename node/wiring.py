@@ -70,6 +70,7 @@ from .server.ratelimit import LoginLimiter, RequestLimiter, WriteLimiter
 from .store.blobs import BlobStore
 from .store.repos import RepoManager
 from .store.sqlite import SqliteSessionStore, SqliteStorage
+from .workers import WorkerPool
 
 if TYPE_CHECKING:
     from .atproto.bridge import AtprotoBridge
@@ -170,6 +171,21 @@ class Node:
             "skyfed_write_queue_depth", "Writes waiting for the writer", registry=self.registry
         )
         queue_gauge.set_function(lambda: self.storage.queue_depth)
+        self.workers = (
+            None
+            if config.workers == 0
+            else WorkerPool(config.workers, idle_seconds=config.worker_idle_seconds)
+        )
+        Gauge(
+            "skyfed_worker_processes",
+            "Worker processes running (they start with work and exit when idle)",
+            registry=self.registry,
+        ).set_function(lambda: float(len(self.workers.pids())) if self.workers else 0.0)
+        Gauge(
+            "skyfed_worker_restarts",
+            "Worker pools replaced after a worker process died",
+            registry=self.registry,
+        ).set_function(lambda: float(self.workers.restarts) if self.workers else 0.0)
         self.started_at = time.time()
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -420,6 +436,8 @@ class Node:
             if self._guarded is not None:
                 await self._guarded.close()
                 self._guarded = None
+            if self.workers is not None:
+                await self.workers.close()
             await self.storage.close()
         finally:
             if self._own_lock:
