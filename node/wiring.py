@@ -46,6 +46,7 @@ from .appview.feedgens.service import Feeds
 from .appview.feeds import FeedViews
 from .appview.graph_views import GraphViews
 from .appview.notifications import Notifications
+from .appview.render import Renderer
 from .appview.search import Search
 from .appview.views import Views
 from .config import NodeConfig, NodeSecrets, load_or_create_secrets
@@ -210,6 +211,8 @@ class Node:
         ).set_function(lambda: float(self.federation.retries))
         self.views = Views(self.storage)
         self.views.base_url = lambda: self.url
+        #: The busiest read views as JSON, in worker processes under concurrency.
+        self.renderer = Renderer(self.storage, self.workers, lambda: self.url)
         self.blobs = BlobStore(
             self.storage,
             cache_bytes=config.blob_cache_bytes,
@@ -436,6 +439,7 @@ class Node:
             if self._guarded is not None:
                 await self._guarded.close()
                 self._guarded = None
+            await self.renderer.close()
             if self.workers is not None:
                 await self.workers.close()
             await self.storage.close()

@@ -40,6 +40,7 @@ from .search import mentioned_dids
 
 if TYPE_CHECKING:
     from ..store.sqlite import SqliteStorage
+    from .views import _Read
 
 # index.py (imported by the storage layer) calls notify() and forget(); the read side
 # needs views.py, which needs the storage layer, so it is imported when first used.
@@ -50,6 +51,7 @@ __all__ = [
     "REASONS",
     "Notifications",
     "forget",
+    "notifications_page",
     "notify",
     "rebuild_notifications",
 ]
@@ -242,76 +244,13 @@ class Notifications:
         """A page of ``viewer``'s notifications. ``public``: as anyone may see them
         (the web page): no read state, and hidden only what this node hides from
         everyone, since applying the account's own mutes would show whom it mutes."""
-        from .views import _marks, _Read, _record_json
+        from .views import _Read
 
-        at, after = _cursor(cursor)
-        wanted = [r for r in REASONS if r in reasons]
-        if reasons and not wanted:
-            # Only reasons this node never writes (starterpack-joined, verified, ...).
-            return {"notifications": []}
+        base = self.base_url()
 
         def q(conn: sqlite3.Connection) -> dict[str, Any]:
-            base = self.base_url()
             r = _Read(conn, None if public else viewer, base)
-            cols = "sort_at, uri, reason, reason_subject, author, cid, cid_text"
-            if not wanted:
-                rows = conn.execute(
-                    f"SELECT {cols} FROM notifications WHERE recipient = ?"
-                    " AND (sort_at, uri) < (?, ?) ORDER BY sort_at DESC, uri DESC LIMIT ?",
-                    (viewer, at, after, limit),
-                ).fetchall()
-            else:
-                # One range of (recipient, reason, sort_at) per reason, merged.
-                rows = []
-                for reason in wanted:
-                    rows += conn.execute(
-                        f"SELECT {cols} FROM notifications WHERE recipient = ? AND reason = ?"
-                        " AND (sort_at, uri) < (?, ?) ORDER BY sort_at DESC, uri DESC LIMIT ?",
-                        (viewer, reason, at, after, limit),
-                    ).fetchall()
-                rows.sort(key=lambda row: (row[0], row[1]), reverse=True)
-                rows = rows[:limit]
-            seen = None if public else _seen_at(conn, viewer)
-            hidden = r.hidden()
-            shown = [row for row in rows if row[4] not in hidden]
-            records: dict[bytes, bytes] = {}
-            cids = list({row[5] for row in shown})
-            for i in range(0, len(cids), 500):
-                chunk = cids[i : i + 500]
-                records.update(
-                    conn.execute(
-                        f"SELECT cid, data FROM blocks WHERE cid IN ({_marks(len(chunk))})", chunk
-                    ).fetchall()
-                )
-            authors = {p["did"]: p for p in r.profile_views([row[4] for row in shown])}
-            out_list = []
-            muted = set() if public else _in_muted_threads(conn, viewer, shown, records)
-            for sort_at, uri, reason, reason_subject, author, cid, cid_text in shown:
-                data = records.get(cid)
-                record = _record_json(cid, data) if data is not None else None
-                if record is None or uri in muted:
-                    continue
-                item: dict[str, Any] = {
-                    "uri": uri,
-                    "cid": cid_text,
-                    "author": authors[author],
-                    "reason": reason,
-                    "record": record,
-                    "isRead": seen is not None and sort_at <= seen,
-                    "indexedAt": sort_at,
-                    "labels": [],
-                }
-                if public:
-                    del item["isRead"]
-                if reason_subject is not None:
-                    item["reasonSubject"] = reason_subject
-                out_list.append(item)
-            out: dict[str, Any] = {"notifications": out_list}
-            if len(rows) == limit:
-                out["cursor"] = f"{rows[-1][0]}::{rows[-1][1]}"
-            if seen is not None:
-                out["seenAt"] = seen
-            return out
+            return notifications_page(r, viewer, limit, cursor, tuple(reasons))
 
         result: dict[str, Any] = await self.storage.read(q)
         return result
@@ -344,6 +283,84 @@ class Notifications:
             )
 
         await self.storage.write(w)
+
+
+def notifications_page(
+    r: _Read, recipient: str, limit: int, cursor: str | None, reasons: Sequence[str] = ()
+) -> dict[str, Any]:
+    """listNotifications: a page of ``recipient``'s notifications, as ``r.viewer`` may
+    see them: the recipient itself (read state, its own mutes), or no one (``r.viewer``
+    None: the public web page, hidden only what this node hides from everyone).
+    A module-level function of one read, so a worker process can run it too
+    (node/appview/render.py)."""
+    from .views import _marks, _record_json
+
+    conn = r.conn
+    public = r.viewer is None
+    at, after = _cursor(cursor)
+    wanted = [reason for reason in REASONS if reason in reasons]
+    if reasons and not wanted:
+        # Only reasons this node never writes (starterpack-joined, verified, ...).
+        return {"notifications": []}
+    cols = "sort_at, uri, reason, reason_subject, author, cid, cid_text"
+    if not wanted:
+        rows = conn.execute(
+            f"SELECT {cols} FROM notifications WHERE recipient = ?"
+            " AND (sort_at, uri) < (?, ?) ORDER BY sort_at DESC, uri DESC LIMIT ?",
+            (recipient, at, after, limit),
+        ).fetchall()
+    else:
+        # One range of (recipient, reason, sort_at) per reason, merged.
+        rows = []
+        for reason in wanted:
+            rows += conn.execute(
+                f"SELECT {cols} FROM notifications WHERE recipient = ? AND reason = ?"
+                " AND (sort_at, uri) < (?, ?) ORDER BY sort_at DESC, uri DESC LIMIT ?",
+                (recipient, reason, at, after, limit),
+            ).fetchall()
+        rows.sort(key=lambda row: (row[0], row[1]), reverse=True)
+        rows = rows[:limit]
+    seen = None if public else _seen_at(conn, recipient)
+    hidden = r.hidden()
+    shown = [row for row in rows if row[4] not in hidden]
+    records: dict[bytes, bytes] = {}
+    cids = list({row[5] for row in shown})
+    for i in range(0, len(cids), 500):
+        chunk = cids[i : i + 500]
+        records.update(
+            conn.execute(
+                f"SELECT cid, data FROM blocks WHERE cid IN ({_marks(len(chunk))})", chunk
+            ).fetchall()
+        )
+    authors = {p["did"]: p for p in r.profile_views([row[4] for row in shown])}
+    out_list = []
+    muted = set() if public else _in_muted_threads(conn, recipient, shown, records)
+    for sort_at, uri, reason, reason_subject, author, cid, cid_text in shown:
+        data = records.get(cid)
+        record = _record_json(cid, data) if data is not None else None
+        if record is None or uri in muted:
+            continue
+        item: dict[str, Any] = {
+            "uri": uri,
+            "cid": cid_text,
+            "author": authors[author],
+            "reason": reason,
+            "record": record,
+            "isRead": seen is not None and sort_at <= seen,
+            "indexedAt": sort_at,
+            "labels": [],
+        }
+        if public:
+            del item["isRead"]
+        if reason_subject is not None:
+            item["reasonSubject"] = reason_subject
+        out_list.append(item)
+    out: dict[str, Any] = {"notifications": out_list}
+    if len(rows) == limit:
+        out["cursor"] = f"{rows[-1][0]}::{rows[-1][1]}"
+    if seen is not None:
+        out["seenAt"] = seen
+    return out
 
 
 def _in_muted_threads(

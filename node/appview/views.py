@@ -29,7 +29,13 @@ from protocol.syntax import is_valid_did, is_valid_handle
 from ..store.sqlite import SqliteStorage
 from . import graph, media
 
-__all__ = ["Views"]
+__all__ = [
+    "Views",
+    "author_feed_page",
+    "post_thread_page",
+    "thread_page",
+    "timeline_page",
+]
 
 POST_VIEW = "app.bsky.feed.defs#postView"
 THREAD_VIEW = "app.bsky.feed.defs#threadViewPost"
@@ -417,7 +423,7 @@ class Views:
         #: This node's URL (set by the wiring once it is known), for media URLs.
         self.base_url: Callable[[], str] = lambda: ""
 
-    async def _run(self, viewer: str | None, fn: Any) -> Any:
+    async def _run(self, viewer: str | None, fn: Callable[[_Read], Any]) -> Any:
         base = self.base_url()
 
         def run(conn: sqlite3.Connection) -> Any:
@@ -450,49 +456,15 @@ class Views:
         filter_: str = "posts_with_replies",
     ) -> dict[str, Any]:
         """An author's posts and reposts; ``filter_`` is getAuthorFeed's ``filter``."""
-        at, after = _cursor(cursor)
-        where = AUTHOR_FEED_FILTERS.get(filter_)
-        if where is None:
-            raise RemoteProtocolError(
-                f"filter must be one of {', '.join(AUTHOR_FEED_FILTERS)} on this node"
-            )
-
-        def q(r: _Read) -> dict[str, Any]:
-            did = r.resolve(actor)
-            if did in r.hidden():
-                return {"feed": []}
-            rows = _posts_and_reposts(
-                r.conn, [did], at, after, limit, where, reposts=filter_ != "posts_with_media"
-            )
-            return _page(r.feed(rows), rows, limit)
-
-        result: dict[str, Any] = await self._run(viewer, q)
+        check_author_feed_filter(filter_)
+        result: dict[str, Any] = await self._run(
+            viewer, lambda r: author_feed_page(r, actor, limit, cursor, filter_)
+        )
         return result
 
     async def timeline(self, viewer: str, limit: int, cursor: str | None) -> dict[str, Any]:
         """Posts and reposts by the accounts ``viewer`` follows (and its own)."""
-        at, after = _cursor(cursor)
-
-        def q(r: _Read) -> dict[str, Any]:
-            # Written at index time (node/appview/index.py), so one range of one index.
-            rows = r.conn.execute(
-                "SELECT subject, sort_at, actor, reposted_at, source FROM feed_items"
-                " WHERE viewer = ? AND (sort_at, source) < (?, ?)"
-                " ORDER BY sort_at DESC, source DESC LIMIT ?",
-                (viewer, at, after or "\uffff", limit),
-            ).fetchall()
-            hidden = r.hidden()
-            items = [
-                (subject, sort_at, actor if reposted_at is not None else None, reposted_at)
-                for subject, sort_at, actor, reposted_at, _ in rows
-                if actor not in hidden
-            ]
-            out: dict[str, Any] = {"feed": r.feed(items)}
-            if len(rows) == limit:
-                out["cursor"] = f"{rows[-1][1]}::{rows[-1][4]}"
-            return out
-
-        result: dict[str, Any] = await self._run(viewer, q)
+        result: dict[str, Any] = await self._run(viewer, lambda r: timeline_page(r, limit, cursor))
         return result
 
     async def posts(self, uris: Sequence[str], viewer: str | None) -> dict[str, Any]:
@@ -506,33 +478,9 @@ class Views:
     async def thread(
         self, uri: str, viewer: str | None, depth: int = 6, parent_height: int = 80
     ) -> dict[str, Any]:
-        def q(r: _Read) -> dict[str, Any]:
-            anchor = r.post_views([uri]).get(uri)
-            if anchor is None:
-                return {"thread": _missing(r, uri)}
-            node = _thread_node(r, anchor, depth)
-            # Walk up the parents, oldest at the top.
-            child = node
-            current = anchor
-            for _ in range(parent_height):
-                reply = current["record"].get("reply")
-                parent_uri = reply.get("parent", {}).get("uri") if isinstance(reply, dict) else None
-                if not isinstance(parent_uri, str):
-                    break
-                parent = r.post_views([parent_uri]).get(parent_uri)
-                if parent is None:
-                    child["parent"] = _missing(r, parent_uri)
-                    break
-                up = {"$type": THREAD_VIEW, "post": parent}
-                child["parent"] = up
-                child, current = up, parent
-            out: dict[str, Any] = {"thread": node}
-            gate = graph.thread_gate(r, anchor)
-            if gate is not None:
-                out["threadgate"] = gate
-            return out
-
-        result: dict[str, Any] = await self._run(viewer, q)
+        result: dict[str, Any] = await self._run(
+            viewer, lambda r: thread_page(r, uri, depth, parent_height)
+        )
         return result
 
     async def likes(
@@ -634,6 +582,97 @@ class Views:
 
         result: dict[str, Any] = await self._run(viewer, q)
         return result
+
+
+# -- pages -------------------------------------------------------------------------
+# The views an XRPC handler asks for most, as module-level functions of one read, so
+# a worker process can run them too (node/appview/render.py): each takes the read
+# (which carries the viewer) and plain values, and returns JSON-ready values.
+
+
+def timeline_page(r: _Read, limit: int, cursor: str | None) -> dict[str, Any]:
+    """getTimeline: posts and reposts by the accounts ``r.viewer`` follows (and its own)."""
+    assert r.viewer is not None, "a timeline has a viewer"
+    at, after = _cursor(cursor)
+    # Written at index time (node/appview/index.py), so one range of one index.
+    rows = r.conn.execute(
+        "SELECT subject, sort_at, actor, reposted_at, source FROM feed_items"
+        " WHERE viewer = ? AND (sort_at, source) < (?, ?)"
+        " ORDER BY sort_at DESC, source DESC LIMIT ?",
+        (r.viewer, at, after or "\uffff", limit),
+    ).fetchall()
+    hidden = r.hidden()
+    items = [
+        (subject, sort_at, actor if reposted_at is not None else None, reposted_at)
+        for subject, sort_at, actor, reposted_at, _ in rows
+        if actor not in hidden
+    ]
+    out: dict[str, Any] = {"feed": r.feed(items)}
+    if len(rows) == limit:
+        out["cursor"] = f"{rows[-1][1]}::{rows[-1][4]}"
+    return out
+
+
+def check_author_feed_filter(filter_: str) -> str:
+    """The SQL condition of getAuthorFeed's ``filter``; a filter this node lacks is refused."""
+    where = AUTHOR_FEED_FILTERS.get(filter_)
+    if where is None:
+        raise RemoteProtocolError(
+            f"filter must be one of {', '.join(AUTHOR_FEED_FILTERS)} on this node"
+        )
+    return where
+
+
+def author_feed_page(
+    r: _Read, actor: str, limit: int, cursor: str | None, filter_: str
+) -> dict[str, Any]:
+    """getAuthorFeed: an author's posts and reposts (``filter_`` is its ``filter``)."""
+    where = check_author_feed_filter(filter_)
+    at, after = _cursor(cursor)
+    did = r.resolve(actor)
+    if did in r.hidden():
+        return {"feed": []}
+    rows = _posts_and_reposts(
+        r.conn, [did], at, after, limit, where, reposts=filter_ != "posts_with_media"
+    )
+    return _page(r.feed(rows), rows, limit)
+
+
+def thread_page(r: _Read, uri: str, depth: int, parent_height: int) -> dict[str, Any]:
+    """A post with ``depth`` levels of replies below and ``parent_height`` parents above."""
+    anchor = r.post_views([uri]).get(uri)
+    if anchor is None:
+        return {"thread": _missing(r, uri)}
+    node = _thread_node(r, anchor, depth)
+    # Walk up the parents, oldest at the top.
+    child = node
+    current = anchor
+    for _ in range(parent_height):
+        reply = current["record"].get("reply")
+        parent_uri = reply.get("parent", {}).get("uri") if isinstance(reply, dict) else None
+        if not isinstance(parent_uri, str):
+            break
+        parent = r.post_views([parent_uri]).get(parent_uri)
+        if parent is None:
+            child["parent"] = _missing(r, parent_uri)
+            break
+        up = {"$type": THREAD_VIEW, "post": parent}
+        child["parent"] = up
+        child, current = up, parent
+    out: dict[str, Any] = {"thread": node}
+    gate = graph.thread_gate(r, anchor)
+    if gate is not None:
+        out["threadgate"] = gate
+    return out
+
+
+def post_thread_page(r: _Read, uri: str, depth: int, parent_height: int) -> dict[str, Any]:
+    """getPostThread: :func:`thread_page`, where a post not found (or hidden) is an
+    XRPC ``NotFound`` error rather than a notFoundPost."""
+    out = thread_page(r, uri, depth, parent_height)
+    if out["thread"].get("notFound"):
+        raise RemoteProtocolError(f"Post not found: {uri}", error="NotFound")
+    return out
 
 
 # getAuthorFeed's filters, as SQL conditions on the posts table. posts_with_video

@@ -107,6 +107,12 @@ class PostgresStorage(SqliteStorage):
     _thread_prefix = "pg"
     full_text_search = False
 
+    @property
+    def shared_path(self) -> str | None:
+        """None: read views stay in the node's process on PostgreSQL (a worker
+        process would need server connections of its own; not done)."""
+        return None
+
     def __init__(self, dsn: str, *, readers: int = 4):
         super().__init__("", readers=readers)
         self.dsn = dsn

@@ -475,6 +475,13 @@ class SqliteStorage:
     #: Whether the search tables exist (SQLite FTS5; not on PostgreSQL).
     full_text_search = True
 
+    @property
+    def shared_path(self) -> str | None:
+        """The database file another process may open to read (WAL lets its readers
+        see every committed write), or None where it may not: worker processes
+        render read views over it (node/appview/render.py)."""
+        return self.path
+
     async def open(self) -> None:
         await asyncio.to_thread(self._prepare)
         await asyncio.to_thread(self._migrate)

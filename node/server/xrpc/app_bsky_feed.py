@@ -8,18 +8,24 @@ from typing import TYPE_CHECKING
 import jwt
 from aiohttp import web
 
-from protocol.errors import RemoteProtocolError
 from protocol.syntax import (
     validate_at_uri,
     validate_cid,
 )
 
 from ...appview.search import MAX_SEARCH_CHARS
+from ...appview.views import (
+    author_feed_page,
+    check_author_feed_filter,
+    post_thread_page,
+    timeline_page,
+)
 from ..auth import parse_bearer
 from .base import (
     NODE_KEY,
     Handler,
     did_uri,
+    json_body_response,
     json_response,
     q_int,
     q_list,
@@ -66,9 +72,8 @@ async def get_timeline(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     viewer = (await node.principal(request)).did
     limit = q_int(request, "limit", 50, 1, 100)
-    return json_response(
-        await node.views.timeline(viewer, limit, q_str(request, "cursor", required=False))
-    )
+    cursor = q_str(request, "cursor", required=False)
+    return json_body_response(await node.renderer.json(timeline_page, viewer, limit, cursor))
 
 
 async def get_author_feed(request: web.Request) -> web.Response:
@@ -78,8 +83,11 @@ async def get_author_feed(request: web.Request) -> web.Response:
     limit = q_int(request, "limit", 50, 1, 100)
     cursor = q_str(request, "cursor", required=False)
     filter_ = q_str(request, "filter", required=False) or "posts_with_replies"
+    check_author_feed_filter(filter_)
     viewer = await viewer_of(request)
-    return json_response(await node.views.author_feed(actor, viewer, limit, cursor, filter_))
+    return json_body_response(
+        await node.renderer.json(author_feed_page, viewer, actor, limit, cursor, filter_)
+    )
 
 
 #: getPostThread takes the lexicon's ``depth`` and ``parentHeight`` (0..1000, as
@@ -96,10 +104,10 @@ async def get_post_thread(request: web.Request) -> web.Response:
     uri = await q_post_uri(request)
     depth = min(q_int(request, "depth", 6, 0, 1000), MAX_THREAD_DEPTH)
     height = min(q_int(request, "parentHeight", 80, 0, 1000), MAX_THREAD_PARENT_HEIGHT)
-    out = await node.views.thread(uri, await viewer_of(request), depth, height)
-    if out["thread"].get("notFound"):
-        raise RemoteProtocolError(f"Post not found: {uri}", error="NotFound")
-    return json_response(out)
+    viewer = await viewer_of(request)
+    return json_body_response(
+        await node.renderer.json(post_thread_page, viewer, uri, depth, height)
+    )
 
 
 async def get_posts(request: web.Request) -> web.Response:

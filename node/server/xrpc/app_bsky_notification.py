@@ -9,13 +9,14 @@ from aiohttp import web
 from protocol.errors import RemoteProtocolError
 
 from ...appview.index import normalize_time
-from ...appview.notifications import REASONS
+from ...appview.notifications import REASONS, notifications_page
 from ...store.repos import iso_now
 from .base import (
     NODE_KEY,
     Handler,
     b_str,
     bad,
+    json_body_response,
     json_response,
     q_int,
     q_list,
@@ -44,7 +45,9 @@ async def list_notifications(request: web.Request) -> web.Response:
         # The lexicon: "unsupported and will cause an error".
         raise bad("seenAt is not supported here: use app.bsky.notification.updateSeen")
     q_str(request, "priority", required=False)  # deprecated, ignored
-    return json_response(await node.notifications.list(viewer, limit, cursor, reasons))
+    return json_body_response(
+        await node.renderer.json(notifications_page, viewer, viewer, limit, cursor, reasons)
+    )
 
 
 async def get_unread_count(request: web.Request) -> web.Response:

@@ -39,6 +39,11 @@ def json_response(
     )
 
 
+def json_body_response(body: bytes) -> web.Response:
+    """200 with a JSON body already encoded (node/appview/render.py)."""
+    return web.Response(body=body, content_type="application/json")
+
+
 def error_response(status: int, error: str, message: str, headers: Any = None) -> web.Response:
     return json_response({"error": error, "message": message}, status, headers)
 
