@@ -38,7 +38,8 @@ by query from likes, reposts, replies, quotes and follows (no mentions: they are
 indexed otherwise), to compare the two designs on the same data.
 
 First with one client (one request at a time), then with ``--clients`` concurrent
-clients for ``--seconds`` each. Prints p50/p99/max, requests/s and node CPU. Target:
+clients for ``--seconds`` each. Prints p50/p99/max, requests/s, node CPU (and its worker
+processes' CPU beside it, when they render views) and CPU per request. Target:
 timeline, listNotifications and searchPosts p50 <= 10 ms, p99 <= 50 ms with one
 client (exit status 1 when missed).
 
@@ -391,6 +392,7 @@ class Samples:
     errors: int = 0
     elapsed: float = 0.0
     cpu: float = 0.0  # node CPU seconds during the phase
+    workers_cpu: float = 0.0  # CPU seconds of the node's worker processes, same phase
 
     def line(self, name: str, *, rate: bool = True) -> str:
         n = len(self.latencies)
@@ -403,6 +405,9 @@ class Samples:
         )
         if rate and self.elapsed:
             out += f"  {n / self.elapsed:6,.0f} req/s  node {self.cpu / self.elapsed:4.2f} cores"
+            if self.workers_cpu:
+                out += f" + workers {self.workers_cpu / self.elapsed:4.2f}"
+            out += f"  ({1e3 * (self.cpu + self.workers_cpu) / n:5.2f} ms CPU/req)"
         return out + (f"  ERRORS {self.errors}" if self.errors else "")
 
 
@@ -497,15 +502,34 @@ class Bench:
         out.latencies.append(dt)
 
 
+def workers_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU seconds of each process the node started (its worker processes), by pid."""
+    out: dict[int, float] = {}
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for children in Path(f"/proc/{parent}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                for child in map(int, children.read_text().split()):
+                    with contextlib.suppress(OSError, IndexError):
+                        out[child] = node_cpu_seconds(child)
+                        todo.append(child)
+    return out
+
+
 async def timed(pid: int, samples: list[Samples], work: Callable[[], Awaitable[None]]) -> None:
     cpu0 = node_cpu_seconds(pid)
+    workers0 = workers_cpu_seconds(pid)
     t0 = time.perf_counter()
     await work()
     elapsed = time.perf_counter() - t0
     cpu = node_cpu_seconds(pid) - cpu0
+    workers = workers_cpu_seconds(pid)
+    workers_cpu = sum(t - workers0.get(p, 0.0) for p, t in workers.items())
     for s in samples:
         s.elapsed = elapsed
         s.cpu = cpu
+        s.workers_cpu = workers_cpu
 
 
 async def concurrently(
@@ -660,6 +684,7 @@ async def measure(
                 tl1_first.latencies + tl1_later.latencies,
                 elapsed=tl1_first.elapsed,
                 cpu=tl1_first.cpu,
+                workers_cpu=tl1_first.workers_cpu,
             )
             print(all1.line("  getTimeline all pages (limit 50)"))
             print(tl1_first.line("    of which page 1", rate=False))
@@ -690,6 +715,7 @@ async def measure(
                 nf1_first.latencies + nf1_later.latencies,
                 elapsed=nf1_first.elapsed,
                 cpu=nf1_first.cpu,
+                workers_cpu=nf1_first.workers_cpu,
             )
             print(nf1.line("  listNotifications all pages (50)"))
             print(nf1_first.line("    of which page 1", rate=False))
@@ -747,6 +773,7 @@ async def measure(
                 tlc_first.latencies + tlc_later.latencies,
                 elapsed=tlc_first.elapsed,
                 cpu=tlc_first.cpu,
+                workers_cpu=tlc_first.workers_cpu,
             )
             print(allc.line("  getTimeline all pages (limit 50)"))
             print(tlc_first.line("    of which page 1", rate=False))

@@ -27,7 +27,7 @@ from node.client import Client
 from node.config import NodeConfig
 from node.wiring import Node
 from protocol.errors import RemoteProtocolError
-from tests import render_pages
+from tests import render_pages, worker_tasks
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -170,21 +170,62 @@ async def test_concurrent_reads_go_to_workers_and_answer_the_same(wnode: Node) -
         # Overlapping reads: the first overlap starts the workers (meanwhile inline),
         # then the reads past the first go to them.
         thread = await alice.call("app.bsky.feed.getPostThread", params={"uri": uris["root"]})
-        while renderer.served_by_workers < 20:
-            answers = await asyncio.wait_for(
-                asyncio.gather(
+        async with asyncio.timeout(120):  # the workers start while rounds go on inline
+            while renderer.served_by_workers < 20:
+                answers = await asyncio.gather(
                     *(alice.call("app.bsky.feed.getTimeline") for _ in range(4)),
                     *(
                         alice.call("app.bsky.feed.getPostThread", params={"uri": uris["root"]})
                         for _ in range(4)
                     ),
-                ),
-                30,
-            )
-            assert answers == [expected] * 4 + [thread] * 4
+                )
+                assert answers == [expected] * 4 + [thread] * 4
+        assert renderer.served_inline > 8  # served inline while they started
+        assert renderer.served_by_workers >= 20
         assert renderer.ready
-        assert os.getpid() not in (wnode.workers.pids() if wnode.workers else [os.getpid()])
+        assert wnode.workers is not None
+        pids = wnode.workers.pids()
+        assert pids
+        assert os.getpid() not in pids
     finally:
+        await _close(p)
+
+
+async def test_a_cold_pool_never_makes_a_read_wait(wnode: Node, tmp_path: Path) -> None:
+    """While the workers are not up, overlapping reads are served inline; they go
+    to the workers only once every worker has opened its connection."""
+    p = await _people(wnode)
+    pool = wnode.workers
+    assert pool is not None
+    marker = tmp_path / "go"
+    # Every worker held busy: the warm-up the first overlap starts cannot finish.
+    holds = [
+        asyncio.create_task(pool.run(worker_tasks.wait_for, str(marker), i))
+        for i in range(pool.size)
+    ]
+    try:
+        await _world(p)
+        alice = p["alice"]
+        expected = await alice.call("app.bsky.feed.getTimeline")
+        for _ in range(3):
+            answers = await asyncio.wait_for(
+                asyncio.gather(*(alice.call("app.bsky.feed.getTimeline") for _ in range(6))), 30
+            )
+            assert answers == [expected] * 6
+        assert wnode.renderer.served_by_workers == 0
+        assert not wnode.renderer.ready
+        await asyncio.to_thread(marker.write_text, "go")
+        assert await asyncio.gather(*holds) == list(range(pool.size))
+        assert await wnode.renderer.warm()
+        async with asyncio.timeout(60):  # warm now: the first overlap goes to a worker
+            while not wnode.renderer.served_by_workers:
+                answers = await asyncio.gather(
+                    *(alice.call("app.bsky.feed.getTimeline") for _ in range(6))
+                )
+                assert answers == [expected] * 6
+    finally:
+        await asyncio.to_thread(marker.write_text, "go")
+        await asyncio.gather(*holds, return_exceptions=True)
         await _close(p)
 
 

@@ -9,9 +9,11 @@ only parses HTTP, authenticates and copies bytes.
 
 When it offloads, and when not:
 
-* **One read at a time stays inline.** A read when no other read of ours runs on the
-  node's reader threads is served there: no pipe, no pickling, and one client keeps
-  its latency. Only a read that would queue behind another goes to a worker.
+* **One read at a time stays inline.** A read when no other read of ours is in
+  flight is served on the node's reader threads: no pipe, no pickling, and one
+  client keeps its latency. A read that overlaps another goes to a worker, so under
+  concurrency the node's interpreter is left to HTTP (an inline render would hold
+  it, and every answer coming back from a worker would wait for it).
 * **A cold pool never makes a request wait.** The first time reads overlap and the
   workers are not up (never started, stopped when idle, replaced after a crash), the
   renderer starts them in the background and serves inline until every worker has
@@ -35,6 +37,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
@@ -96,8 +99,9 @@ def render(
 class Renderer:
     """Renders pages as JSON bytes inline or in ``workers`` (see the module doc).
 
-    ``inline_limit``: reads served on the node's own reader threads at once; past
-    it, a read goes to a worker (default 1: one read at a time stays inline)."""
+    ``inline_limit``: a read is served on the node's own reader threads only while
+    fewer reads than this are in flight, inline or in workers (default 1: a read
+    when no other is in flight stays inline; any overlap goes to the workers)."""
 
     def __init__(
         self,
@@ -111,8 +115,8 @@ class Renderer:
         self.workers = workers
         self.base_url = base_url
         self.inline_limit = inline_limit
-        #: Reads running on the node's reader threads now.
-        self.inline = 0
+        #: Reads in flight now (inline or in workers).
+        self.in_flight = 0
         #: Pages served inline and in workers (for tests and metrics).
         self.served_inline = 0
         self.served_by_workers = 0
@@ -126,20 +130,20 @@ class Renderer:
         """``page(read, *args)`` for ``viewer`` as JSON bytes."""
         base = self.base_url()
         path = self.storage.shared_path
-        if self.inline >= self.inline_limit and path is not None and self._workers_ready():
-            assert self.workers is not None
-            self.served_by_workers += 1
-            return await self.workers.run(render, path, page, viewer, base, args, kwargs)
-
-        def run(conn: sqlite3.Connection) -> bytes:
-            return orjson.dumps(page(_Read(conn, viewer, base), *args, **kwargs))
-
-        self.inline += 1
+        self.in_flight += 1
         try:
+            if self.in_flight > self.inline_limit and path is not None and self._workers_ready():
+                assert self.workers is not None
+                self.served_by_workers += 1
+                return await self.workers.run(render, path, page, viewer, base, args, kwargs)
+
+            def run(conn: sqlite3.Connection) -> bytes:
+                return orjson.dumps(page(_Read(conn, viewer, base), *args, **kwargs))
+
             self.served_inline += 1
             return await self.storage.read(run)
         finally:
-            self.inline -= 1
+            self.in_flight -= 1
 
     @property
     def ready(self) -> bool:
@@ -162,6 +166,7 @@ class Renderer:
         path = self.storage.shared_path
         if pool is None or path is None:
             return False
+        started = time.monotonic()
         try:
             await asyncio.gather(*(pool.run(prepare, path) for _ in range(pool.size)))
         except Exception:
@@ -169,6 +174,9 @@ class Renderer:
             log.exception("render: the worker processes did not start")
             return False
         self._warm_start = pool.starts
+        log.info(
+            "render: %d worker processes ready in %.2f s", pool.size, time.monotonic() - started
+        )
         return True
 
     async def close(self) -> None:
