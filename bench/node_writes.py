@@ -90,11 +90,16 @@ def signs_per_second(seconds: float = 1.0) -> float:
 
 @contextlib.asynccontextmanager
 async def node_process(
-    workdir: Path, node_cmd: str = "", storage: str = "sqlite", name: str = ""
+    workdir: Path,
+    node_cmd: str = "",
+    storage: str = "sqlite",
+    name: str = "",
+    extra: dict[str, object] | None = None,
 ) -> AsyncIterator[tuple[int, str]]:
-    """Start a node with the bench settings on ``workdir/data<name>`` (its log:
-    ``node<name>.log``); yields (pid, url); SIGTERM then SIGKILL on exit."""
-    settings: dict[str, object] = dict(BENCH_SETTINGS)
+    """Start a node with the bench settings (and ``extra`` ones) on
+    ``workdir/data<name>`` (its log: ``node<name>.log``); yields (pid, url); SIGTERM
+    then SIGKILL on exit."""
+    settings: dict[str, object] = {**BENCH_SETTINGS, **(extra or {})}
     if storage != "sqlite":
         settings["storage"] = storage
     async with cluster_node(

@@ -4,7 +4,7 @@ latency on a populated node.
     python bench/views.py [--accounts 1000] [--posts 100000] [--follows 200]
                           [--viewers 100] [--clients 4] [--seconds 8]
                           [--data-dir DIR] [--profile OUT] [--node-cmd CMD]
-                          [--storage sqlite|postgresql|URL]
+                          [--storage sqlite|postgresql|URL] [--workers N]
 
 Set-up (not measured): the data set is written in this process through the node's
 own write path, ``RepoManager.create_account`` and ``RepoManager.write`` (commits of
@@ -623,7 +623,8 @@ async def measure(
         print("first notification page (50) straight from SQLite, per viewer:")
         print(table.line("  written at index time (table)", rate=False))
         print(derived.line("  derived by query (no mentions)", rate=False))
-    async with node_process(workdir, args.node_cmd, storage) as (pid, url):
+    extra = {} if args.workers is None else {"workers": args.workers}
+    async with node_process(workdir, args.node_cmd, storage, extra=extra) as (pid, url):
         connector = aiohttp.TCPConnector(limit=0)
         timeout = aiohttp.ClientTimeout(total=60)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
@@ -875,6 +876,12 @@ def main() -> None:
         help="share of posts that reply in an open thread",
     )
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="the node's worker processes (default: its own, the core count; 0: none)",
+    )
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients")
     parser.add_argument("--seconds", type=float, default=8.0, help="per concurrent phase")
     parser.add_argument("--cursor-pages", type=int, default=3, help="pages after the first")

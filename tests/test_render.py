@@ -27,6 +27,7 @@ from node.client import Client
 from node.config import NodeConfig
 from node.wiring import Node
 from protocol.errors import RemoteProtocolError
+from protocol.moderation import ACCEPT_LABELERS
 from tests import render_pages, worker_tasks
 
 pytestmark = pytest.mark.timeout(180)
@@ -151,6 +152,35 @@ async def test_worker_answers_equal_inline_answers(wnode: Node) -> None:
         with pytest.raises(RemoteProtocolError, match="profile not found") as info:
             await _in_worker(wnode, None, author_feed_page, nobody)
         assert info.value.error == "ProfileNotFound"
+    finally:
+        await _close(p)
+
+
+async def test_labels_apply_to_worker_answers(wnode: Node) -> None:
+    """Labels a reader asks for are applied in the node to the worker's bytes, as to
+    an inline answer: a redacted post is gone, a labelled one carries its label."""
+    p = await _people(wnode)
+    try:
+        alice, bob, carol = p["alice"], p["bob"], p["carol"]
+        await alice.follow(carol.did)
+        gone = await carol.post("taken down by bob's labels")
+        kept = await carol.post("labelled by bob")
+        await bob.label(gone.uri, "!takedown")
+        await bob.label(kept.uri, "spam")
+        headers = {ACCEPT_LABELERS: f"{bob.did};redact"}
+
+        async def timeline() -> Any:
+            return await alice.call("app.bsky.feed.getTimeline", headers=headers)
+
+        inline = await timeline()
+        assert wnode.renderer.served_by_workers == 0
+        wnode.renderer.inline_limit = 0
+        assert await wnode.renderer.warm()
+        worker = await timeline()
+        assert wnode.renderer.served_by_workers == 1
+        assert worker == inline
+        assert [i["post"]["uri"] for i in worker["feed"]] == [kept.uri]
+        assert [lb["val"] for lb in worker["feed"][0]["post"]["labels"]] == ["spam"]
     finally:
         await _close(p)
 

@@ -20,9 +20,12 @@ When it offloads, and when not:
   imported the views and opened its connection.
 * **Same answers.** Views read only the database and the node's URL (passed in):
   blocks, mutes, takedowns, list and thread mutes, gates, read state are all tables,
-  so a worker's answer equals the inline one. A worker's connection is in autocommit
-  mode: every statement reads the newest committed state (WAL), never a snapshot
-  held from an earlier request, so a client reads its own acknowledged writes.
+  so a worker's answer equals the inline one. Labels a reader asks for
+  (Accept-Labelers) are applied afterwards, in the node, to the bytes either way
+  (``labels_middleware``, node/accounts/moderation.py). A worker's connection is in
+  autocommit mode: every statement reads the newest committed state (WAL), never a
+  snapshot held from an earlier request, so a client reads its own acknowledged
+  writes.
 * **Bounded.** The pool bounds processes and pending tasks; per-process state here
   is one connection and the views' own bounded record caches.
 
