@@ -25,6 +25,7 @@ from node.appview.views import (
 )
 from node.client import Client
 from node.config import NodeConfig
+from node.store.sqlite import SqliteStorage
 from node.wiring import Node
 from protocol.errors import RemoteProtocolError
 from protocol.moderation import ACCEPT_LABELERS
@@ -338,5 +339,32 @@ async def test_no_workers_serves_everything_inline(tmp_path: Path) -> None:
             assert node.renderer.served_by_workers == 0
             assert node.renderer.served_inline >= 18
             assert not await node.renderer.warm()
+        finally:
+            await _close(p)
+
+
+async def test_storage_no_other_process_can_open_stays_inline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL (``shared_path`` None): overlapping reads stay inline even with
+    workers configured, and no worker process starts for them."""
+    # As PostgresStorage answers (it overrides the property itself).
+    monkeypatch.setattr(SqliteStorage, "shared_path", property(lambda self: None))
+    config = NodeConfig(data_dir=tmp_path / "node", port=0, workers=2, admin_token=ADMIN)
+    async with Node(config) as node:
+        assert node.storage.shared_path is None
+        p = await _people(node)
+        try:
+            await _world(p)
+            alice = p["alice"]
+            expected = await alice.call("app.bsky.feed.getTimeline")
+            answers = await asyncio.wait_for(
+                asyncio.gather(*(alice.call("app.bsky.feed.getTimeline") for _ in range(8))), 30
+            )
+            assert answers == [expected] * 8
+            assert node.renderer.served_by_workers == 0
+            assert not await node.renderer.warm()
+            assert node.workers is not None
+            assert not node.workers.running
         finally:
             await _close(p)
