@@ -213,6 +213,16 @@ class Node:
         self.views.base_url = lambda: self.url
         #: The busiest read views as JSON, in worker processes under concurrency.
         self.renderer = Renderer(self.storage, self.workers, lambda: self.url)
+        Gauge(
+            "skyfed_views_rendered_inline",
+            "Read views rendered in the node's own process (node/appview/render.py)",
+            registry=self.registry,
+        ).set_function(lambda: float(self.renderer.served_inline))
+        Gauge(
+            "skyfed_views_rendered_in_workers",
+            "Read views rendered in worker processes, as reads overlapped",
+            registry=self.registry,
+        ).set_function(lambda: float(self.renderer.served_by_workers))
         self.blobs = BlobStore(
             self.storage,
             cache_bytes=config.blob_cache_bytes,

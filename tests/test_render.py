@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -214,6 +215,11 @@ async def test_concurrent_reads_go_to_workers_and_answer_the_same(wnode: Node) -
         assert renderer.served_inline > 8  # served inline while they started
         assert renderer.served_by_workers >= 20
         assert renderer.ready
+        async with alice.http.get(wnode.url + "/metrics") as resp:
+            metrics = await resp.text()
+        shown = re.search(r"^skyfed_views_rendered_in_workers ([0-9.]+)$", metrics, re.M)
+        assert shown is not None
+        assert float(shown.group(1)) >= 20
         assert wnode.workers is not None
         pids = wnode.workers.pids()
         assert pids
