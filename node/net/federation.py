@@ -69,6 +69,7 @@ from protocol.ingest import (
     HeadState,
     Verdict,
     check_tree_complete,
+    decide_event,
     equivocation_between,
     head_wins,
     judge_event,
@@ -93,8 +94,10 @@ from ..logs import LogLimiter
 from ..server.ratelimit import RateLimited, RequestLimiter, client_key
 from ..store.repos import iso_now
 from ..store.sqlite import CommitBatch, EquivocationRow, LabelRow
+from ..workers import WorkerPool
 from .netpolicy import AddressError, DialPolicy, PeerAddress, normalize_url
 from .rtt import RttEstimator
+from .verify import EventVerifier
 
 if TYPE_CHECKING:
     from ..accounts.moderation import Moderation
@@ -121,6 +124,8 @@ class FederationHost(Protocol):
     def repos(self) -> RepoManager: ...
     @property
     def firehose(self) -> Firehose: ...
+    @property
+    def workers(self) -> WorkerPool | None: ...
     @property
     def portability(self) -> Portability: ...
     @property
@@ -608,6 +613,7 @@ class PeerLink:
             # (the task takes the repo's order lock before anything else, and
             # asyncio locks are first come, first served).
             await self.slots.acquire()
+            self.fed.pushes_in_flight += 1
             self.fed._spawn(self._ordered(did, msg))
 
     async def _ordered(self, did: str, msg: dict[str, Any]) -> None:
@@ -615,6 +621,7 @@ class PeerLink:
             async with self.fed.order_lock(did):
                 await self.fed.dispatch(self, msg)
         finally:
+            self.fed.pushes_in_flight -= 1
             self._handled(msg)
             self.slots.release()
 
@@ -713,6 +720,10 @@ class Federation:
         self.bytes_out = 0
         self.rejected = 0
         self.ingested = 0
+        #: Commit pushes being checked and stored, all links together.
+        self.pushes_in_flight = 0
+        #: Verifies commit events, in worker processes when there is a backlog.
+        self.verifier = EventVerifier(node.workers, lambda: self.pushes_in_flight, self._spawn)
         #: Requests sent again and negentropy sessions restarted after a wait ran out.
         self.retries = 0
 
@@ -1347,7 +1358,7 @@ class Federation:
                 if self._uncarried(event.repo):
                     return None  # node policy: neither stored nor passed on from here
                 try:
-                    await self.ingest_event(event, link)
+                    await self.ingest_event(event, link, data)
                 except InvalidSignature:
                     # Signed by a key we do not know yet? The identity op naming it
                     # may have taken another path: ask this peer, then judge again.
@@ -1511,15 +1522,23 @@ class Federation:
             raise InvalidSignature(f"{bad} of {len(labels)} labels not signed by their labeler")
         return added
 
-    async def ingest_event(self, event: CommitEvent, link: PeerLink | None) -> Verdict:
-        """Judge and store a commit event from a peer."""
+    async def ingest_event(
+        self, event: CommitEvent, link: PeerLink | None, data: bytes | None = None
+    ) -> Verdict:
+        """Judge and store a commit event from a peer. Given ``data``, the bytes
+        ``event`` was parsed from, its signature and proof may be checked in a worker
+        process (node/net/verify.py) before the repo is locked."""
         did = event.repo
         key = await self._signing_key(did, link)
+        verified = None if data is None else await self.verifier.verify(event, data, key)
         async with self.node.repos.lock(did):
             held = await self.node.storage.head_state(did)
-            judged = judge_event(
-                event, signing_key=key, held=held, now_micros=int(self.node.wall_clock() * 1e6)
-            )
+            now_micros = int(self.node.wall_clock() * 1e6)
+            current = await self._signing_key(did, link)
+            if verified is not None and current == key:
+                judged = decide_event(event, verified, held=held, now_micros=now_micros)
+            else:  # verified with a key that is no longer the DID's: again, with its key
+                judged = judge_event(event, signing_key=current, held=held, now_micros=now_micros)
             verdict = judged.verdict
             if judged.evidence is not None and held is not None:
                 await self._record_equivocation(
