@@ -390,6 +390,17 @@ async def _measure(
                 f"  node B CPU per commit: main process {main_us:6.0f} us, "
                 f"worker processes {child_us:6.0f} us   (load {os.getloadavg()[0]:.2f})"
             )
+            async with http.get(url + "/metrics") as resp:
+                metrics = await resp.text()
+            stats = dict(re.findall(r"^skyfed_ingest_(\w+) (\S+)$", metrics, re.M))
+            if stats:
+                batches = float(stats.get("verify_batches", 0))
+                offloaded = float(stats.get("verified_in_workers", 0))
+                print(
+                    f"  verified inline {float(stats.get('verified_inline', 0)):.0f}, "
+                    f"in workers {offloaded:.0f} in {batches:.0f} batches"
+                    f" ({offloaded / max(batches, 1):.1f} a batch)"
+                )
             for p in peers:
                 await p.ws.close()
             for t in (*drains, fire):

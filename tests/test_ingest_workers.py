@@ -24,7 +24,7 @@ from protocol.commit import Commit, CommitEvent
 from protocol.encoding import encode
 from protocol.errors import DecodeError, InvalidSignature, SkyfedError
 from protocol.identity import IdentityOp, did_for_genesis
-from protocol.ingest import verify_event, verify_events
+from protocol.ingest import Verdict, verify_event, verify_events
 from protocol.keys import SigningKey
 from protocol.mst import MemoryBlockStore
 from protocol.peerwire import encode_message
@@ -320,5 +320,36 @@ async def test_a_verdict_is_bound_to_the_key_it_was_checked_with(tmp_path: Path)
         with pytest.raises(InvalidSignature):
             await fed.ingest_event(first, None, first.to_bytes())
         assert await node.storage.get_head(a.did) is None
+    finally:
+        await node.stop()
+
+
+@pytest.mark.parametrize("workers", [0, 1], ids=["inline", "workers"])
+async def test_a_stale_head_hint_changes_no_verdict(tmp_path: Path, workers: int) -> None:
+    """The head remembered from the last ingested event is only a hint: the head moved
+    by another writer meanwhile, the next event is judged on the stored head."""
+    node = Node(NodeConfig(data_dir=tmp_path / "b", port=0, workers=workers))
+    await node.start()
+    try:
+        fed = node.federation
+        fed.verifier.cold_backlog = fed.verifier.warm_backlog = 0
+        a = author(8, 3)
+        fed._keys[a.did] = a.key.did_key()
+        for event in a.events[:2]:
+            assert await fed.ingest_event(event, None, event.to_bytes()) is Verdict.APPLY
+        assert fed._heads[a.did].head == a.events[1].commit
+        # Another writer stores the next commit without telling federation.
+        moved = a.events[2]
+        held = await node.storage.head_state(a.did)
+        await fed._store_event(moved, verify_event(moved, a.key.did_key()), held)
+        assert fed._heads[a.did].head == a.events[1].commit  # stale now
+        assert await fed.ingest_event(moved, None, moved.to_bytes()) is Verdict.DUPLICATE
+        last = a.events[3]
+        assert await fed.ingest_event(last, None, last.to_bytes()) is Verdict.APPLY
+        head = await node.storage.get_head(a.did)
+        assert head is not None
+        assert head.head == last.commit
+        page = await node.storage.list_records(a.did, "app.bsky.feed.post", 20, None, False)
+        assert len(page) == 3
     finally:
         await node.stop()

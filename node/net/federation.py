@@ -67,6 +67,7 @@ from protocol.identity import chain_signing_keys, resolve_log
 from protocol.ingest import (
     Evidence,
     HeadState,
+    Judgement,
     Verdict,
     check_tree_complete,
     decide_event,
@@ -93,7 +94,7 @@ from protocol.plumtree import Deliver, Plumtree, SendGraft, SendIHave, SendPrune
 from ..logs import LogLimiter
 from ..server.ratelimit import RateLimited, RequestLimiter, client_key
 from ..store.repos import iso_now
-from ..store.sqlite import CommitBatch, EquivocationRow, LabelRow
+from ..store.sqlite import CommitBatch, EquivocationRow, HeadMoved, LabelRow
 from ..workers import WorkerPool
 from .netpolicy import AddressError, DialPolicy, PeerAddress, normalize_url
 from .rtt import RttEstimator
@@ -190,6 +191,9 @@ _MAX_ITEMS = 4096
 _PENDING_PER_REPO = 64
 #: Commit pushes from one link being checked and stored at once.
 _CONCURRENT_PUSHES = 64
+#: Repos whose last ingested head is remembered, to judge their next event without a
+#: database read (a hint: a verdict made on it is checked, see ingest_event).
+_HEAD_HINTS = 10_000
 _PENDING_REPOS = 4096
 #: A commit whose signature fails makes us re-fetch its DID's log from the sender at
 #: most this often (seconds), waiting at most _REFRESH_TIMEOUT for it.
@@ -709,6 +713,8 @@ class Federation:
         self._sids = itertools.count(1)
         self._neg_replies: dict[tuple[str, int], asyncio.Queue[bytes]] = {}
         self._keys: OrderedDict[str, str] = OrderedDict()
+        #: The head each repo got from its last ingested event (a hint for the next).
+        self._heads: OrderedDict[str, HeadState] = OrderedDict()
         self._order_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
@@ -1532,13 +1538,7 @@ class Federation:
         key = await self._signing_key(did, link)
         verified = None if data is None else await self.verifier.verify(event, data, key)
         async with self.node.repos.lock(did):
-            held = await self.node.storage.head_state(did)
-            now_micros = int(self.node.wall_clock() * 1e6)
-            current = await self._signing_key(did, link)
-            if verified is not None and current == key:
-                judged = decide_event(event, verified, held=held, now_micros=now_micros)
-            else:  # verified with a key that is no longer the DID's: again, with its key
-                judged = judge_event(event, signing_key=current, held=held, now_micros=now_micros)
+            judged, held, stored = await self._judge_locked(event, link, key, verified)
             verdict = judged.verdict
             if judged.evidence is not None and held is not None:
                 await self._record_equivocation(
@@ -1550,12 +1550,22 @@ class Federation:
                 )
             applied = False
             if verdict is Verdict.APPLY:
-                if held is None and not self._whole_tree(event, judged.commit):
+                if not stored and held is None and not self._whole_tree(event, judged.commit):
                     verdict = Verdict.GAP
                 else:
-                    await self._store_event(event, judged.commit, held)
+                    if not stored:
+                        await self._store_event(event, judged.commit, held)
                     self.ingested += 1
                     applied = True
+                    self._heads[did] = HeadState(
+                        event.commit,
+                        judged.commit.rev,
+                        judged.commit.data,
+                        event.since,
+                        judged.commit.prev,
+                    )
+                    while len(self._heads) > _HEAD_HINTS:
+                        self._heads.popitem(last=False)
             elif verdict is Verdict.SWITCH:
                 assert held is not None
                 applied = await self._switch(did, event, judged.commit, held)
@@ -1571,6 +1581,46 @@ class Federation:
             if link is not None:
                 self._spawn(self._catch_up(did, link))
         return verdict
+
+    async def _judge_locked(
+        self, event: CommitEvent, link: PeerLink | None, key: str, verified: Commit | None
+    ) -> tuple[Judgement, HeadState | None, bool]:
+        """Judge ``event`` (``verified`` with ``key``, if not None) against the held
+        head; the caller holds the repo's lock. Returns the judgement, the head it was
+        made on, and True if the event is already stored.
+
+        The head this node stored from the repo's last ingested event saves a
+        database read, but only as a hint: an APPLY on it is stored at once, by a
+        write that checks the head is still the hint's (HeadMoved, if not); any other
+        verdict, a refusal, or a moved head is judged again on the stored head."""
+        did = event.repo
+        hint = self._heads.pop(did, None)
+        while True:
+            held = hint or await self.node.storage.head_state(did)
+            now_micros = int(self.node.wall_clock() * 1e6)
+            current = await self._signing_key(did, link)
+            try:
+                if verified is not None and current == key:
+                    judged = decide_event(event, verified, held=held, now_micros=now_micros)
+                else:  # verified with a key no longer the DID's: again, with its key
+                    judged = judge_event(
+                        event, signing_key=current, held=held, now_micros=now_micros
+                    )
+            except SkyfedError:
+                if hint is None:
+                    raise
+                hint = None
+                continue
+            if hint is None:
+                return judged, held, False
+            if judged.verdict is Verdict.APPLY:
+                try:
+                    await self._store_event(event, judged.commit, hint)
+                except HeadMoved:
+                    pass
+                else:
+                    return judged, held, True
+            hint = None
 
     async def _record_equivocation(
         self,
@@ -1630,6 +1680,8 @@ class Federation:
 
     async def _drain_pending(self, did: str) -> None:
         """Apply held events that now chain onto the head, in order."""
+        if did not in self._pending and did not in self._wanted:
+            return  # nothing held or wanted (the loop below would find as much)
         while True:
             waiting = self._pending.get(did)
             held = await self.node.storage.head_state(did)
