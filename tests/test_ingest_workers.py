@@ -142,7 +142,8 @@ class Spawner:
 
 
 def verifier_with(pool: Any, **kw: Any) -> EventVerifier:
-    # Backlog 0 needed: every event goes to the pool, however few there are.
+    # Every event goes to the pool, however few there are.
+    kw.setdefault("min_batch", 1)
     return EventVerifier(pool, lambda: 0, Spawner(), cold_backlog=0, warm_backlog=0, **kw)
 
 
@@ -233,6 +234,28 @@ async def test_a_trickle_is_verified_inline_and_starts_no_worker() -> None:
         await pool.close()
 
 
+async def test_one_event_at_a_time_stays_inline_with_workers_running() -> None:
+    from node.workers import WorkerPool
+
+    a = author(10, 2)
+    pool = WorkerPool(1, idle_seconds=30)
+    verifier = verifier_with(pool, min_batch=2)
+    try:
+        await pool.warm()
+        for e in a.events:  # each alone at its flush: cheaper inline than a worker call
+            assert isinstance(await verifier.verify(e, e.to_bytes(), a.key.did_key()), Commit)
+        assert verifier.inline == len(a.events)
+        assert verifier.batches == 0
+        both = await asyncio.gather(
+            *(verifier.verify(e, e.to_bytes(), a.key.did_key()) for e in a.events)
+        )
+        assert [c.rev for c in both] == [e.rev for e in a.events]
+        assert verifier.offloaded == len(a.events)
+        assert verifier.batches == 1
+    finally:
+        await pool.close()
+
+
 # -- through a node ----------------------------------------------------------------
 
 
@@ -259,6 +282,7 @@ async def test_a_node_ingests_honest_events_and_refuses_forged_ones(
         verifier = node.federation.verifier
         assert (verifier.pool is None) == (workers == 0)
         verifier.cold_backlog = verifier.warm_backlog = 0  # every event to the pool
+        verifier.min_batch = 1
         a = author(6, 6)
         async with aiohttp.ClientSession() as http:
             peer = await FakePeer.connect(http, node)
@@ -305,6 +329,7 @@ async def test_a_verdict_is_bound_to_the_key_it_was_checked_with(tmp_path: Path)
     try:
         fed = node.federation
         fed.verifier.cold_backlog = fed.verifier.warm_backlog = 0
+        fed.verifier.min_batch = 1
         a = author(7, 1)
         other = SigningKey.from_seed(bytes(range(32)))
         fed._keys[a.did] = a.key.did_key()
@@ -333,6 +358,7 @@ async def test_a_stale_head_hint_changes_no_verdict(tmp_path: Path, workers: int
     try:
         fed = node.federation
         fed.verifier.cold_backlog = fed.verifier.warm_backlog = 0
+        fed.verifier.min_batch = 1
         a = author(8, 3)
         fed._keys[a.did] = a.key.did_key()
         for event in a.events[:2]:

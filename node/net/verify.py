@@ -19,7 +19,8 @@ What it promises:
 * **No IPC for a trickle.** With fewer than ``cold_backlog`` (default
   :data:`COLD_BACKLOG`) commit events in flight and no worker running, or fewer than
   ``warm_backlog`` (default :data:`WARM_BACKLOG`) with workers running, an event is
-  verified inline at once: an idle node starts no process for it.
+  verified inline at once: an idle node starts no process for it. Fewer than
+  ``min_batch`` (default :data:`MIN_BATCH`) waiting together are verified inline too.
 * **Bounded.** A batch holds at most ``batch`` events (default :data:`BATCH`); the
   events waiting are those of the pushes in flight, which the links bound; the
   pool bounds the batches in flight.
@@ -37,12 +38,16 @@ from protocol.ingest import Checked, verified_commit, verify_event, verify_event
 
 from ..workers import WorkerPool
 
-__all__ = ["BATCH", "COLD_BACKLOG", "WARM_BACKLOG", "EventVerifier"]
+__all__ = ["BATCH", "COLD_BACKLOG", "MIN_BATCH", "WARM_BACKLOG", "EventVerifier"]
 
 log = logging.getLogger("skyfed.federation")
 
 #: Events per worker call at most.
 BATCH = 32
+#: Events per worker call at least: fewer waiting at a flush are verified inline. A
+#: worker call costs the node ~300 us of CPU however small (pickling, pipes, threads),
+#: an event ~20 us more; inline, an event costs ~200 us (measured, bench/RESULTS.md).
+MIN_BATCH = 2
 #: Commit events in flight before a cold pool is started for them.
 COLD_BACKLOG = 16
 #: Commit events in flight before they go to a pool already running.
@@ -59,6 +64,7 @@ class EventVerifier:
         spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]],
         *,
         batch: int = BATCH,
+        min_batch: int = MIN_BATCH,
         cold_backlog: int = COLD_BACKLOG,
         warm_backlog: int = WARM_BACKLOG,
         task: Callable[[Sequence[tuple[bytes, str]]], list[Checked]] = verify_events,
@@ -70,6 +76,7 @@ class EventVerifier:
         self._backlog = backlog
         self._spawn = spawn
         self.batch = batch
+        self.min_batch = min_batch
         self.cold_backlog = cold_backlog
         self.warm_backlog = warm_backlog
         self._queue: list[tuple[bytes, str, asyncio.Future[Checked | None]]] = []
@@ -95,7 +102,7 @@ class EventVerifier:
             self._flush_soon = True
             loop.call_soon(self._flush)
         checked = await future
-        if checked is None:  # the batch failed in the pool
+        if checked is None:  # too few to send, or the batch failed in the pool
             self.inline += 1
             return verify_event(event, signing_key)
         self.offloaded += 1
@@ -111,8 +118,13 @@ class EventVerifier:
         self._flush_soon = False
         queue, self._queue = self._queue, []
         assert self.pool is not None
-        # Spread what waits over every worker, in batches of at most ``batch``.
-        size = max(1, min(self.batch, -(-len(queue) // self.pool.size)))
+        if len(queue) < self.min_batch:
+            for _, _, future in queue:  # cheaper inline than a worker call
+                if not future.done():
+                    future.set_result(None)
+            return
+        # Spread what waits over every worker, in batches of ``min_batch`` to ``batch``.
+        size = min(self.batch, max(self.min_batch, -(-len(queue) // self.pool.size)))
         for i in range(0, len(queue), size):
             self._spawn(self._run(queue[i : i + size]))
 
