@@ -225,6 +225,25 @@ async def count_commits(url: str, counter: collections.Counter[str], wake: async
                 wake.set()
 
 
+def _proc_cpu(pid: int) -> tuple[int, float]:
+    """(parent pid, CPU seconds used) of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds of process ``pid`` and of its live children (worker processes)."""
+    own = _proc_cpu(pid)[1]
+    children = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != pid:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                ppid, used = _proc_cpu(int(entry.name))
+                if ppid == pid:
+                    children += used
+    return own, children
+
+
 def summarize_profile(path: Path, top: int) -> str:
     """Self and inclusive sample counts per function from py-spy's raw output."""
     own: collections.Counter[str] = collections.Counter()
@@ -324,6 +343,7 @@ async def _measure(
                 )
                 await asyncio.sleep(0.5)
             sent = 0
+            cpu_before = cpu_seconds(proc.pid)
             start = time.perf_counter()
 
             async def feed(link: int) -> None:
@@ -349,6 +369,7 @@ async def _measure(
                     wake.clear()
                     await wake.wait()
             elapsed = time.perf_counter() - start
+            cpu_after = cpu_seconds(proc.pid)
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 async with asyncio.timeout(30):
@@ -362,6 +383,24 @@ async def _measure(
                 f"  ratio to raw verifies (target >= 0.3)      {rate / raw:10.3f}"
                 f"   target 2,000/s: {'met' if rate >= 2000 else 'NOT met'}"
             )
+            main_us, child_us = (
+                1e6 * (b - a) / total for a, b in zip(cpu_before, cpu_after, strict=True)
+            )
+            print(
+                f"  node B CPU per commit: main process {main_us:6.0f} us, "
+                f"worker processes {child_us:6.0f} us   (load {os.getloadavg()[0]:.2f})"
+            )
+            async with http.get(url + "/metrics") as resp:
+                metrics = await resp.text()
+            stats = dict(re.findall(r"^skyfed_ingest_(\w+) (\S+)$", metrics, re.M))
+            if stats:
+                batches = float(stats.get("verify_batches", 0))
+                offloaded = float(stats.get("verified_in_workers", 0))
+                print(
+                    f"  verified inline {float(stats.get('verified_inline', 0)):.0f}, "
+                    f"in workers {offloaded:.0f} in {batches:.0f} batches"
+                    f" ({offloaded / max(batches, 1):.1f} a batch)"
+                )
             for p in peers:
                 await p.ws.close()
             for t in (*drains, fire):

@@ -208,6 +208,25 @@ class Node:
             "Peer requests sent again after the link's round-trip wait ran out",
             registry=self.registry,
         ).set_function(lambda: float(self.federation.retries))
+        verifier = self.federation.verifier
+        for name, doc, read in (
+            (
+                "skyfed_ingest_verified_inline",
+                "Commit events from peers verified in the node's own process",
+                lambda: verifier.inline,
+            ),
+            (
+                "skyfed_ingest_verified_in_workers",
+                "Commit events from peers verified in worker processes",
+                lambda: verifier.offloaded,
+            ),
+            (
+                "skyfed_ingest_verify_batches",
+                "Batches of commit events sent to worker processes",
+                lambda: verifier.batches,
+            ),
+        ):
+            Gauge(name, doc, registry=self.registry).set_function(read)
         self.views = Views(self.storage)
         self.views.base_url = lambda: self.url
         self.blobs = BlobStore(
