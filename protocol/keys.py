@@ -154,8 +154,6 @@ class VerifyKey:
         """Return if ``signature`` signs ``data``; raise InvalidSignature otherwise."""
         if not isinstance(signature, bytes) or len(signature) != SIGNATURE_LENGTH:
             raise InvalidSignature("an ed25519 signature is 64 bytes")
-        from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
-
         key = self._key
         if key is None:
             from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -165,8 +163,13 @@ class VerifyKey:
             object.__setattr__(self, "_key", key)  # a cache: frozen for callers
         try:
             key.verify(signature, data)
-        except CryptoInvalidSignature as e:
-            raise InvalidSignature("signature does not verify") from e
+        except Exception as e:
+            # Imported here, not above: a signature that verifies pays no import.
+            from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
+
+            if isinstance(e, CryptoInvalidSignature):
+                raise InvalidSignature("signature does not verify") from e
+            raise
 
     def is_valid(self, signature: bytes, data: bytes) -> bool:
         try:
