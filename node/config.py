@@ -18,9 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-import tomli_w
-
 from protocol.keys import SigningKey
 
 from .datadir import make_data_dir
@@ -35,6 +32,8 @@ __all__ = [
 
 
 def default_data_dir() -> Path:
+    import platformdirs  # only where no data dir was given
+
     return Path(platformdirs.user_data_dir("skyfed", appauthor=False)) / "node"
 
 
@@ -343,6 +342,8 @@ def _default_text(f: dataclasses.Field[Any]) -> str:
 def _default_value_text(value: Any) -> str:
     if isinstance(value, Path):
         value = str(value)
+    import tomli_w  # only for --help and `node init`
+
     return tomli_w.dumps({"x": value}).strip().removeprefix("x = ")
 
 

@@ -17,22 +17,31 @@ RFC 8032 verification accepts the signature ``R = identity, s = 0`` from a
 small-order key for *every* message, so such a key set as a rotation, signing or
 node key could be signed for by anyone. Honest keys are never small-order (they are
 a clamped scalar times the base point). The check is a few integer operations.
+
+``cryptography`` (about 10 MB of a process's RSS: its Rust extension carries its own
+OpenSSL) is imported at the first signature made or checked, not with this module: a
+node that only starts and waits needs its key's ``did:key`` and nothing else. The public
+key of a seed is derived here in pure Python (RFC 8032 section 5.1.5, a fixed-schedule
+Montgomery ladder, about 2 ms), or by ``cryptography`` once it is loaded anyway.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import base58
-from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
 
 from .errors import InvalidSignature, InvalidSyntax, LocalProtocolError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 __all__ = ["DID_KEY_PREFIX", "SIGNATURE_LENGTH", "SigningKey", "VerifyKey", "verify_key"]
 
@@ -58,6 +67,58 @@ _SMALL_ORDER_Y = frozenset(
 )
 
 
+# edwards25519 (RFC 8032 section 5.1): d, and the base point B in extended coordinates.
+_D = -121665 * pow(121666, -1, _P) % _P
+_BY = 4 * pow(5, -1, _P) % _P
+_BX = 15112221349535400772501151409588531511454012693041857206046113283949847762202
+_BASE = (_BX, _BY, 1, _BX * _BY % _P)
+_CRYPTOGRAPHY = "cryptography.hazmat.primitives.asymmetric.ed25519"
+
+
+_Point = tuple[int, int, int, int]
+
+
+def _swap(bit: int, r0: _Point, r1: _Point) -> tuple[_Point, _Point]:
+    """``(r1, r0)`` if ``bit`` is 1, else ``(r0, r1)``: by arithmetic, not a branch."""
+    d = [(a - b) * bit for a, b in zip(r0, r1, strict=True)]
+    return (
+        (r0[0] - d[0], r0[1] - d[1], r0[2] - d[2], r0[3] - d[3]),
+        (r1[0] + d[0], r1[1] + d[1], r1[2] + d[2], r1[3] + d[3]),
+    )
+
+
+def _add(r: _Point, q: _Point) -> _Point:
+    """RFC 8032 5.1.4's addition in extended coordinates (complete: it doubles too)."""
+    p = _P
+    a = (r[1] - r[0]) * (q[1] - q[0]) % p
+    b = (r[1] + r[0]) * (q[1] + q[0]) % p
+    c = 2 * r[3] * q[3] % p * _D % p
+    d = 2 * r[2] * q[2] % p
+    e, f, g, h = b - a, d - c, d + c, b + a
+    return (e * f % p, g * h % p, f * g % p, e * h % p)
+
+
+def _public_from_seed(seed: bytes) -> bytes:
+    """The 32-byte public key of an ed25519 seed (RFC 8032 5.1.5), without
+    ``cryptography``: a Montgomery ladder that runs the same additions for every
+    scalar (255 steps, operands swapped by arithmetic where the scalar's bit changes)."""
+    h = hashlib.sha512(seed).digest()
+    s = int.from_bytes(h[:32], "little")
+    s = (s & ((1 << 254) - 8)) | (1 << 254)
+    r0: _Point = (0, 1, 1, 0)  # the identity
+    r1: _Point = _BASE
+    prev = 0
+    for i in range(254, -1, -1):
+        bit = (s >> i) & 1
+        r0, r1 = _swap(bit ^ prev, r0, r1)
+        prev = bit
+        r0, r1 = _add(r0, r0), _add(r0, r1)
+    r0, r1 = _swap(prev, r0, r1)
+    zinv = pow(r0[2], -1, _P)
+    x, y = r0[0] * zinv % _P, r0[1] * zinv % _P
+    return (y | ((x & 1) << 255)).to_bytes(32, "little")
+
+
 def _check_point(raw: bytes) -> None:
     """Refuse a non-canonical or small-order public key encoding (see the module doc)."""
     y = int.from_bytes(raw, "little") & _Y_MASK
@@ -72,17 +133,15 @@ class VerifyKey:
     """An ed25519 public key."""
 
     raw: bytes
-    _key: Ed25519PublicKey = field(repr=False, compare=False, hash=False)
+    #: ``cryptography``'s key, made at the first :meth:`verify`.
+    _key: Ed25519PublicKey | None = field(default=None, repr=False, compare=False, hash=False)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> VerifyKey:
         if not isinstance(raw, bytes) or len(raw) != 32:
             raise InvalidSyntax("an ed25519 public key is 32 bytes")
         _check_point(raw)
-        try:
-            return cls(raw, Ed25519PublicKey.from_public_bytes(raw))
-        except ValueError as e:  # pragma: no cover - cryptography defers point checks
-            raise InvalidSyntax("not an ed25519 public key") from e
+        return cls(raw)
 
     @classmethod
     def from_did_key(cls, did_key: str) -> VerifyKey:
@@ -95,10 +154,22 @@ class VerifyKey:
         """Return if ``signature`` signs ``data``; raise InvalidSignature otherwise."""
         if not isinstance(signature, bytes) or len(signature) != SIGNATURE_LENGTH:
             raise InvalidSignature("an ed25519 signature is 64 bytes")
+        key = self._key
+        if key is None:
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+            # cryptography checks the point only when it verifies (not here).
+            key = Ed25519PublicKey.from_public_bytes(self.raw)
+            object.__setattr__(self, "_key", key)  # a cache: frozen for callers
         try:
-            self._key.verify(signature, data)
-        except _CryptoInvalidSignature as e:
-            raise InvalidSignature("signature does not verify") from e
+            key.verify(signature, data)
+        except Exception as e:
+            # Imported here, not above: a signature that verifies pays no import.
+            from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
+
+            if isinstance(e, CryptoInvalidSignature):
+                raise InvalidSignature("signature does not verify") from e
+            raise
 
     def is_valid(self, signature: bytes, data: bytes) -> bool:
         try:
@@ -132,18 +203,23 @@ class SigningKey:
     """An ed25519 secret key. ``repr`` never shows the secret."""
 
     seed: bytes = field(repr=False)
-    _key: Ed25519PrivateKey = field(repr=False, compare=False, hash=False)
     public: VerifyKey = field(compare=False, hash=False)
+    #: ``cryptography``'s key, made at the first :meth:`sign`.
+    _key: Ed25519PrivateKey | None = field(default=None, repr=False, compare=False, hash=False)
 
     @classmethod
     def from_seed(cls, seed: bytes) -> SigningKey:
         if not isinstance(seed, bytes) or len(seed) != 32:
             raise LocalProtocolError("an ed25519 seed is 32 bytes")
-        key = Ed25519PrivateKey.from_private_bytes(seed)
-        pub = key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
-        return cls(seed, key, VerifyKey(pub, key.public_key()))
+        ed25519 = sys.modules.get(_CRYPTOGRAPHY)
+        if ed25519 is None:  # not loaded yet: derive the public key without it
+            return cls(seed, VerifyKey(_public_from_seed(seed)))
+        from cryptography.hazmat.primitives import serialization
+
+        key = ed25519.Ed25519PrivateKey.from_private_bytes(seed)
+        pub = key.public_key()
+        raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return cls(seed, VerifyKey(raw, pub), key)
 
     def to_bytes(self) -> bytes:
         return self.seed
@@ -168,4 +244,10 @@ class SigningKey:
         return self.public.to_did_key()
 
     def sign(self, data: bytes) -> bytes:
-        return self._key.sign(data)
+        key = self._key
+        if key is None:
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+            key = Ed25519PrivateKey.from_private_bytes(self.seed)
+            object.__setattr__(self, "_key", key)  # a cache: frozen for callers
+        return key.sign(data)
