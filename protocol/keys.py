@@ -20,16 +20,16 @@ a clamped scalar times the base point). The check is a few integer operations.
 
 ``cryptography`` (about 10 MB of a process's RSS: its Rust extension carries its own
 OpenSSL) is imported at the first signature made or checked, not with this module: a
-node that only starts and waits needs its key's ``did:key`` and nothing else. The public
-key of a seed is derived here in pure Python (RFC 8032 section 5.1.5, a fixed-schedule
-Montgomery ladder, about 2 ms), or by ``cryptography`` once it is loaded anyway.
+node that only starts and waits needs its key's ``did:key`` and nothing else. So a
+secret key may be made from its seed *and* the public key stored beside it
+(``SigningKey.from_seed(seed, public=raw)``): nothing is derived until the first
+signature, which derives the public key from the seed and refuses to sign if it is
+not the one given. No curve arithmetic is written here; ``cryptography`` does all of it.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -65,58 +65,6 @@ _SMALL_ORDER_Y = frozenset(
         55188659117513257062467267217118295137698188065244968500265048394206261417927,
     }
 )
-
-
-# edwards25519 (RFC 8032 section 5.1): d, and the base point B in extended coordinates.
-_D = -121665 * pow(121666, -1, _P) % _P
-_BY = 4 * pow(5, -1, _P) % _P
-_BX = 15112221349535400772501151409588531511454012693041857206046113283949847762202
-_BASE = (_BX, _BY, 1, _BX * _BY % _P)
-_CRYPTOGRAPHY = "cryptography.hazmat.primitives.asymmetric.ed25519"
-
-
-_Point = tuple[int, int, int, int]
-
-
-def _swap(bit: int, r0: _Point, r1: _Point) -> tuple[_Point, _Point]:
-    """``(r1, r0)`` if ``bit`` is 1, else ``(r0, r1)``: by arithmetic, not a branch."""
-    d = [(a - b) * bit for a, b in zip(r0, r1, strict=True)]
-    return (
-        (r0[0] - d[0], r0[1] - d[1], r0[2] - d[2], r0[3] - d[3]),
-        (r1[0] + d[0], r1[1] + d[1], r1[2] + d[2], r1[3] + d[3]),
-    )
-
-
-def _add(r: _Point, q: _Point) -> _Point:
-    """RFC 8032 5.1.4's addition in extended coordinates (complete: it doubles too)."""
-    p = _P
-    a = (r[1] - r[0]) * (q[1] - q[0]) % p
-    b = (r[1] + r[0]) * (q[1] + q[0]) % p
-    c = 2 * r[3] * q[3] % p * _D % p
-    d = 2 * r[2] * q[2] % p
-    e, f, g, h = b - a, d - c, d + c, b + a
-    return (e * f % p, g * h % p, f * g % p, e * h % p)
-
-
-def _public_from_seed(seed: bytes) -> bytes:
-    """The 32-byte public key of an ed25519 seed (RFC 8032 5.1.5), without
-    ``cryptography``: a Montgomery ladder that runs the same additions for every
-    scalar (255 steps, operands swapped by arithmetic where the scalar's bit changes)."""
-    h = hashlib.sha512(seed).digest()
-    s = int.from_bytes(h[:32], "little")
-    s = (s & ((1 << 254) - 8)) | (1 << 254)
-    r0: _Point = (0, 1, 1, 0)  # the identity
-    r1: _Point = _BASE
-    prev = 0
-    for i in range(254, -1, -1):
-        bit = (s >> i) & 1
-        r0, r1 = _swap(bit ^ prev, r0, r1)
-        prev = bit
-        r0, r1 = _add(r0, r0), _add(r0, r1)
-    r0, r1 = _swap(prev, r0, r1)
-    zinv = pow(r0[2], -1, _P)
-    x, y = r0[0] * zinv % _P, r0[1] * zinv % _P
-    return (y | ((x & 1) << 255)).to_bytes(32, "little")
 
 
 def _check_point(raw: bytes) -> None:
@@ -208,18 +156,16 @@ class SigningKey:
     _key: Ed25519PrivateKey | None = field(default=None, repr=False, compare=False, hash=False)
 
     @classmethod
-    def from_seed(cls, seed: bytes) -> SigningKey:
+    def from_seed(cls, seed: bytes, *, public: bytes | None = None) -> SigningKey:
+        """The key of ``seed``. With ``public`` (the public key kept beside the seed),
+        ``cryptography`` is not loaded until the first :meth:`sign`, which checks
+        that ``public`` is the seed's and raises LocalProtocolError if it is not."""
         if not isinstance(seed, bytes) or len(seed) != 32:
             raise LocalProtocolError("an ed25519 seed is 32 bytes")
-        ed25519 = sys.modules.get(_CRYPTOGRAPHY)
-        if ed25519 is None:  # not loaded yet: derive the public key without it
-            return cls(seed, VerifyKey(_public_from_seed(seed)))
-        from cryptography.hazmat.primitives import serialization
-
-        key = ed25519.Ed25519PrivateKey.from_private_bytes(seed)
-        pub = key.public_key()
-        raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        return cls(seed, VerifyKey(raw, pub), key)
+        if public is not None:
+            return cls(seed, VerifyKey.from_bytes(public))
+        key, pub = _derive(seed)
+        return cls(seed, pub, key)
 
     def to_bytes(self) -> bytes:
         return self.seed
@@ -229,7 +175,7 @@ class SigningKey:
         return "z" + base58.b58encode(_PRIV_CODEC + self.seed).decode("ascii")
 
     @classmethod
-    def from_str(cls, text: str) -> SigningKey:
+    def from_str(cls, text: str, *, public: bytes | None = None) -> SigningKey:
         if not isinstance(text, str) or not text.startswith("z") or len(text) > 64:
             raise InvalidSyntax("not an exported ed25519 secret key ('z...')")
         try:
@@ -238,7 +184,7 @@ class SigningKey:
             raise InvalidSyntax("secret key is not valid base58btc") from e
         if len(raw) != 34 or raw[:2] != _PRIV_CODEC:
             raise InvalidSyntax("not an ed25519 secret key")
-        return cls.from_seed(raw[2:])
+        return cls.from_seed(raw[2:], public=public)
 
     def did_key(self) -> str:
         return self.public.to_did_key()
@@ -246,8 +192,19 @@ class SigningKey:
     def sign(self, data: bytes) -> bytes:
         key = self._key
         if key is None:
-            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-            key = Ed25519PrivateKey.from_private_bytes(self.seed)
+            key, pub = _derive(self.seed)
+            if pub.raw != self.public.raw:
+                raise LocalProtocolError("the public key given is not this seed's")
             object.__setattr__(self, "_key", key)  # a cache: frozen for callers
         return key.sign(data)
+
+
+def _derive(seed: bytes) -> tuple[Ed25519PrivateKey, VerifyKey]:
+    """``cryptography``'s secret key for ``seed``, and its public key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.from_private_bytes(seed)
+    pub = key.public_key()
+    raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return key, VerifyKey(raw, pub)

@@ -16,6 +16,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from node.config import load_or_create_secrets
+
 # Loaded by the first use of a feature, never by starting and idling.
 NOT_AT_IDLE = (
     "cryptography",  # the first signature made or checked (protocol/keys.py)
@@ -93,6 +95,9 @@ _SCRIPT = textwrap.dedent(
 
 def _run(tmp_path: Path) -> dict[str, object]:
     root = Path(__file__).resolve().parent.parent
+    # The data directory is made first, as `skyfed node init` does: making the node
+    # key needs cryptography, starting with one made (and its public half kept) not.
+    load_or_create_secrets(tmp_path / "data")
     proc = subprocess.run(
         [sys.executable, "-c", _SCRIPT, str(tmp_path / "data")],
         cwd=root,

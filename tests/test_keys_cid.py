@@ -6,14 +6,13 @@ import contextlib
 
 import base58
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from hypothesis import given
 from hypothesis import strategies as st
 
 from protocol.cid import CID, cid_for_msgpack, cid_for_raw
-from protocol.errors import DecodeError, InvalidSignature, InvalidSyntax
-from protocol.keys import SigningKey, VerifyKey, _public_from_seed, verify_key
+from protocol.errors import DecodeError, InvalidSignature, InvalidSyntax, LocalProtocolError
+from protocol.keys import SigningKey, VerifyKey, verify_key
 
 from .seeds import seeded_key
 
@@ -172,42 +171,38 @@ def test_honest_keys_pass_and_the_check_agrees_with_decoding(seed: bytes) -> Non
         assert not small
 
 
-@given(st.binary(min_size=32, max_size=32))
-def test_pure_python_public_key_matches_cryptography(seed: bytes) -> None:
-    # The derivation a node uses at start (before cryptography is loaded) must give
-    # the key cryptography gives, for every seed.
-    expected = (
-        Ed25519PrivateKey.from_private_bytes(seed)
-        .public_key()
-        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    )
-    assert _public_from_seed(seed) == expected
-
-
-@pytest.mark.parametrize("seed", [bytes(32), b"\xff" * 32, bytes(range(32))], ids=repr)
-def test_pure_python_public_key_edge_seeds(seed: bytes) -> None:
-    expected = (
-        Ed25519PrivateKey.from_private_bytes(seed)
-        .public_key()
-        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    )
-    assert _public_from_seed(seed) == expected
-
-
-def test_a_key_made_before_cryptography_signs_and_verifies() -> None:
-    # As a fresh node process makes its key: public key in pure Python, the
+def test_a_key_made_from_its_stored_public_half_signs_and_verifies() -> None:
+    # As a node process makes its key at start: seed and the stored public key, the
     # cryptography objects made by the first sign and the first verify.
     seed = bytes(range(1, 33))
-    key = SigningKey(seed, VerifyKey(_public_from_seed(seed)))
-    assert key == SigningKey.from_seed(seed)
-    assert key.did_key() == SigningKey.from_seed(seed).did_key()
+    derived = SigningKey.from_seed(seed)
+    key = SigningKey.from_seed(seed, public=derived.public.raw)
+    assert key == derived
+    assert key.did_key() == derived.did_key()
     sig = key.sign(b"message")
-    assert sig == SigningKey.from_seed(seed).sign(b"message")
+    assert sig == derived.sign(b"message")
     key.public.verify(sig, b"message")
     fresh = VerifyKey.from_bytes(key.public.raw)
     fresh.verify(sig, b"message")
     with pytest.raises(InvalidSignature):
         fresh.verify(sig, b"other")
+
+
+def test_a_stored_public_half_that_is_not_the_seeds_refuses_to_sign() -> None:
+    other = SigningKey.from_seed(bytes(range(2, 34))).public.raw
+    key = SigningKey.from_seed(bytes(range(1, 33)), public=other)
+    with pytest.raises(LocalProtocolError, match="not this seed's"):
+        key.sign(b"message")
+    # Refused every time, not only the first.
+    with pytest.raises(LocalProtocolError):
+        key.sign(b"message")
+
+
+def test_a_stored_public_half_must_be_a_key() -> None:
+    with pytest.raises(InvalidSyntax):
+        SigningKey.from_seed(bytes(32), public=b"short")
+    with pytest.raises(InvalidSyntax, match="small-order"):
+        SigningKey.from_seed(bytes(32), public=(1).to_bytes(32, "little"))
 
 
 @given(st.text(max_size=80))
