@@ -18,30 +18,32 @@ small-order key for *every* message, so such a key set as a rotation, signing or
 node key could be signed for by anyone. Honest keys are never small-order (they are
 a clamped scalar times the base point). The check is a few integer operations.
 
-``cryptography`` (about 10 MB of a process's RSS: its Rust extension carries its own
-OpenSSL) is imported at the first signature made or checked, not with this module: a
-node that only starts and waits needs its key's ``did:key`` and nothing else. So a
-secret key may be made from its seed *and* the public key stored beside it
-(``SigningKey.from_seed(seed, public=raw)``): nothing is derived until the first
-signature, which derives the public key from the seed and refuses to sign if it is
-not the one given. No curve arithmetic is written here; ``cryptography`` does all of it.
+Signing and verification are libsodium's (PyNaCl's bindings): about 1.6 times as fast
+as ``cryptography``'s OpenSSL for a verify, and about 3.6 MB of a process's RSS against
+10 MB (bench/RESULTS.md, "ed25519 by libsodium"). It is imported at the first
+signature made or checked, not with this module: a node that only starts and waits
+needs its key's ``did:key`` and nothing else. So a secret key may be made from its
+seed *and* the public key stored beside it (``SigningKey.from_seed(seed,
+public=raw)``): nothing is derived until the first signature, which derives the
+public key from the seed and refuses to sign if it is not the one given. No curve
+arithmetic is written here.
+
+Verification is RFC 8032's (cofactorless, ``s`` below the group order, the encoding of
+``[s]B - [k]A`` compared with ``R``) and refuses, before the library sees it, a
+signature whose ``R`` is a small-order point (the set above). libsodium refuses those
+itself and OpenSSL does not; refusing them here makes the rule ours, whichever library
+checks the rest, so two implementations never disagree about a signature. An honest
+signer's ``R`` is ``[r]B`` for a hash-derived ``r``, never of small order.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import base58
 
 from .errors import InvalidSignature, InvalidSyntax, LocalProtocolError
-
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-        Ed25519PrivateKey,
-        Ed25519PublicKey,
-    )
 
 __all__ = ["DID_KEY_PREFIX", "SIGNATURE_LENGTH", "SigningKey", "VerifyKey", "verify_key"]
 
@@ -81,8 +83,6 @@ class VerifyKey:
     """An ed25519 public key."""
 
     raw: bytes
-    #: ``cryptography``'s key, made at the first :meth:`verify`.
-    _key: Ed25519PublicKey | None = field(default=None, repr=False, compare=False, hash=False)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> VerifyKey:
@@ -102,22 +102,13 @@ class VerifyKey:
         """Return if ``signature`` signs ``data``; raise InvalidSignature otherwise."""
         if not isinstance(signature, bytes) or len(signature) != SIGNATURE_LENGTH:
             raise InvalidSignature("an ed25519 signature is 64 bytes")
-        key = self._key
-        if key is None:
-            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-            # cryptography checks the point only when it verifies (not here).
-            key = Ed25519PublicKey.from_public_bytes(self.raw)
-            object.__setattr__(self, "_key", key)  # a cache: frozen for callers
+        if int.from_bytes(signature[:32], "little") & _Y_MASK in _SMALL_ORDER_Y:
+            raise InvalidSignature("signature's R is a small-order point")
+        sodium = _sodium()
         try:
-            key.verify(signature, data)
-        except Exception as e:
-            # Imported here, not above: a signature that verifies pays no import.
-            from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
-
-            if isinstance(e, CryptoInvalidSignature):
-                raise InvalidSignature("signature does not verify") from e
-            raise
+            sodium.crypto_sign_open(signature + data, self.raw)
+        except sodium.BadSignatureError as e:
+            raise InvalidSignature("signature does not verify") from e
 
     def is_valid(self, signature: bytes, data: bytes) -> bool:
         try:
@@ -152,8 +143,8 @@ class SigningKey:
 
     seed: bytes = field(repr=False)
     public: VerifyKey = field(compare=False, hash=False)
-    #: ``cryptography``'s key, made at the first :meth:`sign`.
-    _key: Ed25519PrivateKey | None = field(default=None, repr=False, compare=False, hash=False)
+    #: libsodium's 64-byte secret key (seed and public key), made at the first sign.
+    _expanded: bytes | None = field(default=None, repr=False, compare=False, hash=False)
 
     @classmethod
     def from_seed(cls, seed: bytes, *, public: bytes | None = None) -> SigningKey:
@@ -164,8 +155,8 @@ class SigningKey:
             raise LocalProtocolError("an ed25519 seed is 32 bytes")
         if public is not None:
             return cls(seed, VerifyKey.from_bytes(public))
-        key, pub = _derive(seed)
-        return cls(seed, pub, key)
+        expanded, pub = _derive(seed)
+        return cls(seed, pub, expanded)
 
     def to_bytes(self) -> bytes:
         return self.seed
@@ -190,21 +181,34 @@ class SigningKey:
         return self.public.to_did_key()
 
     def sign(self, data: bytes) -> bytes:
-        key = self._key
-        if key is None:
-            key, pub = _derive(self.seed)
+        expanded = self._expanded
+        if expanded is None:
+            expanded, pub = _derive(self.seed)
             if pub.raw != self.public.raw:
                 raise LocalProtocolError("the public key given is not this seed's")
-            object.__setattr__(self, "_key", key)  # a cache: frozen for callers
-        return key.sign(data)
+            object.__setattr__(self, "_expanded", expanded)  # a cache: frozen for callers
+        return _sodium().crypto_sign(data, expanded)[:SIGNATURE_LENGTH]
 
 
-def _derive(seed: bytes) -> tuple[Ed25519PrivateKey, VerifyKey]:
-    """``cryptography``'s secret key for ``seed``, and its public key."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+class _Sodium:
+    """The three libsodium calls this module makes, loaded at the first use."""
 
-    key = Ed25519PrivateKey.from_private_bytes(seed)
-    pub = key.public_key()
-    raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return key, VerifyKey(raw, pub)
+    def __init__(self) -> None:
+        import nacl.bindings
+        import nacl.exceptions
+
+        self.crypto_sign = nacl.bindings.crypto_sign
+        self.crypto_sign_open = nacl.bindings.crypto_sign_open
+        self.crypto_sign_seed_keypair = nacl.bindings.crypto_sign_seed_keypair
+        self.BadSignatureError = nacl.exceptions.BadSignatureError
+
+
+@functools.cache
+def _sodium() -> _Sodium:
+    return _Sodium()
+
+
+def _derive(seed: bytes) -> tuple[bytes, VerifyKey]:
+    """libsodium's 64-byte secret key for ``seed``, and its public key."""
+    public, expanded = _sodium().crypto_sign_seed_keypair(seed)
+    return expanded, VerifyKey(public)

@@ -20,7 +20,8 @@ from node.config import load_or_create_secrets
 
 # Loaded by the first use of a feature, never by starting and idling.
 NOT_AT_IDLE = (
-    "cryptography",  # the first signature made or checked (protocol/keys.py)
+    "nacl",  # the first signature made or checked (protocol/keys.py)
+    "cryptography",  # PyJWT's first token, the atproto bridge
     "jwt",  # the first session or service token
     "argon2",  # the first password hashed or checked
     "prometheus_client",  # the first /metrics scrape (node/server/metrics.py)

@@ -6,7 +6,8 @@ import contextlib
 
 import base58
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -239,3 +240,47 @@ def test_bad_cid_strings_refused(text: str) -> None:
 def test_cid_from_bytes_raises_only_our_error(data: bytes) -> None:
     with contextlib.suppress(DecodeError):
         CID.from_bytes(data)
+
+
+def _small_order_r_signature(seed: bytes, message: bytes) -> tuple[bytes, bytes]:
+    """A signature with R = the identity that RFC 8032's equation accepts: s = k * a."""
+    import hashlib
+
+    order = 2**252 + 27742317777372353535851937790883648493
+    h = hashlib.sha512(seed).digest()
+    a = int.from_bytes(h[:32], "little")
+    a = (a & ((1 << 254) - 8)) | (1 << 254)
+    public = SigningKey.from_seed(seed).public.raw
+    r = (1).to_bytes(32, "little")  # the identity point
+    k = int.from_bytes(hashlib.sha512(r + public + message).digest(), "little") % order
+    return public, r + (k * a % order).to_bytes(32, "little")
+
+
+def test_a_signature_whose_r_is_of_small_order_is_refused() -> None:
+    # OpenSSL (cryptography) accepts it, libsodium refuses it: protocol/keys.py refuses
+    # it before either library sees it, so the rule does not depend on the library.
+    public, sig = _small_order_r_signature(bytes(range(32)), b"message")
+    Ed25519PublicKey.from_public_bytes(public).verify(sig, b"message")  # OpenSSL: valid
+    with pytest.raises(InvalidSignature, match="small-order"):
+        VerifyKey.from_bytes(public).verify(sig, b"message")
+    import nacl.bindings
+    import nacl.exceptions
+
+    with pytest.raises(nacl.exceptions.BadSignatureError):
+        nacl.bindings.crypto_sign_open(sig + b"message", public)
+
+
+@given(st.binary(min_size=32, max_size=32), st.binary(max_size=200))
+def test_libsodium_signs_and_verifies_as_cryptography_does(seed: bytes, message: bytes) -> None:
+    ours = SigningKey.from_seed(seed)
+    theirs = Ed25519PrivateKey.from_private_bytes(seed)
+    raw = theirs.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    assert ours.public.raw == raw
+    sig = ours.sign(message)
+    assert sig == theirs.sign(message)  # ed25519 signatures are deterministic
+    ours.public.verify(sig, message)
+    bad = bytes([sig[0] ^ 1]) + sig[1:]
+    assert not ours.public.is_valid(bad, message)
+    assert not ours.public.is_valid(sig, message + b"!")
