@@ -14,7 +14,14 @@ import hashlib
 
 from .errors import DecodeError, InvalidSyntax
 
-__all__ = ["CID", "CODEC_MSGPACK", "CODEC_RAW", "cid_for_msgpack", "cid_for_raw"]
+__all__ = [
+    "BINARY_PREFIXES",
+    "CID",
+    "CODEC_MSGPACK",
+    "CODEC_RAW",
+    "cid_for_msgpack",
+    "cid_for_raw",
+]
 
 CODEC_MSGPACK = 0x0201
 CODEC_RAW = 0x55
@@ -26,6 +33,10 @@ _PREFIX = {
     CODEC_RAW: bytes([0x01, CODEC_RAW, _SHA2_256, 32]),
 }
 _BY_PREFIX = {v: k for k, v in _PREFIX.items()}
+#: What precedes the 32-byte digest in the binary form of every CID we accept: a
+#: byte string ``b`` is a CID's binary form exactly when ``b[:-32]`` is one of these
+#: (so it is 36 or 37 bytes long).
+BINARY_PREFIXES = frozenset(_BY_PREFIX)
 _MAX_STR = 128
 
 
