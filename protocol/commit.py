@@ -41,7 +41,14 @@ from .cid import CID, cid_for_msgpack
 from .encoding import Value, decode_unchecked, encode
 from .errors import DecodeError, InvalidCommit, InvalidSyntax, RepoError
 from .keys import SigningKey, VerifyKey
-from .mst import MST, BlockSource, MemoryBlockStore, MissingBlock, RecordingSource, validate_key
+from .mst import (
+    MST,
+    BlockSource,
+    HashedBlocks,
+    MissingBlock,
+    RecordingSource,
+    validate_key,
+)
 from .syntax import validate_datetime, validate_did, validate_tid
 
 __all__ = [
@@ -306,10 +313,14 @@ class CommitEvent:
         return cls.from_value(decode_unchecked(data))
 
     def block_map(self) -> dict[CID, bytes]:
-        total = sum(len(b) for b in self.blocks)
+        return self.hashed_blocks().to_dict()
+
+    def hashed_blocks(self) -> HashedBlocks:
+        """The blocks by CID; InvalidCommit if they exceed :data:`MAX_BLOCKS_BYTES`."""
+        total = sum(map(len, self.blocks))
         if total > MAX_BLOCKS_BYTES:
             raise InvalidCommit(f"commit blocks exceed {MAX_BLOCKS_BYTES} bytes")
-        return {cid_for_msgpack(b): b for b in self.blocks}
+        return HashedBlocks(self.blocks)
 
 
 def invert_ops(tree: MST, ops: Sequence[RepoOp]) -> MST:
@@ -369,8 +380,8 @@ def verify_commit_event(
     """
     if len(event.ops) > MAX_OPS:
         raise InvalidCommit(f"more than {MAX_OPS} ops in one commit")
-    blocks = event.block_map()
-    commit_block = blocks.get(event.commit)
+    blocks = event.hashed_blocks()
+    commit_block = blocks.get_block(event.commit)
     if commit_block is None:
         raise InvalidCommit("the commit block is missing")
     commit = Commit.from_bytes(commit_block)
@@ -400,13 +411,13 @@ def verify_commit_event(
         raise InvalidCommit("since is not the rev this node holds", error="Desynchronized")
     for op in event.ops:
         if op.cid is not None:
-            block = blocks.get(op.cid)
+            block = blocks.get_block(op.cid)
             if block is None:
                 raise InvalidCommit(f"record block for {op.path} is missing")
             if len(block) > MAX_RECORD_BYTES:
                 raise InvalidCommit(f"record {op.path} exceeds {MAX_RECORD_BYTES} bytes")
     try:
-        after = MST.load(MemoryBlockStore(blocks), commit.data)
+        after = MST.load(blocks, commit.data)
         before = invert_ops(after, event.ops)
         if before.root() != event.prev_data:
             raise InvalidCommit("inverting the ops does not give prevData")

@@ -56,6 +56,7 @@ __all__ = [
     "MST",
     "BlockSource",
     "DiffEntry",
+    "HashedBlocks",
     "MemoryBlockStore",
     "MissingBlock",
     "RecordingSource",
@@ -105,6 +106,26 @@ class MemoryBlockStore:
 
     def update(self, blocks: Mapping[CID, bytes]) -> None:
         self.blocks.update(blocks)
+
+
+class HashedBlocks:
+    """Blocks found by the CIDs computed here from their bytes: a read-only
+    :class:`BlockSource` that the tree loader need not hash again (a commit event's
+    blocks are hashed once, to be found by CID, instead of twice). Only msgpack CIDs
+    are computed, so a node read from it has the right codec too."""
+
+    __slots__ = ("_blocks",)
+
+    def __init__(self, blocks: Iterable[bytes]):
+        # bytes() (which returns a bytes object itself), so a bytearray cannot
+        # change after it was hashed.
+        self._blocks: dict[CID, bytes] = {cid_for_msgpack(b): b for b in map(bytes, blocks)}
+
+    def get_block(self, cid: CID) -> bytes | None:
+        return self._blocks.get(cid)
+
+    def to_dict(self) -> dict[CID, bytes]:
+        return dict(self._blocks)
 
 
 class RecordingSource:
@@ -232,10 +253,11 @@ class _Loader:
                 raise InvalidCommit(f"tree node {_cid(raw)} appears at the wrong layer")
             return node
         cid = _cid(raw)
-        block = self.source.get_block(cid)
+        source = self.source
+        block = source.get_block(cid)
         if block is None:
             raise MissingBlock(cid)
-        node = _decode_node(cid, block, layer)
+        node = _decode_node(cid, block, layer, hashed=type(source) is HashedBlocks)
         self.cache[raw] = node
         if len(self.cache) > _CACHE_NODES:
             self.cache.popitem(last=False)
@@ -334,12 +356,13 @@ _NOT_A_CID = "not a CIDv1 with msgpack or raw codec and a sha2-256 digest"
 _MAX_NODE_BYTES = 2 * 1024 * 1024
 
 
-def _decode_node(cid: CID, block: bytes, layer: int | None) -> _Node:
+def _decode_node(cid: CID, block: bytes, layer: int | None, *, hashed: bool = False) -> _Node:
     """Decode and check one node. ``layer`` is what the parent implies (None for a
-    root, whose layer its keys tell)."""
+    root, whose layer its keys tell). ``hashed``: the block was read from a
+    :class:`HashedBlocks` under ``cid``, so it hashes to it already."""
     if type(block) is not bytes:
         block = bytes(block)
-    if hashlib.sha256(block).digest() != cid.digest or cid.codec != CODEC_MSGPACK:
+    if not hashed and (hashlib.sha256(block).digest() != cid.digest or cid.codec != CODEC_MSGPACK):
         raise InvalidCommit(f"block does not hash to {cid}")
     if len(block) > _MAX_NODE_BYTES:
         raise InvalidCommit(f"tree node {cid} is too large")

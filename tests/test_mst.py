@@ -8,10 +8,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.cid import CID, cid_for_msgpack
+from protocol.cid import CID, CODEC_RAW, cid_for_msgpack
 from protocol.encoding import decode, encode
 from protocol.errors import InvalidCommit, RepoError
-from protocol.mst import MST, MemoryBlockStore, MissingBlock, _keys_ok, key_height, validate_key
+from protocol.mst import (
+    MST,
+    HashedBlocks,
+    MemoryBlockStore,
+    MissingBlock,
+    _keys_ok,
+    key_height,
+    validate_key,
+)
 
 
 def val(s: str) -> CID:
@@ -273,6 +281,25 @@ def test_node_key_syntax_check_agrees_with_validate_key(keys: list[bytes]) -> No
     # A node's keys are checked all at once (joined by newlines, at C speed); the
     # verdict must be that of validate_key on each key (bar length, checked apart).
     assert _keys_ok(keys) == all(_reference_key_ok(k) for k in keys)
+
+
+def test_hashed_blocks_serve_only_what_they_hashed() -> None:
+    # The loader does not hash again what it reads from HashedBlocks: so it must
+    # serve a block only under the msgpack CID of its bytes as they are now.
+    tree = build([f"a.b/{i}" for i in range(50)])
+    blocks = tree.new_blocks()
+    root = tree.root()
+    mutable = [bytearray(b) for b in blocks.values()]
+    hashed = HashedBlocks(mutable)
+    for b in mutable:
+        b[:] = b"\x80"  # changed after hashing: the copy taken then is served
+    assert hashed.to_dict() == blocks
+    assert [k for k, _ in MST.load(hashed, root).items()] == [k for k, _ in tree.items()]
+    # The same digest under the raw codec is another CID: not served.
+    raw_codec = CID(CODEC_RAW, root.digest)
+    assert hashed.get_block(raw_codec) is None
+    with pytest.raises(MissingBlock):
+        MST.load(hashed, raw_codec)
 
 
 def test_empty_tree_root_is_stable() -> None:
