@@ -79,6 +79,8 @@ MAX_BLOCKS_BYTES = 2 * 1024 * 1024
 #: The root of the tree with no keys: the ``prevData`` of every first commit.
 EMPTY_TREE = MST.empty().root()
 
+_BYTES_ONLY = frozenset([bytes])
+
 Action = Literal["create", "update", "delete"]
 _ACTIONS = ("create", "update", "delete")
 
@@ -270,7 +272,7 @@ class CommitEvent:
         if "seq" in d and (type(d["seq"]) is not int or not 0 <= d["seq"] <= 2**63 - 1):
             raise DecodeError("'seq' must be an integer from 0 to 2^63-1")
         blocks, ops = d["blocks"], d["ops"]
-        if type(blocks) is not list or not all(type(b) is bytes for b in blocks):
+        if type(blocks) is not list or not _BYTES_ONLY.issuperset(map(type, blocks)):
             raise DecodeError("'blocks' must be a list of byte strings")
         if type(ops) is not list:
             raise DecodeError("'ops' must be a list")
@@ -300,7 +302,7 @@ class CommitEvent:
             rev=rev,
             since=since,
             commit=commit,
-            ops=tuple(RepoOp.from_value(op) for op in ops),
+            ops=tuple(map(RepoOp.from_value, ops)),
             blocks=tuple(blocks),  # type: ignore[arg-type]
             prev_data=prev_data,
             time=time,
