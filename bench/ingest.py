@@ -16,7 +16,10 @@ not yet on B's firehose), so B's inbox never overflows; B's firehose
 verified (signature, inductive proof) and is durable.
 
 Baseline, same run, same machine: raw ed25519 verifies/s of one core, measured in
-this process before B starts. Targets: >= 2,000 commits/s and a ratio >= 0.3.
+this process before B starts, with the library the node verifies with (libsodium,
+protocol/keys.py) and with OpenSSL (``cryptography``, which the node used when the
+issue's targets were set; libsodium is about 1.6 times as fast, so the same node
+scores a lower ratio against it). Targets: >= 2,000 commits/s and a ratio >= 0.3.
 """
 
 from __future__ import annotations
@@ -112,6 +115,23 @@ def raw_verify_rate(seconds: float = 1.5) -> float:
     msg = b"x" * 160  # about an unsigned commit
     sig = key.sign(msg)
     pub = key.public
+    done = 0
+    start = time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        for _ in range(200):
+            pub.verify(sig, msg)
+        done += 200
+    return done / elapsed
+
+
+def openssl_verify_rate(seconds: float = 1.5) -> float:
+    """The same as :func:`raw_verify_rate` with ``cryptography``'s OpenSSL ed25519."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    msg = b"x" * 160
+    sig = key.sign(msg)
+    pub = key.public_key()
     done = 0
     start = time.perf_counter()
     while (elapsed := time.perf_counter() - start) < seconds:
@@ -225,6 +245,25 @@ async def count_commits(url: str, counter: collections.Counter[str], wake: async
                 wake.set()
 
 
+def _proc_cpu(pid: int) -> tuple[int, float]:
+    """(parent pid, CPU seconds used) of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds of process ``pid`` and of its live children (worker processes)."""
+    own = _proc_cpu(pid)[1]
+    children = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != pid:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                ppid, used = _proc_cpu(int(entry.name))
+                if ppid == pid:
+                    children += used
+    return own, children
+
+
 def summarize_profile(path: Path, top: int) -> str:
     """Self and inclusive sample counts per function from py-spy's raw output."""
     own: collections.Counter[str] = collections.Counter()
@@ -264,6 +303,8 @@ async def run(args: argparse.Namespace) -> None:
     )
     raw = raw_verify_rate()
     print(f"raw ed25519 verifies/s (1 core, this process)  {raw:10,.0f}", flush=True)
+    args.openssl = openssl_verify_rate()
+    print(f"  the same with OpenSSL (cryptography)         {args.openssl:10,.0f}", flush=True)
 
     tmp = Path(tempfile.mkdtemp(prefix="skyfed-ingest-"))
     with bench_storage(args.storage) as storage:
@@ -324,6 +365,7 @@ async def _measure(
                 )
                 await asyncio.sleep(0.5)
             sent = 0
+            cpu_before = cpu_seconds(proc.pid)
             start = time.perf_counter()
 
             async def feed(link: int) -> None:
@@ -349,6 +391,7 @@ async def _measure(
                     wake.clear()
                     await wake.wait()
             elapsed = time.perf_counter() - start
+            cpu_after = cpu_seconds(proc.pid)
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 async with asyncio.timeout(30):
@@ -362,6 +405,25 @@ async def _measure(
                 f"  ratio to raw verifies (target >= 0.3)      {rate / raw:10.3f}"
                 f"   target 2,000/s: {'met' if rate >= 2000 else 'NOT met'}"
             )
+            print(f"  ratio to OpenSSL's raw verifies            {rate / args.openssl:10.3f}")
+            main_us, child_us = (
+                1e6 * (b - a) / total for a, b in zip(cpu_before, cpu_after, strict=True)
+            )
+            print(
+                f"  node B CPU per commit: main process {main_us:6.0f} us, "
+                f"worker processes {child_us:6.0f} us   (load {os.getloadavg()[0]:.2f})"
+            )
+            async with http.get(url + "/metrics") as resp:
+                metrics = await resp.text()
+            stats = dict(re.findall(r"^skyfed_ingest_(\w+) (\S+)$", metrics, re.M))
+            if stats:
+                batches = float(stats.get("verify_batches", 0))
+                offloaded = float(stats.get("verified_in_workers", 0))
+                print(
+                    f"  verified inline {float(stats.get('verified_inline', 0)):.0f}, "
+                    f"in workers {offloaded:.0f} in {batches:.0f} batches"
+                    f" ({offloaded / max(batches, 1):.1f} a batch)"
+                )
             for p in peers:
                 await p.ws.close()
             for t in (*drains, fire):

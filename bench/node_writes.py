@@ -70,6 +70,8 @@ BENCH_SETTINGS = {
     "points_per_day": 1_000_000_000,
     "auth_rate": 100_000.0,
     "auth_burst": 100_000,
+    # bench/firehose.py: its 100 subscribers all connect from 127.0.0.1 (default 16)
+    "max_subscribers_per_addr": 1_000,
 }
 
 

@@ -185,6 +185,25 @@ def _password_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """A parser whose epilog may be a function, called only when help is shown: the
+    list of settings ``node start --help`` ends with is read from NodeConfig's source
+    (ast, inspect, tomli_w, platformdirs), which a node that starts never needs."""
+
+    def __init__(self, *args: Any, lazy_epilog: Callable[[], str] | None = None, **kw: Any):
+        super().__init__(*args, **kw)
+        self._lazy_epilog = lazy_epilog
+
+    def format_help(self) -> str:
+        if self._lazy_epilog is not None:
+            self.epilog, self._lazy_epilog = self._lazy_epilog(), None
+        return super().format_help()
+
+
+def _settings_epilog() -> str:
+    return "settings the --config TOML file takes (name = default):\n" + describe_settings()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="skyfed",
@@ -201,7 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     node = sub.add_parser("node", help="run and manage a node", description="Run a skyfed node.")
-    node_sub = node.add_subparsers(dest="node_command", required=True, metavar="ACTION")
+    node_sub = node.add_subparsers(
+        dest="node_command", required=True, metavar="ACTION", parser_class=_Parser
+    )
     init = node_sub.add_parser(
         "init",
         help="make the node's key, token secret and a config file",
@@ -219,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="start a node and serve until Ctrl-C",
         description="Start a node; Ctrl-C or SIGTERM shuts it down cleanly. Flags "
         "override the config file, which overrides the defaults.",
-        epilog="settings the --config TOML file takes (name = default):\n" + describe_settings(),
+        lazy_epilog=_settings_epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _node_options(start)
@@ -619,6 +640,11 @@ def _cmd_node_start(args: argparse.Namespace) -> int:
     # Everything a node process writes is its own: whatever creates a file without a
     # mode (a library, a future feature) still makes it owner-only.
     os.umask(NODE_UMASK)
+    # aiohttp's frozenlist in pure Python (its documented switch, read at import):
+    # the C++ build maps libstdc++ into the process for nothing else, 1.1 MB of an
+    # idle node's RSS; the lists it holds (the app's signal handlers) are frozen at
+    # start and only iterated after.
+    os.environ.setdefault("FROZENLIST_NO_EXTENSIONS", "1")
     asyncio.run(_run_node(config))
     return 0
 

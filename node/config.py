@@ -18,10 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-import tomli_w
-
-from protocol.keys import SigningKey
+from protocol.errors import SkyfedError
+from protocol.keys import SigningKey, verify_key
 
 from .datadir import make_data_dir
 
@@ -35,6 +33,8 @@ __all__ = [
 
 
 def default_data_dir() -> Path:
+    import platformdirs  # only where no data dir was given
+
     return Path(platformdirs.user_data_dir("skyfed", appauthor=False)) / "node"
 
 
@@ -343,6 +343,8 @@ def _default_text(f: dataclasses.Field[Any]) -> str:
 def _default_value_text(value: Any) -> str:
     if isinstance(value, Path):
         value = str(value)
+    import tomli_w  # only for --help and `node init`
+
     return tomli_w.dumps({"x": value}).strip().removeprefix("x = ")
 
 
@@ -385,6 +387,25 @@ def load_or_create_secrets(data_dir: Path) -> NodeSecrets:
         _write_secret(key_path, SigningKey.from_seed(secrets.token_bytes(32)).to_str())
     if not secret_path.exists():
         _write_secret(secret_path, secrets.token_hex(32))
-    node_key = SigningKey.from_str(key_path.read_text().strip())
+    node_key = _node_key(key_path, data_dir / NODE_PUBLIC_KEY_FILE)
     token_secret = bytes.fromhex(secret_path.read_text().strip())
     return NodeSecrets(node_key, token_secret)
+
+
+#: The node key's public half (its ``did:key``), kept beside ``node.key`` so a start
+#: need not load ``cryptography`` to know it (protocol/keys.py); the first signature
+#: checks it against the secret, and a missing or unreadable one is written again.
+NODE_PUBLIC_KEY_FILE = "node.pub"
+
+
+def _node_key(key_path: Path, public_path: Path) -> SigningKey:
+    secret = key_path.read_text().strip()
+    try:
+        public = verify_key(public_path.read_text().strip()).raw
+    except (OSError, SkyfedError):
+        key = SigningKey.from_str(secret)  # derives the public key (cryptography)
+        tmp = public_path.with_suffix(".pub.tmp")
+        tmp.write_text(key.did_key() + "\n")
+        os.replace(tmp, public_path)
+        return key
+    return SigningKey.from_str(secret, public=public)

@@ -14,11 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-)
 
 from protocol.car import write_car
 from protocol.cid import CID
@@ -67,6 +62,7 @@ from .server.app import ServerLog, _server_log, make_app
 from .server.auth import Authenticator, Principal, parse_bearer
 from .server.firehose import Firehose
 from .server.inputs import InvalidRequest
+from .server.metrics import Metrics
 from .server.ratelimit import LoginLimiter, RequestLimiter, WriteLimiter
 from .store.blobs import BlobStore
 from .store.repos import RepoManager
@@ -154,39 +150,41 @@ class Node:
             load=lambda did: self.storage.get_meta("login-known:" + did),
             save=lambda did, known: self.storage.put_meta("login-known:" + did, known),
         )
-        self.registry = CollectorRegistry()
-        self.m_requests = Counter(
-            "skyfed_requests", "XRPC requests", ["nsid", "status"], registry=self.registry
+        self.metrics = Metrics()
+        self.m_requests = self.metrics.counter(
+            "skyfed_requests", "XRPC requests", ("nsid", "status")
         )
-        self.m_commits = Counter("skyfed_commits", "Commits stored", registry=self.registry)
-        sub_gauge = Gauge(
-            "skyfed_firehose_subscribers", "Firehose subscribers", registry=self.registry
+        self.m_commits = self.metrics.counter("skyfed_commits", "Commits stored")
+        self.metrics.gauge(
+            "skyfed_firehose_subscribers",
+            "Firehose subscribers",
+            lambda: self.firehose.subscriber_count,
         )
-        sub_gauge.set_function(lambda: self.firehose.subscriber_count)
-        Gauge(
+        self.metrics.gauge(
             "skyfed_firehose_dropped_slow",
             "Firehose subscribers dropped as too slow (ConsumerTooSlow)",
-            registry=self.registry,
-        ).set_function(lambda: float(self.firehose.dropped_slow))
-        queue_gauge = Gauge(
-            "skyfed_write_queue_depth", "Writes waiting for the writer", registry=self.registry
+            lambda: float(self.firehose.dropped_slow),
         )
-        queue_gauge.set_function(lambda: self.storage.queue_depth)
+        self.metrics.gauge(
+            "skyfed_write_queue_depth",
+            "Writes waiting for the writer",
+            lambda: self.storage.queue_depth,
+        )
         self.workers = (
             None
             if config.workers == 0
             else WorkerPool(config.workers, idle_seconds=config.worker_idle_seconds)
         )
-        Gauge(
+        self.metrics.gauge(
             "skyfed_worker_processes",
             "Worker processes running (they start with work and exit when idle)",
-            registry=self.registry,
-        ).set_function(lambda: float(len(self.workers.pids())) if self.workers else 0.0)
-        Gauge(
+            lambda: float(len(self.workers.pids())) if self.workers else 0.0,
+        )
+        self.metrics.gauge(
             "skyfed_worker_restarts",
             "Worker pools replaced after a worker process died",
-            registry=self.registry,
-        ).set_function(lambda: float(self.workers.restarts) if self.workers else 0.0)
+            lambda: float(self.workers.restarts) if self.workers else 0.0,
+        )
         self.started_at = time.time()
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -200,29 +198,46 @@ class Node:
             ("skyfed_gossip_duplicates", "Redundant gossip copies received", "duplicates"),
             ("skyfed_gossip_invalid", "Gossip messages refused as invalid", "invalid"),
         ):
-            Gauge(name, doc, registry=self.registry).set_function(self._gossip_stat(field))
-        Gauge("skyfed_peer_links", "Peer links up", registry=self.registry).set_function(
-            lambda: len(self.federation.links)
-        )
-        Gauge(
+            self.metrics.gauge(name, doc, self._gossip_stat(field))
+        self.metrics.gauge("skyfed_peer_links", "Peer links up", lambda: len(self.federation.links))
+        self.metrics.gauge(
             "skyfed_peer_request_retries",
             "Peer requests sent again after the link's round-trip wait ran out",
-            registry=self.registry,
-        ).set_function(lambda: float(self.federation.retries))
+            lambda: float(self.federation.retries),
+        )
+        verifier = self.federation.verifier
+        for name, doc, read in (
+            (
+                "skyfed_ingest_verified_inline",
+                "Commit events from peers verified in the node's own process",
+                lambda: verifier.inline,
+            ),
+            (
+                "skyfed_ingest_verified_in_workers",
+                "Commit events from peers verified in worker processes",
+                lambda: verifier.offloaded,
+            ),
+            (
+                "skyfed_ingest_verify_batches",
+                "Batches of commit events sent to worker processes",
+                lambda: verifier.batches,
+            ),
+        ):
+            self.metrics.gauge(name, doc, read)
         self.views = Views(self.storage)
         self.views.base_url = lambda: self.url
         #: The busiest read views as JSON, in worker processes under concurrency.
         self.renderer = Renderer(self.storage, self.workers, lambda: self.url)
-        Gauge(
+        self.metrics.gauge(
             "skyfed_views_rendered_inline",
             "Read views rendered in the node's own process (node/appview/render.py)",
-            registry=self.registry,
-        ).set_function(lambda: float(self.renderer.served_inline))
-        Gauge(
+            lambda: float(self.renderer.served_inline),
+        )
+        self.metrics.gauge(
             "skyfed_views_rendered_in_workers",
             "Read views rendered in worker processes, as reads overlapped",
-            registry=self.registry,
-        ).set_function(lambda: float(self.renderer.served_by_workers))
+            lambda: float(self.renderer.served_by_workers),
+        )
         self.blobs = BlobStore(
             self.storage,
             cache_bytes=config.blob_cache_bytes,
@@ -310,7 +325,7 @@ class Node:
             ("skyfed_atproto_refused", "atproto frames refused", "refused"),
             ("skyfed_atproto_resyncs", "atproto repos fetched again (getRepo)", "resyncs"),
         ):
-            Gauge(name, doc, registry=self.registry).set_function(self._atproto_stat(bridge, stat))
+            self.metrics.gauge(name, doc, self._atproto_stat(bridge, stat))
         return bridge
 
     def _load_secrets(self) -> NodeSecrets:

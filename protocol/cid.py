@@ -14,7 +14,14 @@ import hashlib
 
 from .errors import DecodeError, InvalidSyntax
 
-__all__ = ["CID", "CODEC_MSGPACK", "CODEC_RAW", "cid_for_msgpack", "cid_for_raw"]
+__all__ = [
+    "BINARY_PREFIXES",
+    "CID",
+    "CODEC_MSGPACK",
+    "CODEC_RAW",
+    "cid_for_msgpack",
+    "cid_for_raw",
+]
 
 CODEC_MSGPACK = 0x0201
 CODEC_RAW = 0x55
@@ -26,6 +33,10 @@ _PREFIX = {
     CODEC_RAW: bytes([0x01, CODEC_RAW, _SHA2_256, 32]),
 }
 _BY_PREFIX = {v: k for k, v in _PREFIX.items()}
+#: What precedes the 32-byte digest in the binary form of every CID we accept: a
+#: byte string ``b`` is a CID's binary form exactly when ``b[:-32]`` is one of these
+#: (so it is 36 or 37 bytes long).
+BINARY_PREFIXES = frozenset(_BY_PREFIX)
 _MAX_STR = 128
 
 
@@ -36,15 +47,16 @@ class CID:
     building one from bytes must cost no more than a prefix check.
     """
 
+    # _str (the string form) is set on the first to_str(), left unset until then:
+    # one attribute set less for the thousands of CIDs never printed.
     __slots__ = ("_raw", "_str")
     _raw: bytes
-    _str: str | None
+    _str: str
 
     def __init__(self, codec: int, digest: bytes):
         if codec not in _CODECS or type(digest) is not bytes or len(digest) != 32:
             raise DecodeError("CID must be CIDv1, msgpack or raw codec, sha2-256")
         object.__setattr__(self, "_raw", _PREFIX[codec] + digest)
-        object.__setattr__(self, "_str", None)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("CID is immutable")
@@ -80,11 +92,12 @@ class CID:
     # -- string -----------------------------------------------------------------
     def to_str(self) -> str:
         # Memoised: views print the same CIDs over and over, and base32 is slow.
-        text = self._str
-        if text is None:
+        try:
+            return self._str
+        except AttributeError:
             text = "b" + base64.b32encode(self._raw).decode("ascii").rstrip("=").lower()
             object.__setattr__(self, "_str", text)
-        return text
+            return text
 
     @classmethod
     def from_str(cls, text: str) -> CID:
@@ -126,13 +139,22 @@ def from_bytes(
         raise DecodeError("not a CIDv1 with msgpack or raw codec and a sha2-256 digest")
     cid: CID = _new(CID)  # type: ignore[operator]
     _set(cid, "_raw", data)  # type: ignore[operator]
-    _set(cid, "_str", None)  # type: ignore[operator]
     return cid
 
 
-def cid_for_msgpack(block: bytes) -> CID:
+def cid_for_msgpack(
+    block: bytes,
+    _sha256: object = hashlib.sha256,
+    _prefix: bytes = _PREFIX[CODEC_MSGPACK],
+    _new: object = object.__new__,
+    _set: object = object.__setattr__,
+) -> CID:
     """The CID of an encoded msgpack block (hash of exactly these bytes)."""
-    return CID(CODEC_MSGPACK, hashlib.sha256(block).digest())
+    # Built directly, as from_bytes does (its form is right by construction): every
+    # block of a commit event and every node a write builds is hashed here.
+    cid: CID = _new(CID)  # type: ignore[operator]
+    _set(cid, "_raw", _prefix + _sha256(block).digest())  # type: ignore[operator]
+    return cid
 
 
 def cid_for_raw(blob: bytes) -> CID:

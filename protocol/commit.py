@@ -41,7 +41,14 @@ from .cid import CID, cid_for_msgpack
 from .encoding import Value, decode_unchecked, encode
 from .errors import DecodeError, InvalidCommit, InvalidSyntax, RepoError
 from .keys import SigningKey, VerifyKey
-from .mst import MST, BlockSource, MemoryBlockStore, MissingBlock, RecordingSource, validate_key
+from .mst import (
+    MST,
+    BlockSource,
+    HashedBlocks,
+    MissingBlock,
+    RecordingSource,
+    validate_key,
+)
 from .syntax import validate_datetime, validate_did, validate_tid
 
 __all__ = [
@@ -71,6 +78,8 @@ MAX_BLOCKS_BYTES = 2 * 1024 * 1024
 
 #: The root of the tree with no keys: the ``prevData`` of every first commit.
 EMPTY_TREE = MST.empty().root()
+
+_BYTES_ONLY = frozenset([bytes])
 
 Action = Literal["create", "update", "delete"]
 _ACTIONS = ("create", "update", "delete")
@@ -263,7 +272,7 @@ class CommitEvent:
         if "seq" in d and (type(d["seq"]) is not int or not 0 <= d["seq"] <= 2**63 - 1):
             raise DecodeError("'seq' must be an integer from 0 to 2^63-1")
         blocks, ops = d["blocks"], d["ops"]
-        if type(blocks) is not list or not all(type(b) is bytes for b in blocks):
+        if type(blocks) is not list or not _BYTES_ONLY.issuperset(map(type, blocks)):
             raise DecodeError("'blocks' must be a list of byte strings")
         if type(ops) is not list:
             raise DecodeError("'ops' must be a list")
@@ -293,7 +302,7 @@ class CommitEvent:
             rev=rev,
             since=since,
             commit=commit,
-            ops=tuple(RepoOp.from_value(op) for op in ops),
+            ops=tuple(map(RepoOp.from_value, ops)),
             blocks=tuple(blocks),  # type: ignore[arg-type]
             prev_data=prev_data,
             time=time,
@@ -306,10 +315,14 @@ class CommitEvent:
         return cls.from_value(decode_unchecked(data))
 
     def block_map(self) -> dict[CID, bytes]:
-        total = sum(len(b) for b in self.blocks)
+        return self.hashed_blocks().to_dict()
+
+    def hashed_blocks(self) -> HashedBlocks:
+        """The blocks by CID; InvalidCommit if they exceed :data:`MAX_BLOCKS_BYTES`."""
+        total = sum(map(len, self.blocks))
         if total > MAX_BLOCKS_BYTES:
             raise InvalidCommit(f"commit blocks exceed {MAX_BLOCKS_BYTES} bytes")
-        return {cid_for_msgpack(b): b for b in self.blocks}
+        return HashedBlocks(self.blocks)
 
 
 def invert_ops(tree: MST, ops: Sequence[RepoOp]) -> MST:
@@ -369,8 +382,8 @@ def verify_commit_event(
     """
     if len(event.ops) > MAX_OPS:
         raise InvalidCommit(f"more than {MAX_OPS} ops in one commit")
-    blocks = event.block_map()
-    commit_block = blocks.get(event.commit)
+    blocks = event.hashed_blocks()
+    commit_block = blocks.get_block(event.commit)
     if commit_block is None:
         raise InvalidCommit("the commit block is missing")
     commit = Commit.from_bytes(commit_block)
@@ -400,13 +413,13 @@ def verify_commit_event(
         raise InvalidCommit("since is not the rev this node holds", error="Desynchronized")
     for op in event.ops:
         if op.cid is not None:
-            block = blocks.get(op.cid)
+            block = blocks.get_block(op.cid)
             if block is None:
                 raise InvalidCommit(f"record block for {op.path} is missing")
             if len(block) > MAX_RECORD_BYTES:
                 raise InvalidCommit(f"record {op.path} exceeds {MAX_RECORD_BYTES} bytes")
     try:
-        after = MST.load(MemoryBlockStore(blocks), commit.data)
+        after = MST.load(blocks, commit.data)
         before = invert_ops(after, event.ops)
         if before.root() != event.prev_data:
             raise InvalidCommit("inverting the ops does not give prevData")

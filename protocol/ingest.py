@@ -28,30 +28,44 @@ The functions here decide; the IO shell stores. Invalid input raises our errors
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from .cid import CID
 from .commit import Commit, CommitEvent, verify_commit_event
-from .errors import InvalidCommit, InvalidSignature
+from .errors import (
+    DecodeError,
+    InvalidCommit,
+    InvalidRecord,
+    InvalidSignature,
+    InvalidSyntax,
+    RemoteProtocolError,
+    RepoError,
+    SkyfedError,
+)
 from .keys import verify_key
 from .mst import MST, BlockSource, MissingBlock
 from .syntax import tid_to_parts
 
 __all__ = [
     "MAX_FUTURE_MICROS",
+    "Checked",
     "Evidence",
     "HeadState",
     "Judgement",
     "Verdict",
     "check_equivocation",
     "check_tree_complete",
+    "decide_event",
     "equivocation_between",
     "head_wins",
     "judge_event",
     "judge_snapshot",
     "rev_micros",
+    "verified_commit",
+    "verify_event",
+    "verify_events",
 ]
 
 MAX_FUTURE_MICROS = 5 * 60 * 1_000_000
@@ -131,8 +145,76 @@ def judge_event(
 
     Raises InvalidCommit / InvalidSignature / DecodeError for a bad event, including
     one whose unsigned ``since``/``prevData`` contradict what its signed ``prev``
-    names."""
-    commit = verify_commit_event(event, verify_key(signing_key))
+    names. The same as :func:`verify_event` then :func:`decide_event`."""
+    return decide_event(event, verify_event(event, signing_key), held=held, now_micros=now_micros)
+
+
+def verify_event(event: CommitEvent, signing_key: str) -> Commit:
+    """The half of judging that depends only on the event and the key: its commit
+    is signed by ``signing_key`` and its blocks prove the ops inductively. Returns
+    the commit; raises as :func:`judge_event` does."""
+    return verify_commit_event(event, verify_key(signing_key))
+
+
+#: What :func:`verify_events` says of one event: the index in ``event.blocks`` of the
+#: commit block it verified, or the error it raised (class name, message, XRPC error).
+Checked = int | tuple[str, str, str]
+
+#: Errors :func:`verify_events` may answer, by name (anything else it raises whole).
+_REMOTE_ERRORS: dict[str, type[RemoteProtocolError]] = {
+    cls.__name__: cls
+    for cls in (
+        DecodeError,
+        InvalidCommit,
+        InvalidRecord,
+        InvalidSignature,
+        InvalidSyntax,
+        RepoError,
+    )
+}
+
+
+def verify_events(items: Sequence[tuple[bytes, str]]) -> list[Checked]:
+    """:func:`verify_event` for each ``(event bytes, signing key)``, for a worker
+    process (bytes in, plain values out: one call per batch keeps pickling cheap).
+
+    The answer is about those exact bytes and that key only: the caller, holding the
+    same bytes, gets the commit back with :func:`verified_commit`, and must judge
+    again if the DID's key is no longer the one it passed."""
+    out: list[Checked] = []
+    for data, signing_key in items:
+        try:
+            event = CommitEvent.from_bytes(data)
+            verify_event(event, signing_key)
+        except SkyfedError as e:
+            name = type(e).__name__ if type(e).__name__ in _REMOTE_ERRORS else "InvalidCommit"
+            message = getattr(e, "message", str(e))
+            error = getattr(e, "error", "InvalidCommit")
+            out.append((name, message, error))
+            continue
+        block = event.block_map()[event.commit]  # there: verify_event checked it
+        out.append(event.blocks.index(block))
+    return out
+
+
+def verified_commit(event: CommitEvent, checked: Checked) -> Commit:
+    """The commit :func:`verify_events` verified in ``event`` (parsed from the bytes it
+    was given), or its error raised again."""
+    if isinstance(checked, tuple):
+        name, message, error = checked
+        raise _REMOTE_ERRORS[name](message, error=error)
+    return Commit.from_bytes(event.blocks[checked])
+
+
+def decide_event(
+    event: CommitEvent,
+    commit: Commit,
+    *,
+    held: HeadState | None,
+    now_micros: int,
+) -> Judgement:
+    """The half of judging that depends on the held head: ``commit`` must be what
+    :func:`verify_event` returned for ``event`` with the DID's current key."""
     if rev_micros(commit.rev) > now_micros + MAX_FUTURE_MICROS:
         return Judgement(Verdict.FUTURE, commit)
     if held is None:

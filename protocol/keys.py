@@ -17,6 +17,23 @@ RFC 8032 verification accepts the signature ``R = identity, s = 0`` from a
 small-order key for *every* message, so such a key set as a rotation, signing or
 node key could be signed for by anyone. Honest keys are never small-order (they are
 a clamped scalar times the base point). The check is a few integer operations.
+
+Signing and verification are libsodium's (PyNaCl's bindings): about 1.6 times as fast
+as ``cryptography``'s OpenSSL for a verify, and about 3.6 MB of a process's RSS against
+10 MB (bench/RESULTS.md, "ed25519 by libsodium"). It is imported at the first
+signature made or checked, not with this module: a node that only starts and waits
+needs its key's ``did:key`` and nothing else. So a secret key may be made from its
+seed *and* the public key stored beside it (``SigningKey.from_seed(seed,
+public=raw)``): nothing is derived until the first signature, which derives the
+public key from the seed and refuses to sign if it is not the one given. No curve
+arithmetic is written here.
+
+Verification is RFC 8032's (cofactorless, ``s`` below the group order, the encoding of
+``[s]B - [k]A`` compared with ``R``) and refuses, before the library sees it, a
+signature whose ``R`` is a small-order point (the set above). libsodium refuses those
+itself and OpenSSL does not; refusing them here makes the rule ours, whichever library
+checks the rest, so two implementations never disagree about a signature. An honest
+signer's ``R`` is ``[r]B`` for a hash-derived ``r``, never of small order.
 """
 
 from __future__ import annotations
@@ -25,12 +42,6 @@ import functools
 from dataclasses import dataclass, field
 
 import base58
-from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
 
 from .errors import InvalidSignature, InvalidSyntax, LocalProtocolError
 
@@ -72,17 +83,13 @@ class VerifyKey:
     """An ed25519 public key."""
 
     raw: bytes
-    _key: Ed25519PublicKey = field(repr=False, compare=False, hash=False)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> VerifyKey:
         if not isinstance(raw, bytes) or len(raw) != 32:
             raise InvalidSyntax("an ed25519 public key is 32 bytes")
         _check_point(raw)
-        try:
-            return cls(raw, Ed25519PublicKey.from_public_bytes(raw))
-        except ValueError as e:  # pragma: no cover - cryptography defers point checks
-            raise InvalidSyntax("not an ed25519 public key") from e
+        return cls(raw)
 
     @classmethod
     def from_did_key(cls, did_key: str) -> VerifyKey:
@@ -95,9 +102,12 @@ class VerifyKey:
         """Return if ``signature`` signs ``data``; raise InvalidSignature otherwise."""
         if not isinstance(signature, bytes) or len(signature) != SIGNATURE_LENGTH:
             raise InvalidSignature("an ed25519 signature is 64 bytes")
+        if int.from_bytes(signature[:32], "little") & _Y_MASK in _SMALL_ORDER_Y:
+            raise InvalidSignature("signature's R is a small-order point")
+        sodium = _sodium()
         try:
-            self._key.verify(signature, data)
-        except _CryptoInvalidSignature as e:
+            sodium.crypto_sign_open(signature + data, self.raw)
+        except sodium.BadSignatureError as e:
             raise InvalidSignature("signature does not verify") from e
 
     def is_valid(self, signature: bytes, data: bytes) -> bool:
@@ -132,18 +142,21 @@ class SigningKey:
     """An ed25519 secret key. ``repr`` never shows the secret."""
 
     seed: bytes = field(repr=False)
-    _key: Ed25519PrivateKey = field(repr=False, compare=False, hash=False)
     public: VerifyKey = field(compare=False, hash=False)
+    #: libsodium's 64-byte secret key (seed and public key), made at the first sign.
+    _expanded: bytes | None = field(default=None, repr=False, compare=False, hash=False)
 
     @classmethod
-    def from_seed(cls, seed: bytes) -> SigningKey:
+    def from_seed(cls, seed: bytes, *, public: bytes | None = None) -> SigningKey:
+        """The key of ``seed``. With ``public`` (the public key kept beside the seed),
+        ``cryptography`` is not loaded until the first :meth:`sign`, which checks
+        that ``public`` is the seed's and raises LocalProtocolError if it is not."""
         if not isinstance(seed, bytes) or len(seed) != 32:
             raise LocalProtocolError("an ed25519 seed is 32 bytes")
-        key = Ed25519PrivateKey.from_private_bytes(seed)
-        pub = key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
-        return cls(seed, key, VerifyKey(pub, key.public_key()))
+        if public is not None:
+            return cls(seed, VerifyKey.from_bytes(public))
+        expanded, pub = _derive(seed)
+        return cls(seed, pub, expanded)
 
     def to_bytes(self) -> bytes:
         return self.seed
@@ -153,7 +166,7 @@ class SigningKey:
         return "z" + base58.b58encode(_PRIV_CODEC + self.seed).decode("ascii")
 
     @classmethod
-    def from_str(cls, text: str) -> SigningKey:
+    def from_str(cls, text: str, *, public: bytes | None = None) -> SigningKey:
         if not isinstance(text, str) or not text.startswith("z") or len(text) > 64:
             raise InvalidSyntax("not an exported ed25519 secret key ('z...')")
         try:
@@ -162,10 +175,40 @@ class SigningKey:
             raise InvalidSyntax("secret key is not valid base58btc") from e
         if len(raw) != 34 or raw[:2] != _PRIV_CODEC:
             raise InvalidSyntax("not an ed25519 secret key")
-        return cls.from_seed(raw[2:])
+        return cls.from_seed(raw[2:], public=public)
 
     def did_key(self) -> str:
         return self.public.to_did_key()
 
     def sign(self, data: bytes) -> bytes:
-        return self._key.sign(data)
+        expanded = self._expanded
+        if expanded is None:
+            expanded, pub = _derive(self.seed)
+            if pub.raw != self.public.raw:
+                raise LocalProtocolError("the public key given is not this seed's")
+            object.__setattr__(self, "_expanded", expanded)  # a cache: frozen for callers
+        return _sodium().crypto_sign(data, expanded)[:SIGNATURE_LENGTH]
+
+
+class _Sodium:
+    """The three libsodium calls this module makes, loaded at the first use."""
+
+    def __init__(self) -> None:
+        import nacl.bindings
+        import nacl.exceptions
+
+        self.crypto_sign = nacl.bindings.crypto_sign
+        self.crypto_sign_open = nacl.bindings.crypto_sign_open
+        self.crypto_sign_seed_keypair = nacl.bindings.crypto_sign_seed_keypair
+        self.BadSignatureError = nacl.exceptions.BadSignatureError
+
+
+@functools.cache
+def _sodium() -> _Sodium:
+    return _Sodium()
+
+
+def _derive(seed: bytes) -> tuple[bytes, VerifyKey]:
+    """libsodium's 64-byte secret key for ``seed``, and its public key."""
+    public, expanded = _sodium().crypto_sign_seed_keypair(seed)
+    return expanded, VerifyKey(public)

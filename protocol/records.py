@@ -36,14 +36,16 @@ Self-labels (``labels``) and the deprecated post ``entities`` ride along in ``ex
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, ClassVar, Final, NoReturn, TypeAlias
-
-import regex
+from typing import TYPE_CHECKING, Any, ClassVar, Final, NoReturn, TypeAlias
 
 from . import syntax
 from .errors import InvalidRecord, InvalidSyntax
+
+if TYPE_CHECKING:
+    import regex
 
 __all__ = [
     "BLOCK",
@@ -125,7 +127,16 @@ _INT_MAX: Final = 2**63 - 1
 #: detect_facets scans text a user is composing; anything longer is not a post.
 _DETECT_MAX_CHARS: Final = 64 * 1024
 
-_GRAPHEME: Final = regex.compile(r"\X")
+_GRAPHEME: Final = r"\X"
+
+
+@functools.cache
+def _pattern(source: str) -> regex.Pattern[str]:
+    """``source`` compiled by ``regex`` (the module, about 1.4 MB, is loaded by the
+    first text checked, not with this one)."""
+    import regex
+
+    return regex.compile(source)
 
 
 # -- error plumbing --------------------------------------------------------------------
@@ -185,7 +196,7 @@ def _check_text(value: object, path: str, *, max_bytes: int, max_graphemes: int)
         _fail(path, f"must be at most {max_bytes} bytes of UTF-8 (got {n_bytes})")
     # A grapheme is at least one code point, so short strings need no count.
     if len(text) > max_graphemes:
-        n_graphemes = sum(1 for _ in _GRAPHEME.finditer(text))
+        n_graphemes = sum(1 for _ in _pattern(_GRAPHEME).finditer(text))
         if n_graphemes > max_graphemes:
             _fail(path, f"must be at most {max_graphemes} graphemes (got {n_graphemes})")
 
@@ -1050,14 +1061,14 @@ def parse_record(value: dict[str, Any]) -> AnyRecord:
 
 # Mentions, links and tags start at the text's start or after whitespace (mentions and
 # links also after "("), as in the Bluesky clients, so "a@b.com" is no mention.
-_MENTION_RE: Final = regex.compile(r"(?:^|(?<=[\s(]))@([a-zA-Z0-9.-]+)")
-_LINK_RE: Final = regex.compile(r"(?:^|(?<=[\s(]))(https?://\S+)", regex.IGNORECASE)
+_MENTION_RE: Final = r"(?:^|(?<=[\s(]))@([a-zA-Z0-9.-]+)"
+_LINK_RE: Final = r"(?i)(?:^|(?<=[\s(]))(https?://\S+)"
 # Invisible characters that must not be swallowed into a tag.
 _TAG_STOP: Final = r"\s\u00AD\u2060\u200A\u200B\u200C\u200D\u20e2"
-_TAG_RE: Final = regex.compile(
+_TAG_RE: Final = (
     rf"(?:^|(?<=\s))[#＃]((?!\ufe0f)[^{_TAG_STOP}]*[^0-9\p{{P}}{_TAG_STOP}]+[^{_TAG_STOP}]*)"
 )
-_TRAILING_PUNCT_RE: Final = regex.compile(r"\p{P}+$")
+_TRAILING_PUNCT_RE: Final = r"\p{P}+$"
 
 
 def detect_facets(
@@ -1082,7 +1093,7 @@ def detect_facets(
     found: list[tuple[int, int, dict[str, Any]]] = []
 
     if resolve is not None:
-        for m in _MENTION_RE.finditer(text):
+        for m in _pattern(_MENTION_RE).finditer(text):
             handle = m.group(1).rstrip(".-")
             if not syntax.is_valid_handle(handle):
                 continue
@@ -1093,7 +1104,7 @@ def detect_facets(
             feature = {"$type": FACET_MENTION, "did": did}
             found.append((byte_at(start), byte_at(start + 1 + len(handle)), feature))
 
-    for m in _LINK_RE.finditer(text):
+    for m in _pattern(_LINK_RE).finditer(text):
         uri = m.group(1)
         if uri[-1] in ".,;:!?":
             uri = uri[:-1]
@@ -1104,8 +1115,8 @@ def detect_facets(
         start = m.start(1)
         found.append((byte_at(start), byte_at(start + len(uri)), {"$type": FACET_LINK, "uri": uri}))
 
-    for m in _TAG_RE.finditer(text):
-        tag = _TRAILING_PUNCT_RE.sub("", m.group(1).strip())
+    for m in _pattern(_TAG_RE).finditer(text):
+        tag = _pattern(_TRAILING_PUNCT_RE).sub("", m.group(1).strip())
         if not tag:
             continue
         try:

@@ -27,7 +27,8 @@ accepted until the token's ``exp`` (:class:`UsedTokens`) and refuses it again. A
 node keeps that memory in RAM; a token is at most :data:`MAX_LIFETIME` old, so what
 a restart forgets is a window of at most that long.
 
-Sans-IO: the clock and the nonce are passed in.
+Sans-IO: the clock and the nonce are passed in. PyJWT (which loads ``cryptography``)
+is imported at the first token made or read, not with this module.
 """
 
 from __future__ import annotations
@@ -35,12 +36,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any, Final
-
-import jwt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
 
 from .errors import RemoteProtocolError
 from .keys import SigningKey, verify_key
@@ -77,6 +72,9 @@ def make_service_token(
     """A token by which ``did`` vouches for a call of ``lxm`` at ``aud``."""
     if not 0 < lifetime <= MAX_LIFETIME:
         raise ServiceAuthError(f"a service token lives 1 to {MAX_LIFETIME} seconds")
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     claims = {"iss": did, "aud": aud, "lxm": lxm, "iat": now, "exp": now + lifetime, "jti": jti}
     private = Ed25519PrivateKey.from_private_bytes(key.to_bytes())
     return jwt.encode(claims, private, algorithm=_ALG, headers={"typ": "JWT"})
@@ -91,6 +89,9 @@ def verify_service_token(
     identity log; the caller decides which DID is meant (``did``)."""
     if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES:
         raise ServiceAuthError(f"a service token is a string of at most {MAX_TOKEN_BYTES} bytes")
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as e:
@@ -159,6 +160,8 @@ class UsedTokens:
     def use(self, token: str, now: int) -> None:
         """Record ``token`` (already verified) as used, or raise ServiceAuthError
         if it was used before."""
+        import jwt
+
         try:
             claims = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError as e:

@@ -377,8 +377,8 @@ def validate_datetime(value: str) -> None:
             "datetime must look like 1985-04-12T23:20:50.123Z (upper-case T, "
             "whole seconds, optional fraction, 'Z' or a ±hh:mm offset)"
         )
-    year, month, day = int(m["year"]), int(m["month"]), int(m["day"])
-    hour, minute, second = int(m["hour"]), int(m["minute"]), int(m["second"])
+    y, mo, d, h, mi, s, sign, off_h_text, off_m_text = m.groups()
+    year, month, day, hour, minute, second = int(y), int(mo), int(d), int(h), int(mi), int(s)
     if not 1 <= month <= 12:
         raise InvalidSyntax(f"datetime month {month:02d} does not exist")
     days_in_month = 29 if month == 2 and _is_leap(year) else _DAYS_IN_MONTH[month - 1]
@@ -387,14 +387,15 @@ def validate_datetime(value: str) -> None:
     # Leap seconds (:60) are refused: the reference implementations' parsers do too.
     if hour > 23 or minute > 59 or second > 59:
         raise InvalidSyntax("datetime time of day is out of range")
-    offset = 0
-    if m["sign"] is not None:
-        off_h, off_m = int(m["off_h"]), int(m["off_m"])
-        if off_h > 23 or off_m > 59:
-            raise InvalidSyntax("datetime timezone offset is out of range")
-        if m["sign"] == "-" and off_h == 0 and off_m == 0:
-            raise InvalidSyntax("datetime must not use '-00:00' (use 'Z' or '+00:00')")
-        offset = (off_h * 60 + off_m) * (1 if m["sign"] == "+" else -1)
+    if sign is None:
+        # UTC ('Z'): a real date of years 0000-9999 as written, nothing to shift.
+        return
+    off_h, off_m = int(off_h_text), int(off_m_text)
+    if off_h > 23 or off_m > 59:
+        raise InvalidSyntax("datetime timezone offset is out of range")
+    if sign == "-" and off_h == 0 and off_m == 0:
+        raise InvalidSyntax("datetime must not use '-00:00' (use 'Z' or '+00:00')")
+    offset = (off_h * 60 + off_m) * (1 if sign == "+" else -1)
     days = _days_before_year(year) + sum(_DAYS_IN_MONTH[: month - 1]) + day - 1
     if month > 2 and _is_leap(year):
         days += 1

@@ -6,12 +6,13 @@ import contextlib
 
 import base58
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from hypothesis import given
 from hypothesis import strategies as st
 
 from protocol.cid import CID, cid_for_msgpack, cid_for_raw
-from protocol.errors import DecodeError, InvalidSignature, InvalidSyntax
+from protocol.errors import DecodeError, InvalidSignature, InvalidSyntax, LocalProtocolError
 from protocol.keys import SigningKey, VerifyKey, verify_key
 
 from .seeds import seeded_key
@@ -171,6 +172,40 @@ def test_honest_keys_pass_and_the_check_agrees_with_decoding(seed: bytes) -> Non
         assert not small
 
 
+def test_a_key_made_from_its_stored_public_half_signs_and_verifies() -> None:
+    # As a node process makes its key at start: seed and the stored public key, the
+    # cryptography objects made by the first sign and the first verify.
+    seed = bytes(range(1, 33))
+    derived = SigningKey.from_seed(seed)
+    key = SigningKey.from_seed(seed, public=derived.public.raw)
+    assert key == derived
+    assert key.did_key() == derived.did_key()
+    sig = key.sign(b"message")
+    assert sig == derived.sign(b"message")
+    key.public.verify(sig, b"message")
+    fresh = VerifyKey.from_bytes(key.public.raw)
+    fresh.verify(sig, b"message")
+    with pytest.raises(InvalidSignature):
+        fresh.verify(sig, b"other")
+
+
+def test_a_stored_public_half_that_is_not_the_seeds_refuses_to_sign() -> None:
+    other = SigningKey.from_seed(bytes(range(2, 34))).public.raw
+    key = SigningKey.from_seed(bytes(range(1, 33)), public=other)
+    with pytest.raises(LocalProtocolError, match="not this seed's"):
+        key.sign(b"message")
+    # Refused every time, not only the first.
+    with pytest.raises(LocalProtocolError):
+        key.sign(b"message")
+
+
+def test_a_stored_public_half_must_be_a_key() -> None:
+    with pytest.raises(InvalidSyntax):
+        SigningKey.from_seed(bytes(32), public=b"short")
+    with pytest.raises(InvalidSyntax, match="small-order"):
+        SigningKey.from_seed(bytes(32), public=(1).to_bytes(32, "little"))
+
+
 @given(st.text(max_size=80))
 def test_did_key_parser_raises_only_our_error(text: str) -> None:
     with contextlib.suppress(InvalidSyntax):
@@ -205,3 +240,47 @@ def test_bad_cid_strings_refused(text: str) -> None:
 def test_cid_from_bytes_raises_only_our_error(data: bytes) -> None:
     with contextlib.suppress(DecodeError):
         CID.from_bytes(data)
+
+
+def _small_order_r_signature(seed: bytes, message: bytes) -> tuple[bytes, bytes]:
+    """A signature with R = the identity that RFC 8032's equation accepts: s = k * a."""
+    import hashlib
+
+    order = 2**252 + 27742317777372353535851937790883648493
+    h = hashlib.sha512(seed).digest()
+    a = int.from_bytes(h[:32], "little")
+    a = (a & ((1 << 254) - 8)) | (1 << 254)
+    public = SigningKey.from_seed(seed).public.raw
+    r = (1).to_bytes(32, "little")  # the identity point
+    k = int.from_bytes(hashlib.sha512(r + public + message).digest(), "little") % order
+    return public, r + (k * a % order).to_bytes(32, "little")
+
+
+def test_a_signature_whose_r_is_of_small_order_is_refused() -> None:
+    # OpenSSL (cryptography) accepts it, libsodium refuses it: protocol/keys.py refuses
+    # it before either library sees it, so the rule does not depend on the library.
+    public, sig = _small_order_r_signature(bytes(range(32)), b"message")
+    Ed25519PublicKey.from_public_bytes(public).verify(sig, b"message")  # OpenSSL: valid
+    with pytest.raises(InvalidSignature, match="small-order"):
+        VerifyKey.from_bytes(public).verify(sig, b"message")
+    import nacl.bindings
+    import nacl.exceptions
+
+    with pytest.raises(nacl.exceptions.BadSignatureError):
+        nacl.bindings.crypto_sign_open(sig + b"message", public)
+
+
+@given(st.binary(min_size=32, max_size=32), st.binary(max_size=200))
+def test_libsodium_signs_and_verifies_as_cryptography_does(seed: bytes, message: bytes) -> None:
+    ours = SigningKey.from_seed(seed)
+    theirs = Ed25519PrivateKey.from_private_bytes(seed)
+    raw = theirs.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    assert ours.public.raw == raw
+    sig = ours.sign(message)
+    assert sig == theirs.sign(message)  # ed25519 signatures are deterministic
+    ours.public.verify(sig, message)
+    bad = bytes([sig[0] ^ 1]) + sig[1:]
+    assert not ours.public.is_valid(bad, message)
+    assert not ours.public.is_valid(sig, message + b"!")

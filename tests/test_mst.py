@@ -8,10 +8,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.cid import CID, cid_for_msgpack
+from protocol.cid import CID, CODEC_RAW, cid_for_msgpack
 from protocol.encoding import decode, encode
 from protocol.errors import InvalidCommit, RepoError
-from protocol.mst import MST, MemoryBlockStore, MissingBlock, key_height, validate_key
+from protocol.mst import (
+    MST,
+    HashedBlocks,
+    MemoryBlockStore,
+    MissingBlock,
+    _keys_ok,
+    key_height,
+    validate_key,
+)
 
 
 def val(s: str) -> CID:
@@ -218,6 +226,80 @@ def test_non_canonical_structure_refused() -> None:
     assert key_height("a.b/1") == 0
     with pytest.raises(InvalidCommit):
         MST.load(store, cid)
+
+
+_GOOD = val("good").to_bytes()
+
+
+@pytest.mark.parametrize("where", ["v", "t", "l"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(_GOOD[:-1], id="short-digest"),
+        pytest.param(_GOOD + b"\x00", id="long-digest"),
+        pytest.param(b"\x01\x71\x12\x20" + _GOOD[-32:], id="dag-cbor-codec"),
+        pytest.param(b"\x12\x20" + _GOOD[-32:], id="cidv0"),
+        pytest.param(b"\x01\x81\x04\x13\x20" + _GOOD[-32:], id="not-sha2-256"),
+    ],
+)
+def test_node_with_a_malformed_cid_is_refused(where: str, bad: bytes) -> None:
+    # Values and subtree links are held as binary CIDs and only made CID objects
+    # when handed out: each must still be checked when the node is decoded, even
+    # where no walk reads it. A key of height 4, so a subtree link is allowed.
+    key = "app.bsky.feed.post/454397e440ec"
+    assert key_height(key) == 4
+    entry = {"k": key.encode(), "p": 0, "t": bad if where == "t" else None, "v": _GOOD}
+    if where == "v":
+        entry["v"] = bad
+    block = encode({"e": [entry], "l": bad if where == "l" else None})
+    store = MemoryBlockStore()
+    root = store.put_block(block)
+    with pytest.raises(InvalidCommit, match="not a CIDv1"):
+        MST.load(store, root)
+
+
+def _reference_key_ok(key: bytes) -> bool:
+    try:
+        validate_key(key.decode("ascii"))
+    except (RepoError, UnicodeDecodeError):
+        return False
+    return True
+
+
+@given(
+    st.lists(
+        st.binary(min_size=0, max_size=8).map(
+            lambda b: b.translate(bytes(b"ab/\n.~\xff"[i % 7] for i in range(256)))
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+@settings(max_examples=500)
+def test_node_key_syntax_check_agrees_with_validate_key(keys: list[bytes]) -> None:
+    # A node's keys are checked all at once (joined by newlines, at C speed); the
+    # verdict must be that of validate_key on each key (bar length, checked apart).
+    assert _keys_ok(keys) == all(_reference_key_ok(k) for k in keys)
+
+
+def test_hashed_blocks_serve_only_what_they_hashed() -> None:
+    # The loader does not hash again what it reads from HashedBlocks: so it must
+    # serve a block only under the msgpack CID of its bytes as they are now.
+    tree = build([f"a.b/{i}" for i in range(50)])
+    blocks = tree.new_blocks()
+    root = tree.root()
+    mutable = [bytearray(b) for b in blocks.values()]
+    hashed = HashedBlocks(mutable)
+    for b in mutable:
+        b[:] = b"\x80"  # changed after hashing: the copy taken then is served
+    assert hashed.to_dict() == blocks
+    assert [k for k, _ in MST.load(hashed, root).items()] == [k for k, _ in tree.items()]
+    # The same digest under the raw codec is another CID: not served.
+    raw_codec = CID(CODEC_RAW, root.digest)
+    assert hashed.get_block(raw_codec) is None
+    with pytest.raises(MissingBlock):
+        MST.load(hashed, raw_codec)
 
 
 def test_empty_tree_root_is_stable() -> None:

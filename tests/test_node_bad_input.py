@@ -798,7 +798,7 @@ async def test_client_disconnects_and_long_lines_are_one_line_client_errors(
     assert any("LineTooLong" in line for line in lines), lines
     samples = {
         s.labels["status"]
-        for metric in node.registry.collect()
+        for metric in node.metrics.registry.collect()
         if metric.name == "skyfed_requests"
         for s in metric.samples
         if s.labels.get("nsid") == "com.atproto.server.createSession"

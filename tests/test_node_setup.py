@@ -255,3 +255,29 @@ async def test_start_help_lists_every_config_setting() -> None:
     for f in dataclasses.fields(NodeConfig):
         assert f"\n  {f.name} = " in run.out, f.name
     assert "--log-format" in run.out
+
+
+def test_the_node_key_public_half_is_kept_beside_it(tmp_path: Path) -> None:
+    from node.config import NODE_PUBLIC_KEY_FILE, load_or_create_secrets
+    from protocol.errors import LocalProtocolError
+    from protocol.keys import SigningKey
+
+    data = tmp_path / "d"
+    made = load_or_create_secrets(data).node_key
+    public = data / NODE_PUBLIC_KEY_FILE
+    assert public.read_text().strip() == made.did_key()
+    again = load_or_create_secrets(data).node_key
+    assert again.did_key() == made.did_key()
+    assert again.sign(b"x") == made.sign(b"x")
+    # Lost or garbled: derived from the secret and written again.
+    for damage in ("", "did:key:zjunk"):
+        public.write_text(damage)
+        assert load_or_create_secrets(data).node_key.did_key() == made.did_key()
+        assert public.read_text().strip() == made.did_key()
+    public.unlink()
+    assert load_or_create_secrets(data).node_key.did_key() == made.did_key()
+    # Replaced by another key's: the node key refuses to sign under a name not its own.
+    public.write_text(SigningKey.from_seed(bytes(32)).did_key())
+    wrong = load_or_create_secrets(data).node_key
+    with pytest.raises(LocalProtocolError, match="not this seed's"):
+        wrong.sign(b"x")

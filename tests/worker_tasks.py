@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 
 def square(x: int) -> int:
@@ -42,3 +43,22 @@ def wait_for(marker: str, value: int) -> int:
             raise TimeoutError(marker)
         time.sleep(0.01)
     return value
+
+
+def verify_events_dying_once(marker: str, items: list[tuple[bytes, str]]) -> list[Any]:
+    """protocol.ingest.verify_events, but the first time (``marker`` does not exist
+    yet) the worker verifies half the batch and is killed: a crash mid-batch."""
+    from protocol.ingest import verify_events
+
+    path = Path(marker)
+    if not path.exists():
+        verify_events(items[: len(items) // 2])
+        path.write_text(f"died after {len(items) // 2} of {len(items)}")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return verify_events(items)
+
+
+def verify_events_dying(items: list[tuple[bytes, str]]) -> list[Any]:
+    """Kills its worker every time (a batch that no worker survives)."""
+    os.kill(os.getpid(), signal.SIGKILL)
+    return []

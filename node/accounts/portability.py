@@ -96,11 +96,10 @@ from ..store.repos import iso_now
 from ..store.sqlite import AccountRow
 
 if TYPE_CHECKING:
-    import prometheus_client
-
     from ..config import NodeConfig
     from ..logs import LogLimiter
     from ..net.federation import Federation
+    from ..server.metrics import Counter
     from ..store.repos import RepoManager
     from ..store.sqlite import SqliteStorage
     from ..wiring import Node
@@ -123,7 +122,7 @@ class PortabilityHost(Protocol):
     @property
     def log_limit(self) -> LogLimiter: ...
     @property
-    def m_commits(self) -> prometheus_client.Counter: ...
+    def m_commits(self) -> Counter: ...
     async def local_account(self, did: str) -> tuple[str, SigningKey]: ...
     def forget_account(self, did: str) -> None: ...
 

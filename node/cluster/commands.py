@@ -42,6 +42,17 @@ def default_cluster_dir() -> Path:
     return Path(platformdirs.user_state_dir("skyfed", appauthor=False)) / "cluster"
 
 
+#: ``--dir``'s default as argparse holds it: turned into :func:`default_cluster_dir` by
+#: :func:`_cluster_dir` only when a cluster command is parsed (argparse converts a
+#: string default with the option's ``type``), so ``node start`` never loads
+#: platformdirs.
+_DEFAULT_DIR = "(the user's state dir)/skyfed/cluster"
+
+
+def _cluster_dir(text: str) -> Path:
+    return default_cluster_dir() if text == _DEFAULT_DIR else Path(text)
+
+
 def add_commands(sub: Any) -> None:
     """Add ``cluster`` to the top-level subparsers ``sub``."""
     cluster = sub.add_parser(
@@ -74,12 +85,11 @@ def add_commands(sub: Any) -> None:
     up.add_argument("--degree", type=int, default=3, help="links per node for random")
     up.add_argument("--seed", type=int, default=0, help="seed for the random topology")
     _network_options(up, default="proxy")
-    default_dir = default_cluster_dir()
     up.add_argument(
         "--dir",
-        type=Path,
-        default=default_dir,
-        help=f"the nodes' data and cluster.json (default {default_dir})",
+        type=_cluster_dir,
+        default=_DEFAULT_DIR,
+        help="the nodes' data and cluster.json (default %(default)s)",
     )
     replay = actions.add_parser(
         "atproto-replay",
@@ -110,7 +120,10 @@ def add_commands(sub: Any) -> None:
         "down", help="stop a cluster started with `cluster up`", description="Stop it."
     )
     down.add_argument(
-        "--dir", type=Path, default=default_dir, help=f"as given to up (default {default_dir})"
+        "--dir",
+        type=_cluster_dir,
+        default=_DEFAULT_DIR,
+        help="as given to up (default %(default)s)",
     )
 
 

@@ -67,8 +67,10 @@ from protocol.identity import chain_signing_keys, resolve_log
 from protocol.ingest import (
     Evidence,
     HeadState,
+    Judgement,
     Verdict,
     check_tree_complete,
+    decide_event,
     equivocation_between,
     head_wins,
     judge_event,
@@ -92,9 +94,11 @@ from protocol.plumtree import Deliver, Plumtree, SendGraft, SendIHave, SendPrune
 from ..logs import LogLimiter
 from ..server.ratelimit import RateLimited, RequestLimiter, client_key
 from ..store.repos import iso_now
-from ..store.sqlite import CommitBatch, EquivocationRow, LabelRow
+from ..store.sqlite import CommitBatch, EquivocationRow, HeadMoved, LabelRow
+from ..workers import WorkerPool
 from .netpolicy import AddressError, DialPolicy, PeerAddress, normalize_url
 from .rtt import RttEstimator
+from .verify import EventVerifier
 
 if TYPE_CHECKING:
     from ..accounts.moderation import Moderation
@@ -121,6 +125,8 @@ class FederationHost(Protocol):
     def repos(self) -> RepoManager: ...
     @property
     def firehose(self) -> Firehose: ...
+    @property
+    def workers(self) -> WorkerPool | None: ...
     @property
     def portability(self) -> Portability: ...
     @property
@@ -185,6 +191,9 @@ _MAX_ITEMS = 4096
 _PENDING_PER_REPO = 64
 #: Commit pushes from one link being checked and stored at once.
 _CONCURRENT_PUSHES = 64
+#: Repos whose last ingested head is remembered, to judge their next event without a
+#: database read (a hint: a verdict made on it is checked, see ingest_event).
+_HEAD_HINTS = 10_000
 _PENDING_REPOS = 4096
 #: A commit whose signature fails makes us re-fetch its DID's log from the sender at
 #: most this often (seconds), waiting at most _REFRESH_TIMEOUT for it.
@@ -608,6 +617,7 @@ class PeerLink:
             # (the task takes the repo's order lock before anything else, and
             # asyncio locks are first come, first served).
             await self.slots.acquire()
+            self.fed.pushes_in_flight += 1
             self.fed._spawn(self._ordered(did, msg))
 
     async def _ordered(self, did: str, msg: dict[str, Any]) -> None:
@@ -615,6 +625,7 @@ class PeerLink:
             async with self.fed.order_lock(did):
                 await self.fed.dispatch(self, msg)
         finally:
+            self.fed.pushes_in_flight -= 1
             self._handled(msg)
             self.slots.release()
 
@@ -702,6 +713,8 @@ class Federation:
         self._sids = itertools.count(1)
         self._neg_replies: dict[tuple[str, int], asyncio.Queue[bytes]] = {}
         self._keys: OrderedDict[str, str] = OrderedDict()
+        #: The head each repo got from its last ingested event (a hint for the next).
+        self._heads: OrderedDict[str, HeadState] = OrderedDict()
         self._order_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
@@ -713,6 +726,10 @@ class Federation:
         self.bytes_out = 0
         self.rejected = 0
         self.ingested = 0
+        #: Commit pushes being checked and stored, all links together.
+        self.pushes_in_flight = 0
+        #: Verifies commit events, in worker processes when there is a backlog.
+        self.verifier = EventVerifier(node.workers, lambda: self.pushes_in_flight, self._spawn)
         #: Requests sent again and negentropy sessions restarted after a wait ran out.
         self.retries = 0
 
@@ -1347,7 +1364,7 @@ class Federation:
                 if self._uncarried(event.repo):
                     return None  # node policy: neither stored nor passed on from here
                 try:
-                    await self.ingest_event(event, link)
+                    await self.ingest_event(event, link, data)
                 except InvalidSignature:
                     # Signed by a key we do not know yet? The identity op naming it
                     # may have taken another path: ask this peer, then judge again.
@@ -1511,15 +1528,17 @@ class Federation:
             raise InvalidSignature(f"{bad} of {len(labels)} labels not signed by their labeler")
         return added
 
-    async def ingest_event(self, event: CommitEvent, link: PeerLink | None) -> Verdict:
-        """Judge and store a commit event from a peer."""
+    async def ingest_event(
+        self, event: CommitEvent, link: PeerLink | None, data: bytes | None = None
+    ) -> Verdict:
+        """Judge and store a commit event from a peer. Given ``data``, the bytes
+        ``event`` was parsed from, its signature and proof may be checked in a worker
+        process (node/net/verify.py) before the repo is locked."""
         did = event.repo
         key = await self._signing_key(did, link)
+        verified = None if data is None else await self.verifier.verify(event, data, key)
         async with self.node.repos.lock(did):
-            held = await self.node.storage.head_state(did)
-            judged = judge_event(
-                event, signing_key=key, held=held, now_micros=int(self.node.wall_clock() * 1e6)
-            )
+            judged, held, stored = await self._judge_locked(event, link, key, verified)
             verdict = judged.verdict
             if judged.evidence is not None and held is not None:
                 await self._record_equivocation(
@@ -1531,12 +1550,22 @@ class Federation:
                 )
             applied = False
             if verdict is Verdict.APPLY:
-                if held is None and not self._whole_tree(event, judged.commit):
+                if not stored and held is None and not self._whole_tree(event, judged.commit):
                     verdict = Verdict.GAP
                 else:
-                    await self._store_event(event, judged.commit, held)
+                    if not stored:
+                        await self._store_event(event, judged.commit, held)
                     self.ingested += 1
                     applied = True
+                    self._heads[did] = HeadState(
+                        event.commit,
+                        judged.commit.rev,
+                        judged.commit.data,
+                        event.since,
+                        judged.commit.prev,
+                    )
+                    while len(self._heads) > _HEAD_HINTS:
+                        self._heads.popitem(last=False)
             elif verdict is Verdict.SWITCH:
                 assert held is not None
                 applied = await self._switch(did, event, judged.commit, held)
@@ -1552,6 +1581,46 @@ class Federation:
             if link is not None:
                 self._spawn(self._catch_up(did, link))
         return verdict
+
+    async def _judge_locked(
+        self, event: CommitEvent, link: PeerLink | None, key: str, verified: Commit | None
+    ) -> tuple[Judgement, HeadState | None, bool]:
+        """Judge ``event`` (``verified`` with ``key``, if not None) against the held
+        head; the caller holds the repo's lock. Returns the judgement, the head it was
+        made on, and True if the event is already stored.
+
+        The head this node stored from the repo's last ingested event saves a
+        database read, but only as a hint: an APPLY on it is stored at once, by a
+        write that checks the head is still the hint's (HeadMoved, if not); any other
+        verdict, a refusal, or a moved head is judged again on the stored head."""
+        did = event.repo
+        hint = self._heads.pop(did, None)
+        while True:
+            held = hint or await self.node.storage.head_state(did)
+            now_micros = int(self.node.wall_clock() * 1e6)
+            current = await self._signing_key(did, link)
+            try:
+                if verified is not None and current == key:
+                    judged = decide_event(event, verified, held=held, now_micros=now_micros)
+                else:  # verified with a key no longer the DID's: again, with its key
+                    judged = judge_event(
+                        event, signing_key=current, held=held, now_micros=now_micros
+                    )
+            except SkyfedError:
+                if hint is None:
+                    raise
+                hint = None
+                continue
+            if hint is None:
+                return judged, held, False
+            if judged.verdict is Verdict.APPLY:
+                try:
+                    await self._store_event(event, judged.commit, hint)
+                except HeadMoved:
+                    pass
+                else:
+                    return judged, held, True
+            hint = None
 
     async def _record_equivocation(
         self,
@@ -1611,6 +1680,8 @@ class Federation:
 
     async def _drain_pending(self, did: str) -> None:
         """Apply held events that now chain onto the head, in order."""
+        if did not in self._pending and did not in self._wanted:
+            return  # nothing held or wanted (the loop below would find as much)
         while True:
             waiting = self._pending.get(did)
             held = await self.node.storage.head_state(did)

@@ -42,14 +42,13 @@ import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Final, Protocol
-
-import jwt
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from protocol.errors import LocalProtocolError, RemoteProtocolError
 from protocol.syntax import is_valid_did
+
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
 
 __all__ = [
     "ACCESS_SCOPE",
@@ -124,8 +123,19 @@ class InvalidPassword(RemoteProtocolError):
 
 # argon2id with OWASP's minimum profile (m = 19 MiB, t = 2, p = 1): about 37 ms per hash
 # or verify on the 2-core build machine. Each running KDF holds 19 MiB, and the default
-# executor's thread count bounds how many run at once.
-_HASHER: Final = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+# executor's thread count bounds how many run at once. Made at the first password
+# hashed or checked (argon2 and PyJWT load with the first login, not with the node).
+_HASHER: PasswordHasher | None = None
+
+
+def _hasher() -> PasswordHasher:
+    global _HASHER
+    if _HASHER is None:
+        from argon2 import PasswordHasher
+
+        _HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+    return _HASHER
+
 
 # Verified against when the account does not exist, so "no such user" costs the same
 # time as "wrong password". Same parameters as _HASHER; its password was thrown away.
@@ -156,12 +166,14 @@ async def hash_password(pw: str) -> str:
         raise InvalidPassword(
             f"password must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters"
         )
-    return await asyncio.to_thread(_HASHER.hash, pw)
+    return await asyncio.to_thread(_hasher().hash, pw)
 
 
 def _verify_sync(stored: str, pw: str) -> bool:
+    from argon2.exceptions import InvalidHashError, VerificationError
+
     try:
-        return _HASHER.verify(stored, pw)
+        return _hasher().verify(stored, pw)
     except InvalidHashError as e:
         raise LocalProtocolError("stored password hash is not an argon2 PHC string") from e
     except VerificationError:
@@ -186,8 +198,10 @@ async def verify_password(stored: str | None, pw: str) -> bool:
 
 def password_needs_rehash(stored: str) -> bool:
     """True when ``stored`` used other argon2 parameters; rehash it at the next login."""
+    from argon2.exceptions import InvalidHashError
+
     try:
-        return _HASHER.check_needs_rehash(stored)
+        return _hasher().check_needs_rehash(stored)
     except InvalidHashError as e:
         raise LocalProtocolError("stored password hash is not an argon2 PHC string") from e
 
@@ -431,6 +445,8 @@ class Authenticator:
             "jti": secrets.token_urlsafe(16),
             "sid": sid,
         }
+        import jwt
+
         return jwt.encode(claims, self._secret, algorithm="HS256", headers={"typ": _TYP[scope]})
 
     async def create_session(self, did: str) -> Tokens:
@@ -451,6 +467,8 @@ class Authenticator:
     def _decode(self, token: str, scopes: tuple[str, ...]) -> _Claims:
         if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
             raise InvalidToken("token could not be verified")
+        import jwt
+
         try:
             decoded = jwt.decode_complete(
                 token,

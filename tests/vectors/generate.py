@@ -448,6 +448,9 @@ def gen_keys() -> dict[str, Any]:
         ("other-key", seeded_key(2).did_key(), MESSAGE, sig),
         ("other-message", k1.did_key(), MESSAGE + b"!", sig),
         ("short-signature", k1.did_key(), MESSAGE, sig[:63]),
+        # R = the identity, s = k * a: RFC 8032's equation holds (OpenSSL accepts it);
+        # refused because R is of small order (docs/protocol.md section 3).
+        ("small-order-r", k1.did_key(), MESSAGE, _small_order_r_signature(bytes([1]) * 32)),
     ]
     invalid_signatures = []
     for vid, did_key, msg, s in bad_sigs:
@@ -464,6 +467,20 @@ def gen_keys() -> dict[str, Any]:
         "invalid_secrets": invalid_secrets,
         "invalid_signatures": invalid_signatures,
     }
+
+
+def _small_order_r_signature(seed: bytes) -> bytes:
+    """A signature over MESSAGE whose R is the identity point and whose s satisfies
+    [s]B = R + [k]A for the seed's key: valid by the bare equation, of small order."""
+    import hashlib
+
+    order = 2**252 + 27742317777372353535851937790883648493
+    h = hashlib.sha512(seed).digest()
+    a = (int.from_bytes(h[:32], "little") & ((1 << 254) - 8)) | (1 << 254)
+    public = SigningKey.from_seed(seed).public.raw
+    r = (1).to_bytes(32, "little")
+    k = int.from_bytes(hashlib.sha512(r + public + MESSAGE).digest(), "little") % order
+    return r + (k * a % order).to_bytes(32, "little")
 
 
 # -- tids.json ---------------------------------------------------------------------------

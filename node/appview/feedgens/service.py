@@ -20,8 +20,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-import jwt
-
 from protocol.errors import RemoteProtocolError
 from protocol.feedgen import MAX_CURSOR, Skeleton, feed_uri_parts
 from protocol.serviceauth import (
@@ -137,6 +135,8 @@ class Feeds:
         """The reader a service token vouches for (see the module docstring)."""
         if len(token) > MAX_TOKEN_BYTES:
             raise ServiceAuthError(f"a service token is at most {MAX_TOKEN_BYTES} bytes")
+        import jwt  # loaded by the first service token read, not with the node
+
         try:
             claims = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError as e:

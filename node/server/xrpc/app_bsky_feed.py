@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import jwt
 from aiohttp import web
 
 from protocol.syntax import (
@@ -216,6 +215,8 @@ async def get_feed_skeleton(request: web.Request) -> web.Response:
     header = request.headers.get("Authorization")
     if header is not None:
         token = parse_bearer(header)
+        import jwt  # loaded by the first authenticated call, not with the node
+
         try:
             claims = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError:

@@ -8,10 +8,6 @@ import time
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    generate_latest,
-)
 
 from protocol.errors import RemoteProtocolError
 from protocol.identity import did_document, resolve_log
@@ -215,9 +211,8 @@ async def node_info(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
-    return web.Response(
-        body=generate_latest(node.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-    )
+    body, content_type = node.metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 ROUTES: dict[str, tuple[str, Handler]] = {
