@@ -267,6 +267,18 @@ PG_STEP_INSTEAD: dict[int, str] = {_NOTIFY_SEARCH_SCHEMA: NOTIFICATIONS_SCHEMA}
 # v13: the atproto bridge (node/atproto/, docs/atproto-bridge.md "Node side"): cursors
 # per upstream, accounts followed there, and their records (DAG-CBOR, as signed)
 _MIGRATIONS.append(ATPROTO_SCHEMA)
+# v14: the reply-parent and quote indexes hold only the posts that have one: every
+# other post's NULL entry sat at a random place (ordered by URI) and cost each
+# one-post commit a page of each index in the WAL (bench/RESULTS.md, "Issue 16: the
+# writer's cost per commit"). Their queries ask for ``= ?``, which implies NOT NULL.
+_MIGRATIONS.append(
+    """
+    DROP INDEX posts_parent;
+    CREATE INDEX posts_parent ON posts (reply_parent) WHERE reply_parent IS NOT NULL;
+    DROP INDEX posts_quote;
+    CREATE INDEX posts_quote ON posts (quote) WHERE quote IS NOT NULL;
+    """
+)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
