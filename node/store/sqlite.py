@@ -499,6 +499,8 @@ class SqliteStorage:
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._publish_lock = threading.Lock()
+        #: The seq counter of the writer's current group (writer thread only).
+        self._seq = _GroupSeq()
         #: Called on the event loop after each durable group, with (seq, frame) pairs.
         self.on_events: Callable[[list[tuple[int, bytes]]], None] | None = None
         self.group_sizes: list[int] = []
@@ -677,17 +679,21 @@ class SqliteStorage:
         results: list[tuple[Any, BaseException | None]] = []
         try:
             self._begin(conn)
+            self._seq.begin(conn)
             for job in jobs:
                 conn.execute("SAVEPOINT job")
+                mark = self._seq.last
                 try:
                     result = job.fn(conn)
                 except BaseException as e:
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
+                    self._seq.last = mark
                     results.append((None, e))
                 else:
                     conn.execute("RELEASE job")
                     results.append((result, None))
+            self._seq.store(conn)
             self._before_commit(conn)
             conn.execute("COMMIT")
         except self._db_errors as e:
@@ -735,7 +741,7 @@ class SqliteStorage:
 
     # -- repos and blocks --------------------------------------------------------
     async def apply_commit(self, batch: CommitBatch) -> int:
-        published = await self.write(lambda conn: _apply_commit(conn, batch))
+        published = await self.write(lambda conn: _apply_commit(conn, batch, self._seq))
         return published.value
 
     async def get_head(self, did: str) -> RepoHead | None:
@@ -768,7 +774,7 @@ class SqliteStorage:
             body: dict[str, Value] = {"active": status is None, "did": did, "time": time}
             if status is not None:
                 body["status"] = status
-            seq, frame = _append_event(conn, did, "#account", body)
+            seq, frame = _append_event(conn, self._seq, did, "#account", body)
             return _Published(seq, [(seq, frame)])
 
         await self.write(w)
@@ -1076,15 +1082,20 @@ class SqliteStorage:
             events = [
                 _append_event(
                     conn,
+                    self._seq,
                     a.did,
                     "#identity",
                     {"did": a.did, "handle": a.handle, "time": a.created_at},
                 ),
                 _append_event(
-                    conn, a.did, "#account", {"active": True, "did": a.did, "time": a.created_at}
+                    conn,
+                    self._seq,
+                    a.did,
+                    "#account",
+                    {"active": True, "did": a.did, "time": a.created_at},
                 ),
             ]
-            published = _apply_commit(conn, genesis)
+            published = _apply_commit(conn, genesis, self._seq)
             if self.handles is not None:
                 self.handles.rebind(conn, a.did)
             return _Published(published.value, events + published.events)
@@ -1115,7 +1126,7 @@ class SqliteStorage:
             body: dict[str, Value] = {"did": did, "time": time}
             if shown is not None:
                 body["handle"] = shown
-            seq, frame = _append_event(conn, did, "#identity", body)
+            seq, frame = _append_event(conn, self._seq, did, "#identity", body)
             return _Published(seq, [(seq, frame)])
 
         await self.write(w)
@@ -1288,14 +1299,36 @@ def _get_head(conn: sqlite3.Connection, did: str) -> RepoHead | None:
     return None if row is None else _head_row(row)
 
 
-def _next_seq(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
-    seq = (int(row[0]) if row else 0) + 1
-    conn.execute("INSERT OR REPLACE INTO meta VALUES ('last_seq', ?)", (str(seq).encode(),))
-    return seq
+class _GroupSeq:
+    """The firehose sequence inside one write group: read from ``meta`` once when the
+    group begins (the writer holds the database's write lock then, so no other
+    process moves it), handed out from memory to the group's events, and written
+    back once before COMMIT; a job rolled back to its savepoint gives its seqs back.
+    Only the writer thread touches it."""
+
+    __slots__ = ("last", "start")
+
+    def __init__(self) -> None:
+        self.start = 0
+        self.last = 0
+
+    def begin(self, conn: sqlite3.Connection) -> None:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
+        self.start = self.last = int(row[0]) if row else 0
+
+    def next(self) -> int:
+        self.last += 1
+        return self.last
+
+    def store(self, conn: sqlite3.Connection) -> None:
+        """Write the group's last seq (in its transaction), if it handed any out."""
+        if self.last != self.start:
+            conn.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('last_seq', ?)", (str(self.last).encode(),)
+            )
 
 
-def _apply_commit(conn: sqlite3.Connection, b: CommitBatch) -> _Published:
+def _apply_commit(conn: sqlite3.Connection, b: CommitBatch, seqs: _GroupSeq) -> _Published:
     row = conn.execute("SELECT head FROM repos WHERE did = ?", (b.did,)).fetchone()
     current = None if row is None else CID.from_bytes(row[0])
     if current != b.prev_head:
@@ -1312,8 +1345,8 @@ def _apply_commit(conn: sqlite3.Connection, b: CommitBatch) -> _Published:
         (b.did,),
     ).fetchone()
     for collection, rkey, cid in b.record_changes:
-        unindex_record(conn, b.did, collection, rkey)
         if cid is None:
+            unindex_record(conn, b.did, collection, rkey)
             conn.execute(
                 "DELETE FROM records WHERE did = ? AND collection = ? AND rkey = ?",
                 (b.did, collection, rkey),
@@ -1321,17 +1354,27 @@ def _apply_commit(conn: sqlite3.Connection, b: CommitBatch) -> _Published:
             track_refs(conn, b.did, b.rev, collection, rkey, None)
         else:
             raw = cid.to_bytes()
-            conn.execute(
-                "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?)",
+            # A record at a path that held none has no index rows or blob refs to
+            # take away (they are written and removed with its records row, in one
+            # transaction): the insert says which case this is, and only a record
+            # replacing another pays for the look-ups and deletes.
+            fresh = conn.execute(
+                "INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?)",
                 (b.did, collection, rkey, raw),
-            )
+            ).rowcount
+            if not fresh:
+                unindex_record(conn, b.did, collection, rkey)
+                conn.execute(
+                    "UPDATE records SET cid = ? WHERE did = ? AND collection = ? AND rkey = ?",
+                    (raw, b.did, collection, rkey),
+                )
             block = b.blocks.get(cid)
             if block is None:
                 row = conn.execute("SELECT data FROM blocks WHERE cid = ?", (raw,)).fetchone()
                 block = None if row is None else row[0]
             if block is not None and unserved is None:
                 index_record(conn, b.did, collection, rkey, block, raw, indexed_at)
-            track_refs(conn, b.did, b.rev, collection, rkey, block)
+            track_refs(conn, b.did, b.rev, collection, rkey, block, replaced=not fresh)
     conn.execute(
         "INSERT INTO repos (did, head, rev, root, status, local) VALUES (?, ?, ?, ?, NULL, ?)"
         " ON CONFLICT (did) DO UPDATE SET head = excluded.head, rev = excluded.rev,"
@@ -1343,7 +1386,7 @@ def _apply_commit(conn: sqlite3.Connection, b: CommitBatch) -> _Published:
         "INSERT OR REPLACE INTO commits VALUES (?, ?, ?, ?, ?)",
         (b.did, b.rev, b.commit_cid.to_bytes(), b.root.to_bytes(), b.since),
     )
-    seq = _next_seq(conn)
+    seq = seqs.next()
     if unserved is not None:
         return _Published(seq, [])  # nor on this node's firehose
     frame = b.frame(seq)
@@ -1352,11 +1395,11 @@ def _apply_commit(conn: sqlite3.Connection, b: CommitBatch) -> _Published:
 
 
 def _append_event(
-    conn: sqlite3.Connection, did: str, kind: str, body: dict[str, Value]
+    conn: sqlite3.Connection, seqs: _GroupSeq, did: str, kind: str, body: dict[str, Value]
 ) -> tuple[int, bytes]:
     """Sequence and store one firehose event (#identity, #account) in the current
     transaction; the frame is built here, once."""
-    seq = _next_seq(conn)
+    seq = seqs.next()
     frame = encode_frame(kind, {**body, "seq": seq})
     conn.execute("INSERT INTO events VALUES (?, ?, ?, ?)", (seq, did, kind, frame))
     return seq, frame
