@@ -301,13 +301,68 @@ _MIGRATIONS.append(
     INSERT INTO post_fts (post_fts) VALUES ('rebuild');
     """
 )
+# v16: the post search index is written once per write group, not once per commit
+# (FTS5 writes a segment, and merges, at every SAVEPOINT, and each write of a group
+# runs in one): the triggers that wrote it row by row go, and the connections that
+# write (the writer, the upgrade) queue new rows in a TEMP table instead
+# (_POST_FTS_QUEUE), flushed into post_fts before COMMIT (_flush_post_fts).
+_POST_FTS_DEFERRED = len(_MIGRATIONS)
+_MIGRATIONS.append(
+    """
+    DROP TRIGGER post_search_ai;
+    DROP TRIGGER post_search_ad;
+    """
+)
 #: Steps PostgreSQL runs instead of the shared one of the same index: SQLite FTS5 has no
 #: translation, so a PostgreSQL node has no search tables (searchPosts and
 #: searchActors answer MethodNotImplemented there; docs/postgresql.md).
 PG_STEP_INSTEAD: dict[int, str] = {
     _NOTIFY_SEARCH_SCHEMA: NOTIFICATIONS_SCHEMA,
     _POST_FTS_COLUMNSIZE: "",
+    _POST_FTS_DEFERRED: "",
 }
+
+#: Installed on each SQLite connection that writes (TEMP objects are per connection):
+#: a post_search row inserted is queued, not yet in post_fts; one deleted is taken
+#: out of post_fts if it was in it, or out of the queue if it never got there. A
+#: savepoint rolled back (a failed write) rolls its queue entries back with it.
+_POST_FTS_QUEUE = """
+CREATE TEMP TABLE IF NOT EXISTS post_fts_queue (id INTEGER PRIMARY KEY);
+CREATE TEMP TRIGGER IF NOT EXISTS post_search_queue AFTER INSERT ON main.post_search BEGIN
+    INSERT INTO post_fts_queue VALUES (new.id);
+END;
+CREATE TEMP TRIGGER IF NOT EXISTS post_search_unindex AFTER DELETE ON main.post_search BEGIN
+    INSERT INTO post_fts (post_fts, rowid, text, author, lang, mentions, domains)
+    SELECT 'delete', old.id, old.text, old.author, old.lang, old.mentions, old.domains
+    WHERE NOT EXISTS (SELECT 1 FROM post_fts_queue WHERE id = old.id);
+    DELETE FROM post_fts_queue WHERE id = old.id;
+END;
+"""
+
+
+def _queue_post_fts(conn: sqlite3.Connection) -> None:
+    # Statement by statement: executescript() would COMMIT an open transaction first.
+    statement = ""
+    for piece in _POST_FTS_QUEUE.split(";"):
+        statement += piece + ";"
+        if sqlite3.complete_statement(statement):
+            if statement.strip(" \n;"):
+                conn.execute(statement)
+            statement = ""
+
+
+def _flush_post_fts(conn: sqlite3.Connection) -> None:
+    """Index the queued post_search rows in post_fts (in the open transaction)."""
+    if conn.execute("SELECT 1 FROM temp.post_fts_queue LIMIT 1").fetchone() is None:
+        return
+    conn.execute(
+        "INSERT INTO main.post_fts (rowid, text, author, lang, mentions, domains)"
+        " SELECT s.id, s.text, s.author, s.lang, s.mentions, s.domains"
+        " FROM temp.post_fts_queue q JOIN main.post_search s ON s.id = q.id ORDER BY s.id"
+    )
+    conn.execute("DELETE FROM temp.post_fts_queue")
+
+
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -541,6 +596,7 @@ class SqliteStorage:
     def _connect_writer(self) -> sqlite3.Connection:
         conn = _connect(self.path, readonly=False)
         _tune_writer(conn)
+        _queue_post_fts(conn)
         return conn
 
     def _begin(self, conn: sqlite3.Connection) -> None:
@@ -583,7 +639,9 @@ class SqliteStorage:
                         if statement.strip(" \n;"):
                             conn.execute(statement)
                         statement = ""
+            _queue_post_fts(conn)
             _backfill(conn, version)
+            _flush_post_fts(conn)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute("COMMIT")
         finally:
@@ -720,7 +778,9 @@ class SqliteStorage:
                     loop.call_soon_threadsafe(self._deliver, items, events)
 
     def _before_commit(self, conn: sqlite3.Connection) -> None:
-        """Last statements of a write group's transaction (none on SQLite)."""
+        """Last statements of a write group's transaction: on SQLite, the group's
+        posts into the search index."""
+        _flush_post_fts(conn)
 
     def _committed_events(
         self, conn: sqlite3.Connection, events: list[tuple[int, bytes]]
