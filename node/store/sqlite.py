@@ -313,6 +313,27 @@ _MIGRATIONS.append(
     DROP TRIGGER post_search_ad;
     """
 )
+# v17: blocks in a rowid table, with a unique index on the CID. As a WITHOUT ROWID
+# table its rows (up to a few KB each) sat in the CID's B-tree, which keeps a row
+# inline only up to ~1 KB and splits full pages at every random insert: ~10 WAL pages
+# per one-post commit and twice the file. Now the data is appended in rowid order and
+# only the small index entries land at random places (bench/RESULTS.md, "Issue 16:
+# the writer's cost per commit"). PostgreSQL keeps its table (a heap with the CID's
+# index already): PG_STEP_INSTEAD.
+_BLOCKS_BY_ROW = len(_MIGRATIONS)
+_MIGRATIONS.append(
+    """
+    CREATE TABLE blocks_by_row (
+        id INTEGER PRIMARY KEY,
+        cid BLOB NOT NULL,
+        data BLOB NOT NULL
+    );
+    INSERT INTO blocks_by_row (cid, data) SELECT cid, data FROM blocks;
+    DROP TABLE blocks;
+    ALTER TABLE blocks_by_row RENAME TO blocks;
+    CREATE UNIQUE INDEX blocks_cid ON blocks (cid);
+    """
+)
 #: Steps PostgreSQL runs instead of the shared one of the same index: SQLite FTS5 has no
 #: translation, so a PostgreSQL node has no search tables (searchPosts and
 #: searchActors answer MethodNotImplemented there; docs/postgresql.md).
@@ -320,6 +341,7 @@ PG_STEP_INSTEAD: dict[int, str] = {
     _NOTIFY_SEARCH_SCHEMA: NOTIFICATIONS_SCHEMA,
     _POST_FTS_COLUMNSIZE: "",
     _POST_FTS_DEFERRED: "",
+    _BLOCKS_BY_ROW: "",
 }
 
 #: Installed on each SQLite connection that writes (TEMP objects are per connection):
@@ -1394,7 +1416,7 @@ def _apply_commit(conn: sqlite3.Connection, b: CommitBatch, seqs: _GroupSeq) -> 
     if current != b.prev_head:
         raise HeadMoved(f"head of {b.did} moved")
     conn.executemany(
-        "INSERT OR IGNORE INTO blocks VALUES (?, ?)",
+        "INSERT OR IGNORE INTO blocks (cid, data) VALUES (?, ?)",
         [(cid.to_bytes(), data) for cid, data in b.blocks.items()],
     )
     indexed_at = b.indexed_at or _utc_now()
