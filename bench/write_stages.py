@@ -11,7 +11,8 @@ figure), the writer's COMMIT time (wall and CPU, per group), the average group s
 and the WAL pages written per group (the autocheckpoint is held off for this; the
 WAL grows by the run's size). With ``--statements`` it also counts the SQL statements
 per commit (SQLite's trace hook, which costs time: CPU figures of that run are not
-comparable).
+comparable). With ``--pages`` it attributes the round's WAL frames to the table or
+index each page belongs to.
 
 This is the part of ``bench/node_writes.py``'s "node CPU per write" that is not
 HTTP: the loop's share here is scheduling only. Linux only (``/proc``).
@@ -45,6 +46,20 @@ POST = "app.bsky.feed.post"
 
 def wal_size(db: Path) -> int:
     return Path(f"{db}-wal").stat().st_size
+
+
+def wal_pages_by_table(db: Path, start: int) -> collections.Counter[str]:
+    """Pages the WAL frames after byte ``start`` carry, by the table or index each
+    page belongs to (SQLite's dbstat), counted once per frame."""
+    raw = Path(f"{db}-wal").read_bytes()
+    page = int.from_bytes(raw[8:12], "big")
+    pages: list[int] = []
+    for off in range(max(start, 32), len(raw) - 24 - page + 1, 24 + page):
+        pages.append(int.from_bytes(raw[off : off + 4], "big"))
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    owner = dict(conn.execute("SELECT pageno, name FROM dbstat"))
+    conn.close()
+    return collections.Counter(owner.get(p, "(free or new)") for p in pages)
 
 
 def thread_ticks() -> collections.Counter[str]:
@@ -164,6 +179,11 @@ async def run(args: argparse.Namespace) -> None:
                     f" CPU mean {1e3 * statistics.mean(cpu_c):.2f} ms"
                     f" ({1e6 * statistics.mean(cpu_c) / size:.0f} µs/write)"
                 )
+            if args.pages:
+                by_table = wal_pages_by_table(db, wal0)
+                print("   WAL pages per write, by table or index:")
+                for name, count in by_table.most_common(args.pages):
+                    print(f"     {count / n:5.2f}  {name}")
             if statements:
                 print(f"   SQL statements per commit: {sum(statements.values()) / n:.1f}")
                 for text, count in statements.most_common(args.statements):
@@ -179,6 +199,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds")
     parser.add_argument(
         "--statements", type=int, default=0, help="count SQL statements; show the top N"
+    )
+    parser.add_argument(
+        "--pages", type=int, default=0, help="WAL pages per write by table; show the top N"
     )
     asyncio.run(run(parser.parse_args()))
 

@@ -220,6 +220,13 @@ def normalize_time(value: Any) -> str | None:
 
 
 def _bump(conn: sqlite3.Connection, table: str, key_col: str, key: str, col: str, by: int) -> None:
+    if by > 0:  # one statement: a count never goes below 0 by adding
+        conn.execute(
+            f"INSERT INTO {table} ({key_col}, {col}) VALUES (?, ?)"
+            f" ON CONFLICT ({key_col}) DO UPDATE SET {col} = {table}.{col} + excluded.{col}",
+            (key, by),
+        )
+        return
     conn.execute(f"INSERT OR IGNORE INTO {table} ({key_col}) VALUES (?)", (key,))
     conn.execute(f"UPDATE {table} SET {col} = MAX(0, {col} + ?) WHERE {key_col} = ?", (by, key))
 

@@ -2,9 +2,12 @@
 
 Posts: :func:`index_post` runs inside the transaction that indexes a post
 (node/appview/index.py) and writes one row of ``post_search`` (the post's words,
-author, languages, mentioned DIDs and linked domains); triggers keep the FTS5 index
-``post_fts`` (external content: ``post_search``) in step, and :func:`unindex_post`
-removes both in the transaction that deletes or edits the post. The row id is the
+author, languages, mentioned DIDs and linked domains), and :func:`unindex_post`
+removes it in the transaction that deletes or edits the post. The FTS5 index
+``post_fts`` (external content: ``post_search``) follows in the same transaction:
+the writer's connection queues each new row and indexes a write group's rows once,
+before its COMMIT (node/store/sqlite.py ``_POST_FTS_QUEUE``: FTS5 writes a segment
+at every savepoint, and each write of a group runs in one). The row id is the
 post's ``sort_at`` in milliseconds shifted left 16 bits (plus a hash of the URI in
 the low bits), so "latest" is FTS5's own rowid order and ``since``/``until`` and the
 cursor are rowid ranges: a page never sorts every match.

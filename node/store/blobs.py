@@ -90,11 +90,16 @@ def track_refs(
     collection: str,
     rkey: str,
     block: bytes | None,
+    *,
+    replaced: bool = True,
 ) -> None:
-    """Replace the blob refs of one record (``block`` None: it was deleted)."""
+    """Replace the blob refs of one record (``block`` None: it was deleted;
+    ``replaced`` False: no record was stored at this path before, so it has none)."""
     uri = f"at://{did}/{collection}/{rkey}"
-    had = conn.execute("SELECT 1 FROM blob_refs WHERE uri = ? LIMIT 1", (uri,)).fetchone()
-    if had is not None:
+    had = replaced and (
+        conn.execute("SELECT 1 FROM blob_refs WHERE uri = ? LIMIT 1", (uri,)).fetchone()
+    )
+    if had:
         # Uploads this record pointed at may now be unreferenced: candidates for
         # collection (if it still points at one, the collector finds the ref).
         # The time from here, not SQL's julianday('now'): PostgreSQL has none.

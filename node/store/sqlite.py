@@ -260,13 +260,131 @@ _MIGRATIONS.append(BLOBS_SCHEMA)
 # notifications.py, search.py); an older database has both built from its records
 _NOTIFY_SEARCH_SCHEMA = len(_MIGRATIONS)
 _MIGRATIONS.append(NOTIFICATIONS_SCHEMA + SEARCH_SCHEMA)
-#: Steps PostgreSQL runs instead of the shared one of the same index: SQLite FTS5 has no
-#: translation, so a PostgreSQL node has no search tables (searchPosts and
-#: searchActors answer MethodNotImplemented there; docs/postgresql.md).
-PG_STEP_INSTEAD: dict[int, str] = {_NOTIFY_SEARCH_SCHEMA: NOTIFICATIONS_SCHEMA}
 # v13: the atproto bridge (node/atproto/, docs/atproto-bridge.md "Node side"): cursors
 # per upstream, accounts followed there, and their records (DAG-CBOR, as signed)
 _MIGRATIONS.append(ATPROTO_SCHEMA)
+# v14: the reply-parent and quote indexes hold only the posts that have one: every
+# other post's NULL entry sat at a random place (ordered by URI) and cost each
+# one-post commit a page of each index in the WAL (bench/RESULTS.md, "Issue 16: the
+# writer's cost per commit"). Their queries ask for ``= ?``, which implies NOT NULL.
+_MIGRATIONS.append(
+    """
+    DROP INDEX posts_parent;
+    CREATE INDEX posts_parent ON posts (reply_parent) WHERE reply_parent IS NOT NULL;
+    DROP INDEX posts_quote;
+    CREATE INDEX posts_quote ON posts (quote) WHERE quote IS NOT NULL;
+    """
+)
+# v15: the post search index keeps no per-row token counts (FTS5 columnsize=0): only
+# bm25() reads them, and post search ranks by time and engagement, never by bm25
+# (actor search, which does, keeps its own). One row and 0.6-0.7 WAL pages fewer per
+# post. SQLite only: PostgreSQL has no search tables (PG_STEP_INSTEAD below).
+_POST_FTS_COLUMNSIZE = len(_MIGRATIONS)
+_MIGRATIONS.append(
+    """
+    DROP TRIGGER post_search_ai;
+    DROP TRIGGER post_search_ad;
+    DROP TABLE post_fts;
+    CREATE VIRTUAL TABLE post_fts USING fts5(
+        text, author, lang, mentions, domains,
+        content='post_search', content_rowid='id', columnsize=0,
+        tokenize='unicode61 remove_diacritics 2'
+    );
+    CREATE TRIGGER post_search_ai AFTER INSERT ON post_search BEGIN
+        INSERT INTO post_fts (rowid, text, author, lang, mentions, domains)
+        VALUES (new.id, new.text, new.author, new.lang, new.mentions, new.domains);
+    END;
+    CREATE TRIGGER post_search_ad AFTER DELETE ON post_search BEGIN
+        INSERT INTO post_fts (post_fts, rowid, text, author, lang, mentions, domains)
+        VALUES ('delete', old.id, old.text, old.author, old.lang, old.mentions, old.domains);
+    END;
+    INSERT INTO post_fts (post_fts) VALUES ('rebuild');
+    """
+)
+# v16: the post search index is written once per write group, not once per commit
+# (FTS5 writes a segment, and merges, at every SAVEPOINT, and each write of a group
+# runs in one): the triggers that wrote it row by row go, and the connections that
+# write (the writer, the upgrade) queue new rows in a TEMP table instead
+# (_POST_FTS_QUEUE), flushed into post_fts before COMMIT (_flush_post_fts).
+_POST_FTS_DEFERRED = len(_MIGRATIONS)
+_MIGRATIONS.append(
+    """
+    DROP TRIGGER post_search_ai;
+    DROP TRIGGER post_search_ad;
+    """
+)
+# v17: blocks in a rowid table, with a unique index on the CID. As a WITHOUT ROWID
+# table its rows (up to a few KB each) sat in the CID's B-tree, which keeps a row
+# inline only up to ~1 KB and splits full pages at every random insert: ~10 WAL pages
+# per one-post commit and twice the file. Now the data is appended in rowid order and
+# only the small index entries land at random places (bench/RESULTS.md, "Issue 16:
+# the writer's cost per commit"). PostgreSQL keeps its table (a heap with the CID's
+# index already): PG_STEP_INSTEAD.
+_BLOCKS_BY_ROW = len(_MIGRATIONS)
+_MIGRATIONS.append(
+    """
+    CREATE TABLE blocks_by_row (
+        id INTEGER PRIMARY KEY,
+        cid BLOB NOT NULL,
+        data BLOB NOT NULL
+    );
+    INSERT INTO blocks_by_row (cid, data) SELECT cid, data FROM blocks;
+    DROP TABLE blocks;
+    ALTER TABLE blocks_by_row RENAME TO blocks;
+    CREATE UNIQUE INDEX blocks_cid ON blocks (cid);
+    """
+)
+#: Steps PostgreSQL runs instead of the shared one of the same index: SQLite FTS5 has no
+#: translation, so a PostgreSQL node has no search tables (searchPosts and
+#: searchActors answer MethodNotImplemented there; docs/postgresql.md).
+PG_STEP_INSTEAD: dict[int, str] = {
+    _NOTIFY_SEARCH_SCHEMA: NOTIFICATIONS_SCHEMA,
+    _POST_FTS_COLUMNSIZE: "",
+    _POST_FTS_DEFERRED: "",
+    _BLOCKS_BY_ROW: "",
+}
+
+#: Installed on each SQLite connection that writes (TEMP objects are per connection):
+#: a post_search row inserted is queued, not yet in post_fts; one deleted is taken
+#: out of post_fts if it was in it, or out of the queue if it never got there. A
+#: savepoint rolled back (a failed write) rolls its queue entries back with it.
+_POST_FTS_QUEUE = """
+CREATE TEMP TABLE IF NOT EXISTS post_fts_queue (id INTEGER PRIMARY KEY);
+CREATE TEMP TRIGGER IF NOT EXISTS post_search_queue AFTER INSERT ON main.post_search BEGIN
+    INSERT INTO post_fts_queue VALUES (new.id);
+END;
+CREATE TEMP TRIGGER IF NOT EXISTS post_search_unindex AFTER DELETE ON main.post_search BEGIN
+    INSERT INTO post_fts (post_fts, rowid, text, author, lang, mentions, domains)
+    SELECT 'delete', old.id, old.text, old.author, old.lang, old.mentions, old.domains
+    WHERE NOT EXISTS (SELECT 1 FROM post_fts_queue WHERE id = old.id);
+    DELETE FROM post_fts_queue WHERE id = old.id;
+END;
+"""
+
+
+def _queue_post_fts(conn: sqlite3.Connection) -> None:
+    # Statement by statement: executescript() would COMMIT an open transaction first.
+    statement = ""
+    for piece in _POST_FTS_QUEUE.split(";"):
+        statement += piece + ";"
+        if sqlite3.complete_statement(statement):
+            if statement.strip(" \n;"):
+                conn.execute(statement)
+            statement = ""
+
+
+def _flush_post_fts(conn: sqlite3.Connection) -> None:
+    """Index the queued post_search rows in post_fts (in the open transaction)."""
+    if conn.execute("SELECT 1 FROM temp.post_fts_queue LIMIT 1").fetchone() is None:
+        return
+    conn.execute(
+        "INSERT INTO main.post_fts (rowid, text, author, lang, mentions, domains)"
+        " SELECT s.id, s.text, s.author, s.lang, s.mentions, s.domains"
+        " FROM temp.post_fts_queue q JOIN main.post_search s ON s.id = q.id ORDER BY s.id"
+    )
+    conn.execute("DELETE FROM temp.post_fts_queue")
+
+
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -458,6 +576,8 @@ class SqliteStorage:
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._publish_lock = threading.Lock()
+        #: The seq counter of the writer's current group (writer thread only).
+        self._seq = _GroupSeq()
         #: Called on the event loop after each durable group, with (seq, frame) pairs.
         self.on_events: Callable[[list[tuple[int, bytes]]], None] | None = None
         self.group_sizes: list[int] = []
@@ -505,6 +625,7 @@ class SqliteStorage:
     def _connect_writer(self) -> sqlite3.Connection:
         conn = _connect(self.path, readonly=False)
         _tune_writer(conn)
+        _queue_post_fts(conn)
         return conn
 
     def _begin(self, conn: sqlite3.Connection) -> None:
@@ -547,7 +668,9 @@ class SqliteStorage:
                         if statement.strip(" \n;"):
                             conn.execute(statement)
                         statement = ""
+            _queue_post_fts(conn)
             _backfill(conn, version)
+            _flush_post_fts(conn)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute("COMMIT")
         finally:
@@ -643,17 +766,21 @@ class SqliteStorage:
         results: list[tuple[Any, BaseException | None]] = []
         try:
             self._begin(conn)
+            self._seq.begin(conn)
             for job in jobs:
                 conn.execute("SAVEPOINT job")
+                mark = self._seq.last
                 try:
                     result = job.fn(conn)
                 except BaseException as e:
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
+                    self._seq.last = mark
                     results.append((None, e))
                 else:
                     conn.execute("RELEASE job")
                     results.append((result, None))
+            self._seq.store(conn)
             self._before_commit(conn)
             conn.execute("COMMIT")
         except self._db_errors as e:
@@ -680,7 +807,9 @@ class SqliteStorage:
                     loop.call_soon_threadsafe(self._deliver, items, events)
 
     def _before_commit(self, conn: sqlite3.Connection) -> None:
-        """Last statements of a write group's transaction (none on SQLite)."""
+        """Last statements of a write group's transaction: on SQLite, the group's
+        posts into the search index."""
+        _flush_post_fts(conn)
 
     def _committed_events(
         self, conn: sqlite3.Connection, events: list[tuple[int, bytes]]
@@ -701,7 +830,7 @@ class SqliteStorage:
 
     # -- repos and blocks --------------------------------------------------------
     async def apply_commit(self, batch: CommitBatch) -> int:
-        published = await self.write(lambda conn: _apply_commit(conn, batch))
+        published = await self.write(lambda conn: _apply_commit(conn, batch, self._seq))
         return published.value
 
     async def get_head(self, did: str) -> RepoHead | None:
@@ -734,7 +863,7 @@ class SqliteStorage:
             body: dict[str, Value] = {"active": status is None, "did": did, "time": time}
             if status is not None:
                 body["status"] = status
-            seq, frame = _append_event(conn, did, "#account", body)
+            seq, frame = _append_event(conn, self._seq, did, "#account", body)
             return _Published(seq, [(seq, frame)])
 
         await self.write(w)
@@ -1042,15 +1171,20 @@ class SqliteStorage:
             events = [
                 _append_event(
                     conn,
+                    self._seq,
                     a.did,
                     "#identity",
                     {"did": a.did, "handle": a.handle, "time": a.created_at},
                 ),
                 _append_event(
-                    conn, a.did, "#account", {"active": True, "did": a.did, "time": a.created_at}
+                    conn,
+                    self._seq,
+                    a.did,
+                    "#account",
+                    {"active": True, "did": a.did, "time": a.created_at},
                 ),
             ]
-            published = _apply_commit(conn, genesis)
+            published = _apply_commit(conn, genesis, self._seq)
             if self.handles is not None:
                 self.handles.rebind(conn, a.did)
             return _Published(published.value, events + published.events)
@@ -1081,7 +1215,7 @@ class SqliteStorage:
             body: dict[str, Value] = {"did": did, "time": time}
             if shown is not None:
                 body["handle"] = shown
-            seq, frame = _append_event(conn, did, "#identity", body)
+            seq, frame = _append_event(conn, self._seq, did, "#identity", body)
             return _Published(seq, [(seq, frame)])
 
         await self.write(w)
@@ -1254,20 +1388,42 @@ def _get_head(conn: sqlite3.Connection, did: str) -> RepoHead | None:
     return None if row is None else _head_row(row)
 
 
-def _next_seq(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
-    seq = (int(row[0]) if row else 0) + 1
-    conn.execute("INSERT OR REPLACE INTO meta VALUES ('last_seq', ?)", (str(seq).encode(),))
-    return seq
+class _GroupSeq:
+    """The firehose sequence inside one write group: read from ``meta`` once when the
+    group begins (the writer holds the database's write lock then, so no other
+    process moves it), handed out from memory to the group's events, and written
+    back once before COMMIT; a job rolled back to its savepoint gives its seqs back.
+    Only the writer thread touches it."""
+
+    __slots__ = ("last", "start")
+
+    def __init__(self) -> None:
+        self.start = 0
+        self.last = 0
+
+    def begin(self, conn: sqlite3.Connection) -> None:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
+        self.start = self.last = int(row[0]) if row else 0
+
+    def next(self) -> int:
+        self.last += 1
+        return self.last
+
+    def store(self, conn: sqlite3.Connection) -> None:
+        """Write the group's last seq (in its transaction), if it handed any out."""
+        if self.last != self.start:
+            conn.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('last_seq', ?)", (str(self.last).encode(),)
+            )
 
 
-def _apply_commit(conn: sqlite3.Connection, b: CommitBatch) -> _Published:
+def _apply_commit(conn: sqlite3.Connection, b: CommitBatch, seqs: _GroupSeq) -> _Published:
     row = conn.execute("SELECT head FROM repos WHERE did = ?", (b.did,)).fetchone()
     current = None if row is None else CID.from_bytes(row[0])
     if current != b.prev_head:
         raise HeadMoved(f"head of {b.did} moved")
     conn.executemany(
-        "INSERT OR IGNORE INTO blocks VALUES (?, ?)",
+        "INSERT OR IGNORE INTO blocks (cid, data) VALUES (?, ?)",
         [(cid.to_bytes(), data) for cid, data in b.blocks.items()],
     )
     indexed_at = b.indexed_at or _utc_now()
@@ -1278,8 +1434,8 @@ def _apply_commit(conn: sqlite3.Connection, b: CommitBatch) -> _Published:
         (b.did,),
     ).fetchone()
     for collection, rkey, cid in b.record_changes:
-        unindex_record(conn, b.did, collection, rkey)
         if cid is None:
+            unindex_record(conn, b.did, collection, rkey)
             conn.execute(
                 "DELETE FROM records WHERE did = ? AND collection = ? AND rkey = ?",
                 (b.did, collection, rkey),
@@ -1287,17 +1443,27 @@ def _apply_commit(conn: sqlite3.Connection, b: CommitBatch) -> _Published:
             track_refs(conn, b.did, b.rev, collection, rkey, None)
         else:
             raw = cid.to_bytes()
-            conn.execute(
-                "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?)",
+            # A record at a path that held none has no index rows or blob refs to
+            # take away (they are written and removed with its records row, in one
+            # transaction): the insert says which case this is, and only a record
+            # replacing another pays for the look-ups and deletes.
+            fresh = conn.execute(
+                "INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?)",
                 (b.did, collection, rkey, raw),
-            )
+            ).rowcount
+            if not fresh:
+                unindex_record(conn, b.did, collection, rkey)
+                conn.execute(
+                    "UPDATE records SET cid = ? WHERE did = ? AND collection = ? AND rkey = ?",
+                    (raw, b.did, collection, rkey),
+                )
             block = b.blocks.get(cid)
             if block is None:
                 row = conn.execute("SELECT data FROM blocks WHERE cid = ?", (raw,)).fetchone()
                 block = None if row is None else row[0]
             if block is not None and unserved is None:
                 index_record(conn, b.did, collection, rkey, block, raw, indexed_at)
-            track_refs(conn, b.did, b.rev, collection, rkey, block)
+            track_refs(conn, b.did, b.rev, collection, rkey, block, replaced=not fresh)
     conn.execute(
         "INSERT INTO repos (did, head, rev, root, status, local) VALUES (?, ?, ?, ?, NULL, ?)"
         " ON CONFLICT (did) DO UPDATE SET head = excluded.head, rev = excluded.rev,"
@@ -1309,7 +1475,7 @@ def _apply_commit(conn: sqlite3.Connection, b: CommitBatch) -> _Published:
         "INSERT OR REPLACE INTO commits VALUES (?, ?, ?, ?, ?)",
         (b.did, b.rev, b.commit_cid.to_bytes(), b.root.to_bytes(), b.since),
     )
-    seq = _next_seq(conn)
+    seq = seqs.next()
     if unserved is not None:
         return _Published(seq, [])  # nor on this node's firehose
     frame = b.frame(seq)
@@ -1318,11 +1484,11 @@ def _apply_commit(conn: sqlite3.Connection, b: CommitBatch) -> _Published:
 
 
 def _append_event(
-    conn: sqlite3.Connection, did: str, kind: str, body: dict[str, Value]
+    conn: sqlite3.Connection, seqs: _GroupSeq, did: str, kind: str, body: dict[str, Value]
 ) -> tuple[int, bytes]:
     """Sequence and store one firehose event (#identity, #account) in the current
     transaction; the frame is built here, once."""
-    seq = _next_seq(conn)
+    seq = seqs.next()
     frame = encode_frame(kind, {**body, "seq": seq})
     conn.execute("INSERT INTO events VALUES (?, ?, ?, ?)", (seq, did, kind, frame))
     return seq, frame
