@@ -24,6 +24,12 @@ typecheck: $(STAMP)
 # (the @atproto/api session) and Debian's nftables (the harness's namespace mode).
 # Then the storage-facing tests again on PostgreSQL (a throwaway server from the
 # machine's packages, installed if missing; tests/pg.py, docs/postgresql.md).
+# Both runs are spread over PYTEST_WORKERS pytest-xdist processes (most tests wait on
+# subprocesses, a browser, the reference PDS or the network namespaces, not on a core):
+# PYTEST_WORKERS=0 runs them in this process, one at a time. The workers take the
+# longest tests first (tests/conftest.py).
+PYTEST_WORKERS ?= 4
+XDIST := -n $(PYTEST_WORKERS) --dist loadgroup
 PG_TESTS ?= tests/test_node_api.py tests/test_federation.py tests/test_crash.py \
 	tests/test_migrations.py tests/test_postgres.py tests/test_views.py \
 	tests/test_moderation.py tests/test_takedown.py tests/test_rotation.py \
@@ -33,14 +39,14 @@ pytest: $(STAMP)
 	scripts/ensure-chromium.sh
 	scripts/ensure-npm-packages.sh
 	scripts/ensure-nftables.sh
-	$(BIN)/pytest
+	$(BIN)/pytest $(XDIST)
 	scripts/ensure-postgresql.sh
-	SKYFED_TEST_STORAGE=postgresql $(BIN)/pytest $(PG_TESTS)
+	SKYFED_TEST_STORAGE=postgresql $(BIN)/pytest $(XDIST) $(PG_TESTS)
 
 # Only the PostgreSQL half of the above.
 pytest-postgresql: $(STAMP)
 	scripts/ensure-postgresql.sh
-	SKYFED_TEST_STORAGE=postgresql $(BIN)/pytest $(PG_TESTS)
+	SKYFED_TEST_STORAGE=postgresql $(BIN)/pytest $(XDIST) $(PG_TESTS)
 
 test: lint typecheck pytest
 
