@@ -21,7 +21,7 @@ from typing import Any
 from protocol.errors import SkyfedError
 from protocol.keys import SigningKey, verify_key
 
-from .datadir import make_data_dir
+from .datadir import make_data_dir, write_private_text
 
 __all__ = [
     "NodeConfig",
@@ -405,7 +405,8 @@ def _node_key(key_path: Path, public_path: Path) -> SigningKey:
     except (OSError, SkyfedError):
         key = SigningKey.from_str(secret)  # derives the public key (cryptography)
         tmp = public_path.with_suffix(".pub.tmp")
-        tmp.write_text(key.did_key() + "\n")
+        tmp.unlink(missing_ok=True)  # left by a start that died between the two lines
+        write_private_text(tmp, key.did_key() + "\n")  # 0600 like every file here
         os.replace(tmp, public_path)
         return key
     return SigningKey.from_str(secret, public=public)

@@ -50,6 +50,7 @@ NODE_FILES: Final = (
     "node.sqlite3-shm",
     "node.sqlite3-journal",
     "node.key",
+    "node.pub",
     "token.secret",
     "skyfed.toml",
     "node.toml",
