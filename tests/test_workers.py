@@ -108,7 +108,7 @@ async def test_pending_tasks_are_bounded(tmp_path: Path) -> None:
         held = [asyncio.create_task(pool.run(tasks.wait_for, str(marker), i)) for i in range(5)]
         await _until(lambda: pool.in_flight == 3)
         for _ in range(100):  # let the two over the bound try to get in
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # poll: yields the loop, no time passes
         assert pool.in_flight == 3
         assert not any(t.done() for t in held)
         marker.write_text("go")

@@ -41,7 +41,7 @@ def wait_for(marker: str, value: int) -> int:
     while not Path(marker).exists():
         if time.monotonic() > deadline:
             raise TimeoutError(marker)
-        time.sleep(0.01)
+        time.sleep(0.01)  # poll: another process writes the marker
     return value
 
 
